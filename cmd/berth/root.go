@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a specific exit code out of a command (for example 2 from
+// `berth plan` when changes are pending, or a machine's own exit code).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// globals are the flags every verb shares.
+var globals struct {
+	stateDir string
+	output   string
+}
+
+var rootCmd = &cobra.Command{
+	Use:   "berth",
+	Short: "Declarative machine manager: full-OS system containers from YAML definitions",
+	Long: `berth manages machines: full-OS system containers that boot their own init,
+declared in YAML files. berthd reconciles the host toward the definitions;
+berth is the command line, in the style of machinectl.`,
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+func init() {
+	def := os.Getenv("BERTH_STATE_DIR")
+	if def == "" {
+		def = "/var/lib/berth"
+	}
+	rootCmd.PersistentFlags().StringVar(&globals.stateDir, "state-dir", def, "berth's state directory (env BERTH_STATE_DIR)")
+	rootCmd.PersistentFlags().StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
+}
+
+// execute runs the command line and maps errors to exit codes.
+func execute() int {
+	err := rootCmd.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "berth:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "berth:", err)
+	return 1
+}

@@ -1,0 +1,223 @@
+// Package testenv is shared by berth's tests: the root check, unique names, and the
+// guest images the integration tests boot (built from Debian's packages and cached
+// under /var/cache/berth-test, or $BERTH_TEST_CACHE, between runs).
+package testenv
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// SkipUnlessRoot skips t with a reason when the test does not run as root.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: this test needs root (namespaces, mounts, cgroups, netlink); run `sudo make test`")
+	}
+}
+
+// SkipIfShort skips slow integration tests under `go test -short`.
+func SkipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping integration test in -short mode")
+	}
+}
+
+// RequireCommand skips t when a host command the test drives is missing. The
+// project's hack/deps.sh installs every one of them.
+func RequireCommand(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("skipping: %s is not installed (hack/deps.sh installs it)", n)
+		}
+	}
+}
+
+// UniqueName returns prefix followed by a short random suffix, a valid machine
+// name that no other test (or developer running tests beside you) uses.
+func UniqueName(prefix string) string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// CacheDir is where built test images are kept between runs.
+func CacheDir() string {
+	if d := os.Getenv("BERTH_TEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/berth-test"
+}
+
+// Mirror is the Debian mirror debootstrap uses ($BERTH_DEBIAN_MIRROR overrides it).
+func Mirror() string {
+	if m := os.Getenv("BERTH_DEBIAN_MIRROR"); m != "" {
+		return m
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// GuestPackages are the packages of the Debian systemd guest, as the tests and the
+// examples declare it.
+var GuestPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2"}
+
+// DebianGuest returns the root of a cached Debian 12 (bookworm) minbase guest
+// with systemd, built with debootstrap on first use (about 40 s). Treat it as
+// read-only: use CopyTree for a root a machine may write to.
+func DebianGuest(t testing.TB) string {
+	t.Helper()
+	return Debootstrap(t, "debian12", "bookworm", GuestPackages)
+}
+
+// Debootstrap returns the root of a cached minbase debootstrap of suite with the
+// extra packages, building it under CacheDir()/name on first use. Concurrent
+// callers (other test binaries) wait for one build.
+func Debootstrap(t testing.TB, name, suite string, packages []string) string {
+	t.Helper()
+	SkipUnlessRoot(t)
+	RequireCommand(t, "debootstrap")
+	return cached(t, name, func(tmp string) error {
+		args := []string{"--variant=minbase"}
+		if len(packages) > 0 {
+			args = append(args, "--include="+strings.Join(packages, ","))
+		}
+		args = append(args, suite, tmp, Mirror())
+		cmd := exec.Command("debootstrap", args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("debootstrap %s: %w\n%s", strings.Join(args, " "), err, tail(out, 2000))
+		}
+		// The guest's own apt lists and caches are not needed by any test.
+		_ = os.RemoveAll(filepath.Join(tmp, "var/cache/apt/archives"))
+		_ = os.MkdirAll(filepath.Join(tmp, "var/cache/apt/archives/partial"), 0o755)
+		return nil
+	})
+}
+
+// BusyboxGuest returns the root of a cached tiny guest whose init is busybox's,
+// made from Debian's busybox-static. Its inittab prints "berth-busybox-booted" on
+// the console when it comes up and "berth-busybox-shutdown" when it goes down.
+func BusyboxGuest(t testing.TB) string {
+	t.Helper()
+	SkipUnlessRoot(t)
+	return cached(t, "busybox", func(tmp string) error {
+		bb, err := exec.LookPath("busybox")
+		if err != nil {
+			return fmt.Errorf("busybox-static is not installed (hack/deps.sh installs it)")
+		}
+		for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "proc", "sys", "dev", "run", "tmp", "root", "var/log"} {
+			if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
+				return err
+			}
+		}
+		data, err := os.ReadFile(bb)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "bin/busybox"), data, 0o755); err != nil {
+			return err
+		}
+		out, err := exec.Command(bb, "--list-full").Output()
+		if err != nil {
+			return fmt.Errorf("busybox --list-full: %w", err)
+		}
+		for _, p := range strings.Fields(string(out)) {
+			dst := filepath.Join(tmp, p)
+			if _, err := os.Lstat(dst); err == nil {
+				continue
+			}
+			if err := os.Symlink("/bin/busybox", dst); err != nil {
+				return err
+			}
+		}
+		files := map[string]string{
+			"etc/inittab": "::sysinit:/etc/init.d/rcS\n" +
+				"::ctrlaltdel:/sbin/reboot\n" +
+				"::shutdown:/bin/echo berth-busybox-shutdown\n",
+			"etc/init.d/rcS": "#!/bin/sh\n/bin/hostname -F /etc/hostname 2>/dev/null\necho berth-busybox-booted\n",
+			"etc/passwd":     "root:x:0:0:root:/root:/bin/sh\n",
+			"etc/group":      "root:x:0:\n",
+			"etc/os-release": "NAME=\"BusyBox\"\nID=busybox\nPRETTY_NAME=\"berth busybox test guest\"\n",
+		}
+		for p, c := range files {
+			mode := os.FileMode(0o644)
+			if strings.HasPrefix(p, "etc/init.d/") {
+				mode = 0o755
+			}
+			if err := os.WriteFile(filepath.Join(tmp, p), []byte(c), mode); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// cached builds CacheDir()/name once with build (which fills a temporary directory
+// next to it) and renames it into place, under an exclusive lock so concurrent test
+// binaries build it once. A half-built image never appears under the final name.
+func cached(t testing.TB, name string, build func(tmp string) error) string {
+	t.Helper()
+	dir := CacheDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("test image cache: %v", err)
+	}
+	final := filepath.Join(dir, name)
+	if _, err := os.Stat(final); err == nil {
+		return final
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "."+name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("test image cache: %v", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatalf("test image cache: lock: %v", err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	if _, err := os.Stat(final); err == nil {
+		return final
+	}
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	_ = os.RemoveAll(tmp)
+	t.Logf("building test image %s in %s (cached for later runs)", name, final)
+	if err := build(tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		t.Fatalf("test image %s: %v", name, err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		_ = os.RemoveAll(tmp)
+		t.Fatalf("test image %s: %v", name, err)
+	}
+	return final
+}
+
+// CopyTree copies the tree at src to a new directory under t.TempDir() with cp -a
+// (owners, modes, xattrs, devices, hard links kept) and returns it: a root a test
+// may change freely. The copy is removed when the test ends.
+func CopyTree(t testing.TB, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "root")
+	if out, err := exec.Command("cp", "-a", "--", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", src, dst, err, out)
+	}
+	return dst
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
