@@ -1,0 +1,100 @@
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ErrInvalid is matched (errors.Is) by every ErrorList: the definitions are wrong and
+// a person has to change them; retrying will not help.
+var ErrInvalid = errors.New("invalid definition")
+
+// Error is one mistake in a definition, located by file, line, column and the field
+// path inside the document (network.address, mounts[1].target).
+type Error struct {
+	File  string `json:"file"`
+	Line  int    `json:"line,omitempty"`
+	Col   int    `json:"col,omitempty"`
+	Field string `json:"field,omitempty"`
+	Msg   string `json:"message"`
+}
+
+// Error formats the error as file:line:col: field: message, leaving out the parts
+// that are unknown (a file that cannot be read has no line).
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+		if e.Col > 0 {
+			fmt.Fprintf(&b, ":%d", e.Col)
+		}
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ErrorList is every error found in one Load or Parse, sorted by file, line,
+// column. A non-empty ErrorList is what Load returns as its error.
+type ErrorList []*Error
+
+// Error prints one error per line.
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrInvalid) true for an ErrorList.
+func (l ErrorList) Is(target error) bool { return target == ErrInvalid }
+
+// sort orders the list by position, then field and message, and drops exact
+// duplicates (an alias used twice may report the same node twice).
+func (l *ErrorList) sort() {
+	s := *l
+	sort.SliceStable(s, func(i, j int) bool {
+		a, b := s[i], s[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		if a.Col != b.Col {
+			return a.Col < b.Col
+		}
+		if a.Field != b.Field {
+			return a.Field < b.Field
+		}
+		return a.Msg < b.Msg
+	})
+	out := s[:0]
+	for i, e := range s {
+		if i > 0 && *e == *s[i-1] {
+			continue
+		}
+		out = append(out, e)
+	}
+	*l = out
+}
+
+// err returns the list as an error, or nil when it is empty (never a typed nil).
+func (l ErrorList) err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	l.sort()
+	return l
+}

@@ -1,0 +1,276 @@
+package spec
+
+import (
+	"net/netip"
+)
+
+// APIVersion is the only apiVersion the language has so far. A document with another
+// version is rejected, so a later berth/v2 can change meanings without guessing.
+const APIVersion = "berth/v1"
+
+// The kinds of documents.
+const (
+	KindMachine = "Machine"
+	KindNetwork = "Network"
+	KindImage   = "Image"
+)
+
+// Source is where a document was read from. It is not part of a definition's hash:
+// moving a machine to another file is not a change.
+type Source struct {
+	File string `json:"file"`
+	Line int    `json:"line"`
+	Col  int    `json:"col"`
+}
+
+// Machine is a full-OS system container (or, with Command, an application-mode one).
+//
+// Field tags: `json` names the field in YAML, JSON and the hash; `doc` is the
+// description in `berth schema` and docs/definitions.md; `enum` lists the allowed
+// values, checked by the decoder and published in the schema (one table, so the two
+// cannot drift).
+type Machine struct {
+	Source Source `json:"-"`
+
+	Name     string   `json:"name" doc:"Machine name: a DNS label (lowercase letters, digits, '-'), at most 63 characters. Names the root directory, the scope machine-NAME.scope and the host veth."`
+	Image    string   `json:"image" doc:"Name of the Image document the machine's root is made from (once; the root then persists)."`
+	State    State    `json:"state,omitempty" enum:"running,stopped" doc:"Desired state. Default running."`
+	Boot     bool     `json:"boot,omitempty" doc:"Run the guest's init as PID 1 (like systemd-nspawn -b). Default true unless command is set."`
+	Command  []string `json:"command,omitempty" doc:"Application mode: run this argv as PID 1 instead of booting init (like systemd-nspawn without -b)."`
+	Init     string   `json:"init,omitempty" doc:"Absolute path of the init to boot. Default: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init that exists in the root."`
+	InitArgs []string `json:"initArgs,omitempty" doc:"Extra arguments for init in boot mode (for example systemd.unit=rescue.target)."`
+	WorkDir  string   `json:"workingDir,omitempty" doc:"Absolute working directory of the command in application mode. Default /."`
+	Hostname string   `json:"hostname,omitempty" doc:"Hostname inside the machine. Default: the machine name."`
+
+	Restart      Restart           `json:"restart" doc:"What to do when the machine stops without being asked to."`
+	Resources    Resources         `json:"resources" doc:"Resource limits, applied to the machine's cgroup and changeable while it runs."`
+	Network      MachineNetwork    `json:"network" doc:"Network attachment: the name of a Network document, none (loopback only, the default) or host (share the host's network). A string is short for {name: STRING}."`
+	Mounts       []Mount           `json:"mounts,omitempty" doc:"Bind mounts from the host and tmpfs mounts."`
+	Environment  map[string]string `json:"environment,omitempty" doc:"Environment variables of init (boot mode) or of the command."`
+	Capabilities Capabilities      `json:"capabilities,omitzero" doc:"Capabilities added to or dropped from the default bounding set (systemd-nspawn's)."`
+	PrivateUsers PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default, root in the machine is root on the host) or pick (true): a private 65536-UID range picked for the machine."`
+	StopTimeout  Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
+	Root         Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
+	ResolvConf   ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`
+}
+
+// State is a machine's desired state.
+type State string
+
+const (
+	StateRunning State = "running"
+	StateStopped State = "stopped"
+)
+
+// Restart is the restart policy: how berthd reacts when a machine exits on its own.
+type Restart struct {
+	Policy     RestartPolicy `json:"policy,omitempty" enum:"no,on-failure,always" doc:"no: leave it stopped; on-failure: restart after a non-zero exit or a signal (default); always: restart after any exit, including a poweroff from inside."`
+	MaxRetries int           `json:"maxRetries,omitempty" doc:"Give up after this many restarts in a row without a successful run; 0 (default) retries forever with back-off."`
+	Backoff    Duration      `json:"backoff,omitempty" doc:"Delay before the first restart, doubled after each further failure. Default 1s."`
+	MaxBackoff Duration      `json:"maxBackoff,omitempty" doc:"Upper bound of the delay between restarts. Default 5m."`
+}
+
+// RestartPolicy says when a machine that exited is started again.
+type RestartPolicy string
+
+const (
+	RestartNo        RestartPolicy = "no"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartAlways    RestartPolicy = "always"
+)
+
+// Resources are cgroup limits. A zero value means "no limit" / the system default.
+type Resources struct {
+	MemoryMax  Size    `json:"memoryMax,omitempty" doc:"Hard memory limit (MemoryMax=, memory.max), for example 512M or 2G."`
+	MemoryHigh Size    `json:"memoryHigh,omitempty" doc:"Memory throttling threshold (MemoryHigh=, memory.high); must not exceed memoryMax."`
+	CPUs       float64 `json:"cpus,omitempty" doc:"CPU time as a number of CPUs (1.5 = 150% CPUQuota=). Must be greater than 0."`
+	CPUWeight  int     `json:"cpuWeight,omitempty" doc:"Relative CPU share (CPUWeight=), 1 to 10000; the system default is 100."`
+	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max). Must be at least 1."`
+	IOWeight   int     `json:"ioWeight,omitempty" doc:"Relative block I/O share (IOWeight=), 1 to 10000; the system default is 100."`
+}
+
+// MachineNetwork attaches a machine to a network.
+type MachineNetwork struct {
+	Name     string       `json:"name,omitempty" doc:"A Network document's name, none (a private network namespace with only loopback; the default) or host (the host's network namespace)."`
+	Address  netip.Prefix `json:"address,omitzero" doc:"Static IPv4 address, with or without the subnet's prefix length (10.87.0.10 or 10.87.0.10/24). Default: automatic, leased from the subnet and kept across restarts."`
+	Address6 netip.Prefix `json:"address6,omitzero" doc:"Static IPv6 address when the Network has subnet6. Default: automatic."`
+	MAC      string       `json:"mac,omitempty" doc:"MAC address of host0 (unicast, for example 02:42:0a:57:00:0a). Default: derived from the machine name, stable across restarts."`
+	Ports    []Port       `json:"ports,omitempty" doc:"Port forwards from the host into the machine. A string is short for a port: [HOSTADDRESS:]HOSTPORT[:MACHINEPORT][/PROTOCOL], e.g. 8080:80 or 127.0.0.1:8080:80/tcp or [::1]:53:53/udp."`
+}
+
+// Special values of MachineNetwork.Name.
+const (
+	NetworkNone = "none"
+	NetworkHost = "host"
+)
+
+// Private reports whether the machine is attached to a declared Network (rather than
+// none or host).
+func (n *MachineNetwork) Private() bool {
+	return n.Name != "" && n.Name != NetworkNone && n.Name != NetworkHost
+}
+
+// Port is one port forward: traffic to the host's HostAddress:HostPort goes to the
+// machine's MachinePort.
+type Port struct {
+	HostPort    int        `json:"hostPort" doc:"Port on the host, 1 to 65535."`
+	MachinePort int        `json:"machinePort,omitempty" doc:"Port in the machine. Default: the same as hostPort."`
+	Protocol    Protocol   `json:"protocol,omitempty" enum:"tcp,udp" doc:"tcp (default) or udp."`
+	HostAddress netip.Addr `json:"hostAddress,omitzero" doc:"Host address to forward from (IPv4 or IPv6, for example 127.0.0.1 or ::1). Default: every address of the host."`
+}
+
+// Protocol is a transport protocol of a port forward.
+type Protocol string
+
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+// Mount is a bind mount from the host or a tmpfs.
+type Mount struct {
+	Type     MountType `json:"type,omitempty" enum:"bind,tmpfs" doc:"bind or tmpfs. Default: bind when source is set."`
+	Source   string    `json:"source,omitempty" doc:"bind: absolute path on the host."`
+	Target   string    `json:"target" doc:"Absolute path in the machine (not /)."`
+	ReadOnly bool      `json:"readOnly,omitempty" doc:"Mount read-only. Default false."`
+	Create   bool      `json:"create,omitempty" doc:"bind: create the source directory (0755, root) when it does not exist. Default false: a missing source is an error when the machine starts."`
+	Size     Size      `json:"size,omitempty" doc:"tmpfs: size limit, for example 64M. Default: the kernel's (half of RAM)."`
+	Mode     FileMode  `json:"mode,omitempty" doc:"tmpfs: octal permissions of the mount's root, as a string (\"1777\"). Default 0755."`
+}
+
+// MountType is the kind of a mount.
+type MountType string
+
+const (
+	MountBind  MountType = "bind"
+	MountTmpfs MountType = "tmpfs"
+)
+
+// Capabilities adjust the machine's capability bounding set. Names are canonical
+// after decoding: upper case with the CAP_ prefix (CAP_NET_ADMIN).
+type Capabilities struct {
+	Add  []string `json:"add,omitempty" doc:"Capabilities to keep beyond the default set, e.g. NET_ADMIN or CAP_SYS_TIME."`
+	Drop []string `json:"drop,omitempty" doc:"Capabilities to remove from the default set."`
+}
+
+// PrivateUsers is the user namespace setting.
+type PrivateUsers string
+
+const (
+	// PrivateUsersOff runs the machine in the host's user namespace.
+	PrivateUsersOff PrivateUsers = "off"
+	// PrivateUsersPick gives the machine a private range of 65536 UIDs/GIDs.
+	PrivateUsersPick PrivateUsers = "pick"
+)
+
+// Root says how a machine's persistent root filesystem is made and kept.
+type Root struct {
+	Strategy      RootStrategy  `json:"strategy,omitempty" enum:"auto,overlay,btrfs,reflink,copy" doc:"How the root is made from the image: auto (default: the cheapest the filesystem allows), overlay (overlayfs over the read-only image), btrfs (snapshot), reflink (copy-on-write copy), copy (plain copy)."`
+	OnImageChange ImageChange   `json:"onImageChange,omitempty" enum:"keep,recreate" doc:"What happens when the image changes under an existing root: keep (default: the root is data; berth reports that the machine needs recreating) or recreate (the root is thrown away and made anew from the new image)."`
+}
+
+// RootStrategy is how a machine root is cloned from its image.
+type RootStrategy string
+
+const (
+	RootAuto    RootStrategy = "auto"
+	RootOverlay RootStrategy = "overlay"
+	RootBtrfs   RootStrategy = "btrfs"
+	RootReflink RootStrategy = "reflink"
+	RootCopy    RootStrategy = "copy"
+)
+
+// ImageChange is the policy for a root whose image has changed.
+type ImageChange string
+
+const (
+	ImageChangeKeep     ImageChange = "keep"
+	ImageChangeRecreate ImageChange = "recreate"
+)
+
+// ResolvConf is who manages the guest's /etc/resolv.conf.
+type ResolvConf string
+
+const (
+	ResolvConfOff     ResolvConf = "off"
+	ResolvConfNetwork ResolvConf = "network"
+	ResolvConfHost    ResolvConf = "host"
+)
+
+// Network is a bridge on the host with an IPv4 (and optionally IPv6) subnet that
+// machines attach to.
+type Network struct {
+	Source Source `json:"-"`
+
+	Name     string       `json:"name" doc:"Network name: a DNS label, at most 63 characters; none and host are reserved."`
+	Bridge   string       `json:"bridge,omitempty" doc:"Bridge interface name (at most 15 characters). Default br-NAME, shortened with a hash when longer than 15."`
+	Subnet   netip.Prefix `json:"subnet" doc:"IPv4 subnet in CIDR form with the host bits zero, /30 or larger, e.g. 10.87.0.0/24."`
+	Gateway  netip.Addr   `json:"gateway,omitzero" doc:"The bridge's IPv4 address and the machines' default route. Default: the first host of the subnet."`
+	Subnet6  netip.Prefix `json:"subnet6,omitzero" doc:"Optional IPv6 subnet, e.g. fd87::/64."`
+	Gateway6 netip.Addr   `json:"gateway6,omitzero" doc:"The bridge's IPv6 address. Default: the first host of subnet6."`
+	NAT      *bool        `json:"nat,omitempty" doc:"Masquerade the machines' traffic to the outside. Default true."`
+	DNS      []netip.Addr `json:"dns,omitempty" doc:"DNS servers written to the machines' /etc/resolv.conf (see the machine's resolvConf)."`
+}
+
+// Masquerade reports whether NAT is on (the default when NAT is unset).
+func (n *Network) Masquerade() bool { return n.NAT == nil || *n.NAT }
+
+// Image is a named, immutable root filesystem that machine roots are made from. It
+// has exactly one source: Directory, Tar or Debootstrap.
+type Image struct {
+	Source Source `json:"-"`
+
+	Name        string       `json:"name" doc:"Image name: a DNS label, at most 63 characters."`
+	Directory   string       `json:"directory,omitempty" doc:"Source: an existing root filesystem tree on the host, copied into the image store (absolute path)."`
+	Tar         *TarSource   `json:"tar,omitempty" doc:"Source: a tar archive of a root filesystem (.tar, .tar.gz, .tgz, .tar.xz, .tar.zst), from a path or an http(s) URL."`
+	Debootstrap *Debootstrap `json:"debootstrap,omitempty" doc:"Source: a Debian (or derivative) tree built with debootstrap."`
+}
+
+// TarSource is a tar archive; exactly one of Path and URL is set.
+type TarSource struct {
+	Path   string `json:"path,omitempty" doc:"Absolute path of the archive on the host."`
+	URL    string `json:"url,omitempty" doc:"http:// or https:// URL of the archive."`
+	SHA256 string `json:"sha256,omitempty" doc:"Expected SHA-256 of the archive (64 hex digits); the import fails when it differs. Recommended for URLs."`
+}
+
+// Debootstrap is a debootstrap invocation: debootstrap --variant=VARIANT
+// --include=PACKAGES SUITE TARGET MIRROR.
+type Debootstrap struct {
+	Suite    string   `json:"suite" doc:"Release codename or suite, e.g. bookworm."`
+	Mirror   string   `json:"mirror,omitempty" doc:"Archive URL. Default http://deb.debian.org/debian."`
+	Variant  string   `json:"variant,omitempty" enum:"minbase,buildd,fakechroot,standard" doc:"debootstrap --variant. Default minbase; standard means debootstrap's default set."`
+	Packages []string `json:"packages,omitempty" doc:"Extra packages (--include), e.g. systemd, dbus, iproute2."`
+}
+
+// Set is every definition loaded in one run, each kind sorted by name.
+type Set struct {
+	Machines []*Machine `json:"machines"`
+	Networks []*Network `json:"networks"`
+	Images   []*Image   `json:"images"`
+}
+
+// Machine returns the machine named name, or nil.
+func (s *Set) Machine(name string) *Machine { return find(s.Machines, name, func(m *Machine) string { return m.Name }) }
+
+// Network returns the network named name, or nil.
+func (s *Set) Network(name string) *Network { return find(s.Networks, name, func(n *Network) string { return n.Name }) }
+
+// Image returns the image named name, or nil.
+func (s *Set) Image(name string) *Image { return find(s.Images, name, func(i *Image) string { return i.Name }) }
+
+// find is a binary search over a slice sorted by name.
+func find[T any](list []*T, name string, key func(*T) string) *T {
+	lo, hi := 0, len(list)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if key(list[mid]) < name {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo < len(list) && key(list[lo]) == name {
+		return list[lo]
+	}
+	return nil
+}

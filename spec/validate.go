@@ -1,0 +1,627 @@
+package spec
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"net/url"
+	"path"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// The checks run in two steps. validate* look at one document as it was written
+// (before defaults, so "cpus: 0" is still told apart from no cpus at all);
+// crossCheck looks at the defaulted set: references, address plans, port clashes.
+// Type, enum, unknown-field and duplicate-key errors come from the decoder.
+
+var (
+	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+	envRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	suiteRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
+	packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// checkName reports a name that is missing or is not a DNS label: names become
+// directory names, unit names and interface names, so nothing like ../x or a
+// capital letter gets through.
+func checkName(d *doc, field, name, what string) bool {
+	switch {
+	case name == "" && d.has(field):
+		d.errorf(field, "is empty: give the %s a name", what)
+	case name == "":
+		d.errorf(field, "missing: every %s needs a name", what)
+	case len(name) > 63:
+		d.errorf(field, "%q is %d characters long: at most 63 are allowed", name, len(name))
+	case !labelRE.MatchString(name):
+		msg := fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
+		if l := strings.ToLower(name); l != name && labelRE.MatchString(l) {
+			msg += fmt.Sprintf("; did you mean %q?", l)
+		}
+		d.errorf(field, "%s", msg)
+	default:
+		return true
+	}
+	return false
+}
+
+// checkAbs reports a path that is not absolute or contains . or .. elements.
+func checkAbs(d *doc, field, p string) bool {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		d.errorf(field, "%q is not an absolute path: start it with /", p)
+	case strings.ContainsRune(p, 0):
+		d.errorf(field, "contains a NUL byte")
+	case slices.Contains(strings.Split(p, "/"), "..") || slices.Contains(strings.Split(p, "/"), "."):
+		d.errorf(field, "%q contains . or .. elements: write it as %q", p, path.Clean(p))
+	default:
+		return true
+	}
+	return false
+}
+
+// checkInterfaceName applies the kernel's rules for a link name (dev_valid_name).
+func checkInterfaceName(d *doc, field, name string) {
+	switch {
+	case name == "":
+		d.errorf(field, "is empty")
+	case len(name) > maxInterfaceNameLen:
+		d.errorf(field, "%q is %d characters long: an interface name has at most %d", name, len(name), maxInterfaceNameLen)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\v\f\x00"):
+		d.errorf(field, "%q is not a valid interface name: no '/', ':' or spaces, and not . or ..", name)
+	}
+}
+
+func (e *entry) validate() {
+	switch {
+	case e.machine != nil:
+		validateMachine(e.d, e.machine)
+	case e.network != nil:
+		validateNetwork(e.d, e.network)
+	case e.image != nil:
+		validateImage(e.d, e.image)
+	}
+}
+
+// reservedEnv are the variables berth itself gives init (the Container Interface).
+var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET"}
+
+func validateMachine(d *doc, m *Machine) {
+	checkName(d, "name", m.Name, "machine")
+	if m.Image == "" {
+		d.errorf("image", "missing: name the Image the machine's root is made from")
+	} else {
+		checkName(d, "image", m.Image, "image")
+	}
+
+	// Boot mode or application mode.
+	switch {
+	case d.has("boot") && m.Boot && len(m.Command) > 0:
+		d.errorf("boot", "true, and command is set too: a machine either boots its init or runs a command (application mode); remove one")
+	case d.has("boot") && !m.Boot && len(m.Command) == 0:
+		d.errorf("boot", "false needs a command to run (application mode); remove boot to boot the guest's init")
+	case d.has("command") && len(m.Command) == 0:
+		d.errorf("command", "is empty: give the program and its arguments, or remove command to boot the guest's init")
+	}
+	if len(m.Command) > 0 {
+		if m.Command[0] == "" {
+			d.errorf("command[0]", "the program to run is empty")
+		}
+		if m.Init != "" {
+			d.errorf("init", "init is used only when the machine boots; with command, put the program in command[0]")
+		}
+		if len(m.InitArgs) > 0 {
+			d.errorf("initArgs", "initArgs are used only when the machine boots; with command, put the arguments in command")
+		}
+	}
+	if m.Init != "" {
+		checkAbs(d, "init", m.Init)
+	}
+	if m.WorkDir != "" {
+		checkAbs(d, "workingDir", m.WorkDir)
+	}
+	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostRE.MatchString(m.Hostname)) {
+		d.errorf("hostname", "%q is not a valid hostname: at most 64 characters of letters, digits, '-' and '.'", m.Hostname)
+	}
+
+	// Restart policy.
+	if m.Restart.MaxRetries < 0 {
+		d.errorf("restart.maxRetries", "%d is negative: use 0 for no limit", m.Restart.MaxRetries)
+	}
+	if d.has("restart.backoff") && m.Restart.Backoff == 0 {
+		d.errorf("restart.backoff", "must be greater than 0; remove it for the default (%s)", DefaultBackoff)
+	}
+	if d.has("restart.maxBackoff") && m.Restart.MaxBackoff < max(m.Restart.Backoff, 1) {
+		d.errorf("restart.maxBackoff", "%s is less than backoff (%s)", m.Restart.MaxBackoff, max(m.Restart.Backoff, DefaultBackoff))
+	}
+
+	validateResources(d, &m.Resources)
+	validateMachineNetwork(d, &m.Network)
+	validateMounts(d, m.Mounts)
+
+	for _, k := range sortedKeys(m.Environment) {
+		f := join("environment", k)
+		switch {
+		case !envRE.MatchString(k):
+			d.errorf(f, "%q is not a variable name: use letters, digits and '_', not starting with a digit", k)
+		case slices.Contains(reservedEnv, k):
+			d.errorf(f, "%s is set by berth (the container interface) and cannot be overridden", k)
+		case strings.ContainsRune(m.Environment[k], 0):
+			d.errorf(f, "the value contains a NUL byte")
+		}
+	}
+
+	caps := map[string]string{}
+	for _, list := range []struct {
+		field string
+		names []string
+	}{{"capabilities.add", m.Capabilities.Add}, {"capabilities.drop", m.Capabilities.Drop}} {
+		for i, c := range list.names {
+			f := fmt.Sprintf("%s[%d]", list.field, i)
+			cc := canonicalCap(c)
+			if !slices.Contains(capabilities, cc) {
+				msg := fmt.Sprintf("%q is not a capability", c)
+				if s := suggest(cc, capabilities); s != "" {
+					msg += fmt.Sprintf("; did you mean %q?", strings.TrimPrefix(s, "CAP_"))
+				}
+				d.errorf(f, "%s (see capabilities(7))", msg)
+				continue
+			}
+			if other, ok := caps[cc]; ok && other != list.field {
+				d.errorf(f, "%s is both added and dropped", cc)
+			}
+			caps[cc] = list.field
+		}
+	}
+
+	if d.has("stopTimeout") && m.StopTimeout == 0 {
+		d.errorf("stopTimeout", "must be greater than 0; remove it for the default (%s)", DefaultStopTimeout)
+	}
+	if m.ResolvConf == ResolvConfNetwork && !m.Network.Private() {
+		d.errorf("resolvConf", "network needs the machine to be on a Network with dns servers; use host or off")
+	}
+}
+
+func validateResources(d *doc, r *Resources) {
+	if d.has("resources.memoryMax") && r.MemoryMax <= 0 {
+		d.errorf("resources.memoryMax", "must be greater than 0; remove it for no limit")
+	}
+	if d.has("resources.memoryHigh") && r.MemoryHigh <= 0 {
+		d.errorf("resources.memoryHigh", "must be greater than 0; remove it for no limit")
+	}
+	if r.MemoryMax > 0 && r.MemoryHigh > r.MemoryMax {
+		d.errorf("resources.memoryHigh", "%s is above memoryMax (%s): the machine would be killed before it is throttled", r.MemoryHigh, r.MemoryMax)
+	}
+	if d.has("resources.cpus") && (r.CPUs <= 0 || math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0)) {
+		d.errorf("resources.cpus", "%g must be greater than 0 (1.5 = one and a half CPUs); remove it for no limit", r.CPUs)
+	}
+	for _, w := range []struct {
+		field string
+		v     int
+	}{{"resources.cpuWeight", r.CPUWeight}, {"resources.ioWeight", r.IOWeight}} {
+		if d.has(w.field) && (w.v < 1 || w.v > 10000) {
+			d.errorf(w.field, "%d is out of range: a weight is from 1 to 10000 (default 100)", w.v)
+		}
+	}
+	if d.has("resources.pidsMax") && r.PidsMax < 1 {
+		d.errorf("resources.pidsMax", "%d must be at least 1; remove it for no limit", r.PidsMax)
+	}
+}
+
+func validateMachineNetwork(d *doc, n *MachineNetwork) {
+	if n.Private() {
+		checkName(d, "network.name", n.Name, "network")
+	} else {
+		what := n.Name
+		if what == "" {
+			what = NetworkNone
+		}
+		for _, f := range []string{"address", "address6", "mac", "ports"} {
+			if d.has("network." + f) {
+				d.errorf("network."+f, "needs a Network: the machine's network is %s; set network.name to a Network document", what)
+			}
+		}
+	}
+	if a := n.Address; a.IsValid() && !a.Addr().Is4() {
+		d.errorf("network.address", "%s is not an IPv4 address; put IPv6 addresses in address6", a.Addr())
+	}
+	if a := n.Address6; a.IsValid() && !a.Addr().Is6() {
+		d.errorf("network.address6", "%s is not an IPv6 address; put IPv4 addresses in address", a.Addr())
+	}
+	if n.MAC != "" {
+		hw, err := net.ParseMAC(n.MAC)
+		switch {
+		case err != nil || len(hw) != 6:
+			d.errorf("network.mac", "%q is not a MAC address: write six hex pairs, e.g. 02:00:0a:57:00:0a", n.MAC)
+		case hw[0]&1 != 0:
+			d.errorf("network.mac", "%s is a multicast address: the lowest bit of the first byte must be 0", n.MAC)
+		case string(hw) == "\x00\x00\x00\x00\x00\x00":
+			d.errorf("network.mac", "the all-zero address is not usable")
+		}
+	}
+	for i, p := range n.Ports {
+		f := fmt.Sprintf("network.ports[%d]", i)
+		if p.HostPort < 1 || p.HostPort > 65535 {
+			if p.HostPort == 0 && !d.has(f+".hostPort") {
+				d.errorf(f, "hostPort is missing")
+			} else {
+				d.errorf(f+".hostPort", "%d is not a port number from 1 to 65535", p.HostPort)
+			}
+		}
+		if d.has(f+".machinePort") && (p.MachinePort < 1 || p.MachinePort > 65535) {
+			d.errorf(f+".machinePort", "%d is not a port number from 1 to 65535", p.MachinePort)
+		}
+	}
+}
+
+// forbiddenTargets are the API filesystems berth mounts itself; mounting over
+// them would break the guest.
+var forbiddenTargets = []string{"/proc", "/sys", "/dev"}
+
+func validateMounts(d *doc, mounts []Mount) {
+	targets := map[string]int{}
+	for i, m := range mounts {
+		f := fmt.Sprintf("mounts[%d]", i)
+		typ := m.Type
+		switch {
+		case typ != "" || d.has(f+".type"):
+			// written (a wrong type is reported by the decoder)
+		case m.Source == "":
+			d.errorf(f, "type is missing: a bind mount needs source, a tmpfs needs type: tmpfs")
+			continue
+		default:
+			typ = MountBind
+		}
+		switch typ {
+		case MountBind:
+			if m.Source == "" {
+				d.errorf(f+".source", "missing: a bind mount needs the host path to mount")
+			} else {
+				checkAbs(d, f+".source", m.Source)
+			}
+			if d.has(f + ".size") {
+				d.errorf(f+".size", "size applies to tmpfs mounts only")
+			}
+			if d.has(f + ".mode") {
+				d.errorf(f+".mode", "mode applies to tmpfs mounts only; a bind mount keeps the source's permissions")
+			}
+		case MountTmpfs:
+			if d.has(f + ".source") {
+				d.errorf(f+".source", "a tmpfs has no source; remove it or use type: bind")
+			}
+			if d.has(f + ".create") {
+				d.errorf(f+".create", "create applies to bind mounts only")
+			}
+		}
+		if m.Target == "" {
+			d.errorf(f+".target", "missing: give the absolute path in the machine to mount on")
+			continue
+		}
+		if !checkAbs(d, f+".target", m.Target) {
+			continue
+		}
+		t := path.Clean(m.Target)
+		if t == "/" {
+			d.errorf(f+".target", "cannot mount over the machine's root /")
+			continue
+		}
+		for _, bad := range forbiddenTargets {
+			if t == bad || strings.HasPrefix(t, bad+"/") {
+				d.errorf(f+".target", "%s is set up by berth for the guest (%s); mount somewhere else", t, bad)
+			}
+		}
+		if j, dup := targets[t]; dup {
+			d.errorf(f+".target", "%s is already mounted by mounts[%d]", t, j)
+		}
+		targets[t] = i
+	}
+}
+
+func validateNetwork(d *doc, n *Network) {
+	if checkName(d, "name", n.Name, "network") && (n.Name == NetworkNone || n.Name == NetworkHost) {
+		d.errorf("name", "%q is reserved (a machine's network: %s means no network, %s the host's); choose another name", n.Name, NetworkNone, NetworkHost)
+	}
+	if d.has("bridge") {
+		checkInterfaceName(d, "bridge", n.Bridge)
+	}
+	switch s := n.Subnet; {
+	case !s.IsValid():
+		if !d.has("subnet") {
+			d.errorf("subnet", "missing: give an IPv4 subnet in CIDR form, e.g. 10.87.0.0/24")
+		}
+	case !s.Addr().Is4():
+		d.errorf("subnet", "%s is not IPv4: put an IPv6 subnet in subnet6", s)
+	case s.Bits() == 32:
+		d.errorf("subnet", "%s has no prefix length: write it in CIDR form, e.g. %s", s.Addr(), netip.PrefixFrom(s.Addr(), 24).Masked())
+	case s.Bits() > 30:
+		d.errorf("subnet", "%s is too small: a network needs at least /30 (gateway and one machine)", s)
+	case s.Masked() != s:
+		d.errorf("subnet", "%s has host bits set; did you mean %s?", s, s.Masked())
+	}
+	if g := n.Gateway; g.IsValid() {
+		checkHostAddr(d, "gateway", g, n.Subnet, "subnet")
+	}
+	switch s := n.Subnet6; {
+	case !s.IsValid():
+		if d.has("gateway6") {
+			d.errorf("gateway6", "needs subnet6")
+		}
+	case !s.Addr().Is6():
+		d.errorf("subnet6", "%s is not IPv6: put the IPv4 subnet in subnet", s)
+	case s.Bits() == 128:
+		d.errorf("subnet6", "%s has no prefix length: write it in CIDR form, e.g. %s", s.Addr(), netip.PrefixFrom(s.Addr(), 64).Masked())
+	case s.Bits() > 126:
+		d.errorf("subnet6", "%s is too small: a network needs at least /126", s)
+	case s.Masked() != s:
+		d.errorf("subnet6", "%s has host bits set; did you mean %s?", s, s.Masked())
+	default:
+		if g := n.Gateway6; g.IsValid() {
+			checkHostAddr(d, "gateway6", g, s, "subnet6")
+		}
+	}
+}
+
+// checkHostAddr reports an address that cannot be a host of subnet: outside it, its
+// network address, or (IPv4) its broadcast address.
+func checkHostAddr(d *doc, field string, a netip.Addr, subnet netip.Prefix, subnetField string) bool {
+	if !subnet.IsValid() || subnet.Masked() != subnet {
+		return false // the subnet is reported already
+	}
+	switch {
+	case a.BitLen() != subnet.Addr().BitLen():
+		d.errorf(field, "%s is not of the same family as %s %s", a, subnetField, subnet)
+	case !subnet.Contains(a):
+		d.errorf(field, "%s is outside %s %s", a, subnetField, subnet)
+	case a == subnet.Addr():
+		d.errorf(field, "%s is the network address of %s; use a host address such as %s", a, subnet, firstHost(subnet))
+	case a.Is4() && a == broadcast(subnet):
+		d.errorf(field, "%s is the broadcast address of %s", a, subnet)
+	default:
+		return true
+	}
+	return false
+}
+
+// broadcast is the last address of an IPv4 subnet.
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+var tarExts = []string{".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst"}
+
+func validateImage(d *doc, i *Image) {
+	checkName(d, "name", i.Name, "image")
+	var sources []string
+	for _, s := range []string{"directory", "tar", "debootstrap"} {
+		if d.has(s) {
+			sources = append(sources, s)
+		}
+	}
+	switch len(sources) {
+	case 0:
+		d.errorf("", "an image needs a source: directory, tar or debootstrap")
+	case 1:
+	default:
+		for _, s := range sources[1:] {
+			d.errorf(s, "an image has exactly one source, and %s is set too", sources[0])
+		}
+	}
+	if d.has("directory") {
+		if i.Directory == "" {
+			d.errorf("directory", "is empty: give the absolute path of a root filesystem tree")
+		} else if checkAbs(d, "directory", i.Directory) && path.Clean(i.Directory) == "/" {
+			d.errorf("directory", "the host's own root cannot be an image")
+		}
+	}
+	if t := i.Tar; t != nil {
+		var name string
+		switch {
+		case t.Path != "" && t.URL != "":
+			d.errorf("tar.url", "give either path or url, not both")
+		case t.Path != "":
+			checkAbs(d, "tar.path", t.Path)
+			name = t.Path
+		case t.URL != "":
+			u, err := url.Parse(t.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				d.errorf("tar.url", "%q is not an http:// or https:// URL", t.URL)
+			} else {
+				name = u.Path
+			}
+		default:
+			d.errorf("tar", "give the archive's path or url")
+		}
+		if name != "" && !slices.ContainsFunc(tarExts, func(ext string) bool { return strings.HasSuffix(name, ext) }) {
+			field := "tar.path"
+			if t.URL != "" {
+				field = "tar.url"
+			}
+			d.errorf(field, "%q does not end in a known archive type (%s)", name, strings.Join(tarExts, ", "))
+		}
+		if t.SHA256 != "" && !sha256RE.MatchString(t.SHA256) {
+			d.errorf("tar.sha256", "%q is not a SHA-256: write 64 lowercase hex digits (sha256sum FILE)", t.SHA256)
+		}
+	}
+	if b := i.Debootstrap; b != nil {
+		if b.Suite == "" {
+			d.errorf("debootstrap.suite", "missing: name the release, e.g. bookworm")
+		} else if !suiteRE.MatchString(b.Suite) {
+			d.errorf("debootstrap.suite", "%q is not a suite name (e.g. bookworm, stable)", b.Suite)
+		}
+		if b.Mirror != "" {
+			u, err := url.Parse(b.Mirror)
+			if err != nil || !slices.Contains([]string{"http", "https", "file"}, u.Scheme) || (u.Scheme != "file" && u.Host == "") {
+				d.errorf("debootstrap.mirror", "%q is not an http://, https:// or file:// URL", b.Mirror)
+			}
+		}
+		seen := map[string]int{}
+		for j, p := range b.Packages {
+			f := fmt.Sprintf("debootstrap.packages[%d]", j)
+			if !packageRE.MatchString(p) {
+				d.errorf(f, "%q is not a Debian package name", p)
+			} else if k, dup := seen[p]; dup {
+				d.errorf(f, "%s is already listed at packages[%d]", p, k)
+			}
+			seen[p] = j
+		}
+	}
+}
+
+// crossCheck reports what is wrong between documents of the defaulted set.
+func crossCheck(set *Set, byKind map[string]map[string]*entry) {
+	machines := byKind[KindMachine]
+	networks := byKind[KindNetwork]
+
+	// Networks: overlapping subnets and shared bridges.
+	for i, a := range set.Networks {
+		for _, b := range set.Networks[i+1:] {
+			db := networks[b.Name].d
+			if a.Subnet.IsValid() && b.Subnet.IsValid() && a.Subnet.Overlaps(b.Subnet) {
+				db.errorf("subnet", "%s overlaps subnet %s of network %q (%s)", b.Subnet, a.Subnet, a.Name, where(networks[a.Name]))
+			}
+			if a.Subnet6.IsValid() && b.Subnet6.IsValid() && a.Subnet6.Overlaps(b.Subnet6) {
+				db.errorf("subnet6", "%s overlaps subnet6 %s of network %q (%s)", b.Subnet6, a.Subnet6, a.Name, where(networks[a.Name]))
+			}
+			if a.Bridge == b.Bridge && a.Bridge != "" {
+				db.errorf("bridge", "bridge %s is also network %q's (%s)", b.Bridge, a.Name, where(networks[a.Name]))
+			}
+		}
+	}
+
+	type owner struct {
+		machine string
+		field   string
+	}
+	addrs := map[netip.Addr]owner{}
+	macs := map[string]owner{}
+	type portKey struct {
+		proto Protocol
+		port  int
+	}
+	ports := map[portKey][]struct {
+		addr netip.Addr
+		owner
+	}{}
+	for _, m := range set.Machines {
+		e := machines[m.Name]
+		d := e.d
+		if m.Image != "" && set.Image(m.Image) == nil && labelRE.MatchString(m.Image) {
+			d.errorf("image", "no Image named %q is declared%s", m.Image, declared(byKind[KindImage], m.Image, KindImage))
+		}
+		var n *Network
+		if m.Network.Private() && labelRE.MatchString(m.Network.Name) {
+			if n = set.Network(m.Network.Name); n == nil {
+				field := "network.name"
+				if !d.has(field) {
+					field = "network"
+				}
+				d.errorf(field, "no Network named %q is declared%s", m.Network.Name, declared(networks, m.Network.Name, KindNetwork))
+			}
+		}
+		if n != nil {
+			if a := m.Network.Address; a.IsValid() && a.Addr().Is4() {
+				if a.Bits() != 32 && a.Bits() != n.Subnet.Bits() && n.Subnet.IsValid() {
+					d.errorf("network.address", "%s: the prefix length /%d differs from network %q's subnet %s; write %s or leave the length out", a, a.Bits(), n.Name, n.Subnet, a.Addr())
+				} else if checkHostAddr(d, "network.address", a.Addr(), n.Subnet, "network "+n.Name+"'s subnet") {
+					if a.Addr() == n.Gateway {
+						d.errorf("network.address", "%s is the gateway of network %q (the host's bridge)", a.Addr(), n.Name)
+					} else if o, dup := addrs[a.Addr()]; dup {
+						d.errorf("network.address", "%s is already the address of machine %q (%s)", a.Addr(), o.machine, where(machines[o.machine]))
+					} else {
+						addrs[a.Addr()] = owner{m.Name, "address"}
+					}
+				}
+			}
+			if a := m.Network.Address6; a.IsValid() && a.Addr().Is6() {
+				switch {
+				case !n.Subnet6.IsValid():
+					d.errorf("network.address6", "network %q has no subnet6", n.Name)
+				case a.Bits() != 128 && a.Bits() != n.Subnet6.Bits():
+					d.errorf("network.address6", "%s: the prefix length /%d differs from network %q's subnet6 %s; leave the length out", a, a.Bits(), n.Name, n.Subnet6)
+				case checkHostAddr(d, "network.address6", a.Addr(), n.Subnet6, "network "+n.Name+"'s subnet6"):
+					if a.Addr() == n.Gateway6 {
+						d.errorf("network.address6", "%s is the gateway6 of network %q", a.Addr(), n.Name)
+					} else if o, dup := addrs[a.Addr()]; dup {
+						d.errorf("network.address6", "%s is already the address of machine %q (%s)", a.Addr(), o.machine, where(machines[o.machine]))
+					} else {
+						addrs[a.Addr()] = owner{m.Name, "address6"}
+					}
+				}
+			}
+			for i, p := range m.Network.Ports {
+				if p.HostAddress.Is6() && !n.Subnet6.IsValid() {
+					d.errorf(fmt.Sprintf("network.ports[%d]", i), "forwards from the IPv6 address %s, but network %q has no subnet6 to forward to", p.HostAddress, n.Name)
+				}
+			}
+			if m.ResolvConf == ResolvConfNetwork && len(n.DNS) == 0 {
+				d.errorf("resolvConf", "network %q lists no dns servers; add dns to it or use host", n.Name)
+			}
+		}
+		if mac := m.Network.MAC; mac != "" && m.Network.Private() {
+			if o, dup := macs[mac]; dup {
+				d.errorf("network.mac", "%s is already the MAC of machine %q (%s)", mac, o.machine, where(machines[o.machine]))
+			} else {
+				macs[mac] = owner{m.Name, "mac"}
+			}
+		}
+		for i, p := range m.Network.Ports {
+			if p.HostPort < 1 || p.HostPort > 65535 {
+				continue
+			}
+			k := portKey{p.Protocol, p.HostPort}
+			for _, o := range ports[k] {
+				// A forward from every address clashes with one from any address.
+				if !o.addr.IsValid() || !p.HostAddress.IsValid() || o.addr == p.HostAddress {
+					msg := fmt.Sprintf("host port %d/%s is already forwarded to machine %q (%s)", p.HostPort, p.Protocol, o.machine, where(machines[o.machine]))
+					if o.machine == m.Name {
+						msg = fmt.Sprintf("host port %d/%s is already forwarded by %s", p.HostPort, p.Protocol, o.field)
+					}
+					d.errorf(fmt.Sprintf("network.ports[%d]", i), "%s", msg)
+					break
+				}
+			}
+			ports[k] = append(ports[k], struct {
+				addr netip.Addr
+				owner
+			}{p.HostAddress, owner{m.Name, fmt.Sprintf("network.ports[%d]", i)}})
+		}
+	}
+}
+
+// where is "file:line" of a document, for messages that name another one.
+func where(e *entry) string {
+	if e == nil {
+		return "?"
+	}
+	return fmt.Sprintf("%s:%d", e.d.file, e.d.start.line)
+}
+
+// declared lists the declared names of a kind for a "not declared" message,
+// suggesting the closest one.
+func declared(names map[string]*entry, want, kind string) string {
+	if len(names) == 0 {
+		return fmt.Sprintf("; add a document with kind: %s and name: %s", kind, want)
+	}
+	keys := sortedKeys(names)
+	if s := suggest(want, keys); s != "" {
+		return fmt.Sprintf("; did you mean %q?", s)
+	}
+	return " (declared: " + strings.Join(keys, ", ") + ")"
+}
+
+// canonicalMAC writes a MAC address the one way (lowercase, colons), leaving text
+// that is not a MAC alone for validation to report.
+func canonicalMAC(s string) string {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return s
+	}
+	return hw.String()
+}
