@@ -28,8 +28,8 @@ const maxNodes = 100_000
 // doc is the decoding state of one document.
 type doc struct {
 	file  string
-	start pos            // the document's mapping
-	at    map[string]pos // value position of every field path present
+	start pos             // the document's mapping
+	at    map[string]pos  // value position of every field path present
 	bad   map[string]bool // paths the decoder already reported
 	errs  *ErrorList
 	nodes int

@@ -165,8 +165,8 @@ const (
 
 // Root says how a machine's persistent root filesystem is made and kept.
 type Root struct {
-	Strategy      RootStrategy  `json:"strategy,omitempty" enum:"auto,overlay,btrfs,reflink,copy" doc:"How the root is made from the image: auto (default: the cheapest the filesystem allows), overlay (overlayfs over the read-only image), btrfs (snapshot), reflink (copy-on-write copy), copy (plain copy)."`
-	OnImageChange ImageChange   `json:"onImageChange,omitempty" enum:"keep,recreate" doc:"What happens when the image changes under an existing root: keep (default: the root is data; berth reports that the machine needs recreating) or recreate (the root is thrown away and made anew from the new image)."`
+	Strategy      RootStrategy `json:"strategy,omitempty" enum:"auto,overlay,btrfs,reflink,copy" doc:"How the root is made from the image: auto (default: the cheapest the filesystem allows), overlay (overlayfs over the read-only image), btrfs (snapshot), reflink (copy-on-write copy), copy (plain copy)."`
+	OnImageChange ImageChange  `json:"onImageChange,omitempty" enum:"keep,recreate" doc:"What happens when the image changes under an existing root: keep (default: the root is data; berth reports that the machine needs recreating) or recreate (the root is thrown away and made anew from the new image)."`
 }
 
 // RootStrategy is how a machine root is cloned from its image.
@@ -250,13 +250,19 @@ type Set struct {
 }
 
 // Machine returns the machine named name, or nil.
-func (s *Set) Machine(name string) *Machine { return find(s.Machines, name, func(m *Machine) string { return m.Name }) }
+func (s *Set) Machine(name string) *Machine {
+	return find(s.Machines, name, func(m *Machine) string { return m.Name })
+}
 
 // Network returns the network named name, or nil.
-func (s *Set) Network(name string) *Network { return find(s.Networks, name, func(n *Network) string { return n.Name }) }
+func (s *Set) Network(name string) *Network {
+	return find(s.Networks, name, func(n *Network) string { return n.Name })
+}
 
 // Image returns the image named name, or nil.
-func (s *Set) Image(name string) *Image { return find(s.Images, name, func(i *Image) string { return i.Name }) }
+func (s *Set) Image(name string) *Image {
+	return find(s.Images, name, func(i *Image) string { return i.Name })
+}
 
 // find is a binary search over a slice sorted by name.
 func find[T any](list []*T, name string, key func(*T) string) *T {
