@@ -32,14 +32,14 @@ type Source struct {
 type Machine struct {
 	Source Source `json:"-"`
 
-	Name     string   `json:"name" doc:"Machine name: a DNS label (lowercase letters, digits, '-'), at most 63 characters. Names the root directory, the scope machine-NAME.scope and the host veth."`
-	Image    string   `json:"image" doc:"Name of the Image document the machine's root is made from (once; the root then persists)."`
+	Name     string   `json:"name" doc:"Machine name: a DNS label (lowercase letters, digits, '-'), at most 63 characters. Names the root directory, the scope machine-NAME.scope and the host veth." required:"true" format:"name"`
+	Image    string   `json:"image" doc:"Name of the Image document the machine's root is made from (once; the root then persists)." required:"true" format:"name"`
 	State    State    `json:"state,omitempty" enum:"running,stopped" doc:"Desired state. Default running."`
 	Boot     bool     `json:"boot,omitempty" doc:"Run the guest's init as PID 1 (like systemd-nspawn -b). Default true unless command is set."`
 	Command  []string `json:"command,omitempty" doc:"Application mode: run this argv as PID 1 instead of booting init (like systemd-nspawn without -b)."`
-	Init     string   `json:"init,omitempty" doc:"Absolute path of the init to boot. Default: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init that exists in the root."`
+	Init     string   `json:"init,omitempty" doc:"Absolute path of the init to boot. Default: the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init that exists in the root." format:"abspath"`
 	InitArgs []string `json:"initArgs,omitempty" doc:"Extra arguments for init in boot mode (for example systemd.unit=rescue.target)."`
-	WorkDir  string   `json:"workingDir,omitempty" doc:"Absolute working directory of the command in application mode. Default /."`
+	WorkDir  string   `json:"workingDir,omitempty" doc:"Absolute working directory of the command in application mode. Default /." format:"abspath"`
 	Hostname string   `json:"hostname,omitempty" doc:"Hostname inside the machine. Default: the machine name."`
 
 	Restart      Restart           `json:"restart" doc:"What to do when the machine stops without being asked to."`
@@ -113,7 +113,7 @@ func (n *MachineNetwork) Private() bool {
 // Port is one port forward: traffic to the host's HostAddress:HostPort goes to the
 // machine's MachinePort.
 type Port struct {
-	HostPort    int        `json:"hostPort" doc:"Port on the host, 1 to 65535."`
+	HostPort    int        `json:"hostPort" doc:"Port on the host, 1 to 65535." required:"true"`
 	MachinePort int        `json:"machinePort,omitempty" doc:"Port in the machine. Default: the same as hostPort."`
 	Protocol    Protocol   `json:"protocol,omitempty" enum:"tcp,udp" doc:"tcp (default) or udp."`
 	HostAddress netip.Addr `json:"hostAddress,omitzero" doc:"Host address to forward from (IPv4 or IPv6, for example 127.0.0.1 or ::1). Default: every address of the host."`
@@ -130,8 +130,8 @@ const (
 // Mount is a bind mount from the host or a tmpfs.
 type Mount struct {
 	Type     MountType `json:"type,omitempty" enum:"bind,tmpfs" doc:"bind or tmpfs. Default: bind when source is set."`
-	Source   string    `json:"source,omitempty" doc:"bind: absolute path on the host."`
-	Target   string    `json:"target" doc:"Absolute path in the machine (not /)."`
+	Source   string    `json:"source,omitempty" doc:"bind: absolute path on the host." format:"abspath"`
+	Target   string    `json:"target" doc:"Absolute path in the machine (not /)." required:"true" format:"abspath"`
 	ReadOnly bool      `json:"readOnly,omitempty" doc:"Mount read-only. Default false."`
 	Create   bool      `json:"create,omitempty" doc:"bind: create the source directory (0755, root) when it does not exist. Default false: a missing source is an error when the machine starts."`
 	Size     Size      `json:"size,omitempty" doc:"tmpfs: size limit, for example 64M. Default: the kernel's (half of RAM)."`
@@ -202,9 +202,9 @@ const (
 type Network struct {
 	Source Source `json:"-"`
 
-	Name     string       `json:"name" doc:"Network name: a DNS label, at most 63 characters; none and host are reserved."`
-	Bridge   string       `json:"bridge,omitempty" doc:"Bridge interface name (at most 15 characters). Default br-NAME, shortened with a hash when longer than 15."`
-	Subnet   netip.Prefix `json:"subnet" doc:"IPv4 subnet in CIDR form with the host bits zero, /30 or larger, e.g. 10.87.0.0/24."`
+	Name     string       `json:"name" doc:"Network name: a DNS label, at most 63 characters; none and host are reserved." required:"true" format:"name"`
+	Bridge   string       `json:"bridge,omitempty" doc:"Bridge interface name (at most 15 characters). Default br-NAME, shortened with a hash when longer than 15." format:"ifname"`
+	Subnet   netip.Prefix `json:"subnet" doc:"IPv4 subnet in CIDR form with the host bits zero, /30 or larger, e.g. 10.87.0.0/24." required:"true"`
 	Gateway  netip.Addr   `json:"gateway,omitzero" doc:"The bridge's IPv4 address and the machines' default route. Default: the first host of the subnet."`
 	Subnet6  netip.Prefix `json:"subnet6,omitzero" doc:"Optional IPv6 subnet, e.g. fd87::/64."`
 	Gateway6 netip.Addr   `json:"gateway6,omitzero" doc:"The bridge's IPv6 address. Default: the first host of subnet6."`
@@ -220,15 +220,15 @@ func (n *Network) Masquerade() bool { return n.NAT == nil || *n.NAT }
 type Image struct {
 	Source Source `json:"-"`
 
-	Name        string       `json:"name" doc:"Image name: a DNS label, at most 63 characters."`
-	Directory   string       `json:"directory,omitempty" doc:"Source: an existing root filesystem tree on the host, copied into the image store (absolute path)."`
+	Name        string       `json:"name" doc:"Image name: a DNS label, at most 63 characters." required:"true" format:"name"`
+	Directory   string       `json:"directory,omitempty" doc:"Source: an existing root filesystem tree on the host, copied into the image store (absolute path)." format:"abspath"`
 	Tar         *TarSource   `json:"tar,omitempty" doc:"Source: a tar archive of a root filesystem (.tar, .tar.gz, .tgz, .tar.xz, .tar.zst), from a path or an http(s) URL."`
 	Debootstrap *Debootstrap `json:"debootstrap,omitempty" doc:"Source: a Debian (or derivative) tree built with debootstrap."`
 }
 
 // TarSource is a tar archive; exactly one of Path and URL is set.
 type TarSource struct {
-	Path   string `json:"path,omitempty" doc:"Absolute path of the archive on the host."`
+	Path   string `json:"path,omitempty" doc:"Absolute path of the archive on the host." format:"abspath"`
 	URL    string `json:"url,omitempty" doc:"http:// or https:// URL of the archive."`
 	SHA256 string `json:"sha256,omitempty" doc:"Expected SHA-256 of the archive (64 hex digits); the import fails when it differs. Recommended for URLs."`
 }
@@ -236,7 +236,7 @@ type TarSource struct {
 // Debootstrap is a debootstrap invocation: debootstrap --variant=VARIANT
 // --include=PACKAGES SUITE TARGET MIRROR.
 type Debootstrap struct {
-	Suite    string   `json:"suite" doc:"Release codename or suite, e.g. bookworm."`
+	Suite    string   `json:"suite" doc:"Release codename or suite, e.g. bookworm." required:"true"`
 	Mirror   string   `json:"mirror,omitempty" doc:"Archive URL. Default http://deb.debian.org/debian."`
 	Variant  string   `json:"variant,omitempty" enum:"minbase,buildd,fakechroot,standard" doc:"debootstrap --variant. Default minbase; standard means debootstrap's default set."`
 	Packages []string `json:"packages,omitempty" doc:"Extra packages (--include), e.g. systemd, dbus, iproute2."`

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/berthd/berth/spec"
+	"github.com/spf13/cobra"
+)
+
+var validateCmd = &cobra.Command{
+	Use:   "validate [PATH...]",
+	Short: "Check definition files without applying them",
+	Long: `validate reads the definitions in PATH (files, or directories searched for
+*.yaml and *.yml; default: the current directory) as one set and reports every
+error with file:line:column and the field. It needs neither root nor berthd.
+
+Exit status: 0 when the set is valid, 1 when it is not.`,
+	Example: `  berth validate examples/
+  berth validate -o json machines/web.yaml networks/`,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			args = []string{"."}
+		}
+		set, err := spec.Load(args...)
+		var list spec.ErrorList
+		if err != nil && !errors.As(err, &list) {
+			return err
+		}
+		return reportValidation(cmd.OutOrStdout(), cmd.ErrOrStderr(), globals.output == "json", set, list)
+	},
+}
+
+func init() { rootCmd.AddCommand(validateCmd) }
+
+// validationResult is `berth validate -o json`'s output.
+type validationResult struct {
+	Valid    bool          `json:"valid"`
+	Machines int           `json:"machines"`
+	Networks int           `json:"networks"`
+	Images   int           `json:"images"`
+	Errors   []*spec.Error `json:"errors"`
+}
+
+// reportValidation prints the summary or the errors and returns the exit status
+// as an error (nil for 0). Errors go to stderr in text mode, so that a script can
+// tell them from the summary; in JSON mode everything is one object on stdout.
+func reportValidation(stdout, stderr io.Writer, asJSON bool, set *spec.Set, errs spec.ErrorList) error {
+	r := validationResult{Valid: len(errs) == 0, Errors: errs}
+	if r.Errors == nil {
+		r.Errors = []*spec.Error{}
+	}
+	if set != nil {
+		r.Machines, r.Networks, r.Images = len(set.Machines), len(set.Networks), len(set.Images)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	} else if r.Valid {
+		fmt.Fprintf(stdout, "%s, %s, %s: ok\n", plural(r.Machines, "machine"), plural(r.Networks, "network"), plural(r.Images, "image"))
+	} else {
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		fmt.Fprintf(stderr, "%s\n", plural(len(errs), "error"))
+	}
+	if !r.Valid {
+		return &exitError{code: 1}
+	}
+	return nil
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
