@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -320,7 +321,7 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
 		for i, c := range n.Content {
-			d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i), enum)
+			d.decode(c, s.Index(i), path+"["+strconv.Itoa(i)+"]", enum)
 		}
 		v.Set(s)
 	case reflect.Map:
@@ -350,23 +351,36 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 			return
 		}
 		v.SetString(n.Value)
+	// Scalars are converted with strconv rather than n.Decode, which builds a
+	// whole decoder per value and was a tenth of the cost of a large Load. The
+	// tags are yaml.v3's resolution, so the results are the same.
 	case reflect.Bool:
-		var b bool
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+		b, err := strconv.ParseBool(n.Value)
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
 			d.errAt(nodePos(n), path, "expected true or false, got %s", describe(n))
 			return
 		}
 		v.SetBool(b)
 	case reflect.Int:
-		var i int
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+		i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || err != nil || int64(int(i)) != i {
 			d.errAt(nodePos(n), path, "expected a whole number, got %s", describe(n))
 			return
 		}
-		v.SetInt(int64(i))
+		v.SetInt(i)
 	case reflect.Float64:
 		var f float64
-		if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&f) != nil {
+		var err error
+		switch n.ShortTag() {
+		case "!!int", "!!float":
+			f, err = strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+			if err != nil {
+				err = n.Decode(&f) // .inf, .nan, 0x10 …
+			}
+		default:
+			err = typeError("")
+		}
+		if n.Kind != yaml.ScalarNode || err != nil {
 			d.errAt(nodePos(n), path, "expected a number, got %s", describe(n))
 			return
 		}
@@ -435,7 +449,8 @@ func enumMsg(got string, enum []string) string {
 }
 
 // suggest returns the candidate closest to word when it is close enough to be a
-// likely typo: the same ignoring case, or at most a third of its letters off.
+// likely typo: the same ignoring case, or at most half of its letters (and at most
+// three) off.
 func suggest(word string, candidates []string) string {
 	best, bestD := "", 1<<30
 	for _, c := range candidates {
@@ -446,7 +461,7 @@ func suggest(word string, candidates []string) string {
 			best, bestD = c, dist
 		}
 	}
-	if limit := max(1, len(word)/3); bestD <= limit && bestD <= 3 {
+	if limit := max(1, len(word)/2); bestD <= limit && bestD <= 3 {
 		return best
 	}
 	return ""

@@ -197,7 +197,7 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
 		return nil
 	}
-	d := &doc{file: file, at: map[string]pos{}, errs: errs}
+	d := &doc{file: file, at: make(map[string]pos, 64), errs: errs}
 	n, ok := d.resolve(root.Content[0])
 	if !ok || isNull(n) {
 		return nil // an empty document, e.g. only comments or a trailing ---
@@ -215,7 +215,11 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 		case "apiVersion":
 			apiVersion = v.Value
 			if v.Kind != yaml.ScalarNode || apiVersion != APIVersion {
-				d.errAt(nodePos(v), "apiVersion", "%s is not a known apiVersion: use %s", describe(v), APIVersion)
+				got := fmt.Sprintf("%q", apiVersion)
+				if v.Kind != yaml.ScalarNode {
+					got = describe(v)
+				}
+				d.errAt(nodePos(v), "apiVersion", "%s is not a known apiVersion: use %s", got, APIVersion)
 				return nil
 			}
 		case "kind":
