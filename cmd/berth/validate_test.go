@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/berthd/berth/spec"
+)
+
+// run executes the berth command line in-process and returns its exit status
+// (as execute maps it), stdout and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&errb)
+	rootCmd.SetArgs(args)
+	defer rootCmd.SetArgs(nil)
+	code := 0
+	if err := rootCmd.Execute(); err != nil {
+		code = 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+	}
+	return code, out.String(), errb.String()
+}
+
+func TestValidateExamples(t *testing.T) {
+	code, out, errs := run(t, "validate", "-o", "table", "../../examples")
+	if code != 0 || out != "4 machines, 1 network, 1 image: ok\n" || errs != "" {
+		t.Errorf("berth validate examples/ = %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+// TestValidateBroken runs berth validate on the ten broken files of spec's tests:
+// exit status 1 and every error, located, on stderr, as in the golden file.
+func TestValidateBroken(t *testing.T) {
+	// Run from spec/ so the file names match the golden file's.
+	wd, _ := os.Getwd()
+	if err := os.Chdir("../../spec"); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	code, out, errs := run(t, "validate", "-o", "table", "testdata/broken", "testdata/valid-context.yaml")
+	want, err := os.ReadFile("testdata/broken.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(want), "\n")
+	if code != 1 || out != "" || errs != string(want)+plural(n, "error")+"\n" {
+		t.Errorf("berth validate broken = %d\nstdout %q\nstderr:\n%s", code, out, errs)
+	}
+
+	code, out, _ = run(t, "validate", "-o", "json", "testdata/broken", "testdata/valid-context.yaml")
+	var r validationResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	if code != 1 || r.Valid || len(r.Errors) != n || r.Errors[0].File == "" || r.Errors[0].Line == 0 {
+		t.Errorf("-o json: %d %+v", code, r)
+	}
+}
+
+func TestSchemaCommand(t *testing.T) {
+	code, out, _ := run(t, "schema")
+	if code != 0 || out != string(spec.Schema()) {
+		t.Errorf("berth schema = %d, %d bytes", code, len(out))
+	}
+	committed, err := os.ReadFile("../../berth.schema.json")
+	if err != nil || string(committed) != out {
+		t.Errorf("berth.schema.json differs from berth schema (go test ./spec -update): %v", err)
+	}
+}
