@@ -1,0 +1,94 @@
+package container
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// defaultCaps is systemd-nspawn's default bounding set for a machine without a
+// user namespace; CAP_NET_ADMIN is added when the machine has its own network
+// namespace (nspawn does the same with --private-network).
+var defaultCaps = []int{
+	unix.CAP_AUDIT_CONTROL, unix.CAP_AUDIT_WRITE, unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE,
+	unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID, unix.CAP_IPC_OWNER,
+	unix.CAP_KILL, unix.CAP_LEASE, unix.CAP_LINUX_IMMUTABLE, unix.CAP_MKNOD,
+	unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_BROADCAST, unix.CAP_NET_RAW, unix.CAP_SETFCAP,
+	unix.CAP_SETGID, unix.CAP_SETPCAP, unix.CAP_SETUID, unix.CAP_SYS_ADMIN,
+	unix.CAP_SYS_BOOT, unix.CAP_SYS_CHROOT, unix.CAP_SYS_NICE, unix.CAP_SYS_PTRACE,
+	unix.CAP_SYS_RESOURCE, unix.CAP_SYS_TTY_CONFIG,
+}
+
+var capNames = map[string]int{
+	"chown": unix.CAP_CHOWN, "dac_override": unix.CAP_DAC_OVERRIDE, "dac_read_search": unix.CAP_DAC_READ_SEARCH,
+	"fowner": unix.CAP_FOWNER, "fsetid": unix.CAP_FSETID, "kill": unix.CAP_KILL, "setgid": unix.CAP_SETGID,
+	"setuid": unix.CAP_SETUID, "setpcap": unix.CAP_SETPCAP, "linux_immutable": unix.CAP_LINUX_IMMUTABLE,
+	"net_bind_service": unix.CAP_NET_BIND_SERVICE, "net_broadcast": unix.CAP_NET_BROADCAST,
+	"net_admin": unix.CAP_NET_ADMIN, "net_raw": unix.CAP_NET_RAW, "ipc_lock": unix.CAP_IPC_LOCK,
+	"ipc_owner": unix.CAP_IPC_OWNER, "sys_module": unix.CAP_SYS_MODULE, "sys_rawio": unix.CAP_SYS_RAWIO,
+	"sys_chroot": unix.CAP_SYS_CHROOT, "sys_ptrace": unix.CAP_SYS_PTRACE, "sys_pacct": unix.CAP_SYS_PACCT,
+	"sys_admin": unix.CAP_SYS_ADMIN, "sys_boot": unix.CAP_SYS_BOOT, "sys_nice": unix.CAP_SYS_NICE,
+	"sys_resource": unix.CAP_SYS_RESOURCE, "sys_time": unix.CAP_SYS_TIME, "sys_tty_config": unix.CAP_SYS_TTY_CONFIG,
+	"mknod": unix.CAP_MKNOD, "lease": unix.CAP_LEASE, "audit_write": unix.CAP_AUDIT_WRITE,
+	"audit_control": unix.CAP_AUDIT_CONTROL, "setfcap": unix.CAP_SETFCAP, "mac_override": unix.CAP_MAC_OVERRIDE,
+	"mac_admin": unix.CAP_MAC_ADMIN, "syslog": unix.CAP_SYSLOG, "wake_alarm": unix.CAP_WAKE_ALARM,
+	"block_suspend": unix.CAP_BLOCK_SUSPEND, "audit_read": unix.CAP_AUDIT_READ, "perfmon": unix.CAP_PERFMON,
+	"bpf": unix.CAP_BPF, "checkpoint_restore": unix.CAP_CHECKPOINT_RESTORE,
+}
+
+// capMask returns the bounding set as a bit mask: nspawn's default, plus add,
+// minus drop. Names are case-insensitive with or without "CAP_"; "all" adds or
+// drops everything.
+func capMask(add, drop []string, privateNet bool) (uint64, error) {
+	var m uint64
+	for _, c := range defaultCaps {
+		m |= 1 << uint(c)
+	}
+	if privateNet {
+		m |= 1 << unix.CAP_NET_ADMIN
+	}
+	parse := func(field, s string) (uint64, error) {
+		n := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "cap_")
+		if n == "all" {
+			return 1<<(unix.CAP_LAST_CAP+1) - 1, nil
+		}
+		c, ok := capNames[n]
+		if !ok {
+			return 0, fmt.Errorf("%s: unknown capability %q (see capabilities(7), e.g. CAP_NET_ADMIN)", field, s)
+		}
+		return 1 << uint(c), nil
+	}
+	for _, s := range add {
+		b, err := parse("capAdd", s)
+		if err != nil {
+			return 0, err
+		}
+		m |= b
+	}
+	for _, s := range drop {
+		b, err := parse("capDrop", s)
+		if err != nil {
+			return 0, err
+		}
+		m &^= b
+	}
+	return m, nil
+}
+
+// dropBoundingSet removes every capability not in keep from the calling
+// thread's bounding set. For root, the bounding set is what survives execve.
+func dropBoundingSet(keep uint64) error {
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if keep&(1<<uint(c)) != 0 {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			if err == unix.EINVAL { // the running kernel does not know this capability
+				continue
+			}
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	return nil
+}

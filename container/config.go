@@ -1,0 +1,293 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// ErrInvalid marks a Config that cannot run as given; the message names the field.
+var ErrInvalid = errors.New("invalid machine config")
+
+// Config is everything a supervisor needs to run one machine. It is plain data:
+// berthd writes it as JSON to RUN/machines/NAME/config.json for the detached
+// supervisor, and `berth boot` builds it from flags.
+type Config struct {
+	Name string `json:"name"`
+	// UUID is the machine's 128-bit ID as 32 hex digits. The guest sees it as
+	// $container_uuid (systemd seeds an empty /etc/machine-id from it) and in
+	// /run/host/container-uuid.
+	UUID string `json:"uuid"`
+	Root Root   `json:"root"`
+	// Boot runs an init system as PID 1 (systemd-nspawn -b). Without it Args is an
+	// application command run under berth's minimal reaper as PID 1.
+	Boot bool `json:"boot"`
+	// Init is the init to exec when booting; empty detects
+	// /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init in that order.
+	Init string `json:"init,omitempty"`
+	// Args are the init's arguments when booting, or the command (Args[0] is the
+	// program) in application mode.
+	Args []string `json:"args,omitempty"`
+	// Env is extra KEY=VALUE environment for the init or command.
+	Env      []string `json:"env,omitempty"`
+	Hostname string   `json:"hostname,omitempty"` // default: Name
+	Mounts   []Mount  `json:"mounts,omitempty"`
+	// Resources are applied to the machine's cgroup by the cgroup driver.
+	Resources Resources `json:"resources,omitempty"`
+	// CapAdd and CapDrop adjust nspawn's default bounding set ("CAP_NET_ADMIN" or
+	// "net_admin"; "all" in CapAdd keeps every capability).
+	CapAdd  []string `json:"capAdd,omitempty"`
+	CapDrop []string `json:"capDrop,omitempty"`
+	// NetworkMode is "private" (a new network namespace with only loopback until
+	// the Network hook adds links; the default) or "host".
+	NetworkMode string `json:"networkMode,omitempty"`
+	// PrivateUsers must be empty or "off" for now: user-namespaced machines come
+	// later.
+	PrivateUsers string `json:"privateUsers,omitempty"`
+	// StopTimeout is how long a clean poweroff may take before everything in the
+	// machine's cgroup is killed. Default 30 s.
+	StopTimeout time.Duration `json:"stopTimeout,omitempty"`
+	// PoweroffSignal is sent to PID 1 for a clean poweroff; 0 picks it from the
+	// init: SIGRTMIN+3 for systemd (and unknown inits), SIGUSR2 for busybox init,
+	// SIGTERM for an application under berth's reaper.
+	PoweroffSignal int `json:"poweroffSignal,omitempty"`
+	// ConsoleLog receives everything the guest writes on its console (capped at
+	// ConsoleLogMax, then rotated to .1). Default /var/log/berth/NAME.console.log.
+	ConsoleLog    string `json:"consoleLog,omitempty"`
+	ConsoleLogMax int64  `json:"consoleLogMax,omitempty"`
+	// Console is "pty" (default: /dev/console is a pty whose master the
+	// supervisor keeps) or "passthrough" (application mode only: the command
+	// inherits the supervisor's stdin, stdout and stderr, byte for byte).
+	Console string `json:"console,omitempty"`
+	// RuntimeDir is RUN/machines/NAME: config.json, state.json, control.sock,
+	// notify.
+	RuntimeDir string `json:"runtimeDir"`
+	// AllowTun creates /dev/net/tun and allows it in the device policy.
+	AllowTun bool `json:"allowTun,omitempty"`
+}
+
+// Root is the machine's root filesystem: a directory, or an overlay that the
+// payload mounts inside its own mount namespace (so nothing stays mounted on the
+// host when the machine ends).
+type Root struct {
+	Dir      string   `json:"dir,omitempty"`
+	Overlay  *Overlay `json:"overlay,omitempty"`
+	ReadOnly bool     `json:"readOnly,omitempty"`
+}
+
+// Overlay is an overlayfs root: Lower layers (top first, as overlayfs's
+// lowerdir), a writable Upper and its Work directory on the same filesystem.
+type Overlay struct {
+	Lower []string `json:"lower"`
+	Upper string   `json:"upper"`
+	Work  string   `json:"work"`
+}
+
+// Mount is a bind or tmpfs mount in the machine. Target is a path inside the
+// machine; it is resolved inside the root so a symlink cannot lead it out.
+type Mount struct {
+	Type     string `json:"type"` // "bind" or "tmpfs"
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+	Options  string `json:"options,omitempty"` // extra tmpfs options
+	Size     int64  `json:"size,omitempty"`    // tmpfs size in bytes
+	Mode     uint32 `json:"mode,omitempty"`    // tmpfs mode, default 0755
+}
+
+// Hooks let the wiring (machined) join other packages into a supervisor without
+// this package importing them. Every field is optional.
+type Hooks struct {
+	// Cgroups makes the machine's cgroup; nil uses the cgroupfs driver.
+	Cgroups CgroupDriver
+	// Network runs after the payload exists in its namespaces (pid is its PID on
+	// the host) and before its init stage continues: the place to move a veth in.
+	Network func(ctx context.Context, pid int) error
+	// Started runs once the payload's init has been exec'd, on every boot
+	// (registration with systemd-machined). An error stops the machine.
+	Started func(ctx context.Context, s Started) error
+	// Stopped runs once when the machine has ended, on every exit path, after the
+	// payload is gone and before the cgroup is removed.
+	Stopped func(ctx context.Context, st ExitStatus)
+	// Logger receives the supervisor's log; nil uses slog.Default().
+	Logger *slog.Logger
+}
+
+// Started describes a payload that has just started.
+type Started struct {
+	Name          string
+	UUID          string
+	SupervisorPID int
+	LeaderPID     int    // the guest's PID 1, as seen on the host
+	CgroupPath    string // the machine's cgroup (below each hierarchy's root)
+	Boots         int    // 1 for the first boot, 2 after the first reboot …
+}
+
+// Exit reasons.
+const (
+	ReasonPoweroff   = "poweroff"          // the guest powered off or halted (exit 0)
+	ReasonExited     = "exited"            // init or the application exited with Code
+	ReasonKilled     = "killed"            // berth killed it (stop timeout, kill, terminate)
+	ReasonCrashed    = "crashed"           // PID 1 died of a signal berth did not send
+	ReasonRebootLoop = "reboot loop ended" // too many reboots in a short time
+	ReasonFailed     = "failed"            // the supervisor could not start it
+)
+
+// ExitStatus is how a machine ended. Code is the machine's exit code: 0 after a
+// poweroff, the application's exit code, or 128+signal.
+type ExitStatus struct {
+	Code   int    `json:"code"`
+	Reason string `json:"reason"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (s ExitStatus) String() string {
+	if s.Error != "" {
+		return fmt.Sprintf("%s (exit %d): %s", s.Reason, s.Code, s.Error)
+	}
+	return fmt.Sprintf("%s (exit %d)", s.Reason, s.Code)
+}
+
+var (
+	nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+	uuidRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+)
+
+// ValidName reports whether s can name a machine: a hostname-like string of at
+// most 64 characters (machined's rule).
+func ValidName(s string) bool { return nameRe.MatchString(s) && !strings.Contains(s, "..") }
+
+// NormalizeUUID accepts 32 hex digits or the dashed 8-4-4-4-12 form and returns
+// 32 lower-case hex digits.
+func NormalizeUUID(s string) (string, error) {
+	u := strings.ToLower(strings.ReplaceAll(s, "-", ""))
+	if !uuidRe.MatchString(u) || u == strings.Repeat("0", 32) {
+		return "", fmt.Errorf("%w: machine ID %q: want 32 hex digits (as in /etc/machine-id), not all zero", ErrInvalid, s)
+	}
+	return u, nil
+}
+
+// dashedUUID formats 32 hex digits as 8-4-4-4-12, the form of $container_uuid.
+func dashedUUID(u string) string {
+	return u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:32]
+}
+
+// withDefaults returns cfg with defaults filled in and checks it. Errors name the
+// field and what to change.
+func (cfg Config) withDefaults() (Config, error) {
+	bad := func(format string, a ...any) (Config, error) {
+		return cfg, fmt.Errorf("machine %q: %w: "+format, append([]any{cfg.Name, ErrInvalid}, a...)...)
+	}
+	if !ValidName(cfg.Name) {
+		return bad("name: want 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+	}
+	u, err := NormalizeUUID(cfg.UUID)
+	if err != nil {
+		return bad("uuid: %v", err)
+	}
+	cfg.UUID = u
+	switch {
+	case cfg.Root.Dir != "" && cfg.Root.Overlay != nil:
+		return bad("root: give either dir or overlay, not both")
+	case cfg.Root.Dir != "":
+		if !filepath.IsAbs(cfg.Root.Dir) {
+			return bad("root.dir %q: must be an absolute path", cfg.Root.Dir)
+		}
+		if st, err := os.Stat(cfg.Root.Dir); err != nil || !st.IsDir() {
+			return bad("root.dir %q: not a directory", cfg.Root.Dir)
+		}
+	case cfg.Root.Overlay != nil:
+		o := cfg.Root.Overlay
+		if len(o.Lower) == 0 || o.Upper == "" || o.Work == "" {
+			return bad("root.overlay: lower, upper and work are all required")
+		}
+		for _, p := range append(append([]string{}, o.Lower...), o.Upper, o.Work) {
+			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:") {
+				return bad("root.overlay: %q must be an absolute path without ',' or ':'", p)
+			}
+		}
+	default:
+		return bad("root: a directory or an overlay is required")
+	}
+	if !cfg.Boot && len(cfg.Args) == 0 {
+		return bad("args: application mode (boot: false) needs a command")
+	}
+	if !cfg.Boot && cfg.Args[0] != "" && !strings.HasPrefix(cfg.Args[0], "/") {
+		return bad("args: command %q must be an absolute path inside the machine", cfg.Args[0])
+	}
+	if cfg.Init != "" && !strings.HasPrefix(cfg.Init, "/") {
+		return bad("init %q: must be an absolute path inside the machine", cfg.Init)
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = cfg.Name
+	}
+	if len(cfg.Hostname) > 64 {
+		return bad("hostname %q: at most 64 characters", cfg.Hostname)
+	}
+	switch cfg.NetworkMode {
+	case "":
+		cfg.NetworkMode = "private"
+	case "private", "host":
+	default:
+		return bad("networkMode %q: want \"private\" or \"host\"", cfg.NetworkMode)
+	}
+	switch cfg.PrivateUsers {
+	case "", "off", "no", "false":
+	default:
+		return bad("privateUsers %q: user-namespaced machines are not yet supported; set it to \"off\"", cfg.PrivateUsers)
+	}
+	switch cfg.Console {
+	case "":
+		cfg.Console = "pty"
+	case "pty":
+	case "passthrough":
+		if cfg.Boot {
+			return bad("console: passthrough is only for application mode; a booted machine needs a pty console")
+		}
+	default:
+		return bad("console %q: want \"pty\" or \"passthrough\"", cfg.Console)
+	}
+	for i, m := range cfg.Mounts {
+		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+			return bad("mounts[%d].target %q: must be an absolute path other than /", i, m.Target)
+		}
+		switch m.Type {
+		case "bind":
+			if !filepath.IsAbs(m.Source) {
+				return bad("mounts[%d].source %q: must be an absolute path on the host", i, m.Source)
+			}
+			if _, err := os.Stat(m.Source); err != nil {
+				return bad("mounts[%d].source %q: %v", i, m.Source, err)
+			}
+		case "tmpfs":
+		default:
+			return bad("mounts[%d].type %q: want \"bind\" or \"tmpfs\"", i, m.Type)
+		}
+	}
+	if _, err := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private"); err != nil {
+		return bad("%v", err)
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.RuntimeDir == "" || !filepath.IsAbs(cfg.RuntimeDir) {
+		return bad("runtimeDir %q: an absolute directory is required (RUN/machines/NAME)", cfg.RuntimeDir)
+	}
+	// sockaddr_un holds 108 bytes: the notify and control sockets live here.
+	if len(cfg.RuntimeDir) > 90 {
+		return bad("runtimeDir %q: too long for a unix socket path (at most 90 bytes)", cfg.RuntimeDir)
+	}
+	if cfg.ConsoleLog == "" {
+		cfg.ConsoleLog = filepath.Join("/var/log/berth", cfg.Name+".console.log")
+	}
+	if cfg.ConsoleLogMax <= 0 {
+		cfg.ConsoleLogMax = 4 << 20
+	}
+	return cfg, nil
+}

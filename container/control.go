@@ -1,0 +1,298 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+const (
+	controlSocket = "control.sock"
+	notifySocket  = "notify"
+)
+
+// ErrNotRunning is returned by Dial when no supervisor answers in the runtime
+// directory.
+var ErrNotRunning = errors.New("machine is not running")
+
+// request is one control request; each connection carries exactly one.
+type request struct {
+	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait
+	Signal    int        `json:"signal,omitempty"`
+	Whom      string     `json:"whom,omitempty"` // kill: "leader" (default) or "all"
+	Resources *Resources `json:"resources,omitempty"`
+	Write     bool       `json:"write,omitempty"` // attach: ask to be the console's writer
+}
+
+type response struct {
+	OK      bool        `json:"ok"`
+	Error   string      `json:"error,omitempty"`
+	State   *State      `json:"state,omitempty"`
+	Exit    *ExitStatus `json:"exit,omitempty"`
+	Writing bool        `json:"writing,omitempty"` // attach: this client may type
+}
+
+// Client talks to one machine's supervisor over RUN/machines/NAME/control.sock.
+// Every call makes its own connection.
+type Client struct {
+	runDir string
+}
+
+// Dial returns a client for the supervisor in runDir after checking that it
+// answers.
+func Dial(runDir string) (*Client, error) {
+	c := &Client{runDir: runDir}
+	conn, err := c.conn(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	conn.Close()
+	return c, nil
+}
+
+func (c *Client) conn(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.runDir, controlSocket))
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%s: %w", c.runDir, ErrNotRunning)
+		}
+		return nil, fmt.Errorf("control socket in %s: %w", c.runDir, err)
+	}
+	return conn, nil
+}
+
+func (c *Client) call(ctx context.Context, req request) (response, error) {
+	conn, err := c.conn(ctx)
+	if err != nil {
+		return response{}, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return response{}, fmt.Errorf("%s request: %w", req.Op, err)
+	}
+	var resp response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		if ctx.Err() != nil {
+			return resp, ctx.Err()
+		}
+		return resp, fmt.Errorf("%s request: no answer from the supervisor: %w", req.Op, err)
+	}
+	if !resp.OK {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
+
+// Status returns the supervisor's current state.
+func (c *Client) Status(ctx context.Context) (State, error) {
+	r, err := c.call(ctx, request{Op: "status"})
+	if err != nil || r.State == nil {
+		return State{}, err
+	}
+	return *r.State, nil
+}
+
+// Poweroff asks the guest to shut down cleanly (SIGRTMIN+3 to systemd, SIGUSR2
+// to busybox init, SIGTERM to an application) and returns at once.
+func (c *Client) Poweroff(ctx context.Context) error {
+	_, err := c.call(ctx, request{Op: "poweroff"})
+	return err
+}
+
+// Reboot asks the guest to reboot (SIGINT to its init, as Ctrl-Alt-Del).
+func (c *Client) Reboot(ctx context.Context) error {
+	_, err := c.call(ctx, request{Op: "reboot"})
+	return err
+}
+
+// Terminate powers the machine off and kills whatever is left after the stop
+// timeout; it returns at once (Wait tells when it is over).
+func (c *Client) Terminate(ctx context.Context) error {
+	_, err := c.call(ctx, request{Op: "terminate"})
+	return err
+}
+
+// Kill sends sig to the guest's PID 1 (whom "leader") or to every process of
+// the machine ("all").
+func (c *Client) Kill(ctx context.Context, sig syscall.Signal, whom string) error {
+	_, err := c.call(ctx, request{Op: "kill", Signal: int(sig), Whom: whom})
+	return err
+}
+
+// Update changes the machine's resource limits in place.
+func (c *Client) Update(ctx context.Context, r Resources) error {
+	_, err := c.call(ctx, request{Op: "update", Resources: &r})
+	return err
+}
+
+// Wait returns when the machine has ended, with how it ended. If the
+// supervisor is already gone, it reads the exit status from state.json.
+func (c *Client) Wait(ctx context.Context) (ExitStatus, error) {
+	r, err := c.call(ctx, request{Op: "wait"})
+	if err == nil && r.Exit != nil {
+		return *r.Exit, nil
+	}
+	if ctx.Err() != nil {
+		return ExitStatus{}, ctx.Err()
+	}
+	if st, serr := ReadState(c.runDir); serr == nil && st.Exit != nil && !st.SupervisorAlive() {
+		return *st.Exit, nil
+	}
+	if err == nil {
+		err = errors.New("wait: the supervisor gave no exit status")
+	}
+	return ExitStatus{}, err
+}
+
+// Attach connects to the console: reading the returned connection gives the
+// console's output from now on, writing to it types into the console when
+// writing is true (one writer at a time; later ones only read).
+func (c *Client) Attach(ctx context.Context, write bool) (conn net.Conn, writing bool, err error) {
+	conn, err = c.conn(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := json.NewEncoder(conn).Encode(request{Op: "attach", Write: write}); err != nil {
+		conn.Close()
+		return nil, false, err
+	}
+	// Read the answer byte by byte: the console stream follows it directly.
+	line, err := readLine(conn)
+	if err != nil {
+		conn.Close()
+		return nil, false, fmt.Errorf("attach: %w", err)
+	}
+	var resp response
+	if err := json.Unmarshal(line, &resp); err != nil || !resp.OK {
+		conn.Close()
+		if err == nil {
+			err = errors.New(resp.Error)
+		}
+		return nil, false, fmt.Errorf("attach: %w", err)
+	}
+	return conn, resp.Writing, nil
+}
+
+func readLine(conn net.Conn) ([]byte, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 1<<16 {
+		if _, err := conn.Read(b); err != nil {
+			return nil, err
+		}
+		if b[0] == '\n' {
+			return line, nil
+		}
+		line = append(line, b[0])
+	}
+	return nil, errors.New("answer too long")
+}
+
+// serveControl accepts control connections until l is closed.
+func (s *supervisor) serveControl(l net.Listener) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.handle(conn)
+		}()
+	}
+}
+
+func (s *supervisor) handle(conn net.Conn) {
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := readLine(conn)
+	if err != nil {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	var req request
+	if err := json.Unmarshal(line, &req); err != nil {
+		writeResp(conn, response{Error: "bad request: " + err.Error()})
+		return
+	}
+	var resp response
+	switch req.Op {
+	case "status":
+		st := s.snapshot()
+		resp = response{OK: true, State: &st}
+	case "poweroff":
+		err = s.poweroff(false)
+	case "terminate":
+		err = s.poweroff(true)
+	case "reboot":
+		err = s.reboot()
+	case "kill":
+		err = s.kill(syscall.Signal(req.Signal), req.Whom)
+	case "update":
+		if req.Resources == nil {
+			err = errors.New("update: resources are missing")
+		} else {
+			err = s.update(*req.Resources)
+		}
+	case "wait":
+		select {
+		case <-s.done:
+		case <-s.closing:
+		}
+		st := s.snapshot()
+		resp = response{OK: st.Exit != nil, Exit: st.Exit}
+		if st.Exit == nil {
+			resp.Error = "supervisor is closing"
+		}
+	case "attach":
+		// The answer says whether this client may type; then the connection
+		// becomes the raw console stream in both directions.
+		writing := s.console != nil && req.Write && s.console.writer == nil
+		if s.console == nil {
+			writeResp(conn, response{Error: "this machine's console is not a pty (console: passthrough)"})
+			return
+		}
+		writeResp(conn, response{OK: true, Writing: writing})
+		s.console.attach(conn, writing)
+		return
+	default:
+		err = fmt.Errorf("unknown request %q", req.Op)
+	}
+	if req.Op != "status" && req.Op != "wait" {
+		resp.OK = err == nil
+		if err != nil {
+			resp.Error = err.Error()
+		}
+	}
+	writeResp(conn, resp)
+}
+
+func writeResp(conn net.Conn, r response) {
+	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = json.NewEncoder(conn).Encode(r)
+}
+
+// listenControl makes the root-only control socket.
+func listenControl(runDir string) (net.Listener, error) {
+	p := filepath.Join(runDir, controlSocket)
+	_ = os.Remove(p)
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}

@@ -1,0 +1,179 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berthd/berth/internal/fsutil"
+	"golang.org/x/sys/unix"
+)
+
+// Environment of a detached supervisor stage.
+const (
+	runDirEnv  = "_BERTH_RUNTIME_DIR"
+	readyFDEnv = "_BERTH_READY_FD"
+	configFile = "config.json"
+	superLog   = "supervisor.log"
+)
+
+// SpawnDetached starts a supervisor for cfg that outlives the caller: it writes
+// RUN/machines/NAME/config.json, re-executes this binary in stage (a stage that
+// calls SuperviseStage) in a session of its own with its output in
+// RuntimeDir/supervisor.log, and waits until the payload has started (returns
+// the supervisor's PID) or the supervisor failed (returns its error).
+func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := stages[stage]; !ok {
+		return 0, fmt.Errorf("machine %q: no stage %q is registered in this binary", cfg.Name, stage)
+	}
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return 0, fmt.Errorf("machine %q: runtime directory: %w", cfg.Name, err)
+	}
+	if st, err := ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
+		return 0, fmt.Errorf("machine %q is already running (supervisor PID %d)", cfg.Name, st.SupervisorPID)
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.RuntimeDir, configFile), append(b, '\n'), 0o600); err != nil {
+		return 0, fmt.Errorf("machine %q: write config: %w", cfg.Name, err)
+	}
+	_ = os.Remove(filepath.Join(cfg.RuntimeDir, stateFile))
+	logf, err := os.OpenFile(filepath.Join(cfg.RuntimeDir, superLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("machine %q: supervisor log: %w", cfg.Name, err)
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	env := []string{}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "_BERTH_") && !strings.HasPrefix(e, "NOTIFY_SOCKET=") {
+			env = append(env, e)
+		}
+	}
+	env = append(env, stageEnv+"="+stage, runDirEnv+"="+cfg.RuntimeDir, readyFDEnv+"=3")
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{"berth-supervisor " + cfg.Name},
+		Env:         env,
+		Dir:         "/",
+		Stdout:      logf,
+		Stderr:      logf,
+		ExtraFiles:  []*os.File{w},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return 0, fmt.Errorf("machine %q: start supervisor: %w", cfg.Name, err)
+	}
+	w.Close()
+	pid := cmd.Process.Pid
+	// Reap it whenever it ends, so no zombie stays behind in a long-lived caller.
+	go func() { _ = cmd.Wait() }()
+
+	stop := context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })
+	defer stop()
+	var msg bytes.Buffer
+	_, rerr := msg.ReadFrom(r)
+	text := strings.TrimSpace(msg.String())
+	switch {
+	case text == "ok":
+		return pid, nil
+	case strings.HasPrefix(text, "error: "):
+		return 0, errors.New(strings.TrimPrefix(text, "error: "))
+	case ctx.Err() != nil:
+		return pid, fmt.Errorf("machine %q: waiting for the supervisor (PID %d, still starting): %w", cfg.Name, pid, ctx.Err())
+	}
+	if st, err := ReadState(cfg.RuntimeDir); err == nil && st.Exit != nil && st.Exit.Error != "" {
+		return 0, errors.New(st.Exit.Error)
+	}
+	tail, _ := os.ReadFile(filepath.Join(cfg.RuntimeDir, superLog))
+	if len(tail) > 2000 {
+		tail = tail[len(tail)-2000:]
+	}
+	return 0, fmt.Errorf("machine %q: the supervisor ended before the machine started (%v); its log:\n%s", cfg.Name, rerr, tail)
+}
+
+// LoadDetachedConfig reads the config of the detached supervisor this process
+// is (inside a stage started by SpawnDetached).
+func LoadDetachedConfig() (Config, error) {
+	var cfg Config
+	dir := os.Getenv(runDirEnv)
+	if dir == "" {
+		return cfg, errors.New("not a detached supervisor: " + runDirEnv + " is not set")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return cfg, err
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", filepath.Join(dir, configFile), err)
+	}
+	return cfg, nil
+}
+
+// SuperviseStage is the body of a detached supervisor stage: it loads the
+// config SpawnDetached wrote, lets hooks (may be nil) build the wiring for it,
+// supervises the machine and exits with the machine's exit code. It tells
+// SpawnDetached when the payload has started, or why it failed.
+func SuperviseStage(hooks func(ctx context.Context, cfg Config) (Hooks, error)) {
+	// One supervisor per machine: keep it lean. Its heap is tiny and steady,
+	// so collecting early costs little and keeps the RSS near the live set.
+	debug.SetGCPercent(25)
+	debug.SetMemoryLimit(16 << 20)
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+
+	ready := os.NewFile(3, "ready")
+	reported := false
+	report := func(msg string) {
+		if !reported {
+			reported = true
+			_, _ = ready.WriteString(msg + "\n")
+			ready.Close()
+		}
+	}
+	cfg, err := LoadDetachedConfig()
+	if err != nil {
+		report("error: " + err.Error())
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	h := Hooks{}
+	if hooks != nil {
+		if h, err = hooks(ctx, cfg); err != nil {
+			report("error: " + err.Error())
+			os.Exit(1)
+		}
+	}
+	started := h.Started
+	h.Started = func(ctx context.Context, s Started) error {
+		if started != nil {
+			if err := started(ctx, s); err != nil {
+				return err
+			}
+		}
+		report("ok")
+		return nil
+	}
+	st, err := Supervise(ctx, cfg, h)
+	if err != nil {
+		report("error: " + err.Error())
+	}
+	os.Exit(st.Code)
+}

@@ -1,0 +1,263 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The payload's init stage.
+//
+// The supervisor starts /proc/self/exe with _BERTH_STAGE=init and Cloneflags for
+// new mount, PID, UTS, IPC (and network) namespaces, so this process is PID 1 of
+// the machine from its first instruction. Its fd 3 is a SOCK_SEQPACKET socket to
+// the supervisor. The protocol, one message each:
+//
+//	supervisor → init: the Config as JSON, sent only after the supervisor has
+//	                   put this process in the machine's payload cgroup in every
+//	                   hierarchy and run the Network hook: receiving it is the
+//	                   go-ahead.
+//	init → supervisor: "console" with the pty master as SCM_RIGHTS (pty console)
+//	init → supervisor: "exec KIND" just before execve; the socket is
+//	                   close-on-exec, so EOF after it means the exec worked
+//	init → supervisor: "error: TEXT" when anything failed (then exit 1)
+//
+// Everything runs on the main thread (locked in this package's init): the cgroup
+// namespace is unshared late, per thread, and the exec must happen on the thread
+// that did it.
+
+const syncFD = 3
+
+func payloadInit() {
+	sock := os.NewFile(syncFD, "sync")
+	buf := make([]byte, 1<<20)
+	n, err := unix.Read(syncFD, buf)
+	if err != nil || n == 0 {
+		// The supervisor went away before releasing us: nothing to report to.
+		os.Exit(1)
+	}
+	var cfg Config
+	if err := json.Unmarshal(buf[:n], &cfg); err != nil {
+		initFail(fmt.Errorf("decode config from the supervisor: %w", err))
+	}
+	if err := startPayload(cfg, sock); err != nil {
+		initFail(err)
+	}
+}
+
+func initFail(err error) {
+	_, _ = unix.Write(syncFD, []byte("error: "+err.Error()))
+	os.Exit(1)
+}
+
+func startPayload(cfg Config, sock *os.File) error {
+	// The process is now in the payload cgroup everywhere: a cgroup namespace
+	// made now has "payload" as its root in every hierarchy (on a v1/hybrid host
+	// this cannot be done at clone time).
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("unshare cgroup namespace: %w", err)
+	}
+	unix.Umask(0)
+	root := filepath.Join(cfg.RuntimeDir, "root")
+	master, err := setupRoot(cfg, root)
+	if err != nil {
+		return err
+	}
+	if master != nil {
+		rights := unix.UnixRights(int(master.Fd()))
+		if err := unix.Sendmsg(syncFD, []byte("console"), rights, nil, 0); err != nil {
+			return fmt.Errorf("send console to the supervisor: %w", err)
+		}
+		master.Close()
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
+	}
+	if err := pivotRoot(root); err != nil {
+		return err
+	}
+	if cfg.Console == "pty" {
+		if err := attachConsole(); err != nil {
+			return err
+		}
+	}
+	path, argv, kind, err := pickInit(cfg)
+	if err != nil {
+		return err
+	}
+	env := payloadEnv(cfg, kind)
+	caps, _ := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private")
+	if err := dropBoundingSet(caps); err != nil {
+		return err
+	}
+	unix.Umask(0o022)
+	if kind == "app" {
+		return runReaper(cfg, path, argv, env, sock)
+	}
+	if _, err := unix.Write(syncFD, []byte("exec "+kind)); err != nil {
+		return err
+	}
+	unix.CloseOnExec(syncFD)
+	err = unix.Exec(path, argv, env)
+	return fmt.Errorf("exec %s: %w", path, err)
+}
+
+// pivotRoot makes root the process's / and drops the host's tree from the mount
+// namespace. pivot_root(".", ".") stacks the old root on top of the new one, so
+// no directory for it is needed inside the machine, and unmounting "." then
+// detaches the old root (runc and nspawn do the same).
+func pivotRoot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir %s: %w", root, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root into %s: %w", root, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the host's root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// attachConsole makes /dev/console (the pty slave) the controlling terminal and
+// stdio of PID 1, as a kernel console would be.
+func attachConsole() error {
+	if _, err := unix.Setsid(); err != nil && err != unix.EPERM {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	fd, err := unix.Open("/dev/console", unix.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open /dev/console: %w", err)
+	}
+	_ = unix.IoctlSetInt(fd, unix.TIOCSCTTY, 0)
+	for i := 0; i < 3; i++ {
+		if err := unix.Dup3(fd, i, 0); err != nil {
+			return fmt.Errorf("dup console: %w", err)
+		}
+	}
+	if fd > 2 {
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// initCandidates is the order nspawn -b searches in.
+var initCandidates = []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"}
+
+// pickInit finds what to exec (run after pivot_root, so paths are the guest's).
+func pickInit(cfg Config) (path string, argv []string, kind string, err error) {
+	if !cfg.Boot {
+		p := cfg.Args[0]
+		if _, err := os.Stat(p); err != nil {
+			return "", nil, "", fmt.Errorf("command %s: not found in the machine's root", p)
+		}
+		return p, cfg.Args, "app", nil
+	}
+	if cfg.Init != "" {
+		path = cfg.Init
+		if _, err := os.Stat(path); err != nil {
+			return "", nil, "", fmt.Errorf("init %s: not found in the machine's root", path)
+		}
+	} else {
+		for _, c := range initCandidates {
+			if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+				path = c
+				break
+			}
+		}
+		if path == "" {
+			return "", nil, "", fmt.Errorf("no init found in the machine's root (looked for %s): is it an OS tree? Set init, or run a command instead of booting", strings.Join(initCandidates, ", "))
+		}
+	}
+	return path, append([]string{path}, cfg.Args...), initKind(path), nil
+}
+
+// initKind tells systemd from busybox from other inits by what the path
+// resolves to: they want different poweroff signals.
+func initKind(path string) string {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		real = path
+	}
+	switch filepath.Base(real) {
+	case "systemd":
+		return "systemd"
+	case "busybox":
+		return "busybox"
+	}
+	return "init"
+}
+
+func payloadEnv(cfg Config, kind string) []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"container=berth",
+		"container_uuid=" + dashedUUID(cfg.UUID),
+		"HOME=/root",
+	}
+	if cfg.Console == "pty" {
+		env = append(env, "TERM=vt220")
+	} else if t := os.Getenv("TERM"); t != "" {
+		env = append(env, "TERM="+t)
+	}
+	if kind == "systemd" {
+		env = append(env, "NOTIFY_SOCKET=/run/host/notify")
+	}
+	if kind == "app" {
+		env = append(env, "USER=root", "LOGNAME=root")
+	}
+	return append(env, cfg.Env...)
+}
+
+// runReaper is PID 1 in application mode: a minimal init (nspawn's stub-pid1
+// idea) that starts the command as PID 2, forwards the signals a supervisor or
+// terminal sends, reaps orphans, and exits with the command's exit code. A
+// command run directly as PID 1 would ignore SIGTERM (the kernel drops signals
+// PID 1 has no handler for) and leave zombies behind.
+func runReaper(cfg Config, path string, argv, env []string, sock *os.File) error {
+	sigs := make(chan os.Signal, 16)
+	fwd := []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCHLD}
+	signal.Notify(sigs, fwd...)
+	attr := &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{}}
+	if cfg.Console == "pty" {
+		// The command leads its own session on the console, so a Ctrl-C typed on
+		// an attached console reaches it (and not this reaper).
+		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
+	}
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", path, err)
+	}
+	_, _ = unix.Write(syncFD, []byte("exec app"))
+	sock.Close()
+	for sig := range sigs {
+		if sig != unix.SIGCHLD {
+			_ = unix.Kill(pid, sig.(unix.Signal))
+			continue
+		}
+		for {
+			var ws unix.WaitStatus
+			p, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if p <= 0 || err != nil {
+				break
+			}
+			if p != pid {
+				continue
+			}
+			switch {
+			case ws.Exited():
+				os.Exit(ws.ExitStatus())
+			case ws.Signaled():
+				os.Exit(128 + int(ws.Signal()))
+			}
+		}
+	}
+	return errors.New("reaper: signal channel closed")
+}

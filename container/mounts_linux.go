@@ -1,0 +1,373 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// mountError keeps what a failed mount(2) was asked to do, flags included.
+type mountError struct {
+	source, target, fstype, data string
+	flags                        uintptr
+	err                          error
+}
+
+func (e *mountError) Error() string {
+	return fmt.Sprintf("mount %q on %q (type %q, flags %#x, data %q): %v", e.source, e.target, e.fstype, e.flags, e.data, e.err)
+}
+
+func (e *mountError) Unwrap() error { return e.err }
+
+func mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
+		return &mountError{source, target, fstype, data, flags, err}
+	}
+	return nil
+}
+
+// bindRO bind-mounts path on itself and makes that mount read-only. A bind mount
+// takes its flags from the remount only, so this is always two calls.
+func bindRO(path string, rec bool) error {
+	fl := uintptr(unix.MS_BIND)
+	if rec {
+		fl |= unix.MS_REC
+	}
+	if err := mount(path, path, "", fl, ""); err != nil {
+		return err
+	}
+	return mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}
+
+// inRoot resolves a guest path inside root the way the guest will see it, so a
+// symlink in the image cannot point a mount outside the root.
+func inRoot(root, p string) (string, error) {
+	r, err := securejoin.SecureJoin(root, p)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s in the machine's root: %w", p, err)
+	}
+	return r, nil
+}
+
+func mkdirIn(root, p string, mode os.FileMode) (string, error) {
+	r, err := inRoot(root, p)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(r, mode); err != nil {
+		return "", fmt.Errorf("create mount point %s: %w", p, err)
+	}
+	return r, nil
+}
+
+func touchIn(root, p string) (string, error) {
+	r, err := inRoot(root, p)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(r), 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(r, os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("create mount point %s: %w", p, err)
+	}
+	f.Close()
+	return r, nil
+}
+
+// The devices every machine gets (and that the v1 device cgroup allows).
+var baseDevices = []struct {
+	name         string
+	major, minor uint32
+}{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// setupRoot mounts the machine's root at root (in this process's new mount
+// namespace) and everything systemd's Container Interface asks for below it. It
+// returns the console's pty master when the console is a pty.
+func setupRoot(cfg Config, root string) (*os.File, error) {
+	// Nothing mounted from here on may propagate back to the host.
+	if err := mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return nil, err
+	}
+	if o := cfg.Root.Overlay; o != nil {
+		data := "lowerdir=" + strings.Join(o.Lower, ":") + ",upperdir=" + o.Upper + ",workdir=" + o.Work
+		if err := mount("overlay", root, "overlay", 0, data); err != nil {
+			return nil, fmt.Errorf("overlay root: %w", err)
+		}
+	} else if err := mount(cfg.Root.Dir, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return nil, fmt.Errorf("root %s: %w", cfg.Root.Dir, err)
+	}
+
+	// /dev: a private tmpfs with only harmless character devices.
+	dev, err := mkdirIn(root, "/dev", 0o755)
+	if err != nil {
+		return nil, err
+	}
+	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=4m,nr_inodes=64k"); err != nil {
+		return nil, err
+	}
+	devs := baseDevices
+	if cfg.AllowTun {
+		devs = append(devs, struct {
+			name         string
+			major, minor uint32
+		}{"net/tun", 10, 200})
+		_ = os.MkdirAll(filepath.Join(dev, "net"), 0o755)
+	}
+	for _, d := range devs {
+		p := filepath.Join(dev, d.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
+			return nil, fmt.Errorf("mknod /dev/%s: %w", d.name, err)
+		}
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"} {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []string{"pts", "shm", "mqueue"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// gid=5 is the tty group of every common distribution (nspawn assumes it too).
+	if err := mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620,gid=5"); err != nil {
+		return nil, err
+	}
+	if err := mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"); err != nil {
+		return nil, err
+	}
+	if err := mount("mqueue", filepath.Join(dev, "mqueue"), "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, err
+	}
+	var master *os.File
+	if cfg.Console == "pty" {
+		if master, err = consolePty(dev); err != nil {
+			return nil, err
+		}
+	}
+
+	// /run, /run/host, /tmp.
+	run, err := mkdirIn(root, "/run", 0o755)
+	if err != nil {
+		return nil, err
+	}
+	if err := mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=20%,nr_inodes=800k"); err != nil {
+		return nil, err
+	}
+	if err := setupRunHost(cfg, filepath.Join(run, "host")); err != nil {
+		return nil, err
+	}
+	tmp, err := mkdirIn(root, "/tmp", 0o1777)
+	if err != nil {
+		return nil, err
+	}
+	if err := mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"); err != nil {
+		return nil, err
+	}
+
+	// /sys read-only (that is how systemd and udev know they are in a
+	// container), with the machine's cgroup namespace's cgroup2 on
+	// /sys/fs/cgroup, writable: the guest's systemd manages its own subtree
+	// there. See docs/runtime.md for why the guest gets the unified layout.
+	sys, err := mkdirIn(root, "/sys", 0o555)
+	if err != nil {
+		return nil, err
+	}
+	if err := mount("sysfs", sys, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
+		return nil, err
+	}
+	if err := mount("cgroup2", filepath.Join(sys, "fs/cgroup"), "cgroup2", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
+		return nil, fmt.Errorf("cgroup2 for the guest: %w", err)
+	}
+
+	// /proc of the new PID namespace, /proc/sys read-only (its net/ subtree
+	// stays writable with a private network), kernel internals masked.
+	proc, err := mkdirIn(root, "/proc", 0o555)
+	if err != nil {
+		return nil, err
+	}
+	if err := mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
+		return nil, err
+	}
+	psys := filepath.Join(proc, "sys")
+	if err := mount(psys, psys, "", unix.MS_BIND, ""); err != nil {
+		return nil, err
+	}
+	if cfg.NetworkMode == "private" {
+		if err := mount(psys+"/net", psys+"/net", "", unix.MS_BIND, ""); err != nil {
+			return nil, err
+		}
+	}
+	if err := mount("", psys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, err
+	}
+	inaccessible := filepath.Join(run, "host/inaccessible/reg")
+	for _, f := range []string{"kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list"} {
+		p := filepath.Join(proc, f)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := mount(inaccessible, p, "", unix.MS_BIND, ""); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []string{"acpi", "apm", "asound", "bus", "fs", "irq", "scsi"} {
+		p := filepath.Join(proc, d)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if err := bindRO(p, true); err != nil {
+			return nil, err
+		}
+	}
+
+	for i, m := range cfg.Mounts {
+		if err := userMount(root, m); err != nil {
+			return nil, fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
+		}
+	}
+
+	if cfg.Root.ReadOnly {
+		if err := mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return nil, fmt.Errorf("read-only root: %w", err)
+		}
+	}
+	return master, nil
+}
+
+// consolePty allocates the console pty in the machine's own devpts instance (as
+// nspawn does), so the guest sees a pty of its own and the host's /dev/pts is
+// untouched, and binds the slave on /dev/console.
+func consolePty(dev string) (*os.File, error) {
+	master, err := os.OpenFile(filepath.Join(dev, "pts/ptmx"), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the console pty: %w", err)
+	}
+	fail := func(err error) (*os.File, error) { master.Close(); return nil, err }
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		return fail(fmt.Errorf("unlock the console pty: %w", err))
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		return fail(fmt.Errorf("console pty number: %w", err))
+	}
+	console := filepath.Join(dev, "console")
+	f, err := os.OpenFile(console, os.O_CREATE|os.O_RDONLY, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	f.Close()
+	if err := mount(filepath.Join(dev, "pts", strconv.Itoa(n)), console, "", unix.MS_BIND, ""); err != nil {
+		return fail(err)
+	}
+	return master, nil
+}
+
+// setupRunHost fills /run/host, the Container Interface's window to the host:
+// notify (the supervisor's sd_notify socket), os-release of the host,
+// container-manager, container-uuid and inaccessible/ nodes to mask files with.
+// It is read-only to the guest.
+func setupRunHost(cfg Config, dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "inaccessible"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "inaccessible/reg"), nil, 0); err != nil {
+		return err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "inaccessible/dir"), 0); err != nil {
+		return err
+	}
+	osr, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		osr, _ = os.ReadFile("/usr/lib/os-release")
+	}
+	files := map[string]string{
+		"os-release":        string(osr),
+		"container-manager": "berth\n",
+		"container-uuid":    dashedUUID(cfg.UUID) + "\n",
+	}
+	for name, c := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(c), 0o444); err != nil {
+			return err
+		}
+	}
+	notify := filepath.Join(dir, "notify")
+	if err := os.WriteFile(notify, nil, 0o600); err != nil {
+		return err
+	}
+	if err := mount(filepath.Join(cfg.RuntimeDir, notifySocket), notify, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	return bindRO(dir, true)
+}
+
+// userMount adds one of the definition's mounts, with the target resolved inside
+// the root.
+func userMount(root string, m Mount) error {
+	switch m.Type {
+	case "bind":
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return err
+		}
+		var target string
+		if st.IsDir() {
+			target, err = mkdirIn(root, m.Target, 0o755)
+		} else {
+			target, err = touchIn(root, m.Target)
+		}
+		if err != nil {
+			return err
+		}
+		if tst, err := os.Stat(target); err == nil && tst.IsDir() != st.IsDir() {
+			return fmt.Errorf("cannot bind a %s on a %s", kindOf(st), kindOf(tst))
+		}
+		if err := mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return err
+		}
+		if m.ReadOnly {
+			return mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+		}
+		return nil
+	case "tmpfs":
+		target, err := mkdirIn(root, m.Target, 0o755)
+		if err != nil {
+			return err
+		}
+		mode := m.Mode
+		if mode == 0 {
+			mode = 0o755
+		}
+		opts := []string{"mode=" + strconv.FormatUint(uint64(mode), 8)}
+		if m.Size > 0 {
+			opts = append(opts, "size="+strconv.FormatInt(m.Size, 10))
+		}
+		if m.Options != "" {
+			opts = append(opts, m.Options)
+		}
+		fl := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+		if m.ReadOnly {
+			fl |= unix.MS_RDONLY
+		}
+		return mount("tmpfs", target, "tmpfs", fl, strings.Join(opts, ","))
+	}
+	return errors.New("unknown mount type")
+}
+
+func kindOf(st fs.FileInfo) string {
+	if st.IsDir() {
+		return "directory"
+	}
+	return "file"
+}

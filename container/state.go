@@ -1,0 +1,103 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthd/berth/internal/fsutil"
+)
+
+// Phases of a machine in state.json.
+const (
+	PhaseStarting = "starting" // the supervisor sets up cgroups and the payload
+	PhaseBooting  = "booting"  // init runs; READY=1 has not come yet
+	PhaseRunning  = "running"  // READY=1 arrived, or init does not speak sd_notify
+	PhaseStopping = "stopping" // a poweroff was requested
+	PhaseExited   = "exited"   // the machine ended; Exit says how
+)
+
+// State is a supervisor's public state, RUN/machines/NAME/state.json. The
+// supervisor rewrites it atomically on every change; readers never see a torn
+// file.
+type State struct {
+	Name string `json:"name"`
+	UUID string `json:"uuid"`
+	// SupervisorPID and SupervisorStart (field 22 of /proc/PID/stat, in clock
+	// ticks since boot) identify the supervisor even if its PID is reused.
+	SupervisorPID   int    `json:"supervisorPid"`
+	SupervisorStart uint64 `json:"supervisorStart"`
+	LeaderPID       int    `json:"leaderPid,omitempty"`
+	CgroupPath      string `json:"cgroupPath,omitempty"`
+	Driver          string `json:"driver,omitempty"`
+	Phase           string `json:"phase"`
+	// Init is the kind of PID 1: "systemd", "busybox", "init" (another init) or
+	// "app" (an application under berth's reaper).
+	Init      string      `json:"init,omitempty"`
+	Boots     int         `json:"boots,omitempty"`
+	StartedAt time.Time   `json:"startedAt"`
+	BootedAt  time.Time   `json:"bootedAt,omitzero"` // the current boot's init exec
+	ReadyAt   time.Time   `json:"readyAt,omitzero"`
+	ExitedAt  time.Time   `json:"exitedAt,omitzero"`
+	Exit      *ExitStatus `json:"exit,omitempty"`
+}
+
+const stateFile = "state.json"
+
+// ReadState reads RUN/machines/NAME/state.json.
+func ReadState(runDir string) (State, error) {
+	var s State
+	b, err := os.ReadFile(filepath.Join(runDir, stateFile))
+	if err != nil {
+		return s, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("%s: %w", filepath.Join(runDir, stateFile), err)
+	}
+	return s, nil
+}
+
+func writeState(runDir string, s State) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(runDir, stateFile), append(b, '\n'), 0o644)
+}
+
+// SupervisorAlive reports whether the supervisor that wrote s still runs: its
+// PID exists and started at the recorded time (so a reused PID is not taken for
+// it).
+func (s State) SupervisorAlive() bool {
+	if s.SupervisorPID <= 0 {
+		return false
+	}
+	st, err := ProcessStartTime(s.SupervisorPID)
+	return err == nil && st == s.SupervisorStart
+}
+
+// ProcessStartTime returns field 22 of /proc/PID/stat: when the process started,
+// in clock ticks after boot.
+func ProcessStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: fields are
+	// counted after its last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc/PID/stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); field 22 is f[19].
+	if len(f) < 20 {
+		return 0, errors.New("short /proc/PID/stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
