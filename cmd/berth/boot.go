@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/berthd/berth/container"
+)
+
+var bootFlags struct {
+	dir, name, machineID, hostname, init, network, runtimeDir, consoleLog string
+	binds, tmpfs, setenv, capAdd, capDrop                                 []string
+	memoryMax                                                             string
+	pidsMax                                                               int64
+	cpus                                                                  float64
+	readOnly, boot                                                        bool
+	stopTimeout                                                           time.Duration
+}
+
+var bootCmd = &cobra.Command{
+	Use:   "boot -D DIR [flags] [-- COMMAND [ARG...] | --boot -- INIT-ARG...]",
+	Short: "Run a machine from a directory in the foreground (like systemd-nspawn -D DIR -b)",
+	Long: `Run a machine from a directory in the foreground, no daemon needed.
+
+Without a command, boots the tree's init (/usr/lib/systemd/systemd, /lib/systemd/systemd
+or /sbin/init, or --init) as PID 1 with the terminal on its console. With a command after
+--, runs it as the machine's application (under a minimal reaper as PID 1); its exit code
+becomes berth's. --boot with arguments after -- boots and passes them to the init.
+
+On a terminal the console is interactive: press Ctrl-] three times within a second to
+kill the machine at once. Without a terminal the console output is streamed to stdout;
+an application then gets berth's own stdin, stdout and stderr, byte for byte.
+SIGTERM or SIGINT to berth powers the machine off cleanly (then kills it after
+--stop-timeout). berth exits with the machine's exit code: 0 after a poweroff.`,
+	Example: `  berth boot -D /var/lib/machines/web
+  berth boot -D ./root --bind /srv/data:/data:ro --memory-max 512M
+  berth boot -D ./root -- /bin/sh -c 'echo hello from $(hostname)'`,
+	Args: cobra.ArbitraryArgs,
+	RunE: runBoot,
+}
+
+func init() {
+	f := bootCmd.Flags()
+	f.StringVarP(&bootFlags.dir, "directory", "D", "", "root directory of the machine (required)")
+	f.StringVarP(&bootFlags.name, "name", "M", "", "machine name (default: the directory's name)")
+	f.StringVar(&bootFlags.machineID, "machine-id", "", "machine ID, 32 hex digits (default: the tree's /etc/machine-id, else derived from the name)")
+	f.StringVar(&bootFlags.hostname, "hostname", "", "hostname inside (default: the name)")
+	f.StringVar(&bootFlags.init, "init", "", "init to boot (a path inside the machine)")
+	f.BoolVarP(&bootFlags.boot, "boot", "b", false, "boot even when arguments follow -- (they go to the init)")
+	f.StringArrayVar(&bootFlags.binds, "bind", nil, "bind mount SRC[:DST[:ro]] from the host (repeatable)")
+	f.StringArrayVar(&bootFlags.tmpfs, "tmpfs", nil, "mount a tmpfs on DST (repeatable)")
+	f.StringArrayVarP(&bootFlags.setenv, "setenv", "E", nil, "KEY=VALUE for the init or command (repeatable)")
+	f.StringArrayVar(&bootFlags.capAdd, "capability", nil, "add a capability to the bounding set (repeatable, or 'all')")
+	f.StringArrayVar(&bootFlags.capDrop, "drop-capability", nil, "drop a capability from the bounding set (repeatable)")
+	f.StringVar(&bootFlags.memoryMax, "memory-max", "", "memory limit, e.g. 512M or 2G")
+	f.Int64Var(&bootFlags.pidsMax, "pids-max", 0, "limit on processes and threads")
+	f.Float64Var(&bootFlags.cpus, "cpus", 0, "CPU quota in CPUs, e.g. 1.5")
+	f.StringVar(&bootFlags.network, "network", "none", "none (own network namespace, loopback only) or host")
+	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
+	f.DurationVar(&bootFlags.stopTimeout, "stop-timeout", 30*time.Second, "how long a poweroff may take before the machine is killed")
+	f.StringVar(&bootFlags.runtimeDir, "runtime-dir", "", "runtime directory (default $BERTH_RUNTIME_DIR/machines/NAME, /run/berth/machines/NAME)")
+	f.StringVar(&bootFlags.consoleLog, "console-log", "", "console log file (default /var/log/berth/NAME.console.log)")
+	rootCmd.AddCommand(bootCmd)
+}
+
+func runBoot(cmd *cobra.Command, args []string) error {
+	cfg, err := bootConfig(args)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	// berth boot is the machine's supervisor for as long as it runs: keep it
+	// lean (see container.SuperviseStage).
+	debug.SetGCPercent(25)
+	debug.SetMemoryLimit(16 << 20)
+
+	interactive := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	if !cfg.Boot && !interactive {
+		cfg.Console = "passthrough"
+	}
+	// The supervisor's progress is for logs, not for the person at the
+	// terminal: show warnings and errors only.
+	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	ctx, kill := context.WithCancel(context.Background())
+	defer kill()
+	defer os.RemoveAll(cfg.RuntimeDir)
+
+	var st container.ExitStatus
+	switch {
+	case cfg.Console == "passthrough":
+		st, err = container.Supervise(ctx, cfg, hooks)
+	case interactive:
+		old, rerr := term.MakeRaw(int(os.Stdin.Fd()))
+		if rerr != nil {
+			return &exitError{code: 1, err: fmt.Errorf("terminal: %w", rerr)}
+		}
+		fmt.Fprintf(os.Stderr, "Booting machine %s. Press Ctrl-] three times within 1s to kill it.\r\n", cfg.Name)
+		st, err = container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{
+			In:  &container.EscapeReader{R: os.Stdin, OnEscape: kill},
+			Out: os.Stdout,
+			Size: func() (uint16, uint16) {
+				w, h, err := term.GetSize(int(os.Stdout.Fd()))
+				if err != nil {
+					return 0, 0
+				}
+				return uint16(h), uint16(w)
+			},
+		})
+		_ = term.Restore(int(os.Stdin.Fd()), old)
+		fmt.Fprintf(os.Stderr, "\nMachine %s ended: %s.\n", cfg.Name, st)
+	default:
+		st, err = container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{Out: os.Stdout})
+	}
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if st.Code != 0 {
+		return &exitError{code: st.Code}
+	}
+	return nil
+}
+
+// bootConfig turns the flags into a machine config; errors name the flag.
+func bootConfig(args []string) (container.Config, error) {
+	f := bootFlags
+	var cfg container.Config
+	if f.dir == "" {
+		return cfg, fmt.Errorf("boot: -D DIR is required (the machine's root directory)")
+	}
+	dir, err := filepath.Abs(f.dir)
+	if err != nil {
+		return cfg, err
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return cfg, fmt.Errorf("boot: -D %s: not a directory", f.dir)
+	}
+	name := f.name
+	if name == "" {
+		name = sanitizeName(filepath.Base(dir))
+	}
+	if !container.ValidName(name) {
+		return cfg, fmt.Errorf("boot: --name %q: want 1-64 letters, digits, '-', '_' or '.'", name)
+	}
+	id, err := machineID(f.machineID, dir, name)
+	if err != nil {
+		return cfg, err
+	}
+	cfg = container.Config{
+		Name:        name,
+		UUID:        id,
+		Root:        container.Root{Dir: dir, ReadOnly: f.readOnly},
+		Boot:        f.boot || len(args) == 0,
+		Init:        f.init,
+		Args:        args,
+		Env:         f.setenv,
+		Hostname:    f.hostname,
+		CapAdd:      f.capAdd,
+		CapDrop:     f.capDrop,
+		StopTimeout: f.stopTimeout,
+		ConsoleLog:  f.consoleLog,
+	}
+	switch f.network {
+	case "none", "private", "":
+		cfg.NetworkMode = "private"
+	case "host":
+		cfg.NetworkMode = "host"
+	default:
+		return cfg, fmt.Errorf("boot: --network %q: want none or host", f.network)
+	}
+	for _, b := range f.binds {
+		m, err := parseBind(b)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Mounts = append(cfg.Mounts, m)
+	}
+	for _, t := range f.tmpfs {
+		cfg.Mounts = append(cfg.Mounts, container.Mount{Type: "tmpfs", Target: t})
+	}
+	if f.memoryMax != "" {
+		n, err := parseSize(f.memoryMax)
+		if err != nil {
+			return cfg, fmt.Errorf("boot: --memory-max %q: %w", f.memoryMax, err)
+		}
+		cfg.Resources.MemoryMax = n
+	}
+	cfg.Resources.PidsMax = f.pidsMax
+	cfg.Resources.CPUs = f.cpus
+	run := f.runtimeDir
+	if run == "" {
+		base := os.Getenv("BERTH_RUNTIME_DIR")
+		if base == "" {
+			base = "/run/berth"
+		}
+		run = filepath.Join(base, "machines", name)
+	}
+	cfg.RuntimeDir, _ = filepath.Abs(run)
+	return cfg, nil
+}
+
+var nameJunk = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+func sanitizeName(s string) string {
+	s = strings.Trim(nameJunk.ReplaceAllString(s, "-"), "-.")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	if s == "" {
+		s = "machine"
+	}
+	return s
+}
+
+// machineID picks the machine ID as nspawn does: the flag, else the tree's own
+// /etc/machine-id, else (berth's addition) one derived from the name, so that
+// the same machine keeps its ID across boots.
+func machineID(flag, dir, name string) (string, error) {
+	if flag != "" {
+		id, err := container.NormalizeUUID(flag)
+		if err != nil {
+			return "", fmt.Errorf("boot: --machine-id: %w", err)
+		}
+		return id, nil
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "etc/machine-id")); err == nil {
+		if id, err := container.NormalizeUUID(strings.TrimSpace(string(b))); err == nil {
+			return id, nil
+		}
+	}
+	sum := sha256.Sum256([]byte("berth-machine:" + name))
+	b := sum[:16]
+	b[6] = b[6]&0x0f | 0x40 // a version 4 style ID, as systemd generates
+	b[8] = b[8]&0x3f | 0x80
+	return hex.EncodeToString(b), nil
+}
+
+func parseBind(s string) (container.Mount, error) {
+	parts := strings.Split(s, ":")
+	m := container.Mount{Type: "bind", Source: parts[0]}
+	switch len(parts) {
+	case 1:
+		m.Target = parts[0]
+	case 2:
+		m.Target = parts[1]
+	case 3:
+		m.Target = parts[1]
+		switch parts[2] {
+		case "ro":
+			m.ReadOnly = true
+		case "rw":
+		default:
+			return m, fmt.Errorf("boot: --bind %q: the option after the second ':' must be ro or rw", s)
+		}
+	default:
+		return m, fmt.Errorf("boot: --bind %q: want SRC[:DST[:ro]]", s)
+	}
+	if m.Target == "" {
+		m.Target = m.Source
+	}
+	src, err := filepath.Abs(m.Source)
+	if err != nil {
+		return m, err
+	}
+	m.Source = src
+	if !filepath.IsAbs(m.Target) {
+		return m, fmt.Errorf("boot: --bind %q: the target must be an absolute path inside the machine", s)
+	}
+	return m, nil
+}
+
+// parseSize reads 512M, 2G, 1.5G, 1048576 (bytes; K, M, G, T are powers of 1024).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.TrimSuffix(strings.ToUpper(s), "B"))
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("want a size such as 512M or 2G")
+	}
+	return int64(v * float64(mult)), nil
+}
