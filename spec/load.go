@@ -57,9 +57,9 @@ func Load(paths ...string) (*Set, error) {
 	for range min(runtime.GOMAXPROCS(0), max(1, len(files))) {
 		wg.Go(func() {
 			for i := range next {
-				data, err := os.ReadFile(files[i])
+				data, err := readFile(files[i])
 				if err != nil {
-					fileErrs[i] = ErrorList{{File: files[i], Msg: readErr(err)}}
+					fileErrs[i] = ErrorList{{File: files[i], Msg: err.Error()}}
 					continue
 				}
 				parsed[i] = parseFile(files[i], data, &fileErrs[i])
@@ -89,6 +89,26 @@ func Parse(filename string, data []byte) (*Set, error) {
 	return build(entries, &errs)
 }
 
+// maxFileSize bounds a definition file: anything larger is a mistake (a log or
+// an image given by accident), and reading it whole would only waste memory.
+const maxFileSize = 16 << 20
+
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, errors.New(readErr(err))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, errors.New(readErr(err))
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("larger than %d MiB: not a definition file", maxFileSize>>20)
+	}
+	return data, nil
+}
+
 // readErr shortens an os error: the file name is already in front of it.
 func readErr(err error) string {
 	var pe *fs.PathError
@@ -105,7 +125,7 @@ func findFiles(path string) ([]string, error) {
 		return nil, errors.New(readErr(err))
 	}
 	if !st.IsDir() {
-		return []string{path}, nil
+		return []string{filepath.Clean(path)}, nil
 	}
 	var files []string
 	err = filepath.WalkDir(path, func(p string, de fs.DirEntry, err error) error {

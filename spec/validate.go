@@ -328,41 +328,43 @@ func validateNetwork(d *doc, n *Network) {
 	if d.has("bridge") {
 		checkInterfaceName(d, "bridge", n.Bridge)
 	}
-	switch s := n.Subnet; {
-	case !s.IsValid():
-		if !d.has("subnet") {
-			d.errorf("subnet", "missing: give an IPv4 subnet in CIDR form, e.g. 10.87.0.0/24")
-		}
-	case !s.Addr().Is4():
-		d.errorf("subnet", "%s is not IPv4: put an IPv6 subnet in subnet6", s)
-	case s.Bits() == 32:
-		d.errorf("subnet", "%s has no prefix length: write it in CIDR form, e.g. %s", s.Addr(), netip.PrefixFrom(s.Addr(), 24).Masked())
-	case s.Bits() > 30:
-		d.errorf("subnet", "%s is too small: a network needs at least /30 (gateway and one machine)", s)
-	case s.Masked() != s:
-		d.errorf("subnet", "%s has host bits set; did you mean %s?", s, s.Masked())
+	if !n.Subnet.IsValid() && !d.has("subnet") {
+		d.errorf("subnet", "missing: give an IPv4 subnet in CIDR form, e.g. 10.87.0.0/24")
 	}
-	if g := n.Gateway; g.IsValid() {
-		checkHostAddr(d, "gateway", g, n.Subnet, "subnet")
+	if checkSubnet(d, "subnet", n.Subnet, 4) && n.Gateway.IsValid() {
+		checkHostAddr(d, "gateway", n.Gateway, n.Subnet, "subnet")
 	}
-	switch s := n.Subnet6; {
+	if !n.Subnet6.IsValid() && d.has("gateway6") {
+		d.errorf("gateway6", "needs subnet6")
+	}
+	if checkSubnet(d, "subnet6", n.Subnet6, 6) && n.Gateway6.IsValid() {
+		checkHostAddr(d, "gateway6", n.Gateway6, n.Subnet6, "subnet6")
+	}
+}
+
+// checkSubnet reports a subnet (subnet: IPv4, subnet6: IPv6) that is not in CIDR
+// form with zero host bits or has no room for a gateway and one machine. An unset
+// subnet is fine here.
+func checkSubnet(d *doc, field string, s netip.Prefix, family int) bool {
+	bits, maxBits, example, other := 32, 30, 24, "put an IPv6 subnet in subnet6"
+	if family == 6 {
+		bits, maxBits, example, other = 128, 126, 64, "put the IPv4 subnet in subnet"
+	}
+	switch {
 	case !s.IsValid():
-		if d.has("gateway6") {
-			d.errorf("gateway6", "needs subnet6")
-		}
-	case !s.Addr().Is6():
-		d.errorf("subnet6", "%s is not IPv6: put the IPv4 subnet in subnet", s)
-	case s.Bits() == 128:
-		d.errorf("subnet6", "%s has no prefix length: write it in CIDR form, e.g. %s", s.Addr(), netip.PrefixFrom(s.Addr(), 64).Masked())
-	case s.Bits() > 126:
-		d.errorf("subnet6", "%s is too small: a network needs at least /126", s)
+		return false
+	case s.Addr().BitLen() != bits:
+		d.errorf(field, "%s is not IPv%d: %s", s, family, other)
+	case s.Bits() == bits:
+		d.errorf(field, "%s has no prefix length: write it in CIDR form, e.g. %s", s.Addr(), netip.PrefixFrom(s.Addr(), example).Masked())
+	case s.Bits() > maxBits:
+		d.errorf(field, "%s is too small: a network needs at least /%d (gateway and one machine)", s, maxBits)
 	case s.Masked() != s:
-		d.errorf("subnet6", "%s has host bits set; did you mean %s?", s, s.Masked())
+		d.errorf(field, "%s has host bits set; did you mean %s?", s, s.Masked())
 	default:
-		if g := n.Gateway6; g.IsValid() {
-			checkHostAddr(d, "gateway6", g, s, "subnet6")
-		}
+		return true
 	}
+	return false
 }
 
 // checkHostAddr reports an address that cannot be a host of subnet: outside it, its
