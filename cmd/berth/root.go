@@ -26,8 +26,10 @@ func (e *exitError) Unwrap() error { return e.err }
 
 // globals are the flags every verb shares.
 var globals struct {
-	stateDir string
-	output   string
+	stateDir   string
+	runtimeDir string
+	socket     string
+	output     string
 }
 
 var rootCmd = &cobra.Command{
@@ -46,6 +48,8 @@ func init() {
 		def = "/var/lib/berth"
 	}
 	rootCmd.PersistentFlags().StringVar(&globals.stateDir, "state-dir", def, "berth's state directory (env BERTH_STATE_DIR)")
+	rootCmd.PersistentFlags().StringVar(&globals.runtimeDir, "runtime-dir", os.Getenv("BERTH_RUNTIME_DIR"), "berth's runtime directory (env BERTH_RUNTIME_DIR; default /run/berth)")
+	rootCmd.PersistentFlags().StringVar(&globals.socket, "socket", "", "berthd's API socket (default RUNTIME-DIR/berthd.sock)")
 	rootCmd.PersistentFlags().StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
 }
 

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/berthd/berth/machined"
+	"github.com/spf13/cobra"
+)
+
+// connect returns the daemon's API when berthd runs, or else a manager in this
+// process for one-shot work (machines it starts still run detached, but nobody
+// restarts them when they die).
+func connect(ctx context.Context) (machined.API, error) {
+	paths := cliPaths()
+	if c, err := machined.Dial(ctx, paths.Socket); err == nil {
+		return c, nil
+	}
+	return machined.OpenLocal(paths)
+}
+
+// cliPaths are the paths of this installation as the global flags give them.
+func cliPaths() machined.Paths {
+	p := machined.DefaultPaths()
+	p.StateDir = globals.stateDir
+	if globals.runtimeDir != "" {
+		p.RuntimeDir = globals.runtimeDir
+		p.Socket = p.RuntimeDir + "/berthd.sock"
+	}
+	if globals.socket != "" {
+		p.Socket = globals.socket
+	}
+	return p
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func jsonOutput() bool { return globals.output == "json" }
+
+// ago renders a time as a short age: "12s ago", "5m ago", "3h ago", "2d ago".
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func init() {
+	listCmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List machines: declared, running, or with a root",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			list, err := api.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				if list == nil {
+					list = []machined.MachineStatus{}
+				}
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MACHINE\tSTATE\tADDRESS\tIMAGE\tSINCE\tNOTE")
+			for _, s := range list {
+				state := s.State
+				if s.Hold != nil && s.State == machined.StateStopped {
+					state += " (held)"
+				}
+				addr := "-"
+				if len(s.Addresses) > 0 {
+					addr = strings.Join(s.Addresses, ",")
+				}
+				note := ""
+				if len(s.Notes) > 0 {
+					note = s.Notes[0]
+				}
+				since := s.Since
+				if s.State == machined.StateStopped || s.State == machined.StateFailed {
+					since = time.Time{}
+					if s.LastExit != nil {
+						since = s.LastExit.Time
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, state, addr, dash(s.Image), ago(since), note)
+			}
+			tw.Flush()
+			fmt.Fprintf(cmd.OutOrStdout(), "\n%d machines listed.\n", len(list))
+			if d, err := api.Daemon(cmd.Context()); err == nil && len(d.Errors) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the definitions have %d errors (berth status shows them); the last good definitions stay in force\n", len(d.Errors))
+			}
+			return nil
+		},
+	}
+
+	statusCmd := &cobra.Command{
+		Use:   "status [NAME]",
+		Short: "Show a machine's state, addresses, limits, usage, console and events; without NAME, berthd's",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				d, err := api.Daemon(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if jsonOutput() {
+					return printJSON(cmd.OutOrStdout(), d)
+				}
+				printDaemon(cmd.OutOrStdout(), d)
+				return nil
+			}
+			s, err := api.Status(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				return printJSON(cmd.OutOrStdout(), s)
+			}
+			printStatus(cmd.OutOrStdout(), s)
+			return nil
+		},
+	}
+	rootCmd.AddCommand(listCmd, statusCmd)
+
+	verbs := []struct{ use, short, verb string }{
+		{"start NAME...", "Start machines (lifts a hold)", "start"},
+		{"stop NAME...", "Power machines off cleanly and hold them stopped until berth start or release", "stop"},
+		{"poweroff NAME...", "Same as stop", "poweroff"},
+		{"reboot NAME...", "Reboot machines (SIGINT to the guest init)", "reboot"},
+		{"terminate NAME...", "Stop machines at once (SIGKILL) and hold them stopped", "terminate"},
+		{"release NAME...", "Lift a hold: the definitions rule the machine again", "release"},
+		{"recreate NAME...", "Make a machine's root anew from its image (its data is lost) and start it", "recreate"},
+	}
+	for _, v := range verbs {
+		verb := v.verb
+		c := &cobra.Command{
+			Use:               v.use,
+			Short:             v.short,
+			Args:              cobra.MinimumNArgs(1),
+			ValidArgsFunction: completeMachines,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if verb == "recreate" {
+					if yes, _ := cmd.Flags().GetBool("yes"); !yes {
+						return &exitError{code: 1, err: fmt.Errorf("recreate deletes the root of %s and everything written in it; add --yes to go ahead", strings.Join(args, ", "))}
+					}
+				}
+				api, err := connect(cmd.Context())
+				if err != nil {
+					return err
+				}
+				failed := 0
+				for _, name := range args {
+					if err := api.Verb(cmd.Context(), name, verb); err != nil {
+						fmt.Fprintf(cmd.ErrOrStderr(), "berth %s %s: %v\n", verb, name, err)
+						failed++
+					}
+				}
+				if failed > 0 {
+					return &exitError{code: 1}
+				}
+				return nil
+			},
+		}
+		if verb == "recreate" {
+			c.Flags().Bool("yes", false, "confirm that the machine's root (its data) is thrown away")
+		}
+		rootCmd.AddCommand(c)
+	}
+
+	var killSignal, killWhom string
+	killCmd := &cobra.Command{
+		Use:               "kill NAME...",
+		Short:             "Send a signal to machines (default SIGTERM to all processes, like machinectl kill)",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeMachines,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				if err := api.Kill(cmd.Context(), name, machined.KillRequest{Signal: killSignal, Whom: killWhom}); err != nil {
+					return fmt.Errorf("kill %s: %w", name, err)
+				}
+			}
+			return nil
+		},
+	}
+	killCmd.Flags().StringVarP(&killSignal, "signal", "s", "SIGTERM", "signal to send, by name or number")
+	killCmd.Flags().StringVar(&killWhom, "kill-whom", "all", "leader (the guest init) or all (every process of the machine)")
+	rootCmd.AddCommand(killCmd)
+
+	var prune bool
+	planCmd := &cobra.Command{
+		Use:     "plan [PATH]",
+		Aliases: []string{"diff"},
+		Short:   "Show what apply would do; exit 0 with no changes, 2 with changes, 1 on errors",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			req := machined.PlanRequest{Prune: prune}
+			if len(args) == 1 {
+				req.Path = args[0]
+			}
+			p, err := api.Plan(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				_ = printJSON(cmd.OutOrStdout(), p)
+			} else {
+				fmt.Fprint(cmd.OutOrStdout(), p.String())
+			}
+			switch {
+			case len(p.Errors) > 0:
+				return &exitError{code: 1}
+			case p.Changes():
+				return &exitError{code: 2}
+			}
+			return nil
+		},
+	}
+	planCmd.Flags().BoolVar(&prune, "prune", false, "also plan removing the roots of machines no longer declared")
+
+	var applyPrune, forget bool
+	applyCmd := &cobra.Command{
+		Use:   "apply [PATH]",
+		Short: "Apply the definitions under PATH (kept by berth as a source), or reconcile all sources now",
+		Long: `apply takes the definitions under PATH — a file or a directory tree — and brings
+the host to them: networks, images, machine roots, then machines. berth keeps a
+copy of what was applied, so later edits under PATH change nothing until the next
+apply (plan/apply, as in a CI pipeline); directories listed in berthd.yaml are
+watched instead and apply on their own. Without PATH, apply reconciles every
+source now. --forget PATH drops what was applied from PATH: its machines are no
+longer declared and stop (their roots stay unless --prune).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			req := machined.ApplyRequest{Prune: applyPrune, Forget: forget}
+			if len(args) == 1 {
+				req.Path = args[0]
+			} else if forget {
+				return fmt.Errorf("--forget needs the PATH that was applied")
+			}
+			res, err := api.Apply(cmd.Context(), req)
+			if res != nil && res.Plan != nil && len(res.Plan.Errors) > 0 {
+				if jsonOutput() {
+					_ = printJSON(cmd.OutOrStdout(), res)
+				} else {
+					for _, e := range res.Plan.Errors {
+						fmt.Fprintln(cmd.ErrOrStderr(), e)
+					}
+				}
+				return &exitError{code: 1, err: errors.New("definitions have errors; nothing was applied")}
+			}
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			failed := 0
+			for _, r := range res.Results {
+				if r.Error != "" {
+					failed++
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\n  failed: %s\n", r.Action, r.Error)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\n", r.Action)
+				}
+			}
+			for _, a := range res.Plan.Actions {
+				if a.Op == machined.OpNote {
+					fmt.Fprintln(cmd.OutOrStdout(), a)
+				}
+			}
+			if len(res.Results) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "No changes: the host matches the definitions.")
+			}
+			if failed > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%d of %d actions failed", failed, len(res.Results))}
+			}
+			return nil
+		},
+	}
+	applyCmd.Flags().BoolVar(&applyPrune, "prune", false, "delete the roots of machines that are no longer declared (their data!)")
+	applyCmd.Flags().BoolVar(&forget, "forget", false, "drop the definitions applied from PATH")
+
+	var follow bool
+	var evMachine string
+	eventsCmd := &cobra.Command{
+		Use:   "events",
+		Short: "Show the event log (machines started, stopped, failed, drift fixed …); -f follows it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return api.Events(ctx, 0, evMachine, follow, func(e machined.Event) error {
+				if jsonOutput() {
+					b, _ := json.Marshal(e)
+					_, err := fmt.Fprintln(cmd.OutOrStdout(), string(b))
+					return err
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s  %-18s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+				return err
+			})
+		},
+	}
+	eventsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	eventsCmd.Flags().StringVarP(&evMachine, "machine", "M", "", "only the events of this machine")
+
+	rootCmd.AddCommand(planCmd, applyCmd, eventsCmd)
+}
+
+// completeMachines completes machine names for the shell.
+func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	api, err := connect(cmd.Context())
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	list, err := api.List(cmd.Context())
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	for _, s := range list {
+		names = append(names, s.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func printDaemon(w io.Writer, d *machined.DaemonStatus) {
+	fmt.Fprintf(w, "berthd %s, pid %d, up since %s (%s)\n", d.Version, d.PID, d.Started.Local().Format(time.DateTime), ago(d.Started))
+	fmt.Fprintf(w, "cgroup driver: %s\n", d.Driver)
+	if !d.LastReconcile.IsZero() {
+		fmt.Fprintf(w, "last reconcile: %s\n", ago(d.LastReconcile))
+	}
+	fmt.Fprintln(w, "sources:")
+	if len(d.Sources) == 0 {
+		fmt.Fprintln(w, "  (none: berth apply PATH, or sources in /etc/berth/berthd.yaml)")
+	}
+	for _, s := range d.Sources {
+		line := fmt.Sprintf("  %-8s %s", s.Kind, s.Location)
+		if s.Revision != "" {
+			line += " @ " + s.Revision[:min(12, len(s.Revision))]
+		}
+		if s.Error != "" {
+			line += "  (" + s.Error + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(d.Errors) > 0 {
+		fmt.Fprintf(w, "definition errors (%d; the last good definitions stay in force):\n", len(d.Errors))
+		for _, e := range d.Errors {
+			fmt.Fprintln(w, "  "+e)
+		}
+	}
+}
+
+func printStatus(w io.Writer, s *machined.MachineStatus) {
+	state := s.State
+	if s.Hold != nil {
+		state += " (held: " + s.Hold.Reason + ")"
+	}
+	fmt.Fprintf(w, "%s - %s\n", s.Name, state)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "%12s: %s\n", k, v)
+		}
+	}
+	if s.Declared {
+		row("Definition", s.Source+" (desired "+s.Desired+")")
+	} else {
+		row("Definition", "none (not declared)")
+	}
+	img := s.Image
+	if s.ImageDigest != "" {
+		img += " (" + shortDigest(s.ImageDigest)
+		if s.RootStrategy != "" {
+			img += ", " + s.RootStrategy + " root"
+		}
+		img += ")"
+	}
+	row("Image", img)
+	row("Root", s.Root)
+	net := s.Network
+	if len(s.Addresses) > 0 {
+		net += " " + strings.Join(s.Addresses, " ")
+	}
+	row("Network", net)
+	row("Ports", strings.Join(s.Ports, ", "))
+	if !s.Since.IsZero() {
+		since := s.Since.Local().Format(time.DateTime) + " (" + ago(s.Since) + ")"
+		if !s.ReadySince.IsZero() {
+			since += fmt.Sprintf(", ready after %s", s.ReadySince.Sub(s.Since).Round(time.Millisecond))
+		}
+		row("Since", since)
+	}
+	if s.SupervisorPID != 0 {
+		row("Supervisor", fmt.Sprint(s.SupervisorPID))
+		row("Leader", fmt.Sprint(s.LeaderPID))
+	}
+	if s.Cgroup != "" {
+		row("Cgroup", s.Cgroup+" ("+s.Driver+")")
+	}
+	row("Limits", kv(s.Limits))
+	row("Usage", kv(s.Usage))
+	if s.LastExit != nil {
+		row("Last exit", fmt.Sprintf("%s, code %d, %s", s.LastExit.Reason, s.LastExit.Code, ago(s.LastExit.Time)))
+	}
+	if s.Restarts > 0 {
+		row("Restarts", fmt.Sprint(s.Restarts))
+	}
+	if s.Hold != nil {
+		row("Hold", s.Hold.Message+" since "+s.Hold.Since.Local().Format(time.DateTime))
+	}
+	row("Last error", s.LastError)
+	for _, n := range s.Notes {
+		row("Note", n)
+	}
+	if len(s.Console) > 0 {
+		fmt.Fprintln(w, "\nConsole (last lines):")
+		for _, l := range s.Console {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	if len(s.Events) > 0 {
+		fmt.Fprintln(w, "\nEvents:")
+		for _, e := range s.Events {
+			fmt.Fprintf(w, "  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Message)
+		}
+	}
+}
+
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}
+
+func kv(m map[string]any) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %v", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,146 @@
+package machined
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Error classes, checked with errors.Is. The API carries them across the socket.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid")
+	ErrConflict = errors.New("conflict")
+)
+
+// Machine states as `berth list` shows them.
+const (
+	StateRunning  = "running"  // booted (READY=1, or init exec'd for non-systemd guests)
+	StateBooting  = "booting"  // supervisor up, guest not ready yet
+	StateStopping = "stopping" // poweroff requested
+	StateStopped  = "stopped"  // not running
+	StateFailed   = "failed"   // not running, gave up restarting or could not start
+)
+
+// MachineStatus is one machine as `berth list` and `berth status` show it.
+type MachineStatus struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Declared bool   `json:"declared"`
+	// Desired is the state the definition asks for ("running" or "stopped");
+	// empty for a machine that is not (or no longer) declared.
+	Desired     string    `json:"desired,omitempty"`
+	Hold        *Hold     `json:"hold,omitempty"`
+	Image       string    `json:"image,omitempty"`
+	ImageDigest string    `json:"imageDigest,omitempty"`
+	Network     string    `json:"network,omitempty"`
+	Addresses   []string  `json:"addresses,omitempty"`
+	Ports       []string  `json:"ports,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	ReadySince  time.Time `json:"readySince,omitzero"`
+	Source      string    `json:"source,omitempty"` // file:line of the definition
+
+	SupervisorPID int            `json:"supervisorPID,omitempty"`
+	LeaderPID     int            `json:"leaderPID,omitempty"`
+	Cgroup        string         `json:"cgroup,omitempty"`
+	Driver        string         `json:"driver,omitempty"`
+	Limits        map[string]any `json:"limits,omitempty"`
+	Usage         map[string]any `json:"usage,omitempty"`
+	Root          string         `json:"root,omitempty"`
+	RootStrategy  string         `json:"rootStrategy,omitempty"`
+
+	LastExit  *ExitInfo `json:"lastExit,omitempty"`
+	Restarts  int       `json:"restarts,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	Notes     []string  `json:"notes,omitempty"`
+
+	// Filled by Status only.
+	Console []string `json:"console,omitempty"`
+	Events  []Event  `json:"events,omitempty"`
+}
+
+// NetworkStatus is one network as `berth network list` shows it.
+type NetworkStatus struct {
+	Name     string   `json:"name"`
+	Bridge   string   `json:"bridge"`
+	Subnet   string   `json:"subnet"`
+	Subnet6  string   `json:"subnet6,omitempty"`
+	Gateway  string   `json:"gateway,omitempty"`
+	NAT      bool     `json:"nat"`
+	Present  bool     `json:"present"`
+	Machines []string `json:"machines"`
+}
+
+// DaemonStatus describes berthd itself.
+type DaemonStatus struct {
+	PID           int          `json:"pid"`
+	Version       string       `json:"version"`
+	Started       time.Time    `json:"started"`
+	Driver        string       `json:"driver"`
+	Sources       []SourceInfo `json:"sources"`
+	LastReconcile time.Time    `json:"lastReconcile,omitzero"`
+	Errors        []string     `json:"errors,omitempty"` // definition errors of the current sources
+}
+
+// SourceInfo is one source of definitions and how its last load went.
+type SourceInfo struct {
+	Kind     string    `json:"kind"` // dir, git, applied
+	Location string    `json:"location"`
+	Revision string    `json:"revision,omitempty"`
+	Updated  time.Time `json:"updated,omitzero"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// PlanRequest asks what applying would do. Path, when set, stands for the
+// definitions under it as `berth apply PATH` would take them; Prune also removes
+// the roots of machines that are no longer declared.
+type PlanRequest struct {
+	Path  string `json:"path,omitempty"`
+	Prune bool   `json:"prune,omitempty"`
+}
+
+// ApplyRequest applies definitions: those under Path (kept by berthd as an
+// applied source), or, without Path, the current sources once more.
+type ApplyRequest struct {
+	Path  string `json:"path,omitempty"`
+	Prune bool   `json:"prune,omitempty"`
+	// Forget drops the applied source Path instead: its machines are no longer
+	// declared.
+	Forget bool `json:"forget,omitempty"`
+}
+
+// ApplyResult is the plan that was applied and how each step went.
+type ApplyResult struct {
+	Plan    *Plan          `json:"plan"`
+	Results []ActionResult `json:"results"`
+}
+
+// ActionResult is how one action of a plan went.
+type ActionResult struct {
+	Action Action `json:"action"`
+	Error  string `json:"error,omitempty"`
+}
+
+// KillRequest sends a signal to a machine's leader or to all its processes.
+type KillRequest struct {
+	Signal string `json:"signal"`
+	Whom   string `json:"whom"`
+}
+
+// API is what the CLI uses: the daemon over its socket (Client), or, when no
+// daemon runs, a Manager in the CLI's own process for one-shot work.
+type API interface {
+	List(ctx context.Context) ([]MachineStatus, error)
+	Status(ctx context.Context, name string) (*MachineStatus, error)
+	// Verb runs an imperative verb on a machine: start, stop, poweroff, reboot,
+	// terminate, release, recreate, remove.
+	Verb(ctx context.Context, name, verb string) error
+	Kill(ctx context.Context, name string, req KillRequest) error
+	Plan(ctx context.Context, req PlanRequest) (*Plan, error)
+	Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error)
+	Networks(ctx context.Context) ([]NetworkStatus, error)
+	Daemon(ctx context.Context) (*DaemonStatus, error)
+	// Events calls fn for the events after seq, then, when follow, for new ones
+	// until ctx ends or fn returns an error.
+	Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error
+}

@@ -1,0 +1,182 @@
+package machined
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Client talks to berthd over its Unix socket. It implements API.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// Dial returns a client for the daemon listening at socket, or an error when
+// none answers there (the CLI then works without the daemon where it can).
+func Dial(ctx context.Context, socket string) (*Client, error) {
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("berthd is not running (no answer on %s): %w", socket, err)
+	}
+	c.Close()
+	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://berthd"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("berthd: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func decodeError(resp *http.Response) error {
+	var ae apiError
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
+		return fmt.Errorf("berthd: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	var class error
+	switch ae.Class {
+	case "not_found":
+		class = ErrNotFound
+	case "invalid":
+		class = ErrInvalid
+	case "conflict":
+		class = ErrConflict
+	}
+	if class != nil {
+		return &classError{msg: ae.Error, class: class}
+	}
+	return errors.New(ae.Error)
+}
+
+// classError keeps an error's text from the daemon and its class for errors.Is.
+type classError struct {
+	msg   string
+	class error
+}
+
+func (e *classError) Error() string        { return e.msg }
+func (e *classError) Is(target error) bool { return target == e.class }
+
+func (c *Client) List(ctx context.Context) ([]MachineStatus, error) {
+	var out []MachineStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/machines", nil, &out)
+}
+
+func (c *Client) Status(ctx context.Context, name string) (*MachineStatus, error) {
+	var out MachineStatus
+	if err := c.do(ctx, http.MethodGet, "/v1/machines/"+url.PathEscape(name), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) Verb(ctx context.Context, name, verb string) error {
+	return c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/"+url.PathEscape(verb), struct{}{}, nil)
+}
+
+func (c *Client) Kill(ctx context.Context, name string, req KillRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/kill", req, nil)
+}
+
+func (c *Client) Plan(ctx context.Context, req PlanRequest) (*Plan, error) {
+	var out Plan
+	if err := c.do(ctx, http.MethodPost, "/v1/plan", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error) {
+	var out ApplyResult
+	if err := c.do(ctx, http.MethodPost, "/v1/apply", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) Networks(ctx context.Context) ([]NetworkStatus, error) {
+	var out []NetworkStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/networks", nil, &out)
+}
+
+func (c *Client) Daemon(ctx context.Context) (*DaemonStatus, error) {
+	var out DaemonStatus
+	if err := c.do(ctx, http.MethodGet, "/v1/daemon", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error {
+	q := url.Values{"since": {strconv.FormatUint(seq, 10)}}
+	if machine != "" {
+		q.Set("machine", machine)
+	}
+	if follow {
+		q.Set("follow", "1")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://berthd/v1/events?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("berthd: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("berthd: bad event: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
+}

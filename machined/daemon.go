@@ -1,0 +1,185 @@
+package machined
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// DaemonHooks connect berthd to its service manager (sd_notify under systemd).
+type DaemonHooks struct {
+	// Ready is called once the first reconcile pass has run.
+	Ready func()
+	// Status reports a one-line state ("3 machines running").
+	Status func(string)
+	// Watchdog is called periodically while the daemon is healthy.
+	Watchdog         func()
+	WatchdogInterval time.Duration
+}
+
+// RunDaemon is berthd: it serves the API, watches the sources, and reconciles
+// on start-up, on changes, on machine exits, on API calls and periodically,
+// until ctx ends. The machines keep running after it returns.
+func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) error {
+	m, err := NewManager(cfg, host, true)
+	if err != nil {
+		return err
+	}
+	defer m.StopWatching()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- Serve(ctx, cfg.Socket, m) }()
+
+	w, err := m.watchDirs(ctx)
+	if err != nil {
+		slog.Warn("watching definition directories failed; relying on the periodic resync", "err", err)
+	} else {
+		defer w.Close()
+	}
+
+	m.sources.pollGit(ctx)
+	if _, err := m.Reconcile(ctx, false); err != nil {
+		slog.Error("first reconcile", "err", err)
+	}
+	if hooks.Ready != nil {
+		hooks.Ready()
+	}
+	m.reportStatus(ctx, hooks)
+
+	resync := time.NewTicker(time.Duration(cfg.Resync))
+	defer resync.Stop()
+	gitTick := time.NewTicker(m.gitInterval())
+	defer gitTick.Stop()
+	var wd <-chan time.Time
+	if hooks.Watchdog != nil && hooks.WatchdogInterval > 0 {
+		t := time.NewTicker(hooks.WatchdogInterval)
+		defer t.Stop()
+		wd = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			slog.Info("berthd stopping; machines keep running")
+			return nil
+		case err := <-serveErr:
+			if err != nil {
+				return err
+			}
+			return nil
+		case <-wd:
+			hooks.Watchdog()
+			continue
+		case <-gitTick.C:
+			if !m.sources.pollGit(ctx) {
+				continue
+			}
+			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "a Git source moved to a new commit"})
+		case <-m.Kicks():
+		case <-resync.C:
+		}
+		if _, err := m.Reconcile(ctx, false); err != nil {
+			slog.Error("reconcile", "err", err)
+		}
+		m.reportStatus(ctx, hooks)
+	}
+}
+
+func (m *Manager) gitInterval() time.Duration {
+	iv := time.Hour
+	for _, g := range m.sources.gits {
+		if d := time.Duration(g.cfg.Interval); d > 0 && d < iv {
+			iv = d
+		}
+	}
+	return iv
+}
+
+func (m *Manager) reportStatus(ctx context.Context, hooks DaemonHooks) {
+	if hooks.Status == nil {
+		return
+	}
+	list, err := m.List(ctx)
+	if err != nil {
+		return
+	}
+	running := 0
+	for _, s := range list {
+		if s.State == StateRunning {
+			running++
+		}
+	}
+	hooks.Status(pluralize(running, "machine") + " running, " + pluralize(len(list), "machine") + " known")
+}
+
+func pluralize(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return itoa(n) + " " + word + "s"
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// watchDirs triggers a reconcile shortly after any change under the configured
+// directories (editors write several events per save: they are coalesced).
+func (m *Manager) watchDirs(ctx context.Context) (*fsnotify.Watcher, error) {
+	if len(m.sources.dirs) == 0 {
+		return nil, errors.New("no directories to watch")
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	add := func(root string) {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				_ = w.Add(p)
+			}
+			return nil
+		})
+	}
+	for _, d := range m.sources.dirs {
+		if _, err := os.Stat(d); err != nil {
+			// Watch the parent so the directory's creation is noticed.
+			_ = w.Add(filepath.Dir(d))
+			continue
+		}
+		add(d)
+	}
+	go func() {
+		var debounce <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Create) {
+					if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
+						add(ev.Name)
+					}
+				}
+				debounce = time.After(300 * time.Millisecond)
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				slog.Warn("watching definitions", "err", err)
+			case <-debounce:
+				debounce = nil
+				m.events.Emit(Event{Kind: EvSourceUpdated, Message: "definition files changed"})
+				m.Trigger()
+			}
+		}
+	}()
+	return w, nil
+}

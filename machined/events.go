@@ -1,0 +1,167 @@
+package machined
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Event kinds. They are part of the API (`berth events -o json`): add, never rename.
+const (
+	EvMachineStarting   = "machine.starting"
+	EvMachineStarted    = "machine.started"
+	EvMachineRunning    = "machine.running"
+	EvMachineStopping   = "machine.stopping"
+	EvMachineStopped    = "machine.stopped"
+	EvMachineExited     = "machine.exited"
+	EvMachineFailed     = "machine.failed"
+	EvMachineRestarting = "machine.restarting"
+	EvMachineUpdated    = "machine.updated"
+	EvMachineHeld       = "machine.held"
+	EvMachineReleased   = "machine.released"
+	EvMachineAdopted    = "machine.adopted"
+	EvMachineRecreated  = "machine.recreated"
+	EvMachineRemoved    = "machine.removed"
+	EvNetworkCreated    = "network.created"
+	EvNetworkRemoved    = "network.removed"
+	EvImageBuilt        = "image.built"
+	EvDriftFixed        = "drift.fixed"
+	EvDefinitionError   = "definition.error"
+	EvReconcileError    = "reconcile.error"
+	EvSourceUpdated     = "source.updated"
+)
+
+// Event is one entry of the event log.
+type Event struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"`
+	Machine   string    `json:"machine,omitempty"`
+	Network   string    `json:"network,omitempty"`
+	Image     string    `json:"image,omitempty"`
+	Message   string    `json:"message"`
+	Reconcile string    `json:"reconcile,omitempty"`
+}
+
+// EventLog keeps recent events in memory for `berth events` and the per-machine
+// history of `berth status`, appends them to a file in the state directory, and
+// fans them out to subscribers.
+type EventLog struct {
+	mu   sync.Mutex
+	seq  uint64
+	ring []Event
+	max  int
+	path string
+	subs map[chan Event]struct{}
+}
+
+const eventFileMax = 4 << 20
+
+// NewEventLog opens the log kept at path (JSON lines), loading its tail so the
+// history survives a daemon restart. path may be empty for a memory-only log.
+func NewEventLog(path string) *EventLog {
+	l := &EventLog{max: 2000, path: path, subs: map[chan Event]struct{}{}}
+	if path == "" {
+		return l
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return l
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e Event
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue // a torn last line after a crash is skipped, not fatal
+		}
+		l.push(e)
+		if e.Seq > l.seq {
+			l.seq = e.Seq
+		}
+	}
+	return l
+}
+
+func (l *EventLog) push(e Event) {
+	l.ring = append(l.ring, e)
+	if len(l.ring) > l.max {
+		l.ring = append(l.ring[:0:0], l.ring[len(l.ring)-l.max:]...)
+	}
+}
+
+// Emit records e, stamping its sequence number and time.
+func (l *EventLog) Emit(e Event) Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	e.Seq = l.seq
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	l.push(e)
+	l.appendFile(e)
+	for ch := range l.subs {
+		select {
+		case ch <- e:
+		default: // a slow subscriber misses events rather than blocking the daemon
+		}
+	}
+	return e
+}
+
+func (l *EventLog) appendFile(e Event) {
+	if l.path == "" {
+		return
+	}
+	if st, err := os.Stat(l.path); err == nil && st.Size() > eventFileMax {
+		_ = os.Rename(l.path, l.path+".1")
+	}
+	_ = os.MkdirAll(filepath.Dir(l.path), 0o700)
+	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(e)
+	_, _ = f.Write(append(b, '\n'))
+	f.Close()
+}
+
+// Recent returns the events after seq whose machine is machine (any when empty),
+// oldest first, at most n (all when n <= 0).
+func (l *EventLog) Recent(seq uint64, machine string, n int) []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Event
+	for _, e := range l.ring {
+		if e.Seq <= seq || (machine != "" && e.Machine != machine) {
+			continue
+		}
+		out = append(out, e)
+	}
+	if n > 0 && len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
+// Subscribe returns a channel of new events and a function that ends the
+// subscription.
+func (l *EventLog) Subscribe() (<-chan Event, func()) {
+	ch := make(chan Event, 256)
+	l.mu.Lock()
+	l.subs[ch] = struct{}{}
+	l.mu.Unlock()
+	return ch, func() {
+		l.mu.Lock()
+		if _, ok := l.subs[ch]; ok {
+			delete(l.subs, ch)
+			close(ch)
+		}
+		l.mu.Unlock()
+	}
+}

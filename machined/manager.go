@@ -1,0 +1,614 @@
+package machined
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/berthd/berth/spec"
+)
+
+// Host is the reconciler's view of the machine it runs on: observing it and the
+// side effects of each kind of action. The real one (leafHost) drives the
+// container, rootfs, netconf and units packages; tests of the reconciler's logic
+// may use a small fake.
+type Host interface {
+	Observe(ctx context.Context, d *spec.Set) (*Observed, error)
+	EnsureNetwork(ctx context.Context, n *spec.Network) error
+	RemoveNetwork(ctx context.Context, name string) error
+	BuildImage(ctx context.Context, img *spec.Image) error
+	// StartMachine makes the machine's root when it has none, attaches it to its
+	// network, starts its supervisor, and returns once the payload runs.
+	StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error
+	// StopMachine powers the machine off cleanly (SIGKILL after its stop timeout),
+	// or at once with terminate, and returns when every process of it is gone.
+	StopMachine(ctx context.Context, name string, terminate bool) error
+	// UpdateMachine changes a running machine's limits live.
+	UpdateMachine(ctx context.Context, m *spec.Machine) error
+	RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error
+	RemoveRoot(ctx context.Context, name string) error
+	ApplyRules(ctx context.Context, d *spec.Set) error
+	// Wait returns when the running machine exits, with how it ended.
+	Wait(ctx context.Context, name string) (ExitInfo, error)
+	// Signal sends a signal (reboot, kill) to a running machine.
+	Signal(ctx context.Context, name string, req KillRequest) error
+	Reboot(ctx context.Context, name string) error
+	// Describe fills the run-time parts of a machine's status.
+	Describe(ctx context.Context, st *MachineStatus, detail bool)
+	NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus
+	DriverName() string
+}
+
+// Manager is the reconciler and the implementation of API. berthd runs one for
+// its life; the CLI makes one for a single verb when no daemon runs.
+type Manager struct {
+	cfg     *Config
+	host    Host
+	store   *Store
+	events  *EventLog
+	sources *sourceSet
+	daemon  bool // supervise exits (restart policy); false for one-shot CLI use
+
+	pass    sync.Mutex // one reconcile pass at a time
+	mu      sync.Mutex // guards the fields below
+	desired *spec.Set  // last good definitions
+	defErrs []string   // errors of the last load (the last good set stays in force)
+	lastRun time.Time
+	started time.Time
+	watched map[string]context.CancelFunc // machines whose exit we wait for
+	// stopping marks machines berth itself is stopping, so their exit is not
+	// treated as a crash.
+	stopping map[string]bool
+	kick     chan struct{}
+}
+
+// NewManager makes a reconciler for cfg over host. daemon says whether it
+// watches machines for exits and restarts them (berthd) or only acts once (CLI).
+func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
+	stateDir := filepath.Join(cfg.StateDir, "berthd")
+	store, err := OpenStore(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		cfg:      cfg,
+		host:     host,
+		store:    store,
+		events:   NewEventLog(filepath.Join(stateDir, "events.jsonl")),
+		sources:  newSourceSet(cfg),
+		daemon:   daemon,
+		started:  time.Now(),
+		watched:  map[string]context.CancelFunc{},
+		stopping: map[string]bool{},
+		kick:     make(chan struct{}, 1),
+	}
+	return m, nil
+}
+
+// Events returns the manager's event log.
+func (m *Manager) EventLog() *EventLog { return m.events }
+
+// Trigger asks for a reconcile pass soon (coalesced).
+func (m *Manager) Trigger() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Kicks delivers the reconcile requests of Trigger.
+func (m *Manager) Kicks() <-chan struct{} { return m.kick }
+
+func newReconcileID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// loadDesired reads every source. On definition errors the last good set stays
+// in force (so a typo in one file never stops the machines of the others) and
+// the errors are reported.
+func (m *Manager) loadDesired(ctx context.Context, extra *Snapshot) (*spec.Set, []string) {
+	set, errs := m.sources.load(ctx, extra)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if extra != nil {
+		// A what-if load (plan PATH, or apply PATH before it is accepted).
+		return set, errs
+	}
+	if len(errs) > 0 {
+		if !sameStrings(errs, m.defErrs) {
+			for _, e := range errs {
+				m.events.Emit(Event{Kind: EvDefinitionError, Message: e})
+			}
+		}
+		m.defErrs = errs
+		return m.desired, errs
+	}
+	m.defErrs = nil
+	m.desired = set
+	return set, nil
+}
+
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Manager) records() map[string]Record {
+	m.store.Reload()
+	out := map[string]Record{}
+	for _, n := range m.store.Names() {
+		out[n] = m.store.Get(n)
+	}
+	return out
+}
+
+// Reconcile runs one pass: load, observe, plan, apply. It returns what it did.
+func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, error) {
+	m.pass.Lock()
+	defer m.pass.Unlock()
+	id := newReconcileID()
+	log := slog.Default().With("reconcile", id)
+	ctx = withLogger(ctx, log)
+
+	desired, errs := m.loadDesired(ctx, nil)
+	if desired == nil {
+		desired = &spec.Set{}
+		if len(errs) > 0 {
+			// Nothing was ever loaded cleanly: do not act on an empty set, which
+			// would stop every running machine.
+			return &ApplyResult{Plan: &Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied")
+		}
+	}
+	obs, err := m.host.Observe(ctx, desired)
+	if err != nil {
+		return nil, fmt.Errorf("observe: %w", err)
+	}
+	m.adopt(ctx, obs)
+	plan := BuildPlan(desired, obs, m.records(), PlanOptions{Prune: prune})
+	plan.Errors = errs
+	res := m.apply(ctx, id, desired, plan)
+	m.mu.Lock()
+	m.lastRun = time.Now()
+	m.mu.Unlock()
+	if len(plan.Actions) > 0 {
+		log.Info("reconciled", "actions", len(plan.Actions), "failed", countFailed(res))
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("definitions have errors; the last good definitions stay in force:\n  %s", joinLines(errs))
+	}
+	return res, nil
+}
+
+func countFailed(r *ApplyResult) int {
+	n := 0
+	for _, a := range r.Results {
+		if a.Error != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// apply runs a plan's actions phase by phase (networks, images, machines, rules,
+// removals); within a phase, actions run in parallel up to the configured limit.
+// One failing action never stops the others; each failure is recorded and
+// reported.
+func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *ApplyResult {
+	res := &ApplyResult{Plan: p}
+	phases := [][]int{nil, nil, nil, nil, nil}
+	for i, a := range p.Actions {
+		switch {
+		case a.Op == OpNote:
+			continue
+		case a.Kind == KindNetwork && a.Op != OpRemove:
+			phases[0] = append(phases[0], i)
+		case a.Kind == KindImage:
+			phases[1] = append(phases[1], i)
+		case a.Kind == KindMachine:
+			phases[2] = append(phases[2], i)
+		case a.Kind == KindRules:
+			phases[3] = append(phases[3], i)
+		default:
+			phases[4] = append(phases[4], i)
+		}
+	}
+	results := make([]ActionResult, len(p.Actions))
+	failedImages := map[string]error{}
+	var fmu sync.Mutex
+	for phase, idx := range phases {
+		if phase == 3 && len(idx) == 0 && len(phases[2]) > 0 {
+			// Machines started or stopped: their port forwards change with them.
+			p.Actions = append(p.Actions, Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "port forwards follow the running machines"})
+			results = append(results, ActionResult{})
+			idx = []int{len(p.Actions) - 1}
+		}
+		sem := make(chan struct{}, max(1, m.cfg.Parallelism))
+		var wg sync.WaitGroup
+		for _, i := range idx {
+			a := p.Actions[i]
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				var err error
+				if a.Kind == KindMachine {
+					if mm := d.Machine(a.Name); mm != nil {
+						fmu.Lock()
+						ierr := failedImages[mm.Image]
+						fmu.Unlock()
+						if ierr != nil && (a.Op == OpStart || a.Op == OpRecreate) {
+							err = fmt.Errorf("image %s: %w", mm.Image, ierr)
+						}
+					}
+				}
+				if err == nil {
+					err = m.do(ctx, id, d, a)
+				}
+				if err != nil && a.Kind == KindImage {
+					fmu.Lock()
+					failedImages[a.Name] = err
+					fmu.Unlock()
+				}
+				results[i] = ActionResult{Action: a}
+				if err != nil {
+					results[i].Error = err.Error()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for i, r := range results {
+		if p.Actions[i].Op == OpNote {
+			continue
+		}
+		res.Results = append(res.Results, r)
+	}
+	return res
+}
+
+// do applies one action and records its outcome in the event log.
+func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a Action) error {
+	log := loggerFrom(ctx)
+	ev := Event{Reconcile: id}
+	var err error
+	switch a.Kind {
+	case KindNetwork:
+		ev.Network = a.Name
+		if a.Op == OpRemove {
+			err = m.host.RemoveNetwork(ctx, a.Name)
+			ev.Kind = EvNetworkRemoved
+		} else {
+			err = m.host.EnsureNetwork(ctx, d.Network(a.Name))
+			ev.Kind = EvNetworkCreated
+			if a.Op == OpRepair {
+				ev.Kind = EvDriftFixed
+			}
+		}
+	case KindImage:
+		ev.Image = a.Name
+		ev.Kind = EvImageBuilt
+		err = m.host.BuildImage(ctx, d.Image(a.Name))
+	case KindRules:
+		ev.Kind = EvDriftFixed
+		err = m.host.ApplyRules(ctx, d)
+		if err == nil && a.Reason == "port forwards follow the running machines" {
+			return nil // routine, not news
+		}
+	case KindMachine:
+		ev.Machine = a.Name
+		err = m.doMachine(ctx, d, a, &ev)
+	}
+	if err != nil {
+		log.Error("action failed", "op", a.Op, "kind", a.Kind, "name", a.Name, "err", err)
+		ev.Kind = EvReconcileError
+		if a.Kind == KindMachine {
+			ev.Kind = EvMachineFailed
+			_ = m.store.Update(a.Name, func(r *Record) { r.LastError = err.Error() })
+		}
+		ev.Message = fmt.Sprintf("%s %s %s: %v", a.Op, a.Kind, a.Name, err)
+		m.events.Emit(ev)
+		return err
+	}
+	if ev.Kind != "" {
+		if ev.Message == "" {
+			ev.Message = fmt.Sprintf("%s %s %s: %s", a.Op, a.Kind, a.Name, a.Reason)
+		}
+		m.events.Emit(ev)
+	}
+	log.Info("applied", "op", a.Op, "kind", a.Kind, "name", a.Name, "reason", a.Reason)
+	return nil
+}
+
+func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a Action, ev *Event) error {
+	mm := d.Machine(a.Name)
+	switch a.Op {
+	case OpStart:
+		m.clearStaleHold(mm)
+		ev.Kind = EvMachineStarted
+		return m.start(ctx, d, mm)
+	case OpRestart:
+		ev.Kind = EvMachineStarted
+		ev.Message = "restarted to apply: " + joinComma(a.Changes)
+		if err := m.stop(ctx, a.Name, false); err != nil {
+			return err
+		}
+		return m.start(ctx, d, mm)
+	case OpUpdate:
+		ev.Kind = EvMachineUpdated
+		ev.Message = "updated live: " + joinComma(a.Changes)
+		if err := m.host.UpdateMachine(ctx, mm); err != nil {
+			return err
+		}
+		return nil
+	case OpRepair:
+		ev.Kind = EvDriftFixed
+		return m.host.RepairMachine(ctx, d, mm)
+	case OpRecreate:
+		ev.Kind = EvMachineRecreated
+		return m.recreate(ctx, d, mm)
+	case OpStop:
+		ev.Kind = EvMachineStopped
+		return m.stop(ctx, a.Name, false)
+	case OpRemove:
+		ev.Kind = EvMachineRemoved
+		return m.host.RemoveRoot(ctx, a.Name)
+	}
+	return fmt.Errorf("unknown action %s", a.Op)
+}
+
+// clearStaleHold drops a hold that a changed definition released.
+func (m *Manager) clearStaleHold(mm *spec.Machine) {
+	rec := m.store.Get(mm.Name)
+	if rec.Hold != nil && rec.Hold.SpecHash != "" && rec.Hold.SpecHash != mm.Hash() {
+		_ = m.store.Update(mm.Name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+		m.events.Emit(Event{Kind: EvMachineReleased, Machine: mm.Name, Message: "its definition changed: hold released"})
+	}
+}
+
+func (m *Manager) start(ctx context.Context, d *spec.Set, mm *spec.Machine) error {
+	m.events.Emit(Event{Kind: EvMachineStarting, Machine: mm.Name, Message: "starting " + mm.Name})
+	if err := m.host.StartMachine(ctx, d, mm); err != nil {
+		return err
+	}
+	_ = m.store.Update(mm.Name, func(r *Record) { r.LastError = ""; r.NextRestart = time.Time{} })
+	m.watch(mm.Name)
+	return nil
+}
+
+func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
+	m.mu.Lock()
+	m.stopping[name] = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.stopping, name)
+		m.mu.Unlock()
+	}()
+	m.events.Emit(Event{Kind: EvMachineStopping, Machine: name, Message: "stopping " + name})
+	return m.host.StopMachine(ctx, name, terminate)
+}
+
+func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) error {
+	if err := m.stop(ctx, mm.Name, false); err != nil {
+		return err
+	}
+	if err := m.host.RemoveRoot(ctx, mm.Name); err != nil {
+		return err
+	}
+	_ = m.store.Update(mm.Name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+	return m.start(ctx, d, mm)
+}
+
+// adopt starts waiting for the exit of running machines berthd is not watching
+// yet: after berthd's own restart, or machines started by the CLI meanwhile.
+// Machines that ended while nobody watched get their exit handled now.
+func (m *Manager) adopt(ctx context.Context, o *Observed) {
+	if !m.daemon {
+		return
+	}
+	for name, om := range o.Machines {
+		if !om.Running {
+			continue
+		}
+		m.mu.Lock()
+		_, ok := m.watched[name]
+		m.mu.Unlock()
+		if !ok {
+			m.watch(name)
+			m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
+		}
+	}
+}
+
+// watch waits, in the background, for the exit of a running machine.
+func (m *Manager) watch(name string) {
+	if !m.daemon {
+		return
+	}
+	m.mu.Lock()
+	if _, ok := m.watched[name]; ok {
+		m.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.watched[name] = cancel
+	m.mu.Unlock()
+	go func() {
+		defer func() {
+			m.mu.Lock()
+			delete(m.watched, name)
+			m.mu.Unlock()
+			cancel()
+		}()
+		ex, err := m.host.Wait(ctx, name)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			slog.Warn("lost track of machine", "machine", name, "err", err)
+			m.Trigger()
+			return
+		}
+		m.exited(name, ex)
+	}()
+}
+
+// StopWatching ends the exit watchers (berthd shutting down: machines go on).
+func (m *Manager) StopWatching() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.watched {
+		c()
+	}
+}
+
+// minGoodRun is how long a machine must have run for its restart counter to
+// start again from zero.
+const minGoodRun = 30 * time.Second
+
+// exited applies the restart policy to a machine that ended.
+func (m *Manager) exited(name string, ex ExitInfo) {
+	m.mu.Lock()
+	expected := m.stopping[name]
+	d := m.desired
+	m.mu.Unlock()
+	var mm *spec.Machine
+	if d != nil {
+		mm = d.Machine(name)
+	}
+	rec := m.store.Get(name)
+	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
+	if expected || mm == nil || mm.State == spec.StateStopped || rec.Hold != nil {
+		_ = m.store.Update(name, func(r *Record) { r.LastExit = &ex; r.Restarts = 0; r.NextRestart = time.Time{} })
+		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: msg})
+		return
+	}
+	failed := ex.Code != 0
+	restart := mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)
+	now := time.Now()
+	_ = m.store.Update(name, func(r *Record) {
+		r.LastExit = &ex
+		if !restart {
+			r.Hold = &Hold{Reason: HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
+			r.Restarts = 0
+			return
+		}
+		if !ex.Started.IsZero() && ex.Time.Sub(ex.Started) >= minGoodRun {
+			r.Restarts = 0
+		}
+		if mm.Restart.MaxRetries > 0 && r.Restarts >= mm.Restart.MaxRetries {
+			r.Hold = &Hold{Reason: HoldFailed, Since: now, SpecHash: mm.Hash(),
+				Message: fmt.Sprintf("gave up after %d restarts; last exit: %s", r.Restarts, ex.Reason)}
+			restart = false
+			return
+		}
+		delay := backoff(time.Duration(mm.Restart.Backoff), time.Duration(mm.Restart.MaxBackoff), r.Restarts)
+		r.Restarts++
+		r.NextRestart = now.Add(delay)
+	})
+	rec = m.store.Get(name)
+	switch {
+	case restart:
+		delay := time.Until(rec.NextRestart)
+		m.events.Emit(Event{Kind: EvMachineRestarting, Machine: name, Message: fmt.Sprintf("%s; restart %d in %s", msg, rec.Restarts, delay.Round(time.Millisecond))})
+		time.AfterFunc(delay, m.Trigger)
+	case rec.Hold != nil && rec.Hold.Reason == HoldFailed:
+		m.events.Emit(Event{Kind: EvMachineFailed, Machine: name, Message: name + " failed: " + rec.Hold.Message})
+	default:
+		m.events.Emit(Event{Kind: EvMachineExited, Machine: name, Message: msg + fmt.Sprintf(" (restart policy %s: it stays down until berth start)", mm.Restart.Policy)})
+	}
+}
+
+// backoff is base·2^n, capped at maxDelay.
+func backoff(base, maxDelay time.Duration, n int) time.Duration {
+	if base <= 0 {
+		base = time.Second
+	}
+	if maxDelay <= 0 {
+		maxDelay = 5 * time.Minute
+	}
+	d := base
+	for i := 0; i < n && d < maxDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxDelay)
+}
+
+func joinComma(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += x
+	}
+	return out
+}
+
+func joinLines(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += "\n  "
+		}
+		out += x
+	}
+	return out
+}
+
+type logKey struct{}
+
+func withLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, logKey{}, l)
+}
+
+func loggerFrom(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}
+
+// sortedMachineNames returns the names of every machine declared or observed.
+func sortedMachineNames(d *spec.Set, o *Observed) []string {
+	seen := map[string]bool{}
+	var out []string
+	if d != nil {
+		for _, mm := range d.Machines {
+			if !seen[mm.Name] {
+				seen[mm.Name] = true
+				out = append(out, mm.Name)
+			}
+		}
+	}
+	for n := range o.Machines {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+var errNoDaemonState = errors.New("no state")
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -1,0 +1,234 @@
+package machined
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/spec"
+)
+
+const planBase = `
+apiVersion: berth/v1
+kind: Network
+name: lan
+subnet: 10.87.0.0/24
+---
+apiVersion: berth/v1
+kind: Image
+name: deb
+debootstrap: {suite: bookworm}
+---
+apiVersion: berth/v1
+kind: Machine
+name: web
+image: deb
+network: {name: lan, address: 10.87.0.10, ports: ["8080:80"]}
+resources: {memoryMax: 512M}
+`
+
+func mustParse(t *testing.T, y string) *spec.Set {
+	t.Helper()
+	s, err := spec.Parse("test.yaml", []byte(y))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return s
+}
+
+// converged is the observation of a host where everything in d runs as declared.
+func converged(d *spec.Set) *Observed {
+	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}, RulesCurrent: true}
+	for _, n := range d.Networks {
+		o.Networks[n.Name] = ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: true, Correct: true}
+	}
+	for _, i := range d.Images {
+		o.Images[i.Name] = ObservedImage{Name: i.Name, Digest: "sha256:aaa", SpecHash: i.Hash()}
+	}
+	for _, m := range d.Machines {
+		c := *m
+		o.Machines[m.Name] = &ObservedMachine{Name: m.Name, Running: m.State == spec.StateRunning, Phase: "running", Spec: &c,
+			HasRoot: true, RootImage: m.Image, RootDigest: "sha256:aaa", RootStrategy: "overlay"}
+	}
+	return o
+}
+
+func ops(p *Plan) []string {
+	var out []string
+	for _, a := range p.Actions {
+		out = append(out, a.Op+" "+a.Kind+" "+a.Name)
+	}
+	return out
+}
+
+func TestBuildPlan(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name    string
+		defs    string // replaces planBase when set
+		edit    func(d *spec.Set, o *Observed, recs map[string]Record)
+		want    []string
+		changes bool
+		detail  string // a substring of some action's changes or reason
+	}{
+		{name: "converged host: nothing to do", want: nil},
+		{name: "empty host: network, image, machine in order",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Networks, o.Images, o.Machines = map[string]ObservedNetwork{}, map[string]ObservedImage{}, map[string]*ObservedMachine{}
+				o.RulesCurrent = false
+			},
+			want: []string{"create network lan", "build image deb", "start machine web", "update rules berth"}, changes: true},
+		{name: "memory limit edited: live update, no restart",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["web"].Spec.Resources.MemoryMax = spec.Size(256 << 20)
+			},
+			want: []string{"update machine web"}, changes: true, detail: "resources.memoryMax"},
+		{name: "port edited: live update of the forwards",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["web"].Spec.Network.Ports = nil
+			},
+			want: []string{"update machine web"}, changes: true, detail: "network.ports"},
+		{name: "hostname edited: restart",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["web"].Spec.Hostname = "old"
+			},
+			want: []string{"restart machine web"}, changes: true, detail: "hostname: old → web"},
+		{name: "machine died: start",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["web"].Running = false
+			},
+			want: []string{"start machine web"}, changes: true},
+		{name: "in back-off: a note, no start",
+			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+				o.Machines["web"].Running = false
+				r["web"] = Record{Name: "web", Restarts: 2, NextRestart: now.Add(4 * time.Second)}
+			},
+			want: []string{"note machine web"}, detail: "restarting in 4s"},
+		{name: "held by berth stop: not started",
+			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+				o.Machines["web"].Running = false
+				r["web"] = Record{Name: "web", Hold: &Hold{Reason: HoldStopped, Message: "berth stop", SpecHash: d.Machine("web").Hash()}}
+			},
+			want: []string{"note machine web"}, detail: "held stopped"},
+		{name: "hold released by a changed definition",
+			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+				o.Machines["web"].Running = false
+				r["web"] = Record{Name: "web", Hold: &Hold{Reason: HoldStopped, SpecHash: "older"}}
+			},
+			want: []string{"start machine web"}, changes: true},
+		{name: "declared stopped: stop",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				d.Machine("web").State = spec.StateStopped
+			},
+			want: []string{"stop machine web"}, changes: true},
+		{name: "undeclared running machine: stopped, root kept",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["old"] = &ObservedMachine{Name: "old", Running: true, HasRoot: true}
+			},
+			want: []string{"stop machine old"}, changes: true, detail: "root is kept"},
+		{name: "image changed, keep: a note, never a silent recreate",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
+			},
+			want: []string{"note machine web"}, detail: "berth recreate web"},
+		{name: "image definition changed: rebuilt, machine noted",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:aaa", SpecHash: "old"}
+			},
+			want: []string{"build image deb", "note machine web"}, changes: true},
+		{name: "image changed, recreate asked: recreate",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				d.Machine("web").Root.OnImageChange = spec.ImageChangeRecreate
+				o.Machines["web"].Spec.Root.OnImageChange = spec.ImageChangeRecreate
+				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
+			},
+			want: []string{"recreate machine web"}, changes: true},
+		{name: "bridge deleted behind berth's back: recreated",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Networks["lan"] = ObservedNetwork{Name: "lan", Present: false}
+			},
+			want: []string{"create network lan"}, changes: true},
+		{name: "veth deleted: repaired",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Machines["web"].LinkMissing = true
+			},
+			want: []string{"repair machine web"}, changes: true},
+		{name: "nftables table deleted: rules updated",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.RulesCurrent = false
+			},
+			want: []string{"update rules berth"}, changes: true},
+		{name: "undeclared network: removed",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				o.Networks["gone"] = ObservedNetwork{Name: "gone", Bridge: "br-gone", Present: true}
+			},
+			want: []string{"remove network gone"}, changes: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defs := planBase
+			if tc.defs != "" {
+				defs = tc.defs
+			}
+			d := mustParse(t, defs)
+			o := converged(d)
+			recs := map[string]Record{}
+			if tc.edit != nil {
+				tc.edit(d, o, recs)
+			}
+			p := BuildPlan(d, o, recs, PlanOptions{Now: now})
+			got := ops(p)
+			if strings.Join(got, "; ") != strings.Join(tc.want, "; ") {
+				t.Fatalf("plan:\n%s\ngot  %q\nwant %q", p, got, tc.want)
+			}
+			if p.Changes() != tc.changes {
+				t.Errorf("Changes() = %v, want %v", p.Changes(), tc.changes)
+			}
+			if tc.detail != "" && !strings.Contains(p.String(), tc.detail) {
+				t.Errorf("plan does not mention %q:\n%s", tc.detail, p)
+			}
+		})
+	}
+}
+
+func TestPlanPrune(t *testing.T) {
+	d := mustParse(t, planBase)
+	o := converged(d)
+	o.Machines["old"] = &ObservedMachine{Name: "old", HasRoot: true}
+	if p := BuildPlan(d, o, nil, PlanOptions{}); p.Changes() {
+		t.Fatalf("an undeclared stopped root must be left alone without prune:\n%s", p)
+	}
+	p := BuildPlan(d, o, nil, PlanOptions{Prune: true})
+	if got := strings.Join(ops(p), "; "); got != "remove machine old" {
+		t.Fatalf("prune plan = %q", got)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		base, max time.Duration
+		n         int
+		want      time.Duration
+	}{
+		{0, 0, 0, time.Second},
+		{time.Second, time.Minute, 3, 8 * time.Second},
+		{time.Second, 10 * time.Second, 10, 10 * time.Second},
+		{2 * time.Second, 0, 1, 4 * time.Second},
+	} {
+		if got := backoff(tc.base, tc.max, tc.n); got != tc.want {
+			t.Errorf("backoff(%s, %s, %d) = %s, want %s", tc.base, tc.max, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestDiffJSON(t *testing.T) {
+	a := spec.Resources{MemoryMax: spec.Size(512 << 20), PidsMax: 100}
+	b := spec.Resources{MemoryMax: spec.Size(1 << 30), PidsMax: 100}
+	got := diffJSON("resources", a, b)
+	if len(got) != 1 || !strings.HasPrefix(got[0], "resources.memoryMax: ") {
+		t.Fatalf("diff = %q", got)
+	}
+	if d := diffJSON("x", a, a); d != nil {
+		t.Fatalf("equal values differ: %q", d)
+	}
+}

@@ -1,0 +1,372 @@
+package machined
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/berthd/berth/spec"
+)
+
+// Version is berth's version, set at build time.
+var Version = "dev"
+
+var _ API = (*Manager)(nil)
+
+// current returns the definitions in force, loading them when none were loaded
+// yet (the CLI's one-shot manager).
+func (m *Manager) current(ctx context.Context) (*spec.Set, []string) {
+	m.mu.Lock()
+	d, errs := m.desired, m.defErrs
+	m.mu.Unlock()
+	if d != nil {
+		return d, errs
+	}
+	d, errs = m.loadDesired(ctx, nil)
+	if d == nil {
+		d = &spec.Set{}
+	}
+	return d, errs
+}
+
+// List returns every machine that is declared, running, or has a root.
+func (m *Manager) List(ctx context.Context) ([]MachineStatus, error) {
+	d, _ := m.current(ctx)
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	recs := m.records()
+	var out []MachineStatus
+	for _, name := range sortedMachineNames(d, o) {
+		st := m.status(d, o, recs, name)
+		m.host.Describe(ctx, &st, false)
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Status returns one machine with its details: limits and usage, recent console
+// lines and events.
+func (m *Manager) Status(ctx context.Context, name string) (*MachineStatus, error) {
+	d, _ := m.current(ctx)
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if d.Machine(name) == nil && o.Machines[name] == nil {
+		return nil, fmt.Errorf("machine %q: %w (not declared, not running, no root)", name, ErrNotFound)
+	}
+	st := m.status(d, o, m.records(), name)
+	m.host.Describe(ctx, &st, true)
+	st.Events = m.events.Recent(0, name, 10)
+	return &st, nil
+}
+
+// status derives a machine's state from its definition, what runs, and its record.
+func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name string) MachineStatus {
+	st := MachineStatus{Name: name, State: StateStopped}
+	om := o.Machines[name]
+	rec := recs[name]
+	mm := d.Machine(name)
+	if mm != nil {
+		st.Declared = true
+		st.Desired = string(mm.State)
+		st.Image = mm.Image
+		st.Network = mm.Network.Name
+		st.Source = fmt.Sprintf("%s:%d", mm.Source.File, mm.Source.Line)
+		for _, p := range mm.Network.Ports {
+			st.Ports = append(st.Ports, portString(p))
+		}
+	}
+	st.Hold = rec.Hold
+	st.LastExit = rec.LastExit
+	st.Restarts = rec.Restarts
+	st.LastError = rec.LastError
+	if om != nil {
+		if om.RootImage != "" && st.Image == "" {
+			st.Image = om.RootImage
+		}
+		st.ImageDigest = om.RootDigest
+		st.RootStrategy = om.RootStrategy
+		if om.Running {
+			switch om.Phase {
+			case "running":
+				st.State = StateRunning
+			case "stopping":
+				st.State = StateStopping
+			default:
+				st.State = StateBooting
+			}
+		}
+	}
+	if st.State == StateStopped && ((rec.Hold != nil && rec.Hold.Reason == HoldFailed) || (rec.LastError != "" && mm != nil && mm.State == spec.StateRunning && rec.Hold == nil)) {
+		st.State = StateFailed
+	}
+	if mm != nil && mm.State == spec.StateRunning && st.State == StateStopped && rec.Hold == nil && !rec.NextRestart.IsZero() {
+		st.Notes = append(st.Notes, fmt.Sprintf("restart %d due %s", rec.Restarts, rec.NextRestart.Format(time.TimeOnly)))
+	}
+	if rec.Hold != nil {
+		st.Notes = append(st.Notes, holdNote(rec.Hold))
+	}
+	if mm == nil && om != nil {
+		st.Notes = append(st.Notes, "not declared")
+	}
+	if mm != nil && om != nil && om.HasRoot {
+		if oi, ok := o.Images[mm.Image]; ok && oi.Digest != om.RootDigest {
+			st.Notes = append(st.Notes, "needs recreate: image "+mm.Image+" changed (berth recreate "+name+")")
+		}
+	}
+	return st
+}
+
+func portString(p spec.Port) string {
+	host := ""
+	if p.HostAddress.IsValid() {
+		host = p.HostAddress.String() + ":"
+		if p.HostAddress.Is6() {
+			host = "[" + p.HostAddress.String() + "]:"
+		}
+	}
+	return fmt.Sprintf("%s%d→%d/%s", host, p.HostPort, p.MachinePort, p.Protocol)
+}
+
+// Verb runs an imperative verb. Verbs that stop a machine put it on hold, so the
+// next reconcile does not undo them; start and release lift the hold.
+func (m *Manager) Verb(ctx context.Context, name, verb string) error {
+	d, _ := m.current(ctx)
+	mm := d.Machine(name)
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		return err
+	}
+	om := o.Machines[name]
+	running := om != nil && om.Running
+	if mm == nil && om == nil {
+		return fmt.Errorf("machine %q: %w: it is not declared in any definition and has no root", name, ErrNotFound)
+	}
+	switch verb {
+	case "start":
+		if mm == nil {
+			return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, ErrInvalid)
+		}
+		if mm.State == spec.StateStopped {
+			return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, ErrConflict)
+		}
+		_ = m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" })
+		if running {
+			return nil // already running is success
+		}
+		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth start"})
+		m.pass.Lock()
+		defer m.pass.Unlock()
+		return m.start(ctx, d, mm)
+	case "stop", "poweroff", "terminate":
+		hash := ""
+		if mm != nil {
+			hash = mm.Hash()
+		}
+		if mm != nil {
+			_ = m.store.Update(name, func(r *Record) {
+				r.Hold = &Hold{Reason: HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
+				r.NextRestart = time.Time{}
+			})
+			m.events.Emit(Event{Kind: EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
+		}
+		if !running {
+			return nil
+		}
+		return m.stop(ctx, name, verb == "terminate")
+	case "reboot":
+		if !running {
+			return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+		}
+		return m.host.Reboot(ctx, name)
+	case "release":
+		_ = m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth release"})
+		m.Trigger()
+		if !m.daemon {
+			_, err := m.Reconcile(ctx, false)
+			return err
+		}
+		return nil
+	case "recreate":
+		if mm == nil {
+			return fmt.Errorf("machine %q is not declared; berth recreate needs its definition: %w", name, ErrInvalid)
+		}
+		m.pass.Lock()
+		defer m.pass.Unlock()
+		if err := m.recreate(ctx, d, mm); err != nil {
+			return err
+		}
+		m.events.Emit(Event{Kind: EvMachineRecreated, Machine: name, Message: "root made anew from image " + mm.Image})
+		return nil
+	case "remove":
+		if mm != nil {
+			return fmt.Errorf("machine %q is still declared (%s:%d): delete its definition and apply first: %w", name, mm.Source.File, mm.Source.Line, ErrConflict)
+		}
+		if running {
+			return fmt.Errorf("machine %q is running: stop it first (berth stop %s): %w", name, name, ErrConflict)
+		}
+		if err := m.host.RemoveRoot(ctx, name); err != nil {
+			return err
+		}
+		_ = m.store.Update(name, func(r *Record) { *r = Record{Name: name} })
+		m.events.Emit(Event{Kind: EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
+		return nil
+	}
+	return fmt.Errorf("unknown verb %q: %w", verb, ErrInvalid)
+}
+
+// Kill sends a signal to a running machine's leader or to all its processes.
+func (m *Manager) Kill(ctx context.Context, name string, req KillRequest) error {
+	return m.host.Signal(ctx, name, req)
+}
+
+// readSnapshot reads the definitions under path for plan and apply.
+func readSnapshot(path string) (*Snapshot, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	files, err := ReadDirFiles(abs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: no such file or directory: %w", path, ErrInvalid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Snapshot{Path: abs, Applied: time.Now(), Files: files}, nil
+}
+
+// Plan reports what apply would do, changing nothing.
+func (m *Manager) Plan(ctx context.Context, req PlanRequest) (*Plan, error) {
+	var extra *Snapshot
+	if req.Path != "" {
+		sn, err := readSnapshot(req.Path)
+		if err != nil {
+			return nil, err
+		}
+		if !m.sources.isWatchedDir(sn.Path) {
+			extra = sn
+		}
+	}
+	d, errs := m.loadDesired(ctx, extra)
+	if extra == nil && errs != nil {
+		// loadDesired kept the last good set; a plan shows the errors.
+		return &Plan{Errors: errs}, nil
+	}
+	if len(errs) > 0 {
+		return &Plan{Errors: errs}, nil
+	}
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return BuildPlan(d, o, m.records(), PlanOptions{Prune: req.Prune}), nil
+}
+
+// Apply takes the definitions under req.Path (kept as an applied source), or
+// the current sources, and reconciles the host to them now.
+func (m *Manager) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error) {
+	if req.Path != "" {
+		abs, err := filepath.Abs(req.Path)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case req.Forget:
+			ok, err := m.sources.snaps.remove(abs)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("%s was never applied: %w", abs, ErrNotFound)
+			}
+			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "forgot definitions applied from " + abs})
+		case m.sources.isWatchedDir(abs):
+			// berthd watches it already: a reconcile is all apply means.
+		default:
+			sn, err := readSnapshot(abs)
+			if err != nil {
+				return nil, err
+			}
+			if _, errs := m.loadDesired(ctx, sn); len(errs) > 0 {
+				return &ApplyResult{Plan: &Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied: %w", ErrInvalid)
+			}
+			if err := m.sources.snaps.save(*sn); err != nil {
+				return nil, fmt.Errorf("keep applied definitions: %w", err)
+			}
+			m.events.Emit(Event{Kind: EvSourceUpdated, Message: fmt.Sprintf("applied %d files from %s", len(sn.Files), abs)})
+		}
+	}
+	res, err := m.Reconcile(ctx, req.Prune)
+	if err != nil && res != nil && len(res.Plan.Errors) > 0 {
+		return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return res, err
+}
+
+// Networks lists the declared networks and what the host has of them.
+func (m *Manager) Networks(ctx context.Context) ([]NetworkStatus, error) {
+	d, _ := m.current(ctx)
+	return m.host.NetworkStatus(ctx, d), nil
+}
+
+// Daemon describes the daemon (or the one-shot manager).
+func (m *Manager) Daemon(ctx context.Context) (*DaemonStatus, error) {
+	_, errs := m.current(ctx)
+	m.mu.Lock()
+	last := m.lastRun
+	m.mu.Unlock()
+	return &DaemonStatus{
+		PID:           os.Getpid(),
+		Version:       Version,
+		Started:       m.started,
+		Driver:        m.host.DriverName(),
+		Sources:       m.sources.sourceInfos(),
+		LastReconcile: last,
+		Errors:        errs,
+	}, nil
+}
+
+// Events replays the log after seq and, when follow, streams new events.
+func (m *Manager) Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error {
+	var ch <-chan Event
+	var cancel func()
+	if follow {
+		ch, cancel = m.events.Subscribe()
+		defer cancel()
+	}
+	last := seq
+	for _, e := range m.events.Recent(seq, machine, 0) {
+		if err := fn(e); err != nil {
+			return err
+		}
+		last = e.Seq
+	}
+	if !follow {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			if e.Seq <= last || (machine != "" && e.Machine != machine) {
+				continue
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+	}
+}
