@@ -1,0 +1,133 @@
+package netconf
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/internal/testenv"
+	"github.com/vishvananda/netns"
+)
+
+// netnsProc is a process in a network namespace of its own that a test made:
+// the test's "host", or a stand-in for a machine's payload. The namespace ends
+// with the process, taking every link in it along, so a failed test leaves
+// nothing behind in the real host's namespace.
+type netnsProc struct {
+	pid  int
+	path string // /proc/PID/ns/net
+}
+
+func newNetns(t *testing.T) netnsProc {
+	t.Helper()
+	testenv.SkipUnlessRoot(t)
+	cmd := exec.Command("sleep", "infinity")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start a process in a new network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return netnsProc{pid: cmd.Process.Pid, path: fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)}
+}
+
+// testHost makes a network namespace and opens a Host on it with lo up.
+func testHost(t *testing.T) (*Host, netnsProc) {
+	t.Helper()
+	p := newNetns(t)
+	h, err := Open(p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	if err := SetupLoopback(context.Background(), p.pid); err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
+// sh runs a command in the network namespace of pid (nsenter) and returns its
+// combined output; tests observe with the same tools a person would use.
+func sh(t *testing.T, pid int, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"-t", fmt.Sprint(pid), "-n", "--"}, args...)
+	out, err := exec.Command("nsenter", full...).CombinedOutput()
+	return string(out), err
+}
+
+func mustSh(t *testing.T, pid int, args ...string) string {
+	t.Helper()
+	out, err := sh(t, pid, args...)
+	if err != nil {
+		t.Fatalf("%s (in netns of %d): %v\n%s", strings.Join(args, " "), pid, err, out)
+	}
+	return out
+}
+
+func ping(t *testing.T, pid int, addr netip.Addr) {
+	t.Helper()
+	// One retry: a veth's carrier comes up a moment after the link.
+	// busybox's ping: busybox-static is one of the project's dependencies.
+	args := []string{"busybox", "ping", "-c", "1", "-W", "2", addr.String()}
+	if out, err := sh(t, pid, args...); err != nil {
+		if out, err = sh(t, pid, args...); err != nil {
+			t.Fatalf("ping %s from netns of %d: %v\n%s", addr, pid, err, out)
+		}
+	}
+}
+
+// listenIn opens a TCP listener in the network namespace of pid that answers
+// every connection with "hello from NAME to LOCAL, you are REMOTE".
+func listenIn(t *testing.T, pid int, name, addr string) net.Listener {
+	t.Helper()
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var ln net.Listener
+	if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+		t.Fatalf("listen on %s in %s: %v", addr, name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "hello from %s to %s, you are %s\n", name, c.LocalAddr(), c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	return ln
+}
+
+// dialIn connects from the network namespace of pid and returns the greeting.
+func dialIn(pid int, addr string) (string, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Close()
+	var c net.Conn
+	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 200)
+	n, err := c.Read(buf)
+	return strings.TrimSpace(string(buf[:n])), err
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
