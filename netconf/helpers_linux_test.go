@@ -129,5 +129,4 @@ func dialIn(pid int, addr string) (string, error) {
 	return strings.TrimSpace(string(buf[:n])), err
 }
 
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func itoa(i int) string { return fmt.Sprint(i) }

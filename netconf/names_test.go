@@ -15,7 +15,7 @@ func TestIfNames(t *testing.T) {
 	}{
 		{HostIfName, "web", "vb-web", false},
 		{HostIfName, "twelve-chars", "vb-twelve-chars", false}, // exactly 15
-		{HostIfName, "thirteen-char", "vb-thirt", true},         // 16 → hashed
+		{HostIfName, "thirteen-char", "vb-thirt", true},        // 16 → hashed
 		{HostIfName, "a/b", "vb-a-b", true},                    // '/' is not allowed
 		{HostIfName, "with space", "vb-with-", true},           // neither is white space
 		{HostIfName, "db:1", "vb-db-1", true},                  // ':' reads as an alias label

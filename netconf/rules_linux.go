@@ -1,0 +1,447 @@
+package netconf
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// ApplyRules makes berth's nftables table `inet berth` hold exactly rs,
+// replacing the whole table in one netlink batch, which the kernel applies
+// atomically: no packet ever sees half of the old and half of the new rules, and
+// a failure leaves the old table as it was. An empty ruleset deletes the table.
+//
+// It also turns on what the rules need in the Host's namespace: IPv4 and IPv6
+// forwarding when a network masquerades or has forwards of that family (never
+// turned off again: other things on the host may rely on it), and
+// route_localnet on the bridges of networks with IPv4 forwards, so that
+// connections from the host's 127.0.0.1 can be forwarded (it is turned off on
+// berth's other bridges; the guard chain keeps it safe).
+//
+// Connections to [::1] cannot be forwarded by the kernel (there is no
+// route_localnet for IPv6: replies addressed to ::1 that arrive on a bridge are
+// dropped as martians), so IPv6 forwards leave [::1] alone; LoopbackProxy
+// serves it.
+func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
+	if err := rs.Validate(); err != nil {
+		return fmt.Errorf("nftables table inet %s: %w", TableName, err)
+	}
+	chains := plan(rs)
+	h.rulesMu.Lock()
+	defer h.rulesMu.Unlock()
+
+	localnet, err := h.localnetBridges(ctx, rs)
+	if err != nil {
+		return err
+	}
+	// Turn route_localnet off before the guard could disappear, and on only
+	// after the guard is in place.
+	for br, on := range localnet {
+		if !on {
+			if err := h.setSysctl("net/ipv4/conf/"+br+"/route_localnet", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("bridge %q: %w", br, err)
+			}
+		}
+	}
+
+	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	// Adding the table first makes the delete succeed when there is none:
+	// "add, delete, add" is how `nft -f` replaces a table in one transaction.
+	h.nft.AddTable(t)
+	h.nft.DelTable(t)
+	if !rs.Empty() {
+		h.nft.AddTable(t)
+		// Every chain before any rule: a jump needs its target chain.
+		added := map[string]*nftables.Chain{}
+		for _, c := range chains {
+			added[c.name] = h.nft.AddChain(nftChain(t, c))
+		}
+		for _, c := range chains {
+			ch := added[c.name]
+			for _, r := range c.rules {
+				exprs, err := r.exprs()
+				if err != nil {
+					h.nft.Flush() // drops the batch: it is sent only below
+					return fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.name, err)
+				}
+				h.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
+			}
+		}
+	}
+	if err := h.nft.Flush(); err != nil {
+		return fmt.Errorf("nftables table inet %s: apply %d chains: %w", TableName, len(chains), err)
+	}
+
+	need4, need6 := forwardingNeeded(rs)
+	if need4 {
+		if err := h.setSysctl("net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if need6 {
+		h.warnAcceptRA(ctx)
+		if err := h.setSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+	}
+	for br, on := range localnet {
+		if on {
+			if err := h.setSysctl("net/ipv4/conf/"+br+"/route_localnet", "1"); err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("bridge %q: does not exist; ensure the network's bridge before its rules: %w", br, ErrNotFound)
+				}
+				return fmt.Errorf("bridge %q: %w", br, err)
+			}
+		}
+	}
+	slog.DebugContext(ctx, "nftables rules applied", "table", "inet "+TableName, "networks", len(rs.Networks), "forwards", len(rs.Forwards))
+	return nil
+}
+
+// localnetBridges says for each bridge whether route_localnet must be on: on
+// for networks with IPv4 forwards, off for every other bridge berth made.
+func (h *Host) localnetBridges(ctx context.Context, rs Ruleset) (map[string]bool, error) {
+	want := map[string]bool{}
+	for _, f := range rs.Forwards {
+		if n, ok := rs.networkOf(f.Addr); ok && f.Addr.Is4() {
+			want[n.Bridge] = true
+		}
+	}
+	links, err := retryDump(ctx, h.nl.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		if l.Type() == "bridge" && strings.HasPrefix(l.Attrs().Alias, aliasPrefix) && !want[l.Attrs().Name] {
+			want[l.Attrs().Name] = false
+		}
+	}
+	return want, nil
+}
+
+func forwardingNeeded(rs Ruleset) (v4, v6 bool) {
+	for _, n := range rs.Networks {
+		v4 = v4 || (n.Masquerade && n.Subnet4.IsValid())
+		v6 = v6 || (n.Masquerade && n.Subnet6.IsValid())
+	}
+	for _, f := range rs.Forwards {
+		v4 = v4 || f.Addr.Is4()
+		v6 = v6 || f.Addr.Is6()
+	}
+	return v4, v6
+}
+
+// warnAcceptRA warns, once, before IPv6 forwarding goes on, about interfaces
+// that take their IPv6 configuration from router advertisements: with
+// forwarding on, accept_ra=1 ignores them and the host loses its IPv6 default
+// route when it expires (the same trap Docker documents). berth does not change
+// the host's uplinks; the person can set accept_ra=2.
+func (h *Host) warnAcceptRA(ctx context.Context) {
+	if v, err := h.sysctl("net/ipv6/conf/all/forwarding"); err != nil || v == "1" {
+		return
+	}
+	links, err := retryDump(ctx, h.nl.LinkList)
+	if err != nil {
+		return
+	}
+	var ifs []string
+	for _, l := range links {
+		name := l.Attrs().Name
+		if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) || l.Attrs().Flags&net.FlagUp == 0 || l.Attrs().Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if v, err := h.sysctl("net/ipv6/conf/" + name + "/accept_ra"); err == nil && v == "1" {
+			ifs = append(ifs, name)
+		}
+	}
+	if len(ifs) > 0 {
+		slog.WarnContext(ctx, "turning on IPv6 forwarding for berth's networks: these interfaces will stop accepting router advertisements; set net.ipv6.conf.IF.accept_ra=2 on those that need them",
+			"interfaces", strings.Join(ifs, ","))
+	}
+}
+
+func nftChain(t *nftables.Table, c chainSpec) *nftables.Chain {
+	ch := &nftables.Chain{Name: c.name, Table: t}
+	if c.hook == "" {
+		return ch
+	}
+	ch.Type = nftables.ChainType(c.kind)
+	ch.Hooknum = map[string]*nftables.ChainHook{
+		"prerouting":  nftables.ChainHookPrerouting,
+		"output":      nftables.ChainHookOutput,
+		"postrouting": nftables.ChainHookPostrouting,
+	}[c.hook]
+	ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.priority))
+	accept := nftables.ChainPolicyAccept
+	ch.Policy = &accept
+	return ch
+}
+
+// exprs compiles the rule into nftables expressions, the way nft compiles the
+// text render shows. Every rule that looks at an address or NATs checks the
+// family first: in an inet table the same chain sees IPv4 and IPv6 packets.
+func (r ruleSpec) exprs() ([]expr.Any, error) {
+	var e []expr.Any
+	cmpReg := func(op expr.CmpOp, data []byte) *expr.Cmp { return &expr.Cmp{Op: op, Register: 1, Data: data} }
+	switch r.family {
+	case 4:
+		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmpReg(expr.CmpOpEq, []byte{unix.NFPROTO_IPV4}))
+	case 6:
+		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmpReg(expr.CmpOpEq, []byte{unix.NFPROTO_IPV6}))
+	}
+	if r.iif != "" {
+		e = append(e, &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, cmpReg(expr.CmpOpEq, ifnameData(r.iif)))
+	}
+	if r.oif != "" {
+		e = append(e, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, cmpReg(expr.CmpOpEq, ifnameData(r.oif)))
+	}
+	if r.fibLocal {
+		e = append(e, &expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+			cmpReg(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)))
+	}
+	if r.ctDNAT {
+		e = append(e, &expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(0x20), // IPS_DST_NAT
+				Xor:  make([]byte, 4)},
+			cmpReg(expr.CmpOpNeq, make([]byte, 4)))
+	}
+	for _, m := range []struct {
+		p   netip.Prefix
+		neg bool
+		dst bool
+	}{{r.saddr, r.saddrNeg, false}, {r.daddr, r.daddrNeg, true}} {
+		if !m.p.IsValid() {
+			continue
+		}
+		if familyOf(m.p.Addr()) != r.family {
+			return nil, fmt.Errorf("rule %q: address %s in an IPv%d rule", r.comment, m.p, r.family)
+		}
+		size := uint32(m.p.Addr().BitLen() / 8)
+		off := uint32(12) // IPv4 source; destination follows at 16
+		if size == 16 {
+			off = 8 // IPv6 source; destination at 24
+		}
+		if m.dst {
+			off += size
+		}
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: size})
+		if !m.p.IsSingleIP() {
+			e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: size, Mask: prefixMask(m.p), Xor: make([]byte, size)})
+		}
+		op := expr.CmpOpEq
+		if m.neg {
+			op = expr.CmpOpNeq
+		}
+		e = append(e, cmpReg(op, m.p.Masked().Addr().AsSlice()))
+	}
+	if r.proto != "" {
+		proto := byte(unix.IPPROTO_TCP)
+		if r.proto == "udp" {
+			proto = unix.IPPROTO_UDP
+		}
+		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpReg(expr.CmpOpEq, []byte{proto}),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			cmpReg(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(r.dport)))
+	}
+	if r.counter {
+		e = append(e, &expr.Counter{})
+	}
+	switch r.verdict {
+	case vJump:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictJump, Chain: r.jump})
+	case vDrop:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
+	case vMasquerade:
+		e = append(e, &expr.Masq{})
+	case vDNAT:
+		fam := uint32(unix.NFPROTO_IPV4)
+		if r.to.Addr().Is6() {
+			fam = unix.NFPROTO_IPV6
+		}
+		e = append(e,
+			&expr.Immediate{Register: 1, Data: r.to.Addr().AsSlice()},
+			&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(r.to.Port())},
+			// The max registers equal the min ones, which is what the kernel
+			// reports back; said explicitly so that drift checks compare equal.
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 2, RegProtoMax: 2, Specified: true})
+	}
+	return e, nil
+}
+
+// ifnameData is an interface name as the kernel compares it: NUL-padded to
+// IFNAMSIZ, so "br-a" does not also match "br-ab".
+func ifnameData(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
+func prefixMask(p netip.Prefix) []byte {
+	b := make([]byte, p.Addr().BitLen()/8)
+	for i := 0; i < p.Bits(); i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return b
+}
+
+// Rules reads berth's installed table back as a Ruleset (from the comments
+// berth puts on its rules). A missing table is an empty ruleset.
+func (h *Host) Rules(ctx context.Context) (Ruleset, error) {
+	var rs Ruleset
+	installed, ok, err := h.installedRules()
+	if err != nil || !ok {
+		return rs, err
+	}
+	for _, c := range installed {
+		for _, r := range c.rules {
+			if n, ok := parseNetworkComment(r.comment); ok {
+				rs.Networks = append(rs.Networks, n)
+			}
+			if f, ok := parseForwardComment(r.comment); ok {
+				rs.Forwards = append(rs.Forwards, f)
+			}
+		}
+	}
+	return rs, nil
+}
+
+type installedChain struct {
+	chain *nftables.Chain
+	rules []installedRule
+}
+
+type installedRule struct {
+	comment string
+	exprs   []expr.Any
+}
+
+func (h *Host) installedRules() (map[string]installedChain, bool, error) {
+	h.rulesMu.Lock()
+	defer h.rulesMu.Unlock()
+	t, err := h.nft.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("nftables table inet %s: %w", TableName, err)
+	}
+	chains, err := h.nft.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, false, fmt.Errorf("nftables table inet %s: list chains: %w", TableName, err)
+	}
+	out := map[string]installedChain{}
+	for _, c := range chains {
+		if c.Table.Name != TableName {
+			continue
+		}
+		rules, err := h.nft.GetRules(t, c)
+		if err != nil {
+			return nil, false, fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.Name, err)
+		}
+		ic := installedChain{chain: c}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			ic.rules = append(ic.rules, installedRule{comment: comment, exprs: r.Exprs})
+		}
+		out[c.Name] = ic
+	}
+	return out, true, nil
+}
+
+// RulesDrift compares the installed table with what ApplyRules(rs) would
+// install and describes each difference; nil means they are equal. Rules are
+// compared expression by expression (counters aside), so a rule someone edited
+// by hand is found even when its comment still looks right.
+func (h *Host) RulesDrift(ctx context.Context, rs Ruleset) ([]string, error) {
+	if err := rs.Validate(); err != nil {
+		return nil, err
+	}
+	installed, ok, err := h.installedRules()
+	if err != nil {
+		return nil, err
+	}
+	if rs.Empty() {
+		if ok {
+			return []string{"table inet " + TableName + " exists but no rules are wanted"}, nil
+		}
+		return nil, nil
+	}
+	if !ok {
+		return []string{"table inet " + TableName + " is missing"}, nil
+	}
+	var drift []string
+	want := plan(rs)
+	names := map[string]bool{}
+	for _, c := range want {
+		names[c.name] = true
+		ic, ok := installed[c.name]
+		if !ok {
+			drift = append(drift, "chain "+c.name+" is missing")
+			continue
+		}
+		wc := nftChain(ic.chain.Table, c)
+		if c.hook != "" && (ic.chain.Type != wc.Type || ic.chain.Hooknum == nil || *ic.chain.Hooknum != *wc.Hooknum ||
+			ic.chain.Priority == nil || *ic.chain.Priority != *wc.Priority) {
+			drift = append(drift, fmt.Sprintf("chain %s has the wrong type, hook or priority", c.name))
+		}
+		for i, r := range c.rules {
+			if i >= len(ic.rules) {
+				drift = append(drift, fmt.Sprintf("chain %s lacks rule %q", c.name, r.comment))
+				continue
+			}
+			got := ic.rules[i]
+			exprs, err := r.exprs()
+			if err != nil {
+				return nil, err
+			}
+			if got.comment != r.comment || !sameExprs(got.exprs, exprs) {
+				drift = append(drift, fmt.Sprintf("chain %s rule %d is %q, want %q", c.name, i+1, got.comment, r.comment))
+			}
+		}
+		for _, r := range ic.rules[min(len(ic.rules), len(c.rules)):] {
+			drift = append(drift, fmt.Sprintf("chain %s has unexpected rule %q", c.name, r.comment))
+		}
+	}
+	for name := range installed {
+		if !names[name] {
+			drift = append(drift, "unexpected chain "+name)
+		}
+	}
+	return drift, nil
+}
+
+// sameExprs compares expression lists by their netlink encoding, leaving out
+// counters (whose values change with every packet).
+func sameExprs(a, b []expr.Any) bool {
+	enc := func(es []expr.Any) ([][]byte, bool) {
+		var out [][]byte
+		for _, e := range es {
+			if _, ok := e.(*expr.Counter); ok {
+				continue
+			}
+			b, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
+			if err != nil {
+				return nil, false
+			}
+			out = append(out, b)
+		}
+		return out, true
+	}
+	ea, ok1 := enc(a)
+	eb, ok2 := enc(b)
+	return ok1 && ok2 && slices.EqualFunc(ea, eb, bytes.Equal)
+}
