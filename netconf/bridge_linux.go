@@ -2,10 +2,12 @@ package netconf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 
@@ -90,6 +92,15 @@ func (h *Host) EnsureBridge(ctx context.Context, b Bridge) error {
 	}
 	if err := h.syncBridgeAddrs(ctx, b, link); err != nil {
 		return err
+	}
+	// No duplicate address detection on the bridge: until its link-local
+	// address has passed DAD the kernel sends no neighbour solicitations on it
+	// for forwarded traffic, so IPv6 from outside to a machine (and back)
+	// stalls for the first second or two after the first machine attaches and
+	// the bridge gets a carrier. The bridge is berth's own segment; its
+	// addresses are not shared with anyone to detect duplicates against.
+	if err := h.setSysctl("net/ipv6/conf/"+b.Name+"/accept_dad", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: %w", b.label(), err)
 	}
 	if b.MTU > 0 && link.Attrs().MTU != b.MTU {
 		if err := h.nl.LinkSetMTU(link, b.MTU); err != nil {

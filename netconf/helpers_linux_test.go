@@ -27,13 +27,21 @@ type netnsProc struct {
 func newNetns(t *testing.T) netnsProc {
 	t.Helper()
 	testenv.SkipUnlessRoot(t)
-	cmd := exec.Command("sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	// cat holds the namespace until its stdin closes: when the test ends, or
+	// when the test binary dies, so nothing outlives a crashed run. (Pdeathsig
+	// would not do: it fires when the forking OS thread exits, and Go ends
+	// threads that were locked into other namespaces.)
+	cmd := exec.Command("cat")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start a process in a new network namespace: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		stdin.Close()
 		_ = cmd.Wait()
 	})
 	return netnsProc{pid: cmd.Process.Pid, path: fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)}

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthd/berth/internal/testenv"
 )
@@ -50,7 +51,12 @@ func newNATWorld(t *testing.T) *natWorld {
 	}
 	w.net = NATNetwork{Name: w.b.Network, Bridge: w.b.Name, Subnet4: w.b.Gateway4.Masked(), Subnet6: w.b.Gateway6.Masked(), Masquerade: true}
 
-	// The uplink: a veth from the host to the outside namespace.
+	// The uplink: a veth from the host to the outside namespace. Without DAD
+	// on its link-local addresses, the first IPv6 packets need not wait a
+	// second or two for them.
+	for _, p := range []netnsProc{w.host, w.outside} {
+		mustSh(t, p.pid, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+	}
 	w.uplink = testenv.UniqueName("up")
 	mustSh(t, w.host.pid, "ip", "link", "add", w.uplink, "type", "veth", "peer", "name", "eth0", "netns", itoa(w.outside.pid))
 	mustSh(t, w.host.pid, "ip", "link", "set", w.uplink, "up")
@@ -92,7 +98,7 @@ func TestApplyRules(t *testing.T) {
 		if !strings.HasPrefix(got, "hello from ") || (wantRemote != "" && !strings.Contains(got, "you are "+wantRemote)) {
 			t.Fatalf("from %s to %s: got %q, want a greeting to %s", fromName, addr, got, wantRemote)
 		}
-		t.Logf("from %s to %s: %s", fromName, addr, got)
+		t.Logf("%s from %s to %s: %s", time.Now().Format("05.000"), fromName, addr, got)
 	}
 	// From outside, to the host's address: plain DNAT, the client's own address seen.
 	expect(w.outside, "outside", w.hostAddr4+":8080", w.outsideIP4)
