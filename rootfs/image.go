@@ -1,0 +1,462 @@
+package rootfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/berthd/berth/internal/fsutil"
+	"golang.org/x/sys/unix"
+)
+
+// Image is a named, immutable root filesystem tree in the store.
+type Image struct {
+	// Name is the reference's name; empty for a digest that no name points to
+	// any more but that machine roots still use (an older build).
+	Name   string `json:"name"`
+	Digest string `json:"digest"` // sha256:HEX of the tree's manifest
+	// Source describes where the tree came from (dir:…, tar:…, debootstrap:…).
+	Source string `json:"source"`
+	// SpecHash is what the importer passed (the hash of the Image definition),
+	// so that the daemon can tell when a declared image changed.
+	SpecHash string    `json:"specHash,omitempty"`
+	Size     int64     `json:"size"`  // disk usage in bytes
+	Files    int64     `json:"files"` // number of files, directories and links
+	Created  time.Time `json:"created"`
+	// Path is the tree: the overlay lower directory of machines made from it.
+	Path string `json:"path"`
+	// UsedBy lists the machines whose roots were made from this digest.
+	UsedBy []string `json:"usedBy,omitempty"`
+}
+
+// ImportOptions tune Import.
+type ImportOptions struct {
+	// SpecHash is stored with the image (see Image.SpecHash).
+	SpecHash string
+	// Progress receives reports of the long steps; nil falls back to the
+	// context's (WithProgress).
+	Progress ProgressFunc
+}
+
+// digestMeta is STATE/images/sha256/HEX/image.json.
+type digestMeta struct {
+	Digest  string    `json:"digest"`
+	Source  string    `json:"source"`
+	Size    int64     `json:"size"`
+	Files   int64     `json:"files"`
+	Created time.Time `json:"created"`
+}
+
+// nameRef is STATE/images/names/NAME.json.
+type nameRef struct {
+	Name     string    `json:"name"`
+	Digest   string    `json:"digest"`
+	Source   string    `json:"source"`
+	SpecHash string    `json:"specHash,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+func (s *Store) digestDir(digest string) string {
+	return filepath.Join(s.images, "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+func (s *Store) namePath(name string) string {
+	return filepath.Join(s.images, "names", name+".json")
+}
+
+// Import builds the image name from src and makes name refer to it. The tree is
+// built in a work directory of the store, hashed, and renamed into place under
+// its digest; only then does the name move to it, so a failure or a kill at any
+// moment leaves the previous image (if any) in place and no partial one
+// visible. An image whose digest is already stored is not stored twice. The
+// digest name referred to before stays while machine roots use it and is
+// removed otherwise.
+func (s *Store) Import(ctx context.Context, name string, src Source, opts ImportOptions) (*Image, error) {
+	if err := ValidName(name); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	if src == nil {
+		return nil, errorf(ErrInvalid, "image %q: no source", name)
+	}
+	if err := src.check(); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	fn := opts.Progress
+	if fn == nil {
+		fn = progressFrom(ctx)
+	}
+	rep := newReporter(fn)
+	log := slog.With("image", name, "source", src.String())
+	start := time.Now()
+
+	wd, err := newWorkDir(s.tmpImages(), "import-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	defer wd.discard()
+	tree := filepath.Join(wd.path, "rootfs")
+	if err := makeTreeDir(tree); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	if err := src.build(ctx, tree, rep); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	rep.start("digest", 0)
+	sum, err := treeDigest(ctx, tree, rep.update)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: hash the tree: %w", name, err)
+	}
+	rep.finish(sum.size)
+	now := time.Now().UTC()
+	meta := digestMeta{Digest: sum.digest, Source: src.String(), Size: sum.size, Files: sum.files, Created: now}
+	if err := writeJSON(filepath.Join(wd.path, "image.json"), meta); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	if err := syncTree(tree); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+
+	rep.start("commit", 0)
+	unlock, err := s.storeLock(true)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	final := s.digestDir(sum.digest)
+	if err := unix.Renameat2(unix.AT_FDCWD, wd.path, unix.AT_FDCWD, final, unix.RENAME_NOREPLACE); err != nil {
+		if err != unix.EEXIST && err != unix.ENOTEMPTY {
+			return nil, fmt.Errorf("image %q: store %s: %w", name, final, err)
+		}
+		log.Info("rootfs: image content already stored", "digest", sum.digest)
+	}
+	syncDir(filepath.Dir(final))
+	old, _ := s.readRef(name)
+	ref := nameRef{Name: name, Digest: sum.digest, Source: src.String(), SpecHash: opts.SpecHash, Created: now}
+	if err := writeJSON(s.namePath(name), ref); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	if old != nil && old.Digest != sum.digest {
+		if _, err := s.gcDigest(old.Digest); err != nil {
+			log.Warn("rootfs: cannot remove the image's previous content", "digest", old.Digest, "err", err)
+		}
+	}
+	rep.finish(0)
+	log.Info("rootfs: image imported", "digest", sum.digest, "size", sum.size, "took", time.Since(start).Round(time.Millisecond))
+	return s.image(ref)
+}
+
+// syncTree flushes a freshly written tree to disk before it is renamed into
+// place, so that a crash after the rename never exposes a tree with holes.
+// syncfs is one call for the whole filesystem.
+func syncTree(p string) error {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return &os.PathError{Op: "syncfs", Path: p, Err: err}
+	}
+	return nil
+}
+
+func syncDir(p string) {
+	if d, err := os.Open(p); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+func writeJSON(p string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(p, append(b, '\n'), 0o600)
+}
+
+func readJSON(p string, v any) error {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	return nil
+}
+
+func (s *Store) readRef(name string) (*nameRef, error) {
+	var ref nameRef
+	if err := readJSON(s.namePath(name), &ref); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errorf(ErrNotFound, "image %q not found: import it first (berth image import)", name)
+		}
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	if !validDigest(ref.Digest) {
+		return nil, fmt.Errorf("image %q: %s holds no valid digest", name, s.namePath(name))
+	}
+	return &ref, nil
+}
+
+func (s *Store) readDigest(digest string) (*digestMeta, error) {
+	var m digestMeta
+	if err := readJSON(filepath.Join(s.digestDir(digest), "image.json"), &m); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errorf(ErrNotFound, "image content %s not found", digest)
+		}
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (s *Store) image(ref nameRef) (*Image, error) {
+	m, err := s.readDigest(ref.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", ref.Name, err)
+	}
+	img := &Image{Name: ref.Name, Digest: ref.Digest, Source: ref.Source, SpecHash: ref.SpecHash,
+		Size: m.Size, Files: m.Files, Created: ref.Created, Path: filepath.Join(s.digestDir(ref.Digest), "rootfs")}
+	roots, _ := s.Roots()
+	for _, r := range roots {
+		if r.Digest == ref.Digest {
+			img.UsedBy = append(img.UsedBy, r.Machine)
+		}
+	}
+	return img, nil
+}
+
+// Image returns the image name refers to, or an error matching ErrNotFound. A
+// digest (sha256:HEX) names stored content directly, with or without a name.
+func (s *Store) Image(name string) (*Image, error) {
+	if validDigest(name) {
+		m, err := s.readDigest(name)
+		if err != nil {
+			return nil, err
+		}
+		img, err := s.image(nameRef{Digest: name, Source: m.Source, Created: m.Created})
+		if err != nil {
+			return nil, err
+		}
+		return img, nil
+	}
+	if err := ValidName(name); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	ref, err := s.readRef(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.image(*ref)
+}
+
+// Images lists the named images by name, then the stored digests no name refers
+// to (older builds still used by machine roots, or leftovers for Prune) with an
+// empty Name.
+func (s *Store) Images() ([]Image, error) {
+	ents, err := os.ReadDir(filepath.Join(s.images, "names"))
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	named := map[string]bool{}
+	var out []Image
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || ValidName(name) != nil {
+			continue
+		}
+		img, err := s.Image(name)
+		if err != nil {
+			slog.Warn("rootfs: skipping unreadable image", "image", name, "err", err)
+			continue
+		}
+		named[img.Digest] = true
+		out = append(out, *img)
+	}
+	digests, err := s.digests()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range digests {
+		if named[d] {
+			continue
+		}
+		img, err := s.Image(d)
+		if err != nil {
+			continue
+		}
+		out = append(out, *img)
+	}
+	return out, nil
+}
+
+// digests lists the stored contents.
+func (s *Store) digests() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.images, "sha256"))
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		if d := "sha256:" + e.Name(); validDigest(d) && e.IsDir() {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// RemoveImage removes the name and, unless another name refers to the same
+// content, the content. It is refused while a machine root was made from the
+// image (the error names the machines) and returns the bytes freed.
+func (s *Store) RemoveImage(name string) (int64, error) {
+	if err := ValidName(name); err != nil {
+		return 0, fmt.Errorf("image: %w", err)
+	}
+	unlock, err := s.storeLock(true)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	ref, err := s.readRef(name)
+	if err != nil {
+		return 0, err
+	}
+	roots, err := s.Roots()
+	if err != nil {
+		return 0, err
+	}
+	var users []string
+	for _, r := range roots {
+		if r.Image == name || r.Digest == ref.Digest {
+			users = append(users, r.Machine)
+		}
+	}
+	if len(users) > 0 {
+		return 0, errorf(ErrBusy, "image %q is used by machine %s: remove %s first (berth remove --delete-data)",
+			name, strings.Join(quoteAll(users), ", "), map[bool]string{true: "it", false: "them"}[len(users) == 1])
+	}
+	if err := os.Remove(s.namePath(name)); err != nil {
+		return 0, fmt.Errorf("image %q: %w", name, err)
+	}
+	syncDir(filepath.Dir(s.namePath(name)))
+	return s.gcDigest(ref.Digest)
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}
+
+// gcDigest removes stored content that no name and no machine root refers to,
+// returning the bytes freed. The caller holds the store lock exclusively.
+func (s *Store) gcDigest(digest string) (int64, error) {
+	if used, err := s.digestUsed(digest); err != nil || used {
+		return 0, err
+	}
+	m, err := s.readDigest(digest)
+	size := int64(0)
+	if err == nil {
+		size = m.Size
+	}
+	if err := s.discardDir(s.digestDir(digest), "remove-image-"); err != nil {
+		return 0, fmt.Errorf("image content %s: %w", digest, err)
+	}
+	slog.Info("rootfs: removed image content", "digest", digest, "size", size)
+	return size, nil
+}
+
+// digestUsed reports whether a name or a machine root refers to digest.
+func (s *Store) digestUsed(digest string) (bool, error) {
+	ents, err := os.ReadDir(filepath.Join(s.images, "names"))
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			if ref, err := s.readRef(name); err == nil && ref.Digest == digest {
+				return true, nil
+			}
+		}
+	}
+	roots, err := s.Roots()
+	if err != nil {
+		return false, err
+	}
+	for _, r := range roots {
+		if r.Digest == digest {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// discardDir makes the directory p disappear at once (a rename into a locked
+// work directory) and then deletes it; a kill midway leaves only the work
+// directory, which the next Open removes.
+func (s *Store) discardDir(p, prefix string) error {
+	parent := s.tmpImages()
+	if strings.HasPrefix(p, s.machines+string(filepath.Separator)) {
+		parent = s.tmpMachines()
+	}
+	wd, err := newWorkDir(parent, prefix)
+	if err != nil {
+		return err
+	}
+	defer wd.discard()
+	if err := os.Rename(p, filepath.Join(wd.path, "root")); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(p))
+	return removeTree(wd.path)
+}
+
+// PruneResult tells what Prune removed.
+type PruneResult struct {
+	Digests []string `json:"digests"`
+	Freed   int64    `json:"freed"`
+}
+
+// Prune removes stored content that no name and no machine root refers to, and
+// the work directories of interrupted operations.
+func (s *Store) Prune() (PruneResult, error) {
+	var res PruneResult
+	s.cleanTemp()
+	unlock, err := s.storeLock(true)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	digests, err := s.digests()
+	if err != nil {
+		return res, err
+	}
+	for _, d := range digests {
+		used, err := s.digestUsed(d)
+		if err != nil {
+			return res, err
+		}
+		if used {
+			continue
+		}
+		freed, err := s.gcDigest(d)
+		if err != nil {
+			return res, err
+		}
+		res.Digests = append(res.Digests, d)
+		res.Freed += freed
+	}
+	return res, nil
+}
