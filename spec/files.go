@@ -11,10 +11,7 @@ type File struct {
 // as Load does for files on disk: names must be unique across all of them and
 // references resolve across them.
 func ParseFiles(files []File) (*Set, error) {
-	var errs ErrorList
-	var entries []*entry
-	for _, f := range files {
-		entries = append(entries, parseFile(f.Name, f.Data, &errs)...)
-	}
-	return build(entries, &errs)
+	return parseAll(len(files), func(i int) (string, []byte, error) {
+		return files[i].Name, files[i].Data, nil
+	}, nil)
 }

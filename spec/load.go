@@ -48,25 +48,34 @@ func Load(paths ...string) (*Set, error) {
 		errs = append(errs, &Error{File: ".", Msg: "no definition files given"})
 	}
 
-	// Reading and decoding files is independent per file and most of the cost of a
-	// large tree, so it runs on every CPU; merging keeps the file order.
-	parsed := make([][]*entry, len(files))
-	fileErrs := make([]ErrorList, len(files))
+	return parseAll(len(files), func(i int) (string, []byte, error) {
+		data, err := readFile(files[i])
+		return files[i], data, err
+	}, errs)
+}
+
+// parseAll reads and decodes n files and builds the set. Reading and decoding is
+// independent per file and most of the cost of a large tree, so it runs on every
+// CPU; the documents are merged in file order, so the result does not depend on
+// the scheduling. file(i) returns the i-th file's name and content.
+func parseAll(n int, file func(i int) (string, []byte, error), errs ErrorList) (*Set, error) {
+	parsed := make([][]*entry, n)
+	fileErrs := make([]ErrorList, n)
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(runtime.GOMAXPROCS(0), max(1, len(files))) {
+	for range min(runtime.GOMAXPROCS(0), max(1, n)) {
 		wg.Go(func() {
 			for i := range next {
-				data, err := readFile(files[i])
+				name, data, err := file(i)
 				if err != nil {
-					fileErrs[i] = ErrorList{{File: files[i], Msg: err.Error()}}
+					fileErrs[i] = ErrorList{{File: name, Msg: err.Error()}}
 					continue
 				}
-				parsed[i] = parseFile(files[i], data, &fileErrs[i])
+				parsed[i] = parseFile(name, data, &fileErrs[i])
 			}
 		})
 	}
-	for i := range files {
+	for i := range n {
 		next <- i
 	}
 	close(next)
@@ -74,7 +83,7 @@ func Load(paths ...string) (*Set, error) {
 
 	var entries []*entry
 	lists := []*ErrorList{&errs}
-	for i := range files {
+	for i := range n {
 		entries = append(entries, parsed[i]...)
 		lists = append(lists, &fileErrs[i])
 	}

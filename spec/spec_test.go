@@ -553,3 +553,16 @@ capabilities:
 		}
 	}
 }
+
+// TestParseFiles checks that in-memory files (a Git source) form one set as files
+// on disk do: references resolve across them and names are unique across them.
+func TestParseFiles(t *testing.T) {
+	set, err := ParseFiles([]File{{"repo:base.yaml", []byte(base)}, {"repo:m.yaml", []byte(m("network: lan"))}})
+	if err != nil || set.Machine("m") == nil || set.Machine("m").Source.File != "repo:m.yaml" {
+		t.Fatalf("ParseFiles: %v", err)
+	}
+	_, err = ParseFiles([]File{{"repo:base.yaml", []byte(base)}, {"a.yaml", []byte(m())}, {"b.yaml", []byte(m())}})
+	if err == nil || !strings.Contains(err.Error(), `b.yaml:3:7: name: Machine "m" is already defined at a.yaml:1`) {
+		t.Errorf("duplicate across files: %v", err)
+	}
+}
