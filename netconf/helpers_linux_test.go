@@ -138,3 +138,55 @@ func dialIn(pid int, addr string) (string, error) {
 }
 
 func itoa(i int) string { return fmt.Sprint(i) }
+
+// udpEchoIn answers every datagram it gets in the network namespace of pid
+// with "NAME: " and the datagram.
+func udpEchoIn(t *testing.T, pid int, name, addr string) {
+	t.Helper()
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var pc net.PacketConn
+	if err := inNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp", addr); return }); err != nil {
+		t.Fatalf("listen on udp %s in %s: %v", addr, name, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(append([]byte(name+": "), buf[:n]...), from)
+		}
+	}()
+}
+
+// udpAskIn sends msg from the network namespace of pid and returns the answer.
+func udpAskIn(pid int, addr, msg string) (string, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Close()
+	var c net.Conn
+	if err := inNetns(ns, func() (err error) { c, err = net.Dial("udp", addr); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for try := 0; try < 3; try++ {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+	}
+	return "", fmt.Errorf("udp %s: no answer", addr)
+}

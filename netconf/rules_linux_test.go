@@ -183,3 +183,52 @@ func TestApplyRules(t *testing.T) {
 		t.Fatalf("drift of the empty ruleset: %q, %v", d, err)
 	}
 }
+
+// IPv6 forwards from [::1] go through LoopbackProxy (the kernel cannot), UDP
+// forwards work like TCP ones, and a taken host port is a clear error.
+func TestLoopbackProxyAndUDP(t *testing.T) {
+	ctx := context.Background()
+	w := newNATWorld(t)
+	listenIn(t, w.m1.pid, "web", ":80")
+	udpEchoIn(t, w.m1.pid, "echo", ":5353")
+	fwds := []Forward{
+		{Machine: w.a1.Machine, Proto: "tcp", HostPort: 8080, Addr: w.a1.Addr4.Addr(), Port: 80},
+		{Machine: w.a1.Machine, Proto: "tcp", HostPort: 8080, Addr: w.a1.Addr6.Addr(), Port: 80},
+		{Machine: w.a1.Machine, Proto: "udp", HostPort: 53, Addr: w.a1.Addr4.Addr(), Port: 5353},
+		{Machine: w.a1.Machine, Proto: "udp", HostPort: 53, Addr: w.a1.Addr6.Addr(), Port: 5353},
+	}
+	if err := w.h.ApplyRules(ctx, Ruleset{Networks: []NATNetwork{w.net}, Forwards: fwds}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := w.h.ProxyLoopback(ctx, fwds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if len(p.Forwards()) != 2 {
+		t.Fatalf("proxy serves %v, want the two IPv6 forwards", p.Forwards())
+	}
+	got, err := dialIn(w.host.pid, "[::1]:8080")
+	if err != nil || !strings.Contains(got, "hello from web to [fd88::2]:80") {
+		t.Fatalf("tcp [::1]:8080: %q, %v", got, err)
+	}
+	for _, addr := range []string{"[::1]:53", "127.0.0.1:53", w.hostAddr4 + ":53", "[" + w.hostAddr6 + "]:53"} {
+		if got, err := udpAskIn(w.host.pid, addr, "ping"); err != nil || got != "echo: ping" {
+			t.Fatalf("udp %s from the host: %q, %v", addr, got, err)
+		}
+	}
+	if got, err := udpAskIn(w.outside.pid, w.hostAddr4+":53", "ping"); err != nil || got != "echo: ping" {
+		t.Fatalf("udp from outside: %q, %v", got, err)
+	}
+
+	// A second proxy for the same port fails cleanly, naming the machine.
+	if _, err := w.h.ProxyLoopback(ctx, fwds); err == nil || !strings.Contains(err.Error(), w.a1.Machine) {
+		t.Fatalf("second proxy on the same ports: want an error naming the machine, got %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialIn(w.host.pid, "[::1]:8080"); err == nil {
+		t.Fatal("[::1]:8080 still answers after the proxy closed")
+	}
+}
