@@ -3,6 +3,7 @@ package netconf
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -189,4 +190,27 @@ func udpAskIn(pid int, addr, msg string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("udp %s: no answer", addr)
+}
+
+// askIn connects from the network namespace of pid, sends req (if any) and
+// returns everything the server says until it closes.
+func askIn(pid int, addr, req string) (string, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Close()
+	var c net.Conn
+	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if req != "" {
+		if _, err := io.WriteString(c, req); err != nil {
+			return "", err
+		}
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
 }

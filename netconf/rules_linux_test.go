@@ -29,15 +29,8 @@ type natWorld struct {
 
 func newNATWorld(t *testing.T) *natWorld {
 	t.Helper()
-	testenv.RequireCommand(t, "nft", "ip", "nsenter")
 	ctx := context.Background()
-	w := &natWorld{hostAddr4: "192.0.2.1", hostAddr6: "2001:db8::1", outsideIP4: "192.0.2.2"}
-	w.h, w.host = testHost(t)
-	w.outside = newNetns(t)
-	w.b = testBridge(t)
-	if err := w.h.EnsureBridge(ctx, w.b); err != nil {
-		t.Fatal(err)
-	}
+	w := newNATWorldNoMachines(t)
 	w.m1, w.m2 = newNetns(t), newNetns(t)
 	w.a1 = attachment(testenv.UniqueName("web"), w.b, "10.88.0.2", "fd88::2")
 	w.a2 = attachment(testenv.UniqueName("cli"), w.b, "10.88.0.3", "fd88::3")
@@ -48,6 +41,21 @@ func newNATWorld(t *testing.T) *natWorld {
 		if err := w.h.Attach(ctx, x.p.pid, x.a); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return w
+}
+
+// newNATWorldNoMachines is the host, its bridge and the outside, no machines.
+func newNATWorldNoMachines(t *testing.T) *natWorld {
+	t.Helper()
+	testenv.RequireCommand(t, "nft", "ip", "nsenter")
+	ctx := context.Background()
+	w := &natWorld{hostAddr4: "192.0.2.1", hostAddr6: "2001:db8::1", outsideIP4: "192.0.2.2"}
+	w.h, w.host = testHost(t)
+	w.outside = newNetns(t)
+	w.b = testBridge(t)
+	if err := w.h.EnsureBridge(ctx, w.b); err != nil {
+		t.Fatal(err)
 	}
 	w.net = NATNetwork{Name: w.b.Network, Bridge: w.b.Name, Subnet4: w.b.Gateway4.Masked(), Subnet6: w.b.Gateway6.Masked(), Masquerade: true}
 
