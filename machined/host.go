@@ -1,16 +1,649 @@
 package machined
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/netconf"
+	"github.com/berthd/berth/rootfs"
+	"github.com/berthd/berth/spec"
 )
 
-// errNotWired is returned until the leaf packages are wired into the reconciler.
-var errNotWired = errors.New("the machine host is not wired yet")
+// leafHost is the real Host: the container, rootfs, netconf (and, on systemd
+// hosts, units) packages acting on this machine.
+type leafHost struct {
+	paths  Paths
+	images *rootfs.Store
+	leases *netconf.Leases
+	driver string // "systemd" or "cgroupfs": which the supervisors use
+
+	netMu sync.Mutex // one netlink/nftables change at a time
+}
+
+// newLeafHost opens the stores under the state directory.
+func newLeafHost(p Paths) (*leafHost, error) {
+	for _, d := range []string{p.StateDir, p.RuntimeDir, p.LogDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	images, err := rootfs.Open(p.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := netconf.OpenLeases(filepath.Join(p.StateDir, "network"))
+	if err != nil {
+		return nil, err
+	}
+	return &leafHost{paths: p, images: images, leases: leases, driver: detectDriver()}, nil
+}
 
 // OpenLocal returns a manager in the calling process, for CLI verbs when no
 // daemon runs.
-func OpenLocal(p Paths) (*Manager, error) { return nil, errNotWired }
+func OpenLocal(p Paths) (*Manager, error) {
+	h, err := newLeafHost(p)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{StateDir: p.StateDir, RuntimeDir: p.RuntimeDir, LogDir: p.LogDir, Socket: p.Socket, Parallelism: 4, Resync: Duration(time.Minute)}
+	if c, err := LoadConfig(DefaultConfigPath); err == nil && c.StateDir == p.StateDir {
+		// The one-shot manager sees the same sources as berthd would.
+		cfg.Sources = c.Sources
+	}
+	return NewManager(cfg, h, false)
+}
 
-// Main runs berthd with cfg until ctx ends.
-func Main(ctx context.Context, cfg *Config) error { return errNotWired }
+func (h *leafHost) DriverName() string { return h.driver }
+
+func (h *leafHost) runDir(name string) string { return filepath.Join(h.paths.RuntimeDir, "machines", name) }
+
+// Observe reads the supervisors' state, the image store, the roots, the bridges
+// and berth's nftables table.
+func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) {
+	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}}
+	get := func(name string) *ObservedMachine {
+		om := o.Machines[name]
+		if om == nil {
+			om = &ObservedMachine{Name: name}
+			o.Machines[name] = om
+		}
+		return om
+	}
+	attached := map[string]*netconf.Attachment{}
+	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, "machines"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !container.ValidName(e.Name()) {
+			continue
+		}
+		dir := h.runDir(e.Name())
+		st, err := container.ReadState(dir)
+		if err != nil || !st.SupervisorAlive() {
+			continue
+		}
+		om := get(e.Name())
+		om.Running = true
+		om.Phase = st.Phase
+		if w, err := readWiring(dir); err == nil {
+			om.Spec = w.Spec
+			if w.Attachment != nil {
+				attached[e.Name()] = w.Attachment
+				if st.LeaderPID > 0 {
+					h.netMu.Lock()
+					if nh, err := netconf.Open(""); err == nil {
+						if drift, err := nh.AttachmentDrift(ctx, st.LeaderPID, *w.Attachment); err == nil && len(drift) > 0 {
+							om.LinkMissing = true
+						}
+						nh.Close()
+					}
+					h.netMu.Unlock()
+				}
+			}
+		}
+	}
+	roots, err := h.images.Roots()
+	if err != nil {
+		return nil, fmt.Errorf("machine roots: %w", err)
+	}
+	for _, r := range roots {
+		om := get(r.Machine)
+		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy = true, r.Image, r.Digest, string(r.Strategy)
+	}
+	imgs, err := h.images.Images()
+	if err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	for _, i := range imgs {
+		o.Images[i.Name] = ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
+	}
+
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return nil, err
+	}
+	defer nh.Close()
+	for _, n := range d.Networks {
+		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
+		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: true, Correct: err == nil && len(drift) == 0}
+		if errors.Is(err, netconf.ErrNotFound) {
+			on.Present = false
+		}
+		o.Networks[n.Name] = on
+	}
+	known, _ := h.knownNetworks()
+	for name, bridge := range known {
+		if _, ok := o.Networks[name]; ok {
+			continue
+		}
+		if _, err := nh.BridgeDrift(ctx, netconf.Bridge{Name: bridge, Network: name}); !errors.Is(err, netconf.ErrNotFound) {
+			o.Networks[name] = ObservedNetwork{Name: name, Bridge: bridge, Present: true}
+		}
+	}
+	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
+	o.RulesCurrent = err == nil && len(drift) == 0
+	return o, nil
+}
+
+// knownNetworks are the networks berth made on this host (name → bridge), kept
+// so that one no longer declared can be removed.
+func (h *leafHost) knownNetworks() (map[string]string, error) {
+	out := map[string]string{}
+	b, err := os.ReadFile(filepath.Join(h.paths.StateDir, "berthd", "networks"))
+	if err != nil {
+		return out, err
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 {
+			out[f[0]] = f[1]
+		}
+	}
+	return out, nil
+}
+
+func (h *leafHost) setKnownNetwork(name, bridge string) error {
+	known, _ := h.knownNetworks()
+	if bridge == "" {
+		delete(known, name)
+	} else {
+		known[name] = bridge
+	}
+	var lines []string
+	for n, b := range known {
+		lines = append(lines, n+" "+b)
+	}
+	slices.Sort(lines)
+	dir := filepath.Join(h.paths.StateDir, "berthd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, "networks"), []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+}
+
+func (h *leafHost) EnsureNetwork(ctx context.Context, n *spec.Network) error {
+	if n == nil {
+		return fmt.Errorf("network: %w", ErrNotFound)
+	}
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	if err := h.setKnownNetwork(n.Name, n.Bridge); err != nil {
+		return err
+	}
+	return nh.EnsureBridge(ctx, bridgeOf(n))
+}
+
+func (h *leafHost) RemoveNetwork(ctx context.Context, name string) error {
+	known, _ := h.knownNetworks()
+	bridge := known[name]
+	if bridge == "" {
+		return nil
+	}
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	if err := nh.DeleteBridge(ctx, bridge); err != nil && !errors.Is(err, netconf.ErrNotFound) {
+		return err
+	}
+	_ = h.leases.ReleaseNetwork(name)
+	return h.setKnownNetwork(name, "")
+}
+
+func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
+	if img == nil {
+		return fmt.Errorf("image: %w", ErrNotFound)
+	}
+	src, err := imageSource(img)
+	if err != nil {
+		return err
+	}
+	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressLogger(img.Name)})
+	return err
+}
+
+// imageSource maps an Image definition to the image store's source.
+func imageSource(img *spec.Image) (rootfs.Source, error) {
+	switch {
+	case img.Directory != "":
+		return rootfs.DirSource(img.Directory), nil
+	case img.Tar != nil:
+		loc := img.Tar.Path
+		if loc == "" {
+			loc = img.Tar.URL
+		}
+		return rootfs.TarSource(loc, img.Tar.SHA256), nil
+	case img.Debootstrap != nil:
+		db := img.Debootstrap
+		return rootfs.DebootstrapSource(db.Suite, db.Mirror, db.Variant, db.Packages), nil
+	}
+	return nil, fmt.Errorf("image %q: no source", img.Name)
+}
+
+// addresses allocates (or finds again) the machine's addresses on its network.
+func (h *leafHost) attachment(d *spec.Set, m *spec.Machine) (*netconf.Attachment, error) {
+	n := d.Network(m.Network.Name)
+	if n == nil {
+		return nil, fmt.Errorf("machine %q: network %q is not declared", m.Name, m.Network.Name)
+	}
+	// Other machines' static addresses are reserved even before they start.
+	var reserved4, reserved6 []netip.Addr
+	for _, o := range d.Machines {
+		if o.Name == m.Name || o.Network.Name != n.Name {
+			continue
+		}
+		if o.Network.Address.IsValid() {
+			reserved4 = append(reserved4, o.Network.Address.Addr())
+		}
+		if o.Network.Address6.IsValid() {
+			reserved6 = append(reserved6, o.Network.Address6.Addr())
+		}
+	}
+	a := &netconf.Attachment{Machine: m.Name, Bridge: n.Bridge, HostIf: netconf.HostIfName(m.Name)}
+	if m.Network.MAC != "" {
+		mac, err := parseMAC(m.Network.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("machine %q: network.mac: %w", m.Name, err)
+		}
+		a.MAC = mac
+	}
+	var static netip.Addr
+	if m.Network.Address.IsValid() {
+		static = m.Network.Address.Addr()
+	}
+	p4, err := h.leases.Allocate(n.Name, n.Subnet, n.Gateway, m.Name, static, reserved4...)
+	if err != nil {
+		return nil, err
+	}
+	a.Addr4, a.Gateway4 = p4, n.Gateway
+	if n.Subnet6.IsValid() {
+		var static6 netip.Addr
+		if m.Network.Address6.IsValid() {
+			static6 = m.Network.Address6.Addr()
+		}
+		p6, err := h.leases.Allocate(n.Name, n.Subnet6, n.Gateway6, m.Name, static6, reserved6...)
+		if err != nil {
+			return nil, err
+		}
+		a.Addr6, a.Gateway6 = p6, n.Gateway6
+	}
+	return a, nil
+}
+
+// StartMachine makes the root if needed, attaches the network and starts a
+// detached supervisor.
+func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error {
+	root, err := h.images.Root(m.Name)
+	if errors.Is(err, rootfs.ErrNotFound) {
+		root, err = h.images.CreateRoot(ctx, m.Name, m.Image, rootfs.Strategy(m.Root.Strategy))
+	}
+	if err != nil {
+		return fmt.Errorf("machine %q: root: %w", m.Name, err)
+	}
+	for _, mt := range m.Mounts {
+		if mt.Type == spec.MountBind && mt.Create {
+			if err := os.MkdirAll(mt.Source, 0o755); err != nil {
+				return fmt.Errorf("machine %q: mount source %s: %w", m.Name, mt.Source, err)
+			}
+		}
+	}
+	cfg := containerConfig(h.paths, m, root)
+	w := &wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
+	if m.Network.Private() {
+		att, err := h.attachment(d, m)
+		if err != nil {
+			return err
+		}
+		w.Attachment, w.Network = att, m.Network.Name
+	}
+	if err := writeWiring(cfg.RuntimeDir, w); err != nil {
+		return fmt.Errorf("machine %q: %w", m.Name, err)
+	}
+	if _, err := container.SpawnDetached(ctx, cfg, SuperviseStage); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) error {
+	dir := h.runDir(name)
+	c, err := container.Dial(dir)
+	if errors.Is(err, container.ErrNotRunning) {
+		return nil // already stopped is success
+	}
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", name, err)
+	}
+	if terminate {
+		err = c.Terminate(ctx)
+	} else {
+		err = c.Poweroff(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", name, err)
+	}
+	_, err = c.Wait(ctx)
+	return err
+}
+
+func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
+	dir := h.runDir(m.Name)
+	c, err := container.Dial(dir)
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", m.Name, err)
+	}
+	if err := c.Update(ctx, containerResources(m.Resources)); err != nil {
+		return fmt.Errorf("machine %q: update limits: %w", m.Name, err)
+	}
+	// The running machine now matches the definition in everything that needs no
+	// restart; record it so the next plan compares against it.
+	w, err := readWiring(dir)
+	if err != nil {
+		return err
+	}
+	old := w.Spec
+	c2 := *m
+	if old != nil {
+		// Keep what would still need a restart as it was started.
+		r := restartRelevant(old)
+		r.Resources, r.Network.Ports, r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Resources, m.Network.Ports, m.Restart, m.StopTimeout, m.Root.OnImageChange
+		r.Source, r.State, r.Image = m.Source, m.State, old.Image
+		c2 = r
+	}
+	w.Spec = &c2
+	return writeWiring(dir, w)
+}
+
+func (h *leafHost) RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error {
+	dir := h.runDir(m.Name)
+	st, err := container.ReadState(dir)
+	if err != nil {
+		return err
+	}
+	w, err := readWiring(dir)
+	if err != nil {
+		return err
+	}
+	if w.Attachment == nil || st.LeaderPID == 0 {
+		return nil
+	}
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	return nh.Attach(ctx, st.LeaderPID, *w.Attachment)
+}
+
+func (h *leafHost) RemoveRoot(ctx context.Context, name string) error {
+	if _, err := h.images.RemoveRoot(name, true); err != nil && !errors.Is(err, rootfs.ErrNotFound) {
+		return err
+	}
+	leases, _ := h.leases.Leases()
+	for _, l := range leases {
+		if l.Machine == name {
+			_ = h.leases.Release(l.Network, name)
+		}
+	}
+	return nil
+}
+
+func (h *leafHost) ApplyRules(ctx context.Context, d *spec.Set) error {
+	attached := map[string]*netconf.Attachment{}
+	ents, _ := os.ReadDir(filepath.Join(h.paths.RuntimeDir, "machines"))
+	for _, e := range ents {
+		dir := h.runDir(e.Name())
+		if st, err := container.ReadState(dir); err != nil || !st.SupervisorAlive() {
+			continue
+		}
+		if w, err := readWiring(dir); err == nil && w.Attachment != nil {
+			attached[e.Name()] = w.Attachment
+		}
+	}
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	return nh.ApplyRules(ctx, ruleset(d, attached))
+}
+
+func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
+	dir := h.runDir(name)
+	st, _ := container.ReadState(dir)
+	c, err := container.Dial(dir)
+	var ex container.ExitStatus
+	if err == nil {
+		ex, err = c.Wait(ctx)
+	}
+	if err != nil {
+		// The supervisor is gone: its last state says how the machine ended.
+		st2, rerr := container.ReadState(dir)
+		if rerr != nil || st2.Exit == nil {
+			return ExitInfo{Code: 1, Reason: "supervisor vanished", Time: time.Now(), Started: st.StartedAt}, nil
+		}
+		ex = *st2.Exit
+	}
+	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
+}
+
+func (h *leafHost) Signal(ctx context.Context, name string, req KillRequest) error {
+	sig, err := parseSignal(req.Signal)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	whom := req.Whom
+	if whom == "" {
+		whom = "all"
+	}
+	if whom != "all" && whom != "leader" {
+		return fmt.Errorf("kill-whom %q: want leader or all: %w", whom, ErrInvalid)
+	}
+	c, err := container.Dial(h.runDir(name))
+	if err != nil {
+		return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+	}
+	return c.Kill(ctx, sig, whom)
+}
+
+func (h *leafHost) Reboot(ctx context.Context, name string) error {
+	c, err := container.Dial(h.runDir(name))
+	if err != nil {
+		return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+	}
+	return c.Reboot(ctx)
+}
+
+// Describe adds what only the running machine knows to its status.
+func (h *leafHost) Describe(ctx context.Context, st *MachineStatus, detail bool) {
+	dir := h.runDir(st.Name)
+	if root, err := h.images.Root(st.Name); err == nil {
+		st.Root = root.Path
+	}
+	if s, err := container.ReadState(dir); err == nil && s.SupervisorAlive() {
+		st.Since, st.ReadySince = s.StartedAt, s.ReadyAt
+		st.SupervisorPID, st.LeaderPID = s.SupervisorPID, s.LeaderPID
+		st.Cgroup, st.Driver = s.CgroupPath, s.Driver
+		if w, err := readWiring(dir); err == nil {
+			if w.Attachment != nil {
+				for _, p := range []netip.Prefix{w.Attachment.Addr4, w.Attachment.Addr6} {
+					if p.IsValid() {
+						st.Addresses = append(st.Addresses, p.Addr().String())
+					}
+				}
+			}
+			if detail && w.Spec != nil {
+				st.Limits = limitsMap(w.Spec.Resources)
+			}
+		}
+		if detail && s.CgroupPath != "" {
+			if u, err := container.Usage(s.CgroupPath); err == nil {
+				st.Usage = map[string]any{"memory": spec.Size(u.MemoryBytes).String(), "tasks": u.Pids, "cpu": u.CPU.Round(time.Millisecond).String()}
+			}
+		}
+	}
+	if detail {
+		st.Console = tailLines(filepath.Join(h.paths.LogDir, st.Name+".console.log"), 12)
+	}
+}
+
+func limitsMap(r spec.Resources) map[string]any {
+	m := map[string]any{}
+	if r.MemoryMax > 0 {
+		m["memoryMax"] = r.MemoryMax.String()
+	}
+	if r.MemoryHigh > 0 {
+		m["memoryHigh"] = r.MemoryHigh.String()
+	}
+	if r.CPUs > 0 {
+		m["cpus"] = r.CPUs
+	}
+	if r.CPUWeight > 0 {
+		m["cpuWeight"] = r.CPUWeight
+	}
+	if r.PidsMax > 0 {
+		m["pidsMax"] = r.PidsMax
+	}
+	if r.IOWeight > 0 {
+		m["ioWeight"] = r.IOWeight
+	}
+	return m
+}
+
+func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus {
+	o, err := h.Observe(ctx, d)
+	if err != nil {
+		o = &Observed{}
+	}
+	var out []NetworkStatus
+	for _, n := range d.Networks {
+		ns := NetworkStatus{Name: n.Name, Bridge: n.Bridge, Subnet: n.Subnet.String(), NAT: n.Masquerade(), Machines: []string{}}
+		if n.Subnet6.IsValid() {
+			ns.Subnet6 = n.Subnet6.String()
+		}
+		if n.Gateway.IsValid() {
+			ns.Gateway = n.Gateway.String()
+		}
+		if on, ok := o.Networks[n.Name]; ok {
+			ns.Present = on.Present
+		}
+		for _, m := range d.Machines {
+			if m.Network.Name == n.Name {
+				ns.Machines = append(ns.Machines, m.Name)
+			}
+		}
+		out = append(out, ns)
+	}
+	return out
+}
+
+// tailLines returns the last n lines of a file (a console log).
+func tailLines(path string, n int) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	const window = 16 << 10
+	off := max(0, st.Size()-window)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil
+	}
+	text := strings.ReplaceAll(string(buf), "\r", "")
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if off > 0 && len(lines) > 0 {
+		lines = lines[1:] // the first is probably cut
+	}
+	var out []string
+	for _, l := range lines {
+		if l = strings.TrimSpace(stripANSI(l)); l != "" {
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return out
+}
+
+// stripANSI removes terminal escape sequences (systemd colours its console).
+func stripANSI(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] < 0x40 || s[j] > 0x7e) {
+				j++
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// progressLogger reports long image work in the daemon's log.
+func progressLogger(image string) func(string) {
+	var last time.Time
+	return func(msg string) {
+		if time.Since(last) < 5*time.Second {
+			return
+		}
+		last = time.Now()
+		slog.Info("building image", "image", image, "progress", msg)
+	}
+}
