@@ -37,11 +37,13 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- Serve(ctx, cfg.Socket, m) }()
 
-	w, err := m.watchDirs(ctx)
-	if err != nil {
-		slog.Warn("watching definition directories failed; relying on the periodic resync", "err", err)
-	} else {
-		defer w.Close()
+	if len(m.sources.dirs) > 0 {
+		w, err := m.watchDirs(ctx)
+		if err != nil {
+			slog.Warn("watching definition directories failed; relying on the periodic resync", "err", err)
+		} else {
+			defer w.Close()
+		}
 	}
 
 	m.sources.pollGit(ctx)

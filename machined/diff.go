@@ -3,6 +3,7 @@ package machined
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -51,58 +52,68 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	return c
 }
 
-// diffJSON lists the leaves that differ between a and b, named by their JSON
-// path under prefix: "resources.memoryMax: 512M → 1G".
+// diffJSON lists the leaves that differ between a and b (values of one type),
+// named by their JSON path under prefix and shown the way a person writes them:
+// "resources.memoryMax: 512M → 1G".
 func diffJSON(prefix string, a, b any) []string {
-	var va, vb any
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if string(ja) == string(jb) {
-		return nil
-	}
-	_ = json.Unmarshal(ja, &va)
-	_ = json.Unmarshal(jb, &vb)
 	var out []string
-	diffTree(prefix, va, vb, &out)
+	diffValue(prefix, reflect.ValueOf(a), reflect.ValueOf(b), &out)
 	sort.Strings(out)
 	return out
 }
 
-func diffTree(path string, a, b any, out *[]string) {
-	ma, oka := a.(map[string]any)
-	mb, okb := b.(map[string]any)
-	if oka && okb {
-		keys := map[string]bool{}
-		for k := range ma {
-			keys[k] = true
-		}
-		for k := range mb {
-			keys[k] = true
-		}
-		for k := range keys {
-			p := k
-			if path != "" {
-				p = path + "." + k
+func diffValue(path string, a, b reflect.Value, out *[]string) {
+	if a.Kind() == reflect.Struct && a.Type() == b.Type() && !isTextual(a) {
+		t := a.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
 			}
-			diffTree(p, ma[k], mb[k], out)
+			if name == "" {
+				name = f.Name
+			}
+			p := name
+			if path != "" {
+				p = path + "." + name
+			}
+			diffValue(p, a.Field(i), b.Field(i), out)
 		}
 		return
 	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if string(ja) == string(jb) {
+	if reflect.DeepEqual(a.Interface(), b.Interface()) {
 		return
 	}
 	*out = append(*out, fmt.Sprintf("%s: %s → %s", path, show(a), show(b)))
 }
 
-func show(v any) string {
-	if v == nil {
+// isTextual reports whether a struct value has its own text form (netip.Prefix).
+func isTextual(v reflect.Value) bool {
+	_, ok := v.Interface().(fmt.Stringer)
+	return ok
+}
+
+// show renders a value as the definitions write it.
+func show(v reflect.Value) string {
+	if v.IsZero() {
 		return "(unset)"
 	}
-	if s, ok := v.(string); ok {
-		return s
+	if s, ok := v.Interface().(fmt.Stringer); ok {
+		return s.String()
 	}
-	b, _ := json.Marshal(v)
-	return strings.ReplaceAll(string(b), `"`, "")
+	switch v.Kind() {
+	case reflect.Slice:
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = show(v.Index(i))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case reflect.Pointer:
+		return show(v.Elem())
+	case reflect.Map, reflect.Struct:
+		b, _ := json.Marshal(v.Interface())
+		return string(b)
+	}
+	return fmt.Sprint(v.Interface())
 }

@@ -93,7 +93,9 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		}
 		dir := h.runDir(e.Name())
 		st, err := container.ReadState(dir)
-		if err != nil || !st.SupervisorAlive() {
+		// A supervisor still tidying up after its machine ended does not count
+		// as running: the machine is gone.
+		if err != nil || !st.SupervisorAlive() || st.Phase == container.PhaseExited {
 			continue
 		}
 		om := get(e.Name())
@@ -141,9 +143,9 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	defer nh.Close()
 	for _, n := range d.Networks {
 		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
-		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: true, Correct: err == nil && len(drift) == 0}
-		if errors.Is(err, netconf.ErrNotFound) {
-			on.Present = false
+		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: !bridgeMissing(drift), Correct: err == nil && len(drift) == 0, Drift: drift}
+		if err != nil {
+			on.Drift = append(on.Drift, err.Error())
 		}
 		o.Networks[n.Name] = on
 	}
@@ -152,13 +154,24 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		if _, ok := o.Networks[name]; ok {
 			continue
 		}
-		if _, err := nh.BridgeDrift(ctx, netconf.Bridge{Name: bridge, Network: name}); !errors.Is(err, netconf.ErrNotFound) {
+		if drift, err := nh.BridgeDrift(ctx, netconf.Bridge{Name: bridge, Network: name}); err == nil && !bridgeMissing(drift) {
 			o.Networks[name] = ObservedNetwork{Name: name, Bridge: bridge, Present: true}
 		}
 	}
 	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
 	o.RulesCurrent = err == nil && len(drift) == 0
 	return o, nil
+}
+
+// bridgeMissing tells from netconf's drift report whether the bridge is gone
+// altogether (then it is created, not repaired).
+func bridgeMissing(drift []string) bool {
+	for _, d := range drift {
+		if strings.HasSuffix(d, " is missing") {
+			return true
+		}
+	}
+	return false
 }
 
 // knownNetworks are the networks berth made on this host (name → bridge), kept
@@ -250,16 +263,16 @@ func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 func imageSource(img *spec.Image) (rootfs.Source, error) {
 	switch {
 	case img.Directory != "":
-		return rootfs.DirSource(img.Directory), nil
+		return rootfs.Dir{Path: img.Directory}, nil
 	case img.Tar != nil:
 		loc := img.Tar.Path
 		if loc == "" {
 			loc = img.Tar.URL
 		}
-		return rootfs.TarSource(loc, img.Tar.SHA256), nil
+		return rootfs.Tar{Location: loc, SHA256: img.Tar.SHA256}, nil
 	case img.Debootstrap != nil:
 		db := img.Debootstrap
-		return rootfs.DebootstrapSource(db.Suite, db.Mirror, db.Variant, db.Packages), nil
+		return rootfs.Debootstrap{Suite: db.Suite, Mirror: db.Mirror, Variant: db.Variant, Packages: db.Packages}, nil
 	}
 	return nil, fmt.Errorf("image %q: no source", img.Name)
 }
@@ -332,6 +345,9 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 		}
 	}
 	cfg := containerConfig(h.paths, m, root)
+	if err := waitSupervisorGone(ctx, cfg.RuntimeDir, 15*time.Second); err != nil {
+		return fmt.Errorf("machine %q: %w", m.Name, err)
+	}
 	w := &wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
@@ -347,6 +363,30 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 		return err
 	}
 	return nil
+}
+
+// waitSupervisorGone waits until the supervisor of a machine that has ended
+// (it may still be removing its cgroup) is gone, so a restart does not collide
+// with it.
+func waitSupervisorGone(ctx context.Context, runDir string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := container.ReadState(runDir)
+		if err != nil || !st.SupervisorAlive() {
+			return nil
+		}
+		if st.Phase != container.PhaseExited {
+			return fmt.Errorf("already running (supervisor PID %d)", st.SupervisorPID)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the previous supervisor (PID %d) has not finished after %s", st.SupervisorPID, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) error {
@@ -636,14 +676,23 @@ func stripANSI(s string) string {
 	return b.String()
 }
 
-// progressLogger reports long image work in the daemon's log.
-func progressLogger(image string) func(string) {
+// progressLogger reports long image work in the daemon's log, at most every
+// few seconds and at each new phase.
+func progressLogger(image string) rootfs.ProgressFunc {
 	var last time.Time
-	return func(msg string) {
-		if time.Since(last) < 5*time.Second {
+	phase := ""
+	return func(p rootfs.Progress) {
+		if p.Phase == phase && time.Since(last) < 5*time.Second {
 			return
 		}
-		last = time.Now()
-		slog.Info("building image", "image", image, "progress", msg)
+		last, phase = time.Now(), p.Phase
+		attrs := []any{"image", image, "phase", p.Phase}
+		if p.Total > 0 {
+			attrs = append(attrs, "done", fmt.Sprintf("%d%%", p.Done*100/p.Total))
+		}
+		if p.Message != "" {
+			attrs = append(attrs, "msg", p.Message)
+		}
+		slog.Info("building image", attrs...)
 	}
 }

@@ -206,6 +206,10 @@ func countFailed(r *ApplyResult) int {
 	return n
 }
 
+// rulesFollow is the reason of the rules update apply adds after machines
+// started or stopped; it is not shown unless it fails.
+const rulesFollow = "port forwards follow the running machines"
+
 // apply runs a plan's actions phase by phase (networks, images, machines, rules,
 // removals); within a phase, actions run in parallel up to the configured limit.
 // One failing action never stops the others; each failure is recorded and
@@ -235,7 +239,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 	for phase, idx := range phases {
 		if phase == 3 && len(idx) == 0 && len(phases[2]) > 0 {
 			// Machines started or stopped: their port forwards change with them.
-			p.Actions = append(p.Actions, Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "port forwards follow the running machines"})
+			p.Actions = append(p.Actions, Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: rulesFollow})
 			results = append(results, ActionResult{})
 			idx = []int{len(p.Actions) - 1}
 		}
@@ -276,7 +280,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 		wg.Wait()
 	}
 	for i, r := range results {
-		if p.Actions[i].Op == OpNote {
+		if p.Actions[i].Op == OpNote || (p.Actions[i].Reason == rulesFollow && r.Error == "") {
 			continue
 		}
 		res.Results = append(res.Results, r)
@@ -307,10 +311,10 @@ func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a Action) erro
 		ev.Kind = EvImageBuilt
 		err = m.host.BuildImage(ctx, d.Image(a.Name))
 	case KindRules:
-		ev.Kind = EvDriftFixed
-		err = m.host.ApplyRules(ctx, d)
-		if err == nil && a.Reason == "port forwards follow the running machines" {
-			return nil // routine, not news
+		// Rules follow the machines that run; a change is routine, not news.
+		if err = m.host.ApplyRules(ctx, d); err == nil {
+			log.Debug("applied", "op", a.Op, "kind", a.Kind, "reason", a.Reason)
+			return nil
 		}
 	case KindMachine:
 		ev.Machine = a.Name

@@ -49,8 +49,9 @@ type ObservedImage struct {
 type ObservedNetwork struct {
 	Name    string
 	Bridge  string
-	Present bool // the bridge exists
-	Correct bool // with the declared addresses, up
+	Present bool     // the bridge exists
+	Correct bool     // with the declared addresses, up
+	Drift   []string // how it differs, when it does
 }
 
 // PlanOptions tune a plan.
@@ -79,7 +80,7 @@ func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOpti
 		case !ok || !on.Present:
 			add(Action{Op: OpCreate, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
 		case !on.Correct:
-			add(Action{Op: OpRepair, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared (address or state)", n.Bridge)})
+			add(Action{Op: OpRepair, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
 		}
 	}
 

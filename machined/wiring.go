@@ -68,6 +68,9 @@ func writeWiring(runDir string, w *wiring) error {
 	return fsutil.WriteFileAtomic(filepath.Join(runDir, wiringFile), append(b, '\n'), 0o600)
 }
 
+// rootLock is the machine root's lock a detached supervisor holds for its life.
+var rootLock *rootfs.RootLock
+
 // superviseHooks joins the leaf packages into one detached supervisor: it holds
 // the machine root's lock for the machine's whole life, attaches the network
 // from outside before the guest's init runs, and uses the systemd scope and
@@ -83,8 +86,9 @@ func superviseHooks(ctx context.Context, cfg container.Config) (container.Hooks,
 		if err != nil {
 			return h, fmt.Errorf("machine %q: %w", cfg.Name, err)
 		}
-		// The lock is released by the kernel when this process ends, however it ends.
-		if _, err := store.LockRoot(cfg.Name); err != nil {
+		// The lock is released by the kernel when this process ends, however it
+		// ends; until then rootLock keeps its file from being collected.
+		if rootLock, err = store.LockRoot(cfg.Name); err != nil {
 			return h, fmt.Errorf("machine %q: %w", cfg.Name, err)
 		}
 	}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/berthd/berth/container"
+)
+
+// leaderOf returns the PID 1 of a running machine, from its supervisor's state.
+func leaderOf(name string) (int, error) {
+	dir := filepath.Join(cliPaths().RuntimeDir, "machines", name)
+	st, err := container.ReadState(dir)
+	if err != nil || !st.SupervisorAlive() || st.LeaderPID == 0 {
+		return 0, fmt.Errorf("machine %q is not running", name)
+	}
+	return st.LeaderPID, nil
+}
+
+// loginShell is root's shell in the machine (from its /etc/passwd, read through
+// the leader's root), or /bin/sh.
+func loginShell(leader int) string {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/root/etc/passwd", leader))
+	if err != nil {
+		return "/bin/sh"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ":")
+		if len(fields) == 7 && fields[0] == "root" && strings.HasPrefix(fields[6], "/") {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", leader, fields[6])); err == nil {
+				return fields[6]
+			}
+		}
+	}
+	return "/bin/sh"
+}
+
+func init() {
+	var env []string
+	var dir string
+	var tty, noTTY bool
+	shellCmd := &cobra.Command{
+		Use:   "shell NAME [COMMAND [ARG...]]",
+		Short: "Open a login shell in a running machine, or run a command there; exits with its exit code",
+		Long: `shell joins a running machine's namespaces, root and cgroup and runs root's login
+shell there, or COMMAND. On a terminal it gets a pty of the machine's own (the
+guest sees /dev/pts/N); otherwise stdin, stdout and stderr pass through. berth
+exits with the command's exit code (128+N when signal N ended it), unlike
+machinectl shell. No daemon is needed.`,
+		Example: `  berth shell web
+  berth shell web systemctl is-system-running
+  echo hello | berth shell web sh -c 'cat > /tmp/x'`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeMachines,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			leader, err := leaderOf(args[0])
+			if err != nil {
+				return err
+			}
+			opts := container.EnterOptions{Command: args[1:], Env: env, Dir: dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			if len(opts.Command) == 0 {
+				opts.Command = []string{loginShell(leader), "-l"}
+				if dir == "" {
+					opts.Dir = "/root"
+				}
+			}
+			isTTY := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+			opts.TTY = (isTTY || tty) && !noTTY
+			if t := os.Getenv("TERM"); t != "" {
+				opts.Env = append([]string{"TERM=" + t}, opts.Env...)
+			}
+			if opts.TTY && isTTY {
+				if c, r, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
+					opts.Rows, opts.Cols = uint16(r), uint16(c)
+				}
+				old, err := term.MakeRaw(int(os.Stdin.Fd()))
+				if err == nil {
+					defer term.Restore(int(os.Stdin.Fd()), old)
+				}
+			}
+			// Signals typed at the terminal go through the pty; without one,
+			// SIGINT/SIGTERM end the command in the machine, not berth first.
+			signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+			code, err := container.Enter(cmd.Context(), leader, opts)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	f := shellCmd.Flags()
+	f.SetInterspersed(false)
+	f.StringArrayVarP(&env, "setenv", "E", nil, "KEY=VALUE for the command (repeatable)")
+	f.StringVar(&dir, "workdir", "", "working directory in the machine (default /root for a login shell, / otherwise)")
+	f.BoolVarP(&tty, "tty", "t", false, "allocate a pty even when stdin is not a terminal")
+	f.BoolVarP(&noTTY, "no-tty", "T", false, "never allocate a pty")
+
+	var follow bool
+	var lines int
+	logsCmd := &cobra.Command{
+		Use:               "logs NAME",
+		Short:             "Print a machine's console log; -f follows it",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeMachines,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := filepath.Join(cliPaths().LogDir, args[0]+".console.log")
+			return printLog(cmd, p, lines, follow)
+		},
+	}
+	logsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the console writes")
+	logsCmd.Flags().IntVarP(&lines, "lines", "n", 200, "how many of the last lines to print first (0: all)")
+
+	networkCmd := &cobra.Command{Use: "network", Short: "Networks: list"}
+	networkCmd.AddCommand(&cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the declared networks: bridge, subnet, machines",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			nets, err := api.Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				if nets == nil {
+					return printJSON(cmd.OutOrStdout(), []any{})
+				}
+				return printJSON(cmd.OutOrStdout(), nets)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tBRIDGE\tSUBNET\tMACHINES")
+			for _, n := range nets {
+				subnet := n.Subnet
+				if n.Subnet6 != "" {
+					subnet += "," + n.Subnet6
+				}
+				bridge := n.Bridge
+				if !n.Present {
+					bridge += " (absent)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, bridge, subnet, dash(strings.Join(n.Machines, ",")))
+			}
+			return tw.Flush()
+		},
+	})
+	rootCmd.AddCommand(shellCmd, logsCmd, networkCmd)
+}
+
+// printLog prints the last lines of a console log (with its rotated .1 before
+// it when needed) and, when follow, what is appended, across rotations.
+func printLog(cmd *cobra.Command, path string, lines int, follow bool) error {
+	out := cmd.OutOrStdout()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		if !follow {
+			return fmt.Errorf("no console log at %s (has the machine ever run?)", path)
+		}
+	} else if err != nil {
+		return err
+	}
+	if f != nil {
+		data, _ := io.ReadAll(f)
+		if lines > 0 {
+			if n := strings.Count(string(data), "\n"); n < lines {
+				if old, err := os.ReadFile(path + ".1"); err == nil {
+					data = append(old, data...)
+				}
+			}
+			data = lastLines(data, lines)
+		}
+		_, _ = out.Write(data)
+	}
+	if !follow {
+		if f != nil {
+			f.Close()
+		}
+		return nil
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	buf := make([]byte, 32<<10)
+	for {
+		if f != nil {
+			n, _ := f.Read(buf)
+			if n > 0 {
+				_, _ = out.Write(buf[:n])
+				continue
+			}
+			// Rotated? Then the path names a new, shorter file.
+			if st, err := os.Stat(path); err == nil {
+				if cur, err := f.Stat(); err == nil && !os.SameFile(st, cur) {
+					f.Close()
+					f, _ = os.Open(path)
+					continue
+				}
+			}
+		} else if nf, err := os.Open(path); err == nil {
+			f = nf
+			continue
+		}
+		select {
+		case <-sigs:
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func lastLines(data []byte, n int) []byte {
+	count := 0
+	for i := len(data) - 1; i >= 0; i-- {
+		if data[i] == '\n' && i != len(data)-1 {
+			count++
+			if count == n {
+				return data[i+1:]
+			}
+		}
+	}
+	return data
+}
