@@ -143,3 +143,5 @@ func inOverlay(t testing.TB, r *Root, script string) string {
 	}
 	return string(out)
 }
+
+var execCommand = exec.Command
