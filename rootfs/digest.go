@@ -32,6 +32,7 @@ type treeSum struct {
 	digest string // sha256:HEX
 	size   int64  // disk usage, each inode once
 	files  int64
+	bytes  int64 // file data hashed
 }
 
 // treeDigest walks the tree at root and returns its digest and size. progress, if
@@ -100,6 +101,7 @@ func treeDigest(ctx context.Context, root string, progress func(done int64)) (tr
 		return treeSum{}, err
 	}
 	sum.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	sum.bytes = done
 	return sum, nil
 }
 

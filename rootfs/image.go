@@ -114,7 +114,7 @@ func (s *Store) Import(ctx context.Context, name string, src Source, opts Import
 	if err != nil {
 		return nil, fmt.Errorf("image %q: hash the tree: %w", name, err)
 	}
-	rep.finish(sum.size)
+	rep.finish(sum.bytes)
 	now := time.Now().UTC()
 	meta := digestMeta{Digest: sum.digest, Source: src.String(), Size: sum.size, Files: sum.files, Created: now}
 	if err := writeJSON(filepath.Join(wd.path, "image.json"), meta); err != nil {

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berthd/berth/rootfs"
+)
+
+func init() {
+	rootCmd.AddCommand(&cobra.Command{
+		Use:   "clone SRC DST",
+		Short: "Copy a stopped machine's root to a new machine",
+		Long: `Copy the root filesystem of the stopped machine SRC to a new machine root DST,
+the way SRC's root was made: for an overlay root only SRC's own changes are copied
+and the image layer is shared; a btrfs root is snapshotted. Declare DST (a Machine
+definition with name DST) to run it; berth keeps the cloned root.`,
+		Example:           `  berth clone web web-staging`,
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeMachines,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := openStore()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := interruptible()
+			defer cancel()
+			pr := newProgress(cmd.ErrOrStderr())
+			start := time.Now()
+			r, err := s.CloneRoot(rootfs.WithProgress(ctx, pr.Rootfs()), args[0], args[1])
+			pr.Done()
+			if err != nil {
+				return err
+			}
+			if jsonOutput() {
+				return printJSON(cmd.OutOrStdout(), r)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cloned %s to %s (%s, image %s) in %s\n", args[0], args[1], r.Strategy, r.Image,
+				time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	})
+}
