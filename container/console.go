@@ -1,11 +1,13 @@
 package container
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +27,10 @@ type consoleHub struct {
 	size    func() (rows, cols uint16)
 	clients map[*consoleClient]bool
 	writer  *consoleClient
+	// retiring is set once the payload is gone: the pump then stops at the
+	// first EIO, after draining what the guest wrote last, and closes pumped.
+	retiring bool
+	pumped   chan struct{}
 }
 
 type consoleClient struct {
@@ -39,9 +45,12 @@ func newConsoleHub(log *consoleLog, out io.Writer, size func() (uint16, uint16))
 // setMaster switches the hub to a new payload's console (at every boot) and
 // starts reading it until the payload's side is gone.
 func (h *consoleHub) setMaster(m *os.File) {
+	h.retire()
 	h.mu.Lock()
 	old := h.master
-	h.master = m
+	h.master, h.retiring = m, false
+	done := make(chan struct{})
+	h.pumped = done
 	if h.size != nil {
 		if rows, cols := h.size(); rows > 0 && cols > 0 {
 			_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
@@ -51,10 +60,28 @@ func (h *consoleHub) setMaster(m *os.File) {
 	if old != nil {
 		old.Close()
 	}
-	go h.pump(m)
+	go h.pump(m, done)
 }
 
-func (h *consoleHub) pump(m *os.File) {
+// retire lets the current pump drain the console and waits (briefly) for it:
+// the last lines a guest prints ("Powering off.") come after its init has
+// exited, still in the pty's buffer.
+func (h *consoleHub) retire() {
+	h.mu.Lock()
+	h.retiring = true
+	done := h.pumped
+	h.mu.Unlock()
+	if done == nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+func (h *consoleHub) pump(m *os.File, done chan struct{}) {
+	defer close(done)
 	buf := make([]byte, 16<<10)
 	for {
 		n, err := m.Read(buf)
@@ -62,9 +89,17 @@ func (h *consoleHub) pump(m *os.File) {
 			h.broadcast(buf[:n])
 		}
 		if err != nil {
-			// EIO: every slave fd is closed (the payload ended). The master is
-			// closed by setMaster or close.
-			return
+			// EIO means no slave fd is open right now. That happens while the
+			// guest runs too: agetty vhangup()s the console, systemd closes and
+			// reopens it. Keep reading (as nspawn's pty forwarder does) until
+			// the master is replaced at the next boot or closed at the end.
+			h.mu.Lock()
+			current := h.master == m && !h.retiring
+			h.mu.Unlock()
+			if !current || !errors.Is(err, syscall.EIO) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
@@ -142,6 +177,7 @@ func (h *consoleHub) attach(conn net.Conn, write bool) (writing bool) {
 }
 
 func (h *consoleHub) close() {
+	h.retire()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.master != nil {

@@ -231,6 +231,9 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File) error
 		// an attached console reaches it (and not this reaper).
 		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
 	}
+	// The command must not inherit the sync socket: the supervisor waits for
+	// it to close.
+	unix.CloseOnExec(syncFD)
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", path, err)

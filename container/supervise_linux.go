@@ -253,6 +253,9 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		}
 		ws := s.waitPayload(ctx, exitCh, readyCh, sigs, path)
 		s.killPayload(path)
+		if s.console != nil {
+			s.console.retire()
+		}
 		st, reboot := s.classify(ws)
 		if !reboot {
 			s.log.Info("machine ended", "reason", st.Reason, "code", st.Code)

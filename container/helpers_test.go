@@ -1,0 +1,241 @@
+package container_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	// probe runs inside a machine (the test binary is bound in) and reports
+	// what the guest may and may not do, one "name: result" per line.
+	container.RegisterStage("probe", probe)
+}
+
+func probe() {
+	res := func(name string, err error) {
+		if err == nil {
+			fmt.Printf("%s: ok\n", name)
+		} else {
+			fmt.Printf("%s: %v\n", name, err)
+		}
+	}
+	switch os.Args[1] {
+	case "isolation":
+		res("init_module", unix.InitModule(nil, ""))
+		res("finit_module", unix.FinitModule(0, "", 0))
+		res("mknod-block", unix.Mknod("/tmp/probe-blk", unix.S_IFBLK|0o600, int(unix.Mkdev(254, 0))))
+		res("mknod-char-null", unix.Mknod("/tmp/probe-null", unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+		_ = os.Remove("/tmp/probe-null")
+		res("write-proc-sys", os.WriteFile("/proc/sys/kernel/hostname", []byte("evil"), 0))
+		res("write-sys", os.WriteFile("/sys/kernel/uevent_helper", []byte("/evil"), 0))
+		res("mount-host-root", unix.Mount("/dev/vda", "/mnt", "ext4", 0, ""))
+		res("sysrq", os.WriteFile("/proc/sysrq-trigger", []byte("h"), 0))
+		res("settime", unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: 1}))
+	case "alloc":
+		n, _ := strconv.Atoi(os.Args[2])
+		var keep [][]byte
+		for i := 0; i < n; i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+		}
+		fmt.Println("allocated", len(keep), "MiB")
+	}
+}
+
+// machine is a test machine; cleanup is registered with t.
+type machine struct {
+	cfg  container.Config
+	done chan container.ExitStatus
+	err  error
+}
+
+// newConfig returns a config for root with unique name, runtime dir and console
+// log under t.TempDir().
+func newConfig(t *testing.T, prefix string) container.Config {
+	t.Helper()
+	tmp := t.TempDir()
+	name := testenv.UniqueName(prefix)
+	// Keep the runtime dir short: it holds unix sockets (108-byte limit).
+	run, err := os.MkdirTemp("/run", "berth-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(run) })
+	return container.Config{
+		Name:        name,
+		UUID:        strings.Repeat("ab", 12) + fmt.Sprintf("%08x", time.Now().UnixNano()&0xffffffff),
+		RuntimeDir:  run,
+		ConsoleLog:  filepath.Join(tmp, "console.log"),
+		StopTimeout: 20 * time.Second,
+	}
+}
+
+// overlayRoot gives cfg an overlay root over the cached Debian guest (nothing
+// is copied; the cache stays untouched).
+func overlayRoot(t *testing.T, cfg *container.Config, lower string) {
+	t.Helper()
+	tmp := t.TempDir()
+	for _, d := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(tmp, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Root = container.Root{Overlay: &container.Overlay{Lower: []string{lower}, Upper: filepath.Join(tmp, "upper"), Work: filepath.Join(tmp, "work")}}
+}
+
+// start supervises cfg in a goroutine and stops the machine (killing it if
+// need be) when the test ends.
+func start(t *testing.T, cfg container.Config) *machine {
+	t.Helper()
+	m := &machine{cfg: cfg, done: make(chan container.ExitStatus, 1)}
+	// A state.json of an earlier run in the same runtime dir must not be
+	// mistaken for this one.
+	_ = os.Remove(filepath.Join(cfg.RuntimeDir, "state.json"))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		st, err := container.Supervise(ctx, cfg, container.Hooks{})
+		m.err = err
+		m.done <- st
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case st := <-m.done:
+			m.done <- st
+		case <-time.After(30 * time.Second):
+			t.Errorf("machine %s did not stop", cfg.Name)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(cfg.ConsoleLog)
+			t.Logf("console log of %s:\n%s", cfg.Name, tail(b, 4000))
+		}
+	})
+	return m
+}
+
+// waitPhase waits until state.json shows phase (or the machine exited).
+func (m *machine) waitPhase(t *testing.T, phase string, boots int) container.State {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := container.ReadState(m.cfg.RuntimeDir)
+		if err == nil && st.Phase == phase && st.Boots >= boots {
+			return st
+		}
+		if err == nil && st.Phase == container.PhaseExited {
+			t.Fatalf("machine %s exited while waiting for %s: %v", m.cfg.Name, phase, st.Exit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("machine %s: not %s after 60s", m.cfg.Name, phase)
+	return container.State{}
+}
+
+func (m *machine) wait(t *testing.T) container.ExitStatus {
+	t.Helper()
+	select {
+	case st := <-m.done:
+		m.done <- st
+		return st
+	case <-time.After(60 * time.Second):
+		t.Fatalf("machine %s did not end within 60s", m.cfg.Name)
+	}
+	return container.ExitStatus{}
+}
+
+// sh runs a shell command in the machine and returns its combined output and
+// exit code.
+func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
+	t.Helper()
+	st, err := container.ReadState(m.cfg.RuntimeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code, err := container.Enter(ctx, st.LeaderPID, container.EnterOptions{
+		Command: []string{"/bin/sh", "-c", script}, Env: env, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("enter %s: %v", m.cfg.Name, err)
+	}
+	return out.String(), code
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// leaks lists what a machine may leave behind on the host: its cgroup in any
+// hierarchy, processes in it, mounts that mention its runtime dir or root.
+func leaks(t *testing.T, cfg container.Config) []string {
+	t.Helper()
+	var out []string
+	ms, _ := filepath.Glob("/sys/fs/cgroup/*/berth/" + cfg.Name)
+	if m2, _ := filepath.Glob("/sys/fs/cgroup/berth/" + cfg.Name); len(m2) > 0 {
+		ms = append(ms, m2...)
+	}
+	for _, m := range ms {
+		out = append(out, "cgroup "+m)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if strings.Contains(l, cfg.RuntimeDir) || (cfg.Root.Dir != "" && strings.Contains(l, cfg.Root.Dir)) {
+			out = append(out, "mount "+l)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte("/berth/"+cfg.Name+"/")) || bytes.HasSuffix(bytes.TrimSpace(b), []byte("/berth/"+cfg.Name)) {
+			out = append(out, "process "+p)
+		}
+	}
+	for _, f := range []string{"control.sock", "notify", "root"} {
+		if _, err := os.Lstat(filepath.Join(cfg.RuntimeDir, f)); err == nil {
+			out = append(out, "file "+filepath.Join(cfg.RuntimeDir, f))
+		}
+	}
+	return out
+}
+
+func ptyCount(t *testing.T) int {
+	b, err := os.ReadFile("/proc/sys/kernel/pty/nr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+func exitOf(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(interface{ Sys() any }); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return ws.ExitStatus()
+		}
+	}
+	t.Fatal(err)
+	return -1
+}

@@ -1,0 +1,459 @@
+package container_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/testenv"
+)
+
+// TestDebianMachine boots the Debian 12 systemd guest once and checks, on that
+// one machine, everything a booted guest must get right; then a reboot and a
+// poweroff from inside.
+func TestDebianMachine(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	lower := testenv.DebianGuest(t)
+	cfg := newConfig(t, "deb")
+	cfg.Boot = true
+	overlayRoot(t, &cfg, lower)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Mounts = []container.Mount{
+		{Type: "bind", Source: self, Target: "/opt/probe", ReadOnly: true},
+		{Type: "tmpfs", Target: "/scratch", Size: 8 << 20},
+		{Type: "bind", Source: t.TempDir(), Target: "/data", ReadOnly: true},
+	}
+	cfg.Resources = container.Resources{PidsMax: 400, MemoryMax: 256 << 20}
+	ptys := ptyCount(t)
+	m := start(t, cfg)
+	st := m.waitPhase(t, container.PhaseRunning, 1)
+
+	t.Run("running with no failed units", func(t *testing.T) {
+		out, code := m.sh(t, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
+		if code != 0 || strings.TrimSpace(out) != "running" {
+			t.Fatalf("is-system-running: exit %d, output:\n%s", code, out)
+		}
+	})
+	t.Run("state", func(t *testing.T) {
+		if st.Init != "systemd" || st.LeaderPID <= 0 || st.ReadyAt.IsZero() || !st.SupervisorAlive() {
+			t.Fatalf("state: %+v", st)
+		}
+		c, err := container.Dial(cfg.RuntimeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := c.Status(context.Background())
+		if err != nil || s2.Phase != container.PhaseRunning || s2.LeaderPID != st.LeaderPID {
+			t.Fatalf("status over the control socket: %+v, %v", s2, err)
+		}
+		u, err := container.Usage(st.CgroupPath)
+		if err != nil || u.MemoryBytes <= 0 || u.Pids <= 0 || u.CPU <= 0 {
+			t.Fatalf("usage: %+v, %v", u, err)
+		}
+	})
+	t.Run("container interface", func(t *testing.T) {
+		out, code := m.sh(t, `echo "comm=$(cat /proc/1/comm)"
+			echo "container=$(tr '\0' '\n' </proc/1/environ | grep '^container=')"
+			echo "uuid=$(cat /run/host/container-uuid)"
+			echo "manager=$(cat /run/host/container-manager)"
+			echo "virt=$(systemd-detect-virt)"
+			echo "cgroupfs=$(stat -fc %T /sys/fs/cgroup)"
+			echo "console=$(stat -c %t:%T /dev/console)"
+			test -c /dev/net/tun && echo tun=yes || echo tun=no
+			ls /dev/sd* /dev/vd* 2>/dev/null | head -1 | sed 's/^/block=/'
+			grep -c . /proc/self/mountinfo | sed 's/^/mounts=/'`)
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, out)
+		}
+		for _, want := range []string{"comm=systemd", "container=container=berth", "uuid=" + cfg.UUID[:8] + "-", "manager=berth",
+			"cgroupfs=cgroup2fs", "console=88:", "tun=no"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("missing %q in:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "block=") {
+			t.Errorf("a block device is visible:\n%s", out)
+		}
+	})
+	t.Run("isolation", func(t *testing.T) {
+		out, _ := m.sh(t, "/opt/probe isolation", "_BERTH_STAGE=probe")
+		// Loading a module fails: EPERM without CAP_SYS_MODULE (ENOSYS on a
+		// kernel without modules, as on the CI machine).
+		for _, p := range []string{"init_module: ok", "finit_module: ok", "sysrq: ok"} {
+			if strings.Contains(out, p) {
+				t.Errorf("probe: %q in:\n%s", p, out)
+			}
+		}
+		for _, want := range []string{"mknod-block: operation not permitted", "mknod-char-null: ok", "write-proc-sys: open /proc/sys/kernel/hostname: read-only file system",
+			"write-sys: open /sys/kernel/uevent_helper: read-only file system", "mount-host-root: no such file or directory",
+			"settime: operation not permitted"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("probe: missing %q in:\n%s", want, out)
+			}
+		}
+		// The host's mounts are not visible inside: every mount point is one
+		// of the machine's own.
+		mi, _ := m.sh(t, "cut -d' ' -f5 /proc/self/mountinfo")
+		for _, mp := range strings.Fields(mi) {
+			for _, host := range []string{"/work", "/var/cache", "/sys/fs/cgroup/", cfg.RuntimeDir, "/tmp/"} {
+				if strings.HasPrefix(mp, host) {
+					t.Errorf("host mount %s visible inside", mp)
+				}
+			}
+		}
+	})
+	t.Run("enter", func(t *testing.T) {
+		if _, code := m.sh(t, "exit 42"); code != 42 {
+			t.Errorf("exit code: got %d, want 42", code)
+		}
+		if _, code := m.sh(t, "kill -TERM $$"); code != 128+15 {
+			t.Errorf("killed by SIGTERM: got %d, want 143", code)
+		}
+		// A pty allocated inside the machine's own devpts.
+		var out bytes.Buffer
+		code, err := container.Enter(context.Background(), st.LeaderPID, container.EnterOptions{
+			Command: []string{"sh", "-c", "tty; cat /proc/self/cgroup | tail -1; echo pid1=$(ps -o comm= -p 1); exit 3"},
+			TTY:     true, Rows: 40, Cols: 100, Stdout: &out})
+		if err != nil || code != 3 {
+			t.Fatalf("tty enter: %d, %v\n%s", code, err, out.String())
+		}
+		if !strings.Contains(out.String(), "/dev/pts/") || !strings.Contains(out.String(), "0::/init.scope") {
+			t.Errorf("tty enter output:\n%s", out.String())
+		}
+		if _, err := container.Enter(context.Background(), st.LeaderPID, container.EnterOptions{Command: []string{"no-such-command"}}); err == nil ||
+			!strings.Contains(err.Error(), "not found") {
+			t.Errorf("missing command: %v", err)
+		}
+	})
+	t.Run("mounts", func(t *testing.T) {
+		out, code := m.sh(t, "findmnt -no FSTYPE,OPTIONS /scratch; findmnt -no OPTIONS /data; touch /data/x 2>&1")
+		if code == 0 || !strings.Contains(out, "tmpfs") || !strings.Contains(out, "size=8192k") || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("mounts (exit %d):\n%s", code, out)
+		}
+	})
+	t.Run("limits", func(t *testing.T) {
+		// A fork bomb stops at the pids limit; the host is fine.
+		// dash gives up at the first failed fork, so the bomb runs in a
+		// subshell; the count uses no fork (a glob); the sleeps end by
+		// themselves.
+		out, _ := m.sh(t, `(i=0; while [ $i -lt 600 ]; do sleep 3 >/dev/null 2>&1 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo $#`)
+		time.Sleep(3500 * time.Millisecond)
+		u, _ := container.Usage(st.CgroupPath)
+		n := strings.Fields(out)
+		if len(n) == 0 {
+			t.Fatalf("fork bomb output: %q", out)
+		}
+		procs, _ := strconv.Atoi(n[len(n)-1])
+		if procs >= 400 || procs < 100 {
+			t.Errorf("fork bomb: %d processes inside, want it stopped below the pids limit 400:\n%s", procs, out)
+		}
+		t.Logf("fork bomb stopped at %d processes (pids now %d)", procs, u.Pids)
+		// Memory: allocating past the limit gets the allocator killed.
+		out, code := m.sh(t, "/opt/probe alloc 400", "_BERTH_STAGE=probe")
+		if code != 137 {
+			t.Errorf("allocating 400 MiB under a 256 MiB limit: exit %d, want 137 (OOM kill):\n%s", code, out)
+		}
+		// Live update through the control socket.
+		c, _ := container.Dial(cfg.RuntimeDir)
+		if err := c.Update(context.Background(), container.Resources{PidsMax: 500, MemoryMax: 300 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile("/sys/fs/cgroup/pids" + st.CgroupPath + "/pids.max")
+		if strings.TrimSpace(string(b)) != "500" {
+			t.Errorf("pids.max after update: %q", b)
+		}
+	})
+	t.Run("reboot from inside", func(t *testing.T) {
+		_, _ = m.sh(t, "systemctl reboot")
+		st2 := m.waitPhase(t, container.PhaseRunning, 2)
+		if st2.SupervisorPID != st.SupervisorPID || st2.LeaderPID == st.LeaderPID {
+			t.Fatalf("after reboot: %+v (before %+v)", st2, st)
+		}
+		out, code := m.sh(t, "systemctl is-system-running --wait")
+		if code != 0 {
+			t.Fatalf("after reboot: %s", out)
+		}
+	})
+	t.Run("poweroff from inside", func(t *testing.T) {
+		_, _ = m.sh(t, "systemctl poweroff")
+		ex := m.wait(t)
+		if ex.Code != 0 || ex.Reason != container.ReasonPoweroff || m.err != nil {
+			t.Fatalf("exit: %v, %v", ex, m.err)
+		}
+		if l := leaks(t, cfg); len(l) > 0 {
+			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+		}
+		// Other tests on this machine may open ptys meanwhile: allow a little.
+		if n := ptyCount(t); n > ptys+2 {
+			t.Errorf("ptys: %d before, %d after", ptys, n)
+		}
+		log, _ := os.ReadFile(cfg.ConsoleLog)
+		if !bytes.Contains(log, []byte("Welcome to")) || !bytes.Contains(log, []byte("Sending SIGTERM to remaining processes")) ||
+			!bytes.Contains(log, []byte("Powering off.")) {
+			t.Errorf("console log lacks boot or orderly shutdown:\n%s", tail(log, 3000))
+		}
+	})
+}
+
+// TestSIGTERMPowersOff starts a detached supervisor, as berthd does, sends it
+// SIGTERM and expects a clean poweroff visible in the console log.
+func TestSIGTERMPowersOff(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	lower := testenv.DebianGuest(t)
+	cfg := newConfig(t, "term")
+	cfg.Boot = true
+	overlayRoot(t, &cfg, lower)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pid, err := container.SpawnDetached(ctx, cfg, "test-supervise")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if st, err := container.ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	st, err := container.ReadState(cfg.RuntimeDir)
+	if err != nil || st.SupervisorPID != pid || !st.SupervisorAlive() {
+		t.Fatalf("state after SpawnDetached: %+v, %v", st, err)
+	}
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if !strings.HasPrefix(string(cmdline), "berth-supervisor "+cfg.Name) {
+		t.Errorf("supervisor argv: %q", cmdline)
+	}
+	c, err := container.Dial(cfg.RuntimeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &machine{cfg: cfg}
+	m.waitPhase(t, container.PhaseRunning, 1)
+	waited := make(chan container.ExitStatus, 1)
+	go func() {
+		ex, err := c.Wait(ctx)
+		if err != nil {
+			t.Errorf("wait: %v", err)
+		}
+		waited <- ex
+	}()
+	time.Sleep(100 * time.Millisecond) // let the wait request arrive first
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ex := <-waited
+	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
+		t.Fatalf("exit after SIGTERM: %v", ex)
+	}
+	for i := 0; i < 200 && st.SupervisorAlive(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.SupervisorAlive() {
+		t.Fatal("supervisor still alive")
+	}
+	log, _ := os.ReadFile(cfg.ConsoleLog)
+	// SIGRTMIN+3 is systemd's halt: it says so.
+	for _, want := range []string{"Stopped", "Sending SIGTERM to remaining processes", "Halting system."} {
+		if !bytes.Contains(log, []byte(want)) {
+			t.Errorf("console log lacks %q (an orderly shutdown):\n%s", want, tail(log, 3000))
+		}
+	}
+	if l := leaks(t, cfg); len(l) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+	}
+	// A second wait after the supervisor is gone reads state.json.
+	if ex2, err := c.Wait(ctx); err != nil || ex2 != ex {
+		t.Errorf("wait after exit: %v, %v", ex2, err)
+	}
+}
+
+// TestSpawnDetachedFails checks that a supervisor that cannot start the
+// machine reports why.
+func TestSpawnDetachedFails(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	cfg := newConfig(t, "fail")
+	cfg.Boot = true
+	cfg.Root.Dir = t.TempDir() // an empty tree: no init
+	_, err := container.SpawnDetached(context.Background(), cfg, "test-supervise")
+	if err == nil || !strings.Contains(err.Error(), "no init found") {
+		t.Fatalf("want a 'no init found' error, got %v", err)
+	}
+	if l := leaks(t, cfg); len(l) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+	}
+	if _, err := container.SpawnDetached(context.Background(), cfg, "no-such-stage"); err == nil {
+		t.Error("unknown stage accepted")
+	}
+}
+
+// TestBusybox boots a busybox-init guest and halts it.
+func TestBusybox(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	cfg := newConfig(t, "bb")
+	cfg.Boot = true
+	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
+	cfg.Hostname = "bb-host"
+	m := start(t, cfg)
+	st := m.waitPhase(t, container.PhaseRunning, 1)
+	if st.Init != "busybox" {
+		t.Errorf("init kind %q", st.Init)
+	}
+	out, code := m.sh(t, "hostname; cat /proc/1/comm; touch /x 2>&1")
+	if code == 0 || !strings.Contains(out, "bb-host\ninit\n") || !strings.Contains(out, "Read-only") {
+		t.Errorf("inside (exit %d):\n%s", code, out)
+	}
+	c, err := container.Dial(cfg.RuntimeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, writing, err := c.Attach(context.Background(), true)
+	if err != nil || !writing {
+		t.Fatalf("attach: %v (writing %v)", err, writing)
+	}
+	defer conn.Close()
+	if err := c.Poweroff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ex := m.wait(t)
+	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
+		t.Fatalf("exit: %v", ex)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var seen bytes.Buffer
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	if !strings.Contains(seen.String(), "berth-busybox-shutdown") {
+		t.Errorf("attached console did not see the shutdown: %q", seen.String())
+	}
+	log, _ := os.ReadFile(cfg.ConsoleLog)
+	if !bytes.Contains(log, []byte("berth-busybox-booted")) || !bytes.Contains(log, []byte("berth-busybox-shutdown")) {
+		t.Errorf("console log:\n%s", log)
+	}
+	if l := leaks(t, cfg); len(l) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+	}
+}
+
+// TestApplication runs commands in application mode: exit codes, the reaper
+// forwarding SIGTERM, a passthrough console.
+func TestApplication(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	root := testenv.BusyboxGuest(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		console string
+		code    int
+		reason  string
+		log     string
+	}{
+		{"exit code", []string{"/bin/sh", "-c", "echo out-$((6*7)); exit 7"}, "pty", 7, container.ReasonExited, "out-42"},
+		{"killed by a signal", []string{"/bin/sh", "-c", "kill -KILL $$"}, "pty", 137, container.ReasonExited, ""},
+		{"passthrough", []string{"/bin/sh", "-c", "exit 0"}, "passthrough", 0, container.ReasonExited, ""},
+		{"not found", []string{"/no/such"}, "pty", 1, container.ReasonFailed, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := newConfig(t, "app")
+			cfg.Root = container.Root{Dir: root, ReadOnly: true}
+			cfg.Args, cfg.Console = tc.args, tc.console
+			ex, err := container.Supervise(context.Background(), cfg, container.Hooks{})
+			if ex.Code != tc.code || ex.Reason != tc.reason {
+				t.Errorf("exit %v (err %v), want code %d reason %s", ex, err, tc.code, tc.reason)
+			}
+			if tc.reason == container.ReasonFailed && (err == nil || !strings.Contains(err.Error(), "/no/such")) {
+				t.Errorf("error should name the command: %v", err)
+			}
+			log, _ := os.ReadFile(cfg.ConsoleLog)
+			if !bytes.Contains(log, []byte(tc.log)) {
+				t.Errorf("console log %q lacks %q", log, tc.log)
+			}
+			if l := leaks(t, cfg); len(l) > 0 {
+				t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+			}
+		})
+	}
+	t.Run("poweroff reaches the command", func(t *testing.T) {
+		cfg := newConfig(t, "app")
+		cfg.Root = container.Root{Dir: root, ReadOnly: true}
+		cfg.Args = []string{"/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; while :; do sleep 0.1; done"}
+		m := start(t, cfg)
+		m.waitPhase(t, container.PhaseRunning, 1)
+		time.Sleep(200 * time.Millisecond)
+		c, err := container.Dial(cfg.RuntimeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Terminate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if ex := m.wait(t); ex.Code != 9 {
+			t.Errorf("exit %v, want 9 from the trap", ex)
+		}
+	})
+}
+
+// TestCycles boots and powers off a machine ten times and checks nothing is
+// left behind.
+func TestCycles(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	lower := testenv.DebianGuest(t)
+	base := newConfig(t, "cyc")
+	base.Boot = true
+	overlayRoot(t, &base, lower)
+	ptys := ptyCount(t)
+	mounts := countLines("/proc/self/mountinfo")
+	for i := 0; i < 10; i++ {
+		m := start(t, base)
+		m.waitPhase(t, container.PhaseRunning, 1)
+		c, err := container.Dial(base.RuntimeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Poweroff(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if ex := m.wait(t); ex.Code != 0 {
+			t.Fatalf("cycle %d: %v", i, ex)
+		}
+		if l := leaks(t, base); len(l) > 0 {
+			t.Fatalf("cycle %d left behind:\n%s", i, strings.Join(l, "\n"))
+		}
+	}
+	if n := ptyCount(t); n > ptys+2 {
+		t.Errorf("ptys: %d before, %d after ten cycles", ptys, n)
+	}
+	if n := countLines("/proc/self/mountinfo"); n > mounts+2 {
+		t.Errorf("host mounts: %d before, %d after ten cycles", mounts, n)
+	}
+	if ents, _ := os.ReadDir(base.RuntimeDir); len(ents) > 2 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("runtime dir holds %v", names)
+	}
+	_ = filepath.Join
+}
+
+func countLines(p string) int {
+	b, _ := os.ReadFile(p)
+	return bytes.Count(b, []byte("\n"))
+}
