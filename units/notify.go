@@ -1,0 +1,118 @@
+package units
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Notifier sends sd_notify(3) messages to the service manager of berthd
+// (Type=notify). Without NOTIFY_SOCKET every method is a no-op, so berthd calls
+// it the same way under systemd and in a terminal.
+type Notifier struct {
+	mu       sync.Mutex
+	conn     *net.UnixConn
+	watchdog time.Duration
+}
+
+// NewNotifier reads NOTIFY_SOCKET and WATCHDOG_USEC/WATCHDOG_PID and removes them
+// from the environment, so the supervisors berthd starts do not inherit them
+// (systemd would reject their messages, or worse, take their READY=1 for ours).
+func NewNotifier() (*Notifier, error) {
+	n := &Notifier{}
+	sock := os.Getenv("NOTIFY_SOCKET")
+	wd, wpid := os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")
+	for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+		os.Unsetenv(k)
+	}
+	if usec, err := strconv.ParseUint(wd, 10, 64); err == nil && usec > 0 &&
+		(wpid == "" || wpid == strconv.Itoa(os.Getpid())) {
+		n.watchdog = time.Duration(usec) * time.Microsecond
+	}
+	if sock == "" {
+		return n, nil
+	}
+	// "@name" is an abstract socket; Go's net package maps the "@" itself.
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return n, fmt.Errorf("sd_notify: connect to %s: %w", sock, err)
+	}
+	n.conn = conn
+	return n, nil
+}
+
+// Enabled reports whether a service manager listens.
+func (n *Notifier) Enabled() bool { return n != nil && n.conn != nil }
+
+// Notify sends one message, e.g. "READY=1\nSTATUS=3 machines running".
+func (n *Notifier) Notify(state string) error {
+	if !n.Enabled() {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, err := n.conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("sd_notify: %w", err)
+	}
+	return nil
+}
+
+// Ready tells systemd that berthd has started: after the first reconcile, so
+// units ordered after berthd.service (and machines.target) see machines running.
+func (n *Notifier) Ready(status string) error {
+	return n.Notify("READY=1\nSTATUS=" + status + "\nMAINPID=" + strconv.Itoa(os.Getpid()))
+}
+
+// Status sets the one-line status `systemctl status berthd` shows.
+func (n *Notifier) Status(status string) error { return n.Notify("STATUS=" + status) }
+
+// Stopping tells systemd that berthd is shutting down.
+func (n *Notifier) Stopping() error { return n.Notify("STOPPING=1") }
+
+// Reloading tells systemd berthd reloads its configuration; send Ready when done.
+func (n *Notifier) Reloading() error {
+	return n.Notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
+}
+
+// ExtendTimeout asks systemd for more start (or stop) time, e.g. while the first
+// reconcile builds an image.
+func (n *Notifier) ExtendTimeout(d time.Duration) error {
+	return n.Notify("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
+}
+
+// WatchdogInterval is the WatchdogSec systemd set for berthd, or 0.
+func (n *Notifier) WatchdogInterval() time.Duration { return n.watchdog }
+
+// Watchdog pings systemd's watchdog at half its interval until ctx ends. alive is
+// asked before each ping; a berthd whose reconcile loop is stuck returns false,
+// skips the ping, and is restarted by systemd (Restart=on-failure) without its
+// machines being touched (KillMode=process).
+func (n *Notifier) Watchdog(ctx context.Context, alive func() bool) {
+	if !n.Enabled() || n.watchdog == 0 {
+		return
+	}
+	t := time.NewTicker(n.watchdog / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if alive == nil || alive() {
+				_ = n.Notify("WATCHDOG=1")
+			}
+		}
+	}
+}
+
+// Close closes the socket.
+func (n *Notifier) Close() error {
+	if !n.Enabled() {
+		return nil
+	}
+	return n.conn.Close()
+}

@@ -1,0 +1,201 @@
+package units
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+)
+
+// Scope describes the transient scope of one machine.
+type Scope struct {
+	Machine     string        // machine name; the unit is ScopeName(Machine)
+	Description string        // "berth machine NAME" when empty
+	PIDs        []int         // moved into the scope at creation: the supervisor
+	Resources   Resources     // limits as scope properties
+	StopTimeout time.Duration // the machine's clean-poweroff timeout (0: 90 s)
+	// Controller is the bus name that systemd asks (RequestStop) to stop the scope
+	// instead of signalling its processes; StartScope fills in its own connection.
+	Controller string
+}
+
+// stopMargin is how much longer than the machine's own stop timeout systemd
+// waits before it SIGKILLs a scope whose controller was asked to stop it: the
+// supervisor's own escalation (SIGKILL of the payload after the stop timeout)
+// must win, so systemd's never has to fire.
+const stopMargin = 15 * time.Second
+
+// defaultStopTimeout matches systemd's DefaultTimeoutStopSec.
+const defaultStopTimeout = 90 * time.Second
+
+// stopAfter are the units a machine scope is ordered after. Stop order is the
+// reverse of start order, so at host shutdown every machine is powered off before
+// networking, remote and local file systems, D-Bus (which carries RequestStop to
+// the supervisor) and systemd-machined (which the supervisor unregisters from)
+// go away. Ordering on a unit that does not exist is harmless.
+var stopAfter = []string{
+	"local-fs.target", "remote-fs.target", "network.target",
+	"dbus.service", "systemd-machined.service",
+}
+
+// ScopeProperties returns the properties of the machine's transient scope. It is
+// a pure function, table-tested; StartScope sends its result.
+//
+// The scope holds the supervisor (and below it, in delegated "supervisor" and
+// "payload" children, everything of the machine), so how systemd stops it matters:
+//
+//   - Controller = the supervisor's bus name: `systemctl stop machine-NAME.scope`,
+//     `machinectl terminate NAME` and host shutdown then send RequestStop to the
+//     supervisor, which powers the guest off cleanly (SIGRTMIN+3 to its init)
+//     within the machine's stop timeout, as nspawn does.
+//   - KillMode=mixed, KillSignal=SIGRTMIN+3: a scope has no main process, so
+//     without a controller (the supervisor is gone) systemd signals nobody first
+//     and SIGKILLs what is left after TimeoutStopSec; it never sprays SIGTERM
+//     over every process of the guest.
+//   - TimeoutStopSec = stop timeout + a margin, so systemd's SIGKILL comes after
+//     the supervisor's own.
+//   - Delegate=yes: the supervisor makes its own sub-cgroups; CollectMode
+//     inactive-or-failed: a failed scope never lingers and blocks the name.
+//   - No AddRef: it pins a scope to its creator's bus connection even when empty;
+//     our creator lives inside the scope, so there is nothing to pin.
+func ScopeProperties(sc Scope) ([]sddbus.Property, error) {
+	if sc.Machine == "" {
+		return nil, fmt.Errorf("scope: machine name is empty")
+	}
+	if len(sc.PIDs) == 0 {
+		return nil, fmt.Errorf("machine %q: scope: no process to put in it", sc.Machine)
+	}
+	desc := sc.Description
+	if desc == "" {
+		desc = "berth machine " + sc.Machine
+	}
+	pids := make([]uint32, len(sc.PIDs))
+	for i, p := range sc.PIDs {
+		if p <= 0 {
+			return nil, fmt.Errorf("machine %q: scope: invalid PID %d", sc.Machine, p)
+		}
+		pids[i] = uint32(p)
+	}
+	stop := sc.StopTimeout
+	if stop <= 0 {
+		stop = defaultStopTimeout
+	}
+	res, err := ResourceProperties(sc.Resources)
+	if err != nil {
+		return nil, fmt.Errorf("machine %q: %w", sc.Machine, err)
+	}
+	props := []sddbus.Property{
+		prop("PIDs", pids),
+		prop("Slice", MachineSlice),
+		prop("Description", desc),
+		prop("Delegate", true),
+		prop("CollectMode", "inactive-or-failed"),
+		prop("KillMode", "mixed"),
+		prop("KillSignal", int32(sigRTMIN+3)),
+		prop("TimeoutStopUSec", uint64((stop+stopMargin)/time.Microsecond)),
+		prop("After", stopAfter),
+	}
+	if sc.Controller != "" {
+		props = append(props, prop("Controller", sc.Controller))
+	}
+	return append(props, res...), nil
+}
+
+// sigRTMIN is the kernel's SIGRTMIN (glibc keeps 32 and 33 for itself).
+const sigRTMIN = 34
+
+// StartScope creates the machine's transient scope (systemd-run --scope
+// --slice=machine.slice -p Delegate=yes …, with the processes of sc.PIDs) and waits
+// until systemd has started it. This connection becomes the scope's Controller:
+// keep it open for the machine's life and handle OnStopRequest. It returns the
+// unit name and the scope's cgroup path ("/machine.slice/machine-web.scope").
+func (s *Systemd) StartScope(ctx context.Context, sc Scope) (unit, cgroup string, err error) {
+	if sc.Controller == "" {
+		sc.Controller = s.UniqueName()
+	}
+	props, err := ScopeProperties(sc)
+	if err != nil {
+		return "", "", err
+	}
+	unit = ScopeName(sc.Machine)
+	if err := s.startTransient(ctx, unit, props); err != nil {
+		if isBusError(err, errUnitExists) {
+			return "", "", fmt.Errorf("machine %q: scope %s already exists: is the machine already running? (systemctl status %s)", sc.Machine, unit, unit)
+		}
+		return "", "", fmt.Errorf("machine %q: start scope %s: %w", sc.Machine, unit, err)
+	}
+	v, err := s.unitProperty(ctx, unit, systemdScope, "ControlGroup")
+	if err != nil {
+		return unit, "", fmt.Errorf("machine %q: scope %s: read its cgroup: %w", sc.Machine, unit, err)
+	}
+	cgroup, _ = v.(string)
+	if cgroup == "" {
+		cgroup = "/" + MachineSlice + "/" + unit
+	}
+	return unit, cgroup, nil
+}
+
+// SetResources changes a running scope's limits live (systemctl set-property
+// --runtime UNIT …): runtime only, because the scope is transient and the next
+// start sets them from the definition again.
+func (s *Systemd) SetResources(ctx context.Context, unit string, r Resources) error {
+	props, err := ResourceProperties(r)
+	if err != nil {
+		return fmt.Errorf("scope %s: %w", unit, err)
+	}
+	if err := s.manager().CallWithContext(ctx, systemdManager+".SetUnitProperties", 0, unit, true, props).Err; err != nil {
+		return fmt.Errorf("scope %s: set limits: %w", unit, err)
+	}
+	return nil
+}
+
+// KillScope sends sig to processes of the scope: whom is "all" or "main"
+// (systemctl kill --kill-whom=all -s SIG UNIT).
+func (s *Systemd) KillScope(ctx context.Context, unit, whom string, sig syscall.Signal) error {
+	if err := s.manager().CallWithContext(ctx, systemdManager+".KillUnit", 0, unit, whom, int32(sig)).Err; err != nil {
+		if isBusError(err, errNoSuchUnit) {
+			return nil
+		}
+		return fmt.Errorf("scope %s: kill: %w", unit, err)
+	}
+	return nil
+}
+
+// StopScope stops the scope and waits for it (systemctl stop UNIT). The caller
+// must not be inside the scope. A scope that is already gone is success.
+func (s *Systemd) StopScope(ctx context.Context, unit string) error {
+	w := make(chan string, 1)
+	var job dbus.ObjectPath
+	s.mu.Lock()
+	err := s.manager().CallWithContext(ctx, systemdManager+".StopUnit", 0, unit, "replace").Store(&job)
+	if err == nil {
+		s.jobs[job] = w
+	}
+	s.mu.Unlock()
+	if err != nil {
+		if isBusError(err, errNoSuchUnit) {
+			return nil
+		}
+		return fmt.Errorf("scope %s: stop: %w", unit, err)
+	}
+	select {
+	case <-w:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("scope %s: stop: %w", unit, ctx.Err())
+	}
+}
+
+// ScopeState is the scope's ActiveState ("active", "deactivating", "inactive",
+// "failed"); a unit systemd does not know is "inactive".
+func (s *Systemd) ScopeState(ctx context.Context, unit string) (string, error) {
+	v, err := s.unitProperty(ctx, unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+	if err != nil {
+		return "", fmt.Errorf("scope %s: state: %w", unit, err)
+	}
+	st, _ := v.(string)
+	return st, nil
+}
