@@ -41,7 +41,7 @@ func UseJournal() bool {
 type JournalHandler struct {
 	ident  string
 	opts   slog.HandlerOptions
-	prefix string         // field prefix of the open groups, "NET_"
+	prefix string // field prefix of the open groups, "NET_"
 	attrs  map[string]string
 	send   func(msg string, prio journal.Priority, fields map[string]string) error
 }
