@@ -1,0 +1,378 @@
+package units
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testhost"
+)
+
+// The TestSystemd* tests need systemd as PID 1, the system bus and
+// systemd-machined. On a systemd host they run directly (as root); on a host
+// without systemd (CI), TestInTestHost boots a test host and runs them there, in
+// this very test binary copied inside.
+
+// envInside marks the test binary running inside the test host.
+const envInside = "BERTH_TEST_IN_TESTHOST"
+
+func TestInTestHost(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	if os.Getenv(envInside) != "" {
+		t.Skip("already inside the test host")
+	}
+	if Booted() {
+		t.Skip("systemd runs this host: the TestSystemd tests run directly")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h := testhost.New(t, testhost.Options{})
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bin = "/usr/local/libexec/berth-test/units.test"
+	if err := h.CopyIn(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("test host boot time: %v", h.BootTime)
+	args := []string{bin, "-test.run", "^TestSystemd", "-test.count=1"}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	out, err := h.Run(ctx, []string{envInside + "=1"}, args...)
+	t.Logf("inside the test host:\n%s", out)
+	if err != nil {
+		t.Fatalf("the systemd tests failed inside the test host: %v", err)
+	}
+}
+
+// needSystemd skips unless systemd, the bus and machined are here (root).
+func needSystemd(t *testing.T) (context.Context, *Systemd) {
+	t.Helper()
+	testenv.SkipUnlessRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	if !Available(ctx) {
+		if os.Getenv(envInside) != "" {
+			t.Fatal("inside the test host, but systemd is not available")
+		}
+		t.Skip("skipping: systemd is not PID 1 here (TestInTestHost runs this inside a test host)")
+	}
+	s, err := Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ctx, s
+}
+
+// sleeper starts a process that stands in for a machine's supervisor or init.
+func sleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// killScope ends a test's scope: SIGKILL to all its processes, then it goes
+// away by itself. (systemctl stop would ask the test's connection, its
+// controller, and wait the stop timeout when nobody handles the request.)
+func killScope(t *testing.T, s *Systemd, unit string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.KillScope(ctx, unit, "all", syscall.SIGKILL); err != nil {
+		t.Errorf("cleanup: %v", err)
+	}
+	for {
+		if st, err := s.ScopeState(ctx, unit); err != nil || st == "inactive" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Errorf("cleanup: scope %s did not go away", unit)
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func show(t *testing.T, unit string, props ...string) map[string]string {
+	t.Helper()
+	args := []string{"show", unit}
+	for _, p := range props {
+		args = append(args, "-p", p)
+	}
+	out, err := exec.Command("systemctl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemctl show %s: %v: %s", unit, err, out)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(l, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func expectProps(t *testing.T, unit string, want map[string]string) {
+	t.Helper()
+	var names []string
+	for k := range want {
+		names = append(names, k)
+	}
+	got := show(t, unit, names...)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %s=%s, want %s", unit, k, got[k], v)
+		}
+	}
+}
+
+func TestSystemdScope(t *testing.T) {
+	ctx, s := needSystemd(t)
+	name := testenv.UniqueName("scope")
+	sup := sleeper(t)
+	stopAsked := make(chan string, 1)
+	s.OnStopRequest(func(unit string) {
+		stopAsked <- unit
+		// What the supervisor does after a clean poweroff: exit, emptying the scope.
+		sup.Process.Kill()
+	})
+	unit, cg, err := s.StartScope(ctx, Scope{Machine: name, PIDs: []int{sup.Process.Pid}, StopTimeout: 5 * time.Second,
+		Resources: Resources{MemoryMax: 256 << 20, MemoryHigh: 200 << 20, CPUs: 1.5, CPUWeight: 200, PidsMax: 100, IOWeight: 300}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killScope(t, s, unit) })
+	if unit != ScopeName(name) || cg != "/machine.slice/"+unit {
+		t.Errorf("unit %q cgroup %q", unit, cg)
+	}
+	own, _ := os.ReadFile("/proc/" + strconv.Itoa(sup.Process.Pid) + "/cgroup")
+	if !strings.Contains(string(own), cg) {
+		t.Errorf("the supervisor is not in %s:\n%s", cg, own)
+	}
+	expectProps(t, unit, map[string]string{
+		"ActiveState": "active", "Slice": "machine.slice", "Delegate": "yes",
+		"MemoryMax": "268435456", "MemoryHigh": "209715200", "TasksMax": "100",
+		"CPUQuotaPerSecUSec": "1.500000s", "CPUWeight": "200", "IOWeight": "300",
+		"KillMode": "mixed", "KillSignal": "37", "TimeoutStopUSec": "20s", "CollectMode": "inactive-or-failed",
+		"Description": "berth machine " + name,
+	})
+	if after := show(t, unit, "After")["After"]; !strings.Contains(after, "systemd-machined.service") || !strings.Contains(after, "network.target") {
+		t.Errorf("After=%s", after)
+	}
+
+	// Live changes; a limit no longer declared goes back to infinity.
+	if err := s.SetResources(ctx, unit, Resources{MemoryMax: 512 << 20, CPUs: 0.5}); err != nil {
+		t.Fatal(err)
+	}
+	expectProps(t, unit, map[string]string{"MemoryMax": "536870912", "TasksMax": "infinity", "CPUQuotaPerSecUSec": "500ms",
+		"MemoryHigh": "infinity", "CPUWeight": "[not set]", "ActiveState": "active"})
+
+	// A second scope for the same machine is refused with a clear message.
+	other := sleeper(t)
+	if _, _, err := s.StartScope(ctx, Scope{Machine: name, PIDs: []int{other.Process.Pid}}); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("second scope: %v", err)
+	}
+
+	// systemctl stop asks the controller (us) instead of killing.
+	start := time.Now()
+	if out, err := exec.CommandContext(ctx, "systemctl", "stop", unit).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl stop: %v: %s", err, out)
+	}
+	select {
+	case u := <-stopAsked:
+		if u != unit {
+			t.Errorf("RequestStop for %q, want %q", u, unit)
+		}
+	default:
+		t.Error("systemctl stop did not ask the controller")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop took %v: systemd waited for its timeout instead of the controller", d)
+	}
+	if st, _ := s.ScopeState(ctx, unit); st != "inactive" {
+		t.Errorf("after stop the scope is %q", st)
+	}
+}
+
+func TestSystemdMachined(t *testing.T) {
+	ctx, s := needSystemd(t)
+	if !s.MachinedAvailable(ctx) {
+		t.Fatal("systemd-machined is not available on the bus")
+	}
+	name := testenv.UniqueName("mach")
+	sup, init1 := sleeper(t), sleeper(t)
+	unit, _, err := s.StartScope(ctx, Scope{Machine: name, PIDs: []int{sup.Process.Pid, init1.Process.Pid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killScope(t, s, unit) })
+	m := Machine{Name: name, UUID: "0123456789abcdef0123456789abcdef", Leader: init1.Process.Pid, RootDirectory: "/"}
+	if err := s.RegisterMachine(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.UnregisterMachine(context.Background(), name) })
+	// Registering again with the same leader (a retry) is fine.
+	if err := s.RegisterMachine(ctx, m); err != nil {
+		t.Errorf("re-register: %v", err)
+	}
+	info, err := s.MachineInfo(ctx, name)
+	if err != nil || info == nil {
+		t.Fatalf("MachineInfo: %+v, %v", info, err)
+	}
+	if info.Service != Service || info.Class != "container" || info.Leader != init1.Process.Pid || info.Unit != unit {
+		t.Errorf("machined has %+v", info)
+	}
+	out, _ := exec.Command("machinectl", "list", "--no-legend", "--no-pager").CombinedOutput()
+	if !strings.Contains(string(out), name) || !strings.Contains(string(out), "berth") {
+		t.Errorf("machinectl list:\n%s", out)
+	}
+	out, _ = exec.Command("machinectl", "status", name, "--no-pager").CombinedOutput()
+	if !strings.Contains(string(out), "Leader: "+strconv.Itoa(init1.Process.Pid)) || !strings.Contains(string(out), unit) {
+		t.Errorf("machinectl status:\n%s", out)
+	}
+	out, _ = exec.Command("machinectl", "show", name, "-p", "Id").CombinedOutput()
+	if strings.TrimSpace(string(out)) != "Id=0123456789abcdef0123456789abcdef" {
+		t.Errorf("machinectl show -p Id: %s", out)
+	}
+
+	// Another live machine of the same name is refused, naming who has it.
+	intruder := sleeper(t)
+	err = s.RegisterMachine(ctx, Machine{Name: name, Leader: intruder.Process.Pid})
+	if err == nil || !strings.Contains(err.Error(), "already has a running machine") || !strings.Contains(err.Error(), strconv.Itoa(init1.Process.Pid)) {
+		t.Errorf("conflicting registration: %v", err)
+	}
+
+	if err := s.UnregisterMachine(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := s.MachineInfo(ctx, name); info != nil {
+		t.Errorf("still registered after unregister: %+v", info)
+	}
+	if err := s.UnregisterMachine(ctx, name); err != nil {
+		t.Errorf("second unregister: %v", err)
+	}
+	if st, _ := s.ScopeState(ctx, unit); st != "active" {
+		t.Errorf("unregistering stopped the scope: %s", st)
+	}
+}
+
+func TestSystemdStaleRegistration(t *testing.T) {
+	ctx, s := needSystemd(t)
+	name := testenv.UniqueName("stale")
+	sup, oldInit, newInit := sleeper(t), sleeper(t), sleeper(t)
+	unit, _, err := s.StartScope(ctx, Scope{Machine: name, PIDs: []int{sup.Process.Pid, oldInit.Process.Pid, newInit.Process.Pid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killScope(t, s, unit) })
+	if err := s.RegisterMachine(ctx, Machine{Name: name, Leader: oldInit.Process.Pid}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.UnregisterMachine(context.Background(), name) })
+	// The registered leader dies but its scope lives on: the registration is
+	// stale, as after a supervisor that died without unregistering.
+	oldInit.Process.Kill()
+	oldInit.Wait()
+	info, _ := s.MachineInfo(ctx, name)
+	t.Logf("before re-registering, machined has: %+v", info)
+	if err := s.RegisterMachine(ctx, Machine{Name: name, Leader: newInit.Process.Pid}); err != nil {
+		t.Fatalf("register over a stale registration: %v", err)
+	}
+	info, err = s.MachineInfo(ctx, name)
+	if err != nil || info == nil || info.Leader != newInit.Process.Pid {
+		t.Errorf("after re-registering: %+v, %v", info, err)
+	}
+}
+
+// TestSystemdNotifyAndJournal runs this test binary as a Type=notify service
+// (what berthd.service is) whose helper sends READY=1 with a status and logs
+// through NewLogHandler, then checks systemd saw READY and the journal has the
+// structured fields.
+func TestSystemdNotifyAndJournal(t *testing.T) {
+	ctx, _ := needSystemd(t)
+	if os.Getenv("BERTH_TEST_NOTIFY_HELPER") != "" {
+		t.Skip("helper")
+	}
+	self, _ := os.Executable()
+	machine := testenv.UniqueName("jour")
+	unit := testenv.UniqueName("berth-notify") + ".service"
+	out, err := exec.CommandContext(ctx, "systemd-run", "--unit", unit, "-p", "Type=notify", "-p", "WatchdogSec=2s",
+		"--setenv=BERTH_TEST_NOTIFY_HELPER="+machine, self, "-test.run", "^TestNotifyHelper$").CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-run: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("systemctl", "stop", unit).Run() })
+	// systemd-run returns once the start job is done: after READY=1.
+	expectProps(t, unit, map[string]string{"ActiveState": "active", "StatusText": "ready: 0 machines", "NotifyAccess": "main"})
+	// The helper pings the watchdog; it must outlive WatchdogSec.
+	time.Sleep(3 * time.Second)
+	expectProps(t, unit, map[string]string{"ActiveState": "active", "StatusText": "watching"})
+	var entry map[string]any
+	for try := 0; try < 50; try++ {
+		out, _ = exec.Command("journalctl", "-o", "json", "--no-pager", "MACHINE="+machine).Output()
+		if line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n"); line != "" {
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if entry == nil {
+		t.Fatal("no journal entry with MACHINE=" + machine)
+	}
+	for k, v := range map[string]string{"MESSAGE": "machine started", "PRIORITY": "4", "NETWORK": "lan",
+		"SYSLOG_IDENTIFIER": "berthd", "_SYSTEMD_UNIT": unit} {
+		if entry[k] != v {
+			t.Errorf("journal %s=%v, want %s", k, entry[k], v)
+		}
+	}
+}
+
+// TestNotifyHelper is the service TestSystemdNotifyAndJournal starts.
+func TestNotifyHelper(t *testing.T) {
+	machine := os.Getenv("BERTH_TEST_NOTIFY_HELPER")
+	if machine == "" {
+		t.Skip("only run as a service by TestSystemdNotifyAndJournal")
+	}
+	n, err := NewNotifier()
+	if err != nil || !n.Enabled() || n.WatchdogInterval() != 2*time.Second {
+		t.Fatalf("notifier: enabled %v watchdog %v err %v", n.Enabled(), n.WatchdogInterval(), err)
+	}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		t.Error("NOTIFY_SOCKET is still in the environment")
+	}
+	if !UseJournal() {
+		t.Error("a service's logs should go to the journal")
+	}
+	log := slog.New(NewLogHandler(os.Stderr, nil))
+	log.Warn("machine started", "machine", machine, "network", "lan")
+	n.Ready("ready: 0 machines")
+	time.Sleep(500 * time.Millisecond)
+	n.Status("watching")
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 1)
+	go func() { <-sig; cancel() }()
+	signal.Notify(sig, syscall.SIGTERM)
+	n.Watchdog(ctx, func() bool { return true })
+	n.Stopping()
+}
