@@ -54,6 +54,14 @@ func OpenLeases(dir string) (*Leases, error) {
 	return &Leases{dir: dir}, nil
 }
 
+// AddrRequest is one address a machine needs on a network: one per subnet
+// (family) of the network.
+type AddrRequest struct {
+	Subnet  netip.Prefix
+	Gateway netip.Addr // never handed out; zero: none
+	Static  netip.Addr // claim this address; zero: allocate one
+}
+
 // Allocate returns machine's address on network, in subnet: the static address
 // when one is given (claiming it), otherwise the address the machine already
 // holds there, otherwise the lowest free one. The subnet's network address, its
@@ -61,90 +69,124 @@ func OpenLeases(dir string) (*Leases, error) {
 // machines' static addresses, which a machine that has not started yet has not
 // claimed) and every address leased to another machine are never handed out. A
 // static address leased to another machine is an error naming that machine.
-// Call it once per address family of the network.
 func (l *Leases) Allocate(network string, subnet netip.Prefix, gateway netip.Addr, machine string, static netip.Addr, reserved ...netip.Addr) (netip.Prefix, error) {
+	got, err := l.AllocateAll(network, machine, []AddrRequest{{Subnet: subnet, Gateway: gateway, Static: static}}, reserved...)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return got[0], nil
+}
+
+// AllocateAll does what Allocate does for each request (typically the
+// network's IPv4 and IPv6 subnets) in one update of the store: the machine
+// gets all its addresses or none, for the price of one locked write.
+func (l *Leases) AllocateAll(network, machine string, reqs []AddrRequest, reserved ...netip.Addr) ([]netip.Prefix, error) {
 	what := fmt.Sprintf("network %q: machine %q", network, machine)
 	if network == "" || machine == "" {
-		return netip.Prefix{}, fmt.Errorf("allocate: network and machine names are required: %w", ErrInvalid)
+		return nil, fmt.Errorf("allocate: network and machine names are required: %w", ErrInvalid)
 	}
-	if err := checkSubnet(subnet); err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s: subnet %s: %w", what, subnet, err)
-	}
-	subnet = subnet.Masked()
-	if gateway.IsValid() && !subnet.Contains(gateway) {
-		return netip.Prefix{}, fmt.Errorf("%s: gateway %s is outside subnet %s: %w", what, gateway, subnet, ErrInvalid)
-	}
-	v4 := subnet.Addr().Is4()
-	special := func(a netip.Addr) string {
-		switch {
-		case a == subnet.Addr():
-			return "the subnet's network address"
-		case v4 && a == lastAddr(subnet):
-			return "the subnet's broadcast address"
-		case a == gateway:
-			return "the gateway"
+	reqs = slices.Clone(reqs)
+	fams := map[bool]bool{}
+	for i, r := range reqs {
+		if err := checkSubnet(r.Subnet); err != nil {
+			return nil, fmt.Errorf("%s: subnet %s: %w", what, r.Subnet, err)
 		}
-		return ""
-	}
-	if static.IsValid() {
-		if !subnet.Contains(static) {
-			return netip.Prefix{}, fmt.Errorf("%s: static address %s is outside subnet %s: %w", what, static, subnet, ErrInvalid)
+		r.Subnet = r.Subnet.Masked()
+		reqs[i] = r
+		if fams[r.Subnet.Addr().Is4()] {
+			return nil, fmt.Errorf("%s: two subnets of one IP version; a machine has one address per version: %w", what, ErrInvalid)
 		}
-		if s := special(static); s != "" {
-			return netip.Prefix{}, fmt.Errorf("%s: static address %s is %s: %w", what, static, s, ErrInvalid)
+		fams[r.Subnet.Addr().Is4()] = true
+		if r.Gateway.IsValid() && !r.Subnet.Contains(r.Gateway) {
+			return nil, fmt.Errorf("%s: gateway %s is outside subnet %s: %w", what, r.Gateway, r.Subnet, ErrInvalid)
+		}
+		if r.Static.IsValid() {
+			if !r.Subnet.Contains(r.Static) {
+				return nil, fmt.Errorf("%s: static address %s is outside subnet %s: %w", what, r.Static, r.Subnet, ErrInvalid)
+			}
+			if s := r.special(r.Static); s != "" {
+				return nil, fmt.Errorf("%s: static address %s is %s: %w", what, r.Static, s, ErrInvalid)
+			}
 		}
 	}
-
-	var got netip.Prefix
+	var got []netip.Prefix
 	err := l.update(func(leases []Lease) ([]Lease, error) {
-		used := map[netip.Addr]string{}
-		mine := -1
-		for i, ls := range leases {
-			if ls.Network != network || ls.Addr.Addr().Is4() != v4 {
-				continue
+		got = got[:0]
+		for _, r := range reqs {
+			var p netip.Prefix
+			var err error
+			if leases, p, err = allocOne(leases, what, network, machine, r, reserved); err != nil {
+				return nil, err
 			}
-			if ls.Machine == machine {
-				mine = i
-			} else {
-				used[ls.Addr.Addr()] = ls.Machine
-			}
-		}
-		free := func(a netip.Addr) bool {
-			_, taken := used[a]
-			return !taken && special(a) == "" && !slices.Contains(reserved, a)
-		}
-		var addr netip.Addr
-		switch {
-		case static.IsValid():
-			if holder, taken := used[static]; taken {
-				return nil, fmt.Errorf("%s: static address %s is leased to machine %q; give one of them another address, or remove %q to free it: %w",
-					what, static, holder, holder, ErrExists)
-			}
-			addr = static
-		case mine >= 0 && subnet.Contains(leases[mine].Addr.Addr()) && free(leases[mine].Addr.Addr()):
-			addr = leases[mine].Addr.Addr()
-		default:
-			for a := subnet.Addr().Next(); subnet.Contains(a); a = a.Next() {
-				if free(a) {
-					addr = a
-					break
-				}
-			}
-			if !addr.IsValid() {
-				return nil, fmt.Errorf("%s: no free address left in %s (%d leased); give the network a larger subnet: %w",
-					what, subnet, len(used), ErrExhausted)
-			}
-		}
-		got = netip.PrefixFrom(addr, subnet.Bits())
-		lease := Lease{Network: network, Machine: machine, Addr: got, Static: static.IsValid()}
-		if mine >= 0 {
-			leases[mine] = lease
-		} else {
-			leases = append(leases, lease)
+			got = append(got, p)
 		}
 		return leases, nil
 	})
 	return got, err
+}
+
+// special names why a is never handed out on r's subnet, or returns "".
+func (r AddrRequest) special(a netip.Addr) string {
+	switch {
+	case a == r.Subnet.Addr():
+		return "the subnet's network address"
+	case r.Subnet.Addr().Is4() && a == lastAddr(r.Subnet):
+		return "the subnet's broadcast address"
+	case a == r.Gateway:
+		return "the gateway"
+	}
+	return ""
+}
+
+// allocOne finds machine's address for r among leases and records it.
+func allocOne(leases []Lease, what, network, machine string, r AddrRequest, reserved []netip.Addr) ([]Lease, netip.Prefix, error) {
+	v4 := r.Subnet.Addr().Is4()
+	used := map[netip.Addr]string{}
+	mine := -1
+	for i, ls := range leases {
+		if ls.Network != network || ls.Addr.Addr().Is4() != v4 {
+			continue
+		}
+		if ls.Machine == machine {
+			mine = i
+		} else {
+			used[ls.Addr.Addr()] = ls.Machine
+		}
+	}
+	free := func(a netip.Addr) bool {
+		_, taken := used[a]
+		return !taken && r.special(a) == "" && !slices.Contains(reserved, a)
+	}
+	var addr netip.Addr
+	switch {
+	case r.Static.IsValid():
+		if holder, taken := used[r.Static]; taken {
+			return nil, netip.Prefix{}, fmt.Errorf("%s: static address %s is leased to machine %q; give one of them another address, or remove %q to free it: %w",
+				what, r.Static, holder, holder, ErrExists)
+		}
+		addr = r.Static
+	case mine >= 0 && r.Subnet.Contains(leases[mine].Addr.Addr()) && free(leases[mine].Addr.Addr()):
+		addr = leases[mine].Addr.Addr()
+	default:
+		for a := r.Subnet.Addr().Next(); r.Subnet.Contains(a); a = a.Next() {
+			if free(a) {
+				addr = a
+				break
+			}
+		}
+		if !addr.IsValid() {
+			return nil, netip.Prefix{}, fmt.Errorf("%s: no free address left in %s (%d leased); give the network a larger subnet: %w",
+				what, r.Subnet, len(used), ErrExhausted)
+		}
+	}
+	got := netip.PrefixFrom(addr, r.Subnet.Bits())
+	lease := Lease{Network: network, Machine: machine, Addr: got, Static: r.Static.IsValid()}
+	if mine >= 0 {
+		leases[mine] = lease
+	} else {
+		leases = append(leases, lease)
+	}
+	return leases, got, nil
 }
 
 func checkSubnet(p netip.Prefix) error {

@@ -196,3 +196,27 @@ func TestLeaseWorker(t *testing.T) {
 		}
 	}
 }
+
+// AllocateAll gives a machine all its addresses or none.
+func TestAllocateAll(t *testing.T) {
+	l, _ := OpenLeases(t.TempDir())
+	reqs := []AddrRequest{
+		{Subnet: mustPrefix("10.0.0.0/24"), Gateway: mustAddr("10.0.0.1")},
+		{Subnet: mustPrefix("fd00::/64"), Gateway: mustAddr("fd00::1")},
+	}
+	got, err := l.AllocateAll("lan", "a", reqs)
+	if err != nil || len(got) != 2 || got[0].String() != "10.0.0.2/24" || got[1].String() != "fd00::2/64" {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	// b's IPv6 static is a's: b gets no IPv4 lease either.
+	reqs[1].Static = mustAddr("fd00::2")
+	if _, err := l.AllocateAll("lan", "b", reqs); !errors.Is(err, ErrExists) {
+		t.Fatalf("want ErrExists, got %v", err)
+	}
+	if ls, _ := l.Leases(); len(ls) != 2 {
+		t.Fatalf("a failed AllocateAll left leases: %+v", ls)
+	}
+	if _, err := l.AllocateAll("lan", "b", []AddrRequest{reqs[0], reqs[0]}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("two IPv4 requests: want ErrInvalid, got %v", err)
+	}
+}

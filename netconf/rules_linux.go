@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,18 +45,33 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 	h.rulesMu.Lock()
 	defer h.rulesMu.Unlock()
 
-	localnet, err := h.localnetBridges(ctx, rs)
+	links, err := retryDump(ctx, h.nl.LinkList)
 	if err != nil {
-		return err
+		return fmt.Errorf("nftables table inet %s: list links: %w", TableName, err)
 	}
-	// Turn route_localnet off before the guard could disappear, and on only
-	// after the guard is in place.
-	for br, on := range localnet {
-		if !on {
-			if err := h.setSysctl("net/ipv4/conf/"+br+"/route_localnet", "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("bridge %q: %w", br, err)
-			}
+	// route_localnet goes off before the guard could disappear, and on only
+	// after the guard is in place. All sysctls of a phase are written in one
+	// trip into the namespace.
+	var off, on []sysctlSetting
+	for br, want := range localnetBridges(rs, links) {
+		s := sysctlSetting{key: "net/ipv4/conf/" + br + "/route_localnet", value: "0", what: "bridge " + br}
+		if want {
+			s.value = "1"
+			on = append(on, s)
+		} else {
+			s.optional = true
+			off = append(off, s)
 		}
+	}
+	need4, need6 := forwardingNeeded(rs)
+	if need4 {
+		on = append(on, sysctlSetting{key: "net/ipv4/ip_forward", value: "1"})
+	}
+	if need6 {
+		on = append(on, sysctlSetting{key: "net/ipv6/conf/all/forwarding", value: "1", before: func() { h.warnAcceptRA(ctx, links) }})
+	}
+	if err := h.setSysctls(off); err != nil {
+		return err
 	}
 
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -84,52 +101,64 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 	if err := h.nft.Flush(); err != nil {
 		return fmt.Errorf("nftables table inet %s: apply %d chains: %w", TableName, len(chains), err)
 	}
-
-	need4, need6 := forwardingNeeded(rs)
-	if need4 {
-		if err := h.setSysctl("net/ipv4/ip_forward", "1"); err != nil {
-			return err
-		}
-	}
-	if need6 {
-		h.warnAcceptRA(ctx)
-		if err := h.setSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
-			return err
-		}
-	}
-	for br, on := range localnet {
-		if on {
-			if err := h.setSysctl("net/ipv4/conf/"+br+"/route_localnet", "1"); err != nil {
-				if errors.Is(err, os.ErrNotExist) {
-					return fmt.Errorf("bridge %q: does not exist; ensure the network's bridge before its rules: %w", br, ErrNotFound)
-				}
-				return fmt.Errorf("bridge %q: %w", br, err)
-			}
-		}
+	if err := h.setSysctls(on); err != nil {
+		return err
 	}
 	slog.DebugContext(ctx, "nftables rules applied", "table", "inet "+TableName, "networks", len(rs.Networks), "forwards", len(rs.Forwards))
 	return nil
 }
 
+// sysctlSetting is one value to write under /proc/sys.
+type sysctlSetting struct {
+	key, value string
+	what       string // the object, for messages
+	optional   bool   // a missing key (the link is gone) is fine
+	before     func() // runs in the namespace before a change of the value
+}
+
+// setSysctls writes the settings in one trip into the Host's namespace.
+func (h *Host) setSysctls(list []sysctlSetting) error {
+	if len(list) == 0 {
+		return nil
+	}
+	return h.do(func() error {
+		for _, s := range list {
+			if s.before != nil {
+				if cur, err := os.ReadFile(filepath.Join("/proc/sys", s.key)); err == nil && strings.TrimSpace(string(cur)) != s.value {
+					s.before()
+				}
+			}
+			err := writeSysctl(s.key, s.value)
+			switch {
+			case err == nil:
+			case errors.Is(err, os.ErrNotExist) && s.optional:
+			case errors.Is(err, os.ErrNotExist) && s.what != "":
+				return fmt.Errorf("%s: does not exist; ensure the network's bridge before its rules: %w", s.what, ErrNotFound)
+			case s.what != "":
+				return fmt.Errorf("%s: %w", s.what, err)
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // localnetBridges says for each bridge whether route_localnet must be on: on
 // for networks with IPv4 forwards, off for every other bridge berth made.
-func (h *Host) localnetBridges(ctx context.Context, rs Ruleset) (map[string]bool, error) {
+func localnetBridges(rs Ruleset, links []netlink.Link) map[string]bool {
 	want := map[string]bool{}
 	for _, f := range rs.Forwards {
 		if n, ok := rs.networkOf(f.Addr); ok && f.Addr.Is4() {
 			want[n.Bridge] = true
 		}
 	}
-	links, err := retryDump(ctx, h.nl.LinkList)
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
 	for _, l := range links {
 		if l.Type() == "bridge" && strings.HasPrefix(l.Attrs().Alias, aliasPrefix) && !want[l.Attrs().Name] {
 			want[l.Attrs().Name] = false
 		}
 	}
-	return want, nil
+	return want
 }
 
 func forwardingNeeded(rs Ruleset) (v4, v6 bool) {
@@ -144,26 +173,20 @@ func forwardingNeeded(rs Ruleset) (v4, v6 bool) {
 	return v4, v6
 }
 
-// warnAcceptRA warns, once, before IPv6 forwarding goes on, about interfaces
-// that take their IPv6 configuration from router advertisements: with
-// forwarding on, accept_ra=1 ignores them and the host loses its IPv6 default
-// route when it expires (the same trap Docker documents). berth does not change
-// the host's uplinks; the person can set accept_ra=2.
-func (h *Host) warnAcceptRA(ctx context.Context) {
-	if v, err := h.sysctl("net/ipv6/conf/all/forwarding"); err != nil || v == "1" {
-		return
-	}
-	links, err := retryDump(ctx, h.nl.LinkList)
-	if err != nil {
-		return
-	}
+// warnAcceptRA warns, when IPv6 forwarding is about to go on, about
+// interfaces that take their IPv6 configuration from router advertisements:
+// with forwarding on, accept_ra=1 ignores them and the host loses its IPv6
+// default route when it expires (the trap Docker documents). berth does not
+// change the host's uplinks; the person can set accept_ra=2. It runs inside the
+// Host's namespace (from setSysctls).
+func (h *Host) warnAcceptRA(ctx context.Context, links []netlink.Link) {
 	var ifs []string
 	for _, l := range links {
 		name := l.Attrs().Name
 		if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) || l.Attrs().Flags&net.FlagUp == 0 || l.Attrs().Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		if v, err := h.sysctl("net/ipv6/conf/" + name + "/accept_ra"); err == nil && v == "1" {
+		if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + name + "/accept_ra"); err == nil && strings.TrimSpace(string(b)) == "1" {
 			ifs = append(ifs, name)
 		}
 	}
