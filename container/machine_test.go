@@ -72,7 +72,7 @@ func TestDebianMachine(t *testing.T) {
 			echo "console=$(stat -c %t:%T /dev/console)"
 			test -c /dev/net/tun && echo tun=yes || echo tun=no
 			ls /dev/sd* /dev/vd* 2>/dev/null | head -1 | sed 's/^/block=/'
-			grep -c . /proc/self/mountinfo | sed 's/^/mounts=/'`)
+			echo "bootid=$(cat /proc/sys/kernel/random/boot_id)"`)
 		if code != 0 {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
@@ -81,6 +81,10 @@ func TestDebianMachine(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("missing %q in:\n%s", want, out)
 			}
+		}
+		hostBoot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		if strings.Contains(out, "bootid="+strings.TrimSpace(string(hostBoot))) || !strings.Contains(out, "bootid=") {
+			t.Errorf("the guest should have a boot ID of its own:\n%s", out)
 		}
 		if strings.Contains(out, "block=") {
 			t.Errorf("a block device is visible:\n%s", out)

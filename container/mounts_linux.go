@@ -1,6 +1,8 @@
 package container
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -212,6 +214,12 @@ func setupRoot(cfg Config, root string) (*os.File, error) {
 	if err := mount("", psys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, err
 	}
+	// A fresh boot ID per boot (the kernel's is the host's), so the guest's
+	// journal tells its boots apart, as under nspawn.
+	bootID := filepath.Join(run, "host/boot-id")
+	if err := mount(bootID, filepath.Join(psys, "kernel/random/boot_id"), "", unix.MS_BIND, ""); err != nil {
+		return nil, err
+	}
 	inaccessible := filepath.Join(run, "host/inaccessible/reg")
 	for _, f := range []string{"kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list"} {
 		p := filepath.Join(proc, f)
@@ -292,7 +300,13 @@ func setupRunHost(cfg Config, dir string) error {
 	if err != nil {
 		osr, _ = os.ReadFile("/usr/lib/os-release")
 	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return err
+	}
+	id[6], id[8] = id[6]&0x0f|0x40, id[8]&0x3f|0x80
 	files := map[string]string{
+		"boot-id":           dashedUUID(hex.EncodeToString(id[:])) + "\n",
 		"os-release":        string(osr),
 		"container-manager": "berth\n",
 		"container-uuid":    dashedUUID(cfg.UUID) + "\n",

@@ -164,6 +164,7 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
+		s.log.Debug("cleaned up")
 		return st
 	}
 	fail := func(err error) (ExitStatus, error) {
@@ -252,10 +253,13 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 			return fail(err)
 		}
 		ws := s.waitPayload(ctx, exitCh, readyCh, sigs, path)
+		s.log.Debug("payload exited", "status", ws.String())
 		s.killPayload(path)
+		s.log.Debug("payload cgroup empty")
 		if s.console != nil {
 			s.console.retire()
 		}
+		s.log.Debug("console drained")
 		st, reboot := s.classify(ws)
 		if !reboot {
 			s.log.Info("machine ended", "reason", st.Reason, "code", st.Code)
@@ -431,6 +435,9 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		}
 	})
 	s.log.Info("payload started", "leader", pid, "init", kind, "boot", boot)
+	if phase == PhaseRunning {
+		trimMemory()
+	}
 	if s.hooks.Started != nil {
 		if err := s.hooks.Started(ctx, Started{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(),
 			LeaderPID: pid, CgroupPath: path, Boots: boot}); err != nil {
@@ -505,8 +512,10 @@ func (s *supervisor) waitPayload(ctx context.Context, exitCh <-chan *os.ProcessS
 					}
 				})
 				notifyOwnManager("READY=1")
+				trimMemory()
 			}
 		case sig := <-sigs:
+			s.log.Debug("signal", "signal", sig.String())
 			s.log.Info("signal to the supervisor: powering off", "signal", sig.String())
 			_ = s.poweroff(true)
 		case <-cancelled:

@@ -92,7 +92,10 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	}
 	// The supervisor's progress is for logs, not for the person at the
 	// terminal: show warnings and errors only.
-	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	// BERTH_LOG_LEVEL=debug shows every step, with timings.
+	level := slog.LevelWarn
+	_ = level.UnmarshalText([]byte(os.Getenv("BERTH_LOG_LEVEL")))
+	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
 	defer os.RemoveAll(cfg.RuntimeDir)
