@@ -128,6 +128,9 @@ func (c *Client) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, err
 	if err := c.do(ctx, http.MethodPost, "/v1/apply", req, &out); err != nil {
 		return nil, err
 	}
+	if out.Plan != nil && len(out.Plan.Errors) > 0 {
+		return &out, &classError{msg: "definitions have errors; nothing applied", class: ErrInvalid}
+	}
 	return &out, nil
 }
 

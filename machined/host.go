@@ -344,6 +344,10 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 			}
 		}
 	}
+	if rc := resolvConf(d, m); rc != nil {
+		// A machine without name servers still boots: warn rather than fail.
+		logErr("cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
+	}
 	cfg := containerConfig(h.paths, m, root)
 	if err := waitSupervisorGone(ctx, cfg.RuntimeDir, 15*time.Second); err != nil {
 		return fmt.Errorf("machine %q: %w", m.Name, err)

@@ -82,7 +82,13 @@ func Handler(api API) http.Handler {
 		if !decode(w, r, &req) {
 			return
 		}
-		reply(w, r, func() (any, error) { return api.Apply(r.Context(), req) })
+		res, err := api.Apply(r.Context(), req)
+		if err != nil && res != nil && res.Plan != nil && len(res.Plan.Errors) > 0 {
+			// Definition errors travel as data, so the CLI can print each one.
+			writeJSON(w, http.StatusOK, res)
+			return
+		}
+		reply(w, r, func() (any, error) { return res, err })
 	})
 	mux.HandleFunc("GET /v1/networks", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, r, func() (any, error) { return api.Networks(r.Context()) })

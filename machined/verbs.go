@@ -157,13 +157,17 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		if mm.State == spec.StateStopped {
 			return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, ErrConflict)
 		}
+		// Under the pass lock, so no reconcile starts it at the same moment.
+		m.pass.Lock()
+		defer m.pass.Unlock()
 		_ = m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" })
-		if running {
+		if o, err = m.host.Observe(ctx, d); err != nil {
+			return err
+		}
+		if om := o.Machines[name]; om != nil && om.Running {
 			return nil // already running is success
 		}
 		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth start"})
-		m.pass.Lock()
-		defer m.pass.Unlock()
 		return m.start(ctx, d, mm)
 	case "stop", "poweroff", "terminate":
 		hash := ""

@@ -93,10 +93,53 @@ func superviseHooks(ctx context.Context, cfg container.Config) (container.Hooks,
 		}
 	}
 	h.Network = networkHook(w)
+	if w.Attachment != nil && w.Spec != nil {
+		loopbackProxyHooks(&h, machineForwards(w.Spec, w.Attachment))
+	}
 	if err := systemdHooks(ctx, &h, cfg, w); err != nil {
 		return h, err
 	}
 	return h, nil
+}
+
+// loopbackProxyHooks runs the machine's [::1] port forwards (the one kind the
+// kernel cannot do) in its supervisor, for as long as the machine lives.
+func loopbackProxyHooks(h *container.Hooks, fwds []netconf.Forward) {
+	need := false
+	for _, f := range fwds {
+		if f.Addr.Is6() && (!f.HostAddr.IsValid() || f.HostAddr == netip.IPv6Loopback()) {
+			need = true
+		}
+	}
+	if !need {
+		return
+	}
+	var proxy *netconf.LoopbackProxy
+	started, stopped := h.Started, h.Stopped
+	h.Started = func(ctx context.Context, s container.Started) error {
+		if started != nil {
+			if err := started(ctx, s); err != nil {
+				return err
+			}
+		}
+		if proxy != nil {
+			return nil // a reboot: the proxy goes on
+		}
+		nh, err := netconf.Open("")
+		if err != nil {
+			return err
+		}
+		proxy, err = nh.ProxyLoopback(ctx, fwds)
+		return err
+	}
+	h.Stopped = func(ctx context.Context, st container.ExitStatus) {
+		if proxy != nil {
+			_ = proxy.Close()
+		}
+		if stopped != nil {
+			stopped(ctx, st)
+		}
+	}
 }
 
 // networkHook attaches the machine's veth (or just brings loopback up) from the
@@ -207,34 +250,39 @@ func ruleset(d *spec.Set, attached map[string]*netconf.Attachment) netconf.Rules
 		rs.Networks = append(rs.Networks, netconf.NATNetwork{Name: n.Name, Bridge: n.Bridge, Subnet4: n.Subnet, Subnet6: n.Subnet6, Masquerade: n.Masquerade()})
 	}
 	for _, m := range d.Machines {
-		att := attached[m.Name]
-		if att == nil || !m.Network.Private() {
-			continue
-		}
-		for _, p := range m.Network.Ports {
-			proto := string(p.Protocol)
-			if proto == "" {
-				proto = "tcp"
-			}
-			f := netconf.Forward{Machine: m.Name, Proto: proto, HostAddr: p.HostAddress, HostPort: uint16(p.HostPort), Port: uint16(p.MachinePort)}
-			if f.Port == 0 {
-				f.Port = f.HostPort
-			}
-			// A forward goes to the machine's address of the host address's
-			// family; without a host address, to both when it has both.
-			if att.Addr4.IsValid() && (!p.HostAddress.IsValid() || p.HostAddress.Is4()) {
-				f4 := f
-				f4.Addr = att.Addr4.Addr()
-				rs.Forwards = append(rs.Forwards, f4)
-			}
-			if att.Addr6.IsValid() && (!p.HostAddress.IsValid() || (p.HostAddress.Is6() && !p.HostAddress.Is4In6())) {
-				f6 := f
-				f6.Addr = att.Addr6.Addr()
-				rs.Forwards = append(rs.Forwards, f6)
-			}
+		if att := attached[m.Name]; att != nil && m.Network.Private() {
+			rs.Forwards = append(rs.Forwards, machineForwards(m, att)...)
 		}
 	}
 	return rs
+}
+
+// machineForwards are a machine's port forwards to its addresses: each goes to
+// the machine's address of the host address's family, or, without a host
+// address, to both when the machine has both.
+func machineForwards(m *spec.Machine, att *netconf.Attachment) []netconf.Forward {
+	var out []netconf.Forward
+	for _, p := range m.Network.Ports {
+		proto := string(p.Protocol)
+		if proto == "" {
+			proto = "tcp"
+		}
+		f := netconf.Forward{Machine: m.Name, Proto: proto, HostAddr: p.HostAddress, HostPort: uint16(p.HostPort), Port: uint16(p.MachinePort)}
+		if f.Port == 0 {
+			f.Port = f.HostPort
+		}
+		if att.Addr4.IsValid() && (!p.HostAddress.IsValid() || p.HostAddress.Is4()) {
+			f4 := f
+			f4.Addr = att.Addr4.Addr()
+			out = append(out, f4)
+		}
+		if att.Addr6.IsValid() && (!p.HostAddress.IsValid() || (p.HostAddress.Is6() && !p.HostAddress.Is4In6())) {
+			f6 := f
+			f6.Addr = att.Addr6.Addr()
+			out = append(out, f6)
+		}
+	}
+	return out
 }
 
 // logErr logs err at warning level with the machine named.

@@ -1,0 +1,560 @@
+package machined_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/netconf"
+)
+
+// The test binary is also berthd (stage test-berthd), each machine's supervisor
+// (machined's own supervise stage) and the payload's init stage.
+func init() {
+	container.RegisterStage("test-berthd", func() {
+		cfg, err := machined.LoadConfig(os.Getenv("BERTH_TEST_CONFIG"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		if err := machined.Main(ctx, cfg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	})
+}
+
+func TestMain(m *testing.M) {
+	container.Reexec()
+	os.Exit(m.Run())
+}
+
+// env is one test's berth installation: its own state, runtime and log
+// directories, a network namespace standing in for the host, and a berthd
+// running in it.
+type env struct {
+	t      *testing.T
+	dir    string
+	netns  string // name under /run/netns
+	cfg    string
+	paths  machined.Paths
+	daemon *exec.Cmd
+	api    *machined.Client
+}
+
+func newEnv(t *testing.T, extraConfig string) *env {
+	t.Helper()
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	testenv.RequireCommand(t, "ip", "nsenter")
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, netns: testenv.UniqueName("berthd-test")}
+	e.paths = machined.Paths{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log")}
+	e.paths.Socket = filepath.Join(e.paths.RuntimeDir, "berthd.sock")
+	if out, err := exec.Command("ip", "netns", "add", e.netns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", e.netns).Run() })
+	e.nsRun("ip", "link", "set", "lo", "up")
+	e.cfg = filepath.Join(dir, "berthd.yaml")
+	conf := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 2s\nparallelism: 4\n%s", e.paths.StateDir, e.paths.RuntimeDir, e.paths.LogDir, extraConfig)
+	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Machines are stopped before the directories go (cleanups run last first).
+	t.Cleanup(e.teardown)
+	e.startDaemon()
+	return e
+}
+
+func (e *env) nsRun(args ...string) string {
+	e.t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=/run/netns/" + e.netns, "--"}, args...)...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (e *env) startDaemon() {
+	e.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(e.dir, "berthd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer logf.Close()
+	self, _ := os.Executable()
+	cmd := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", self)
+	cmd.Env = append(os.Environ(), "_BERTH_STAGE=test-berthd", "BERTH_TEST_CONFIG="+e.cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.daemon = cmd
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := machined.Dial(context.Background(), e.paths.Socket)
+		if err == nil {
+			e.api = c
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))
+			e.t.Fatalf("berthd did not come up: %v\n%s", err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// killDaemon ends berthd with SIGKILL, as a crash would.
+func (e *env) killDaemon() {
+	e.t.Helper()
+	if e.daemon == nil {
+		return
+	}
+	_ = e.daemon.Process.Kill()
+	_, _ = e.daemon.Process.Wait()
+	e.daemon = nil
+}
+
+func (e *env) teardown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if e.api != nil && e.daemon != nil {
+		if list, err := e.api.List(ctx); err == nil {
+			for _, m := range list {
+				if m.State != machined.StateStopped && m.State != machined.StateFailed {
+					_ = e.api.Verb(ctx, m.Name, "terminate")
+				}
+			}
+		}
+	}
+	if e.daemon != nil {
+		_ = e.daemon.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _, _ = e.daemon.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = e.daemon.Process.Kill()
+		}
+	}
+	// Whatever still runs (a test failed half-way) is killed through its supervisor.
+	ents, _ := os.ReadDir(filepath.Join(e.paths.RuntimeDir, "machines"))
+	for _, d := range ents {
+		dir := filepath.Join(e.paths.RuntimeDir, "machines", d.Name())
+		if c, err := container.Dial(dir); err == nil {
+			_ = c.Terminate(ctx)
+			_, _ = c.Wait(ctx)
+		}
+	}
+	if e.t.Failed() {
+		log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))
+		e.t.Logf("berthd log:\n%s", tailString(string(log), 6000))
+	}
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// run runs a subtest whose failures the env's helpers report.
+func (e *env) run(name string, fn func(t *testing.T)) {
+	parent := e.t
+	if parent.Failed() {
+		return // each step builds on the ones before
+	}
+	parent.Run(name, func(t *testing.T) {
+		e.t = t
+		defer func() { e.t = parent }()
+		fn(t)
+	})
+}
+
+// write puts a definition file under the env's definitions directory.
+func (e *env) write(rel, content string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, "defs", rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) apply() *machined.ApplyResult {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := e.api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
+	if err != nil {
+		if res != nil && res.Plan != nil {
+			e.t.Fatalf("apply: %v\n%s", err, strings.Join(res.Plan.Errors, "\n"))
+		}
+		e.t.Fatalf("apply: %v", err)
+	}
+	for _, r := range res.Results {
+		if r.Error != "" {
+			e.t.Fatalf("apply: %s: %s", r.Action, r.Error)
+		}
+	}
+	return res
+}
+
+func (e *env) status(name string) *machined.MachineStatus {
+	e.t.Helper()
+	s, err := e.api.Status(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("status %s: %v", name, err)
+	}
+	return s
+}
+
+// waitState waits until the machine is in state (and, when given, cond holds).
+func (e *env) waitState(name, state string, limit time.Duration) *machined.MachineStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		s := e.status(name)
+		if s.State == state {
+			return s
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("machine %s is %s after %s, want %s (notes %q, last error %q)", name, s.State, limit, state, s.Notes, s.LastError)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// exec runs a command in a running machine and returns its output and exit code.
+// It uses nsenter in a process of its own: entering from the test process would
+// leave one of its threads in the machine's cgroups.
+func (e *env) exec(name string, args ...string) (string, int) {
+	e.t.Helper()
+	s := e.status(name)
+	if s.LeaderPID == 0 {
+		e.t.Fatalf("machine %s is not running", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(s.LeaderPID), "-a", "--"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		e.t.Fatalf("enter %s: %v", name, err)
+	}
+	return string(out), 0
+}
+
+func (e *env) cgroupFile(name, file string) string {
+	e.t.Helper()
+	s := e.status(name)
+	for _, h := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		if b, err := os.ReadFile(filepath.Join(h, s.Cgroup, file)); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	e.t.Fatalf("no %s for %s in cgroup %s", file, name, s.Cgroup)
+	return ""
+}
+
+const testNetwork = `apiVersion: berth/v1
+kind: Network
+name: lan
+subnet: 10.98.0.0/24
+`
+
+func testImages(t *testing.T) string {
+	return fmt.Sprintf(`apiVersion: berth/v1
+kind: Image
+name: bb
+directory: %s
+`, testenv.BusyboxGuest(t))
+}
+
+func bbMachine(name, extra string) string {
+	if !strings.Contains(extra, "network:") {
+		extra = "network: lan\n" + extra
+	}
+	return fmt.Sprintf(`apiVersion: berth/v1
+kind: Machine
+name: %s
+image: bb
+restart: {policy: on-failure, backoff: 200ms, maxBackoff: 1s, maxRetries: 3}
+%s`, name, extra)
+}
+
+// TestDaemon walks through the daemon's life: apply, no-op plan, live limits,
+// a removed definition, a crashed berthd, a crashing machine, a malformed
+// file, drift, and holds.
+func TestDaemon(t *testing.T) {
+	e := newEnv(t, "")
+	// Machine names are global on a host (cgroups, systemd-machined): unique
+	// ones keep this test out of the way of others running beside it.
+	a, b, c := testenv.UniqueName("a"), testenv.UniqueName("b"), testenv.UniqueName("c")
+	e.write("images.yaml", testImages(t))
+	e.write("network.yaml", testNetwork)
+	e.write("a.yaml", bbMachine(a, "resources: {memoryMax: 64M, pidsMax: 200}\n"))
+	e.write("b.yaml", bbMachine(b, "network: {name: lan, ports: [\"8080:80\"]}\n"))
+	e.write("c.yaml", bbMachine(c, ""))
+	ctx := context.Background()
+
+	e.run("apply boots them all", func(t *testing.T) {
+		e.apply()
+		for _, n := range []string{a, b, c} {
+			e.waitState(n, machined.StateRunning, 20*time.Second)
+		}
+		out, code := e.exec(a, "ping", "-c1", "-W2", e.status(c).Addresses[0])
+		if code != 0 {
+			t.Fatalf("a cannot ping c: %s", out)
+		}
+	})
+
+	e.run("plan then reports no changes", func(t *testing.T) {
+		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Changes() {
+			t.Fatalf("plan after apply has changes:\n%s", p)
+		}
+	})
+
+	e.run("a memory limit applies live", func(t *testing.T) {
+		before := e.status(a)
+		e.write("a.yaml", bbMachine(a, "resources: {memoryMax: 96M, pidsMax: 200}\n"))
+		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil || len(p.Actions) != 1 || p.Actions[0].Op != machined.OpUpdate {
+			t.Fatalf("plan = %v, %v; want one live update", p, err)
+		}
+		e.apply()
+		if got := e.cgroupFile(a, "memory.limit_in_bytes"); got != strconv.Itoa(96<<20) {
+			t.Fatalf("memory limit in the cgroup = %s, want %d", got, 96<<20)
+		}
+		after := e.status(a)
+		if !after.Since.Equal(before.Since) || after.LeaderPID != before.LeaderPID {
+			t.Fatalf("machine restarted: since %s → %s, leader %d → %d", before.Since, after.Since, before.LeaderPID, after.LeaderPID)
+		}
+	})
+
+	e.run("deleting a definition stops that machine only", func(t *testing.T) {
+		bSince := e.status(b).Since
+		if err := os.Remove(filepath.Join(e.dir, "defs", "c.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		e.apply()
+		s := e.waitState(c, machined.StateStopped, 20*time.Second)
+		if s.Declared || s.RootStrategy == "" {
+			t.Fatalf("c: declared %v, root %q: want undeclared with its root kept", s.Declared, s.RootStrategy)
+		}
+		if b := e.status(b); b.State != machined.StateRunning || !b.Since.Equal(bSince) {
+			t.Fatalf("b was disturbed: %s since %s (was %s)", b.State, b.Since, bSince)
+		}
+	})
+
+	e.run("machines outlive a crashed berthd and are re-adopted", func(t *testing.T) {
+		since := map[string]time.Time{}
+		for _, n := range []string{a, b} {
+			since[n] = e.status(n).Since
+		}
+		e.killDaemon()
+		time.Sleep(300 * time.Millisecond)
+		for _, n := range []string{a, b} {
+			st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", n))
+			if err != nil || !st.SupervisorAlive() {
+				t.Fatalf("machine %s died with berthd: %v", n, err)
+			}
+		}
+		e.startDaemon()
+		for _, n := range []string{a, b} {
+			s := e.status(n)
+			if s.State != machined.StateRunning || !s.Since.Equal(since[n]) {
+				t.Fatalf("%s after restart: %s since %s, want running since %s", n, s.State, s.Since, since[n])
+			}
+		}
+	})
+
+	e.run("a crashed init is restarted, then marked failed", func(t *testing.T) {
+		first := e.status(a).LeaderPID
+		if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := e.status(a)
+			if s.State == machined.StateRunning && s.LeaderPID != first {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a not restarted: %+v", s)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// Keep killing it: after maxRetries (3) restarts it is given up.
+		deadline = time.Now().Add(40 * time.Second)
+		for {
+			s := e.status(a)
+			if s.State == machined.StateFailed {
+				if s.Hold == nil || !strings.Contains(s.Hold.Message, "gave up") {
+					t.Fatalf("failed without a reason: %+v", s.Hold)
+				}
+				break
+			}
+			if s.LeaderPID != 0 {
+				_ = syscall.Kill(s.LeaderPID, syscall.SIGKILL)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a never marked failed: %+v", s)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// berth start lifts the failure.
+		if err := e.api.Verb(ctx, a, "start"); err != nil {
+			t.Fatal(err)
+		}
+		e.waitState(a, machined.StateRunning, 20*time.Second)
+	})
+
+	e.run("a malformed file is reported and touches nothing", func(t *testing.T) {
+		since := e.status(b).Since
+		bad := e.write("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: " + testenv.UniqueName("d") + "\nimage: bb\nmemry: 1\n")
+		_, err := e.api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
+		if !errors.Is(err, machined.ErrInvalid) {
+			t.Fatalf("apply with a broken file: %v, want invalid", err)
+		}
+		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil || len(p.Errors) == 0 || !strings.Contains(p.Errors[0], "broken.yaml:5:1") {
+			t.Fatalf("plan errors = %q, %v; want broken.yaml:5:1", p.Errors, err)
+		}
+		if s := e.status(b); s.State != machined.StateRunning || !s.Since.Equal(since) {
+			t.Fatalf("b disturbed by a broken file: %+v", s)
+		}
+		os.Remove(bad)
+	})
+
+	e.run("drift is repaired", func(t *testing.T) {
+		hostIf := netconf.HostIfName(b)
+		e.nsRun("ip", "link", "del", hostIf)
+		e.nsRun("nft", "delete", "table", "inet", "berth")
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, errLink := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "ip", "link", "show", hostIf).CombinedOutput()
+			_, errTable := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "nft", "list", "table", "inet", "berth").CombinedOutput()
+			if errLink == nil && errTable == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("drift not repaired: link %v, table %v", errLink, errTable)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if out, code := e.exec(b, "ping", "-c1", "-W2", "10.98.0.1"); code != 0 {
+			t.Fatalf("b cannot reach the gateway after repair: %s", out)
+		}
+	})
+
+	e.run("berth stop holds a machine until berth start", func(t *testing.T) {
+		if err := e.api.Verb(ctx, b, "stop"); err != nil {
+			t.Fatal(err)
+		}
+		s := e.waitState(b, machined.StateStopped, 20*time.Second)
+		if s.Hold == nil || s.Hold.Reason != machined.HoldStopped {
+			t.Fatalf("stopped without a hold: %+v", s)
+		}
+		if _, err := e.api.Apply(ctx, machined.ApplyRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if s := e.status(b); s.State != machined.StateStopped {
+			t.Fatalf("a reconcile undid berth stop: %s", s.State)
+		}
+		if err := e.api.Verb(ctx, b, "start"); err != nil {
+			t.Fatal(err)
+		}
+		e.waitState(b, machined.StateRunning, 20*time.Second)
+	})
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// TestGitSource: a commit that adds a machine to a Git repository berthd
+// follows is picked up at the next poll.
+func TestGitSource(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.RequireCommand(t, "git")
+	repo := filepath.Join(t.TempDir(), "defs.git")
+	work := filepath.Join(t.TempDir(), "work")
+	git := func(dir string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.org", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.org")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	git("/", "init", "-q", "--bare", "-b", "main", repo)
+	git("/", "init", "-q", "-b", "main", work)
+	if err := os.MkdirAll(filepath.Join(work, "berth"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	put := func(rel, content string) {
+		if err := os.WriteFile(filepath.Join(work, "berth", rel), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("images.yaml", testImages(t))
+	put("network.yaml", testNetwork)
+	git(work, "add", ".")
+	git(work, "commit", "-q", "-m", "network and image")
+	git(work, "push", "-q", repo, "main")
+
+	e := newEnv(t, fmt.Sprintf("sources:\n  - git: {url: %s, branch: main, path: berth, interval: 1s}\n", repo))
+	name := testenv.UniqueName("git")
+	put("m.yaml", bbMachine(name, ""))
+	git(work, "add", ".")
+	git(work, "commit", "-q", "-m", "add a machine")
+	git(work, "push", "-q", repo, "main")
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if s, err := e.api.Status(context.Background(), name); err == nil && s.State == machined.StateRunning {
+			if !strings.Contains(s.Source, "defs:berth/m.yaml") {
+				t.Errorf("source = %q, want the file in the repository", s.Source)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			d, _ := e.api.Daemon(context.Background())
+			t.Fatalf("the machine added by a commit is not running after 30s; daemon: %+v", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
