@@ -440,7 +440,7 @@ func TestDaemon(t *testing.T) {
 
 	e.run("a malformed file is reported and touches nothing", func(t *testing.T) {
 		since := e.status(b).Since
-		bad := e.write("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: " + testenv.UniqueName("d") + "\nimage: bb\nmemry: 1\n")
+		bad := e.write("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: "+testenv.UniqueName("d")+"\nimage: bb\nmemry: 1\n")
 		_, err := e.api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
 		if !errors.Is(err, machined.ErrInvalid) {
 			t.Fatalf("apply with a broken file: %v, want invalid", err)

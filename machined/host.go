@@ -68,7 +68,9 @@ func OpenLocal(p Paths) (*Manager, error) {
 
 func (h *leafHost) DriverName() string { return h.driver }
 
-func (h *leafHost) runDir(name string) string { return filepath.Join(h.paths.RuntimeDir, "machines", name) }
+func (h *leafHost) runDir(name string) string {
+	return filepath.Join(h.paths.RuntimeDir, "machines", name)
+}
 
 // Observe reads the supervisors' state, the image store, the roots, the bridges
 // and berth's nftables table.

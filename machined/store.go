@@ -19,9 +19,9 @@ import (
 // definition releases it. This is how an imperative verb is not undone by the next
 // reconcile, and how a machine that powered itself off stays off.
 const (
-	HoldStopped  = "stopped"  // berth stop / poweroff / terminate, or a stock tool stopped it
-	HoldExited   = "exited"   // the machine ended and its restart policy says not to restart
-	HoldFailed   = "failed"   // restarted too often; given up
+	HoldStopped = "stopped" // berth stop / poweroff / terminate, or a stock tool stopped it
+	HoldExited  = "exited"  // the machine ended and its restart policy says not to restart
+	HoldFailed  = "failed"  // restarted too often; given up
 )
 
 // Hold records why a declared machine is not being started.
