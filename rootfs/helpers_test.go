@@ -145,3 +145,7 @@ func inOverlay(t testing.TB, r *Root, script string) string {
 }
 
 var execCommand = exec.Command
+
+// DebianTarForTest gives the external test package (boot_test.go) the cached
+// Debian tarball.
+var DebianTarForTest = debianTar

@@ -220,12 +220,10 @@ func (s *Store) readDigest(digest string) (*digestMeta, error) {
 }
 
 func (s *Store) image(ref nameRef) (*Image, error) {
-	m, err := s.readDigest(ref.Digest)
+	img, err := s.imageOnly(ref)
 	if err != nil {
-		return nil, fmt.Errorf("image %q: %w", ref.Name, err)
+		return nil, err
 	}
-	img := &Image{Name: ref.Name, Digest: ref.Digest, Source: ref.Source, SpecHash: ref.SpecHash,
-		Size: m.Size, Files: m.Files, Created: ref.Created, Path: filepath.Join(s.digestDir(ref.Digest), "rootfs")}
 	roots, _ := s.Roots()
 	for _, r := range roots {
 		if r.Digest == ref.Digest {
@@ -235,28 +233,40 @@ func (s *Store) image(ref nameRef) (*Image, error) {
 	return img, nil
 }
 
+// imageOnly is image without UsedBy, which costs a read of every root.
+func (s *Store) imageOnly(ref nameRef) (*Image, error) {
+	m, err := s.readDigest(ref.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: %w", ref.Name, err)
+	}
+	img := &Image{Name: ref.Name, Digest: ref.Digest, Source: ref.Source, SpecHash: ref.SpecHash,
+		Size: m.Size, Files: m.Files, Created: ref.Created, Path: filepath.Join(s.digestDir(ref.Digest), "rootfs")}
+	return img, nil
+}
+
 // Image returns the image name refers to, or an error matching ErrNotFound. A
 // digest (sha256:HEX) names stored content directly, with or without a name.
 func (s *Store) Image(name string) (*Image, error) {
+	ref, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.image(*ref)
+}
+
+// lookup resolves an image name or digest to a reference.
+func (s *Store) lookup(name string) (*nameRef, error) {
 	if validDigest(name) {
 		m, err := s.readDigest(name)
 		if err != nil {
 			return nil, err
 		}
-		img, err := s.image(nameRef{Digest: name, Source: m.Source, Created: m.Created})
-		if err != nil {
-			return nil, err
-		}
-		return img, nil
+		return &nameRef{Digest: name, Source: m.Source, Created: m.Created}, nil
 	}
 	if err := ValidName(name); err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	ref, err := s.readRef(name)
-	if err != nil {
-		return nil, err
-	}
-	return s.image(*ref)
+	return s.readRef(name)
 }
 
 // Images lists the named images by name, then the stored digests no name refers

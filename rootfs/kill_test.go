@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,25 +15,9 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 )
 
-// childEnv makes the test binary import an archive and exit: the process the
-// kill test SIGKILLs midway. Value: STATEDIR|NAME|LOCATION.
+// childEnv makes the test binary import an archive and exit (TestMain in
+// boot_test.go): the process the kill test SIGKILLs midway.
 const childEnv = "BERTH_ROOTFS_TEST_IMPORT"
-
-func TestMain(m *testing.M) {
-	if v := os.Getenv(childEnv); v != "" {
-		parts := strings.SplitN(v, "|", 3)
-		s, err := Open(parts[0])
-		if err == nil {
-			_, err = s.Import(context.Background(), parts[1], Tar{Location: parts[2]}, ImportOptions{})
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
 
 func startImportChild(t *testing.T, state, name, location string) *exec.Cmd {
 	t.Helper()

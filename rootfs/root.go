@@ -275,7 +275,11 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 		return nil, err
 	}
 	defer unlock()
-	img, err := s.Image(image)
+	ref, err := s.lookup(image)
+	if err != nil {
+		return nil, fmt.Errorf("machine %q: %w", machine, err)
+	}
+	img, err := s.imageOnly(*ref)
 	if err != nil {
 		return nil, fmt.Errorf("machine %q: %w", machine, err)
 	}
