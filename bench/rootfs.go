@@ -145,7 +145,10 @@ func benchRootfs() (map[string]any, error) {
 	}
 	for _, cache := range []string{"warm", "cold"} {
 		for _, im := range images {
-			k := func(m string) float64 { v, _ := figs[fmt.Sprintf("%s_%s_%s_ms", m, im.label, cache)].(float64); return v }
+			k := func(m string) float64 {
+				v, _ := figs[fmt.Sprintf("%s_%s_%s_ms", m, im.label, cache)].(float64)
+				return v
+			}
 			if d := k(string(def.Strategy)); d > 0 {
 				r := k("cp_a") / d
 				figs[fmt.Sprintf("ratio_cp_a_over_default_%s_%s", im.label, cache)] = r
