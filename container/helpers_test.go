@@ -102,13 +102,18 @@ func overlayRoot(t *testing.T, cfg *container.Config, lower string) {
 // need be) when the test ends.
 func start(t *testing.T, cfg container.Config) *machine {
 	t.Helper()
+	return startHooks(t, cfg, container.Hooks{})
+}
+
+func startHooks(t *testing.T, cfg container.Config, hooks container.Hooks) *machine {
+	t.Helper()
 	m := &machine{cfg: cfg, done: make(chan container.ExitStatus, 1)}
 	// A state.json of an earlier run in the same runtime dir must not be
 	// mistaken for this one.
 	_ = os.Remove(filepath.Join(cfg.RuntimeDir, "state.json"))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		st, err := container.Supervise(ctx, cfg, container.Hooks{})
+		st, err := container.Supervise(ctx, cfg, hooks)
 		m.err = err
 		m.done <- st
 	}()

@@ -3,7 +3,10 @@ package container_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -308,13 +311,28 @@ func TestBusybox(t *testing.T) {
 	cfg.Boot = true
 	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
 	cfg.Hostname = "bb-host"
-	m := start(t, cfg)
+	testenv.RequireCommand(t, "nsenter", "ip")
+	// The Network hook runs with the payload in its network namespace and
+	// before init: what it adds is there when the guest starts.
+	var hookPID int
+	hooks := container.Hooks{Network: func(ctx context.Context, pid int) error {
+		hookPID = pid
+		out, err := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "link", "add", "hook0", "type", "veth", "peer", "name", "hook1").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}}
+	m := startHooks(t, cfg, hooks)
 	st := m.waitPhase(t, container.PhaseRunning, 1)
 	if st.Init != "busybox" {
 		t.Errorf("init kind %q", st.Init)
 	}
-	out, code := m.sh(t, "hostname; cat /proc/1/comm; touch /x 2>&1")
-	if code == 0 || !strings.Contains(out, "bb-host\ninit\n") || !strings.Contains(out, "Read-only") {
+	if hookPID != st.LeaderPID {
+		t.Errorf("network hook got PID %d, leader is %d", hookPID, st.LeaderPID)
+	}
+	out, code := m.sh(t, "hostname; cat /proc/1/comm; ip -o link show hook0 | cut -d: -f2 | cut -d@ -f1; touch /x 2>&1")
+	if code == 0 || !strings.Contains(out, "bb-host\ninit\n hook0\n") || !strings.Contains(out, "Read-only") {
 		t.Errorf("inside (exit %d):\n%s", code, out)
 	}
 	c, err := container.Dial(cfg.RuntimeDir)
@@ -393,6 +411,66 @@ func TestApplication(t *testing.T) {
 			}
 		})
 	}
+	t.Run("hooks on failure", func(t *testing.T) {
+		cfg := newConfig(t, "app")
+		cfg.Root = container.Root{Dir: root, ReadOnly: true}
+		cfg.Args = []string{"/bin/true"}
+		stopped := 0
+		var got container.ExitStatus
+		ex, err := container.Supervise(context.Background(), cfg, container.Hooks{
+			Started: func(context.Context, container.Started) error { return errors.New("registration refused") },
+			Stopped: func(_ context.Context, st container.ExitStatus) { stopped++; got = st },
+		})
+		if err == nil || !strings.Contains(err.Error(), "registration refused") || ex.Reason != container.ReasonFailed {
+			t.Errorf("started hook failure: %v, %v", ex, err)
+		}
+		if stopped != 1 || got != ex {
+			t.Errorf("stopped hook ran %d times with %v", stopped, got)
+		}
+		if l := leaks(t, cfg); len(l) > 0 {
+			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+		}
+	})
+	t.Run("stop timeout kills", func(t *testing.T) {
+		cfg := newConfig(t, "app")
+		cfg.Root = container.Root{Dir: root, ReadOnly: true}
+		cfg.Args = []string{"/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"}
+		cfg.StopTimeout = 500 * time.Millisecond
+		m := start(t, cfg)
+		m.waitPhase(t, container.PhaseRunning, 1)
+		c, err := container.Dial(cfg.RuntimeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := c.Terminate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ex := m.wait(t)
+		if ex.Code != 137 || ex.Reason != container.ReasonKilled || time.Since(t0) < cfg.StopTimeout {
+			t.Errorf("exit %v after %v", ex, time.Since(t0))
+		}
+		if l := leaks(t, cfg); len(l) > 0 {
+			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
+		}
+	})
+	t.Run("kill all", func(t *testing.T) {
+		cfg := newConfig(t, "app")
+		cfg.Root = container.Root{Dir: root, ReadOnly: true}
+		cfg.Args = []string{"/bin/sh", "-c", "sleep 100 & wait"}
+		m := start(t, cfg)
+		m.waitPhase(t, container.PhaseRunning, 1)
+		c, _ := container.Dial(cfg.RuntimeDir)
+		if err := c.Kill(context.Background(), syscall.SIGKILL, "everyone"); err == nil {
+			t.Error("whom \"everyone\" accepted")
+		}
+		if err := c.Kill(context.Background(), syscall.SIGKILL, "all"); err != nil {
+			t.Fatal(err)
+		}
+		if ex := m.wait(t); ex.Code != 137 {
+			t.Errorf("exit %v", ex)
+		}
+	})
 	t.Run("poweroff reaches the command", func(t *testing.T) {
 		cfg := newConfig(t, "app")
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}

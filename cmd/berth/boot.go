@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -98,6 +100,16 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
+	// A closed terminal or output pipe must not kill the supervisor (which
+	// would take the machine down uncleanly): a hangup powers the machine off,
+	// and writes to a closed pipe just fail.
+	signal.Ignore(syscall.SIGPIPE)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		<-hup
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}()
 	defer os.RemoveAll(cfg.RuntimeDir)
 
 	var st container.ExitStatus
