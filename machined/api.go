@@ -73,6 +73,8 @@ type NetworkStatus struct {
 
 // DaemonStatus describes berthd itself.
 type DaemonStatus struct {
+	// Daemon is false when no berthd runs and the CLI answered by itself.
+	Daemon        bool         `json:"daemon"`
 	PID           int          `json:"pid"`
 	Version       string       `json:"version"`
 	Started       time.Time    `json:"started"`

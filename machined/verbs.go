@@ -329,6 +329,7 @@ func (m *Manager) Daemon(ctx context.Context) (*DaemonStatus, error) {
 	last := m.lastRun
 	m.mu.Unlock()
 	return &DaemonStatus{
+		Daemon:        m.daemon,
 		PID:           os.Getpid(),
 		Version:       Version,
 		Started:       m.started,

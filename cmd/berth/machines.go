@@ -380,7 +380,11 @@ func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra
 }
 
 func printDaemon(w io.Writer, d *machined.DaemonStatus) {
-	fmt.Fprintf(w, "berthd %s, pid %d, up since %s (%s)\n", d.Version, d.PID, d.Started.Local().Format(time.DateTime), ago(d.Started))
+	if d.Daemon {
+		fmt.Fprintf(w, "berthd %s, pid %d, up since %s (%s)\n", d.Version, d.PID, d.Started.Local().Format(time.DateTime), ago(d.Started))
+	} else {
+		fmt.Fprintf(w, "berthd is not running (start it: systemctl start berthd, or berthd &); berth %s works on its own\n", d.Version)
+	}
 	fmt.Fprintf(w, "cgroup driver: %s\n", d.Driver)
 	if !d.LastReconcile.IsZero() {
 		fmt.Fprintf(w, "last reconcile: %s\n", ago(d.LastReconcile))
