@@ -184,3 +184,42 @@ func runSh(script string, args ...string) (string, error) {
 	out, err := execCommand("sh", append([]string{"-c", script, "sh"}, args...)...).CombinedOutput()
 	return string(out), err
 }
+
+// TestImportDebootstrap builds a minbase Debian 12 image with debootstrap from
+// the Debian mirror, with its progress lines shown.
+func TestImportDebootstrap(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	testenv.SkipIfShort(t)
+	testenv.RequireCommand(t, "debootstrap")
+	s := openStore(t)
+	var msgs []string
+	var mu sync.Mutex
+	start := time.Now()
+	img, err := s.Import(ctxT(t), "bookworm", Debootstrap{Suite: "bookworm", Mirror: testenv.Mirror()}, ImportOptions{
+		Progress: func(p Progress) {
+			if p.Message != "" {
+				mu.Lock()
+				msgs = append(msgs, p.Message)
+				mu.Unlock()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("debootstrap image %s (%d MB) in %v, %d progress lines", img.Digest, img.Size>>20, time.Since(start).Round(time.Second), len(msgs))
+	joined := strings.Join(msgs, "\n")
+	for _, want := range []string{"Retrieving", "Base system installed successfully"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no progress line with %q in:\n%s", want, joined)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(img.Path, "etc/debian_version")); err != nil || !strings.HasPrefix(string(b), "12") {
+		t.Errorf("etc/debian_version = %q, %v", b, err)
+	}
+	if debs, _ := filepath.Glob(filepath.Join(img.Path, "var/cache/apt/archives/*.deb")); len(debs) > 0 {
+		t.Errorf("%d downloaded .debs left in the image", len(debs))
+	}
+	if !strings.HasPrefix(img.Source, "debootstrap:bookworm minbase ") {
+		t.Errorf("source = %q", img.Source)
+	}
+}
