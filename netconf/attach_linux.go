@@ -77,7 +77,7 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 		if l, err := inside.LinkByName(GuestIfName); err == nil {
 			return fail("create veth", fmt.Errorf("the machine's namespace already has a %s link %s that berth did not make: %w", l.Type(), GuestIfName, ErrExists))
 		}
-		hostLink, err = h.createVeth(a, target)
+		hostLink, err = h.createVeth(a, target, bridge)
 		if err != nil {
 			return fail("create veth "+a.HostIf, err)
 		}
@@ -111,7 +111,7 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 // namespace: creating host0 there directly (rather than creating it on the host
 // and moving it) never puts a second "host0" in the host's namespace, so two
 // machines starting at once cannot race for that name.
-func (h *Host) createVeth(a Attachment, target netns.NsHandle) (netlink.Link, error) {
+func (h *Host) createVeth(a Attachment, target netns.NsHandle, bridge netlink.Link) (netlink.Link, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = a.HostIf
 	attrs.HardwareAddr = hostMAC(a.Machine)
@@ -121,10 +121,7 @@ func (h *Host) createVeth(a Attachment, target netns.NsHandle) (netlink.Link, er
 	veth.PeerHardwareAddr = a.MAC
 	veth.PeerNamespace = netlink.NsFd(target)
 	if a.MTU == 0 {
-		// Follow the bridge, whose MTU is the network's.
-		if br, err := h.nl.LinkByName(a.Bridge); err == nil {
-			veth.MTU = br.Attrs().MTU
-		}
+		veth.MTU = bridge.Attrs().MTU // the network's
 	}
 	if err := h.nl.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {

@@ -75,3 +75,37 @@ func TestMAC(t *testing.T) {
 		t.Error("host and guest side of a veth share a MAC")
 	}
 }
+
+// Any machine or network name gives a valid interface name, the same every time.
+func FuzzIfName(f *testing.F) {
+	for _, s := range []string{"web", "a-machine-with-a-long-name", "a/b", "", ".", "..", "ü", "x\x00y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		for _, fn := range []func(string) string{HostIfName, BridgeName} {
+			got := fn(name)
+			if len(got) > maxIfName || !validIfChars(got) {
+				t.Fatalf("%q → %q: not a valid interface name", name, got)
+			}
+			if fn(name) != got {
+				t.Fatalf("%q: not stable", name)
+			}
+		}
+	})
+}
+
+// Whatever a rule comment says, reading it back never panics, and what
+// parses renders to the same comment again.
+func FuzzParseForwardComment(f *testing.F) {
+	f.Add("forward web tcp *:8080 -> 10.88.0.2:80")
+	f.Add("forward db udp [::1]:53 -> [fd88::2]:53")
+	f.Fuzz(func(t *testing.T, c string) {
+		fw, ok := parseForwardComment(c)
+		if !ok {
+			return
+		}
+		if again, ok := parseForwardComment("forward " + fw.String()); !ok || again != fw {
+			t.Fatalf("%q → %+v → %q → %+v", c, fw, fw.String(), again)
+		}
+	})
+}

@@ -74,6 +74,18 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 		return err
 	}
 
+	// Compile every rule before queueing anything: the connection's batch is
+	// only ever sent whole.
+	exprs := make([][][]expr.Any, len(chains))
+	for i, c := range chains {
+		for _, r := range c.rules {
+			e, err := r.exprs()
+			if err != nil {
+				return fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.name, err)
+			}
+			exprs[i] = append(exprs[i], e)
+		}
+	}
 	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	// Adding the table first makes the delete succeed when there is none:
 	// "add, delete, add" is how `nft -f` replaces a table in one transaction.
@@ -82,23 +94,24 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 	if !rs.Empty() {
 		h.nft.AddTable(t)
 		// Every chain before any rule: a jump needs its target chain.
-		added := map[string]*nftables.Chain{}
-		for _, c := range chains {
-			added[c.name] = h.nft.AddChain(nftChain(t, c))
+		added := make([]*nftables.Chain, len(chains))
+		for i, c := range chains {
+			added[i] = h.nft.AddChain(nftChain(t, c))
 		}
-		for _, c := range chains {
-			ch := added[c.name]
-			for _, r := range c.rules {
-				exprs, err := r.exprs()
-				if err != nil {
-					h.nft.Flush() // drops the batch: it is sent only below
-					return fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.name, err)
-				}
-				h.nft.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
+		for i, c := range chains {
+			for j, r := range c.rules {
+				h.nft.AddRule(&nftables.Rule{Table: t, Chain: added[i], Exprs: exprs[i][j], UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
 			}
 		}
 	}
 	if err := h.nft.Flush(); err != nil {
+		// The kernel rejected the whole batch and the old table stands. Start
+		// afresh on a new socket, so no unread reply of this batch can be
+		// taken for the answer to the next request.
+		if nc, nerr := nftables.New(nftables.WithNetNSFd(int(h.ns)), nftables.AsLasting()); nerr == nil {
+			_ = h.nft.CloseLasting()
+			h.nft = nc
+		}
 		return fmt.Errorf("nftables table inet %s: apply %d chains: %w", TableName, len(chains), err)
 	}
 	if err := h.setSysctls(on); err != nil {
