@@ -173,17 +173,17 @@ func benchNet() (map[string]any, error) {
 			return nil, fmt.Errorf("nsenter %s: %v: %s", strings.Join(c, " "), err, out)
 		}
 	}
-	var bridgeBps, vethBps []float64
+	var bridgeBps, vethBps, bridgeEff, vethEff []float64
 	for range netIperfRuns {
-		bps, err := netIperf(machines[0].pid, machines[1].pid, addrs[0].String())
+		r, err := netIperf(machines[0].pid, machines[1].pid, addrs[0].String())
 		if err != nil {
 			return nil, fmt.Errorf("iperf3 over the bridge: %w", err)
 		}
-		bridgeBps = append(bridgeBps, bps)
-		if bps, err = netIperf(pa.pid, pb.pid, netBenchHostA); err != nil {
+		bridgeBps, bridgeEff = append(bridgeBps, r.bps), append(bridgeEff, r.bitsPerCPUSec)
+		if r, err = netIperf(pa.pid, pb.pid, netBenchHostA); err != nil {
 			return nil, fmt.Errorf("iperf3 over a veth pair: %w", err)
 		}
-		vethBps = append(vethBps, bps)
+		vethBps, vethEff = append(vethBps, r.bps), append(vethEff, r.bitsPerCPUSec)
 	}
 
 	// Leave nothing behind in the bench's host namespace (it goes away with
@@ -194,39 +194,49 @@ func benchNet() (map[string]any, error) {
 	sSetup, sIP := netMedianDur(setup), netMedianDur(ipSetup)
 	gbit := func(v float64) float64 { return v / 1e9 }
 	bw, vw := netMedianF(bridgeBps), netMedianF(vethBps)
+	be, ve := netMedianF(bridgeEff), netMedianF(vethEff)
 	fmt.Printf("   setup per machine (median of %d): %.2f ms (leases %.2f, attach %.2f, rules %.2f); p90 %.2f ms; target < 20 ms\n",
 		netSetupRuns, ms(sSetup), ms(netMedianDur(alloc)), ms(netMedianDur(attach)), ms(netMedianDur(rules)), ms(netP90Dur(setup)))
 	fmt.Printf("   the same links with ip(8): %.2f ms → berth's attach takes %.2fx the time of ip(8)'s commands\n",
 		ms(sIP), ms(netMedianDur(attach))/ms(sIP))
 	fmt.Printf("   TCP throughput (iperf3, median of %d × %d s): bridge %.2f Gbit/s, plain veth pair %.2f Gbit/s → ratio %.3f\n",
 		netIperfRuns, netIperfSecs, gbit(bw), gbit(vw), bw/vw)
+	fmt.Printf("   CPU cost (bits per CPU-second of sender and receiver; steadier under load): bridge %.2f Gbit, veth %.2f Gbit → the bridge costs %.2fx the CPU per bit\n",
+		gbit(be), gbit(ve), ve/be)
 	fmt.Printf("   (2 cores shared with other work: medians, alternating trials)\n")
 	return map[string]any{
-		"setup_ms_median":          ms(sSetup),
-		"setup_ms_p90":             ms(netP90Dur(setup)),
-		"setup_leases_ms_median":   ms(netMedianDur(alloc)),
-		"setup_attach_ms_median":   ms(netMedianDur(attach)),
-		"setup_rules_ms_median":    ms(netMedianDur(rules)),
-		"setup_target_ms":          20,
-		"setup_ip8_ms_median":      ms(sIP),
-		"attach_vs_ip8_ratio":      ms(netMedianDur(attach)) / ms(sIP),
-		"tcp_bridge_gbps_median":   gbit(bw),
-		"tcp_veth_gbps_median":     gbit(vw),
-		"tcp_bridge_vs_veth_ratio": bw / vw,
-		"tcp_bridge_gbps_all":      netMapF(bridgeBps, gbit),
-		"tcp_veth_gbps_all":        netMapF(vethBps, gbit),
-		"runs_setup":               netSetupRuns,
-		"runs_iperf":               netIperfRuns,
-		"iperf_seconds":            netIperfSecs,
+		"setup_ms_median":           ms(sSetup),
+		"setup_ms_p90":              ms(netP90Dur(setup)),
+		"setup_leases_ms_median":    ms(netMedianDur(alloc)),
+		"setup_attach_ms_median":    ms(netMedianDur(attach)),
+		"setup_rules_ms_median":     ms(netMedianDur(rules)),
+		"setup_target_ms":           20,
+		"setup_ip8_ms_median":       ms(sIP),
+		"attach_vs_ip8_ratio":       ms(netMedianDur(attach)) / ms(sIP),
+		"tcp_bridge_gbps_median":    gbit(bw),
+		"tcp_veth_gbps_median":      gbit(vw),
+		"tcp_bridge_vs_veth_ratio":  bw / vw,
+		"tcp_bridge_gbit_per_cpu_s": gbit(be),
+		"tcp_veth_gbit_per_cpu_s":   gbit(ve),
+		"tcp_cpu_cost_ratio":        ve / be,
+		"tcp_bridge_gbps_all":       netMapF(bridgeBps, gbit),
+		"tcp_veth_gbps_all":         netMapF(vethBps, gbit),
+		"runs_setup":                netSetupRuns,
+		"runs_iperf":                netIperfRuns,
+		"iperf_seconds":             netIperfSecs,
 	}, nil
 }
 
+// iperfResult is one trial: received bits per second, and bits received per
+// CPU-second spent by sender and receiver together.
+type iperfResult struct{ bps, bitsPerCPUSec float64 }
+
 // netIperf runs one iperf3 trial from the namespace of client to a one-off
-// server in the namespace of server and returns the received bits per second.
-func netIperf(server, client int, addr string) (float64, error) {
+// server in the namespace of server.
+func netIperf(server, client int, addr string) (iperfResult, error) {
 	srv := exec.Command("nsenter", "-t", strconv.Itoa(server), "-n", "iperf3", "-s", "-1", "-B", addr)
 	if err := srv.Start(); err != nil {
-		return 0, err
+		return iperfResult{}, err
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	var lastErr error
@@ -236,8 +246,14 @@ func netIperf(server, client int, addr string) (float64, error) {
 			Error string `json:"error"`
 			End   struct {
 				SumReceived struct {
+					Bytes         float64 `json:"bytes"`
+					Seconds       float64 `json:"seconds"`
 					BitsPerSecond float64 `json:"bits_per_second"`
 				} `json:"sum_received"`
+				CPU struct {
+					Host   float64 `json:"host_total"`
+					Remote float64 `json:"remote_total"`
+				} `json:"cpu_utilization_percent"`
 			} `json:"end"`
 		}
 		if jerr := json.Unmarshal(out, &res); jerr != nil {
@@ -245,11 +261,13 @@ func netIperf(server, client int, addr string) (float64, error) {
 		} else if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
 			lastErr = fmt.Errorf("iperf3: %q", res.Error)
 		} else {
-			return res.End.SumReceived.BitsPerSecond, nil
+			r := res.End.SumReceived
+			cpuSec := (res.End.CPU.Host + res.End.CPU.Remote) / 100 * r.Seconds
+			return iperfResult{bps: r.BitsPerSecond, bitsPerCPUSec: r.Bytes * 8 / cpuSec}, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return 0, lastErr
+	return iperfResult{}, lastErr
 }
 
 // benchNetns is a process holding a new network namespace (cat, until its
