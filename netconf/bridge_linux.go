@@ -235,6 +235,19 @@ func (h *Host) bridgePorts(ctx context.Context, index int) ([]string, error) {
 	return ports, nil
 }
 
+// BridgeExists reports whether a bridge of that name exists (made by berth or
+// not): whether a network's bridge is to be created rather than repaired.
+func (h *Host) BridgeExists(ctx context.Context, name string) (bool, error) {
+	link, err := h.nl.LinkByName(name)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("bridge %q: look up: %w", name, err)
+	}
+	return link.Type() == "bridge", nil
+}
+
 // BridgeDrift compares the host's bridge with b and describes each difference,
 // for the daemon's drift detection; nil means the bridge is as EnsureBridge
 // would leave it.

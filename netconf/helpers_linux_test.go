@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,4 +215,15 @@ func askIn(pid int, addr, req string) (string, error) {
 	}
 	b, err := io.ReadAll(c)
 	return string(b), err
+}
+
+// sysctl reads /proc/sys/KEY in the Host's namespace.
+func (h *Host) sysctl(key string) (string, error) {
+	var v string
+	err := h.do(func() error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	return v, err
 }

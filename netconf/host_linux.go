@@ -131,16 +131,6 @@ func writeSysctl(key, value string) error {
 	return nil
 }
 
-func (h *Host) sysctl(key string) (string, error) {
-	var v string
-	err := h.do(func() error {
-		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
-		v = strings.TrimSpace(string(b))
-		return err
-	})
-	return v, err
-}
-
 // retryDump repeats a netlink dump that the kernel interrupted because the
 // table changed under it (other links coming and going on a busy host), so
 // decisions are never made on a partial list.

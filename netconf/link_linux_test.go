@@ -92,11 +92,17 @@ func TestEnsureBridge(t *testing.T) {
 		t.Fatalf("refused bridge was left behind:\n%s", out)
 	}
 
+	if ok, err := h.BridgeExists(ctx, b.Name); !ok || err != nil {
+		t.Fatalf("BridgeExists: %v, %v", ok, err)
+	}
 	if err := h.DeleteBridge(ctx, b.Name); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.DeleteBridge(ctx, b.Name); err != nil {
 		t.Fatalf("second DeleteBridge: %v", err)
+	}
+	if ok, err := h.BridgeExists(ctx, b.Name); ok || err != nil {
+		t.Fatalf("BridgeExists after delete: %v, %v", ok, err)
 	}
 }
 

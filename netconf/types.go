@@ -61,7 +61,7 @@ func checkGateway(p netip.Prefix, v4 bool) error {
 		return fmt.Errorf("want %s address with prefix length: %w", want, ErrInvalid)
 	}
 	if a == p.Masked().Addr() {
-		return fmt.Errorf("is the subnet's network address; use a host address such as %s: %w", nextAddr(p.Masked().Addr()), ErrInvalid)
+		return fmt.Errorf("is the subnet's network address; use a host address such as %s: %w", p.Masked().Addr().Next(), ErrInvalid)
 	}
 	if v4 && p.Bits() < 31 && a == lastAddr(p) {
 		return fmt.Errorf("is the subnet's broadcast address: %w", ErrInvalid)
@@ -138,8 +138,6 @@ func (a Attachment) Validate() error {
 	}
 	return nil
 }
-
-func nextAddr(a netip.Addr) netip.Addr { return a.Next() }
 
 // lastAddr is the highest address of p (the IPv4 broadcast address).
 func lastAddr(p netip.Prefix) netip.Addr {
