@@ -95,17 +95,23 @@ func ping(t *testing.T, pid int, addr netip.Addr) {
 	}
 }
 
+// inPid runs fn on a thread in the network namespace of pid; sockets fn makes
+// stay in that namespace.
+func inPid(pid int, fn func() error) error {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return inNetns(ns, fn)
+}
+
 // listenIn opens a TCP listener in the network namespace of pid that answers
 // every connection with "hello from NAME to LOCAL, you are REMOTE".
 func listenIn(t *testing.T, pid int, name, addr string) net.Listener {
 	t.Helper()
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
 	var ln net.Listener
-	if err := inNetns(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+	if err := inPid(pid, func() (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
 		t.Fatalf("listen on %s in %s: %v", addr, name, err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -124,35 +130,16 @@ func listenIn(t *testing.T, pid int, name, addr string) net.Listener {
 
 // dialIn connects from the network namespace of pid and returns the greeting.
 func dialIn(pid int, addr string) (string, error) {
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		return "", err
-	}
-	defer ns.Close()
-	var c net.Conn
-	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	buf := make([]byte, 200)
-	n, err := c.Read(buf)
-	return strings.TrimSpace(string(buf[:n])), err
+	got, err := askIn(pid, addr, "")
+	return strings.TrimSpace(got), err
 }
-
-func itoa(i int) string { return fmt.Sprint(i) }
 
 // udpEchoIn answers every datagram it gets in the network namespace of pid
 // with "NAME: " and the datagram.
 func udpEchoIn(t *testing.T, pid int, name, addr string) {
 	t.Helper()
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
 	var pc net.PacketConn
-	if err := inNetns(ns, func() (err error) { pc, err = net.ListenPacket("udp", addr); return }); err != nil {
+	if err := inPid(pid, func() (err error) { pc, err = net.ListenPacket("udp", addr); return }); err != nil {
 		t.Fatalf("listen on udp %s in %s: %v", addr, name, err)
 	}
 	t.Cleanup(func() { pc.Close() })
@@ -170,13 +157,8 @@ func udpEchoIn(t *testing.T, pid int, name, addr string) {
 
 // udpAskIn sends msg from the network namespace of pid and returns the answer.
 func udpAskIn(pid int, addr, msg string) (string, error) {
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		return "", err
-	}
-	defer ns.Close()
 	var c net.Conn
-	if err := inNetns(ns, func() (err error) { c, err = net.Dial("udp", addr); return }); err != nil {
+	if err := inPid(pid, func() (err error) { c, err = net.Dial("udp", addr); return }); err != nil {
 		return "", err
 	}
 	defer c.Close()
@@ -197,13 +179,8 @@ func udpAskIn(pid int, addr, msg string) (string, error) {
 // askIn connects from the network namespace of pid, sends req (if any) and
 // returns everything the server says until it closes.
 func askIn(pid int, addr, req string) (string, error) {
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		return "", err
-	}
-	defer ns.Close()
 	var c net.Conn
-	if err := inNetns(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
+	if err := inPid(pid, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return }); err != nil {
 		return "", err
 	}
 	defer c.Close()
@@ -227,3 +204,5 @@ func (h *Host) sysctl(key string) (string, error) {
 	})
 	return v, err
 }
+
+func itoa(i int) string { return fmt.Sprint(i) }
