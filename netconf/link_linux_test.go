@@ -3,6 +3,7 @@ package netconf
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -226,5 +227,42 @@ func TestAttachClash(t *testing.T) {
 	}
 	if out := mustSh(t, m.pid, "ip", "-o", "link"); strings.Contains(out, GuestIfName) {
 		t.Fatalf("host0 left in the machine after a failed attach:\n%s", out)
+	}
+}
+
+// Machines starting together attach at the same time (berthd starts many at
+// once at boot): every one gets its link, none disturbs another.
+func TestAttachConcurrent(t *testing.T) {
+	ctx := context.Background()
+	h, _ := testHost(t)
+	b := testBridge(t)
+	if err := h.EnsureBridge(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	ms := make([]netnsProc, n)
+	as := make([]Attachment, n)
+	for i := range ms {
+		ms[i] = newNetns(t)
+		as[i] = attachment(testenv.UniqueName(fmt.Sprintf("c%d", i)), b, fmt.Sprintf("10.88.0.%d", 10+i), fmt.Sprintf("fd88::%d", 10+i))
+	}
+	errs := make(chan error, n)
+	for i := range ms {
+		go func() { errs <- h.Attach(ctx, ms[i].pid, as[i]) }()
+	}
+	for range ms {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	ping(t, ms[0].pid, as[n-1].Addr4.Addr())
+	ping(t, ms[n-1].pid, as[0].Addr6.Addr())
+	for i := range ms {
+		if d, err := h.AttachmentDrift(ctx, ms[i].pid, as[i]); err != nil || d != nil {
+			t.Errorf("machine %d: drift %q, %v", i, d, err)
+		}
 	}
 }
