@@ -158,7 +158,9 @@ func (h *Host) setSysctls(list []sysctlSetting) error {
 }
 
 // localnetBridges says for each bridge whether route_localnet must be on: on
-// for networks with IPv4 forwards, off for every other bridge berth made.
+// for networks with IPv4 forwards, off for every other bridge berth made. A
+// bridge berth did not make is never changed (forwards from 127.0.0.1 to its
+// machines then do not work; from the host's other addresses they do).
 func localnetBridges(rs Ruleset, links []netlink.Link) map[string]bool {
 	want := map[string]bool{}
 	for _, f := range rs.Forwards {
@@ -167,8 +169,13 @@ func localnetBridges(rs Ruleset, links []netlink.Link) map[string]bool {
 		}
 	}
 	for _, l := range links {
-		if l.Type() == "bridge" && strings.HasPrefix(l.Attrs().Alias, aliasPrefix) && !want[l.Attrs().Name] {
-			want[l.Attrs().Name] = false
+		name := l.Attrs().Name
+		ours := l.Type() == "bridge" && strings.HasPrefix(l.Attrs().Alias, aliasPrefix)
+		switch {
+		case ours && !want[name]:
+			want[name] = false
+		case !ours && want[name]:
+			delete(want, name)
 		}
 	}
 	return want
