@@ -126,21 +126,32 @@ type workDir struct {
 }
 
 func newWorkDir(parent, prefix string) (*workDir, error) {
-	p, err := os.MkdirTemp(parent, prefix)
-	if err != nil {
-		return nil, err
+	// Between MkdirTemp and Flock another process's cleanTemp may take the free
+	// lock and remove the new directory; then we simply make another.
+	var lastErr error
+	for range 10 {
+		p, err := os.MkdirTemp(parent, prefix)
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			lastErr = fmt.Errorf("lock %s: %w", p, err)
+			continue
+		}
+		if _, err := os.Lstat(p); err != nil {
+			f.Close() // removed before we locked it
+			lastErr = err
+			continue
+		}
+		return &workDir{path: p, f: f}, nil
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		os.Remove(p)
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		os.Remove(p)
-		return nil, fmt.Errorf("lock %s: %w", p, err)
-	}
-	return &workDir{path: p, f: f}, nil
+	return nil, lastErr
 }
 
 // discard removes whatever is left of the work directory and drops its lock.
