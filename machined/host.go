@@ -84,39 +84,83 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		}
 		return om
 	}
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return nil, err
+	}
+	defer nh.Close()
 	attached := map[string]*netconf.Attachment{}
 	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, "machines"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
+	// Each running machine is looked at on its own (state, definition, and its
+	// veth from both ends, which means entering its network namespace): a few
+	// workers, each with its own netlink handles, share the work.
+	type seen struct {
+		name  string
+		st    container.State
+		w     *wiring
+		drift bool
+	}
+	var names []string
 	for _, e := range ents {
-		if !e.IsDir() || !container.ValidName(e.Name()) {
-			continue
+		if e.IsDir() && container.ValidName(e.Name()) {
+			names = append(names, e.Name())
 		}
-		dir := h.runDir(e.Name())
-		st, err := container.ReadState(dir)
-		// A supervisor still tidying up after its machine ended does not count
-		// as running: the machine is gone.
-		if err != nil || !st.SupervisorAlive() || st.Phase == container.PhaseExited {
-			continue
-		}
-		om := get(e.Name())
-		om.Running = true
-		om.Phase = st.Phase
-		if w, err := readWiring(dir); err == nil {
-			om.Spec = w.Spec
-			if w.Attachment != nil {
-				attached[e.Name()] = w.Attachment
-				if st.LeaderPID > 0 {
-					h.netMu.Lock()
-					if nh, err := netconf.Open(""); err == nil {
-						if drift, err := nh.AttachmentDrift(ctx, st.LeaderPID, *w.Attachment); err == nil && len(drift) > 0 {
-							om.LinkMissing = true
-						}
-						nh.Close()
-					}
-					h.netMu.Unlock()
+	}
+	results := make([]*seen, len(names))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(4, len(names)) {
+		wg.Go(func() {
+			var wnh *netconf.Host
+			defer func() {
+				if wnh != nil {
+					wnh.Close()
 				}
+			}()
+			for i := range next {
+				dir := h.runDir(names[i])
+				st, err := container.ReadState(dir)
+				// A supervisor still tidying up after its machine ended does not
+				// count as running: the machine is gone.
+				if err != nil || !st.SupervisorAlive() || st.Phase == container.PhaseExited {
+					continue
+				}
+				r := &seen{name: names[i], st: st}
+				results[i] = r
+				if r.w, err = readWiring(dir); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
+					continue
+				}
+				if wnh == nil {
+					if wnh, err = netconf.Open(""); err != nil {
+						continue
+					}
+				}
+				if drift, err := wnh.AttachmentDrift(ctx, st.LeaderPID, *r.w.Attachment); err == nil && len(drift) > 0 {
+					r.drift = true
+				}
+			}
+		})
+	}
+	for i := range names {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, r := range results {
+		if r == nil {
+			continue
+		}
+		om := get(r.name)
+		om.Running, om.Phase, om.LinkMissing = true, r.st.Phase, r.drift
+		if r.w != nil {
+			om.Spec = r.w.Spec
+			if r.w.Attachment != nil {
+				attached[r.name] = r.w.Attachment
 			}
 		}
 	}
@@ -136,13 +180,6 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		o.Images[i.Name] = ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
 	}
 
-	h.netMu.Lock()
-	defer h.netMu.Unlock()
-	nh, err := netconf.Open("")
-	if err != nil {
-		return nil, err
-	}
-	defer nh.Close()
 	for _, n := range d.Networks {
 		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
 		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: !bridgeMissing(drift), Correct: err == nil && len(drift) == 0, Drift: drift}

@@ -26,7 +26,16 @@ func daemonHooks() DaemonHooks { return DaemonHooks{} }
 
 // setupLogging makes berthd's default logger.
 func setupLogging() {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
+}
+
+// logLevel is berthd's log level: info, or $BERTH_LOG_LEVEL (debug, warn, error).
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("BERTH_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
 }
 
 // Main runs berthd with cfg until ctx ends.

@@ -167,7 +167,9 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 	log := slog.Default().With("reconcile", id)
 	ctx = withLogger(ctx, log)
 
+	t0 := time.Now()
 	desired, errs := m.loadDesired(ctx, nil)
+	tLoad := time.Since(t0)
 	if desired == nil {
 		desired = &spec.Set{}
 		if len(errs) > 0 {
@@ -176,14 +178,19 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 			return &ApplyResult{Plan: &Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied")
 		}
 	}
+	t1 := time.Now()
 	obs, err := m.host.Observe(ctx, desired)
 	if err != nil {
 		return nil, fmt.Errorf("observe: %w", err)
 	}
+	tObserve := time.Since(t1)
 	m.adopt(ctx, obs)
+	t2 := time.Now()
 	plan := BuildPlan(desired, obs, m.records(), PlanOptions{Prune: prune})
 	plan.Errors = errs
+	tPlan := time.Since(t2)
 	res := m.apply(ctx, id, desired, plan)
+	log.Debug("reconcile pass", "load", tLoad, "observe", tObserve, "plan", tPlan, "total", time.Since(t0), "machines", len(desired.Machines))
 	m.mu.Lock()
 	m.lastRun = time.Now()
 	m.mu.Unlock()
