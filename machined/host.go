@@ -182,7 +182,8 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 
 	for _, n := range d.Networks {
 		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
-		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: !bridgeMissing(drift), Correct: err == nil && len(drift) == 0, Drift: drift}
+		present, _ := nh.BridgeExists(ctx, n.Bridge)
+		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: present, Correct: err == nil && len(drift) == 0, Drift: drift}
 		if err != nil {
 			on.Drift = append(on.Drift, err.Error())
 		}
@@ -193,24 +194,13 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		if _, ok := o.Networks[name]; ok {
 			continue
 		}
-		if drift, err := nh.BridgeDrift(ctx, netconf.Bridge{Name: bridge, Network: name}); err == nil && !bridgeMissing(drift) {
+		if present, err := nh.BridgeExists(ctx, bridge); err == nil && present {
 			o.Networks[name] = ObservedNetwork{Name: name, Bridge: bridge, Present: true}
 		}
 	}
 	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
 	o.RulesCurrent = err == nil && len(drift) == 0
 	return o, nil
-}
-
-// bridgeMissing tells from netconf's drift report whether the bridge is gone
-// altogether (then it is created, not repaired).
-func bridgeMissing(drift []string) bool {
-	for _, d := range drift {
-		if strings.HasSuffix(d, " is missing") {
-			return true
-		}
-	}
-	return false
 }
 
 // knownNetworks are the networks berth made on this host (name → bridge), kept
