@@ -1,0 +1,236 @@
+package machined
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/netconf"
+	"github.com/berthd/berth/units"
+)
+
+// The systemd side of berth (package units) joined to the supervisor and to
+// berthd. Without systemd as PID 1 none of it runs: machines use the cgroupfs
+// driver, nothing registers them with systemd-machined, berthd logs to stderr.
+
+// detectDriver picks the cgroup driver the supervisors use: "systemd" when
+// systemd is PID 1 and answers on the system bus, else "cgroupfs".
+func detectDriver() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if units.Available(ctx) {
+		return "systemd"
+	}
+	return "cgroupfs"
+}
+
+// systemdHooks adds the systemd scope driver and the systemd-machined
+// registration to a supervisor's hooks when berthd chose the systemd driver for
+// this machine (w.Driver). The supervisor's bus connection lives as long as the
+// machine: it is the Controller of the machine's scope, so systemd asks it, not
+// the guest's processes, when the scope is to stop.
+func systemdHooks(ctx context.Context, h *container.Hooks, cfg container.Config, w *wiring) error {
+	if w.Driver != "systemd" {
+		return nil
+	}
+	sd, err := units.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("machine %q: systemd driver: %w", cfg.Name, err)
+	}
+	d := &systemdDriver{sd: sd, runDir: cfg.RuntimeDir, stopTimeout: cfg.StopTimeout, log: slog.Default().With("machine", cfg.Name)}
+	sd.OnStopRequest(d.stopRequested)
+	h.Cgroups = d
+	if !sd.MachinedAvailable(ctx) {
+		d.log.Info("systemd-machined is not available; the machine is not registered with it")
+		return nil
+	}
+	root := cfg.Root.Dir // an overlay root exists only inside the payload's mount namespace
+	var ifname string
+	if w.Attachment != nil {
+		ifname = w.Attachment.HostIf
+		if ifname == "" {
+			ifname = netconf.HostIfName(cfg.Name)
+		}
+	}
+	started, stopped := h.Started, h.Stopped
+	h.Started = func(ctx context.Context, s container.Started) error {
+		if started != nil {
+			if err := started(ctx, s); err != nil {
+				return err
+			}
+		}
+		m := units.Machine{Name: cfg.Name, UUID: cfg.UUID, Leader: s.LeaderPID, RootDirectory: root}
+		if ifname != "" {
+			if ifc, err := net.InterfaceByName(ifname); err == nil {
+				m.IfIndices = []int{ifc.Index}
+			}
+		}
+		// Every boot registers: after a guest reboot the old registration's leader
+		// is dead, and RegisterMachine replaces such a stale entry.
+		return sd.RegisterMachine(ctx, m)
+	}
+	h.Stopped = func(ctx context.Context, st container.ExitStatus) {
+		// On every exit path: a registration left behind blocks the name (#2809).
+		if err := sd.UnregisterMachine(ctx, cfg.Name); err != nil {
+			d.log.Warn("unregister from systemd-machined", "err", err)
+		}
+		if stopped != nil {
+			stopped(ctx, st)
+		}
+	}
+	return nil
+}
+
+// systemdDriver is container.CgroupDriver on top of units' transient scopes.
+type systemdDriver struct {
+	sd          *units.Systemd
+	runDir      string
+	stopTimeout time.Duration
+	log         *slog.Logger
+
+	mu         sync.Mutex
+	unit       string
+	destroying bool
+}
+
+func (d *systemdDriver) Name() string { return "systemd" }
+
+func (d *systemdDriver) Create(ctx context.Context, m container.CgroupMachine) (string, error) {
+	unit, cgroup, err := d.sd.StartScope(ctx, units.Scope{
+		Machine: m.Name, Description: m.Description, PIDs: []int{m.PID},
+		Resources: unitsResources(m.Resources), StopTimeout: d.stopTimeout,
+	})
+	if err != nil {
+		return "", err
+	}
+	d.mu.Lock()
+	d.unit = unit
+	d.mu.Unlock()
+	return cgroup, nil
+}
+
+func (d *systemdDriver) Update(ctx context.Context, name, _ string, r container.Resources) error {
+	return d.sd.SetResources(ctx, units.ScopeName(name), unitsResources(r))
+}
+
+// Destroy runs after the payload is gone and the supervisor has moved itself
+// back out of the scope: the scope is empty and systemd collects it; stopping
+// it makes sure, and waits for that.
+func (d *systemdDriver) Destroy(ctx context.Context, name, _ string) error {
+	d.mu.Lock()
+	d.destroying = true
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := d.sd.StopScope(ctx, units.ScopeName(name))
+	d.sd.Close()
+	return err
+}
+
+// SystemdStopFile is RUN/machines/NAME/systemd-stop.json: written by the
+// supervisor when systemd asked it to stop the machine (systemctl stop of the
+// scope, machinectl terminate, or the host shutting down). berthd reads it when
+// the machine has exited to tell "a stock tool stopped it" (hold it, like berth
+// stop) from "the host is going down" (keep it declared running, so it starts
+// again at boot). See docs/systemd.md.
+const SystemdStopFile = "systemd-stop.json"
+
+// SystemdStop is the content of SystemdStopFile.
+type SystemdStop struct {
+	At           time.Time `json:"at"`
+	Unit         string    `json:"unit"`
+	HostShutdown bool      `json:"hostShutdown"`
+}
+
+// ReadSystemdStop returns the machine's systemd stop request, or nil if systemd
+// did not ask it to stop.
+func ReadSystemdStop(runDir string) (*SystemdStop, error) {
+	b, err := os.ReadFile(filepath.Join(runDir, SystemdStopFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s SystemdStop
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(runDir, SystemdStopFile), err)
+	}
+	return &s, nil
+}
+
+// stopRequested handles RequestStop for the machine's scope: record why, then
+// power the guest off cleanly through the supervisor's own control socket (the
+// same path as berth stop), within the stop timeout; systemd's TimeoutStopSec is
+// longer, so its SIGKILL never has to fire.
+func (d *systemdDriver) stopRequested(unit string) {
+	d.mu.Lock()
+	skip := d.destroying || unit != d.unit
+	d.mu.Unlock()
+	if skip {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		state, _ := d.sd.SystemState(ctx)
+		req := SystemdStop{At: time.Now().UTC(), Unit: unit, HostShutdown: state == "stopping"}
+		d.log.Info("systemd asked to stop the machine", "unit", unit, "host_shutdown", req.HostShutdown)
+		if b, err := json.Marshal(req); err == nil {
+			if err := fsutil.WriteFileAtomic(filepath.Join(d.runDir, SystemdStopFile), append(b, '\n'), 0o600); err != nil {
+				d.log.Warn("record systemd stop request", "err", err)
+			}
+		}
+		c, err := container.Dial(d.runDir)
+		if err == nil {
+			err = c.Poweroff(ctx)
+		}
+		if err != nil {
+			d.log.Warn("poweroff on systemd's stop request", "err", err)
+		}
+	}()
+}
+
+func unitsResources(r container.Resources) units.Resources {
+	return units.Resources{MemoryMax: r.MemoryMax, MemoryHigh: r.MemoryHigh, CPUs: r.CPUs,
+		CPUWeight: r.CPUWeight, PidsMax: r.PidsMax, IOWeight: r.IOWeight}
+}
+
+// daemonHooks connects berthd to systemd: READY=1 after the first reconcile,
+// STATUS= lines, and watchdog pings (berthd.service has WatchdogSec). Outside
+// systemd they do nothing. NOTIFY_SOCKET is taken out of the environment here,
+// before berthd starts any supervisor.
+func daemonHooks() DaemonHooks {
+	n, err := units.NewNotifier()
+	if err != nil {
+		slog.Warn("sd_notify", "err", err)
+	}
+	if !n.Enabled() {
+		return DaemonHooks{}
+	}
+	h := DaemonHooks{
+		Ready:  func() { _ = n.Ready("first reconcile done") },
+		Status: func(s string) { _ = n.Status(s) },
+	}
+	if iv := n.WatchdogInterval(); iv > 0 {
+		h.Watchdog = func() { _ = n.Notify("WATCHDOG=1") }
+		h.WatchdogInterval = iv / 2
+	}
+	return h
+}
+
+// setupLogging makes berthd's default logger: the journal, with MACHINE= and
+// the other keys as fields, when berthd runs under systemd; text on stderr
+// otherwise.
+func setupLogging() {
+	slog.SetDefault(slog.New(units.NewLogHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+}
