@@ -4,30 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
-
-	"github.com/berthd/berth/container"
 )
 
-// The systemd integration points. Without systemd (or before package units is
-// wired in) machines use the cgroupfs driver, nothing registers them with
-// systemd-machined, and berthd logs to stderr.
-
-// detectDriver picks the cgroup driver the supervisors use.
-func detectDriver() string { return "cgroupfs" }
-
-// systemdHooks adds the systemd scope driver and the systemd-machined
-// registration to a supervisor's hooks when the host runs systemd.
-func systemdHooks(ctx context.Context, h *container.Hooks, cfg container.Config, w *wiring) error {
-	return nil
-}
-
-// daemonHooks connects berthd to its service manager.
-func daemonHooks() DaemonHooks { return DaemonHooks{} }
-
-// setupLogging makes berthd's default logger.
-func setupLogging() {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
-}
+// The systemd integration points (detectDriver, systemdHooks, daemonHooks,
+// setupLogging) are in systemd.go.
 
 // logLevel is berthd's log level: info, or $BERTH_LOG_LEVEL (debug, warn, error).
 func logLevel() slog.Level {

@@ -232,5 +232,5 @@ func daemonHooks() DaemonHooks {
 // the other keys as fields, when berthd runs under systemd; text on stderr
 // otherwise.
 func setupLogging() {
-	slog.SetDefault(slog.New(units.NewLogHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	slog.SetDefault(slog.New(units.NewLogHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
 }
