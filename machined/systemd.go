@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,18 +123,39 @@ func (d *systemdDriver) Update(ctx context.Context, name, _ string, r container.
 	return d.sd.SetResources(ctx, units.ScopeName(name), unitsResources(r))
 }
 
-// Destroy runs after the payload is gone and the supervisor has moved itself
-// back out of the scope: the scope is empty and systemd collects it; stopping
-// it makes sure, and waits for that.
-func (d *systemdDriver) Destroy(ctx context.Context, name, _ string) error {
+// Destroy runs after the payload is gone. Normally the supervisor has moved
+// itself back out of the scope by then (container's restoreCgroups), so the scope
+// is empty: stopping it makes sure it is gone and waits for that. When the move
+// failed (its old cgroup, berthd.service's, is gone at host shutdown) the
+// supervisor is still inside: waiting for the scope would wait for ourselves, and
+// the scope ends on its own when we exit (CollectMode collects it).
+func (d *systemdDriver) Destroy(ctx context.Context, name, path string) error {
 	d.mu.Lock()
 	d.destroying = true
 	d.mu.Unlock()
+	defer d.sd.Close()
+	if inCgroup(path) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := d.sd.StopScope(ctx, units.ScopeName(name))
-	d.sd.Close()
-	return err
+	return d.sd.StopScope(ctx, units.ScopeName(name))
+}
+
+// inCgroup reports whether this process is in the cgroup path or below it, in
+// any hierarchy.
+func inCgroup(path string) bool {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil || path == "" {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (parts[2] == path || strings.HasPrefix(parts[2], path+"/")) {
+			return true
+		}
+	}
+	return false
 }
 
 // SystemdStopFile is RUN/machines/NAME/systemd-stop.json: written by the

@@ -41,6 +41,12 @@ var stopAfter = []string{
 	"dbus.service", "systemd-machined.service",
 }
 
+// stopBefore: berthd.service is stopped before the machines at host shutdown,
+// so a berthd that sees its machines power off does not take that for a stop to
+// act on (restart, or hold); `systemctl stop berthd` still leaves them running,
+// because ordering does not propagate stops.
+var stopBefore = []string{BerthdUnit}
+
 // ScopeProperties returns the properties of the machine's transient scope. It is
 // a pure function, table-tested; StartScope sends its result.
 //
@@ -97,6 +103,7 @@ func ScopeProperties(sc Scope) ([]sddbus.Property, error) {
 		prop("KillSignal", int32(sigRTMIN+3)),
 		prop("TimeoutStopUSec", uint64((stop+stopMargin)/time.Microsecond)),
 		prop("After", stopAfter),
+		prop("Before", stopBefore),
 	}
 	if sc.Controller != "" {
 		props = append(props, prop("Controller", sc.Controller))

@@ -34,9 +34,19 @@ func TestInTestHost(t *testing.T) {
 	if Booted() {
 		t.Skip("systemd runs this host: the TestSystemd tests run directly")
 	}
+	for _, hybrid := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unified", true: "hybrid"}[hybrid], func(t *testing.T) {
+			runInTestHost(t, hybrid)
+		})
+	}
+}
+
+// runInTestHost boots a test host with the given cgroup layout and runs the
+// TestSystemd tests inside it.
+func runInTestHost(t *testing.T, hybrid bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	h := testhost.New(t, testhost.Options{})
+	h := testhost.New(t, testhost.Options{Hybrid: hybrid})
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -175,6 +185,9 @@ func TestSystemdScope(t *testing.T) {
 		"KillMode": "mixed", "KillSignal": "37", "TimeoutStopUSec": "20s", "CollectMode": "inactive-or-failed",
 		"Description": "berth machine " + name,
 	})
+	if before := show(t, unit, "Before")["Before"]; !strings.Contains(before, "berthd.service") {
+		t.Errorf("Before=%s", before)
+	}
 	if after := show(t, unit, "After")["After"]; !strings.Contains(after, "systemd-machined.service") || !strings.Contains(after, "network.target") {
 		t.Errorf("After=%s", after)
 	}

@@ -109,6 +109,7 @@ func TestScopeProperties(t *testing.T) {
 		"TimeoutStopUSec": uint64(35 * time.Second / time.Microsecond),
 		"Controller":      ":1.7",
 		"MemoryMax":       uint64(1 << 30),
+		"Before":          []string{"berthd.service"},
 		"After":           []string{"local-fs.target", "remote-fs.target", "network.target", "dbus.service", "systemd-machined.service"},
 	}
 	for k, v := range want {

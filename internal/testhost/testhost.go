@@ -34,6 +34,13 @@ type Options struct {
 	// BindRO are read-only bind mounts "SRC:DST" (nspawn --bind-ro), e.g. a cached
 	// guest image the berth inside imports, which saves copying it.
 	BindRO []string
+	// Hybrid boots the host with the outer machine's cgroup layout (v1
+	// controllers, read-only inside, plus the unified hierarchy) instead of the
+	// default pure cgroup v2. Pure v2 is what current systemd hosts run (Debian 12,
+	// Fedora, Ubuntu); it has no controllers inside the test host here, because the
+	// outer host binds them all to v1, so limits show in systemctl show but are not
+	// enforced.
+	Hybrid bool
 }
 
 // Host is one test host.
@@ -80,9 +87,11 @@ func New(t testing.TB, opt Options) *Host {
 		cgroup: "berth-testhost-" + opt.Name,
 		logs:   base,
 	}
+	start := time.Now()
 	if out, err := exec.Command("cp", "-a", "--", image, h.Dir).CombinedOutput(); err != nil {
 		t.Fatalf("test host %s: copy image: %v\n%s", h.Name, err, out)
 	}
+	t.Logf("test host %s: copied the image in %v", h.Name, time.Since(start))
 	// Cleanup runs before t.TempDir's removal (cleanups run last-in first-out), so
 	// the host is down and its cgroups gone before its root is deleted.
 	t.Cleanup(h.cleanup)
@@ -124,6 +133,13 @@ func (h *Host) Boot(ctx context.Context) error {
 	script.WriteString(`exec systemd-nspawn "$@"`)
 	cmd := exec.Command("sh", append([]string{"-c", script.String(), "sh"}, args...)...)
 	cmd.Stdin = nil
+	cmd.Env = os.Environ()
+	if !h.opt.Hybrid {
+		// Unset, nspawn copies the outer host's hybrid layout; "0" would mean
+		// pure cgroup v1, where systemd cannot see a scope go empty inside a
+		// container.
+		cmd.Env = append(cmd.Env, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// Its own session: nspawn must not get the test's terminal signals.
@@ -296,7 +312,10 @@ func (h *Host) cleanup() {
 	if h.cmd != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := h.Poweroff(ctx); err != nil {
+		start := time.Now()
+		err := h.Poweroff(ctx)
+		h.t.Logf("test host %s: powered off in %v", h.Name, time.Since(start))
+		if err != nil {
 			h.t.Logf("test host %s: %v; killing it", h.Name, err)
 			// SIGKILL to the PID namespace's init ends every process in it.
 			_ = syscall.Kill(h.leader, syscall.SIGKILL)

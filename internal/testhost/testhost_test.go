@@ -1,0 +1,127 @@
+package testhost
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/internal/testenv"
+)
+
+func TestImage(t *testing.T) {
+	testenv.SkipIfShort(t)
+	root := Image(t)
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/machinectl")); err != nil {
+		t.Errorf("the test host image has no machinectl: %v", err)
+	}
+}
+
+// TestBerthInTestHost installs berth into a test host with `berth install
+// --root`, boots it, and checks that berthd.service came up as a systemd service
+// and that a declared machine runs in its machine-NAME.scope, registered with
+// systemd-machined.
+func TestBerthInTestHost(t *testing.T) {
+	testenv.SkipIfShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	guest := testenv.DebianGuest(t)
+	h := New(t, Options{BindRO: []string{guest + ":/srv/guest"}})
+	if err := h.Install(ctx, BuildBerth(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(args ...string) string {
+		t.Helper()
+		out, err := h.Exec(ctx, args...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if got := strings.TrimSpace(exec("systemctl", "is-active", "berthd.service")); got != "active" {
+		t.Fatalf("berthd.service is %s", got)
+	}
+	def := "apiVersion: berth/v1\nkind: Image\nname: debian12\ndirectory: /srv/guest\n---\n" +
+		"apiVersion: berth/v1\nkind: Machine\nname: m1\nimage: debian12\nresources:\n  memoryMax: 256M\n  cpus: 0.5\n"
+	if err := os.WriteFile(filepath.Join(h.Dir, "etc/berth/machines/m1.yaml"), []byte(def), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitListed := func(what string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			out, _ := h.Exec(ctx, "machinectl", "list", "--no-legend")
+			if strings.Contains(string(out), "m1") {
+				return time.Since(start)
+			}
+			if time.Since(start) > 30*time.Second {
+				out, _ := h.Exec(ctx, "journalctl", "--no-pager", "-n", "40")
+				l, _ := h.Exec(ctx, "berth", "list")
+				st, _ := h.Exec(ctx, "berth", "status", "m1")
+				t.Fatalf("%s: m1 never showed up in machinectl list; berth list:\n%s\n%s\njournal:\n%s", what, l, st, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	d := waitListed("first start")
+	t.Logf("m1 registered with systemd-machined %v after its definition was written (image import included)", d)
+	if out := exec("machinectl", "list", "--no-legend"); !strings.Contains(out, "m1 container berth") {
+		t.Errorf("machinectl list:\n%s", out)
+	}
+	props := exec("systemctl", "show", "machine-m1.scope", "-p", "MemoryMax", "-p", "CPUQuotaPerSecUSec", "-p", "Delegate", "-p", "Slice")
+	for _, want := range []string{"MemoryMax=268435456", "CPUQuotaPerSecUSec=500ms", "Delegate=yes", "Slice=machine.slice"} {
+		if !strings.Contains(props, want) {
+			t.Errorf("systemctl show machine-m1.scope lacks %s:\n%s", want, props)
+		}
+	}
+	if out := exec("systemctl", "status", "--no-pager", "machine-m1.scope"); !strings.Contains(out, "supervisor") || !strings.Contains(out, "payload") {
+		t.Errorf("the scope is not split into supervisor and payload:\n%s", out)
+	}
+	// Restarting berthd leaves the machine (its scope) alone.
+	exec("systemctl", "restart", "berthd")
+	if out := exec("systemctl", "is-active", "machine-m1.scope"); strings.TrimSpace(out) != "active" {
+		t.Errorf("after systemctl restart berthd the scope is %s", out)
+	}
+
+	// Host shutdown: systemd stops berthd, then the scope; the scope's
+	// controller (the supervisor) powers the guest off cleanly. After the next
+	// boot berthd starts m1 again.
+	start := time.Now()
+	if err := h.Poweroff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("powering off the test host with one machine took %v", d)
+	} else {
+		t.Logf("test host with m1 running powered off in %v", d)
+	}
+	if err := h.Boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d = waitListed("after the reboot")
+	t.Logf("after the reboot: test host booted in %v, m1 registered %v later: %v from starting the host to all machines up",
+		h.BootTime, d, h.BootTime+d)
+	prev := exec("journalctl", "-b", "-1", "--no-pager", "-o", "cat", "-u", "machine-m1.scope")
+	if !strings.Contains(prev, "Stopped machine-m1.scope") || strings.Contains(prev, "SIGKILL") || strings.Contains(prev, "timed out") {
+		t.Errorf("the scope's shutdown in the previous boot:\n%s", prev)
+	}
+
+	// A stock tool stops the machine: systemctl stop asks the supervisor,
+	// which records why and powers the guest off.
+	waitRunning := func() {
+		for i := 0; i < 100 && !strings.Contains(exec("berth", "list"), "running"); i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitRunning()
+	exec("systemctl", "stop", "machine-m1.scope")
+	if out, _ := h.Exec(ctx, "machinectl", "list", "--no-legend"); strings.Contains(string(out), "m1") {
+		t.Errorf("machinectl list after systemctl stop:\n%s", out)
+	}
+	t.Logf("after systemctl stop machine-m1.scope:\n%s", exec("berth", "list"))
+}
