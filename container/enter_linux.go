@@ -80,13 +80,29 @@ func Enter(ctx context.Context, leaderPID int, opts EnterOptions) (int, error) {
 		err    error
 	}
 	ch := make(chan started, 1)
-	go func() {
+	var enter func()
+	enter = func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: this thread is about to be changed for good.
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is never destroyed (the runtime parks it for
+			// good instead), so it must not be the one that changes: it
+			// would stay in the machine's namespaces and cgroups, and the
+			// supervisor's cleanup would count this process as the
+			// machine's. Hold it and let a goroutine on another thread do
+			// the work.
+			done := make(chan struct{})
+			go func() { enter(); close(done) }()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		// No UnlockOSThread: this thread is about to be changed for good,
+		// and the runtime destroys it when the goroutine ends.
 		var copies sync.WaitGroup
 		p, m, err := enterAndStart(pidfd, place, bnd, opts, &copies)
 		ch <- started{p, m, &copies, err}
-	}()
+	}
+	go enter()
 	st := <-ch
 	if st.err != nil {
 		return -1, fmt.Errorf("enter machine (PID %d): %w", leaderPID, st.err)

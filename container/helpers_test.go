@@ -203,7 +203,8 @@ func leaks(t *testing.T, cfg container.Config) []string {
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
-		if strings.Contains(l, cfg.RuntimeDir) || (cfg.Root.Dir != "" && strings.Contains(l, cfg.Root.Dir)) {
+		if strings.Contains(l, cfg.RuntimeDir) || (cfg.Root.Dir != "" && strings.Contains(l, cfg.Root.Dir)) ||
+			(cfg.Root.Overlay != nil && strings.Contains(l, cfg.Root.Overlay.Upper)) {
 			out = append(out, "mount "+l)
 		}
 	}
@@ -222,12 +223,22 @@ func leaks(t *testing.T, cfg container.Config) []string {
 	return out
 }
 
+// ptyCount counts the ptys this process holds (masters and slaves, of any
+// devpts instance): a leaked console or Enter pty shows up here. The host's
+// global count (/proc/sys/kernel/pty/nr) is no measure: other tests on the
+// machine open ptys at the same time.
 func ptyCount(t *testing.T) int {
-	b, err := os.ReadFile("/proc/sys/kernel/pty/nr")
+	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	n := 0
+	for _, f := range fds {
+		l, _ := os.Readlink("/proc/self/fd/" + f.Name())
+		if strings.HasSuffix(l, "/ptmx") || strings.Contains(l, "/pts/") || strings.HasSuffix(l, "/console") {
+			n++
+		}
+	}
 	return n
 }
 
@@ -243,4 +254,15 @@ func exitOf(t *testing.T, err error) int {
 	}
 	t.Fatal(err)
 	return -1
+}
+
+// ptysSettle waits up to five seconds for this process's pty count to drop
+// to want (a console pump may still be closing its master).
+func ptysSettle(t *testing.T, want int) int {
+	n := ptyCount(t)
+	for i := 0; i < 100 && n > want; i++ {
+		time.Sleep(50 * time.Millisecond)
+		n = ptyCount(t)
+	}
+	return n
 }

@@ -173,12 +173,15 @@ func TestDebianMachine(t *testing.T) {
 		}
 		// Live update through the control socket.
 		c, _ := container.Dial(cfg.RuntimeDir)
-		if err := c.Update(context.Background(), container.Resources{PidsMax: 500, MemoryMax: 300 << 20}); err != nil {
+		if err := c.Update(context.Background(), container.Resources{PidsMax: 500, MemoryMax: 300 << 20, CPUs: 1.5}); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := os.ReadFile("/sys/fs/cgroup/pids" + st.CgroupPath + "/pids.max")
-		if strings.TrimSpace(string(b)) != "500" {
-			t.Errorf("pids.max after update: %q", b)
+		for f, want := range map[string]string{"pids/" + st.CgroupPath + "/pids.max": "500",
+			"memory/" + st.CgroupPath + "/memory.limit_in_bytes": strconv.Itoa(300 << 20),
+			"cpu/" + st.CgroupPath + "/cpu.cfs_quota_us":         "150000"} {
+			if b, _ := os.ReadFile("/sys/fs/cgroup/" + f); strings.TrimSpace(string(b)) != want {
+				t.Errorf("%s after update: %q, want %s", f, b, want)
+			}
 		}
 	})
 	t.Run("reboot from inside", func(t *testing.T) {
@@ -202,8 +205,8 @@ func TestDebianMachine(t *testing.T) {
 			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
 		}
 		// Other tests on this machine may open ptys meanwhile: allow a little.
-		if n := ptyCount(t); n > ptys+2 {
-			t.Errorf("ptys: %d before, %d after", ptys, n)
+		if n := ptysSettle(t, ptys); n > ptys {
+			t.Errorf("ptys held by the supervisor: %d before, %d after", ptys, n)
 		}
 		log, _ := os.ReadFile(cfg.ConsoleLog)
 		if !bytes.Contains(log, []byte("Welcome to")) || !bytes.Contains(log, []byte("Sending SIGTERM to remaining processes")) ||
@@ -500,11 +503,29 @@ func TestCycles(t *testing.T) {
 	base := newConfig(t, "cyc")
 	base.Boot = true
 	overlayRoot(t, &base, lower)
+	// An empty /etc/machine-id is seeded from the machine's UUID (by the
+	// guest's systemd, from $container_uuid), the same at every boot.
+	if err := os.MkdirAll(filepath.Join(base.Root.Overlay.Upper, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// (Debian's /var/lib/dbus/machine-id would be taken first: empty it too.)
+	for _, f := range []string{"etc/machine-id", "var/lib/dbus/machine-id"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(base.Root.Overlay.Upper, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(base.Root.Overlay.Upper, f), nil, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ptys := ptyCount(t)
-	mounts := countLines("/proc/self/mountinfo")
 	for i := 0; i < 10; i++ {
 		m := start(t, base)
 		m.waitPhase(t, container.PhaseRunning, 1)
+		if i == 0 || i == 9 {
+			if out, _ := m.sh(t, "cat /etc/machine-id"); strings.TrimSpace(out) != base.UUID {
+				t.Errorf("boot %d: /etc/machine-id %q, want the machine's UUID %s", i, out, base.UUID)
+			}
+		}
 		c, err := container.Dial(base.RuntimeDir)
 		if err != nil {
 			t.Fatal(err)
@@ -519,11 +540,13 @@ func TestCycles(t *testing.T) {
 			t.Fatalf("cycle %d left behind:\n%s", i, strings.Join(l, "\n"))
 		}
 	}
-	if n := ptyCount(t); n > ptys+2 {
-		t.Errorf("ptys: %d before, %d after ten cycles", ptys, n)
-	}
-	if n := countLines("/proc/self/mountinfo"); n > mounts+2 {
-		t.Errorf("host mounts: %d before, %d after ten cycles", mounts, n)
+	if n := ptysSettle(t, ptys); n > ptys {
+		t.Errorf("ptys held by the supervisor: %d before, %d after ten cycles", ptys, n)
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, f := range fds {
+			l, _ := os.Readlink("/proc/self/fd/" + f.Name())
+			t.Logf("fd %s -> %s", f.Name(), l)
+		}
 	}
 	if ents, _ := os.ReadDir(base.RuntimeDir); len(ents) > 2 {
 		var names []string
@@ -532,10 +555,4 @@ func TestCycles(t *testing.T) {
 		}
 		t.Errorf("runtime dir holds %v", names)
 	}
-	_ = filepath.Join
-}
-
-func countLines(p string) int {
-	b, _ := os.ReadFile(p)
-	return bytes.Count(b, []byte("\n"))
 }

@@ -627,7 +627,9 @@ func (s *supervisor) kill(sig unix.Signal, whom string) error {
 	case "all":
 		for _, h := range s.hs {
 			for _, pid := range pidsIn(h.dir(filepath.Join(path, "payload"))) {
-				_ = unix.Kill(pid, sig)
+				if pid != os.Getpid() {
+					_ = unix.Kill(pid, sig)
+				}
 			}
 			break
 		}
@@ -665,7 +667,11 @@ func (s *supervisor) killAll(path string) {
 			_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
 		}
 		for _, pid := range pidsIn(dir) {
-			_ = unix.Kill(pid, unix.SIGKILL)
+			// Never this process: a thread of it may sit in a payload cgroup
+			// for a moment (Enter), and v1 lists the whole process then.
+			if pid != os.Getpid() {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
 		}
 	}
 }
