@@ -333,25 +333,25 @@ func (h *leafHost) attachment(d *spec.Set, m *spec.Machine) (*netconf.Attachment
 		}
 		a.MAC = mac
 	}
-	var static netip.Addr
+	reqs := []netconf.AddrRequest{{Subnet: n.Subnet, Gateway: n.Gateway}}
 	if m.Network.Address.IsValid() {
-		static = m.Network.Address.Addr()
+		reqs[0].Static = m.Network.Address.Addr()
 	}
-	p4, err := h.leases.Allocate(n.Name, n.Subnet, n.Gateway, m.Name, static, reserved4...)
+	if n.Subnet6.IsValid() {
+		r6 := netconf.AddrRequest{Subnet: n.Subnet6, Gateway: n.Gateway6}
+		if m.Network.Address6.IsValid() {
+			r6.Static = m.Network.Address6.Addr()
+		}
+		reqs = append(reqs, r6)
+	}
+	// Both families in one locked write: the machine gets all its addresses or none.
+	addrs, err := h.leases.AllocateAll(n.Name, m.Name, reqs, append(reserved4, reserved6...)...)
 	if err != nil {
 		return nil, err
 	}
-	a.Addr4, a.Gateway4 = p4, n.Gateway
-	if n.Subnet6.IsValid() {
-		var static6 netip.Addr
-		if m.Network.Address6.IsValid() {
-			static6 = m.Network.Address6.Addr()
-		}
-		p6, err := h.leases.Allocate(n.Name, n.Subnet6, n.Gateway6, m.Name, static6, reserved6...)
-		if err != nil {
-			return nil, err
-		}
-		a.Addr6, a.Gateway6 = p6, n.Gateway6
+	a.Addr4, a.Gateway4 = addrs[0], n.Gateway
+	if len(addrs) > 1 {
+		a.Addr6, a.Gateway6 = addrs[1], n.Gateway6
 	}
 	return a, nil
 }

@@ -105,15 +105,7 @@ func superviseHooks(ctx context.Context, cfg container.Config) (container.Hooks,
 // loopbackProxyHooks runs the machine's [::1] port forwards (the one kind the
 // kernel cannot do) in its supervisor, for as long as the machine lives.
 func loopbackProxyHooks(h *container.Hooks, fwds []netconf.Forward) {
-	need := false
-	for _, f := range fwds {
-		if f.Addr.Is6() && (!f.HostAddr.IsValid() || f.HostAddr == netip.IPv6Loopback()) {
-			need = true
-		}
-	}
-	if !need {
-		return
-	}
+	var nh *netconf.Host
 	var proxy *netconf.LoopbackProxy
 	started, stopped := h.Started, h.Stopped
 	h.Started = func(ctx context.Context, s container.Started) error {
@@ -125,16 +117,20 @@ func loopbackProxyHooks(h *container.Hooks, fwds []netconf.Forward) {
 		if proxy != nil {
 			return nil // a reboot: the proxy goes on
 		}
-		nh, err := netconf.Open("")
-		if err != nil {
+		var err error
+		if nh, err = netconf.Open(""); err != nil {
 			return err
 		}
+		// An idle proxy when none of the forwards needs one.
 		proxy, err = nh.ProxyLoopback(ctx, fwds)
 		return err
 	}
 	h.Stopped = func(ctx context.Context, st container.ExitStatus) {
 		if proxy != nil {
 			_ = proxy.Close()
+		}
+		if nh != nil {
+			_ = nh.Close()
 		}
 		if stopped != nil {
 			stopped(ctx, st)
