@@ -85,7 +85,7 @@ type Resources struct {
 	MemoryHigh Size    `json:"memoryHigh,omitempty" doc:"Memory throttling threshold (MemoryHigh=, memory.high); must not exceed memoryMax."`
 	CPUs       float64 `json:"cpus,omitempty" doc:"CPU time as a number of CPUs (1.5 = 150% CPUQuota=). Must be greater than 0."`
 	CPUWeight  int     `json:"cpuWeight,omitempty" doc:"Relative CPU share (CPUWeight=), 1 to 10000; the system default is 100."`
-	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max). Must be at least 1."`
+	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max) of the machine, berth's supervisor included (about 10 tasks). At least 32."`
 	IOWeight   int     `json:"ioWeight,omitempty" doc:"Relative block I/O share (IOWeight=), 1 to 10000; the system default is 100."`
 }
 

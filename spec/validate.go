@@ -207,10 +207,16 @@ func validateResources(d *doc, r *Resources) {
 			d.errorf(w.field, "%d is out of range: a weight is from 1 to 10000 (default 100)", w.v)
 		}
 	}
-	if d.has("resources.pidsMax") && r.PidsMax < 1 {
-		d.errorf("resources.pidsMax", "%d must be at least 1; remove it for no limit", r.PidsMax)
+	// The limit covers the machine's cgroup, berth's supervisor included (as a
+	// TasksMax= on an nspawn unit covers nspawn): it and the payload's first
+	// stage use about 20 tasks before the guest starts its own.
+	if d.has("resources.pidsMax") && r.PidsMax < MinPidsMax {
+		d.errorf("resources.pidsMax", "%d is too small: berth's supervisor and the machine's start use about 20 tasks of it; give at least %d, or remove it for no limit", r.PidsMax, MinPidsMax)
 	}
 }
+
+// MinPidsMax is the smallest resources.pidsMax a machine can start with.
+const MinPidsMax = 32
 
 func validateMachineNetwork(d *doc, n *MachineNetwork) {
 	if n.Private() {

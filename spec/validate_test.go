@@ -141,7 +141,8 @@ func TestRules(t *testing.T) {
 		{"cpus string", m("resources: {cpus: two}"), []string{`resources.cpus: expected a number, got a string ("two")`}},
 		{"cpuWeight low", m("resources: {cpuWeight: 0}"), []string{"resources.cpuWeight: 0 is out of range: a weight is from 1 to 10000"}},
 		{"ioWeight high", m("resources: {ioWeight: 10001}"), []string{"resources.ioWeight: 10001 is out of range"}},
-		{"pidsMax zero", m("resources: {pidsMax: 0}"), []string{"resources.pidsMax: 0 must be at least 1"}},
+		{"pidsMax zero", m("resources: {pidsMax: 0}"), []string{"resources.pidsMax: 0 is too small"}},
+		{"pidsMax below what berth needs", m("resources: {pidsMax: 16}"), []string{"resources.pidsMax: 16 is too small"}},
 
 		// Machine network.
 		{"network shorthand", m("network: lan"), nil},
