@@ -13,7 +13,7 @@ import (
 func testBridge(t *testing.T) Bridge {
 	net := testenv.UniqueName("n")
 	return Bridge{
-		Name:     BridgeName(net),
+		Name:     ifName("br-", net), // spec names a Network's default bridge
 		Network:  net,
 		Gateway4: mustPrefix("10.88.0.1/24"),
 		Gateway6: mustPrefix("fd88::1/64"),

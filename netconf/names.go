@@ -22,7 +22,6 @@ const hashLen = 7
 // people that know nspawn recognise berth's links; the guest side is always host0.
 const (
 	hostIfPrefix = "vb-"
-	bridgePrefix = "br-"
 	// GuestIfName is the name of a machine's interface inside its namespace.
 	GuestIfName = "host0"
 )
@@ -32,11 +31,6 @@ const (
 // interface name cannot have, a prefix of it followed by a hash of the whole
 // machine name, so that two machines never get the same link name.
 func HostIfName(machine string) string { return ifName(hostIfPrefix, machine) }
-
-// BridgeName returns the default bridge name of a network that does not name
-// its bridge: "br-" and the network name, shortened with a hash the way
-// HostIfName does.
-func BridgeName(network string) string { return ifName(bridgePrefix, network) }
 
 // ifName joins prefix and name and, when the result is not a usable interface
 // name as it is, keeps as much of it as fits and appends a hash of name.
