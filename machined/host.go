@@ -280,7 +280,7 @@ func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 	if img == nil {
 		return fmt.Errorf("image: %w", ErrNotFound)
 	}
-	src, err := imageSource(img)
+	src, err := ImageSource(img)
 	if err != nil {
 		return err
 	}
@@ -288,8 +288,8 @@ func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 	return err
 }
 
-// imageSource maps an Image definition to the image store's source.
-func imageSource(img *spec.Image) (rootfs.Source, error) {
+// ImageSource maps an Image definition to the image store's source.
+func ImageSource(img *spec.Image) (rootfs.Source, error) {
 	switch {
 	case img.Directory != "":
 		return rootfs.Dir{Path: img.Directory}, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berthd/berth/machined"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
 )
@@ -106,7 +107,11 @@ kind: Image — from a directory, a tar archive or debootstrap — or only those
 				imgs = append(imgs, img)
 			}
 			for _, img := range imgs {
-				if err := importImage(cmd, img.Name, sourceOf(img), img.Hash()); err != nil {
+				src, err := machined.ImageSource(img)
+				if err != nil {
+					return err
+				}
+				if err := importImage(cmd, img.Name, src, img.Hash()); err != nil {
 					return err
 				}
 			}
@@ -283,23 +288,5 @@ func importImage(cmd *cobra.Command, name string, src rootfs.Source, specHash st
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "image %s: %s (%s, %d files) in %s\n", img.Name, img.Digest, humanBytes(img.Size), img.Files,
 		time.Since(start).Round(100*time.Millisecond))
-	return nil
-}
-
-// sourceOf maps an Image definition to the rootfs source it declares.
-func sourceOf(img *spec.Image) rootfs.Source {
-	switch {
-	case img.Directory != "":
-		return rootfs.Dir{Path: img.Directory}
-	case img.Tar != nil:
-		loc := img.Tar.Path
-		if img.Tar.URL != "" {
-			loc = img.Tar.URL
-		}
-		return rootfs.Tar{Location: loc, SHA256: img.Tar.SHA256}
-	case img.Debootstrap != nil:
-		d := img.Debootstrap
-		return rootfs.Debootstrap{Suite: d.Suite, Mirror: d.Mirror, Variant: d.Variant, Packages: d.Packages}
-	}
 	return nil
 }
