@@ -68,6 +68,19 @@ func OpenLocal(p Paths) (*Manager, error) {
 
 func (h *leafHost) DriverName() string { return h.driver }
 
+// withNet runs fn with a netlink/nftables handle on the host's network
+// namespace, one change at a time.
+func (h *leafHost) withNet(fn func(nh *netconf.Host) error) error {
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	nh, err := netconf.Open("")
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	return fn(nh)
+}
+
 func (h *leafHost) runDir(name string) string {
 	return filepath.Join(h.paths.RuntimeDir, "machines", name)
 }
@@ -243,17 +256,10 @@ func (h *leafHost) EnsureNetwork(ctx context.Context, n *spec.Network) error {
 	if n == nil {
 		return fmt.Errorf("network: %w", ErrNotFound)
 	}
-	h.netMu.Lock()
-	defer h.netMu.Unlock()
-	nh, err := netconf.Open("")
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
 	if err := h.setKnownNetwork(n.Name, n.Bridge); err != nil {
 		return err
 	}
-	return nh.EnsureBridge(ctx, bridgeOf(n))
+	return h.withNet(func(nh *netconf.Host) error { return nh.EnsureBridge(ctx, bridgeOf(n)) })
 }
 
 func (h *leafHost) RemoveNetwork(ctx context.Context, name string) error {
@@ -262,14 +268,8 @@ func (h *leafHost) RemoveNetwork(ctx context.Context, name string) error {
 	if bridge == "" {
 		return nil
 	}
-	h.netMu.Lock()
-	defer h.netMu.Unlock()
-	nh, err := netconf.Open("")
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	if err := nh.DeleteBridge(ctx, bridge); err != nil && !errors.Is(err, netconf.ErrNotFound) {
+	err := h.withNet(func(nh *netconf.Host) error { return nh.DeleteBridge(ctx, bridge) })
+	if err != nil && !errors.Is(err, netconf.ErrNotFound) {
 		return err
 	}
 	_ = h.leases.ReleaseNetwork(name)
@@ -484,14 +484,7 @@ func (h *leafHost) RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machi
 	if w.Attachment == nil || st.LeaderPID == 0 {
 		return nil
 	}
-	h.netMu.Lock()
-	defer h.netMu.Unlock()
-	nh, err := netconf.Open("")
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	return nh.Attach(ctx, st.LeaderPID, *w.Attachment)
+	return h.withNet(func(nh *netconf.Host) error { return nh.Attach(ctx, st.LeaderPID, *w.Attachment) })
 }
 
 func (h *leafHost) RemoveRoot(ctx context.Context, name string) error {
@@ -519,14 +512,7 @@ func (h *leafHost) ApplyRules(ctx context.Context, d *spec.Set) error {
 			attached[e.Name()] = w.Attachment
 		}
 	}
-	h.netMu.Lock()
-	defer h.netMu.Unlock()
-	nh, err := netconf.Open("")
-	if err != nil {
-		return err
-	}
-	defer nh.Close()
-	return nh.ApplyRules(ctx, ruleset(d, attached))
+	return h.withNet(func(nh *netconf.Host) error { return nh.ApplyRules(ctx, ruleset(d, attached)) })
 }
 
 func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,7 +199,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 		log.Info("reconciled", "actions", len(plan.Actions), "failed", countFailed(res))
 	}
 	if len(errs) > 0 {
-		return res, fmt.Errorf("definitions have errors; the last good definitions stay in force:\n  %s", joinLines(errs))
+		return res, fmt.Errorf("definitions have errors; the last good definitions stay in force:\n  %s", strings.Join(errs, "\n  "))
 	}
 	return res, nil
 }
@@ -357,14 +358,14 @@ func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a Action, ev *Even
 		return m.start(ctx, d, mm)
 	case OpRestart:
 		ev.Kind = EvMachineStarted
-		ev.Message = "restarted to apply: " + joinComma(a.Changes)
+		ev.Message = "restarted to apply: " + strings.Join(a.Changes, ", ")
 		if err := m.stop(ctx, a.Name, false); err != nil {
 			return err
 		}
 		return m.start(ctx, d, mm)
 	case OpUpdate:
 		ev.Kind = EvMachineUpdated
-		ev.Message = "updated live: " + joinComma(a.Changes)
+		ev.Message = "updated live: " + strings.Join(a.Changes, ", ")
 		if err := m.host.UpdateMachine(ctx, mm); err != nil {
 			return err
 		}
@@ -561,28 +562,6 @@ func backoff(base, maxDelay time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(d, maxDelay)
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ", "
-		}
-		out += x
-	}
-	return out
-}
-
-func joinLines(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "\n  "
-		}
-		out += x
-	}
-	return out
 }
 
 type logKey struct{}
