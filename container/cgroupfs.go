@@ -174,6 +174,11 @@ func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (string, er
 			undo = append(undo, dir)
 		}
 	}
+	for _, h := range hs {
+		if h.Unified {
+			delegateControllers(h, path)
+		}
+	}
 	if err := applyResources(hs, path, m.Resources); err != nil {
 		return fail(err)
 	}
@@ -248,6 +253,31 @@ func mkdirCgroup(h hierarchy, dir string) (created bool, err error) {
 		}
 	}
 	return true, nil
+}
+
+// delegateControllers enables, on a cgroup2 hierarchy, every controller the
+// root offers in the subtree_control of each ancestor of path, so the machine's
+// cgroup has memory, pids, cpu and io files for its limits. systemd does this
+// on its hosts; on a host without it nobody else will. The machine's own
+// subtree_control is left to the supervisor (it may hold a process until the
+// split). A controller that cannot be enabled is skipped: its limits are then
+// not applied, as on this kernel's hybrid layout.
+func delegateControllers(h hierarchy, path string) {
+	dir := h.Mount
+	for _, part := range strings.Split(strings.Trim(filepath.Dir(path), "/"), "/") {
+		ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		for _, c := range strings.Fields(string(ctrls)) {
+			_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0)
+		}
+		if part == "" {
+			break
+		}
+		dir = filepath.Join(dir, part)
+	}
+	ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	for _, c := range strings.Fields(string(ctrls)) {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0)
+	}
 }
 
 // movePID moves a whole process into path in every hierarchy.

@@ -51,16 +51,25 @@ func (h *consoleHub) setMaster(m *os.File) {
 	h.master, h.retiring = m, false
 	done := make(chan struct{})
 	h.pumped = done
-	if h.size != nil {
-		if rows, cols := h.size(); rows > 0 && cols > 0 {
-			_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
-		}
-	}
 	h.mu.Unlock()
+	h.resize()
 	if old != nil {
 		old.Close()
 	}
 	go h.pump(m, done)
+}
+
+// resize gives the console pty the foreground terminal's size (the guest gets
+// SIGWINCH).
+func (h *consoleHub) resize() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.size == nil || h.master == nil {
+		return
+	}
+	if rows, cols := h.size(); rows > 0 && cols > 0 {
+		_ = unix.IoctlSetWinsize(int(h.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	}
 }
 
 // retire lets the current pump drain the console and waits (briefly) for it:

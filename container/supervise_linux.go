@@ -41,6 +41,9 @@ type ConsoleIO struct {
 	In   io.Reader
 	Out  io.Writer
 	Size func() (rows, cols uint16)
+	// Resized tells that the terminal's size changed (SIGWINCH): the console
+	// pty takes the new Size.
+	Resized <-chan struct{}
 }
 
 // supervisor is the state of one Supervise call.
@@ -213,6 +216,13 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		if s.term != nil && s.term.In != nil {
 			go func() { _, _ = io.Copy(s.console, s.term.In) }()
 		}
+		if s.term != nil && s.term.Resized != nil {
+			go func() {
+				for range s.term.Resized {
+					s.console.resize()
+				}
+			}()
+		}
 	}
 
 	notify, err := listenNotify(cfg.RuntimeDir)
@@ -312,6 +322,9 @@ func (s *supervisor) splitCgroup(path string) error {
 	if err := movePID(s.hs, filepath.Join(path, "supervisor"), os.Getpid()); err != nil {
 		return err
 	}
+	rules := deviceRules(s.cfg.AllowTun)
+	policies := 0
+	var bpfErr error
 	for _, h := range s.hs {
 		dir := h.dir(filepath.Join(path, "payload"))
 		switch {
@@ -327,30 +340,33 @@ func (s *supervisor) splitCgroup(path string) error {
 			if len(on) > 0 {
 				_ = writeFile(filepath.Join(h.dir(path), "cgroup.subtree_control"), strings.Join(on, " "))
 			}
+			// The device policy as a BPF program: the only kind a pure cgroup2
+			// host has, and on a hybrid host a second fence behind the v1
+			// controller.
+			if bpfErr = attachDeviceFilter(dir, rules); bpfErr == nil {
+				policies++
+			}
 		case h.has("devices"):
 			if err := writeFile(filepath.Join(dir, "devices.deny"), "a"); err != nil {
 				return err
 			}
-			for _, rule := range s.deviceRules() {
-				if err := writeFile(filepath.Join(dir, "devices.allow"), rule); err != nil {
+			for _, r := range rules {
+				if err := writeFile(filepath.Join(dir, "devices.allow"), r.v1()); err != nil {
 					return err
 				}
 			}
+			policies++
 		}
 	}
-	return nil
-}
-
-// deviceRules is the machine's device policy (nspawn's DevicePolicy=closed
-// list): the base character devices, the console and ptys, tun when allowed.
-// No block device is allowed, so mknod of one fails inside.
-func (s *supervisor) deviceRules() []string {
-	r := []string{"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-		"c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm"}
-	if s.cfg.AllowTun {
-		r = append(r, "c 10:200 rwm")
+	if policies == 0 {
+		if s.driver.Name() == "systemd" {
+			// The scope's DevicePolicy=closed still applies to the payload.
+			s.log.Warn("no device filter of berth's own; relying on the scope's device policy", "err", bpfErr)
+			return nil
+		}
+		return fmt.Errorf("%w (%v)", errNoDevicePolicy, bpfErr)
 	}
-	return r
+	return nil
 }
 
 // startPayload starts the payload's init stage, places it, runs the Network

@@ -122,6 +122,18 @@ func runBoot(cmd *cobra.Command, args []string) error {
 			return &exitError{code: 1, err: fmt.Errorf("terminal: %w", rerr)}
 		}
 		fmt.Fprintf(os.Stderr, "Booting machine %s. Press Ctrl-] three times within 1s to kill it.\r\n", cfg.Name)
+		winch := make(chan os.Signal, 1)
+		resized := make(chan struct{}, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				select {
+				case resized <- struct{}{}:
+				default:
+				}
+			}
+		}()
 		st, err = container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{
 			In:  &container.EscapeReader{R: os.Stdin, OnEscape: kill},
 			Out: os.Stdout,
@@ -132,6 +144,7 @@ func runBoot(cmd *cobra.Command, args []string) error {
 				}
 				return uint16(h), uint16(w)
 			},
+			Resized: resized,
 		})
 		_ = term.Restore(int(os.Stdin.Fd()), old)
 		fmt.Fprintf(os.Stderr, "\nMachine %s ended: %s.\n", cfg.Name, st)

@@ -1,0 +1,147 @@
+package container
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// deviceRule allows one character device (all access: read, write, mknod).
+// Minor -1 means any minor. Block devices are never allowed.
+type deviceRule struct {
+	major, minor int64
+}
+
+// deviceRules is a machine's device policy (nspawn's DevicePolicy=closed
+// list): null zero full random urandom, tty, console, ptmx, the ptys, and tun
+// when allowed.
+func deviceRules(allowTun bool) []deviceRule {
+	r := []deviceRule{{1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1}}
+	if allowTun {
+		r = append(r, deviceRule{10, 200})
+	}
+	return r
+}
+
+// v1 returns the rule as a devices.allow line of the v1 device controller.
+func (r deviceRule) v1() string {
+	minor := "*"
+	if r.minor >= 0 {
+		minor = strconv.FormatInt(r.minor, 10)
+	}
+	return "c " + strconv.FormatInt(r.major, 10) + ":" + minor + " rwm"
+}
+
+// deviceProgram assembles a BPF_PROG_TYPE_CGROUP_DEVICE program that returns
+// 1 (allow) for a character device matching a rule and 0 (deny) for anything
+// else: the cgroup2 way of a device policy, where no device controller exists.
+//
+// The context is struct bpf_cgroup_dev_ctx {u32 access_type; u32 major; u32
+// minor}, the device type in the low 16 bits of access_type.
+func deviceProgram(rules []deviceRule) []byte {
+	var prog []byte
+	insn := func(code uint8, dst, src uint8, off int16, imm int32) {
+		var b [8]byte
+		b[0] = code
+		b[1] = src<<4 | dst
+		binary.LittleEndian.PutUint16(b[2:], uint16(off))
+		binary.LittleEndian.PutUint32(b[4:], uint32(imm))
+		prog = append(prog, b[:]...)
+	}
+	const (
+		ldxW    = unix.BPF_LDX | unix.BPF_MEM | unix.BPF_W
+		and64K  = unix.BPF_ALU64 | unix.BPF_AND | unix.BPF_K
+		mov64K  = unix.BPF_ALU64 | unix.BPF_MOV | unix.BPF_K
+		jneK    = unix.BPF_JMP | unix.BPF_JNE | unix.BPF_K
+		exitIns = unix.BPF_JMP | unix.BPF_EXIT
+	)
+	insn(ldxW, 2, 1, 0, 0) // r2 = ctx->access_type
+	insn(and64K, 2, 0, 0, 0xffff)
+	insn(ldxW, 4, 1, 4, 0) // r4 = ctx->major
+	insn(ldxW, 5, 1, 8, 0) // r5 = ctx->minor
+	for _, r := range rules {
+		n := 4 // checks of type and major, r0 = 1, exit
+		if r.minor >= 0 {
+			n = 5
+		}
+		insn(jneK, 2, 0, int16(n-1), unix.BPF_DEVCG_DEV_CHAR)
+		insn(jneK, 4, 0, int16(n-2), int32(r.major))
+		if r.minor >= 0 {
+			insn(jneK, 5, 0, int16(n-3), int32(r.minor))
+		}
+		insn(mov64K, 0, 0, 0, 1)
+		insn(exitIns, 0, 0, 0, 0)
+	}
+	insn(mov64K, 0, 0, 0, 0)
+	insn(exitIns, 0, 0, 0, 0)
+	return prog
+}
+
+// attachDeviceFilter loads the device program for rules and attaches it to
+// the cgroup2 directory dir. BPF_F_ALLOW_MULTI lets the guest's systemd attach
+// its own device programs below (the kernel runs them all; every one must
+// allow). The program lives as long as the cgroup.
+func attachDeviceFilter(dir string, rules []deviceRule) error {
+	prog := deviceProgram(rules)
+	license := []byte("Apache-2.0\x00")
+	logBuf := make([]byte, 64<<10)
+	load := struct {
+		progType    uint32
+		insnCnt     uint32
+		insns       uint64
+		license     uint64
+		logLevel    uint32
+		logSize     uint32
+		logBuf      uint64
+		kernVersion uint32
+		progFlags   uint32
+	}{
+		progType: unix.BPF_PROG_TYPE_CGROUP_DEVICE,
+		insnCnt:  uint32(len(prog) / 8),
+		insns:    uint64(uintptr(unsafe.Pointer(&prog[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+		logLevel: 1,
+		logSize:  uint32(len(logBuf)),
+		logBuf:   uint64(uintptr(unsafe.Pointer(&logBuf[0]))),
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_LOAD, uintptr(unsafe.Pointer(&load)), unsafe.Sizeof(load))
+	runtime.KeepAlive(prog)
+	runtime.KeepAlive(license)
+	runtime.KeepAlive(logBuf)
+	if errno != 0 {
+		msg := string(logBuf[:clen(logBuf)])
+		return fmt.Errorf("load the device filter: %w %s", errno, msg)
+	}
+	defer unix.Close(int(fd))
+	cg, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("device filter: %w", err)
+	}
+	defer unix.Close(cg)
+	attach := struct {
+		targetFd    uint32
+		attachBpfFd uint32
+		attachType  uint32
+		attachFlags uint32
+	}{uint32(cg), uint32(fd), unix.BPF_CGROUP_DEVICE, unix.BPF_F_ALLOW_MULTI}
+	if _, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_ATTACH, uintptr(unsafe.Pointer(&attach)), unsafe.Sizeof(attach)); errno != 0 {
+		return fmt.Errorf("attach the device filter to %s: %w", dir, errno)
+	}
+	return nil
+}
+
+func clen(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return len(b)
+}
+
+var errNoDevicePolicy = errors.New("no device policy is possible on this host: neither the v1 device controller nor cgroup BPF device programs are available")
