@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/berthd/berth/machined"
+
 	"github.com/spf13/cobra"
 )
 
@@ -28,7 +30,16 @@ root is deleted. A running machine is refused: stop it first. remove stops nothi
 			}
 			var failed error
 			for _, name := range args {
-				size, err := s.RemoveRoot(name, removeFlags.deleteData)
+				size, err := s.RemoveRoot(name, false) // only measures
+				if err == nil && removeFlags.deleteData {
+					// Through berth's API: a machine still declared is refused
+					// (berthd would make it a new root at once), and its address
+					// leases and records go with its root.
+					var api machined.API
+					if api, err = connect(cmd.Context()); err == nil {
+						err = api.Verb(cmd.Context(), name, "remove")
+					}
+				}
 				if err != nil {
 					fmt.Fprintln(cmd.ErrOrStderr(), "berth:", err)
 					failed = &exitError{1, nil}
