@@ -108,12 +108,17 @@ type Hooks struct {
 	Cgroups CgroupDriver
 	// Network runs after the payload exists in its namespaces (pid is its PID on
 	// the host) and before its init stage continues: the place to move a veth in.
+	// It runs at every boot (a reboot makes a new network namespace), and not
+	// with networkMode "host".
 	Network func(ctx context.Context, pid int) error
 	// Started runs once the payload's init has been exec'd, on every boot
 	// (registration with systemd-machined). An error stops the machine.
 	Started func(ctx context.Context, s Started) error
-	// Stopped runs once when the machine has ended, on every exit path, after the
-	// payload is gone and before the cgroup is removed.
+	// Stopped runs once when the machine has ended, on every exit path once the
+	// supervisor has taken the machine over, after the payload is gone and
+	// before the cgroup is removed. It does not run when Supervise refused to
+	// start at all: an invalid config, or the machine already running under
+	// another supervisor (whose registration must stay).
 	Stopped func(ctx context.Context, st ExitStatus)
 	// Logger receives the supervisor's log; nil uses slog.Default().
 	Logger *slog.Logger

@@ -98,6 +98,11 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	level := slog.LevelWarn
 	_ = level.UnmarshalText([]byte(os.Getenv("BERTH_LOG_LEVEL")))
 	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
+	// Refuse before anything else: the runtime directory is removed at the
+	// end, and it must not be a running machine's.
+	if st, err := container.ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
+		return &exitError{code: 1, err: fmt.Errorf("boot: machine %q is already running (supervisor PID %d); pick another --name", cfg.Name, st.SupervisorPID)}
+	}
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
 	// A closed terminal or output pipe must not kill the supervisor (which
