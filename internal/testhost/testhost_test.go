@@ -142,4 +142,35 @@ func TestBerthInTestHost(t *testing.T) {
 	if out := exec("berth", "list"); !strings.Contains(out, "m1       stopped (held)") {
 		t.Errorf("after systemctl stop machine-m1.scope, berth list:\n%s", out)
 	}
+	if b, err := os.ReadFile(filepath.Join(h.Dir, "run/berth/machines/m1/systemd-stop.json")); err == nil {
+		t.Logf("systemd-stop.json: %s", b)
+	}
+
+	// machinectl reboot: the guest reboots, berth keeps it running (a new leader).
+	exec("berth", "start", "m1")
+	waitRunning()
+	leader := func() string {
+		out, _ := h.Exec(ctx, "machinectl", "show", "m1", "-p", "Leader", "--value")
+		return strings.TrimSpace(string(out))
+	}
+	before := leader()
+	exec("machinectl", "reboot", "m1")
+	for i := 0; i < 200; i++ {
+		if l := leader(); l != "" && l != before {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := leader(); after == "" || after == before {
+		t.Errorf("machinectl reboot: leader %s before, %q after", before, after)
+	}
+	waitRunning()
+	// machinectl terminate: machined stops the scope, as systemctl stop does.
+	exec("machinectl", "terminate", "m1")
+	for i := 0; i < 200 && !strings.Contains(exec("berth", "list"), "m1       stopped (held)"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := exec("berth", "list"); !strings.Contains(out, "m1       stopped (held)") {
+		t.Errorf("after machinectl terminate, berth list:\n%s", out)
+	}
 }
