@@ -57,10 +57,11 @@ var stopBefore = []string{BerthdUnit}
 //     `machinectl terminate NAME` and host shutdown then send RequestStop to the
 //     supervisor, which powers the guest off cleanly (SIGRTMIN+3 to its init)
 //     within the machine's stop timeout, as nspawn does.
-//   - KillMode=mixed, KillSignal=SIGRTMIN+3: a scope has no main process, so
-//     without a controller (the supervisor is gone) systemd signals nobody first
-//     and SIGKILLs what is left after TimeoutStopSec; it never sprays SIGTERM
-//     over every process of the guest.
+//   - KillMode=mixed, KillSignal=SIGRTMIN+3 (nspawn's): a scope has no main
+//     process, so without a controller (the supervisor is gone) systemd signals
+//     nobody first and SIGKILLs what is left at once, like berth terminate; it
+//     never sprays SIGTERM or SIGRTMIN+3 over every process of the guest, which
+//     would kill its daemons mid-write while its init tries to shut down.
 //   - TimeoutStopSec = stop timeout + a margin, so systemd's SIGKILL comes after
 //     the supervisor's own.
 //   - Delegate=yes: the supervisor makes its own sub-cgroups; CollectMode

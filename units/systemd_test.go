@@ -389,3 +389,30 @@ func TestNotifyHelper(t *testing.T) {
 	n.Watchdog(ctx, func() bool { return true })
 	n.Stopping()
 }
+
+// TestSystemdScopeWithoutController pins down what ScopeProperties' comment
+// says: with KillMode=mixed a scope (which has no main process) whose controller
+// is gone gets no KillSignal on stop; systemd goes straight to SIGKILL. Its
+// processes are never sprayed with SIGRTMIN+3 or SIGTERM.
+func TestSystemdScopeWithoutController(t *testing.T) {
+	ctx, s := needSystemd(t)
+	name := testenv.UniqueName("noctl")
+	p := sleeper(t)
+	props, err := ScopeProperties(Scope{Machine: name, PIDs: []int{p.Process.Pid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := ScopeName(name)
+	if err := s.startTransient(ctx, unit, props); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killScope(t, s, unit) })
+	if out, err := exec.CommandContext(ctx, "systemctl", "stop", unit).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl stop: %v: %s", err, out)
+	}
+	err = p.Wait()
+	ws, _ := p.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("the process ended with %v (%v), want SIGKILL", ws, err)
+	}
+}
