@@ -29,7 +29,8 @@ func TestBerthInTestHost(t *testing.T) {
 	defer cancel()
 	guest := testenv.DebianGuest(t)
 	h := New(t, Options{BindRO: []string{guest + ":/srv/guest"}})
-	if err := h.Install(ctx, BuildBerth(t)); err != nil {
+	bindir := BuildBerth(t)
+	if err := h.Install(ctx, bindir); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.Boot(ctx); err != nil {
@@ -172,5 +173,35 @@ func TestBerthInTestHost(t *testing.T) {
 	}
 	if out := exec("berth", "list"); !strings.Contains(out, "m1       stopped (held)") {
 		t.Errorf("after machinectl terminate, berth list:\n%s", out)
+	}
+
+	// berth uninstall and install on a running systemd host: the unit is
+	// disabled and stopped, then enabled and started; configuration and machine
+	// data survive.
+	exec("berth", "uninstall")
+	for _, gone := range []string{"usr/local/bin/berth", "usr/local/bin/berthd", "etc/systemd/system/berthd.service", "etc/berth/install.manifest"} {
+		if _, err := os.Stat(filepath.Join(h.Dir, gone)); !os.IsNotExist(err) {
+			t.Errorf("after berth uninstall, /%s: %v", gone, err)
+		}
+	}
+	for _, kept := range []string{"etc/berth/berthd.yaml", "etc/berth/machines/m1.yaml", "var/lib/berth/machines/m1"} {
+		if _, err := os.Stat(filepath.Join(h.Dir, kept)); err != nil {
+			t.Errorf("berth uninstall removed what it must keep: %v", err)
+		}
+	}
+	if out, _ := h.Exec(ctx, "systemctl", "is-active", "berthd"); strings.TrimSpace(string(out)) == "active" {
+		t.Error("berthd still runs after berth uninstall")
+	}
+	for _, b := range []string{"berth", "berthd"} {
+		if err := h.CopyIn(filepath.Join(bindir, b), "/root/bin/"+b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Log(exec("/root/bin/berth", "install"))
+	if out := exec("systemctl", "is-enabled", "berthd"); strings.TrimSpace(out) != "enabled" {
+		t.Errorf("after berth install: berthd.service is %s", out)
+	}
+	if out := exec("systemctl", "is-active", "berthd"); strings.TrimSpace(out) != "active" {
+		t.Errorf("after berth install: berthd.service is %s", out)
 	}
 }
