@@ -34,7 +34,8 @@ type CgroupMachine struct {
 type CgroupDriver interface {
 	// Name is "cgroupfs" or "systemd".
 	Name() string
-	// Create makes the machine's cgroup with its limits and moves m.PID into it.
+	// Create makes the machine's cgroup with its limits and moves m.PID into it
+	// (none when m.PID is 0: the cgroupfs driver's caller places itself).
 	// It returns the cgroup's path below each hierarchy's root, the same in every
 	// hierarchy (e.g. "/machine.slice/machine-web.scope").
 	Create(ctx context.Context, m CgroupMachine) (path string, err error)

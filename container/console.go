@@ -31,6 +31,7 @@ type consoleHub struct {
 	// first EIO, after draining what the guest wrote last, and closes pumped.
 	retiring bool
 	pumped   chan struct{}
+	wake     chan struct{} // closed by retire: a pump waiting out an EIO looks again at once
 }
 
 type consoleClient struct {
@@ -50,7 +51,7 @@ func (h *consoleHub) setMaster(m *os.File) {
 	old := h.master
 	h.master, h.retiring = m, false
 	done := make(chan struct{})
-	h.pumped = done
+	h.pumped, h.wake = done, make(chan struct{})
 	h.mu.Unlock()
 	h.resize()
 	if old != nil {
@@ -77,6 +78,9 @@ func (h *consoleHub) resize() {
 // exited, still in the pty's buffer.
 func (h *consoleHub) retire() {
 	h.mu.Lock()
+	if !h.retiring && h.wake != nil {
+		close(h.wake)
+	}
 	h.retiring = true
 	done := h.pumped
 	h.mu.Unlock()
@@ -104,11 +108,15 @@ func (h *consoleHub) pump(m *os.File, done chan struct{}) {
 			// the master is replaced at the next boot or closed at the end.
 			h.mu.Lock()
 			current := h.master == m && !h.retiring
+			wake := h.wake
 			h.mu.Unlock()
 			if !current || !errors.Is(err, syscall.EIO) {
 				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			select {
+			case <-wake:
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 	}
 }

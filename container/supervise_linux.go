@@ -160,6 +160,7 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		s.setState(func(x *State) {
 			x.Phase, x.Exit, x.ExitedAt, x.LeaderPID = PhaseExited, &st, time.Now().UTC(), 0
 		})
+		s.log.Debug("state written")
 		close(s.done)
 		if s.hooks.Stopped != nil {
 			s.hooks.Stopped(context.WithoutCancel(ctx), st)
@@ -185,16 +186,26 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 	if err != nil {
 		return fail(err)
 	}
+	// Every move of a process between v1 cgroups waits for an RCU grace
+	// period, per hierarchy: with the cgroupfs driver the supervisor goes
+	// straight to its "supervisor" child instead of through the machine's
+	// cgroup. The systemd driver needs the PID to make the scope.
+	pid := os.Getpid()
+	if s.driver.Name() == "cgroupfs" {
+		pid = 0
+	}
 	path, err := s.driver.Create(ctx, CgroupMachine{Name: cfg.Name, UUID: cfg.UUID,
-		Description: "berth machine " + cfg.Name, PID: os.Getpid(), Resources: cfg.Resources})
+		Description: "berth machine " + cfg.Name, PID: pid, Resources: cfg.Resources})
 	if err != nil {
 		return fail(err)
 	}
 	undo = append(undo, func() {
 		restoreCgroups(hs, own)
+		s.log.Debug("back in the original cgroups")
 		if err := s.driver.Destroy(context.WithoutCancel(ctx), cfg.Name, path); err != nil {
 			s.log.Warn("remove cgroup", "err", err)
 		}
+		s.log.Debug("cgroup removed")
 	})
 	s.setState(func(st *State) { st.CgroupPath = path })
 	if err := s.splitCgroup(path); err != nil {
