@@ -91,6 +91,17 @@ func systemdHooks(ctx context.Context, h *container.Hooks, cfg container.Config,
 	return nil
 }
 
+// SystemdBootHooks gives a foreground supervisor (berth boot) what a detached
+// one gets: when systemd runs this host, the machine's own scope (the berth
+// process moves into it, as nspawn without --keep-unit does) and registration
+// with systemd-machined. Without systemd it changes nothing.
+func SystemdBootHooks(ctx context.Context, h *container.Hooks, cfg container.Config) error {
+	if detectDriver() != "systemd" {
+		return nil
+	}
+	return systemdHooks(ctx, h, cfg, &wiring{Driver: "systemd"})
+}
+
 // systemdDriver is container.CgroupDriver on top of units' transient scopes.
 type systemdDriver struct {
 	sd          *units.Systemd
