@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/testenv"
 )
 
 func TestParseBind(t *testing.T) {
@@ -72,5 +76,84 @@ func TestSanitizeName(t *testing.T) {
 		if got := sanitizeName(in); got != want {
 			t.Errorf("sanitizeName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The test binary is also the machine's init stage (berth re-executes itself).
+func TestMain(m *testing.M) {
+	container.Reexec()
+	os.Exit(m.Run())
+}
+
+// TestBootCommand runs `berth boot` in-process on the busybox guest: an
+// application's exit code and files, a boot stopped over the control socket,
+// a second boot of a running machine refused.
+func TestBootCommand(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	root := testenv.BusyboxGuest(t)
+	name := testenv.UniqueName("boot")
+	run1, err := os.MkdirTemp("/run", "berth-boot-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(run1)
+	logf := filepath.Join(t.TempDir(), "console.log")
+	out := t.TempDir()
+
+	code, _, stderr := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf,
+		"--read-only", "--bind", out+":/out", "--hostname", "app-host", "--", "/bin/sh", "-c", "hostname > /out/h; exit 7")
+	if code != 7 {
+		t.Fatalf("application exit: %d, want 7 (stderr %q)", code, stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "h")); string(b) != "app-host\n" {
+		t.Errorf("file written through the bind mount: %q", b)
+	}
+	if _, err := os.Stat(run1); !os.IsNotExist(err) {
+		t.Errorf("runtime dir left behind: %v", err)
+	}
+
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
+		done <- code
+	}()
+	var st container.State
+	for i := 0; i < 500; i++ {
+		if st, err = container.ReadState(run1); err == nil && st.Phase == container.PhaseRunning {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.Phase != container.PhaseRunning || st.Init != "busybox" {
+		t.Fatalf("state: %+v, %v", st, err)
+	}
+	// A second boot of the running machine is refused and leaves the running
+	// one alone (its runtime directory included).
+	if code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
+		t.Errorf("second boot: exit %d, want 1", code)
+	}
+	if st2, err := container.ReadState(run1); err != nil || st2.Phase != container.PhaseRunning || !st2.SupervisorAlive() {
+		t.Errorf("the running machine after a refused second boot: %+v, %v", st2, err)
+	}
+	c, err := container.Dial(run1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Poweroff(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("boot after poweroff: exit %d, want 0", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("berth boot did not end after poweroff")
+	}
+	if b, _ := os.ReadFile(logf); !strings.Contains(string(b), "berth-busybox-shutdown") {
+		t.Errorf("console log: %q", b)
+	}
+	if m, _ := filepath.Glob("/sys/fs/cgroup/*/berth/" + name); len(m) > 0 {
+		t.Errorf("cgroups left: %v", m)
 	}
 }
