@@ -48,7 +48,9 @@ func TestBerthInTestHost(t *testing.T) {
 		t.Fatalf("berthd.service is %s", got)
 	}
 	def := "apiVersion: berth/v1\nkind: Image\nname: debian12\ndirectory: /srv/guest\n---\n" +
-		"apiVersion: berth/v1\nkind: Machine\nname: m1\nimage: debian12\nresources:\n  memoryMax: 256M\n  cpus: 0.5\n"
+		"apiVersion: berth/v1\nkind: Network\nname: lan\nsubnet: 10.87.5.0/24\nnat: false\n---\n" +
+		"apiVersion: berth/v1\nkind: Machine\nname: m1\nimage: debian12\nnetwork:\n  name: lan\n  address: 10.87.5.10\n" +
+		"resources:\n  memoryMax: 256M\n  cpus: 0.5\n"
 	if err := os.WriteFile(filepath.Join(h.Dir, "etc/berth/machines/m1.yaml"), []byte(def), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +129,10 @@ func TestBerthInTestHost(t *testing.T) {
 	}
 
 	// The stock tools reach into the machine through systemd-machined.
+	// machined knows the machine's host-side interface and, from inside, its address.
+	if out := exec("machinectl", "status", "m1", "--no-pager"); !strings.Contains(out, "Iface: vb-m1") || !strings.Contains(out, "10.87.5.10") {
+		t.Errorf("machinectl status m1:\n%s", out)
+	}
 	if out := exec("machinectl", "shell", "-q", "m1", "/bin/sh", "-c", "echo inside-$(cat /proc/1/comm)"); !strings.Contains(out, "inside-systemd") {
 		t.Errorf("machinectl shell m1: %s", out)
 	}
