@@ -46,6 +46,9 @@ func Reexec() {
 	if name == "" {
 		return
 	}
+	// What the stage runs (hooks' helpers, the guest's init) must not take
+	// itself for a stage again.
+	os.Unsetenv(stageEnv)
 	fn, ok := stages[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "berth: unknown re-exec stage %q\n", name)
