@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/berthd/berth/internal/osimage"
 	"io"
 	"net/http"
 	"os"
@@ -402,5 +403,5 @@ func (d Debootstrap) build(ctx context.Context, dst string, rep *reporter) error
 			}
 		}
 	}
-	return nil
+	return osimage.Generalize(dst)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthd/berth/internal/osimage"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,7 +103,9 @@ func Debootstrap(t testing.TB, name, suite string, packages []string) string {
 		// The guest's own apt lists and caches are not needed by any test.
 		_ = os.RemoveAll(filepath.Join(tmp, "var/cache/apt/archives"))
 		_ = os.MkdirAll(filepath.Join(tmp, "var/cache/apt/archives/partial"), 0o755)
-		return nil
+		// An image, not a machine: no machine ID, hostname or resolver of the
+		// host that built it (as berth's own debootstrap images).
+		return osimage.Generalize(tmp)
 	})
 }
 
