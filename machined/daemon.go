@@ -59,11 +59,8 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	defer resync.Stop()
 	gitTick := time.NewTicker(m.gitInterval())
 	defer gitTick.Stop()
-	var wd <-chan time.Time
 	if hooks.Watchdog != nil && hooks.WatchdogInterval > 0 {
-		t := time.NewTicker(hooks.WatchdogInterval)
-		defer t.Stop()
-		wd = t.C
+		go m.watchdog(ctx, hooks)
 	}
 	for {
 		select {
@@ -75,9 +72,6 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 				return err
 			}
 			return nil
-		case <-wd:
-			hooks.Watchdog()
-			continue
 		case <-gitTick.C:
 			if !m.sources.pollGit(ctx) {
 				continue
@@ -90,6 +84,33 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 			slog.Error("reconcile", "err", err)
 		}
 		m.reportStatus(ctx, hooks)
+	}
+}
+
+// maxPass is how long one reconcile pass may run (building an image with
+// debootstrap takes minutes) before berthd counts as hung.
+const maxPass = 30 * time.Minute
+
+// watchdog pings the service manager while berthd is healthy: between passes,
+// or in a pass that has not run for longer than maxPass. It runs beside the main
+// loop, so a long but working pass does not get berthd killed.
+func (m *Manager) watchdog(ctx context.Context, hooks DaemonHooks) {
+	t := time.NewTicker(hooks.WatchdogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.mu.Lock()
+			since := m.passStarted
+			m.mu.Unlock()
+			if since.IsZero() || time.Since(since) < maxPass {
+				hooks.Watchdog()
+			} else {
+				slog.Error("a reconcile pass has run too long; the watchdog will restart berthd (machines keep running)", "since", since)
+			}
+		}
 	}
 }
 

@@ -64,7 +64,9 @@ type Manager struct {
 	defErrs []string   // errors of the last load (the last good set stays in force)
 	lastRun time.Time
 	started time.Time
-	watched map[string]context.CancelFunc // machines whose exit we wait for
+	// passStarted is when the running reconcile pass began (zero between passes).
+	passStarted time.Time
+	watched     map[string]context.CancelFunc // machines whose exit we wait for
 	// stopping marks machines berth itself is stopping, so their exit is not
 	// treated as a crash.
 	stopping map[string]bool
@@ -169,6 +171,14 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 	ctx = withLogger(ctx, log)
 
 	t0 := time.Now()
+	m.mu.Lock()
+	m.passStarted = t0
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.passStarted = time.Time{}
+		m.mu.Unlock()
+	}()
 	desired, errs := m.loadDesired(ctx, nil)
 	tLoad := time.Since(t0)
 	if desired == nil {
