@@ -1,6 +1,7 @@
 package machined_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -246,27 +247,22 @@ func (e *env) waitState(name, state string, limit time.Duration) *machined.Machi
 	}
 }
 
-// exec runs a command in a running machine and returns its output and exit code.
-// It uses nsenter in a process of its own: entering from the test process would
-// leave one of its threads in the machine's cgroups.
+// exec runs a command in a running machine (as berth shell does) and returns
+// its output and exit code.
 func (e *env) exec(name string, args ...string) (string, int) {
 	e.t.Helper()
 	s := e.status(name)
 	if s.LeaderPID == 0 {
 		e.t.Fatalf("machine %s is not running", name)
 	}
+	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(s.LeaderPID), "-a", "--"}, args...)...)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
+	code, err := container.Enter(ctx, s.LeaderPID, container.EnterOptions{Command: args, Stdout: &out, Stderr: &out})
 	if err != nil {
 		e.t.Fatalf("enter %s: %v", name, err)
 	}
-	return string(out), 0
+	return out.String(), code
 }
 
 func (e *env) cgroupFile(name, file string) string {
