@@ -18,7 +18,14 @@ func init() {
 	register("boot", "boot to READY=1 and poweroff of the Debian 12 systemd guest: berth boot vs systemd-nspawn -b on the same root, supervisor RSS", benchBoot)
 }
 
-const bootRuns = 7
+// bootRuns is the number of measured runs of each (BENCH_BOOT_RUNS overrides).
+var bootRuns = 7
+
+func init() {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_RUNS")); err == nil && n > 0 {
+		bootRuns = n
+	}
+}
 
 // benchBoot boots the cached Debian 12 minbase+systemd guest (a fresh copy,
 // the same directory for both) with `berth boot` and with `systemd-nspawn -b`,

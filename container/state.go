@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berthd/berth/internal/fsutil"
 )
 
 // Phases of a machine in state.json.
@@ -62,12 +61,35 @@ func ReadState(runDir string) (State, error) {
 	return s, nil
 }
 
+// writeState replaces state.json atomically (a temporary file renamed over
+// it), without fsync: readers never see a torn file, and the state of a
+// running machine means nothing after a crash of the host, when /run is gone
+// and the machine with it. The supervisor writes it at every phase change,
+// while the guest boots or shuts down; fsyncs there would compete with the
+// guest's own disk writes (on this very host /run is not a tmpfs).
 func writeState(runDir string, s State) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(runDir, stateFile), append(b, '\n'), 0o644)
+	f, err := os.CreateTemp(runDir, "."+stateFile+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(runDir, stateFile))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 // SupervisorAlive reports whether the supervisor that wrote s still runs: its

@@ -57,6 +57,7 @@ type supervisor struct {
 	term    *ConsoleIO
 
 	mu         sync.Mutex
+	writeMu    sync.Mutex // serialises state.json writes
 	state      State
 	leader     *os.Process
 	kind       string
@@ -126,8 +127,20 @@ func (s *supervisor) snapshot() State {
 // setState changes the state under the lock and writes state.json.
 func (s *supervisor) setState(f func(*State)) {
 	s.mu.Lock()
+	before, _ := json.Marshal(s.state)
 	f(&s.state)
 	st := s.state
+	after, _ := json.Marshal(st)
+	s.mu.Unlock()
+	if bytes.Equal(before, after) {
+		return
+	}
+	// Writers take turns and each writes the latest state, so a slower
+	// writer never puts an older state back.
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	st = s.state
 	s.mu.Unlock()
 	if err := writeState(s.cfg.RuntimeDir, st); err != nil {
 		s.log.Warn("write state", "err", err)
