@@ -203,8 +203,12 @@ func leaks(t *testing.T, cfg container.Config) []string {
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
-		if strings.Contains(l, cfg.RuntimeDir) || (cfg.Root.Dir != "" && strings.Contains(l, cfg.Root.Dir)) ||
-			(cfg.Root.Overlay != nil && strings.Contains(l, cfg.Root.Overlay.Upper)) {
+		// The payload mounts its root on RuntimeDir/root and binds the notify
+		// socket from RuntimeDir: any mount point there, or any overlay of the
+		// machine's upper directory, would be a leak on the host.
+		f := strings.Fields(l)
+		if len(f) > 4 && (strings.HasPrefix(f[4], cfg.RuntimeDir) ||
+			(cfg.Root.Overlay != nil && strings.Contains(l, "upperdir="+cfg.Root.Overlay.Upper))) {
 			out = append(out, "mount "+l)
 		}
 	}

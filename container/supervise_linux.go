@@ -383,14 +383,33 @@ func (s *supervisor) splitCgroup(path string) error {
 		}
 	}
 	if policies == 0 {
-		if s.driver.Name() == "systemd" {
+		switch {
+		case s.driver.Name() == "systemd":
 			// The scope's DevicePolicy=closed still applies to the payload.
 			s.log.Warn("no device filter of berth's own; relying on the scope's device policy", "err", bpfErr)
-			return nil
+		case insideContainer():
+			// Nested in another container manager (whose seccomp filter
+			// typically refuses bpf()): its device policy covers this whole
+			// subtree, ours included.
+			s.log.Warn("no device filter of berth's own inside a container; relying on the outer manager's device policy", "err", bpfErr)
+		default:
+			return fmt.Errorf("%w (%v)", errNoDevicePolicy, bpfErr)
 		}
-		return fmt.Errorf("%w (%v)", errNoDevicePolicy, bpfErr)
 	}
 	return nil
+}
+
+// insideContainer reports whether this host is itself a container, as
+// systemd-detect-virt --container tells it: the markers systemd and the
+// Container Interface leave, or $container in PID 1's environment.
+func insideContainer() bool {
+	for _, f := range []string{"/run/systemd/container", "/run/host/container-manager"} {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	env, err := os.ReadFile("/proc/1/environ")
+	return err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00container="))
 }
 
 // startPayload starts the payload's init stage, places it, runs the Network
