@@ -270,3 +270,16 @@ func ptysSettle(t *testing.T, want int) int {
 	}
 	return n
 }
+
+// waitConsole waits until the machine's console log shows text (a guest
+// saying it is ready for what the test does next).
+func waitConsole(t *testing.T, cfg container.Config, text string) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if b, _ := os.ReadFile(cfg.ConsoleLog); bytes.Contains(b, []byte(text)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("machine %s: %q never appeared on the console", cfg.Name, text)
+}

@@ -437,10 +437,11 @@ func TestApplication(t *testing.T) {
 	t.Run("stop timeout kills", func(t *testing.T) {
 		cfg := newConfig(t, "app")
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}
-		cfg.Args = []string{"/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"}
+		cfg.Args = []string{"/bin/sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.1; done"}
 		cfg.StopTimeout = 500 * time.Millisecond
 		m := start(t, cfg)
 		m.waitPhase(t, container.PhaseRunning, 1)
+		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
 			t.Fatal(err)
@@ -477,10 +478,10 @@ func TestApplication(t *testing.T) {
 	t.Run("poweroff reaches the command", func(t *testing.T) {
 		cfg := newConfig(t, "app")
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}
-		cfg.Args = []string{"/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; while :; do sleep 0.1; done"}
+		cfg.Args = []string{"/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; echo armed; while :; do sleep 0.1; done"}
 		m := start(t, cfg)
 		m.waitPhase(t, container.PhaseRunning, 1)
-		time.Sleep(200 * time.Millisecond)
+		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
 			t.Fatal(err)
