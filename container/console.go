@@ -153,14 +153,19 @@ func (h *consoleHub) Write(p []byte) (int, error) {
 
 // attach streams the console to conn and, if write is true and no one else
 // writes, conn's input to the console, until conn closes or the hub does.
-func (h *consoleHub) attach(conn net.Conn, write bool) (writing bool) {
+//
+// hello is written to conn first, once it is known whether this client writes,
+// and before any console output.
+func (h *consoleHub) attach(conn net.Conn, write bool, hello func(writing bool)) {
 	c := &consoleClient{conn: conn, ch: make(chan []byte, 256)}
+	writing := false
 	h.mu.Lock()
-	h.clients[c] = true
 	if write && h.writer == nil {
 		h.writer = c
 		writing = true
 	}
+	hello(writing)
+	h.clients[c] = true
 	h.mu.Unlock()
 	go func() {
 		for b := range c.ch {
@@ -190,7 +195,6 @@ func (h *consoleHub) attach(conn net.Conn, write bool) (writing bool) {
 	}
 	close(c.ch)
 	h.mu.Unlock()
-	return writing
 }
 
 func (h *consoleHub) close() {

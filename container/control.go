@@ -257,13 +257,14 @@ func (s *supervisor) handle(conn net.Conn) {
 	case "attach":
 		// The answer says whether this client may type; then the connection
 		// becomes the raw console stream in both directions.
-		writing := s.console != nil && req.Write && s.console.writer == nil
 		if s.console == nil {
 			writeResp(conn, response{Error: "this machine's console is not a pty (console: passthrough)"})
 			return
 		}
-		writeResp(conn, response{OK: true, Writing: writing})
-		s.console.attach(conn, writing)
+		s.console.attach(conn, req.Write, func(writing bool) {
+			writeResp(conn, response{OK: true, Writing: writing})
+			_ = conn.SetWriteDeadline(time.Time{})
+		})
 		return
 	default:
 		err = fmt.Errorf("unknown request %q", req.Op)

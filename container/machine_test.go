@@ -347,6 +347,12 @@ func TestBusybox(t *testing.T) {
 		t.Fatalf("attach: %v (writing %v)", err, writing)
 	}
 	defer conn.Close()
+	// One writer at a time: a second client only reads.
+	conn2, writing2, err := c.Attach(context.Background(), true)
+	if err != nil || writing2 {
+		t.Fatalf("second attach: %v (writing %v)", err, writing2)
+	}
+	conn2.Close()
 	if err := c.Poweroff(context.Background()); err != nil {
 		t.Fatal(err)
 	}
