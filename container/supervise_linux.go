@@ -610,7 +610,7 @@ func (s *supervisor) classify(ps *os.ProcessState) (ExitStatus, bool) {
 		return ExitStatus{Code: 0, Reason: ReasonPoweroff}, false
 	case ws.Signaled():
 		return ExitStatus{Code: 128 + int(ws.Signal()), Reason: ReasonCrashed,
-			Error: "PID 1 died of " + ws.Signal().String()}, false
+			Error: "PID 1 died of " + unix.SignalName(ws.Signal())}, false
 	}
 	return ExitStatus{Code: 1, Reason: ReasonCrashed, Error: ps.String()}, false
 }
