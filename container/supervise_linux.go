@@ -220,10 +220,12 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		}
 		s.log.Debug("cgroup removed")
 	})
+	s.log.Debug("cgroup made", "path", path, "driver", s.driver.Name())
 	s.setState(func(st *State) { st.CgroupPath = path })
 	if err := s.splitCgroup(path); err != nil {
 		return fail(err)
 	}
+	s.log.Debug("cgroup split")
 
 	if cfg.Console == "pty" {
 		clog, err := openConsoleLog(cfg.ConsoleLog, cfg.ConsoleLogMax)
@@ -461,9 +463,11 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		return nil, err
 	}
 
+	s.log.Debug("payload process started", "pid", pid)
 	if err := movePID(s.hs, filepath.Join(path, "payload"), pid); err != nil {
 		return abort(err)
 	}
+	s.log.Debug("payload placed in its cgroups")
 	if s.hooks.Network != nil && cfg.NetworkMode == "private" {
 		if err := s.hooks.Network(ctx, pid); err != nil {
 			return abort(fmt.Errorf("network: %w", err))
@@ -477,6 +481,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	if err != nil {
 		return abort(err)
 	}
+	s.log.Debug("init exec'd", "init", kind)
 	phase := PhaseBooting
 	if kind != "systemd" {
 		// Only systemd speaks sd_notify: the others count as running once
