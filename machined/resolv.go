@@ -1,13 +1,12 @@
 package machined
 
 import (
-	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 
+	"github.com/berthd/berth/internal/osimage"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
@@ -67,7 +66,7 @@ func writeResolvConf(root *rootfs.Root, rc netconf.ResolvConf) error {
 		}
 		break
 	}
-	if err := copyUpDir(root.Overlay.Lower, upper, "etc"); err != nil {
+	if err := osimage.CopyUpDir(root.Overlay.Lower, upper, "etc"); err != nil {
 		return err
 	}
 	_, err := netconf.WriteResolvConf(upper, rc)
@@ -98,32 +97,6 @@ func isWhiteout(p string) bool {
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	return ok && sys.Rdev == 0
-}
-
-// copyUpDir makes dir in the upper layer with the owner and mode it has in the
-// image, as overlayfs's own copy-up would, so the merged directory looks the same.
-func copyUpDir(lowers []string, upper, dir string) error {
-	dst := filepath.Join(upper, dir)
-	if _, err := os.Lstat(dst); err == nil {
-		return nil
-	}
-	for _, l := range lowers {
-		st, err := os.Lstat(filepath.Join(l, dir))
-		if err != nil {
-			continue
-		}
-		if !st.IsDir() {
-			return fmt.Errorf("%s in the image is not a directory", dir)
-		}
-		if err := os.Mkdir(dst, st.Mode().Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			_ = os.Lchown(dst, int(sys.Uid), int(sys.Gid))
-		}
-		return os.Chmod(dst, st.Mode().Perm())
-	}
-	return os.MkdirAll(dst, 0o755)
 }
 
 // resolvMarker starts every resolv.conf netconf writes.

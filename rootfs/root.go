@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/osimage"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -296,9 +297,15 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 	made, err := s.commitRoot(machine, "create-", r, func(dir string) error {
 		switch st {
 		case StrategyOverlay:
-			return makeOverlayDirs(dir, img.Path)
+			if err := makeOverlayDirs(dir, img.Path); err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(filepath.Join(dir, "upper"), []string{img.Path})
 		case StrategyBtrfs:
-			return snapshotSubvolume(img.Path, filepath.Join(dir, "rootfs"))
+			if err := snapshotSubvolume(img.Path, filepath.Join(dir, "rootfs")); err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
 		default:
 			tree := filepath.Join(dir, "rootfs")
 			if err := os.Mkdir(tree, 0o755); err != nil {
@@ -307,7 +314,10 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 			rep.start("copy", img.Size)
 			n, err := copyTree(ctx, img.Path, tree, copyOptions{reflink: st == StrategyReflink, progress: rep.update})
 			rep.finish(n)
-			return err
+			if err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(tree, nil)
 		}
 	})
 	if err != nil {
@@ -445,16 +455,26 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 		return err
 	}
 	made, err := s.commitRoot(dst, "clone-", c, func(dir string) error {
+		// A clone is a new machine: it gets its own machine ID at first boot.
 		switch r.Strategy {
 		case StrategyOverlay:
 			if err := copyDir(r.Overlay.Upper, filepath.Join(dir, "upper"), s.probe().reflink); err != nil {
 				return err
 			}
-			return os.Mkdir(filepath.Join(dir, "work"), 0o700)
+			if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(filepath.Join(dir, "upper"), r.Overlay.Lower)
 		case StrategyBtrfs:
-			return snapshotSubvolume(r.Dir, filepath.Join(dir, "rootfs"))
+			if err := snapshotSubvolume(r.Dir, filepath.Join(dir, "rootfs")); err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
 		default:
-			return copyDir(r.Dir, filepath.Join(dir, "rootfs"), r.Strategy == StrategyReflink || s.probe().reflink)
+			if err := copyDir(r.Dir, filepath.Join(dir, "rootfs"), r.Strategy == StrategyReflink || s.probe().reflink); err != nil {
+				return err
+			}
+			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
 		}
 	})
 	if err != nil {
