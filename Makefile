@@ -9,6 +9,10 @@ TESTFLAGS ?= -count=1 -timeout 28m
 
 all: build
 
+# Static binaries: no libc mapped in each machine's supervisor (4.4 MiB RSS
+# instead of 6), and they copy into any root as they are.
+export CGO_ENABLED = 0
+
 build:
 	$(GO) build -o $(BIN)/ ./cmd/berth ./cmd/berthd
 

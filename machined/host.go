@@ -481,8 +481,8 @@ func (h *leafHost) RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machi
 	if err != nil {
 		return err
 	}
-	if w.Attachment == nil || st.LeaderPID == 0 {
-		return nil
+	if w.Attachment == nil || st.LeaderPID == 0 || !st.SupervisorAlive() || st.Phase == container.PhaseExited {
+		return nil // nothing to repair: the machine is gone, its exit is handled apart
 	}
 	return h.withNet(func(nh *netconf.Host) error { return nh.Attach(ctx, st.LeaderPID, *w.Attachment) })
 }

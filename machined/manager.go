@@ -341,7 +341,9 @@ func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a Action) erro
 	if err != nil {
 		log.Error("action failed", "op", a.Op, "kind", a.Kind, "name", a.Name, "err", err)
 		ev.Kind = EvReconcileError
-		if a.Kind == KindMachine {
+		if a.Kind == KindMachine && (a.Op == OpStart || a.Op == OpRestart || a.Op == OpRecreate) {
+			// A machine that cannot start is failed until a start succeeds; a
+			// failed live update or repair is reported and tried again.
 			ev.Kind = EvMachineFailed
 			_ = m.store.Update(a.Name, func(r *Record) { r.LastError = err.Error() })
 		}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/machined"
 )
 
 var bootFlags struct {
@@ -105,6 +106,11 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	}
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
+	// On a systemd host the machine gets its scope and systemd-machined
+	// registration, as under berthd (and as nspawn does).
+	if err := machined.SystemdBootHooks(ctx, &hooks, cfg); err != nil {
+		return &exitError{code: 1, err: err}
+	}
 	// A closed terminal or output pipe must not kill the supervisor (which
 	// would take the machine down uncleanly): a hangup powers the machine off,
 	// and writes to a closed pipe just fail.
