@@ -629,7 +629,7 @@ func (s *supervisor) poweroff(deadline bool) error {
 		return errors.New("poweroff: the machine has not started yet")
 	}
 	s.stopping = true
-	if err := s.leader.Signal(s.poweroffSignalLocked()); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := signalInit(s.leader, s.poweroffSignalLocked(), s.state.BootedAt); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("poweroff: %w", err)
 	}
 	go s.setState(func(st *State) {
@@ -672,7 +672,53 @@ func (s *supervisor) reboot() error {
 	if s.kind == "app" {
 		return errors.New("reboot: an application machine cannot reboot; stop and start it")
 	}
-	return s.leader.Signal(unix.SIGINT)
+	return signalInit(s.leader, unix.SIGINT, s.state.BootedAt)
+}
+
+// signalInit sends sig to a machine's PID 1 once that process can receive it.
+// The kernel discards a signal that the init of a PID namespace neither
+// handles nor blocks; an init exec'd a moment ago (busybox's sets up its
+// signals a little after it starts) would lose a poweroff asked for then, and
+// the machine would never stop. So during the first initSettle after the exec,
+// while PID 1 shows no handler or block for sig (/proc/PID/status), the signal
+// waits in the background. Later it is sent at once: by then the init is set
+// up (and one that waits in sigtimedwait shows neither, yet takes the signal).
+func signalInit(p *os.Process, sig unix.Signal, booted time.Time) error {
+	settled := booted.Add(initSettle)
+	if time.Now().After(settled) || initTakes(p.Pid, sig) {
+		return p.Signal(sig)
+	}
+	go func() {
+		for !initTakes(p.Pid, sig) && time.Now().Before(settled) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		_ = p.Signal(sig)
+	}()
+	return nil
+}
+
+// initSettle is how long after its exec an init may take to set up its signals.
+const initSettle = 2 * time.Second
+
+// initTakes reports whether pid has a handler for sig or blocks it (then the
+// kernel queues it), from /proc/PID/status. An unreadable status counts as yes:
+// the process is gone or the kernel will not tell, and sending is all we can do.
+func initTakes(pid int, sig unix.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	bit := uint64(1) << (uint(sig) - 1)
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, key := range []string{"SigCgt:", "SigBlk:"} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				if mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil && mask&bit != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (s *supervisor) kill(sig unix.Signal, whom string) error {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,5 +156,22 @@ func TestProcessStartTime(t *testing.T) {
 func TestDashedUUID(t *testing.T) {
 	if got := dashedUUID("0123456789abcdef0123456789abcdef"); got != "01234567-89ab-cdef-0123-456789abcdef" {
 		t.Error(got)
+	}
+}
+
+func TestInitTakes(t *testing.T) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, unix.SIGUSR2)
+	defer signal.Stop(c)
+	if !initTakes(os.Getpid(), unix.SIGUSR2) {
+		t.Error("a caught signal is not seen as taken")
+	}
+	sleep := exec.Command("sleep", "10")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sleep.Process.Kill(); _ = sleep.Wait() }()
+	if initTakes(sleep.Process.Pid, unix.SIGUSR2) {
+		t.Error("a signal sleep neither handles nor blocks is seen as taken")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/berthd/berth/container"
@@ -432,11 +433,13 @@ func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool)
 		return fmt.Errorf("machine %q: %w", name, err)
 	}
 	if terminate {
-		err = c.Terminate(ctx)
+		// At once, as machinectl terminate: every process of the machine.
+		err = c.Kill(ctx, syscall.SIGKILL, "all")
 	} else {
-		err = c.Poweroff(ctx)
+		// A clean poweroff; what is left after the stop timeout is killed.
+		err = c.Terminate(ctx)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, container.ErrNotRunning) {
 		return fmt.Errorf("machine %q: %w", name, err)
 	}
 	_, err = c.Wait(ctx)
