@@ -70,8 +70,17 @@ up() {
 		[ "$i" -gt 100 ] && break
 		sleep 0.1
 	done
+	# "running" is the guest's READY=1 (basic.target); lighttpd comes a moment later.
 	if command -v curl >/dev/null 2>&1; then
-		curl -sS --max-time 5 http://localhost:8080/ || true
+		i=0
+		until curl -sS --max-time 2 http://localhost:8080/ 2>/dev/null; do
+			i=$((i + 1))
+			if [ "$i" -gt 50 ]; then
+				echo "(web does not answer on localhost:8080 yet; try: curl http://localhost:8080/)"
+				break
+			fi
+			sleep 0.2
+		done
 	fi
 	cat <<'EOF'
 

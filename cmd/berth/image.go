@@ -33,6 +33,7 @@ func interruptible() (context.Context, context.CancelFunc) {
 var imageFlags struct {
 	sha256 string
 	file   string
+	force  bool
 }
 
 func init() {
@@ -107,6 +108,17 @@ kind: Image — from a directory, a tar archive or debootstrap — or only those
 				imgs = append(imgs, img)
 			}
 			for _, img := range imgs {
+				// As berth apply does: an image built from this very definition is
+				// kept (an image is immutable; rebuilding makes a new one).
+				if !imageFlags.force {
+					if s, err := openStore(); err == nil {
+						if have, err := s.Image(img.Name); err == nil && have.SpecHash == img.Hash() {
+							fmt.Fprintf(cmd.OutOrStdout(), "image %s is up to date (built from this definition %s); --force builds it again\n",
+								img.Name, have.Created.Local().Format("2006-01-02 15:04"))
+							continue
+						}
+					}
+				}
 				src, err := machined.ImageSource(img)
 				if err != nil {
 					return err
@@ -119,6 +131,7 @@ kind: Image — from a directory, a tar archive or debootstrap — or only those
 		},
 	}
 	buildCmd.Flags().StringVarP(&imageFlags.file, "file", "f", "", "file or directory with the Image definition")
+	buildCmd.Flags().BoolVar(&imageFlags.force, "force", false, "build even when an image from the same definition exists")
 
 	listCmd := &cobra.Command{
 		Use:     "list",
