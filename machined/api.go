@@ -77,6 +77,7 @@ type DaemonStatus struct {
 	Daemon        bool         `json:"daemon"`
 	PID           int          `json:"pid"`
 	Version       string       `json:"version"`
+	StateDir      string       `json:"stateDir"`
 	Started       time.Time    `json:"started"`
 	Driver        string       `json:"driver"`
 	Sources       []SourceInfo `json:"sources"`

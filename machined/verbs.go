@@ -331,6 +331,7 @@ func (m *Manager) Daemon(ctx context.Context) (*DaemonStatus, error) {
 	return &DaemonStatus{
 		Daemon:        m.daemon,
 		PID:           os.Getpid(),
+		StateDir:      m.cfg.StateDir,
 		Version:       Version,
 		Started:       m.started,
 		Driver:        m.host.DriverName(),

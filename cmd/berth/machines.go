@@ -24,9 +24,22 @@ import (
 func connect(ctx context.Context) (machined.API, error) {
 	paths := cliPaths()
 	if c, err := machined.Dial(ctx, paths.Socket); err == nil {
-		return c, nil
+		// The daemon answers for its own state directory only; with another
+		// one (--state-dir), this process does the work itself.
+		if d, err := c.Daemon(ctx); err == nil && sameDir(d.StateDir, paths.StateDir) {
+			return c, nil
+		}
 	}
 	return machined.OpenLocal(paths)
+}
+
+func sameDir(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // cliPaths are the paths of this installation as the global flags give them.
@@ -385,7 +398,7 @@ func printDaemon(w io.Writer, d *machined.DaemonStatus) {
 	} else {
 		fmt.Fprintf(w, "berthd is not running (start it: systemctl start berthd, or berthd &); berth %s works on its own\n", d.Version)
 	}
-	fmt.Fprintf(w, "cgroup driver: %s\n", d.Driver)
+	fmt.Fprintf(w, "state: %s\ncgroup driver: %s\n", d.StateDir, d.Driver)
 	if !d.LastReconcile.IsZero() {
 		fmt.Fprintf(w, "last reconcile: %s\n", ago(d.LastReconcile))
 	}
