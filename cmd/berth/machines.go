@@ -26,7 +26,7 @@ func connect(ctx context.Context) (machined.API, error) {
 	if c, err := machined.Dial(ctx, paths.Socket); err == nil {
 		// The daemon answers for its own state directory only; with another
 		// one (--state-dir), this process does the work itself.
-		if d, err := c.Daemon(ctx); err == nil && sameDir(d.StateDir, paths.StateDir) {
+		if d, err := c.Daemon(ctx); err == nil && (d.StateDir == "" || sameDir(d.StateDir, paths.StateDir)) {
 			return c, nil
 		}
 	}
