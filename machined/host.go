@@ -269,7 +269,17 @@ func (h *leafHost) RemoveNetwork(ctx context.Context, name string) error {
 	if bridge == "" {
 		return nil
 	}
-	err := h.withNet(func(nh *netconf.Host) error { return nh.DeleteBridge(ctx, bridge) })
+	// The veths of machines that just stopped go away with their network
+	// namespaces, which the kernel tears down a moment later (asynchronously):
+	// a bridge that still has ports is given a few seconds.
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		err = h.withNet(func(nh *netconf.Host) error { return nh.DeleteBridge(ctx, bridge) })
+		if !errors.Is(err, netconf.ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil && !errors.Is(err, netconf.ErrNotFound) {
 		return err
 	}
