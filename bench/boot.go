@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -46,9 +47,9 @@ func benchBoot() (map[string]any, error) {
 			return nil, fmt.Errorf("%s is not installed (hack/deps.sh installs it)", c)
 		}
 	}
-	cache := filepath.Join(cacheDir(), "debian12")
-	if _, err := os.Stat(filepath.Join(cache, "usr/lib/systemd/systemd")); err != nil {
-		return nil, fmt.Errorf("the Debian 12 guest is not cached in %s: run `go test ./container -run TestDebianMachine` once (it builds it)", cache)
+	cache, err := testenv.DebianGuestDir()
+	if err != nil {
+		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
 	work, err := os.MkdirTemp("/var/tmp", "berth-bench-boot-")
 	if err != nil {
@@ -56,8 +57,8 @@ func benchBoot() (map[string]any, error) {
 	}
 	defer os.RemoveAll(work)
 	berth := filepath.Join(work, "berth")
-	if out, err := exec.Command("go", "build", "-o", berth, "./cmd/berth").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build berth: %v\n%s", err, out)
+	if err := buildBinaries(work, "berth"); err != nil {
+		return nil, err
 	}
 	root := filepath.Join(work, "root")
 	if out, err := exec.Command("cp", "-a", cache, root).CombinedOutput(); err != nil {
@@ -206,13 +207,6 @@ func removeCgroups(cg string) {
 			_ = syscall.Rmdir(dirs[i])
 		}
 	}
-}
-
-func cacheDir() string {
-	if d := os.Getenv("BERTH_TEST_CACHE"); d != "" {
-		return d
-	}
-	return "/var/cache/berth-test"
 }
 
 func tailString(b []byte, n int) string {

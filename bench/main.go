@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"time"
@@ -80,4 +81,19 @@ func names() []string {
 	}
 	sort.Strings(ns)
 	return ns
+}
+
+// buildBinaries builds the named commands of this module (cmd/NAME) into dir,
+// static, as `make build` does.
+func buildBinaries(dir string, names ...string) error {
+	args := []string{"build", "-o", dir + "/"}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %v: %v\n%s", names, err, out)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/berthd/berth/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,19 +37,17 @@ const (
 //   - berthd's VmRSS with rssMachines running machines (and the per-machine
 //     supervisor RSS beside it).
 func benchReconcile() (map[string]any, error) {
-	busybox := filepath.Join(cacheDir(), "busybox")
-	if _, err := os.Stat(filepath.Join(busybox, "bin/busybox")); err != nil {
-		return nil, fmt.Errorf("the busybox guest is not cached in %s: run `go test ./machined` once (it builds it)", busybox)
+	busybox, err := testenv.BusyboxGuestDir()
+	if err != nil {
+		return nil, fmt.Errorf("the busybox guest: %w", err)
 	}
 	work, err := os.MkdirTemp("/var/tmp", "berth-bench-reconcile-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	for _, b := range []string{"berth", "berthd"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(work, b), "./cmd/"+b).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s: %v\n%s", b, err, out)
-		}
+	if err := buildBinaries(work, "berth", "berthd"); err != nil {
+		return nil, err
 	}
 	netns := "berth-bench-" + strconv.Itoa(os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {

@@ -31,9 +31,9 @@ const (
 // measurement is taken: on ext4, creating many files soon after a large
 // rm -rf is several times slower, which would bias later cases.
 func benchRootfs() (map[string]any, error) {
-	guest := filepath.Join(testenv.CacheDir(), "debian12")
-	if _, err := os.Stat(filepath.Join(guest, "etc/os-release")); err != nil {
-		return nil, fmt.Errorf("needs the cached Debian 12 guest at %s: run `go test ./rootfs -run TestImportDebianTarball` once to build it", guest)
+	guest, err := testenv.DebianGuestDir()
+	if err != nil {
+		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
 	work, err := os.MkdirTemp("/var/tmp", "berth-bench-rootfs-")
 	if err != nil {

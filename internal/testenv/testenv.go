@@ -89,7 +89,39 @@ func Debootstrap(t testing.TB, name, suite string, packages []string) string {
 	t.Helper()
 	SkipUnlessRoot(t)
 	RequireCommand(t, "debootstrap")
-	return cached(t, name, func(tmp string) error {
+	return must(t, name)(DebootstrapDir(name, suite, packages))
+}
+
+// BusyboxGuest returns the root of a cached tiny guest whose init is busybox's,
+// made from Debian's busybox-static. Its inittab prints "berth-busybox-booted" on
+// the console when it comes up and "berth-busybox-shutdown" when it goes down.
+func BusyboxGuest(t testing.TB) string {
+	t.Helper()
+	SkipUnlessRoot(t)
+	return must(t, "busybox")(BusyboxGuestDir())
+}
+
+func must(t testing.TB, name string) func(string, error) string {
+	return func(dir string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("test image %s: %v", name, err)
+		}
+		return dir
+	}
+}
+
+// DebianGuestDir is DebianGuest for code without a testing.TB (make bench).
+func DebianGuestDir() (string, error) {
+	return DebootstrapDir("debian12", "bookworm", GuestPackages)
+}
+
+// DebootstrapDir is Debootstrap for code without a testing.TB.
+func DebootstrapDir(name, suite string, packages []string) (string, error) {
+	return cached(name, func(tmp string) error {
+		if _, err := exec.LookPath("debootstrap"); err != nil {
+			return fmt.Errorf("debootstrap is not installed (hack/deps.sh installs it)")
+		}
 		args := []string{"--variant=minbase"}
 		if len(packages) > 0 {
 			args = append(args, "--include="+strings.Join(packages, ","))
@@ -109,13 +141,9 @@ func Debootstrap(t testing.TB, name, suite string, packages []string) string {
 	})
 }
 
-// BusyboxGuest returns the root of a cached tiny guest whose init is busybox's,
-// made from Debian's busybox-static. Its inittab prints "berth-busybox-booted" on
-// the console when it comes up and "berth-busybox-shutdown" when it goes down.
-func BusyboxGuest(t testing.TB) string {
-	t.Helper()
-	SkipUnlessRoot(t)
-	return cached(t, "busybox", func(tmp string) error {
+// BusyboxGuestDir is BusyboxGuest for code without a testing.TB.
+func BusyboxGuestDir() (string, error) {
+	return cached("busybox", func(tmp string) error {
 		bb, err := exec.LookPath("busybox")
 		if err != nil {
 			return fmt.Errorf("busybox-static is not installed (hack/deps.sh installs it)")
@@ -170,40 +198,39 @@ func BusyboxGuest(t testing.TB) string {
 // cached builds CacheDir()/name once with build (which fills a temporary directory
 // next to it) and renames it into place, under an exclusive lock so concurrent test
 // binaries build it once. A half-built image never appears under the final name.
-func cached(t testing.TB, name string, build func(tmp string) error) string {
-	t.Helper()
+func cached(name string, build func(tmp string) error) (string, error) {
 	dir := CacheDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("test image cache: %v", err)
+		return "", err
 	}
 	final := filepath.Join(dir, name)
 	if _, err := os.Stat(final); err == nil {
-		return final
+		return final, nil
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "."+name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		t.Fatalf("test image cache: %v", err)
+		return "", err
 	}
 	defer lock.Close()
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatalf("test image cache: lock: %v", err)
+		return "", fmt.Errorf("lock: %w", err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	if _, err := os.Stat(final); err == nil {
-		return final
+		return final, nil
 	}
 	tmp := filepath.Join(dir, "."+name+".tmp")
 	_ = os.RemoveAll(tmp)
-	t.Logf("building test image %s in %s (cached for later runs)", name, final)
+	fmt.Fprintf(os.Stderr, "building test image %s in %s (cached for later runs)\n", name, final)
 	if err := build(tmp); err != nil {
 		_ = os.RemoveAll(tmp)
-		t.Fatalf("test image %s: %v", name, err)
+		return "", err
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		_ = os.RemoveAll(tmp)
-		t.Fatalf("test image %s: %v", name, err)
+		return "", err
 	}
-	return final
+	return final, nil
 }
 
 // CopyTree copies the tree at src to a new directory under t.TempDir() with cp -a

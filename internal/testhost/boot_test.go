@@ -17,21 +17,7 @@ func TestBootInTestHost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	guest := testenv.DebianGuest(t)
-	h := New(t, Options{BindRO: []string{guest + ":/srv/guest"}})
-	if err := h.Install(ctx, BuildBerth(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Boot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	exec := func(args ...string) string {
-		t.Helper()
-		out, err := h.Exec(ctx, args...)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	h, _, exec := bootWithBerth(ctx, t, Options{BindRO: []string{guest + ":/srv/guest"}})
 	// berth boot needs a writable tree: a copy of the guest.
 	exec("cp", "-a", "/srv/guest", "/var/tmp/bx")
 	exec("systemd-run", "--unit=berth-boot-bx", "--property=Type=exec", "--remain-after-exit",

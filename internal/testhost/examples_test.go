@@ -54,21 +54,7 @@ func TestExamplesInTestHost(t *testing.T) {
 	defer cancel()
 	dir := examplesDir(t)
 	image := examplesImage(t, dir)
-	h := New(t, Options{BindRO: []string{image + ":/srv/image", dir + ":/srv/examples"}})
-	if err := h.Install(ctx, BuildBerth(t)); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Boot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	exec := func(args ...string) string {
-		t.Helper()
-		out, err := h.Exec(ctx, args...)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	h, _, exec := bootWithBerth(ctx, t, Options{BindRO: []string{image + ":/srv/image", dir + ":/srv/examples"}})
 	list := func() map[string]listed {
 		t.Helper()
 		var ms []listed

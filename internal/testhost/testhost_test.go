@@ -28,22 +28,7 @@ func TestBerthInTestHost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	guest := testenv.DebianGuest(t)
-	h := New(t, Options{BindRO: []string{guest + ":/srv/guest"}})
-	bindir := BuildBerth(t)
-	if err := h.Install(ctx, bindir); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Boot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	exec := func(args ...string) string {
-		t.Helper()
-		out, err := h.Exec(ctx, args...)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		return string(out)
-	}
+	h, bindir, exec := bootWithBerth(ctx, t, Options{BindRO: []string{guest + ":/srv/guest"}})
 	if got := strings.TrimSpace(exec("systemctl", "is-active", "berthd.service")); got != "active" {
 		t.Fatalf("berthd.service is %s", got)
 	}
