@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -19,6 +21,9 @@ type DaemonHooks struct {
 	Ready func()
 	// Status reports a one-line state ("3 machines running").
 	Status func(string)
+	// Extend asks the service manager for more start-up time (EXTEND_TIMEOUT_USEC):
+	// the first pass may build images with debootstrap for minutes.
+	Extend func(time.Duration)
 	// Watchdog is called periodically while the daemon is healthy.
 	Watchdog         func()
 	WatchdogInterval time.Duration
@@ -46,13 +51,35 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 		}
 	}
 
+	firstDone := make(chan struct{})
+	if hooks.Extend != nil {
+		go func() {
+			t := time.NewTicker(30 * time.Second)
+			defer t.Stop()
+			for {
+				hooks.Extend(90 * time.Second)
+				select {
+				case <-firstDone:
+					return
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		}()
+	}
 	m.sources.pollGit(ctx)
 	if _, err := m.Reconcile(ctx, false); err != nil {
 		slog.Error("first reconcile", "err", err)
 	}
+	close(firstDone)
 	if hooks.Ready != nil {
 		hooks.Ready()
 	}
+	// SIGHUP (systemctl reload berthd) re-reads every source and reconciles now.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	m.reportStatus(ctx, hooks)
 
 	resync := time.NewTicker(time.Duration(cfg.Resync))
@@ -77,6 +104,10 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 				continue
 			}
 			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "a Git source moved to a new commit"})
+		case <-hup:
+			slog.Info("SIGHUP: reading the definitions again")
+			m.sources.pollGit(ctx)
+			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "reload (SIGHUP)"})
 		case <-m.Kicks():
 		case <-resync.C:
 		}

@@ -72,7 +72,11 @@ func newEnv(t *testing.T, extraConfig string) *env {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", e.netns).Run() })
 	e.nsRun("ip", "link", "set", "lo", "up")
 	e.cfg = filepath.Join(dir, "berthd.yaml")
-	conf := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 2s\nparallelism: 4\n%s", e.paths.StateDir, e.paths.RuntimeDir, e.paths.LogDir, extraConfig)
+	resync := "resync: 2s\n"
+	if strings.Contains(extraConfig, "resync:") {
+		resync = ""
+	}
+	conf := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\n%sparallelism: 4\n%s", e.paths.StateDir, e.paths.RuntimeDir, e.paths.LogDir, resync, extraConfig)
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -236,11 +240,14 @@ func (e *env) waitState(name, state string, limit time.Duration) *machined.Machi
 	e.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
-		s := e.status(name)
-		if s.State == state {
+		s, err := e.api.Status(context.Background(), name)
+		if err == nil && s.State == state {
 			return s
 		}
 		if time.Now().After(deadline) {
+			if err != nil {
+				e.t.Fatalf("machine %s after %s: %v", name, limit, err)
+			}
 			e.t.Fatalf("machine %s is %s after %s, want %s (notes %q, last error %q)", name, s.State, limit, state, s.Notes, s.LastError)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -356,6 +363,28 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	e.run("machines outlive a crashed berthd and are re-adopted", func(t *testing.T) {
+		since := map[string]time.Time{}
+		for _, n := range []string{a, b, c} {
+			since[n] = e.status(n).Since
+		}
+		e.killDaemon()
+		time.Sleep(300 * time.Millisecond)
+		for _, n := range []string{a, b, c} {
+			st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", n))
+			if err != nil || !st.SupervisorAlive() {
+				t.Fatalf("machine %s died with berthd: %v", n, err)
+			}
+		}
+		e.startDaemon()
+		for _, n := range []string{a, b, c} {
+			s := e.status(n)
+			if s.State != machined.StateRunning || !s.Since.Equal(since[n]) {
+				t.Fatalf("%s after restart: %s since %s, want running since %s", n, s.State, s.Since, since[n])
+			}
+		}
+	})
+
 	e.run("deleting a definition stops that machine only", func(t *testing.T) {
 		bSince := e.status(b).Since
 		if err := os.Remove(filepath.Join(e.dir, "defs", "c.yaml")); err != nil {
@@ -369,27 +398,36 @@ func TestDaemon(t *testing.T) {
 		if b := e.status(b); b.State != machined.StateRunning || !b.Since.Equal(bSince) {
 			t.Fatalf("b was disturbed: %s since %s (was %s)", b.State, b.Since, bSince)
 		}
+		// berth remove --delete-data: its root and its address lease go.
+		if err := e.api.Verb(ctx, c, "remove"); err != nil {
+			t.Fatal(err)
+		}
+		leases, _ := os.ReadFile(filepath.Join(e.paths.StateDir, "network", "leases.json"))
+		if strings.Contains(string(leases), c) {
+			t.Fatalf("lease of the removed machine kept:\n%s", leases)
+		}
+		if _, err := e.api.Status(ctx, c); !errors.Is(err, machined.ErrNotFound) {
+			t.Fatalf("status of the removed machine: %v", err)
+		}
 	})
 
-	e.run("machines outlive a crashed berthd and are re-adopted", func(t *testing.T) {
-		since := map[string]time.Time{}
-		for _, n := range []string{a, b} {
-			since[n] = e.status(n).Since
+	e.run("a hostname change reboots that machine only, which keeps running", func(t *testing.T) {
+		before := e.status(b)
+		e.write("b.yaml", bbMachine(b, "hostname: renamed\nnetwork: {name: lan, ports: [\"8080:80\"]}\n"))
+		res := e.apply()
+		if len(res.Results) == 0 || res.Results[0].Action.Op != machined.OpRestart {
+			t.Fatalf("apply after a hostname change: %+v", res.Results)
 		}
-		e.killDaemon()
-		time.Sleep(300 * time.Millisecond)
-		for _, n := range []string{a, b} {
-			st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", n))
-			if err != nil || !st.SupervisorAlive() {
-				t.Fatalf("machine %s died with berthd: %v", n, err)
-			}
+		s := e.waitState(b, machined.StateRunning, 20*time.Second)
+		if s.LeaderPID == before.LeaderPID || s.Hold != nil {
+			t.Fatalf("after the restart: leader %d (was %d), hold %+v", s.LeaderPID, before.LeaderPID, s.Hold)
 		}
-		e.startDaemon()
-		for _, n := range []string{a, b} {
-			s := e.status(n)
-			if s.State != machined.StateRunning || !s.Since.Equal(since[n]) {
-				t.Fatalf("%s after restart: %s since %s, want running since %s", n, s.State, s.Since, since[n])
-			}
+		if out, _ := e.exec(b, "hostname"); strings.TrimSpace(out) != "renamed" {
+			t.Fatalf("hostname after the restart: %q", out)
+		}
+		time.Sleep(500 * time.Millisecond) // a wrongly counted exit would show as a restart or hold by now
+		if s := e.status(b); s.State != machined.StateRunning || s.Restarts != 0 || s.Hold != nil {
+			t.Fatalf("the restart was taken for a crash: %+v", s)
 		}
 	})
 
@@ -552,5 +590,77 @@ func TestGitSource(t *testing.T) {
 			t.Fatalf("the machine added by a commit is not running after 30s; daemon: %+v", d)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestWatchedSource: a directory named in berthd.yaml is followed through
+// inotify; a malformed file there is reported with its place in the daemon's
+// status and event log and changes nothing; a machine that ended while berthd
+// was down gets its restart policy applied when berthd comes back.
+func TestWatchedSource(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	dir := filepath.Join(t.TempDir(), "watched")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A long resync: only inotify can make the machine start in time.
+	e := newEnv(t, fmt.Sprintf("resync: 1h\nsources:\n  - path: %s\n", dir))
+	ctx := context.Background()
+	name := testenv.UniqueName("w")
+	put := func(rel, content string) {
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("base.yaml", testImages(t)+"---\n"+testNetwork)
+	put("m.yaml", strings.Replace(bbMachine(name, ""), "policy: on-failure", "policy: \"no\"", 1))
+	s := e.waitState(name, machined.StateRunning, 20*time.Second)
+
+	put("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: x\nimage: bb\nmemry: 1\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err := e.api.Daemon(ctx)
+		if err == nil && len(d.Errors) > 0 {
+			if !strings.Contains(d.Errors[0], "broken.yaml:5:1") {
+				t.Fatalf("daemon errors: %q", d.Errors)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a malformed file is not reported in berthd's status: %+v, %v", d, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var reported bool
+	_ = e.api.Events(ctx, 0, "", false, func(ev machined.Event) error {
+		if ev.Kind == machined.EvDefinitionError && strings.Contains(ev.Message, "broken.yaml:5:1") {
+			reported = true
+		}
+		return nil
+	})
+	if !reported {
+		t.Error("the malformed file is not in the event log")
+	}
+	if now := e.status(name); now.State != machined.StateRunning || now.LeaderPID != s.LeaderPID {
+		t.Fatalf("a malformed file disturbed the machine: %+v", now)
+	}
+	os.Remove(filepath.Join(dir, "broken.yaml"))
+
+	// The machine ends while berthd is down; its policy (no) keeps it down.
+	e.killDaemon()
+	if err := syscall.Kill(s.LeaderPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", name)); err == nil && !st.SupervisorAlive() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.startDaemon()
+	time.Sleep(500 * time.Millisecond)
+	after := e.status(name)
+	if after.State == machined.StateRunning || after.Hold == nil || after.Hold.Reason != machined.HoldExited || after.LastExit == nil {
+		t.Fatalf("a machine with restart: no that ended while berthd was down: %+v (hold %+v)", after, after.Hold)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,11 +115,13 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	// veth from both ends, which means entering its network namespace): a few
 	// workers, each with its own netlink handles, share the work.
 	type seen struct {
-		name  string
-		st    container.State
-		w     *wiring
-		drift bool
+		name   string
+		st     container.State
+		w      *wiring
+		drift  bool
+		exited *ExitInfo
 	}
+	booted := hostBootTime()
 	var names []string
 	for _, e := range ents {
 		if e.IsDir() && container.ValidName(e.Name()) {
@@ -139,9 +142,27 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 			for i := range next {
 				dir := h.runDir(names[i])
 				st, err := container.ReadState(dir)
+				if err != nil {
+					continue
+				}
+				if !st.SupervisorAlive() {
+					// It ended and nobody handled it (berthd was down). One from
+					// before the host's last boot ended with that boot: nothing
+					// to handle, the machine simply starts again.
+					if fi, err := os.Stat(filepath.Join(dir, "state.json")); err == nil && fi.ModTime().After(booted) {
+						ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(dir)}
+						if st.Exit != nil {
+							ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
+						}
+						results[i] = &seen{name: names[i], exited: &ex}
+					} else {
+						_ = os.Rename(filepath.Join(dir, "state.json"), filepath.Join(dir, handledState))
+					}
+					continue
+				}
 				// A supervisor still tidying up after its machine ended does not
 				// count as running: the machine is gone.
-				if err != nil || !st.SupervisorAlive() || st.Phase == container.PhaseExited {
+				if st.Phase == container.PhaseExited {
 					continue
 				}
 				r := &seen{name: names[i], st: st}
@@ -167,6 +188,10 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	wg.Wait()
 	for _, r := range results {
 		if r == nil {
+			continue
+		}
+		if r.exited != nil {
+			get(r.name).Exited = r.exited
 			continue
 		}
 		om := get(r.name)
@@ -215,6 +240,23 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
 	o.RulesCurrent = err == nil && len(drift) == 0
 	return o, nil
+}
+
+// hostBootTime is when the host booted (btime of /proc/stat); the zero time
+// when unknown.
+func hostBootTime() time.Time {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(n, 0)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // knownNetworks are the networks berth made on this host (name → bridge), kept
@@ -433,14 +475,15 @@ func waitSupervisorGone(ctx context.Context, runDir string, limit time.Duration)
 	}
 }
 
-func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) error {
+func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error) {
 	dir := h.runDir(name)
+	st, _ := container.ReadState(dir)
 	c, err := container.Dial(dir)
 	if errors.Is(err, container.ErrNotRunning) {
-		return nil // already stopped is success
+		return nil, nil // already stopped is success
 	}
 	if err != nil {
-		return fmt.Errorf("machine %q: %w", name, err)
+		return nil, fmt.Errorf("machine %q: %w", name, err)
 	}
 	if terminate {
 		// At once, as machinectl terminate: every process of the machine.
@@ -450,10 +493,28 @@ func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool)
 		err = c.Terminate(ctx)
 	}
 	if err != nil && !errors.Is(err, container.ErrNotRunning) {
-		return fmt.Errorf("machine %q: %w", name, err)
+		return nil, fmt.Errorf("machine %q: %w", name, err)
 	}
-	_, err = c.Wait(ctx)
-	return err
+	ex, err := c.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("machine %q: %w", name, err)
+	}
+	return &ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
+}
+
+// handledState is what state.json becomes once the machine's exit is handled:
+// kept (with supervisor.log) for a post-mortem, but no longer an exit to handle.
+const handledState = "state.last.json"
+
+// Forget marks the machine's exit as handled. The supervisor may still be
+// removing its cgroup: it is given a moment to finish first.
+func (h *leafHost) Forget(name string) {
+	dir := h.runDir(name)
+	_ = waitSupervisorGone(context.Background(), dir, 5*time.Second)
+	if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() && st.Phase != container.PhaseExited {
+		return // started again meanwhile
+	}
+	_ = os.Rename(filepath.Join(dir, "state.json"), filepath.Join(dir, handledState))
 }
 
 func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
@@ -544,7 +605,20 @@ func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
 		}
 		ex = *st2.Exit
 	}
-	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
+	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt, StoppedBy: stoppedBy(dir)}, nil
+}
+
+// stoppedBy tells from the supervisor's record whether systemd asked the
+// machine to stop (a stock tool, or the host shutting down).
+func stoppedBy(runDir string) string {
+	req, err := ReadSystemdStop(runDir)
+	switch {
+	case err != nil || req == nil:
+		return ""
+	case req.HostShutdown:
+		return StoppedByHostShutdown
+	}
+	return StoppedBySystemd
 }
 
 func (h *leafHost) Signal(ctx context.Context, name string, req KillRequest) error {

@@ -30,8 +30,11 @@ type Host interface {
 	// network, starts its supervisor, and returns once the payload runs.
 	StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error
 	// StopMachine powers the machine off cleanly (SIGKILL after its stop timeout),
-	// or at once with terminate, and returns when every process of it is gone.
-	StopMachine(ctx context.Context, name string, terminate bool) error
+	// or at once with terminate, and returns when every process of it is gone,
+	// with how it ended (nil when it was not running).
+	StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error)
+	// Forget marks a machine's exit as handled, so it is not handled again.
+	Forget(name string)
 	// UpdateMachine changes a running machine's limits live.
 	UpdateMachine(ctx context.Context, m *spec.Machine) error
 	RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error
@@ -66,11 +69,8 @@ type Manager struct {
 	started time.Time
 	// passStarted is when the running reconcile pass began (zero between passes).
 	passStarted time.Time
-	watched     map[string]context.CancelFunc // machines whose exit we wait for
-	// stopping marks machines berth itself is stopping, so their exit is not
-	// treated as a crash.
-	stopping map[string]bool
-	kick     chan struct{}
+	watched     map[string]*watcher // machines whose exit we wait for
+	kick        chan struct{}
 }
 
 // NewManager makes a reconciler for cfg over host. daemon says whether it
@@ -89,8 +89,7 @@ func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
 		sources:  newSourceSet(cfg),
 		daemon:   daemon,
 		started:  time.Now(),
-		watched:  map[string]context.CancelFunc{},
-		stopping: map[string]bool{},
+		watched:  map[string]*watcher{},
 		kick:     make(chan struct{}, 1),
 	}
 	return m, nil
@@ -418,16 +417,24 @@ func (m *Manager) start(ctx context.Context, d *spec.Set, mm *spec.Machine) erro
 }
 
 func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
-	m.mu.Lock()
-	m.stopping[name] = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(m.stopping, name)
-		m.mu.Unlock()
-	}()
+	// The exit this stop causes is berth's own doing, not a crash for the
+	// restart policy: stop watching first (an exit the watcher saw already has
+	// been handled), then handle the exit here.
+	m.unwatch(name)
 	m.events.Emit(Event{Kind: EvMachineStopping, Machine: name, Message: "stopping " + name})
-	return m.host.StopMachine(ctx, name, terminate)
+	ex, err := m.host.StopMachine(ctx, name, terminate)
+	if err != nil {
+		m.watch(name) // still running, as far as we know: keep supervising it
+		return err
+	}
+	if ex != nil {
+		if err := m.store.Update(name, func(r *Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
+			slog.Warn("record exit", "machine", name, "err", err)
+		}
+		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
+		m.host.Forget(name)
+	}
+	return nil
 }
 
 func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) error {
@@ -443,23 +450,33 @@ func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) e
 
 // adopt starts waiting for the exit of running machines berthd is not watching
 // yet: after berthd's own restart, or machines started by the CLI meanwhile.
-// Machines that ended while nobody watched get their exit handled now.
+// Machines that ended while nobody watched (berthd was down) get their exit
+// handled now, restart policy included.
 func (m *Manager) adopt(ctx context.Context, o *Observed) {
 	if !m.daemon {
 		return
 	}
 	for name, om := range o.Machines {
-		if !om.Running {
-			continue
-		}
-		m.mu.Lock()
-		_, ok := m.watched[name]
-		m.mu.Unlock()
-		if !ok {
-			m.watch(name)
-			m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
+		switch {
+		case om.Exited != nil:
+			m.exited(name, *om.Exited)
+			om.Exited = nil
+		case om.Running:
+			m.mu.Lock()
+			_, ok := m.watched[name]
+			m.mu.Unlock()
+			if !ok {
+				m.watch(name)
+				m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
+			}
 		}
 	}
+}
+
+// watcher is the goroutine waiting for one machine's exit.
+type watcher struct {
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // watch waits, in the background, for the exit of a running machine.
@@ -473,18 +490,22 @@ func (m *Manager) watch(name string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m.watched[name] = cancel
+	w := &watcher{cancel: cancel, done: make(chan struct{})}
+	m.watched[name] = w
 	m.mu.Unlock()
 	go func() {
+		defer close(w.done)
 		defer func() {
 			m.mu.Lock()
-			delete(m.watched, name)
+			if m.watched[name] == w {
+				delete(m.watched, name)
+			}
 			m.mu.Unlock()
 			cancel()
 		}()
 		ex, err := m.host.Wait(ctx, name)
 		if ctx.Err() != nil {
-			return
+			return // unwatched: whoever did it handles the exit
 		}
 		if err != nil {
 			slog.Warn("lost track of machine", "machine", name, "err", err)
@@ -495,12 +516,25 @@ func (m *Manager) watch(name string) {
 	}()
 }
 
+// unwatch stops waiting for a machine's exit and returns once its watcher is
+// gone (so an exit it saw has been handled by then).
+func (m *Manager) unwatch(name string) {
+	m.mu.Lock()
+	w := m.watched[name]
+	delete(m.watched, name)
+	m.mu.Unlock()
+	if w != nil {
+		w.cancel()
+		<-w.done
+	}
+}
+
 // StopWatching ends the exit watchers (berthd shutting down: machines go on).
 func (m *Manager) StopWatching() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, c := range m.watched {
-		c()
+	for _, w := range m.watched {
+		w.cancel()
 	}
 }
 
@@ -510,8 +544,8 @@ const minGoodRun = 30 * time.Second
 
 // exited applies the restart policy to a machine that ended.
 func (m *Manager) exited(name string, ex ExitInfo) {
+	defer m.host.Forget(name)
 	m.mu.Lock()
-	expected := m.stopping[name]
 	d := m.desired
 	m.mu.Unlock()
 	var mm *spec.Machine
@@ -520,15 +554,33 @@ func (m *Manager) exited(name string, ex ExitInfo) {
 	}
 	rec := m.store.Get(name)
 	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
-	if expected || mm == nil || mm.State == spec.StateStopped || rec.Hold != nil {
-		_ = m.store.Update(name, func(r *Record) { r.LastExit = &ex; r.Restarts = 0; r.NextRestart = time.Time{} })
+	update := func(fn func(r *Record)) {
+		if err := m.store.Update(name, fn); err != nil {
+			slog.Error("record the exit", "machine", name, "err", err)
+		}
+	}
+	switch {
+	case mm == nil || mm.State == spec.StateStopped || rec.Hold != nil || ex.StoppedBy == StoppedByHostShutdown:
+		// Nothing to restart: undeclared, declared stopped, held, or the host is
+		// going down (the machine comes back when it boots again).
+		update(func(r *Record) { r.LastExit = &ex; r.Restarts = 0; r.NextRestart = time.Time{} })
 		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: msg})
+		return
+	case ex.StoppedBy == StoppedBySystemd:
+		// A stock tool (systemctl stop, machinectl poweroff/terminate) stopped
+		// it: that is a person's stop, like berth stop, whatever the policy.
+		update(func(r *Record) {
+			r.LastExit = &ex
+			r.Restarts, r.NextRestart = 0, time.Time{}
+			r.Hold = &Hold{Reason: HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: time.Now(), SpecHash: mm.Hash()}
+		})
+		m.events.Emit(Event{Kind: EvMachineHeld, Machine: name, Message: msg + "; stopped through systemd, held until berth start"})
 		return
 	}
 	failed := ex.Code != 0
 	restart := mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)
 	now := time.Now()
-	_ = m.store.Update(name, func(r *Record) {
+	update(func(r *Record) {
 		r.LastExit = &ex
 		if !restart {
 			r.Hold = &Hold{Reason: HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}

@@ -25,6 +25,9 @@ type ObservedMachine struct {
 	Name    string
 	Running bool   // a live supervisor
 	Phase   string // its phase (booting, running, stopping)
+	// Exited is set when the machine ended and nobody has handled its exit yet
+	// (berthd was not running then).
+	Exited *ExitInfo
 	// Spec is the definition the running machine was started with (its defaulted
 	// form, kept in its runtime directory); nil when unknown.
 	Spec *spec.Machine

@@ -17,11 +17,11 @@ import (
 func resolvConf(d *spec.Set, m *spec.Machine) *netconf.ResolvConf {
 	switch m.ResolvConf {
 	case spec.ResolvConfNetwork:
+		// The network's servers (the host's when it names none). A guest's own
+		// file is never replaced: berth writes a missing one or its own.
 		rc := &netconf.ResolvConf{Machine: m.Name}
-		if n := d.Network(m.Network.Name); n != nil && len(n.DNS) > 0 {
-			// Servers the definition names are an explicit wish: they replace
-			// whatever file the guest has.
-			rc.Servers, rc.Replace = n.DNS, true
+		if n := d.Network(m.Network.Name); n != nil {
+			rc.Servers = n.DNS
 		}
 		return rc
 	case spec.ResolvConfHost:

@@ -40,7 +40,15 @@ type ExitInfo struct {
 	Reason  string    `json:"reason"`
 	Time    time.Time `json:"time"`
 	Started time.Time `json:"started,omitzero"` // when that run began
+	// StoppedBy says who stopped it when not berth and not the guest itself.
+	StoppedBy string `json:"stoppedBy,omitempty"`
 }
+
+// Who stopped a machine, when it was neither berth nor the guest.
+const (
+	StoppedBySystemd      = "systemd"       // systemctl stop of its scope, machinectl poweroff/terminate
+	StoppedByHostShutdown = "host-shutdown" // the host is shutting down
+)
 
 // Record is what berthd remembers about one machine between reconciles and
 // across its own restarts. Everything else is observed afresh each pass.

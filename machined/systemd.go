@@ -223,9 +223,12 @@ func (d *systemdDriver) stopRequested(unit string) {
 				d.log.Warn("record systemd stop request", "err", err)
 			}
 		}
+		// A clean poweroff with the machine's stop timeout, after which the
+		// supervisor kills what is left (and still unregisters and cleans up);
+		// systemd's own TimeoutStopSec is longer and never has to fire.
 		c, err := container.Dial(d.runDir)
 		if err == nil {
-			err = c.Poweroff(ctx)
+			err = c.Terminate(ctx)
 		}
 		if err != nil {
 			d.log.Warn("poweroff on systemd's stop request", "err", err)
@@ -253,6 +256,7 @@ func daemonHooks() DaemonHooks {
 	h := DaemonHooks{
 		Ready:  func() { _ = n.Ready("first reconcile done") },
 		Status: func(s string) { _ = n.Status(s) },
+		Extend: func(d time.Duration) { _ = n.Notify(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())) },
 	}
 	if iv := n.WatchdogInterval(); iv > 0 {
 		h.Watchdog = func() { _ = n.Notify("WATCHDOG=1") }

@@ -160,7 +160,9 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		// Under the pass lock, so no reconcile starts it at the same moment.
 		m.pass.Lock()
 		defer m.pass.Unlock()
-		_ = m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" })
+		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
+			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
+		}
 		if o, err = m.host.Observe(ctx, d); err != nil {
 			return err
 		}
@@ -175,10 +177,14 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 			hash = mm.Hash()
 		}
 		if mm != nil {
-			_ = m.store.Update(name, func(r *Record) {
+			// Without the hold on disk the next reconcile would start it again:
+			// no hold, no stop.
+			if err := m.store.Update(name, func(r *Record) {
 				r.Hold = &Hold{Reason: HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
 				r.NextRestart = time.Time{}
-			})
+			}); err != nil {
+				return fmt.Errorf("machine %q: record the hold (it keeps running): %w", name, err)
+			}
 			m.events.Emit(Event{Kind: EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
 		}
 		if !running {
@@ -191,7 +197,9 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		}
 		return m.host.Reboot(ctx, name)
 	case "release":
-		_ = m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
+			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
+		}
 		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth release"})
 		m.Trigger()
 		if !m.daemon {

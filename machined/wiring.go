@@ -81,6 +81,9 @@ func superviseHooks(ctx context.Context, cfg container.Config) (container.Hooks,
 		return container.Hooks{}, fmt.Errorf("machine %q: %w", cfg.Name, err)
 	}
 	var h container.Hooks
+	// berthd.service runs with a lowered OOM score; the machines must not
+	// inherit that protection from it.
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
 	if w.StateDir != "" {
 		store, err := rootfs.Open(w.StateDir)
 		if err != nil {
@@ -183,6 +186,9 @@ func containerConfig(p Paths, m *spec.Machine, root *rootfs.Root) container.Conf
 		CapDrop:     m.Capabilities.Drop,
 		Resources:   containerResources(m.Resources),
 		NetworkMode: "private",
+		// As nspawn's unit allows it: a tun device creates its link inside the
+		// machine's own network namespace (VPNs in machines).
+		AllowTun: true,
 	}
 	if c.Boot {
 		c.Args = m.InitArgs

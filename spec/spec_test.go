@@ -163,7 +163,7 @@ func TestSchema(t *testing.T) {
 		check(fmt.Sprintf("%q", in), []byte(in), false)
 	}
 	for _, in := range []string{
-		m("resources: {memoryMax: 1.5G, cpus: 2}", "network: {name: lan, ports: [80, '127.0.0.1:8080:80/udp', {hostPort: 1}]}", "privateUsers: true", "stopTimeout: 1m30s"),
+		m("resources: {memoryMax: 1.5G, cpus: 2}", "network: {name: lan, ports: [80, '127.0.0.1:8080:80/udp', {hostPort: 1}]}", "privateUsers: false", "stopTimeout: 1m30s"),
 		m("network: lan", "mounts: [{type: tmpfs, target: /t, mode: '1777', size: 1024}]", "environment: {A: 1, B: true}"),
 	} {
 		check(fmt.Sprintf("%q", in), []byte(in), true)

@@ -48,7 +48,7 @@ type Machine struct {
 	Mounts       []Mount           `json:"mounts,omitempty" doc:"Bind mounts from the host and tmpfs mounts."`
 	Environment  map[string]string `json:"environment,omitempty" doc:"Environment variables of init (boot mode) or of the command."`
 	Capabilities Capabilities      `json:"capabilities,omitzero" doc:"Capabilities added to or dropped from the default bounding set (systemd-nspawn's)."`
-	PrivateUsers PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default, root in the machine is root on the host) or pick (true): a private 65536-UID range picked for the machine."`
+	PrivateUsers PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default: root in the machine is root on the host, like systemd-nspawn without -U). pick (true), a private 65536-UID range for the machine like -U, is reserved and refused for now."`
 	StopTimeout  Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root         Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
 	ResolvConf   ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`

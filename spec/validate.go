@@ -98,6 +98,13 @@ func validateMachine(d *doc, m *Machine) {
 		checkName(d, "image", m.Image, "image")
 	}
 
+	// The language has the setting (it will be the default); the runtime does
+	// not run user-namespaced machines yet, and saying so here beats a machine
+	// that fails to start.
+	if m.PrivateUsers == PrivateUsersPick {
+		d.errorf("privateUsers", "pick is not supported yet: berth runs machines in the host's user namespace for now; remove it or set false")
+	}
+
 	// Boot mode or application mode.
 	switch {
 	case d.has("boot") && m.Boot && len(m.Command) > 0:
