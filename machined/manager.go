@@ -82,15 +82,15 @@ func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		cfg:      cfg,
-		host:     host,
-		store:    store,
-		events:   NewEventLog(filepath.Join(stateDir, "events.jsonl")),
-		sources:  newSourceSet(cfg),
-		daemon:   daemon,
-		started:  time.Now(),
-		watched:  map[string]*watcher{},
-		kick:     make(chan struct{}, 1),
+		cfg:     cfg,
+		host:    host,
+		store:   store,
+		events:  NewEventLog(filepath.Join(stateDir, "events.jsonl")),
+		sources: newSourceSet(cfg),
+		daemon:  daemon,
+		started: time.Now(),
+		watched: map[string]*watcher{},
+		kick:    make(chan struct{}, 1),
 	}
 	return m, nil
 }
