@@ -28,6 +28,7 @@ const (
 	EvNetworkCreated    = "network.created"
 	EvNetworkRemoved    = "network.removed"
 	EvImageBuilt        = "image.built"
+	EvImageProgress     = "image.progress"
 	EvDriftFixed        = "drift.fixed"
 	EvDefinitionError   = "definition.error"
 	EvReconcileError    = "reconcile.error"

@@ -30,7 +30,8 @@ type leafHost struct {
 	paths  Paths
 	images *rootfs.Store
 	leases *netconf.Leases
-	driver string // "systemd" or "cgroupfs": which the supervisors use
+	driver string    // "systemd" or "cgroupfs": which the supervisors use
+	events *EventLog // where long work reports progress (image builds)
 
 	netMu sync.Mutex // one netlink/nftables change at a time
 }
@@ -69,6 +70,8 @@ func OpenLocal(p Paths) (*Manager, error) {
 }
 
 func (h *leafHost) DriverName() string { return h.driver }
+
+func (h *leafHost) useEvents(l *EventLog) { h.events = l }
 
 // withNet runs fn with a netlink/nftables handle on the host's network
 // namespace, one change at a time.
@@ -337,7 +340,7 @@ func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 	if err != nil {
 		return err
 	}
-	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressLogger(img.Name)})
+	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressReporter(img.Name, h.events)})
 	return err
 }
 
@@ -782,23 +785,31 @@ func stripANSI(s string) string {
 	return b.String()
 }
 
-// progressLogger reports long image work in the daemon's log, at most every
-// few seconds and at each new phase.
-func progressLogger(image string) rootfs.ProgressFunc {
+// progressReporter reports long image work in the daemon's log and as
+// image.progress events (which `berth apply` shows while it waits), at most
+// every few seconds and at each new phase.
+func progressReporter(image string, events *EventLog) rootfs.ProgressFunc {
 	var last time.Time
 	phase := ""
 	return func(p rootfs.Progress) {
-		if p.Phase == phase && time.Since(last) < 5*time.Second {
+		if p.Phase == phase && time.Since(last) < 3*time.Second {
 			return
 		}
 		last, phase = time.Now(), p.Phase
 		attrs := []any{"image", image, "phase", p.Phase}
+		msg := "image " + image + ": " + p.Phase
 		if p.Total > 0 {
-			attrs = append(attrs, "done", fmt.Sprintf("%d%%", p.Done*100/p.Total))
+			pct := p.Done * 100 / p.Total
+			attrs = append(attrs, "done", fmt.Sprintf("%d%%", pct))
+			msg += fmt.Sprintf(" %d%%", pct)
 		}
 		if p.Message != "" {
 			attrs = append(attrs, "msg", p.Message)
+			msg += ": " + p.Message
 		}
 		slog.Info("building image", attrs...)
+		if events != nil {
+			events.Emit(Event{Kind: EvImageProgress, Image: image, Message: msg})
+		}
 	}
 }

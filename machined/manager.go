@@ -92,6 +92,9 @@ func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
 		watched: map[string]*watcher{},
 		kick:    make(chan struct{}, 1),
 	}
+	if h, ok := host.(interface{ useEvents(*EventLog) }); ok {
+		h.useEvents(m.events) // long work (image builds) reports progress there
+	}
 	return m, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -302,7 +303,14 @@ longer declared and stop (their roots stay unless --prune).`,
 			} else if forget {
 				return fmt.Errorf("--forget needs the PATH that was applied")
 			}
+			// Long work (an image built with debootstrap) reports progress as
+			// events: show them while apply runs.
+			stop := func() {}
+			if !jsonOutput() {
+				stop = followProgress(cmd.Context(), api, cmd.ErrOrStderr())
+			}
 			res, err := api.Apply(cmd.Context(), req)
+			stop()
 			if res != nil && res.Plan != nil && len(res.Plan.Errors) > 0 {
 				if jsonOutput() {
 					_ = printJSON(cmd.OutOrStdout(), res)
@@ -373,6 +381,45 @@ longer declared and stop (their roots stay unless --prune).`,
 	eventsCmd.Flags().StringVarP(&evMachine, "machine", "M", "", "only the events of this machine")
 
 	rootCmd.AddCommand(planCmd, applyCmd, eventsCmd)
+}
+
+// followProgress prints the progress events that appear from now on (image
+// builds, machines starting) until the returned function is called, which
+// prints what is still unprinted before it returns.
+func followProgress(ctx context.Context, api machined.API, w io.Writer) func() {
+	var last uint64
+	_ = api.Events(ctx, 0, "", false, func(e machined.Event) error { last = e.Seq; return nil })
+	var mu sync.Mutex
+	show := func(e machined.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Seq <= last {
+			return nil
+		}
+		last = e.Seq
+		switch e.Kind {
+		case machined.EvImageProgress, machined.EvMachineStarting:
+			fmt.Fprintf(w, "  … %s\n", e.Message)
+		}
+		return nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		mu.Lock()
+		from := last
+		mu.Unlock()
+		_ = api.Events(fctx, from, "", true, show)
+	}()
+	return func() {
+		cancel()
+		<-done
+		mu.Lock()
+		from := last
+		mu.Unlock()
+		_ = api.Events(ctx, from, "", false, show)
+	}
 }
 
 // completeMachines completes machine names for the shell.

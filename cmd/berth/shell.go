@@ -70,7 +70,11 @@ machinectl shell. No daemon is needed.`,
 			if err != nil {
 				return err
 			}
-			opts := container.EnterOptions{Command: args[1:], Env: env, Dir: dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+			command := args[1:]
+			if len(command) > 0 && command[0] == "--" {
+				command = command[1:] // berth shell NAME -- CMD reads well too
+			}
+			opts := container.EnterOptions{Command: command, Env: env, Dir: dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 			if len(opts.Command) == 0 {
 				opts.Command = []string{loginShell(leader), "-l"}
 				if dir == "" {
