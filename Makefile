@@ -35,7 +35,7 @@ fuzz:
 	./hack/fuzz.sh $(FUZZTIME)
 
 # bench compares berth with systemd-nspawn on the same rootfs in the same run and
-# writes the figures to bench/out/ (see bench/README.md).
+# writes the figures to bench/out/ (the README's Figures section shows them).
 bench: deps build
 	$(GO) run ./bench $(BENCH)
 

@@ -16,7 +16,7 @@ import (
 const DefaultConfigPath = "/etc/berth/berthd.yaml"
 
 // DefaultConfigYAML is the configuration `berth install` writes when none exists.
-const DefaultConfigYAML = `# berthd configuration. See docs/daemon.md.
+const DefaultConfigYAML = `# berthd configuration. See docs/daemon.md in berth's sources.
 #
 # sources: where the machine definitions live. A directory is watched for changes;
 # a Git repository is polled. Definitions applied with "berth apply PATH" are

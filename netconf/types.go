@@ -14,7 +14,7 @@ import (
 // enslaving the LAN port, like nspawn's --network-bridge=br0): berth only checks
 // that it exists and never changes it.
 type Bridge struct {
-	Name     string       // interface name, at most 15 bytes (BridgeName gives the default)
+	Name     string       // interface name, at most 15 bytes (the Network definition gives it)
 	Network  string       // the network's name, for messages and the bridge's alias
 	Gateway4 netip.Prefix // the host's address on the bridge and the subnet, e.g. 10.88.0.1/24
 	Gateway6 netip.Prefix // the same for IPv6, e.g. fd42::1/64
