@@ -87,7 +87,8 @@ kind: Image — from a directory, a tar archive or debootstrap — or only those
   berth image build -f examples/ debian-12`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if imageFlags.file == "" {
-				return &exitError{2, errors.New("image build: give the definition with -f FILE")}
+				// A usage error: exit code 2 means "changes pending" (plan).
+				return &exitError{1, errors.New("image build: give the definition with -f FILE")}
 			}
 			set, err := spec.Load(imageFlags.file)
 			if err != nil {
