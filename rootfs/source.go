@@ -8,8 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/berthd/berth/internal/osimage"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,7 +17,9 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"time"
 
+	"github.com/berthd/berth/internal/osimage"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -176,24 +178,84 @@ func (t Tar) open(ctx context.Context) (io.ReadCloser, int64, error) {
 		}
 		return f, fi.Size(), nil
 	}
+	// The request lives in a context of its own, which the idle timer cancels.
+	ctx, cancel := context.WithCancelCause(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.Location, nil)
 	if err != nil {
+		cancel(nil)
 		return nil, 0, errorf(ErrInvalid, "archive URL %q: %w", t.Location, err)
 	}
 	req.Header.Set("User-Agent", "berth")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
+		cancel(nil)
 		return nil, 0, fmt.Errorf("download %s: %w", t.Location, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
+		cancel(nil)
 		return nil, 0, fmt.Errorf("download %s: server answered %s", t.Location, resp.Status)
 	}
 	total := resp.ContentLength
 	if total < 0 || resp.Uncompressed {
 		total = 0
 	}
-	return resp.Body, total, nil
+	return newIdleBody(ctx, cancel, resp.Body, downloadIdleTimeout, t.Location), total, nil
+}
+
+// httpClient fetches archives. It has no overall timeout (an image can take
+// long to download), but every step that waits on the server has one, so a
+// server that stalls fails the import instead of blocking it (and, under
+// berthd, the whole reconcile) forever. The body's own limit is downloadIdleTimeout.
+var httpClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	TLSHandshakeTimeout:   15 * time.Second,
+	ResponseHeaderTimeout: 60 * time.Second,
+	ExpectContinueTimeout: time.Second,
+	IdleConnTimeout:       90 * time.Second,
+	ForceAttemptHTTP2:     true,
+}}
+
+// downloadIdleTimeout is how long a download may wait for its next byte before
+// it is abandoned. A variable for the tests.
+var downloadIdleTimeout = 60 * time.Second
+
+// idleBody is a response body whose reads fail once the server has sent nothing
+// for idle while berth waited for it. The clock runs only inside Read, so time
+// spent extracting what arrived never counts against the server.
+type idleBody struct {
+	body    io.ReadCloser
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	timer   *time.Timer
+	idle    time.Duration
+	stalled error // the cause the timer cancels ctx with
+}
+
+func newIdleBody(ctx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, idle time.Duration, url string) *idleBody {
+	b := &idleBody{body: body, ctx: ctx, cancel: cancel, idle: idle,
+		stalled: fmt.Errorf("download %s: no data from the server for %v: it stalled (try again later, or use another server)", url, idle)}
+	b.timer = time.AfterFunc(idle, func() { cancel(b.stalled) })
+	b.timer.Stop()
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.body.Read(p)
+	b.timer.Stop()
+	if err != nil && err != io.EOF && context.Cause(b.ctx) == b.stalled {
+		return n, b.stalled // rather than "context canceled"
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.body.Close()
+	b.cancel(nil)
+	return err
 }
 
 type writerFunc func([]byte) (int, error)
@@ -374,20 +436,7 @@ func (d Debootstrap) build(ctx context.Context, dst string, rep *reporter) error
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("debootstrap: %w", err)
 	}
-	// debootstrap's "I: Retrieving/Validating/Unpacking/Configuring X..." lines
-	// are the progress shown; the last lines go into the error on failure.
-	var tail []string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		line := sc.Text()
-		tail = append(tail, line)
-		if len(tail) > 15 {
-			tail = tail[1:]
-		}
-		if m, ok := strings.CutPrefix(line, "I: "); ok {
-			rep.message(m)
-		}
-	}
+	tail := readProgress(out, rep.message)
 	if err := cmd.Wait(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -404,4 +453,47 @@ func (d Debootstrap) build(ctx context.Context, dst string, rep *reporter) error
 		}
 	}
 	return osimage.Generalize(dst)
+}
+
+// Limits of readProgress: a line is kept up to maxLineKept bytes (the rest is
+// read and dropped), and the last tailLines lines go into a failure's message.
+const (
+	maxLineKept = 4 << 10
+	tailLines   = 15
+)
+
+// readProgress reads debootstrap's output to its end. Its "I: Retrieving/
+// Validating/Unpacking/Configuring X..." lines go to message; the last lines
+// are returned for the error on failure. It reads every byte whatever the
+// lines look like: a reader that stopped early (bufio.Scanner stops at a line
+// over 64 KiB) would leave debootstrap blocked on a full pipe and cmd.Wait
+// waiting for it forever.
+func readProgress(r io.Reader, message func(string)) []string {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var tail []string
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if room := maxLineKept - len(line); room > 0 {
+			line = append(line, chunk[:min(len(chunk), room)]...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue // the rest of a long line
+		}
+		if l := strings.TrimRight(string(line), "\r\n"); l != "" || err == nil {
+			tail = append(tail, l)
+			if len(tail) > tailLines {
+				tail = tail[1:]
+			}
+			if m, ok := strings.CutPrefix(l, "I: "); ok {
+				message(m)
+			}
+		}
+		line = line[:0]
+		if err != nil {
+			// EOF, or a read error: drain what is left so the writer never blocks.
+			_, _ = io.Copy(io.Discard, br)
+			return tail
+		}
+	}
 }
