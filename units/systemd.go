@@ -57,6 +57,9 @@ type Systemd struct {
 	jobs   map[dbus.ObjectPath]chan string // jobs waited for, by job path
 	onStop func(unit string)
 	done   chan struct{}
+	// owner is the unique name of systemd's connection, the only sender whose
+	// JobRemoved and RequestStop signals count (see dispatch).
+	owner string
 }
 
 // Connect opens a private connection to the system bus and subscribes to the
@@ -67,24 +70,50 @@ func Connect(ctx context.Context) (*Systemd, error) {
 		return nil, fmt.Errorf("systemd: connect to the system bus: %w", err)
 	}
 	s := &Systemd{conn: conn, jobs: map[dbus.ObjectPath]chan string{}, done: make(chan struct{})}
+	// Signals are collected from now on, so that a change of systemd's owner
+	// between the GetNameOwner below and the dispatcher's start is not missed.
+	ch := make(chan *dbus.Signal, 64)
+	conn.Signal(ch)
+	fail := func(what string, err error) (*Systemd, error) {
+		conn.Close()
+		return nil, fmt.Errorf("systemd: %s: %w", what, err)
+	}
 	if err := conn.AddMatchSignalContext(ctx,
 		dbus.WithMatchSender(systemdDest),
 		dbus.WithMatchObjectPath(systemdPath),
 		dbus.WithMatchInterface(systemdManager),
 		dbus.WithMatchMember("JobRemoved")); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("systemd: watch jobs: %w", err)
+		return fail("watch jobs", err)
+	}
+	// systemd gets a new unique name when it re-executes (daemon-reexec).
+	if err := conn.AddMatchSignalContext(ctx,
+		dbus.WithMatchSender(busDest),
+		dbus.WithMatchInterface(busDest),
+		dbus.WithMatchMember("NameOwnerChanged"),
+		dbus.WithMatchArg(0, systemdDest)); err != nil {
+		return fail("watch the owner of "+systemdDest, err)
+	}
+	if err := conn.BusObject().CallWithContext(ctx, busDest+".GetNameOwner", 0, systemdDest).Store(&s.owner); err != nil {
+		return fail("find the owner of "+systemdDest, err)
 	}
 	// systemd emits JobRemoved only while at least one client is subscribed.
 	if err := s.manager().CallWithContext(ctx, systemdManager+".Subscribe", 0).Err; err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("systemd: subscribe: %w", err)
+		return fail("subscribe", err)
 	}
-	ch := make(chan *dbus.Signal, 64)
-	conn.Signal(ch)
 	go s.dispatch(ch)
 	return s, nil
 }
+
+// systemdOwner is the unique name of systemd's connection, as last seen.
+func (s *Systemd) systemdOwner() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner
+}
+
+// busDest is the bus driver (dbus-daemon itself). Its signals carry this very
+// sender, which no client can claim.
+const busDest = "org.freedesktop.DBus"
 
 // Close closes the bus connection. Scopes this connection controls stay; their
 // stop requests then fall back to systemd's own killing.
@@ -112,9 +141,27 @@ func (s *Systemd) OnStopRequest(f func(unit string)) {
 	s.mu.Unlock()
 }
 
+// dispatch handles the connection's signals. Only systemd's count: match rules
+// choose which broadcast signals the bus routes here, but any client may send a
+// signal to this connection directly (the system bus allows signals from every
+// user), so a RequestStop that did not come from systemd's own connection
+// would let anyone on the host power a machine off. nspawn's match on the
+// systemd sender does the same.
 func (s *Systemd) dispatch(ch chan *dbus.Signal) {
 	defer close(s.done)
 	for sig := range ch {
+		if sig.Name == busDest+".NameOwnerChanged" {
+			var name, old, owner string
+			if sig.Sender == busDest && dbus.Store(sig.Body, &name, &old, &owner) == nil && name == systemdDest {
+				s.mu.Lock()
+				s.owner = owner
+				s.mu.Unlock()
+			}
+			continue
+		}
+		if owner := s.systemdOwner(); owner == "" || sig.Sender != owner {
+			continue
+		}
 		switch sig.Name {
 		case systemdManager + ".JobRemoved":
 			var id uint32

@@ -15,6 +15,7 @@ import (
 
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/testhost"
+	"github.com/godbus/dbus/v5"
 )
 
 // The TestSystemd* tests need systemd as PID 1, the system bus and
@@ -205,6 +206,28 @@ func TestSystemdScope(t *testing.T) {
 		t.Errorf("second scope: %v", err)
 	}
 
+	// Anyone may send a signal to our connection: a RequestStop that does not
+	// come from systemd is ignored.
+	// The test watches the connection's signals itself to see the forged one
+	// arrive.
+	seen := make(chan *dbus.Signal, 16)
+	s.conn.Signal(seen)
+	forger := forgeRequestStop(t, ctx, s.UniqueName(), unit)
+	for arrived := false; !arrived; {
+		select {
+		case sig := <-seen:
+			arrived = sig.Sender == forger && sig.Name == systemdScope+".RequestStop"
+		case <-time.After(5 * time.Second):
+			t.Fatal("the forged RequestStop did not reach the connection")
+		}
+	}
+	s.conn.RemoveSignal(seen)
+	select {
+	case <-stopAsked:
+		t.Fatal("a RequestStop from another connection than systemd's was obeyed")
+	case <-time.After(200 * time.Millisecond):
+	}
+
 	// systemctl stop asks the controller (us) instead of killing.
 	start := time.Now()
 	if out, err := exec.CommandContext(ctx, "systemctl", "stop", unit).CombinedOutput(); err != nil {
@@ -223,6 +246,55 @@ func TestSystemdScope(t *testing.T) {
 	}
 	if st, _ := s.ScopeState(ctx, unit); st != "inactive" {
 		t.Errorf("after stop the scope is %q", st)
+	}
+}
+
+// forgeRequestStop sends, from a connection of its own, the RequestStop signal
+// systemd sends a scope's controller, straight to dest. It returns the sender's
+// unique name.
+func forgeRequestStop(t *testing.T, ctx context.Context, dest, unit string) string {
+	t.Helper()
+	conn, err := dbus.ConnectSystemBus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	msg := &dbus.Message{Type: dbus.TypeSignal, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldPath:        dbus.MakeVariant(unitPath(unit)),
+		dbus.FieldInterface:   dbus.MakeVariant(systemdScope),
+		dbus.FieldMember:      dbus.MakeVariant("RequestStop"),
+		dbus.FieldDestination: dbus.MakeVariant(dest),
+	}}
+	if call := conn.SendWithContext(ctx, msg, nil); call.Err != nil {
+		t.Fatalf("send a forged RequestStop: %v", call.Err)
+	}
+	return conn.Names()[0]
+}
+
+// TestSystemdStopAfterReexec: systemd's bus name changes when it re-executes;
+// its RequestStop must still be obeyed afterwards.
+func TestSystemdStopAfterReexec(t *testing.T) {
+	ctx, s := needSystemd(t)
+	sup := sleeper(t)
+	stopAsked := make(chan string, 1)
+	s.OnStopRequest(func(unit string) { stopAsked <- unit; sup.Process.Kill() })
+	unit, _, err := s.StartScope(ctx, Scope{Machine: testenv.UniqueName("reexec"), PIDs: []int{sup.Process.Pid}, StopTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { killScope(t, s, unit) })
+	before := s.systemdOwner()
+	if out, err := exec.CommandContext(ctx, "systemctl", "daemon-reexec").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl daemon-reexec: %v: %s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "systemctl", "stop", unit).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl stop: %v: %s", err, out)
+	}
+	t.Logf("systemd's bus name: %s before daemon-reexec, %s after", before, s.systemdOwner())
+	select {
+	case <-stopAsked:
+	default:
+		t.Error("after daemon-reexec, systemctl stop did not ask the controller")
 	}
 }
 
