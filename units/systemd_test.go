@@ -400,13 +400,19 @@ func TestSystemdNotifyAndJournal(t *testing.T) {
 	self, _ := os.Executable()
 	machine := testenv.UniqueName("jour")
 	unit := testenv.UniqueName("berth-notify") + ".service"
-	out, err := exec.CommandContext(ctx, "systemd-run", "--unit", unit, "-p", "Type=notify", "-p", "WatchdogSec=2s",
+	start := time.Now()
+	// The helper takes 2.5 s to get ready, longer than TimeoutStartSec and
+	// WatchdogSec: it extends its start timeout, as berthd does during its first
+	// pass, and sends no watchdog ping before READY=1 (systemd arms the
+	// watchdog only then).
+	out, err := exec.CommandContext(ctx, "systemd-run", "--unit", unit, "-p", "Type=notify", "-p", "WatchdogSec=2s", "-p", "TimeoutStartSec=1s",
 		"--setenv=BERTH_TEST_NOTIFY_HELPER="+machine, self, "-test.run", "^TestNotifyHelper$").CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-run: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("systemctl", "stop", unit).Run() })
 	// systemd-run returns once the start job is done: after READY=1.
+	t.Logf("started in %v", time.Since(start))
 	expectProps(t, unit, map[string]string{"ActiveState": "active", "StatusText": "ready: 0 machines", "NotifyAccess": "main"})
 	// The helper pings the watchdog; it must outlive WatchdogSec.
 	time.Sleep(3 * time.Second)
@@ -451,6 +457,11 @@ func TestNotifyHelper(t *testing.T) {
 	}
 	log := slog.New(NewLogHandler(os.Stderr, nil))
 	log.Warn("machine started", "machine", machine, "network", "lan")
+	for deadline := time.Now().Add(2500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
+		if err := n.ExtendTimeout(time.Second); err != nil {
+			t.Error(err)
+		}
+	}
 	n.Ready("ready: 0 machines")
 	time.Sleep(500 * time.Millisecond)
 	n.Status("watching")
