@@ -78,8 +78,10 @@ func (n *Notifier) Reloading() error {
 	return n.Notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
 }
 
-// ExtendTimeout asks systemd for more start (or stop) time, e.g. while the first
-// reconcile builds an image.
+// ExtendTimeout sends EXTEND_TIMEOUT_USEC: systemd then lets the current start
+// (or stop) run until d from now, even past TimeoutStartSec; without a further
+// extension it times out at the later of the two. berthd calls it every 30 s
+// during its first reconcile, which may build images, until it sends READY=1.
 func (n *Notifier) ExtendTimeout(d time.Duration) error {
 	return n.Notify("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
 }

@@ -50,8 +50,16 @@ func UnitFiles(in Install) ([]UnitFile, error) {
 // The choices, and why:
 //   - Type=notify: berthd sends READY=1 after its first reconcile, so "started"
 //     means the declared machines were started; units after machines.target (which
-//     berthd.service is Before=) see them running. TimeoutStartSec is long because
-//     that first pass may build images; berthd extends it while it works.
+//     berthd.service is Before=) see them running. That first pass may build
+//     images for many minutes: while it runs berthd sends EXTEND_TIMEOUT_USEC
+//     every 30 s (Notifier.ExtendTimeout), so TimeoutStartSec need only cover
+//     its start-up before the pass, and a berthd stuck before it fails its start
+//     (and is restarted) instead of holding the boot for long.
+//   - ExecReload sends SIGHUP, on which berthd reads every source again and
+//     reconciles at once.
+//   - OOMScoreAdjust=-500 makes berthd one of the OOM killer's last choices; each
+//     supervisor sets its own oom_score_adj back to 0, so the machines do not
+//     inherit it.
 //   - KillMode=process: stopping or restarting berthd signals berthd only. The
 //     machines run in their own scopes in machine.slice, outside berthd.service,
 //     and berthd re-adopts them when it starts again.
@@ -86,17 +94,22 @@ func BerthdService(in Install) (string, error) {
 		"Type=notify",
 		"NotifyAccess=main",
 		"ExecStart="+berthd+" --config "+in.ConfigPath,
+		"# systemctl reload berthd: SIGHUP makes berthd read every source again and",
+		"# reconcile now (the command returns once the signal is sent).",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"KillMode=process",
 		"Restart=on-failure",
 		"RestartSec=2s",
 		"WatchdogSec=2min",
-		"TimeoutStartSec=15min",
+		"# Covers berthd's start-up until its first reconcile begins; during that",
+		"# pass (which may build images) berthd extends it every 30 s.",
+		"TimeoutStartSec=5min",
 		"TimeoutStopSec=30s",
 		"# Supervisors start in this cgroup for a moment, before they move into",
 		"# their machine's scope: do not let TasksMax cap the number of machines.",
 		"TasksMax=infinity",
 		"LimitNOFILE=1048576",
+		"# Only berthd: each machine's supervisor resets its oom_score_adj to 0.",
 		"OOMScoreAdjust=-500",
 		"",
 		"[Install]",
