@@ -56,7 +56,9 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 		go func() {
 			t := time.NewTicker(30 * time.Second)
 			defer t.Stop()
-			for {
+			// Only as long as a pass may run (maxPass): a first pass that hangs
+			// lets the start fail, and systemd restarts berthd.
+			for start := time.Now(); time.Since(start) < maxPass; {
 				hooks.Extend(90 * time.Second)
 				select {
 				case <-firstDone:

@@ -570,8 +570,10 @@ func (m *Manager) exited(name string, ex ExitInfo) {
 		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: msg})
 		return
 	case ex.StoppedBy == StoppedBySystemd:
-		// A stock tool (systemctl stop, machinectl poweroff/terminate) stopped
-		// it: that is a person's stop, like berth stop, whatever the policy.
+		// systemd stopped its scope (systemctl stop, machinectl terminate, a
+		// unit's Conflicts=): that is a person's stop, like berth stop, whatever
+		// the policy. (machinectl poweroff asks the guest itself: an exit like
+		// any other.)
 		update(func(r *Record) {
 			r.LastExit = &ex
 			r.Restarts, r.NextRestart = 0, time.Time{}

@@ -46,7 +46,7 @@ type ExitInfo struct {
 
 // Who stopped a machine, when it was neither berth nor the guest.
 const (
-	StoppedBySystemd      = "systemd"       // systemctl stop of its scope, machinectl poweroff/terminate
+	StoppedBySystemd      = "systemd"       // systemctl stop of its scope, machinectl terminate
 	StoppedByHostShutdown = "host-shutdown" // the host is shutting down
 )
 

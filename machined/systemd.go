@@ -256,7 +256,7 @@ func daemonHooks() DaemonHooks {
 	h := DaemonHooks{
 		Ready:  func() { _ = n.Ready("first reconcile done") },
 		Status: func(s string) { _ = n.Status(s) },
-		Extend: func(d time.Duration) { _ = n.Notify(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", d.Microseconds())) },
+		Extend: func(d time.Duration) { _ = n.ExtendTimeout(d) },
 	}
 	if iv := n.WatchdogInterval(); iv > 0 {
 		h.Watchdog = func() { _ = n.Notify("WATCHDOG=1") }
