@@ -77,7 +77,12 @@ func capMask(add, drop []string, privateNet bool) (uint64, error) {
 }
 
 // dropBoundingSet removes every capability not in keep from the calling
-// thread's bounding set. For root, the bounding set is what survives execve.
+// thread's bounding set, and empties its inheritable and ambient sets. For
+// root, execve gives the new program the bounding set plus the inheritable
+// set as its permitted set (a root exec counts as a file with every
+// inheritable capability): a capability left inheritable by whoever started
+// berth would survive the drop from the bounding set, and ambient ones would
+// reach a non-root program.
 func dropBoundingSet(keep uint64) error {
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
 		if keep&(1<<uint(c)) != 0 {
@@ -89,6 +94,28 @@ func dropBoundingSet(keep uint64) error {
 			}
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
 		}
+	}
+	return clearInheritable()
+}
+
+// clearInheritable empties the calling thread's ambient and inheritable
+// capability sets (capabilities are per thread: this must run on the thread
+// that execs or forks).
+func clearInheritable() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("clear the ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	if data[0].Inheritable == 0 && data[1].Inheritable == 0 {
+		return nil
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clear the inheritable capabilities: %w", err)
 	}
 	return nil
 }

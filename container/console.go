@@ -2,6 +2,7 @@ package container
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -16,17 +17,20 @@ import (
 // consoleHub connects the guest's console (the pty master the payload handed
 // over) with its log, the foreground terminal of `berth boot` and the clients
 // attached over the control socket. The hub always reads the master, whether
-// anyone watches or not: a guest must never block on its console.
+// anyone watches or not: a guest must never block on its console. The log is
+// written by the pump itself and gets everything; the terminal and each client
+// are fed through a consoleReader, so none of them can hold up the pump.
 //
 // Several clients may read; one at a time may write (the first that asks).
 type consoleHub struct {
 	mu      sync.Mutex
 	master  *os.File
 	log     *consoleLog
-	out     io.Writer // the foreground terminal, or nil
+	term    *consoleReader // the foreground terminal, or nil
 	size    func() (rows, cols uint16)
 	clients map[*consoleClient]bool
 	writer  *consoleClient
+	closed  bool
 	// retiring is set once the payload is gone: the pump then stops at the
 	// first EIO, after draining what the guest wrote last, and closes pumped.
 	retiring bool
@@ -36,11 +40,16 @@ type consoleHub struct {
 
 type consoleClient struct {
 	conn net.Conn
-	ch   chan []byte
+	out  *consoleReader
 }
 
 func newConsoleHub(log *consoleLog, out io.Writer, size func() (uint16, uint16)) *consoleHub {
-	return &consoleHub{log: log, out: out, size: size, clients: map[*consoleClient]bool{}}
+	h := &consoleHub{log: log, size: size, clients: map[*consoleClient]bool{}}
+	if out != nil {
+		h.term = newConsoleReader(out, nil)
+		go h.term.run()
+	}
+	return h
 }
 
 // setMaster switches the hub to a new payload's console (at every boot) and
@@ -127,15 +136,11 @@ func (h *consoleHub) broadcast(p []byte) {
 	if h.log != nil {
 		h.log.Write(p)
 	}
-	if h.out != nil {
-		_, _ = h.out.Write(p)
+	if h.term != nil {
+		h.term.push(p)
 	}
 	for c := range h.clients {
-		b := append([]byte(nil), p...)
-		select {
-		case c.ch <- b:
-		default: // a slow client misses output rather than stalling the guest
-		}
+		c.out.push(p)
 	}
 }
 
@@ -155,29 +160,25 @@ func (h *consoleHub) Write(p []byte) (int, error) {
 // writes, conn's input to the console, until conn closes or the hub does.
 //
 // hello is written to conn first, once it is known whether this client writes,
-// and before any console output.
+// and before any console output (which waits in the client's queue meanwhile).
 func (h *consoleHub) attach(conn net.Conn, write bool, hello func(writing bool)) {
-	c := &consoleClient{conn: conn, ch: make(chan []byte, 256)}
+	c := &consoleClient{conn: conn}
+	c.out = newConsoleReader(conn, func() { conn.Close() })
 	writing := false
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		conn.Close()
+		return
+	}
 	if write && h.writer == nil {
 		h.writer = c
 		writing = true
 	}
-	hello(writing)
 	h.clients[c] = true
 	h.mu.Unlock()
-	go func() {
-		for b := range c.ch {
-			_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := conn.Write(b); err != nil {
-				conn.Close()
-				for range c.ch {
-				}
-				return
-			}
-		}
-	}()
+	hello(writing)
+	go c.out.run()
 	buf := make([]byte, 4096)
 	for {
 		n, err := conn.Read(buf)
@@ -193,23 +194,139 @@ func (h *consoleHub) attach(conn net.Conn, write bool, hello func(writing bool))
 	if h.writer == c {
 		h.writer = nil
 	}
-	close(c.ch)
 	h.mu.Unlock()
+	c.out.close()
+	conn.Close()
 }
+
+// consoleFlush is how long close waits for the terminal and the clients to
+// take what is still queued for them.
+const consoleFlush = time.Second
 
 func (h *consoleHub) close() {
 	h.retire()
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.closed = true
 	if h.master != nil {
 		h.master.Close()
 		h.master = nil
 	}
-	for c := range h.clients {
-		c.conn.Close()
-	}
 	if h.log != nil {
 		h.log.Close()
+	}
+	var readers []*consoleReader
+	if h.term != nil {
+		readers = append(readers, h.term)
+	}
+	var conns []net.Conn
+	for c := range h.clients {
+		readers = append(readers, c.out)
+		conns = append(conns, c.conn)
+	}
+	h.mu.Unlock()
+	// The last lines ("Powering off.") are still queued: let every reader
+	// have them, but do not wait for one that is stalled.
+	deadline := time.After(consoleFlush)
+	for _, r := range readers {
+		r.close()
+	}
+	for _, r := range readers {
+		select {
+		case <-r.done:
+		case <-deadline:
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// consoleQueueMax is how far (in bytes) a reader of the console may fall
+// behind before its output is dropped (plus what it is writing at the moment:
+// at most as much again).
+const consoleQueueMax = 1 << 20
+
+// consoleReader feeds one reader of the console (the foreground terminal, an
+// attached client) from a bounded queue, in a goroutine of its own: a reader
+// that stalls (a paused `berth boot | less`, a client that stopped reading)
+// never holds up the pump, the guest or the other readers. Once it is more
+// than consoleQueueMax behind, further output is dropped until it has caught
+// up, and it is then told how much it missed.
+type consoleReader struct {
+	w       io.Writer
+	onError func() // called when a write fails (a client: close its connection)
+	mu      sync.Mutex
+	queue   [][]byte
+	queued  int
+	dropped int
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{} // closed when run has returned
+}
+
+func newConsoleReader(w io.Writer, onError func()) *consoleReader {
+	return &consoleReader{w: w, onError: onError, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// push queues a copy of p; it never blocks.
+func (r *consoleReader) push(p []byte) {
+	r.mu.Lock()
+	switch {
+	case r.closed:
+	case r.dropped > 0 || r.queued+len(p) > consoleQueueMax:
+		r.dropped += len(p)
+	default:
+		r.queue = append(r.queue, append([]byte(nil), p...))
+		r.queued += len(p)
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close lets run write what is queued and return.
+func (r *consoleReader) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *consoleReader) run() {
+	defer close(r.done)
+	for {
+		r.mu.Lock()
+		for len(r.queue) == 0 && r.dropped == 0 && !r.closed {
+			r.mu.Unlock()
+			<-r.wake
+			r.mu.Lock()
+		}
+		batch, dropped, closed := r.queue, r.dropped, r.closed
+		r.queue, r.queued, r.dropped = nil, 0, 0
+		r.mu.Unlock()
+		if len(batch) == 0 && dropped == 0 && closed {
+			return
+		}
+		if dropped > 0 {
+			// What was dropped came after what was queued.
+			batch = append(batch, fmt.Appendf(nil, "\r\n[berth: %d bytes of console output dropped: this reader fell behind]\r\n", dropped))
+		}
+		for _, b := range batch {
+			if _, err := r.w.Write(b); err != nil {
+				r.mu.Lock()
+				r.closed, r.queue, r.queued, r.dropped = true, nil, 0, 0
+				r.mu.Unlock()
+				if r.onError != nil {
+					r.onError()
+				}
+				return
+			}
+		}
 	}
 }
 
@@ -259,34 +376,109 @@ func (l *consoleLog) Close() {
 	}
 }
 
-// EscapeReader passes a terminal's input through and calls onEscape when it sees
-// Ctrl-] three times within a second, as systemd-nspawn's ^]^]^]; the three
-// bytes themselves are not passed on.
+// EscapeReader passes a terminal's input through and calls OnEscape when it
+// sees Ctrl-] three times within a second, as systemd-nspawn's ^]^]^]; those
+// three bytes are not passed on. A Ctrl-] is held back only until it is clear
+// that it does not start the escape: the next other byte, or a second after
+// the first, passes it on (a guest's program may want a Ctrl-] of its own).
+//
+// It reads R in a goroutine of its own (so a held byte can be passed on while R
+// has nothing more); Read must not be called from several goroutines at once.
 type EscapeReader struct {
 	R        io.Reader
 	OnEscape func()
-	times    []time.Time
+
+	window  time.Duration // 0 means a second (tests shorten it)
+	start   sync.Once
+	in      chan escapeRead
+	pending []byte    // passed on, not yet returned by Read
+	held    int       // Ctrl-] bytes held back (0-2)
+	first   time.Time // when the first of them came
+	err     error
 }
 
+type escapeRead struct {
+	b   []byte
+	err error
+}
+
+const ctrlBracket = 0x1d
+
 func (e *EscapeReader) Read(p []byte) (int, error) {
-	n, err := e.R.Read(p)
-	out := p[:0]
-	for _, b := range p[:n] {
-		if b != 0x1d {
-			out = append(out, b)
+	e.start.Do(func() {
+		if e.window == 0 {
+			e.window = time.Second
+		}
+		e.in = make(chan escapeRead)
+		go func() {
+			for {
+				buf := make([]byte, 4096)
+				n, err := e.R.Read(buf)
+				e.in <- escapeRead{buf[:n], err}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	})
+	for {
+		if len(e.pending) > 0 {
+			n := copy(p, e.pending)
+			e.pending = e.pending[n:]
+			return n, nil
+		}
+		if e.err != nil {
+			return 0, e.err
+		}
+		var expire <-chan time.Time
+		var t *time.Timer
+		if e.held > 0 {
+			t = time.NewTimer(time.Until(e.first.Add(e.window)))
+			expire = t.C
+		}
+		select {
+		case r := <-e.in:
+			e.feed(r.b, time.Now())
+			if r.err != nil {
+				e.release()
+				e.err = r.err
+			}
+		case <-expire:
+			e.release()
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// feed takes bytes read at now.
+func (e *EscapeReader) feed(b []byte, now time.Time) {
+	for _, c := range b {
+		if c != ctrlBracket {
+			e.release()
+			e.pending = append(e.pending, c)
 			continue
 		}
-		now := time.Now()
-		e.times = append(e.times, now)
-		if len(e.times) > 3 {
-			e.times = e.times[len(e.times)-3:]
+		if e.held > 0 && now.Sub(e.first) > e.window {
+			e.release()
 		}
-		if len(e.times) == 3 && now.Sub(e.times[0]) <= time.Second {
-			e.times = nil
+		if e.held == 0 {
+			e.first = now
+		}
+		e.held++
+		if e.held == 3 {
+			e.held = 0
 			if e.OnEscape != nil {
 				e.OnEscape()
 			}
 		}
 	}
-	return len(out), err
+}
+
+// release passes the held Ctrl-] bytes on: they were not an escape.
+func (e *EscapeReader) release() {
+	for ; e.held > 0; e.held-- {
+		e.pending = append(e.pending, ctrlBracket)
+	}
 }

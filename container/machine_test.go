@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
@@ -464,23 +467,27 @@ func TestApplication(t *testing.T) {
 			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
 		}
 	})
-	t.Run("kill all", func(t *testing.T) {
-		cfg := newConfig(t, "app")
-		cfg.Root = container.Root{Dir: root, ReadOnly: true}
-		cfg.Args = []string{"/bin/sh", "-c", "sleep 100 & wait"}
-		m := start(t, cfg)
-		m.waitPhase(t, container.PhaseRunning, 1)
-		c, _ := container.Dial(cfg.RuntimeDir)
-		if err := c.Kill(context.Background(), syscall.SIGKILL, "everyone"); err == nil {
-			t.Error("whom \"everyone\" accepted")
-		}
-		if err := c.Kill(context.Background(), syscall.SIGKILL, "all"); err != nil {
-			t.Fatal(err)
-		}
-		if ex := m.wait(t); ex.Code != 137 {
-			t.Errorf("exit %v", ex)
-		}
-	})
+	// A signal berth sends on request that ends PID 1 is a kill, not a crash
+	// (machined terminates with SIGKILL to "all").
+	for _, whom := range []string{"all", "leader"} {
+		t.Run("kill "+whom, func(t *testing.T) {
+			cfg := newConfig(t, "app")
+			cfg.Root = container.Root{Dir: root, ReadOnly: true}
+			cfg.Args = []string{"/bin/sh", "-c", "sleep 100 & wait"}
+			m := start(t, cfg)
+			m.waitPhase(t, container.PhaseRunning, 1)
+			c, _ := container.Dial(cfg.RuntimeDir)
+			if err := c.Kill(context.Background(), syscall.SIGKILL, "everyone"); err == nil {
+				t.Error("whom \"everyone\" accepted")
+			}
+			if err := c.Kill(context.Background(), syscall.SIGKILL, whom); err != nil {
+				t.Fatal(err)
+			}
+			if ex := m.wait(t); ex.Code != 137 || ex.Reason != container.ReasonKilled {
+				t.Errorf("exit %v, want 137 %s", ex, container.ReasonKilled)
+			}
+		})
+	}
 	t.Run("poweroff reaches the command", func(t *testing.T) {
 		cfg := newConfig(t, "app")
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}
@@ -499,6 +506,91 @@ func TestApplication(t *testing.T) {
 			t.Errorf("exit %v, want 9 from the trap", ex)
 		}
 	})
+}
+
+// TestReadOnlyBindSubmount: a read-only bind mount is read-only all through,
+// a filesystem mounted inside its source included, and keeps that
+// filesystem's nosuid and nodev.
+func TestReadOnlyBindSubmount(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	src := t.TempDir()
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(sub, unix.MNT_DETACH) })
+	cfg := newConfig(t, "robind")
+	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
+	cfg.Mounts = []container.Mount{{Type: "bind", Source: src, Target: "/data", ReadOnly: true}}
+	cfg.Args = []string{"/bin/sh", "-c", `touch /data/x 2>/dev/null && echo top-writable
+		touch /data/sub/x 2>/dev/null && echo sub-writable
+		grep " /data/sub " /proc/self/mountinfo`}
+	ex, err := container.Supervise(context.Background(), cfg, container.Hooks{})
+	log, _ := os.ReadFile(cfg.ConsoleLog)
+	if err != nil || ex.Code != 0 {
+		t.Fatalf("exit %v, %v:\n%s", ex, err, log)
+	}
+	if bytes.Contains(log, []byte("writable")) || !bytes.Contains(log, []byte(" ro,nosuid,nodev")) {
+		t.Errorf("inside:\n%s", log)
+	}
+	if err := os.WriteFile(filepath.Join(sub, "y"), nil, 0o644); err != nil {
+		t.Errorf("the source's submount on the host: %v", err)
+	}
+}
+
+// TestInheritableCapsCleared: capabilities inheritable or ambient in the
+// process that starts the machine do not reach the guest; without clearing,
+// a root exec would get every inheritable capability back in its permitted
+// set, bounding set or not.
+func TestInheritableCapsCleared(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	cfg := newConfig(t, "caps")
+	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
+	cfg.Args = []string{"/bin/grep", "^Cap", "/proc/self/status"}
+	type result struct {
+		ex  container.ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: this thread's capabilities are changed, so it ends
+		// with the goroutine. The payload is forked from it.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			done <- result{err: err}
+			return
+		}
+		data[0].Inheritable |= 1 << unix.CAP_SYS_MODULE
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			done <- result{err: err}
+			return
+		}
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, unix.CAP_SYS_MODULE, 0, 0); err != nil {
+			done <- result{err: err}
+			return
+		}
+		ex, err := container.Supervise(context.Background(), cfg, container.Hooks{})
+		done <- result{ex, err}
+	}()
+	r := <-done
+	log, _ := os.ReadFile(cfg.ConsoleLog)
+	if r.err != nil || r.ex.Code != 0 {
+		t.Fatalf("exit %v, %v:\n%s", r.ex, r.err, log)
+	}
+	caps := map[string]string{}
+	for _, l := range strings.Split(string(log), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), ":"); ok {
+			caps[k] = strings.TrimSpace(v)
+		}
+	}
+	if caps["CapInh"] != "0000000000000000" || caps["CapAmb"] != "0000000000000000" || caps["CapPrm"] == "" || caps["CapPrm"] != caps["CapBnd"] {
+		t.Errorf("capabilities inside:\n%s", log)
+	}
 }
 
 // TestCycles boots and powers off a machine ten times and checks nothing is

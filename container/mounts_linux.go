@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -351,7 +352,7 @@ func userMount(root string, m Mount) error {
 			return err
 		}
 		if m.ReadOnly {
-			return mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			return readOnlyRec(target)
 		}
 		return nil
 	case "tmpfs":
@@ -384,4 +385,83 @@ func kindOf(st fs.FileInfo) string {
 		return "directory"
 	}
 	return "file"
+}
+
+// readOnlyRec makes the mount at target and every mount below it read-only,
+// keeping their other flags (nosuid, nodev, noexec, atime): a read-only bind of
+// a directory must not leave a filesystem mounted inside it writable.
+// mount_setattr(2) does it in one call (Linux 5.12+); where it is missing or
+// refused (an older kernel, a seccomp filter that does not know it) each mount
+// is remounted read-only, parents first.
+func readOnlyRec(target string) error {
+	err := unix.MountSetattr(unix.AT_FDCWD, target, unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW,
+		&unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+	if err == nil {
+		return nil
+	}
+	if ferr := readOnlyEach(target); ferr != nil {
+		return fmt.Errorf("make %s read-only: mount_setattr: %v; remounting each mount: %w", target, err, ferr)
+	}
+	return nil
+}
+
+// readOnlyEach remounts target and every mount below it read-only, one
+// mount(2) each. A bind remount replaces all of a mount's flags, so the ones it
+// has (from statfs) are passed again.
+func readOnlyEach(target string) error {
+	real, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		return err
+	}
+	points, err := mountsUnder(real)
+	if err != nil {
+		return err
+	}
+	if len(points) == 0 {
+		return fmt.Errorf("%s is not a mount point", real)
+	}
+	for _, p := range points {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", p, err)
+		}
+		fl := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY)
+		for _, f := range []struct{ st, ms uintptr }{
+			{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
+			{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+		} {
+			if uintptr(st.Flags)&f.st != 0 {
+				fl |= f.ms
+			}
+		}
+		if err := mount("", p, "", fl, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points at dir and below it in this thread's
+// mount namespace, parents before children.
+func mountsUnder(dir string) ([]string, error) {
+	// thread-self: a thread may have a mount namespace of its own (tests).
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			continue
+		}
+		p := unescapeMountinfo(f[4])
+		if (p == dir || strings.HasPrefix(p, dir+"/")) && !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return strings.Count(out[i], "/") < strings.Count(out[j], "/") })
+	return out, nil
 }

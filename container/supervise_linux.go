@@ -63,7 +63,10 @@ type supervisor struct {
 	kind       string
 	stopping   bool // a poweroff was asked for: the next exit is final
 	killedByUs bool
-	killTimer  *time.Timer
+	// requested holds (bit sig-1) every signal berth sent to the payload on
+	// request (kill): PID 1 dying of one of them was killed, not crashed.
+	requested uint64
+	killTimer *time.Timer
 
 	done    chan struct{} // closed when the exit status is known
 	closing chan struct{} // closed when the supervisor is about to return
@@ -455,7 +458,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		exitCh <- cmd.ProcessState
 	}()
 	s.mu.Lock()
-	s.leader, s.stopping, s.killedByUs = cmd.Process, false, false
+	s.leader, s.stopping, s.killedByUs, s.requested = cmd.Process, false, false, 0
 	s.mu.Unlock()
 	abort := func(err error) (<-chan *os.ProcessState, error) {
 		_ = cmd.Process.Kill()
@@ -598,12 +601,19 @@ func (s *supervisor) waitPayload(ctx context.Context, exitCh <-chan *os.ProcessS
 // poweroff or halt.
 func (s *supervisor) classify(ps *os.ProcessState) (ExitStatus, bool) {
 	s.mu.Lock()
-	killed, stopping, kind := s.killedByUs, s.stopping, s.kind
+	killed, stopping, kind, requested := s.killedByUs, s.stopping, s.kind, s.requested
 	s.mu.Unlock()
 	ws, _ := ps.Sys().(syscall.WaitStatus)
+	// A booted init ends with SIGHUP or SIGINT when the guest calls reboot(2):
+	// those mean a reboot or a poweroff even when berth sent the same signal
+	// on request (the init took it and rebooted or powered off).
+	rebootSig := kind != "app" && ws.Signaled() && (ws.Signal() == unix.SIGHUP || ws.Signal() == unix.SIGINT)
 	switch {
 	case killed:
 		return ExitStatus{Code: 128 + int(unix.SIGKILL), Reason: ReasonKilled}, false
+	case ws.Signaled() && !rebootSig && requested&(1<<(uint(ws.Signal())-1)) != 0:
+		return ExitStatus{Code: 128 + int(ws.Signal()), Reason: ReasonKilled,
+			Error: "PID 1 died of " + unix.SignalName(ws.Signal()) + " sent on request"}, false
 	case ws.Exited():
 		if kind == "app" || ws.ExitStatus() != 0 {
 			return ExitStatus{Code: ws.ExitStatus(), Reason: ReasonExited}, false
@@ -725,16 +735,18 @@ func (s *supervisor) kill(sig unix.Signal, whom string) error {
 	if sig <= 0 || sig > 64 {
 		return fmt.Errorf("kill: bad signal %d", sig)
 	}
+	if whom != "" && whom != "leader" && whom != "all" {
+		return fmt.Errorf("kill: whom %q: want \"leader\" or \"all\"", whom)
+	}
 	s.mu.Lock()
 	leader, path := s.leader, s.state.CgroupPath
+	// Recorded before sending: PID 1 may be gone before Signal returns.
+	s.requested |= 1 << (uint(sig) - 1)
 	s.mu.Unlock()
 	if leader == nil {
 		return errors.New("kill: the machine has not started yet")
 	}
-	switch whom {
-	case "", "leader":
-		return leader.Signal(sig)
-	case "all":
+	if whom == "all" {
 		for _, h := range s.hs {
 			for _, pid := range pidsIn(h.dir(filepath.Join(path, "payload"))) {
 				if pid != os.Getpid() {
@@ -745,7 +757,7 @@ func (s *supervisor) kill(sig unix.Signal, whom string) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("kill: whom %q: want \"leader\" or \"all\"", whom)
+	return leader.Signal(sig)
 }
 
 func (s *supervisor) update(r Resources) error {

@@ -3,12 +3,16 @@ package container
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,16 +112,191 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestEscapeReader(t *testing.T) {
-	fired := 0
-	e := &EscapeReader{R: strings.NewReader("ab\x1d\x1d\x1dcd"), OnEscape: func() { fired++ }}
-	b, _ := io.ReadAll(e)
-	if string(b) != "abcd" || fired != 1 {
-		t.Errorf("got %q, fired %d", b, fired)
+	for in, want := range map[string]struct {
+		out   string
+		fired int
+	}{
+		"ab\x1d\x1d\x1dcd": {"abcd", 1},
+		"\x1d\x1dx":        {"\x1d\x1dx", 0}, // two presses reach the guest
+		"\x1d":             {"\x1d", 0},
+		"a\x1db":           {"a\x1db", 0},
+		"\x1d\x1d\x1d\x1d": {"\x1d", 1}, // the fourth starts again
+	} {
+		fired := 0
+		b, err := io.ReadAll(&EscapeReader{R: strings.NewReader(in), OnEscape: func() { fired++ }})
+		if err != nil || string(b) != want.out || fired != want.fired {
+			t.Errorf("%q: got %q, fired %d, %v; want %q, fired %d", in, b, fired, err, want.out, want.fired)
+		}
 	}
-	fired = 0
-	e = &EscapeReader{R: strings.NewReader("\x1d\x1dx"), OnEscape: func() { fired++ }}
-	if b, _ = io.ReadAll(e); string(b) != "x" || fired != 0 {
-		t.Errorf("two presses: got %q, fired %d", b, fired)
+
+	// A lone Ctrl-] reaches the guest once the window has passed, with no
+	// more input coming.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	e := &EscapeReader{R: pr, window: 50 * time.Millisecond}
+	go pw.Write([]byte{0x1d})
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, 8)
+		n, _ := e.Read(b)
+		got <- b[:n]
+	}()
+	select {
+	case b := <-got:
+		if string(b) != "\x1d" {
+			t.Errorf("lone Ctrl-]: read %q", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lone Ctrl-] was held back for good")
+	}
+
+	// Three presses spread wider than the window are no escape.
+	pr, pw = io.Pipe()
+	fired := 0
+	e = &EscapeReader{R: pr, OnEscape: func() { fired++ }, window: 50 * time.Millisecond}
+	go func() {
+		pw.Write([]byte{0x1d})
+		time.Sleep(150 * time.Millisecond)
+		pw.Write([]byte{0x1d, 0x1d})
+		pw.Close()
+	}()
+	if b, _ := io.ReadAll(e); string(b) != "\x1d\x1d\x1d" || fired != 0 {
+		t.Errorf("slow presses: got %q, fired %d", b, fired)
+	}
+}
+
+// gatedWriter blocks every Write until gate is closed (a paused pager).
+type gatedWriter struct {
+	gate chan struct{}
+	mu   sync.Mutex
+	buf  bytes.Buffer
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	<-w.gate
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *gatedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// TestConsoleSlowReaders: a stalled terminal and a client that reads nothing,
+// not even its hello, hold up neither the pump nor the log; the terminal gets
+// what it fell behind on cut, with a note, and then the console again.
+func TestConsoleSlowReaders(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "console.log")
+	clog, err := openConsoleLog(logPath, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := &gatedWriter{gate: make(chan struct{})}
+	h := newConsoleHub(clog, term, nil)
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	greeting := make(chan struct{})
+	go h.attach(srv, true, func(bool) {
+		close(greeting)
+		_, _ = srv.Write([]byte("hello\n")) // blocks: the client does not read
+	})
+	<-greeting
+
+	chunk := bytes.Repeat([]byte("x"), 16<<10)
+	total := 3 * consoleQueueMax
+	pumped := make(chan struct{})
+	go func() {
+		for sent := 0; sent < total; sent += len(chunk) {
+			h.broadcast(chunk)
+		}
+		close(pumped)
+	}()
+	select {
+	case <-pumped:
+	case <-time.After(5 * time.Second):
+		close(term.gate)
+		t.Fatal("stalled readers hold up the console pump")
+	}
+	if st, err := os.Stat(logPath); err != nil || st.Size() != int64(total) {
+		t.Errorf("console log: %v, %v; want all %d bytes", st, err, total)
+	}
+
+	close(term.gate)
+	waitFor := func(s string) {
+		for i := 0; i < 200 && !strings.HasSuffix(term.String(), s); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("fell behind]\r\n")
+	h.broadcast([]byte("after"))
+	waitFor("after")
+	out := term.String()
+	xs := strings.Count(out, "x")
+	if !strings.HasSuffix(out, "after") || !strings.Contains(out, "console output dropped") || xs == 0 || xs > 2*consoleQueueMax {
+		t.Errorf("terminal got %d x, then %q", xs, strings.TrimLeft(out, "x"))
+	}
+	h.close()
+}
+
+// TestReadOnlyRec: a read-only bind of a directory with a filesystem mounted
+// inside it is read-only all through, by mount_setattr and by the fallback of
+// one remount per mount, which keeps each mount's other flags.
+func TestReadOnlyRec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "src")
+	for _, d := range []string{"src/sub", "setattr", "each"} {
+		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, with its own mount namespace, ends with
+		// the goroutine, and every mount with it.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return err
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return err
+			}
+			if err := unix.Mount("tmpfs", filepath.Join(src, "sub"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m"); err != nil {
+				return err
+			}
+			for name, ro := range map[string]func(string) error{"setattr": readOnlyRec, "each": readOnlyEach} {
+				dst := filepath.Join(tmp, name)
+				if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+					return err
+				}
+				if err := ro(dst); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				for _, f := range []string{"x", "sub/x"} {
+					if err := os.WriteFile(filepath.Join(dst, f), nil, 0o644); !errors.Is(err, unix.EROFS) {
+						return fmt.Errorf("%s: writing %s: %v, want EROFS", name, f, err)
+					}
+				}
+				var st unix.Statfs_t
+				if err := unix.Statfs(filepath.Join(dst, "sub"), &st); err != nil {
+					return err
+				}
+				if want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV); int64(st.Flags)&want != want {
+					return fmt.Errorf("%s: flags of the submount %#x, want rdonly, nosuid, nodev", name, st.Flags)
+				}
+			}
+			// The source stays writable.
+			return os.WriteFile(filepath.Join(src, "sub/y"), nil, 0o644)
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
 
