@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,13 +27,13 @@ import (
 )
 
 var bootFlags struct {
-	dir, name, machineID, hostname, init, network, runtimeDir, consoleLog string
-	binds, tmpfs, setenv, capAdd, capDrop                                 []string
-	memoryMax                                                             string
-	pidsMax                                                               int64
-	cpus                                                                  float64
-	readOnly, boot                                                        bool
-	stopTimeout                                                           time.Duration
+	dir, name, machineID, hostname, init, network, consoleLog string
+	binds, tmpfs, setenv, capAdd, capDrop                     []string
+	memoryMax                                                 string
+	pidsMax                                                   int64
+	cpus                                                      float64
+	readOnly, boot                                            bool
+	stopTimeout                                               time.Duration
 }
 
 var bootCmd = &cobra.Command{
@@ -47,7 +50,10 @@ On a terminal the console is interactive: press Ctrl-] three times within a seco
 kill the machine at once. Without a terminal the console output is streamed to stdout;
 an application then gets berth's own stdin, stdout and stderr, byte for byte.
 SIGTERM or SIGINT to berth powers the machine off cleanly (then kills it after
---stop-timeout). berth exits with the machine's exit code: 0 after a poweroff.`,
+--stop-timeout). berth exits with the machine's exit code: 0 after a poweroff.
+
+The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the global
+--runtime-dir, default /run/berth); berth removes it when the machine ends, if it made it.`,
 	Example: `  berth boot -D /var/lib/machines/web
   berth boot -D ./root --bind /srv/data:/data:ro --memory-max 512M
   berth boot -D ./root -- /bin/sh -c 'echo hello from $(hostname)'`,
@@ -74,7 +80,6 @@ func init() {
 	f.StringVar(&bootFlags.network, "network", "none", "none (own network namespace, loopback only) or host")
 	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
 	f.DurationVar(&bootFlags.stopTimeout, "stop-timeout", 30*time.Second, "how long a poweroff may take before the machine is killed")
-	f.StringVar(&bootFlags.runtimeDir, "runtime-dir", "", "runtime directory (default $BERTH_RUNTIME_DIR/machines/NAME, /run/berth/machines/NAME)")
 	f.StringVar(&bootFlags.consoleLog, "console-log", "", "console log file (default /var/log/berth/NAME.console.log)")
 	rootCmd.AddCommand(bootCmd)
 }
@@ -99,11 +104,13 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	level := slog.LevelWarn
 	_ = level.UnmarshalText([]byte(os.Getenv("BERTH_LOG_LEVEL")))
 	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
-	// Refuse before anything else: the runtime directory is removed at the
-	// end, and it must not be a running machine's.
-	if st, err := container.ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
-		return &exitError{code: 1, err: fmt.Errorf("boot: machine %q is already running (supervisor PID %d); pick another --name", cfg.Name, st.SupervisorPID)}
+	// Before anything else: a running machine's directory is refused, and
+	// release removes at the end only what this boot made.
+	release, err := claimRuntimeDir(cfg.RuntimeDir, cfg.Name)
+	if err != nil {
+		return &exitError{code: 1, err: err}
 	}
+	defer release()
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
 	// On a systemd host the machine gets its scope and systemd-machined
@@ -121,7 +128,6 @@ func runBoot(cmd *cobra.Command, args []string) error {
 		<-hup
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	}()
-	defer os.RemoveAll(cfg.RuntimeDir)
 
 	var st container.ExitStatus
 	switch {
@@ -209,6 +215,9 @@ func bootConfig(args []string) (container.Config, error) {
 		CapDrop:     f.capDrop,
 		StopTimeout: f.stopTimeout,
 		ConsoleLog:  f.consoleLog,
+		// As nspawn's unit allows it: a tun device serves only the machine's
+		// own network namespace and needs CAP_NET_ADMIN there.
+		AllowTun: true,
 	}
 	switch f.network {
 	case "none", "private", "":
@@ -237,16 +246,76 @@ func bootConfig(args []string) (container.Config, error) {
 	}
 	cfg.Resources.PidsMax = f.pidsMax
 	cfg.Resources.CPUs = f.cpus
-	run := f.runtimeDir
-	if run == "" {
-		base := os.Getenv("BERTH_RUNTIME_DIR")
-		if base == "" {
-			base = "/run/berth"
-		}
-		run = filepath.Join(base, "machines", name)
+	base, err := filepath.Abs(cliPaths().RuntimeDir)
+	if err != nil {
+		return cfg, fmt.Errorf("boot: --runtime-dir: %w", err)
 	}
-	cfg.RuntimeDir, _ = filepath.Abs(run)
+	cfg.RuntimeDir = filepath.Join(base, "machines", name)
 	return cfg, nil
+}
+
+// supervisorFiles are what a supervisor keeps in its runtime directory
+// (container: state.json, its sockets, the root mount point); an earlier
+// `berth boot` killed before it could clean up leaves some of them behind.
+var supervisorFiles = []string{"state.json", "control.sock", "notify", "root"}
+
+// claimRuntimeDir makes the machine's runtime directory dir
+// (RUNTIME/machines/NAME) ready for this boot and returns what removes it
+// again at the end. A directory of a running machine is refused. The
+// directory is removed only if this boot made it, or if it held nothing but an
+// earlier boot's leftovers; and only file by file, never recursively: a
+// directory berthd keeps for a machine of its own (config.json, logs) stays.
+func claimRuntimeDir(dir, name string) (release func(), err error) {
+	if filepath.Base(dir) != name || filepath.Base(filepath.Dir(dir)) != "machines" {
+		return nil, fmt.Errorf("boot: runtime directory %s is not RUNTIME/machines/%s", dir, name)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return nil, fmt.Errorf("boot: runtime directory: %w", err)
+	}
+	owned := true
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("boot: runtime directory: %w", err)
+		}
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("boot: %s exists and is not a directory; remove it or pick another --name", dir)
+		}
+		if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() {
+			return nil, fmt.Errorf("boot: machine %q is already running (supervisor PID %d); pick another --name", name, st.SupervisorPID)
+		}
+		owned = onlyLeftovers(dir)
+	}
+	return func() {
+		if !owned {
+			return
+		}
+		// A supervisor that took the directory over meanwhile keeps it.
+		if st, err := container.ReadState(dir); err == nil && st.SupervisorPID != os.Getpid() && st.SupervisorAlive() {
+			return
+		}
+		for _, f := range supervisorFiles {
+			_ = os.Remove(filepath.Join(dir, f))
+		}
+		tmps, _ := filepath.Glob(filepath.Join(dir, ".state.json.tmp-*"))
+		for _, f := range tmps {
+			_ = os.Remove(f)
+		}
+		_ = os.Remove(dir)
+	}, nil
+}
+
+// onlyLeftovers reports whether dir holds nothing but a supervisor's files.
+func onlyLeftovers(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !slices.Contains(supervisorFiles, e.Name()) && !strings.HasPrefix(e.Name(), ".state.json.tmp-") {
+			return false
+		}
+	}
+	return true
 }
 
 var nameJunk = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
 )
@@ -85,22 +87,64 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// boot runs berth with args as runE does, with the boot verb's flags back at
+// their defaults first (cobra keeps the values of an earlier Execute, and
+// appends to repeatable flags).
+func boot(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	bootCmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			_ = sv.Replace(nil)
+		} else {
+			_ = f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	})
+	return runE(t, args...)
+}
+
+// bootRuntimeDir makes a berth runtime directory for a test (short: it holds
+// unix sockets) with a file in it that no boot may remove, and restores the
+// global --runtime-dir when the test ends.
+func bootRuntimeDir(t *testing.T) (dir, keep string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("/run", "berth-boot-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := globals.runtimeDir
+	t.Cleanup(func() { globals.runtimeDir = old; os.RemoveAll(dir) })
+	keep = filepath.Join(dir, "keep")
+	if err := os.WriteFile(keep, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, keep
+}
+
 // TestBootCommand runs `berth boot` in-process on the busybox guest: an
 // application's exit code and files, a boot stopped over the control socket,
-// a second boot of a running machine refused.
+// a second boot of a running machine refused, and berth's runtime directory
+// (the global --runtime-dir, given before or after the verb) left alone: only
+// RUNTIME/machines/NAME is the machine's, and it goes when the machine ends.
 func TestBootCommand(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	root := testenv.BusyboxGuest(t)
 	name := testenv.UniqueName("boot")
-	run1, err := os.MkdirTemp("/run", "berth-boot-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(run1)
+	run1, keep := bootRuntimeDir(t)
+	mdir := filepath.Join(run1, "machines", name)
 	logf := filepath.Join(t.TempDir(), "console.log")
 	out := t.TempDir()
+	intact := func(when string) {
+		t.Helper()
+		if b, err := os.ReadFile(keep); err != nil || string(b) != "mine" {
+			t.Fatalf("%s: berth's runtime directory lost %s: %v", when, keep, err)
+		}
+		if _, err := os.Stat(mdir); !os.IsNotExist(err) {
+			t.Errorf("%s: machine runtime dir left behind: %v", when, err)
+		}
+	}
 
-	code, _, stderr := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf,
+	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf,
 		"--read-only", "--bind", out+":/out", "--hostname", "app-host", "--", "/bin/sh", "-c", "hostname > /out/h; exit 7")
 	if code != 7 {
 		t.Fatalf("application exit: %d, want 7 (stderr %q)", code, stderr)
@@ -108,18 +152,17 @@ func TestBootCommand(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(out, "h")); string(b) != "app-host\n" {
 		t.Errorf("file written through the bind mount: %q", b)
 	}
-	if _, err := os.Stat(run1); !os.IsNotExist(err) {
-		t.Errorf("runtime dir left behind: %v", err)
-	}
+	intact("after an application")
 
 	done := make(chan int, 1)
 	go func() {
-		code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
+		code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
 		done <- code
 	}()
 	var st container.State
+	var err error
 	for i := 0; i < 500; i++ {
-		if st, err = container.ReadState(run1); err == nil && st.Phase == container.PhaseRunning {
+		if st, err = container.ReadState(mdir); err == nil && st.Phase == container.PhaseRunning {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -129,13 +172,13 @@ func TestBootCommand(t *testing.T) {
 	}
 	// A second boot of the running machine is refused and leaves the running
 	// one alone (its runtime directory included).
-	if code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
+	if code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
 		t.Errorf("second boot: exit %d, want 1", code)
 	}
-	if st2, err := container.ReadState(run1); err != nil || st2.Phase != container.PhaseRunning || !st2.SupervisorAlive() {
+	if st2, err := container.ReadState(mdir); err != nil || st2.Phase != container.PhaseRunning || !st2.SupervisorAlive() {
 		t.Errorf("the running machine after a refused second boot: %+v, %v", st2, err)
 	}
-	c, err := container.Dial(run1)
+	c, err := container.Dial(mdir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,10 +193,67 @@ func TestBootCommand(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("berth boot did not end after poweroff")
 	}
+	intact("after a boot")
 	if b, _ := os.ReadFile(logf); !strings.Contains(string(b), "berth-busybox-shutdown") {
 		t.Errorf("console log: %q", b)
 	}
 	if m, _ := filepath.Glob("/sys/fs/cgroup/*/berth/" + name); len(m) > 0 {
 		t.Errorf("cgroups left: %v", m)
+	}
+}
+
+// TestBootRuntimeDirNotOurs: a machine directory that boot did not make (one
+// berthd keeps, with files of its own) outlives the boot; one that is a
+// symlink is refused and what it points to is untouched.
+func TestBootRuntimeDirNotOurs(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	root := testenv.BusyboxGuest(t)
+	run1, _ := bootRuntimeDir(t)
+	logf := filepath.Join(t.TempDir(), "console.log")
+
+	name := testenv.UniqueName("boot")
+	mdir := filepath.Join(run1, "machines", name)
+	if err := os.MkdirAll(mdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(mdir, "config.json")
+	if err := os.WriteFile(cfgFile, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true"); code != 0 {
+		t.Fatalf("boot in an existing directory: exit %d (%s)", code, stderr)
+	}
+	if _, err := os.Stat(cfgFile); err != nil {
+		t.Errorf("a file boot did not make was removed: %v", err)
+	}
+
+	name = testenv.UniqueName("boot")
+	elsewhere := t.TempDir()
+	if err := os.WriteFile(filepath.Join(elsewhere, "data"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(run1, "machines", name)); err != nil {
+		t.Fatal(err)
+	}
+	code, _, _ := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")
+	if code != 1 {
+		t.Errorf("boot through a symlinked runtime directory: exit %d, want 1", code)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, "data")); err != nil {
+		t.Errorf("the symlink's target lost a file: %v", err)
+	}
+}
+
+// TestBootTun: a machine of berth boot has /dev/net/tun (as under nspawn), and
+// a tun interface can be made in its own network namespace.
+func TestBootTun(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	root := testenv.BusyboxGuest(t)
+	run1, _ := bootRuntimeDir(t)
+	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", testenv.UniqueName("tun"),
+		"--console-log", filepath.Join(t.TempDir(), "console.log"), "--",
+		"/bin/sh", "-c", "test -c /dev/net/tun && tunctl -t tun0 >/dev/null && ip link show tun0 >/dev/null")
+	if code != 0 {
+		t.Errorf("making a tun interface inside the machine: exit %d (stderr %q)", code, stderr)
 	}
 }
