@@ -68,6 +68,10 @@ func benchBoot() (map[string]any, error) {
 	// started: give it a cgroup of its own that we remove afterwards.
 	cg := "berth-bench-" + strconv.Itoa(os.Getpid())
 	defer removeCgroups(cg)
+	// berth's runtime directory for these boots (each machine's is
+	// RUN/machines/NAME, which berth boot removes itself).
+	run := filepath.Join("/run", "berth-bench-"+strconv.Itoa(os.Getpid()))
+	defer os.RemoveAll(run)
 
 	type result struct{ boot, stop, rss []float64 }
 	res := map[string]*result{"berth": {}, "nspawn": {}}
@@ -77,7 +81,7 @@ func benchBoot() (map[string]any, error) {
 			var cmd *exec.Cmd
 			if who == "berth" {
 				cmd = exec.Command(berth, "boot", "-D", root, "--name", name, "--network", "none",
-					"--runtime-dir", filepath.Join("/run", "berth-bench-"+strconv.Itoa(os.Getpid())),
+					"--runtime-dir", run,
 					"--console-log", filepath.Join(work, name+".console.log"))
 			} else {
 				cmd = exec.Command("/bin/sh", "-c", `for h in unified systemd; do mkdir -p /sys/fs/cgroup/$h/`+cg+` && echo $$ > /sys/fs/cgroup/$h/`+cg+`/cgroup.procs; done; exec "$@"`, "sh",
