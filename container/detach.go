@@ -43,8 +43,10 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
 		return 0, fmt.Errorf("machine %q: runtime directory: %w", cfg.Name, err)
 	}
-	if st, err := ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
-		return 0, fmt.Errorf("machine %q is already running (supervisor PID %d)", cfg.Name, st.SupervisorPID)
+	// A supervisor whose machine has ended may still be removing its cgroup: a
+	// start right after (a restart) waits for it rather than failing.
+	if err := WaitSupervisorGone(ctx, cfg.RuntimeDir, 15*time.Second); err != nil {
+		return 0, fmt.Errorf("machine %q: %w", cfg.Name, err)
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.RuntimeDir, configFile), append(b, '\n'), 0o600); err != nil {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -244,20 +243,6 @@ func ptyCount(t *testing.T) int {
 		}
 	}
 	return n
-}
-
-func exitOf(t *testing.T, err error) int {
-	t.Helper()
-	if err == nil {
-		return 0
-	}
-	if ee, ok := err.(interface{ Sys() any }); ok {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
-			return ws.ExitStatus()
-		}
-	}
-	t.Fatal(err)
-	return -1
 }
 
 // ptysSettle waits up to five seconds for this process's pty count to drop

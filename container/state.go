@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,4 +122,28 @@ func ProcessStartTime(pid int) (uint64, error) {
 		return 0, errors.New("short /proc/PID/stat")
 	}
 	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// WaitSupervisorGone waits until the supervisor of a machine that has ended
+// (it may still be removing its cgroup) is gone, so a restart does not collide
+// with it.
+func WaitSupervisorGone(ctx context.Context, runDir string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := ReadState(runDir)
+		if err != nil || !st.SupervisorAlive() {
+			return nil
+		}
+		if st.Phase != PhaseExited {
+			return fmt.Errorf("already running (supervisor PID %d)", st.SupervisorPID)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the previous supervisor (PID %d) has not finished after %s", st.SupervisorPID, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

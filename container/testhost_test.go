@@ -10,9 +10,6 @@ import (
 	"github.com/berthd/berth/internal/testhost"
 )
 
-// envInside marks this test binary running inside a test host.
-const envInside = "BERTH_TEST_IN_TESTHOST"
-
 // TestOnPureCgroup2 runs the machine tests that need no Debian guest inside a
 // test host booted with a pure cgroup2 layout (what current systemd hosts run):
 // there the BPF program is the only device policy, Enter places processes with
@@ -21,7 +18,7 @@ const envInside = "BERTH_TEST_IN_TESTHOST"
 func TestOnPureCgroup2(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	testenv.SkipIfShort(t)
-	if os.Getenv(envInside) != "" {
+	if testhost.Inside() {
 		t.Skip("already inside the test host")
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
@@ -31,14 +28,6 @@ func TestOnPureCgroup2(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	h := testhost.New(t, testhost.Options{BindRO: []string{busybox + ":/var/cache/berth-test/busybox"}})
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const bin = "/usr/local/libexec/berth-test/container.test"
-	if err := h.CopyIn(self, bin); err != nil {
-		t.Fatal(err)
-	}
 	if err := h.Boot(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -46,11 +35,7 @@ func TestOnPureCgroup2(t *testing.T) {
 	if err != nil || string(out) != "cgroup2fs\n" {
 		t.Fatalf("the test host is not pure cgroup2: %q, %v", out, err)
 	}
-	args := []string{bin, "-test.run", "^(TestBusybox|TestApplication|TestDeviceFilter)$", "-test.count=1"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
-	}
-	out, err = h.Run(ctx, []string{envInside + "=1"}, args...)
+	out, err = h.RunTestBinary(ctx, "^(TestBusybox|TestApplication|TestDeviceFilter)$")
 	t.Logf("inside the test host:\n%s", out)
 	if err != nil {
 		t.Fatalf("the machine tests failed on pure cgroup2: %v", err)

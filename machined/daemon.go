@@ -24,9 +24,11 @@ type DaemonHooks struct {
 	// Extend asks the service manager for more start-up time (EXTEND_TIMEOUT_USEC):
 	// the first pass may build images with debootstrap for minutes.
 	Extend func(time.Duration)
-	// Watchdog is called periodically while the daemon is healthy.
-	Watchdog         func()
-	WatchdogInterval time.Duration
+	// Watchdog pings the service manager's watchdog until ctx ends, each time
+	// alive says berthd is healthy.
+	Watchdog func(ctx context.Context, alive func() bool)
+	// Reloading announces a reload (SIGHUP); Ready follows when it is done.
+	Reloading func()
 }
 
 // RunDaemon is berthd: it serves the API, watches the sources, and reconciles
@@ -50,6 +52,12 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 			defer w.Close()
 		}
 	}
+
+	// SIGHUP (systemctl reload berthd) re-reads every source and reconciles
+	// now; taken from the start, so an early one does not end berthd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	firstDone := make(chan struct{})
 	if hooks.Extend != nil {
@@ -78,19 +86,16 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	if hooks.Ready != nil {
 		hooks.Ready()
 	}
-	// SIGHUP (systemctl reload berthd) re-reads every source and reconciles now.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	m.reportStatus(ctx, hooks)
 
 	resync := time.NewTicker(time.Duration(cfg.Resync))
 	defer resync.Stop()
 	gitTick := time.NewTicker(m.gitInterval())
 	defer gitTick.Stop()
-	if hooks.Watchdog != nil && hooks.WatchdogInterval > 0 {
-		go m.watchdog(ctx, hooks)
+	if hooks.Watchdog != nil {
+		go hooks.Watchdog(ctx, m.healthy)
 	}
+	reloading := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,6 +113,10 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "a Git source moved to a new commit"})
 		case <-hup:
 			slog.Info("SIGHUP: reading the definitions again")
+			if hooks.Reloading != nil {
+				hooks.Reloading()
+				reloading = true // Ready follows the pass below
+			}
 			m.sources.pollGit(ctx)
 			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "reload (SIGHUP)"})
 		case <-m.Kicks():
@@ -116,6 +125,10 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 		if _, err := m.Reconcile(ctx, false); err != nil {
 			slog.Error("reconcile", "err", err)
 		}
+		if reloading && hooks.Ready != nil {
+			hooks.Ready()
+		}
+		reloading = false
 		m.reportStatus(ctx, hooks)
 	}
 }
@@ -124,27 +137,18 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 // debootstrap takes minutes) before berthd counts as hung.
 const maxPass = 30 * time.Minute
 
-// watchdog pings the service manager while berthd is healthy: between passes,
-// or in a pass that has not run for longer than maxPass. It runs beside the main
-// loop, so a long but working pass does not get berthd killed.
-func (m *Manager) watchdog(ctx context.Context, hooks DaemonHooks) {
-	t := time.NewTicker(hooks.WatchdogInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.mu.Lock()
-			since := m.passStarted
-			m.mu.Unlock()
-			if since.IsZero() || time.Since(since) < maxPass {
-				hooks.Watchdog()
-			} else {
-				slog.Error("a reconcile pass has run too long; the watchdog will restart berthd (machines keep running)", "since", since)
-			}
-		}
+// healthy reports whether berthd is working: between passes, or in a pass that
+// has not run longer than maxPass. The watchdog asks it beside the main loop,
+// so a long but working pass (an image build) does not get berthd killed.
+func (m *Manager) healthy() bool {
+	m.mu.Lock()
+	since := m.passStarted
+	m.mu.Unlock()
+	if since.IsZero() || time.Since(since) < maxPass {
+		return true
 	}
+	slog.Error("a reconcile pass has run too long; the watchdog will restart berthd (machines keep running)", "since", since)
+	return false
 }
 
 func (m *Manager) gitInterval() time.Duration {
@@ -178,10 +182,8 @@ func pluralize(n int, word string) string {
 	if n == 1 {
 		return "1 " + word
 	}
-	return itoa(n) + " " + word + "s"
+	return strconv.Itoa(n) + " " + word + "s"
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // watchDirs triggers a reconcile shortly after any change under the configured
 // directories (editors write several events per save: they are coalesced).

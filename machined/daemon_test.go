@@ -616,6 +616,22 @@ func TestWatchedSource(t *testing.T) {
 	put("m.yaml", strings.Replace(bbMachine(name, ""), "policy: on-failure", "policy: \"no\"", 1))
 	s := e.waitState(name, machined.StateRunning, 20*time.Second)
 
+	// SIGHUP (systemctl reload berthd) is a reload, not the end of berthd.
+	if err := e.daemon.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := false
+	for i := 0; i < 100 && !reloaded; i++ {
+		_ = e.api.Events(ctx, 0, "", false, func(ev machined.Event) error {
+			reloaded = reloaded || ev.Message == "reload (SIGHUP)"
+			return nil
+		})
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !reloaded {
+		t.Fatal("berthd did not reload on SIGHUP")
+	}
+
 	put("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: x\nimage: bb\nmemry: 1\n")
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -19,10 +19,6 @@ type machineDiff struct {
 	later   []string // takes effect at the next start or exit (stop timeout, restart policy)
 }
 
-func (d machineDiff) empty() bool {
-	return len(d.live)+len(d.ports)+len(d.restart)+len(d.later) == 0
-}
-
 // diffMachine compares the definition a machine runs with (old) to the declared
 // one (new). The state and the image are not compared here: the planner handles
 // them on their own.

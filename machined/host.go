@@ -199,10 +199,18 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		}
 		om := get(r.name)
 		om.Running, om.Phase, om.LinkMissing = true, r.st.Phase, r.drift
+		om.Since, om.ReadySince = r.st.StartedAt, r.st.ReadyAt
+		om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
+		om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
 		if r.w != nil {
 			om.Spec = r.w.Spec
-			if r.w.Attachment != nil {
-				attached[r.name] = r.w.Attachment
+			if a := r.w.Attachment; a != nil {
+				attached[r.name] = a
+				for _, p := range []netip.Prefix{a.Addr4, a.Addr6} {
+					if p.IsValid() {
+						om.Addresses = append(om.Addresses, p.Addr().String())
+					}
+				}
 			}
 		}
 	}
@@ -212,7 +220,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	}
 	for _, r := range roots {
 		om := get(r.Machine)
-		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy = true, r.Image, r.Digest, string(r.Strategy)
+		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy, om.RootPath = true, r.Image, r.Digest, string(r.Strategy), r.Path
 	}
 	imgs, err := h.images.Images()
 	if err != nil {
@@ -434,9 +442,6 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 		logErr("cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
-	if err := waitSupervisorGone(ctx, cfg.RuntimeDir, 15*time.Second); err != nil {
-		return fmt.Errorf("machine %q: %w", m.Name, err)
-	}
 	w := &wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
@@ -452,30 +457,6 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 		return err
 	}
 	return nil
-}
-
-// waitSupervisorGone waits until the supervisor of a machine that has ended
-// (it may still be removing its cgroup) is gone, so a restart does not collide
-// with it.
-func waitSupervisorGone(ctx context.Context, runDir string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		st, err := container.ReadState(runDir)
-		if err != nil || !st.SupervisorAlive() {
-			return nil
-		}
-		if st.Phase != container.PhaseExited {
-			return fmt.Errorf("already running (supervisor PID %d)", st.SupervisorPID)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the previous supervisor (PID %d) has not finished after %s", st.SupervisorPID, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error) {
@@ -513,7 +494,7 @@ const handledState = "state.last.json"
 // removing its cgroup: it is given a moment to finish first.
 func (h *leafHost) Forget(name string) {
 	dir := h.runDir(name)
-	_ = waitSupervisorGone(context.Background(), dir, 5*time.Second)
+	_ = container.WaitSupervisorGone(context.Background(), dir, 5*time.Second)
 	if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() && st.Phase != container.PhaseExited {
 		return // started again meanwhile
 	}
@@ -651,37 +632,15 @@ func (h *leafHost) Reboot(ctx context.Context, name string) error {
 	return c.Reboot(ctx)
 }
 
-// Describe adds what only the running machine knows to its status.
-func (h *leafHost) Describe(ctx context.Context, st *MachineStatus, detail bool) {
-	dir := h.runDir(st.Name)
-	if root, err := h.images.Root(st.Name); err == nil {
-		st.Root = root.Path
-	}
-	if s, err := container.ReadState(dir); err == nil && s.SupervisorAlive() {
-		st.Since, st.ReadySince = s.StartedAt, s.ReadyAt
-		st.SupervisorPID, st.LeaderPID = s.SupervisorPID, s.LeaderPID
-		st.Cgroup, st.Driver = s.CgroupPath, s.Driver
-		if w, err := readWiring(dir); err == nil {
-			if w.Attachment != nil {
-				for _, p := range []netip.Prefix{w.Attachment.Addr4, w.Attachment.Addr6} {
-					if p.IsValid() {
-						st.Addresses = append(st.Addresses, p.Addr().String())
-					}
-				}
-			}
-			if detail && w.Spec != nil {
-				st.Limits = limitsMap(w.Spec.Resources)
-			}
-		}
-		if detail && s.CgroupPath != "" {
-			if u, err := container.Usage(s.CgroupPath); err == nil {
-				st.Usage = map[string]any{"memory": spec.Size(u.MemoryBytes).String(), "tasks": u.Pids, "cpu": u.CPU.Round(time.Millisecond).String()}
-			}
+// Describe adds the details of berth status that observe does not gather:
+// resource usage from the cgroup and the console's last lines.
+func (h *leafHost) Describe(ctx context.Context, st *MachineStatus) {
+	if st.Cgroup != "" {
+		if u, err := container.Usage(st.Cgroup); err == nil {
+			st.Usage = map[string]any{"memory": spec.Size(u.MemoryBytes).String(), "tasks": u.Pids, "cpu": u.CPU.Round(time.Millisecond).String()}
 		}
 	}
-	if detail {
-		st.Console = tailLines(filepath.Join(h.paths.LogDir, st.Name+".console.log"), 12)
-	}
+	st.Console = tailLines(filepath.Join(h.paths.LogDir, st.Name+".console.log"), 12)
 }
 
 func limitsMap(r spec.Resources) map[string]any {
@@ -708,10 +667,13 @@ func limitsMap(r spec.Resources) map[string]any {
 }
 
 func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus {
-	o, err := h.Observe(ctx, d)
-	if err != nil {
-		o = &Observed{}
-	}
+	present := map[string]bool{}
+	_ = h.withNet(func(nh *netconf.Host) error {
+		for _, n := range d.Networks {
+			present[n.Name], _ = nh.BridgeExists(ctx, n.Bridge)
+		}
+		return nil
+	})
 	var out []NetworkStatus
 	for _, n := range d.Networks {
 		ns := NetworkStatus{Name: n.Name, Bridge: n.Bridge, Subnet: n.Subnet.String(), NAT: n.Masquerade(), Machines: []string{}}
@@ -721,9 +683,7 @@ func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStat
 		if n.Gateway.IsValid() {
 			ns.Gateway = n.Gateway.String()
 		}
-		if on, ok := o.Networks[n.Name]; ok {
-			ns.Present = on.Present
-		}
+		ns.Present = present[n.Name]
 		for _, m := range d.Machines {
 			if m.Network.Name == n.Name {
 				ns.Machines = append(ns.Machines, m.Name)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -45,8 +43,9 @@ type Host interface {
 	// Signal sends a signal (reboot, kill) to a running machine.
 	Signal(ctx context.Context, name string, req KillRequest) error
 	Reboot(ctx context.Context, name string) error
-	// Describe fills the run-time parts of a machine's status.
-	Describe(ctx context.Context, st *MachineStatus, detail bool)
+	// Describe adds what berth status shows beyond berth list: resource usage
+	// and the console's last lines.
+	Describe(ctx context.Context, st *MachineStatus)
 	NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus
 	DriverName() string
 }
@@ -667,7 +666,3 @@ func sortedMachineNames(d *spec.Set, o *Observed) []string {
 	sort.Strings(out)
 	return out
 }
-
-var errNoDaemonState = errors.New("no state")
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -34,6 +34,12 @@ type ObservedMachine struct {
 	// LinkMissing is set when the machine is attached to a network but its host
 	// veth is gone (deleted behind berth's back).
 	LinkMissing bool
+	// What berth status shows of a running machine, read once by observe.
+	Since, ReadySince        time.Time
+	SupervisorPID, LeaderPID int
+	Cgroup, Driver           string
+	Addresses                []string
+	RootPath                 string
 
 	HasRoot      bool
 	RootImage    string

@@ -258,10 +258,8 @@ func daemonHooks() DaemonHooks {
 		Status: func(s string) { _ = n.Status(s) },
 		Extend: func(d time.Duration) { _ = n.ExtendTimeout(d) },
 	}
-	if iv := n.WatchdogInterval(); iv > 0 {
-		h.Watchdog = func() { _ = n.Notify("WATCHDOG=1") }
-		h.WatchdogInterval = iv / 2
-	}
+	h.Watchdog = n.Watchdog
+	h.Reloading = func() { _ = n.Reloading() }
 	return h
 }
 

@@ -43,9 +43,7 @@ func (m *Manager) List(ctx context.Context) ([]MachineStatus, error) {
 	recs := m.records()
 	var out []MachineStatus
 	for _, name := range sortedMachineNames(d, o) {
-		st := m.status(d, o, recs, name)
-		m.host.Describe(ctx, &st, false)
-		out = append(out, st)
+		out = append(out, m.status(d, o, recs, name))
 	}
 	return out, nil
 }
@@ -62,7 +60,10 @@ func (m *Manager) Status(ctx context.Context, name string) (*MachineStatus, erro
 		return nil, fmt.Errorf("machine %q: %w (not declared, not running, no root)", name, ErrNotFound)
 	}
 	st := m.status(d, o, m.records(), name)
-	m.host.Describe(ctx, &st, true)
+	if om := o.Machines[name]; om != nil && om.Running && om.Spec != nil {
+		st.Limits = limitsMap(om.Spec.Resources)
+	}
+	m.host.Describe(ctx, &st)
 	st.Events = m.events.Recent(0, name, 10)
 	return &st, nil
 }
@@ -88,6 +89,12 @@ func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name 
 	st.Restarts = rec.Restarts
 	st.LastError = rec.LastError
 	if om != nil {
+		st.Root = om.RootPath
+		if om.Running {
+			st.Since, st.ReadySince = om.Since, om.ReadySince
+			st.SupervisorPID, st.LeaderPID = om.SupervisorPID, om.LeaderPID
+			st.Cgroup, st.Driver, st.Addresses = om.Cgroup, om.Driver, om.Addresses
+		}
 		if om.RootImage != "" && st.Image == "" {
 			st.Image = om.RootImage
 		}

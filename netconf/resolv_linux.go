@@ -107,6 +107,22 @@ func WriteResolvConf(root string, rc ResolvConf) (bool, error) {
 	return true, nil
 }
 
+// ResolvConfByBerth reports whether the resolv.conf in the directory etc (of a
+// guest's root, or of one layer of it) is a regular file berth wrote; a missing
+// file or a symlink is not.
+func ResolvConfByBerth(etc string) (bool, error) {
+	dir, err := unix.Open(etc, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, &os.PathError{Op: "open", Path: etc, Err: err}
+	}
+	defer unix.Close(dir)
+	ok, err := startsWithMarker(dir)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+		return false, nil
+	}
+	return ok, err
+}
+
 func startsWithMarker(dir int) (bool, error) {
 	fd, err := unix.Openat(dir, "resolv.conf", unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {

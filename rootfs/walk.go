@@ -23,8 +23,6 @@ type node struct {
 }
 
 func (n *node) isDir() bool { return n.st.Mode&unix.S_IFMT == unix.S_IFDIR }
-func (n *node) isReg() bool { return n.st.Mode&unix.S_IFMT == unix.S_IFREG }
-func (n *node) isLnk() bool { return n.st.Mode&unix.S_IFMT == unix.S_IFLNK }
 
 // procPath names the node for the l*xattr calls, which have no *at form: the
 // parent's /proc/self/fd link is followed, the last element is not.

@@ -16,10 +16,6 @@ var capabilities = []string{
 	"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 }
 
-// CapabilityNames returns every capability name Linux defines, CAP_ prefixed, in the
-// order of their numbers (CAP_CHOWN is 0).
-func CapabilityNames() []string { return append([]string(nil), capabilities...) }
-
 // canonicalCap spells a capability name the one way: upper case, CAP_ prefix.
 func canonicalCap(c string) string {
 	c = strings.ToUpper(strings.TrimSpace(c))

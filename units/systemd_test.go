@@ -23,13 +23,10 @@ import (
 // without systemd (CI), TestInTestHost boots a test host and runs them there, in
 // this very test binary copied inside.
 
-// envInside marks the test binary running inside the test host.
-const envInside = "BERTH_TEST_IN_TESTHOST"
-
 func TestInTestHost(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	testenv.SkipIfShort(t)
-	if os.Getenv(envInside) != "" {
+	if testhost.Inside() {
 		t.Skip("already inside the test host")
 	}
 	if Booted() {
@@ -48,23 +45,11 @@ func runInTestHost(t *testing.T, hybrid bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	h := testhost.New(t, testhost.Options{Hybrid: hybrid})
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const bin = "/usr/local/libexec/berth-test/units.test"
-	if err := h.CopyIn(self, bin); err != nil {
-		t.Fatal(err)
-	}
 	if err := h.Boot(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("test host boot time: %v", h.BootTime)
-	args := []string{bin, "-test.run", "^TestSystemd", "-test.count=1"}
-	if testing.Verbose() {
-		args = append(args, "-test.v")
-	}
-	out, err := h.Run(ctx, []string{envInside + "=1"}, args...)
+	out, err := h.RunTestBinary(ctx, "^TestSystemd")
 	t.Logf("inside the test host:\n%s", out)
 	if err != nil {
 		t.Fatalf("the systemd tests failed inside the test host: %v", err)
@@ -78,7 +63,7 @@ func needSystemd(t *testing.T) (context.Context, *Systemd) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	if !Available(ctx) {
-		if os.Getenv(envInside) != "" {
+		if testhost.Inside() {
 			t.Fatal("inside the test host, but systemd is not available")
 		}
 		t.Skip("skipping: systemd is not PID 1 here (TestInTestHost runs this inside a test host)")

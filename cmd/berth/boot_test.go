@@ -100,7 +100,7 @@ func boot(t *testing.T, args ...string) (int, string, string) {
 		}
 		f.Changed = false
 	})
-	return runE(t, args...)
+	return run(t, args...)
 }
 
 // bootRuntimeDir makes a berth runtime directory for a test (short: it holds

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,29 +11,6 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/rootfs"
 )
-
-// runE is run that also returns the error text, as execute prints it.
-func runE(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.Execute()
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if ee == nil || ee.err != nil {
-			errb.WriteString("berth: " + err.Error() + "\n")
-		}
-	}
-	return code, out.String(), errb.String()
-}
 
 // TestImageVerbs drives berth image import/list/export/remove/prune, clone and
 // remove on a small tree, as a person would.
@@ -47,7 +22,7 @@ func TestImageVerbs(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	st := "--state-dir=" + state
-	code, out, errs := runE(t, st, "-o", "table", "image", "import", "tiny", tree)
+	code, out, errs := run(t, st, "-o", "table", "image", "import", "tiny", tree)
 	if code != 0 || !strings.Contains(out, "image tiny: sha256:") {
 		t.Fatalf("import: %d %q %q", code, out, errs)
 	}
@@ -55,23 +30,23 @@ func TestImageVerbs(t *testing.T) {
 	if !strings.Contains(errs, "copy: 100%") || !strings.Contains(errs, "digest: 100%") {
 		t.Errorf("import progress: %q", errs)
 	}
-	code, out, _ = runE(t, st, "-o", "json", "image", "list")
+	code, out, _ = run(t, st, "-o", "json", "image", "list")
 	var imgs []rootfs.Image
 	if code != 0 || json.Unmarshal([]byte(out), &imgs) != nil || len(imgs) != 1 || imgs[0].Name != "tiny" {
 		t.Fatalf("list -o json: %d %q", code, out)
 	}
-	code, out, _ = runE(t, st, "-o", "table", "image", "list")
+	code, out, _ = run(t, st, "-o", "table", "image", "list")
 	if code != 0 || !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "tiny") {
 		t.Errorf("list: %q", out)
 	}
 	exp := filepath.Join(t.TempDir(), "tiny.tar.gz")
-	if code, out, errs = runE(t, st, "-o", "table", "image", "export", "tiny", exp); code != 0 || !strings.Contains(out, "exported image tiny") {
+	if code, out, errs = run(t, st, "-o", "table", "image", "export", "tiny", exp); code != 0 || !strings.Contains(out, "exported image tiny") {
 		t.Errorf("export: %d %q %q", code, out, errs)
 	}
-	if code, _, errs = runE(t, st, "image", "export", "tiny", exp+".zip"); code != 1 || !strings.Contains(errs, ".tar.zst") {
+	if code, _, errs = run(t, st, "image", "export", "tiny", exp+".zip"); code != 1 || !strings.Contains(errs, ".tar.zst") {
 		t.Errorf("export to .zip: %d %q", code, errs)
 	}
-	if code, out, errs = runE(t, st, "-o", "table", "image", "import", "again", exp); code != 0 || !strings.Contains(out, imgs[0].Digest) {
+	if code, out, errs = run(t, st, "-o", "table", "image", "import", "again", exp); code != 0 || !strings.Contains(out, imgs[0].Digest) {
 		t.Errorf("import of the export: %d %q %q", code, out, errs)
 	}
 
@@ -82,33 +57,33 @@ func TestImageVerbs(t *testing.T) {
 	if _, err := s.CreateRoot(t.Context(), "m1", "tiny", rootfs.StrategyAuto); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errs = runE(t, st, "image", "remove", "tiny"); code != 1 || !strings.Contains(errs, `used by machine "m1"`) {
+	if code, _, errs = run(t, st, "image", "remove", "tiny"); code != 1 || !strings.Contains(errs, `used by machine "m1"`) {
 		t.Errorf("remove used image: %d %q", code, errs)
 	}
 	lock, err := s.LockRoot("m1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errs = runE(t, st, "clone", "m1", "m2"); code != 1 || !strings.Contains(errs, "is running") {
+	if code, _, errs = run(t, st, "clone", "m1", "m2"); code != 1 || !strings.Contains(errs, "is running") {
 		t.Errorf("clone running: %d %q", code, errs)
 	}
-	if code, _, errs = runE(t, st, "remove", "--delete-data", "m1"); code != 1 || !strings.Contains(errs, "stop it before you remove it") {
+	if code, _, errs = run(t, st, "remove", "--delete-data", "m1"); code != 1 || !strings.Contains(errs, "stop it before you remove it") {
 		t.Errorf("remove running: %d %q", code, errs)
 	}
 	lock.Unlock()
-	if code, out, errs = runE(t, st, "-o", "table", "clone", "m1", "m2"); code != 0 || !strings.Contains(out, "cloned m1 to m2") {
+	if code, out, errs = run(t, st, "-o", "table", "clone", "m1", "m2"); code != 0 || !strings.Contains(out, "cloned m1 to m2") {
 		t.Errorf("clone: %d %q %q", code, out, errs)
 	}
-	if code, out, _ = runE(t, st, "remove", "--delete-data=false", "m2"); code != 0 || !strings.Contains(out, "is kept; add --delete-data") {
+	if code, out, _ = run(t, st, "remove", "--delete-data=false", "m2"); code != 0 || !strings.Contains(out, "is kept; add --delete-data") {
 		t.Errorf("remove without --delete-data: %d %q", code, out)
 	}
-	if code, out, errs = runE(t, st, "remove", "--delete-data", "m1", "m2"); code != 0 || strings.Count(out, "deleted its root (freed") != 2 {
+	if code, out, errs = run(t, st, "remove", "--delete-data", "m1", "m2"); code != 0 || strings.Count(out, "deleted its root (freed") != 2 {
 		t.Errorf("remove --delete-data: %d %q %q", code, out, errs)
 	}
-	if code, out, _ = runE(t, st, "image", "remove", "tiny", "again"); code != 0 || !strings.Contains(out, "removed image again") {
+	if code, out, _ = run(t, st, "image", "remove", "tiny", "again"); code != 0 || !strings.Contains(out, "removed image again") {
 		t.Errorf("remove images: %d %q", code, out)
 	}
-	if code, out, _ = runE(t, st, "-o", "table", "image", "prune"); code != 0 || !strings.Contains(out, "freed") {
+	if code, out, _ = run(t, st, "-o", "table", "image", "prune"); code != 0 || !strings.Contains(out, "freed") {
 		t.Errorf("prune: %d %q", code, out)
 	}
 	ents, _ := os.ReadDir(filepath.Join(state, "images/sha256"))
@@ -126,7 +101,7 @@ func TestImageBuildFromDefinition(t *testing.T) {
 	}
 	def := filepath.Join(t.TempDir(), "img.yaml")
 	os.WriteFile(def, []byte("apiVersion: berth/v1\nkind: Image\nname: fromdir\ndirectory: "+tree+"\n"), 0o644)
-	code, out, errs := runE(t, "--state-dir="+state, "-o", "table", "image", "build", "-f", def)
+	code, out, errs := run(t, "--state-dir="+state, "-o", "table", "image", "build", "-f", def)
 	if code != 0 || !strings.Contains(out, "image fromdir: sha256:") {
 		t.Fatalf("build: %d %q %q", code, out, errs)
 	}
@@ -135,7 +110,7 @@ func TestImageBuildFromDefinition(t *testing.T) {
 	if err != nil || img.SpecHash == "" || img.Source != "dir:"+tree {
 		t.Errorf("built image = %+v, %v", img, err)
 	}
-	if code, _, errs = runE(t, "--state-dir="+state, "image", "build", "-f", def, "other"); code != 1 || !strings.Contains(errs, `no Image named "other"`) {
+	if code, _, errs = run(t, "--state-dir="+state, "image", "build", "-f", def, "other"); code != 1 || !strings.Contains(errs, `no Image named "other"`) {
 		t.Errorf("build unknown: %d %q", code, errs)
 	}
 }
@@ -146,7 +121,7 @@ func TestImageBuildNeedsFile(t *testing.T) {
 	saved := imageFlags.file
 	imageFlags.file = ""
 	t.Cleanup(func() { imageFlags.file = saved })
-	if code, _, errs := runE(t, "--state-dir="+t.TempDir(), "image", "build"); code != 1 || !strings.Contains(errs, "give the definition with -f FILE") {
+	if code, _, errs := run(t, "--state-dir="+t.TempDir(), "image", "build"); code != 1 || !strings.Contains(errs, "give the definition with -f FILE") {
 		t.Errorf("build without -f: exit %d, %q", code, errs)
 	}
 }

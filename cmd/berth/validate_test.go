@@ -11,8 +11,8 @@ import (
 	"github.com/berthd/berth/spec"
 )
 
-// run executes the berth command line in-process and returns its exit status
-// (as execute maps it), stdout and stderr.
+// run runs berth in this process with args and returns its exit code, stdout
+// and stderr (with the error text, as execute prints it).
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -20,16 +20,21 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	rootCmd.SetErr(&errb)
 	rootCmd.SetArgs(args)
 	defer rootCmd.SetArgs(nil)
+	err := rootCmd.Execute()
 	code := 0
-	if err := rootCmd.Execute(); err != nil {
+	if err != nil {
 		code = 1
 		var ee *exitError
 		if errors.As(err, &ee) {
 			code = ee.code
 		}
+		if ee == nil || ee.err != nil {
+			errb.WriteString("berth: " + err.Error() + "\n")
+		}
 	}
 	return code, out.String(), errb.String()
 }
+
 
 func TestValidateExamples(t *testing.T) {
 	code, out, errs := run(t, "validate", "-o", "table", "../../examples")

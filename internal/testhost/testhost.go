@@ -392,3 +392,30 @@ func (h *Host) consoleTail(path string) string {
 	}
 	return "console:\n" + string(b)
 }
+
+// insideEnv marks a test binary that RunTestBinary runs inside a test host.
+const insideEnv = "BERTH_TEST_IN_TESTHOST"
+
+// Inside reports whether this test binary runs inside a test host (started by
+// RunTestBinary), where the tests that boot a test host themselves must skip.
+func Inside() bool { return os.Getenv(insideEnv) != "" }
+
+// RunTestBinary copies the running test binary into the host and runs the tests
+// matching pattern there, as a transient service of the host's systemd (see Run),
+// with Inside() true; -test.v follows the outer run. The host must be booted.
+// The output is the inner run's.
+func (h *Host) RunTestBinary(ctx context.Context, pattern string) ([]byte, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	bin := "/usr/local/libexec/berth-test/" + filepath.Base(self)
+	if err := h.CopyIn(self, bin); err != nil {
+		return nil, err
+	}
+	args := []string{bin, "-test.run", pattern, "-test.count=1"}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	return h.Run(ctx, []string{insideEnv + "=1"}, args...)
+}
