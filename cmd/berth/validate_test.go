@@ -35,7 +35,6 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-
 func TestValidateExamples(t *testing.T) {
 	code, out, errs := run(t, "validate", "-o", "table", "../../examples")
 	if code != 0 || out != "4 machines, 1 network, 1 image: ok\n" || errs != "" {
