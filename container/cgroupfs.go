@@ -221,38 +221,65 @@ func (d CgroupfsDriver) Destroy(ctx context.Context, name, path string) error {
 	return nil
 }
 
-// mkdirCgroup makes dir and its missing parents in h. cpuset parents start with
-// empty cpus/mems on v1 (unless clone_children): copy them from the parent, or
-// no task could join.
+// mkdirCgroup makes dir and its missing parents in h, and reports whether it
+// made dir itself. On a v1 cpuset hierarchy a new cgroup starts with empty
+// cpuset.cpus and cpuset.mems (unless clone_children), and no task can join
+// it until both are set: every level, the ones that already exist included,
+// gets its parent's values when it has none. Machines start in parallel, each
+// in its own supervisor process, and the first of them makes the shared
+// parent (/berth): a level another process has just made may still be empty,
+// so "it exists" never means "it is ready". Filling it again is idempotent and
+// goes top-down, so each level copies from a parent that is already filled.
 func mkdirCgroup(h hierarchy, dir string) (created bool, err error) {
-	if _, err := os.Stat(dir); err == nil {
-		return false, nil
+	rel, err := filepath.Rel(h.Mount, dir)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return false, fmt.Errorf("cgroup %s is not below %s", dir, h.Mount)
 	}
-	parent := filepath.Dir(dir)
-	if parent != h.Mount && len(parent) > len(h.Mount) {
-		if _, err := mkdirCgroup(h, parent); err != nil {
-			return false, err
+	cur := h.Mount
+	for _, part := range strings.Split(rel, "/") {
+		parent := cur
+		cur = filepath.Join(cur, part)
+		err := os.Mkdir(cur, 0o755)
+		switch {
+		case err == nil:
+			created = cur == dir
+		case errors.Is(err, fs.ErrExist):
+			created = false
+		default:
+			return false, fmt.Errorf("mkdir %s: %w", cur, err)
 		}
-	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return false, err
-	}
-	if !h.Unified && h.has("cpuset") {
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			cur, _ := os.ReadFile(filepath.Join(dir, f))
-			if strings.TrimSpace(string(cur)) != "" {
-				continue
-			}
-			v, err := os.ReadFile(filepath.Join(parent, f))
-			if err != nil {
-				return true, err
-			}
-			if err := os.WriteFile(filepath.Join(dir, f), v, 0); err != nil {
-				return true, fmt.Errorf("write %s: %w", filepath.Join(dir, f), err)
+		if !h.Unified && h.has("cpuset") {
+			if err := inheritCpuset(parent, cur); err != nil {
+				return created, err
 			}
 		}
 	}
-	return true, nil
+	return created, nil
+}
+
+// inheritCpuset copies cpuset.cpus and cpuset.mems from parent to dir where
+// dir has none yet.
+func inheritCpuset(parent, dir string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filepath.Join(dir, f), err)
+		}
+		if strings.TrimSpace(string(cur)) != "" {
+			continue
+		}
+		v, err := os.ReadFile(filepath.Join(parent, f))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", filepath.Join(parent, f), err)
+		}
+		if strings.TrimSpace(string(v)) == "" {
+			return fmt.Errorf("%s is empty: no CPUs or memory nodes to give %s", filepath.Join(parent, f), dir)
+		}
+		if err := writeFile(filepath.Join(dir, f), strings.TrimSpace(string(v))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // delegateControllers enables, on a cgroup2 hierarchy, every controller the
@@ -285,6 +312,10 @@ func movePID(hs []hierarchy, path string, pid int) error {
 	for _, h := range hs {
 		f := filepath.Join(h.dir(path), "cgroup.procs")
 		if err := writeFile(f, strconv.Itoa(pid)); err != nil {
+			if errors.Is(err, syscall.ENOSPC) && !h.Unified && h.has("cpuset") {
+				// The kernel's word for "this cpuset has no CPUs or memory nodes".
+				return fmt.Errorf("%w (cpuset.cpus or cpuset.mems of %s or a parent is empty)", err, h.dir(path))
+			}
 			return err
 		}
 	}

@@ -144,7 +144,10 @@ func (c *Client) Wait(ctx context.Context) (ExitStatus, error) {
 	if ctx.Err() != nil {
 		return ExitStatus{}, ctx.Err()
 	}
-	if st, serr := ReadState(c.runDir); serr == nil && st.Exit != nil && !st.SupervisorAlive() {
+	// The exit status is final once state.json records it, even while the
+	// supervisor is still cleaning up (and closing its socket under a request
+	// that arrived just then).
+	if st, serr := ReadState(c.runDir); serr == nil && st.Exit != nil && (st.Phase == PhaseExited || !st.SupervisorAlive()) {
 		return *st.Exit, nil
 	}
 	if err == nil {
