@@ -193,12 +193,10 @@ func tail(b []byte, n int) string {
 func leaks(t *testing.T, cfg container.Config) []string {
 	t.Helper()
 	var out []string
-	ms, _ := filepath.Glob("/sys/fs/cgroup/*/berth/" + cfg.Name)
-	if m2, _ := filepath.Glob("/sys/fs/cgroup/berth/" + cfg.Name); len(m2) > 0 {
-		ms = append(ms, m2...)
-	}
-	for _, m := range ms {
-		out = append(out, "cgroup "+m)
+	for _, d := range testenv.CgroupDirs(t, "/berth/"+cfg.Name) {
+		if _, err := os.Stat(d); err == nil {
+			out = append(out, "cgroup "+d)
+		}
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {

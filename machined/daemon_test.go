@@ -272,18 +272,6 @@ func (e *env) exec(name string, args ...string) (string, int) {
 	return out.String(), code
 }
 
-func (e *env) cgroupFile(name, file string) string {
-	e.t.Helper()
-	s := e.status(name)
-	for _, h := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		if b, err := os.ReadFile(filepath.Join(h, s.Cgroup, file)); err == nil {
-			return strings.TrimSpace(string(b))
-		}
-	}
-	e.t.Fatalf("no %s for %s in cgroup %s", file, name, s.Cgroup)
-	return ""
-}
-
 const testNetwork = `apiVersion: berth/v1
 kind: Network
 name: lan
@@ -354,7 +342,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatalf("plan = %v, %v; want one live update", p, err)
 		}
 		e.apply()
-		if got := e.cgroupFile(a, "memory.limit_in_bytes"); got != strconv.Itoa(96<<20) {
+		if got := testenv.CgroupLimit(t, e.status(a).Cgroup, "memory"); got != strconv.Itoa(96<<20) {
 			t.Fatalf("memory limit in the cgroup = %s, want %d", got, 96<<20)
 		}
 		after := e.status(a)

@@ -197,8 +197,10 @@ func TestBootCommand(t *testing.T) {
 	if b, _ := os.ReadFile(logf); !strings.Contains(string(b), "berth-busybox-shutdown") {
 		t.Errorf("console log: %q", b)
 	}
-	if m, _ := filepath.Glob("/sys/fs/cgroup/*/berth/" + name); len(m) > 0 {
-		t.Errorf("cgroups left: %v", m)
+	for _, d := range testenv.CgroupDirs(t, "/berth/"+name) {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup left: %s", d)
+		}
 	}
 }
 

@@ -251,3 +251,92 @@ func tail(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+// cgroupMount is one mounted cgroup hierarchy of this host.
+type cgroupMount struct {
+	dir     string
+	unified bool
+	opts    []string // v1: the controllers (and other mount options)
+}
+
+// mountinfo is the mount table the cgroup helpers read (a test of them
+// points it at a file of its own).
+var mountinfo = "/proc/self/mountinfo"
+
+func cgroupMounts(t testing.TB) []cgroupMount {
+	t.Helper()
+	b, err := os.ReadFile(mountinfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []cgroupMount
+	seen := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, p := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(p) < 3 || f[3] != "/" || (p[0] != "cgroup" && p[0] != "cgroup2") || seen[f[4]] {
+			continue
+		}
+		seen[f[4]] = true
+		out = append(out, cgroupMount{dir: f[4], unified: p[0] == "cgroup2", opts: strings.Split(p[2], ",")})
+	}
+	return out
+}
+
+// CgroupDirs is the directory of the cgroup path in every mounted hierarchy.
+func CgroupDirs(t testing.TB, path string) []string {
+	t.Helper()
+	var out []string
+	for _, m := range cgroupMounts(t) {
+		out = append(out, filepath.Join(m.dir, path))
+	}
+	return out
+}
+
+// CgroupLimit reads a limit of the cgroup at path from whichever hierarchy
+// holds its controller, in the kernel's own terms, so a test asserts the same
+// values on a hybrid host (v1 controllers) and on a pure cgroup2 host:
+// "memory" is the hard limit in bytes (memory.limit_in_bytes, memory.max),
+// "pids" is pids.max, "cpu" is the quota in µs per 100 ms period
+// (cpu.cfs_quota_us, the first field of cpu.max). Unset limits read as the
+// kernel writes them (-1 or a huge number on v1, "max" on v2).
+func CgroupLimit(t testing.TB, path, controller string) string {
+	t.Helper()
+	v1 := map[string]string{"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us"}
+	v2 := map[string]string{"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max"}
+	if v1[controller] == "" {
+		t.Fatalf("CgroupLimit: unknown controller %q", controller)
+	}
+	read := func(f string) (string, bool) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", false
+		}
+		return strings.TrimSpace(string(b)), true
+	}
+	for _, m := range cgroupMounts(t) {
+		if m.unified {
+			continue
+		}
+		for _, o := range m.opts {
+			if o == controller {
+				if v, ok := read(filepath.Join(m.dir, path, v1[controller])); ok {
+					return v
+				}
+			}
+		}
+	}
+	for _, m := range cgroupMounts(t) {
+		if !m.unified {
+			continue
+		}
+		if v, ok := read(filepath.Join(m.dir, path, v2[controller])); ok {
+			if controller == "cpu" {
+				v, _, _ = strings.Cut(v, " ")
+			}
+			return v
+		}
+	}
+	t.Fatalf("no %s limit of cgroup %s in any hierarchy", controller, path)
+	return ""
+}
