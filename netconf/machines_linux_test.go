@@ -192,6 +192,8 @@ func TestBootedMachines(t *testing.T) {
 		{Machine: bbName, Proto: "tcp", HostPort: 8080, Addr: bbA.Addr6.Addr(), Port: 80},
 		{Machine: debName, Proto: "tcp", HostPort: 8081, Addr: debA.Addr4.Addr(), Port: 80},
 		{Machine: debName, Proto: "tcp", HostPort: 8081, Addr: debA.Addr6.Addr(), Port: 80},
+		// An IPv4-only forward answers on [::1] too (relayed over IPv4).
+		{Machine: bbName, Proto: "tcp", HostPort: 8082, Addr: bbA.Addr4.Addr(), Port: 80},
 	}
 	must(t, w.h.ApplyRules(ctx, Ruleset{Networks: []NATNetwork{w.net}, Forwards: fwds}))
 	proxy, err := w.h.ProxyLoopback(ctx, fwds)
@@ -212,6 +214,8 @@ func TestBootedMachines(t *testing.T) {
 		{w.host, "127.0.0.1:8081", "", debName},
 		{w.host, "[::1]:8081", "", debName},
 		{w.outside, "[" + w.hostAddr6 + "]:8081", "", debName},
+		{w.host, "127.0.0.1:8082", get, bbName},
+		{w.host, "[::1]:8082", get, bbName},
 	} {
 		if got := greeting(t, c.from.pid, c.addr, c.http); !strings.Contains(got, "hello from "+c.want) {
 			t.Errorf("%s: got %q, want a greeting from %s", c.addr, got, c.want)

@@ -9,17 +9,21 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// LoopbackProxy carries IPv6 port forwards from the host's [::1] to machines,
-// the one forward the kernel cannot do: Linux has no route_localnet for IPv6,
-// so after DNAT the answers, addressed to ::1, arrive on the bridge and are
+// LoopbackProxy answers port forwards on the host's [::1], the one address
+// the kernel cannot forward from: Linux has no route_localnet for IPv6, so
+// after DNAT the answers, addressed to ::1, arrive on the bridge and are
 // dropped as martians (ip6_rcv refuses loopback addresses from other devices).
 // So berth does what Docker's docker-proxy and Incus's proxy devices do for
 // every forward, but only for this case: it listens on [::1]:HOSTPORT itself and
-// relays each TCP connection (and each UDP client's datagrams) to the machine.
-// The machine sees the bridge's gateway address as the client.
+// relays each TCP connection (and each UDP client's datagrams) to the machine,
+// over IPv6 when the machine has an IPv6 address for the forward, and over
+// IPv4 when it has only IPv4 (a user who forwards a port expects it on
+// `localhost`, whichever family `localhost` resolves to first). The machine
+// sees the bridge's gateway address as the client.
 //
 // The proxy lives in the process that starts it and stops with it, so it
 // belongs to something that lives as long as the machines (berthd, or the
@@ -39,19 +43,19 @@ type LoopbackProxy struct {
 const udpIdle = 60 * time.Second
 
 // ProxyLoopback starts a LoopbackProxy for those of fwds that the kernel's
-// rules leave out: IPv6 forwards for every host address or for ::1. It returns
-// a proxy with nothing to do when there are none. A host port already taken on
-// ::1 is an error naming the machine, and nothing is left listening.
+// rules leave out: IPv6 forwards for every host address or for ::1, and IPv4
+// forwards without a host address whose machine has no IPv6 forward for the
+// same port (an IPv4-only machine still answers on [::1]). It returns a proxy
+// with nothing to do when there are none. A host port already taken on ::1 is
+// an error naming the machine, and nothing is left listening; a host without
+// ::1 (IPv6 disabled) only skips the IPv4-only relays.
 func (h *Host) ProxyLoopback(ctx context.Context, fwds []Forward) (*LoopbackProxy, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &LoopbackProxy{h: h, ctx: ctx, cancel: cancel, closers: map[io.Closer]struct{}{}}
 	r := new(reverter)
 	defer r.fail()
 	r.add(func() { _ = p.Close() })
-	for _, f := range fwds {
-		if !f.Addr.Is6() || (f.HostAddr.IsValid() && f.HostAddr != netip.IPv6Loopback()) {
-			continue
-		}
+	for _, f := range loopbackForwards(fwds) {
 		if f.Proto != "tcp" && f.Proto != "udp" {
 			return nil, fmt.Errorf("machine %q: port forward %s: protocol %q: want tcp or udp: %w", f.Machine, f, f.Proto, ErrInvalid)
 		}
@@ -74,6 +78,10 @@ func (h *Host) ProxyLoopback(ctx context.Context, fwds []Forward) (*LoopbackProx
 				go p.serveUDP(pc.(*net.UDPConn), f)
 			}
 		}
+		if err != nil && f.Addr.Is4() && errors.Is(err, syscall.EADDRNOTAVAIL) {
+			slog.Debug("loopback proxy: no ::1 on this host; the forward answers on 127.0.0.1 only", "machine", f.Machine, "forward", f.String())
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("machine %q: port forward %s: listen on %s/%s: %w", f.Machine, f, addr, f.Proto, err)
 		}
@@ -81,6 +89,33 @@ func (h *Host) ProxyLoopback(ctx context.Context, fwds []Forward) (*LoopbackProx
 	}
 	r.success()
 	return p, nil
+}
+
+// loopbackForwards picks the forwards [::1] needs a relay for, one per
+// protocol and host port: an IPv6 forward for every host address or for ::1;
+// else an IPv4 forward for every host address.
+func loopbackForwards(fwds []Forward) []Forward {
+	type key struct {
+		proto string
+		port  uint16
+	}
+	var out []Forward
+	has6 := map[key]bool{}
+	for _, f := range fwds {
+		if f.Addr.Is6() && (!f.HostAddr.IsValid() || f.HostAddr == netip.IPv6Loopback()) {
+			has6[key{f.Proto, f.HostPort}] = true
+			out = append(out, f)
+		}
+	}
+	seen4 := map[key]bool{}
+	for _, f := range fwds {
+		k := key{f.Proto, f.HostPort}
+		if f.Addr.Is4() && !f.HostAddr.IsValid() && !has6[k] && !seen4[k] {
+			seen4[k] = true
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Forwards returns the forwards the proxy serves.
@@ -144,7 +179,7 @@ func (p *LoopbackProxy) serveTCP(ln net.Listener, f Forward) {
 		go func() {
 			defer p.wg.Done()
 			defer p.untrack(client)
-			upstream, err := p.dial("tcp6", f)
+			upstream, err := p.dial("tcp", f)
 			if err != nil {
 				slog.Warn("loopback proxy: connect to machine", "machine", f.Machine, "forward", f.String(), "err", err)
 				return
@@ -196,7 +231,7 @@ func (p *LoopbackProxy) serveUDP(pc *net.UDPConn, f Forward) {
 		up, ok := flows[from]
 		mu.Unlock()
 		if !ok {
-			if up, err = p.dial("udp6", f); err != nil {
+			if up, err = p.dial("udp", f); err != nil {
 				slog.Warn("loopback proxy: connect to machine", "machine", f.Machine, "forward", f.String(), "err", err)
 				continue
 			}

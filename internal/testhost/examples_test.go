@@ -135,6 +135,11 @@ func TestExamplesInTestHost(t *testing.T) {
 		direct, _ := h.Exec(ctx, "busybox", "wget", "-qO-", "http://10.87.0.10/")
 		t.Errorf("web through its port forward on localhost: %v %q\nrules:\n%s\nlighttpd:\n%s\ndirect: %s", err, got, rules, lighttpd, direct)
 	}
+	// The demo network is IPv4 only; the forward answers on [::1] too (the
+	// supervisor's loopback relay), whatever localhost resolves to first.
+	if got, err := h.Exec(ctx, "busybox", "wget", "-qO-", "http://[::1]:8080/"); err != nil || !strings.Contains(string(got), "served-by-web") {
+		t.Errorf("web through its port forward on [::1]: %v %q", err, got)
+	}
 	if out, err := h.Exec(ctx, "berth", "shell", "alpha", "ping", "-c1", "-W2", "10.87.0.12"); err != nil {
 		t.Errorf("alpha cannot reach beta over the bridge: %v\n%s", err, out)
 	}
