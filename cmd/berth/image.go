@@ -19,9 +19,14 @@ import (
 	"github.com/berthd/berth/spec"
 )
 
-// openStore opens the image and root store of the state directory.
+// openStore opens the image and root store of the state directory: berthd's
+// when one runs and no other was asked for (see resolvePaths).
 func openStore() (*rootfs.Store, error) {
-	return rootfs.Open(globals.stateDir)
+	paths, _, err := resolvePaths(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return rootfs.Open(paths.StateDir)
 }
 
 // interruptible returns a context cancelled by SIGINT or SIGTERM, so that long

@@ -23,15 +23,48 @@ import (
 // process for one-shot work (machines it starts still run detached, but nobody
 // restarts them when they die).
 func connect(ctx context.Context) (machined.API, error) {
-	paths := cliPaths()
-	if c, err := machined.Dial(ctx, paths.Socket); err == nil {
-		// The daemon answers for its own state directory only; with another
-		// one (--state-dir), this process does the work itself.
-		if d, err := c.Daemon(ctx); err == nil && (d.StateDir == "" || sameDir(d.StateDir, paths.StateDir)) {
-			return c, nil
-		}
+	paths, daemon, err := resolvePaths(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if daemon != nil {
+		return daemon, nil
 	}
 	return machined.OpenLocal(paths)
+}
+
+// resolvePaths finds the manager this command talks to. A berthd answering on
+// the socket owns its state directory: without an explicit --state-dir (or
+// $BERTH_STATE_DIR) the CLI uses berthd and berthd's state directory, so that
+// two managers never own the same machines; an explicit one that differs from
+// berthd's is an error naming both. Without berthd the CLI works locally.
+func resolvePaths(ctx context.Context) (machined.Paths, *machined.Client, error) {
+	paths := cliPaths()
+	c, err := machined.Dial(ctx, paths.Socket)
+	if err != nil {
+		return paths, nil, nil
+	}
+	d, err := c.Daemon(ctx)
+	if err != nil {
+		return paths, nil, fmt.Errorf("berthd on %s does not answer: %w", paths.Socket, err)
+	}
+	switch {
+	case d.StateDir == "" || sameDir(d.StateDir, paths.StateDir):
+		// An older berthd does not say its state directory: trust it.
+	case !stateDirExplicit():
+		paths.StateDir = d.StateDir
+	default:
+		return paths, nil, fmt.Errorf("berthd on %s manages the state directory %s, and --state-dir says %s: "+
+			"drop --state-dir (and $BERTH_STATE_DIR) to use berthd, or give --runtime-dir of a runtime directory without a berthd to work on %s locally",
+			paths.Socket, d.StateDir, paths.StateDir, paths.StateDir)
+	}
+	return paths, c, nil
+}
+
+// stateDirExplicit reports whether the user chose the state directory (the
+// flag or $BERTH_STATE_DIR) rather than taking the default.
+func stateDirExplicit() bool {
+	return rootCmd.PersistentFlags().Changed("state-dir") || os.Getenv("BERTH_STATE_DIR") != ""
 }
 
 func sameDir(a, b string) bool {
