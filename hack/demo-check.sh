@@ -1,0 +1,81 @@
+#!/bin/sh
+# What a new user checks after the README's main job, run by CI after `make
+# test` on the clean clone: `make demo` brings every example machine to
+# running, the web machine answers through its port forward on localhost (both
+# loopback families), `berth plan examples/` has nothing left to do; then
+# `make demo-down` takes away the bridge, berth's nftables table, the veths,
+# the supervisors, their cgroups and every mount the demo made.
+set -eu
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+BERTH=$(pwd)/bin/berth
+
+say() { printf '\n==> demo-check: %s\n' "$*"; }
+fail() {
+	printf 'demo-check: FAIL: %s\n' "$*" >&2
+	"$BERTH" list 2>&1 || true
+	[ -f /var/log/berth/berthd.log ] && tail -n 40 /var/log/berth/berthd.log >&2
+	exit 1
+}
+
+mounts() { awk '{print $5}' /proc/self/mountinfo | sort; }
+mounts >/tmp/demo-check.mounts.before
+
+make demo
+
+say "every example machine is running"
+machines=$(sed -n 's/^name: *//p' examples/machines/*.yaml | sort)
+[ -n "$machines" ] || fail "no machines in examples/machines"
+i=0
+while :; do
+	json=$("$BERTH" list -o json)
+	pending=""
+	for m in $machines; do
+		printf '%s' "$json" | tr -d ' \n' | grep -q "\"name\":\"$m\",\"state\":\"running\"" || pending="$pending $m"
+	done
+	[ -z "$pending" ] && break
+	i=$((i + 1))
+	[ "$i" -gt 600 ] && fail "not running after 60 s:$pending"
+	sleep 0.1
+done
+"$BERTH" list
+
+say "the port forward answers on localhost, 127.0.0.1 and [::1]"
+want="hello from the berth example machine web"
+for url in http://localhost:8080/ http://127.0.0.1:8080/ 'http://[::1]:8080/'; do
+	i=0
+	until curl -fsS --max-time 2 "$url" 2>/dev/null | grep -q "$want"; do
+		i=$((i + 1))
+		[ "$i" -gt 100 ] && fail "$url does not answer with \"$want\""
+		sleep 0.2
+	done
+	echo "ok: $url"
+done
+
+say "berth plan examples/ has nothing to do"
+if ! "$BERTH" plan examples/; then
+	fail "berth plan examples/ exited $? after the demo"
+fi
+
+bridge=$("$BERTH" network list -o json | tr -d ' \n' | sed -n 's/.*"bridge":"\([^"]*\)".*/\1/p')
+[ -n "$bridge" ] || fail "no bridge in berth network list"
+
+make demo-down
+
+say "nothing of the demo is left"
+ip link show "$bridge" >/dev/null 2>&1 && fail "bridge $bridge is still there"
+if ip -o link show | grep -q ': vb-'; then fail "machine veths are still there: $(ip -o link show | grep ': vb-')"; fi
+nft list table inet berth >/dev/null 2>&1 && fail "nftables table inet berth is still there"
+for m in $machines; do
+	for d in /sys/fs/cgroup/*/berth/"$m" /sys/fs/cgroup/berth/"$m"; do
+		[ -d "$d" ] && fail "cgroup $d is still there"
+	done
+	[ -S /run/berth/machines/"$m"/control.sock ] && fail "machine $m still has a supervisor socket"
+done
+if ps -eo args | grep -q '^berth-supervisor '; then fail "supervisors are still running: $(ps -eo pid,args | grep 'berth-supervisor ')"; fi
+mounts >/tmp/demo-check.mounts.after
+if ! diff /tmp/demo-check.mounts.before /tmp/demo-check.mounts.after; then
+	fail "mounts changed across the demo (above: < gone, > new)"
+fi
+rm -f /tmp/demo-check.mounts.before /tmp/demo-check.mounts.after
+say "ok"
