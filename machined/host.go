@@ -153,7 +153,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 					// before the host's last boot ended with that boot: nothing
 					// to handle, the machine simply starts again.
 					if fi, err := os.Stat(filepath.Join(dir, "state.json")); err == nil && fi.ModTime().After(booted) {
-						ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(dir)}
+						ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}
 						if st.Exit != nil {
 							ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
 						}
@@ -589,15 +589,17 @@ func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
 		}
 		ex = *st2.Exit
 	}
-	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt, StoppedBy: stoppedBy(dir)}, nil
+	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}, nil
 }
 
 // stoppedBy tells from the supervisor's record whether systemd asked the
-// machine to stop (a stock tool, or the host shutting down).
-func stoppedBy(runDir string) string {
+// machine to stop (a stock tool, or the host shutting down) during the run
+// that started at started: a request of an earlier run of the same machine
+// says nothing about this one.
+func stoppedBy(runDir string, started time.Time) string {
 	req, err := ReadSystemdStop(runDir)
 	switch {
-	case err != nil || req == nil:
+	case err != nil || req == nil || req.At.Before(started):
 		return ""
 	case req.HostShutdown:
 		return StoppedByHostShutdown

@@ -531,6 +531,22 @@ func (m *Manager) unwatch(name string) {
 	}
 }
 
+// awaitExitHandled waits, up to limit, until the watcher of a machine that
+// is no longer running has handled its exit.
+func (m *Manager) awaitExitHandled(name string, limit time.Duration) {
+	m.mu.Lock()
+	w := m.watched[name]
+	m.mu.Unlock()
+	if w == nil {
+		return
+	}
+	select {
+	case <-w.done:
+	case <-time.After(limit):
+		slog.Warn("the previous run's exit is still not handled; starting anyway", "machine", name)
+	}
+}
+
 // StopWatching ends the exit watchers (berthd shutting down: machines go on).
 func (m *Manager) StopWatching() {
 	m.mu.Lock()

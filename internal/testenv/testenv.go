@@ -340,3 +340,27 @@ func CgroupLimit(t testing.TB, path, controller string) string {
 	t.Fatalf("no %s limit of cgroup %s in any hierarchy", controller, path)
 	return ""
 }
+
+// HasController reports whether this host can enforce a controller's limits:
+// a v1 hierarchy has it, or the cgroup2 root offers it. (A pure cgroup2 test
+// host on a hybrid machine has none: the machine binds them all to v1.)
+func HasController(t testing.TB, controller string) bool {
+	t.Helper()
+	for _, m := range cgroupMounts(t) {
+		if !m.unified {
+			for _, o := range m.opts {
+				if o == controller {
+					return true
+				}
+			}
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(m.dir, "cgroup.controllers"))
+		for _, c := range strings.Fields(string(b)) {
+			if c == controller {
+				return true
+			}
+		}
+	}
+	return false
+}
