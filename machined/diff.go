@@ -25,7 +25,8 @@ type machineDiff struct {
 func diffMachine(old, new *spec.Machine) machineDiff {
 	var d machineDiff
 	d.live = diffJSON("resources", old.Resources, new.Resources)
-	d.ports = diffJSON("network.ports", old.Network.Ports, new.Network.Ports)
+	d.ports = append(diffJSON("network.ports", old.Network.Ports, new.Network.Ports),
+		diffJSON("network.antiSpoofing", old.Network.Guarded(), new.Network.Guarded())...)
 	d.later = append(diffJSON("restart", old.Restart, new.Restart),
 		diffJSON("stopTimeout", old.StopTimeout, new.StopTimeout)...)
 	d.later = append(d.later, diffJSON("root.onImageChange", old.Root.OnImageChange, new.Root.OnImageChange)...)
@@ -42,6 +43,7 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	c.Image = ""
 	c.Resources = spec.Resources{}
 	c.Network.Ports = nil
+	c.Network.AntiSpoofing = nil
 	c.Restart = spec.Restart{}
 	c.StopTimeout = 0
 	c.Root.OnImageChange = ""

@@ -14,10 +14,13 @@ import (
 
 // Default values that other packages may want to show or compare with.
 const (
-	DefaultStopTimeout  = Duration(30 * time.Second)
-	DefaultBackoff      = Duration(time.Second)
-	DefaultMaxBackoff   = Duration(5 * time.Minute)
-	DefaultTmpfsMode    = FileMode(0o755)
+	DefaultStopTimeout = Duration(30 * time.Second)
+	DefaultBackoff     = Duration(time.Second)
+	DefaultMaxBackoff  = Duration(5 * time.Minute)
+	DefaultTmpfsMode   = FileMode(0o755)
+	// DefaultPidsMax is systemd-nspawn@.service's TasksMax=: a fork bomb in a
+	// machine stops there, far below the host's pid_max.
+	DefaultPidsMax      = 16384
 	DefaultMirror       = "http://deb.debian.org/debian"
 	DefaultVariant      = "minbase"
 	maxInterfaceNameLen = 15 // IFNAMSIZ - 1
@@ -48,6 +51,19 @@ func (m *Machine) Default() {
 	}
 	if m.Network.Name == "" {
 		m.Network.Name = NetworkNone
+	}
+	if m.Network.AntiSpoofing == nil && m.Network.Private() {
+		on := true
+		m.Network.AntiSpoofing = &on
+	}
+	if m.Resources.PidsMax == 0 {
+		m.Resources.PidsMax = DefaultPidsMax
+	}
+	if m.Security.Seccomp == "" {
+		m.Security.Seccomp = Required
+	}
+	if m.Security.DeviceFence == "" {
+		m.Security.DeviceFence = Required
 	}
 	m.Network.MAC = canonicalMAC(m.Network.MAC)
 	for i := range m.Network.Ports {

@@ -30,6 +30,7 @@ var fieldSections = []struct {
 	{"Machine: network.ports[]", "network.ports[].", reflect.TypeFor[Port]()},
 	{"Machine: mounts[]", "mounts[].", reflect.TypeFor[Mount]()},
 	{"Machine: capabilities", "capabilities.", reflect.TypeFor[Capabilities]()},
+	{"Machine: security", "security.", reflect.TypeFor[Security]()},
 	{"Machine: root", "root.", reflect.TypeFor[Root]()},
 	{"Network", "", reflect.TypeFor[Network]()},
 	{"Image", "", reflect.TypeFor[Image]()},

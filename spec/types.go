@@ -42,16 +42,18 @@ type Machine struct {
 	WorkDir  string   `json:"workingDir,omitempty" doc:"Absolute working directory of the command in application mode. Default /." format:"abspath"`
 	Hostname string   `json:"hostname,omitempty" doc:"Hostname inside the machine. Default: the machine name."`
 
-	Restart      Restart           `json:"restart" doc:"What to do when the machine stops without being asked to."`
-	Resources    Resources         `json:"resources" doc:"Resource limits, applied to the machine's cgroup and changeable while it runs."`
-	Network      MachineNetwork    `json:"network" doc:"Network attachment: the name of a Network document, none (loopback only, the default) or host (share the host's network). A string is short for {name: STRING}."`
-	Mounts       []Mount           `json:"mounts,omitempty" doc:"Bind mounts from the host and tmpfs mounts."`
-	Environment  map[string]string `json:"environment,omitempty" doc:"Environment variables of init (boot mode) or of the command."`
-	Capabilities Capabilities      `json:"capabilities,omitzero" doc:"Capabilities added to or dropped from the default bounding set (systemd-nspawn's)."`
-	PrivateUsers PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default: root in the machine is root on the host, like systemd-nspawn without -U). pick (true), a private 65536-UID range for the machine like -U, is reserved and refused for now."`
-	StopTimeout  Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
-	Root         Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
-	ResolvConf   ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`
+	Restart          Restart           `json:"restart" doc:"What to do when the machine stops without being asked to."`
+	Resources        Resources         `json:"resources" doc:"Resource limits, applied to the machine's cgroup and changeable while it runs."`
+	Network          MachineNetwork    `json:"network" doc:"Network attachment: the name of a Network document, none (loopback only, the default) or host (share the host's network). A string is short for {name: STRING}."`
+	Mounts           []Mount           `json:"mounts,omitempty" doc:"Bind mounts from the host and tmpfs mounts."`
+	Environment      map[string]string `json:"environment,omitempty" doc:"Environment variables of init (boot mode) or of the command."`
+	Capabilities     Capabilities      `json:"capabilities,omitzero" doc:"Capabilities added to or dropped from the default bounding set (systemd-nspawn's)."`
+	SystemCallFilter []string          `json:"systemCallFilter,omitempty" doc:"Changes to berth's system call allow-list, like systemd-nspawn's SystemCallFilter=: a syscall name or @group allows it, ~NAME or ~@group refuses it (with EPERM), applied in order. Adding a capability already brings back the calls that belong to it (@clock with CAP_SYS_TIME, …). See docs/runtime.md for the list and the groups."`
+	Security         Security          `json:"security,omitzero" doc:"What a machine needs from the kernel to start: berth refuses to start it without a system call filter or a device fence unless a field here says optional."`
+	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default: root in the machine is root on the host, like systemd-nspawn without -U). pick (true), a private 65536-UID range for the machine like -U, is reserved and refused for now."`
+	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
+	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
+	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`
 }
 
 // State is a machine's desired state.
@@ -85,17 +87,18 @@ type Resources struct {
 	MemoryHigh Size    `json:"memoryHigh,omitempty" doc:"Memory throttling threshold (MemoryHigh=, memory.high); must not exceed memoryMax."`
 	CPUs       float64 `json:"cpus,omitempty" doc:"CPU time as a number of CPUs (1.5 = 150% CPUQuota=). Must be greater than 0."`
 	CPUWeight  int     `json:"cpuWeight,omitempty" doc:"Relative CPU share (CPUWeight=), 1 to 10000; the system default is 100."`
-	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max) of the machine, berth's supervisor included (about 10 tasks). At least 32."`
+	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max) of the machine, berth's supervisor included (about 10 tasks). Default 16384 (as systemd-nspawn@.service), so a fork bomb stops inside the machine; at least 32, at most 4194304."`
 	IOWeight   int     `json:"ioWeight,omitempty" doc:"Relative block I/O share (IOWeight=), 1 to 10000; the system default is 100."`
 }
 
 // MachineNetwork attaches a machine to a network.
 type MachineNetwork struct {
-	Name     string       `json:"name,omitempty" doc:"A Network document's name, none (a private network namespace with only loopback; the default) or host (the host's network namespace)."`
-	Address  netip.Prefix `json:"address,omitzero" doc:"Static IPv4 address, with or without the subnet's prefix length (10.87.0.10 or 10.87.0.10/24). Default: automatic, leased from the subnet and kept across restarts."`
-	Address6 netip.Prefix `json:"address6,omitzero" doc:"Static IPv6 address when the Network has subnet6. Default: automatic."`
-	MAC      string       `json:"mac,omitempty" doc:"MAC address of host0 (unicast, for example 02:42:0a:57:00:0a). Default: derived from the machine name, stable across restarts."`
-	Ports    []Port       `json:"ports,omitempty" doc:"Port forwards from the host into the machine. A string is short for a port: [HOSTADDRESS:]HOSTPORT[:MACHINEPORT][/PROTOCOL], e.g. 8080:80 or 127.0.0.1:8080:80/tcp or [::1]:53:53/udp."`
+	Name         string       `json:"name,omitempty" doc:"A Network document's name, none (a private network namespace with only loopback; the default) or host (the host's network namespace)."`
+	Address      netip.Prefix `json:"address,omitzero" doc:"Static IPv4 address, with or without the subnet's prefix length (10.87.0.10 or 10.87.0.10/24). Default: automatic, leased from the subnet and kept across restarts."`
+	Address6     netip.Prefix `json:"address6,omitzero" doc:"Static IPv6 address when the Network has subnet6. Default: automatic."`
+	MAC          string       `json:"mac,omitempty" doc:"MAC address of host0 (unicast, for example 02:42:0a:57:00:0a). Default: derived from the machine name, stable across restarts."`
+	Ports        []Port       `json:"ports,omitempty" doc:"Port forwards from the host into the machine. A string is short for a port: [HOSTADDRESS:]HOSTPORT[:MACHINEPORT][/PROTOCOL], e.g. 8080:80 or 127.0.0.1:8080:80/tcp or [::1]:53:53/udp."`
+	AntiSpoofing *bool        `json:"antiSpoofing,omitempty" doc:"Frames from the machine must carry its own MAC and IP addresses (and its link-local one), ARP and neighbour discovery only for them, and no router advertisements or DHCP server replies. Default true; false for a machine that routes or bridges other addresses."`
 }
 
 // Special values of MachineNetwork.Name.
@@ -103,6 +106,10 @@ const (
 	NetworkNone = "none"
 	NetworkHost = "host"
 )
+
+// Guarded reports whether the machine's frames are checked against its own
+// addresses (antiSpoofing, on unless set false).
+func (n *MachineNetwork) Guarded() bool { return n.AntiSpoofing == nil || *n.AntiSpoofing }
 
 // Private reports whether the machine is attached to a declared Network (rather than
 // none or host).
@@ -152,6 +159,22 @@ type Capabilities struct {
 	Add  []string `json:"add,omitempty" doc:"Capabilities to keep beyond the default set, e.g. NET_ADMIN or CAP_SYS_TIME."`
 	Drop []string `json:"drop,omitempty" doc:"Capabilities to remove from the default set."`
 }
+
+// Security says which of berth's isolation layers a machine may start
+// without when the kernel cannot provide them. Nothing here weakens a layer the
+// kernel does provide.
+type Security struct {
+	Seccomp     Requirement `json:"seccomp,omitempty" enum:"required,optional" doc:"required (default): refuse to start where the kernel has no seccomp filters; optional: start without a system call filter there (berth status says so)."`
+	DeviceFence Requirement `json:"deviceFence,omitempty" enum:"required,optional" doc:"required (default): refuse to start where no device policy can be placed (neither the v1 device controller nor BPF device programs); optional: start without one there (berth status says so)."`
+}
+
+// Requirement says whether a machine may start without an isolation layer.
+type Requirement string
+
+const (
+	Required Requirement = "required"
+	Optional Requirement = "optional"
+)
 
 // PrivateUsers is the user namespace setting.
 type PrivateUsers string

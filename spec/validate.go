@@ -218,12 +218,19 @@ func validateResources(d *doc, r *Resources) {
 	// TasksMax= on an nspawn unit covers nspawn): it and the payload's first
 	// stage use about 20 tasks before the guest starts its own.
 	if d.has("resources.pidsMax") && r.PidsMax < MinPidsMax {
-		d.errorf("resources.pidsMax", "%d is too small: berth's supervisor and the machine's start use about 20 tasks of it; give at least %d, or remove it for no limit", r.PidsMax, MinPidsMax)
+		d.errorf("resources.pidsMax", "%d is too small: berth's supervisor and the machine's start use about 20 tasks of it; give at least %d, or remove it for the default (%d)", r.PidsMax, MinPidsMax, DefaultPidsMax)
+	}
+	if r.PidsMax > MaxPidsMax {
+		d.errorf("resources.pidsMax", "%d is more than the kernel allows (%d, PID_MAX_LIMIT)", r.PidsMax, MaxPidsMax)
 	}
 }
 
-// MinPidsMax is the smallest resources.pidsMax a machine can start with.
-const MinPidsMax = 32
+// MinPidsMax is the smallest resources.pidsMax a machine can start with;
+// MaxPidsMax is the kernel's PID_MAX_LIMIT on 64-bit.
+const (
+	MinPidsMax = 32
+	MaxPidsMax = 4 << 20
+)
 
 func validateMachineNetwork(d *doc, n *MachineNetwork) {
 	if n.Private() {
