@@ -145,21 +145,21 @@ func (d CgroupfsDriver) path(name string) string {
 	return filepath.Join("/", p, name)
 }
 
-// Create makes Parent/NAME in every hierarchy, applies the limits and moves
-// m.PID into it. A leftover empty cgroup of a machine that ended uncleanly is
-// reused; one that still has processes is refused.
-func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (string, error) {
+// Create makes Parent/NAME in every hierarchy, applies the limits and places
+// the device fence there. A leftover empty cgroup of a machine that ended
+// uncleanly is reused; one that still has processes is refused.
+func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (Cgroup, error) {
 	hs, err := hierarchies()
 	if err != nil {
-		return "", err
+		return Cgroup{}, err
 	}
 	path := d.path(m.Name)
 	undo := []string{}
-	fail := func(err error) (string, error) {
+	fail := func(err error) (Cgroup, error) {
 		for _, dir := range undo {
 			removeCgroupTree(dir)
 		}
-		return "", fmt.Errorf("machine %q: cgroup %s: %w", m.Name, path, err)
+		return Cgroup{}, fmt.Errorf("machine %q: cgroup %s: %w", m.Name, path, err)
 	}
 	for _, h := range hs {
 		dir := h.dir(path)
@@ -182,12 +182,18 @@ func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (string, er
 	if err := applyResources(hs, path, m.Resources); err != nil {
 		return fail(err)
 	}
-	if m.PID > 0 {
-		if err := movePID(hs, path, m.PID); err != nil {
+	cg := Cgroup{Path: path}
+	if m.Devices != nil {
+		fence, bpfErr, err := placeDeviceFence(hs, path, m.Devices)
+		if err != nil {
 			return fail(err)
 		}
+		cg.DeviceFence, cg.FenceIsBPF = fence, strings.HasPrefix(fence, "bpf")
+		if bpfErr != nil {
+			cg.NoBPF = bpfErr.Error()
+		}
 	}
-	return path, nil
+	return cg, nil
 }
 
 // Update writes new limits in place; nothing restarts.

@@ -70,6 +70,15 @@ type Config struct {
 	RuntimeDir string `json:"runtimeDir"`
 	// AllowTun creates /dev/net/tun and allows it in the device policy.
 	AllowTun bool `json:"allowTun,omitempty"`
+	// SyscallFilter changes berth's system call allow-list in
+	// systemd-nspawn's SystemCallFilter= syntax: "name" or "@group" allows,
+	// "~name" or "~@group" refuses, in order.
+	SyscallFilter []string `json:"syscallFilter,omitempty"`
+	// SeccompOptional and DeviceFenceOptional let the machine start where the
+	// kernel cannot filter its system calls or fence its devices; without
+	// them such a machine is refused (never a silent downgrade).
+	SeccompOptional     bool `json:"seccompOptional,omitempty"`
+	DeviceFenceOptional bool `json:"deviceFenceOptional,omitempty"`
 }
 
 // Root is the machine's root filesystem: a directory, or an overlay that the

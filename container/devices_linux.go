@@ -4,37 +4,51 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// deviceRule allows one character device (all access: read, write, mknod).
-// Minor -1 means any minor. Block devices are never allowed.
-type deviceRule struct {
-	major, minor int64
+// DeviceRule allows one character device (all access: read, write, mknod).
+// Minor -1 means any minor. Block devices are never allowed. Unit is how
+// systemd's DeviceAllow= names it.
+type DeviceRule struct {
+	Major, Minor int64
+	Unit         string // "/dev/null", or "char-pts" for a whole major
+	Why          string
 }
 
-// deviceRules is a machine's device policy (nspawn's DevicePolicy=closed
-// list): null zero full random urandom, tty, console, ptmx, the ptys, and tun
-// when allowed.
-func deviceRules(allowTun bool) []deviceRule {
-	r := []deviceRule{{1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1}}
+// DeviceRules is a machine's device policy: nspawn's DevicePolicy=closed list.
+// The console is not in it: /dev/console in a machine is a bind of one of its
+// own ptys (136:N), and c 5:1 is the host's kernel console.
+func DeviceRules(allowTun bool) []DeviceRule {
+	r := []DeviceRule{
+		{1, 3, "/dev/null", "discarding output"},
+		{1, 5, "/dev/zero", "zero pages"},
+		{1, 7, "/dev/full", "ENOSPC for tests of write errors"},
+		{1, 8, "/dev/random", "entropy (the same pool as getrandom)"},
+		{1, 9, "/dev/urandom", "entropy"},
+		{5, 0, "/dev/tty", "a process's own controlling terminal"},
+		{5, 2, "/dev/ptmx", "new ptys, in the machine's own devpts (a node outside a devpts finds the pts directory beside it)"},
+		{136, -1, "char-pts", "the machine's ptys, its console included (a node outside its devpts opens nothing)"},
+	}
 	if allowTun {
-		r = append(r, deviceRule{10, 200})
+		r = append(r, DeviceRule{10, 200, "/dev/net/tun", "tun/tap links inside the machine's own network namespace"})
 	}
 	return r
 }
 
 // v1 returns the rule as a devices.allow line of the v1 device controller.
-func (r deviceRule) v1() string {
+func (r DeviceRule) v1() string {
 	minor := "*"
-	if r.minor >= 0 {
-		minor = strconv.FormatInt(r.minor, 10)
+	if r.Minor >= 0 {
+		minor = strconv.FormatInt(r.Minor, 10)
 	}
-	return "c " + strconv.FormatInt(r.major, 10) + ":" + minor + " rwm"
+	return "c " + strconv.FormatInt(r.Major, 10) + ":" + minor + " rwm"
 }
 
 // deviceProgram assembles a BPF_PROG_TYPE_CGROUP_DEVICE program that returns
@@ -43,7 +57,7 @@ func (r deviceRule) v1() string {
 //
 // The context is struct bpf_cgroup_dev_ctx {u32 access_type; u32 major; u32
 // minor}, the device type in the low 16 bits of access_type.
-func deviceProgram(rules []deviceRule) []byte {
+func deviceProgram(rules []DeviceRule) []byte {
 	var prog []byte
 	insn := func(code uint8, dst, src uint8, off int16, imm int32) {
 		var b [8]byte
@@ -66,13 +80,13 @@ func deviceProgram(rules []deviceRule) []byte {
 	insn(ldxW, 5, 1, 8, 0) // r5 = ctx->minor
 	for _, r := range rules {
 		n := 4 // checks of type and major, r0 = 1, exit
-		if r.minor >= 0 {
+		if r.Minor >= 0 {
 			n = 5
 		}
 		insn(jneK, 2, 0, int16(n-1), unix.BPF_DEVCG_DEV_CHAR)
-		insn(jneK, 4, 0, int16(n-2), int32(r.major))
-		if r.minor >= 0 {
-			insn(jneK, 5, 0, int16(n-3), int32(r.minor))
+		insn(jneK, 4, 0, int16(n-2), int32(r.Major))
+		if r.Minor >= 0 {
+			insn(jneK, 5, 0, int16(n-3), int32(r.Minor))
 		}
 		insn(mov64K, 0, 0, 0, 1)
 		insn(exitIns, 0, 0, 0, 0)
@@ -86,7 +100,7 @@ func deviceProgram(rules []deviceRule) []byte {
 // the cgroup2 directory dir. BPF_F_ALLOW_MULTI lets the guest's systemd attach
 // its own device programs below (the kernel runs them all; every one must
 // allow). The program lives as long as the cgroup.
-func attachDeviceFilter(dir string, rules []deviceRule) error {
+func attachDeviceFilter(dir string, rules []DeviceRule) error {
 	prog := deviceProgram(rules)
 	license := []byte("Apache-2.0\x00")
 	logBuf := make([]byte, 64<<10)
@@ -144,4 +158,39 @@ func clen(b []byte) int {
 	return len(b)
 }
 
-var errNoDevicePolicy = errors.New("no device policy is possible on this host: neither the v1 device controller nor cgroup BPF device programs are available")
+var errNoDevicePolicy = errors.New("no device fence can be placed on this host: neither the v1 device controller nor cgroup BPF device programs are available (set security.deviceFence: optional to start without one)")
+
+// placeDeviceFence puts the device policy on the machine's cgroup at path in
+// every hierarchy that can carry one: on a v1 device controller deny all, then
+// allow the rules; on cgroup2 a BPF device program (BPF_F_ALLOW_MULTI, so the
+// guest's systemd may add programs of its own below, each of which must allow
+// too). The guest's cgroup namespace starts one level further down, at
+// "payload", so it can neither see nor change what is placed here. It returns
+// what it placed, for state.json ("" when nothing), and why the BPF program
+// could not be attached when it could not; err is a v1 write that failed.
+func placeDeviceFence(hs []hierarchy, path string, rules []DeviceRule) (placedOn string, bpfErr, err error) {
+	var placed []string
+	for _, h := range hs {
+		dir := h.dir(path)
+		switch {
+		case h.Unified:
+			if bpfErr = attachDeviceFilter(dir, rules); bpfErr == nil {
+				placed = append(placed, "bpf")
+			}
+		case h.has("devices"):
+			if err := writeFile(filepath.Join(dir, "devices.deny"), "a"); err != nil {
+				return "", bpfErr, err
+			}
+			for _, r := range rules {
+				if err := writeFile(filepath.Join(dir, "devices.allow"), r.v1()); err != nil {
+					return "", bpfErr, err
+				}
+			}
+			placed = append(placed, "v1")
+		}
+	}
+	if len(placed) == 0 {
+		return "", bpfErr, nil
+	}
+	return strings.Join(placed, "+") + " on " + path, bpfErr, nil
+}

@@ -34,7 +34,11 @@ type State struct {
 	LeaderPID       int    `json:"leaderPid,omitempty"`
 	CgroupPath      string `json:"cgroupPath,omitempty"`
 	Driver          string `json:"driver,omitempty"`
-	Phase           string `json:"phase"`
+	// DeviceFence and Seccomp say how the machine is fenced: where its device
+	// policy is placed, and its system call filter.
+	DeviceFence string `json:"deviceFence,omitempty"`
+	Seccomp     string `json:"seccomp,omitempty"`
+	Phase       string `json:"phase"`
 	// Init is the kind of PID 1: "systemd", "busybox", "init" (another init) or
 	// "app" (an application under berth's reaper).
 	Init      string      `json:"init,omitempty"`

@@ -202,19 +202,13 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	// Every move of a process between v1 cgroups waits for an RCU grace
-	// period, per hierarchy: with the cgroupfs driver the supervisor goes
-	// straight to its "supervisor" child instead of through the machine's
-	// cgroup. The systemd driver needs the PID to make the scope.
-	pid := os.Getpid()
-	if s.driver.Name() == "cgroupfs" {
-		pid = 0
-	}
-	path, err := s.driver.Create(ctx, CgroupMachine{Name: cfg.Name, UUID: cfg.UUID,
-		Description: "berth machine " + cfg.Name, PID: pid, Resources: cfg.Resources})
+	cg, err := s.driver.Create(ctx, CgroupMachine{Name: cfg.Name, UUID: cfg.UUID,
+		Description: "berth machine " + cfg.Name, PID: os.Getpid(), Resources: cfg.Resources,
+		Devices: DeviceRules(cfg.AllowTun)})
 	if err != nil {
 		return fail(err)
 	}
+	path := cg.Path
 	undo = append(undo, func() {
 		restoreCgroups(hs, own)
 		s.log.Debug("back in the original cgroups")
@@ -223,9 +217,9 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		}
 		s.log.Debug("cgroup removed")
 	})
-	s.log.Debug("cgroup made", "path", path, "driver", s.driver.Name())
+	s.log.Debug("cgroup made", "path", path, "driver", s.driver.Name(), "fence", cg.DeviceFence)
 	s.setState(func(st *State) { st.CgroupPath = path })
-	if err := s.splitCgroup(path); err != nil {
+	if err := s.splitCgroup(cg); err != nil {
 		return fail(err)
 	}
 	s.log.Debug("cgroup split")
@@ -339,8 +333,11 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 // splitCgroup makes the "supervisor" and "payload" children of the machine's
 // cgroup in every hierarchy and moves the supervisor into its own: the payload
 // cgroup is the root of the guest's cgroup namespace, and the guest's systemd
-// owns everything below it.
-func (s *supervisor) splitCgroup(path string) error {
+// owns everything below it. It then settles the machine's device fence: the
+// driver's on the machine's cgroup, and a BPF program of berth's own on the
+// payload when the driver's fence is not one (systemd's DevicePolicy).
+func (s *supervisor) splitCgroup(cg Cgroup) error {
+	path := cg.Path
 	for _, h := range s.hs {
 		for _, sub := range []string{"supervisor", "payload"} {
 			if _, err := mkdirCgroup(h, h.dir(filepath.Join(path, sub))); err != nil {
@@ -351,56 +348,52 @@ func (s *supervisor) splitCgroup(path string) error {
 	if err := movePID(s.hs, filepath.Join(path, "supervisor"), os.Getpid()); err != nil {
 		return err
 	}
-	rules := deviceRules(s.cfg.AllowTun)
-	policies := 0
-	var bpfErr error
+	fences := []string{}
+	if cg.DeviceFence != "" {
+		fences = append(fences, cg.DeviceFence)
+	}
+	noBPF := cg.NoBPF
 	for _, h := range s.hs {
-		dir := h.dir(filepath.Join(path, "payload"))
-		switch {
-		case h.Unified:
-			// Hand the controllers the machine has down to the payload, so the
-			// guest's systemd can use them (possible now that the machine's cgroup
-			// holds no process itself).
-			ctrls, _ := os.ReadFile(filepath.Join(h.dir(path), "cgroup.controllers"))
-			var on []string
-			for _, c := range strings.Fields(string(ctrls)) {
-				on = append(on, "+"+c)
+		if !h.Unified {
+			continue
+		}
+		// Hand the controllers the machine has down to the payload, so the
+		// guest's systemd can use them (possible now that the machine's cgroup
+		// holds no process itself).
+		ctrls, _ := os.ReadFile(filepath.Join(h.dir(path), "cgroup.controllers"))
+		var on []string
+		for _, c := range strings.Fields(string(ctrls)) {
+			on = append(on, "+"+c)
+		}
+		if len(on) > 0 {
+			_ = writeFile(filepath.Join(h.dir(path), "cgroup.subtree_control"), strings.Join(on, " "))
+		}
+		if !cg.FenceIsBPF {
+			payload := filepath.Join(path, "payload")
+			if err := attachDeviceFilter(h.dir(payload), DeviceRules(s.cfg.AllowTun)); err == nil {
+				fences = append(fences, "bpf on "+payload)
+			} else if noBPF == "" {
+				noBPF = err.Error()
 			}
-			if len(on) > 0 {
-				_ = writeFile(filepath.Join(h.dir(path), "cgroup.subtree_control"), strings.Join(on, " "))
-			}
-			// The device policy as a BPF program: the only kind a pure cgroup2
-			// host has, and on a hybrid host a second fence behind the v1
-			// controller.
-			if bpfErr = attachDeviceFilter(dir, rules); bpfErr == nil {
-				policies++
-			}
-		case h.has("devices"):
-			if err := writeFile(filepath.Join(dir, "devices.deny"), "a"); err != nil {
-				return err
-			}
-			for _, r := range rules {
-				if err := writeFile(filepath.Join(dir, "devices.allow"), r.v1()); err != nil {
-					return err
-				}
-			}
-			policies++
 		}
 	}
-	if policies == 0 {
+	fence := strings.Join(fences, "; ")
+	if fence == "" {
 		switch {
-		case s.driver.Name() == "systemd":
-			// The scope's DevicePolicy=closed still applies to the payload.
-			s.log.Warn("no device filter of berth's own; relying on the scope's device policy", "err", bpfErr)
 		case insideContainer():
 			// Nested in another container manager (whose seccomp filter
 			// typically refuses bpf()): its device policy covers this whole
 			// subtree, ours included.
-			s.log.Warn("no device filter of berth's own inside a container; relying on the outer manager's device policy", "err", bpfErr)
+			fence = "the outer container manager's (this host is a container: " + noBPF + ")"
+			s.log.Warn("no device fence of berth's own inside a container; relying on the outer manager's device policy", "err", noBPF)
+		case s.cfg.DeviceFenceOptional:
+			fence = "none (security.deviceFence: optional; " + noBPF + ")"
+			s.log.Warn("starting without a device fence (security.deviceFence: optional)", "err", noBPF)
 		default:
-			return fmt.Errorf("%w (%v)", errNoDevicePolicy, bpfErr)
+			return fmt.Errorf("%w (%s)", errNoDevicePolicy, noBPF)
 		}
 	}
+	s.setState(func(st *State) { st.DeviceFence = fence })
 	return nil
 }
 

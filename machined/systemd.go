@@ -116,18 +116,26 @@ type systemdDriver struct {
 
 func (d *systemdDriver) Name() string { return "systemd" }
 
-func (d *systemdDriver) Create(ctx context.Context, m container.CgroupMachine) (string, error) {
-	unit, cgroup, err := d.sd.StartScope(ctx, units.Scope{
+func (d *systemdDriver) Create(ctx context.Context, m container.CgroupMachine) (container.Cgroup, error) {
+	sc := units.Scope{
 		Machine: m.Name, Description: m.Description, PIDs: []int{m.PID},
 		Resources: unitsResources(m.Resources), StopTimeout: d.stopTimeout,
-	})
+	}
+	for _, r := range m.Devices {
+		sc.DeviceAllow = append(sc.DeviceAllow, units.DeviceAllow{Path: r.Unit, Access: "rwm"})
+	}
+	unit, cgroup, err := d.sd.StartScope(ctx, sc)
 	if err != nil {
-		return "", err
+		return container.Cgroup{}, err
 	}
 	d.mu.Lock()
 	d.unit = unit
 	d.mu.Unlock()
-	return cgroup, nil
+	cg := container.Cgroup{Path: cgroup}
+	if m.Devices != nil {
+		cg.DeviceFence = "systemd DevicePolicy=closed on " + unit
+	}
+	return cg, nil
 }
 
 func (d *systemdDriver) Update(ctx context.Context, name, _ string, r container.Resources) error {

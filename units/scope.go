@@ -20,6 +20,18 @@ type Scope struct {
 	// Controller is the bus name that systemd asks (RequestStop) to stop the scope
 	// instead of signalling its processes; StartScope fills in its own connection.
 	Controller string
+	// DeviceAllow is the machine's device policy: with it the scope gets
+	// DevicePolicy=closed and these DeviceAllow= entries ("/dev/null rwm",
+	// "char-pts rwm"), so systemd fences the machine's devices on the scope,
+	// above the delegated subtree the guest sees.
+	DeviceAllow []DeviceAllow
+}
+
+// DeviceAllow is one DeviceAllow= entry: a device node path or a class
+// ("char-pts") and the access, "rwm".
+type DeviceAllow struct {
+	Path   string
+	Access string
 }
 
 // stopMargin is how much longer than the machine's own stop timeout systemd
@@ -66,6 +78,9 @@ var stopBefore = []string{BerthdUnit}
 //     the supervisor's own.
 //   - Delegate=yes: the supervisor makes its own sub-cgroups; CollectMode
 //     inactive-or-failed: a failed scope never lingers and blocks the name.
+//   - DevicePolicy=closed with the machine's DeviceAllow= list (as nspawn's
+//     unit): the device fence sits on the scope, which the guest, whose cgroup
+//     namespace starts below it, cannot change.
 //   - No AddRef: it pins a scope to its creator's bus connection even when empty;
 //     our creator lives inside the scope, so there is nothing to pin.
 func ScopeProperties(sc Scope) ([]sddbus.Property, error) {
@@ -108,6 +123,13 @@ func ScopeProperties(sc Scope) ([]sddbus.Property, error) {
 	}
 	if sc.Controller != "" {
 		props = append(props, prop("Controller", sc.Controller))
+	}
+	if sc.DeviceAllow != nil {
+		allow := make([]struct{ Path, Access string }, len(sc.DeviceAllow))
+		for i, a := range sc.DeviceAllow {
+			allow[i].Path, allow[i].Access = a.Path, a.Access
+		}
+		props = append(props, prop("DevicePolicy", "closed"), prop("DeviceAllow", allow))
 	}
 	return append(props, res...), nil
 }

@@ -93,7 +93,8 @@ func TestResourceProperties(t *testing.T) {
 
 func TestScopeProperties(t *testing.T) {
 	ps, err := ScopeProperties(Scope{Machine: "web", PIDs: []int{42}, StopTimeout: 20 * time.Second,
-		Controller: ":1.7", Resources: Resources{MemoryMax: 1 << 30}})
+		Controller: ":1.7", Resources: Resources{MemoryMax: 1 << 30},
+		DeviceAllow: []DeviceAllow{{"/dev/null", "rwm"}, {"char-pts", "rwm"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +112,8 @@ func TestScopeProperties(t *testing.T) {
 		"MemoryMax":       uint64(1 << 30),
 		"Before":          []string{"berthd.service"},
 		"After":           []string{"local-fs.target", "remote-fs.target", "network.target", "dbus.service", "systemd-machined.service"},
+		"DevicePolicy":    "closed",
+		"DeviceAllow":     []struct{ Path, Access string }{{"/dev/null", "rwm"}, {"char-pts", "rwm"}},
 	}
 	for k, v := range want {
 		if !reflect.DeepEqual(got[k], v) {
