@@ -1,8 +1,12 @@
 package container
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,6 +120,61 @@ func clearInheritable() error {
 	data[0].Inheritable, data[1].Inheritable = 0, 0
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("clear the inheritable capabilities: %w", err)
+	}
+	return nil
+}
+
+// limitToBounding shrinks the calling thread's effective and permitted sets to
+// the bounding set keep (and empties the inheritable one): a process forked
+// from this thread into the machine holds nothing beyond the machine's set
+// from its first instruction, not only after its exec.
+func limitToBounding(keep uint64) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	lo, hi := uint32(keep), uint32(keep>>32)
+	data[0].Effective &= lo
+	data[0].Permitted &= lo
+	data[1].Effective &= hi
+	data[1].Permitted &= hi
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("limit capabilities to the machine's bounding set: %w", err)
+	}
+	return nil
+}
+
+// shedPrivileges leaves this process with nothing a guest could borrow: no
+// capability on any thread (capabilities are per thread, and the Go runtime
+// runs several) but CAP_KILL when the bounding set bnd has it (the reaper
+// forwards signals to a command that may have changed its user; a signal
+// reaches only the machine's own PID namespace), no_new_privs on every thread,
+// and not dumpable, so nothing without CAP_SYS_PTRACE may attach to it or read
+// its memory. It is how berth's application-mode reaper lives once it has
+// started the command. syscall.AllThreadsSyscall needs a binary without cgo
+// (berth is built with CGO_ENABLED=0); in one with cgo it fails, and the
+// machine does not start.
+func shedPrivileges(bnd uint64) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if bnd&(1<<unix.CAP_KILL) != 0 {
+		data[0].Effective, data[0].Permitted = 1<<unix.CAP_KILL, 1<<unix.CAP_KILL
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		if e == unix.ENOTSUP {
+			return errors.New("drop the reaper's capabilities on every thread: this binary is built with cgo; build berth with CGO_ENABLED=0")
+		}
+		return fmt.Errorf("drop the reaper's capabilities: %w", e)
+	}
+	runtime.KeepAlive(&hdr)
+	runtime.KeepAlive(&data)
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		return fmt.Errorf("set no_new_privs on the reaper: %w", e)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make the reaper non-dumpable: %w", err)
 	}
 	return nil
 }

@@ -10,7 +10,14 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/berthd/berth/internal/syscalls"
 )
+
+// DefaultPidsMax is a machine's task limit when none is given:
+// systemd-nspawn@.service's TasksMax=, so a fork bomb stops inside the machine
+// long before the host's pid_max.
+const DefaultPidsMax = 16384
 
 // ErrInvalid marks a Config that cannot run as given; the message names the field.
 var ErrInvalid = errors.New("invalid machine config")
@@ -286,6 +293,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if _, err := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private"); err != nil {
 		return bad("%v", err)
+	}
+	for i, e := range cfg.SyscallFilter {
+		if err := syscalls.CheckEntry(e); err != nil {
+			return bad("syscallFilter[%d]: %v", i, err)
+		}
+	}
+	if cfg.Resources.PidsMax == 0 {
+		cfg.Resources.PidsMax = DefaultPidsMax
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second

@@ -23,11 +23,14 @@ var ErrNotRunning = errors.New("machine is not running")
 
 // request is one control request; each connection carries exactly one.
 type request struct {
-	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait
+	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait exec
 	Signal    int        `json:"signal,omitempty"`
 	Whom      string     `json:"whom,omitempty"` // kill: "leader" (default) or "all"
 	Resources *Resources `json:"resources,omitempty"`
 	Write     bool       `json:"write,omitempty"` // attach: ask to be the console's writer
+	// Exec is the command of an exec request: the connection then carries
+	// its streams' fds (SCM_RIGHTS), the caller's signals and its exit.
+	Exec *EnterOptions `json:"exec,omitempty"`
 }
 
 type response struct {
@@ -257,6 +260,10 @@ func (s *supervisor) handle(conn net.Conn) {
 		if st.Exit == nil {
 			resp.Error = "supervisor is closing"
 		}
+	case "exec":
+		_ = conn.SetWriteDeadline(time.Time{})
+		s.serveExec(conn, req.Exec)
+		return
 	case "attach":
 		// The answer says whether this client may type; then the connection
 		// becomes the raw console stream in both directions.

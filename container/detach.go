@@ -71,7 +71,7 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	}
 	env = append(env, stageEnv+"="+stage, runDirEnv+"="+cfg.RuntimeDir, readyFDEnv+"=3")
 	cmd := &exec.Cmd{
-		Path:        "/proc/self/exe",
+		Path:        selfExe(),
 		Args:        []string{"berth-supervisor " + cfg.Name},
 		Env:         env,
 		Dir:         "/",

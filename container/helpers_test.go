@@ -166,14 +166,10 @@ func (m *machine) wait(t *testing.T) container.ExitStatus {
 // exit code.
 func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
 	t.Helper()
-	st, err := container.ReadState(m.cfg.RuntimeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code, err := container.Enter(ctx, st.LeaderPID, container.EnterOptions{
+	code, err := container.Enter(ctx, m.cfg.RuntimeDir, container.EnterOptions{
 		Command: []string{"/bin/sh", "-c", script}, Env: env, Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("enter %s: %v", m.cfg.Name, err)

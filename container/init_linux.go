@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,9 +98,21 @@ func startPayload(cfg Config, sock *os.File) error {
 	if err := dropBoundingSet(caps); err != nil {
 		return err
 	}
+	filter, err := machineSeccomp(cfg, caps)
+	if err != nil {
+		return err
+	}
 	unix.Umask(0o022)
+	// Nothing the supervisor's own parent left open (without close-on-exec)
+	// goes on into the guest.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if kind == "app" {
-		return runReaper(cfg, path, argv, env, sock)
+		return runReaper(cfg, path, argv, env, sock, caps, filter)
+	}
+	// Every thread: the exec happens on this one, but the filter must be in
+	// place on the one that execs whatever the runtime does meanwhile.
+	if err := loadSeccomp(filter, true); err != nil {
+		return err
 	}
 	if _, err := unix.Write(syncFD, []byte("exec "+kind)); err != nil {
 		return err
@@ -221,7 +234,12 @@ func payloadEnv(cfg Config, kind string) []string {
 // terminal sends, reaps orphans, and exits with the command's exit code. A
 // command run directly as PID 1 would ignore SIGTERM (the kernel drops signals
 // PID 1 has no handler for) and leave zombies behind.
-func runReaper(cfg Config, path string, argv, env []string, sock *os.File) error {
+//
+// The reaper holds no more than the command: it forks it with its own sets
+// already cut to the machine's bounding set, and once the command runs it drops
+// every capability on every thread but CAP_KILL, sets no_new_privs and makes
+// itself non-dumpable (docs/runtime.md, "Application mode").
+func runReaper(cfg Config, path string, argv, env []string, sock *os.File, caps uint64, filter []bpf.RawInstruction) error {
 	sigs := make(chan os.Signal, 16)
 	fwd := []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCHLD}
 	signal.Notify(sigs, fwd...)
@@ -234,9 +252,21 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File) error
 	// The command must not inherit the sync socket: the supervisor waits for
 	// it to close.
 	unix.CloseOnExec(syncFD)
+	// The reaper lives on in the machine: filtered on every thread, as the
+	// command it starts.
+	if err := loadSeccomp(filter, true); err != nil {
+		return err
+	}
+	if err := limitToBounding(caps); err != nil {
+		return err
+	}
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", path, err)
+	}
+	if err := shedPrivileges(caps); err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		return err
 	}
 	_, _ = unix.Write(syncFD, []byte("exec app"))
 	sock.Close()

@@ -2,6 +2,7 @@ package container
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -23,10 +24,14 @@ import (
 // lose the relocations.
 func trimMemory() {
 	debug.FreeOSMemory()
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
+	// The binary's mappings, known by device and inode: its path may be "/"
+	// (a sealed, detached mount: see selfExe).
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
 		return
 	}
+	dev := fmt.Sprintf("%02x:%02x", unix.Major(st.Dev), unix.Minor(st.Dev))
+	ino := strconv.FormatUint(st.Ino, 10)
 	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return
@@ -47,7 +52,7 @@ func trimMemory() {
 				drop = append(drop, *cur)
 			}
 			cur = nil
-			if len(fields) >= 6 && fields[5] == exe && fields[1][1] != 'w' {
+			if len(fields) >= 6 && fields[3] == dev && fields[4] == ino && fields[1][1] != 'w' {
 				a, b, _ := strings.Cut(fields[0], "-")
 				s, e1 := strconv.ParseUint(a, 16, 64)
 				e, e2 := strconv.ParseUint(b, 16, 64)

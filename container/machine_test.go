@@ -132,7 +132,7 @@ func TestDebianMachine(t *testing.T) {
 		}
 		// A pty allocated inside the machine's own devpts.
 		var out bytes.Buffer
-		code, err := container.Enter(context.Background(), st.LeaderPID, container.EnterOptions{
+		code, err := container.Enter(context.Background(), cfg.RuntimeDir, container.EnterOptions{
 			Command: []string{"sh", "-c", "tty; cat /proc/self/cgroup | tail -1; echo pid1=$(ps -o comm= -p 1); exit 3"},
 			TTY:     true, Rows: 40, Cols: 100, Stdout: &out})
 		if err != nil || code != 3 {
@@ -141,7 +141,7 @@ func TestDebianMachine(t *testing.T) {
 		if !strings.Contains(out.String(), "/dev/pts/") || !strings.Contains(out.String(), "0::/init.scope") {
 			t.Errorf("tty enter output:\n%s", out.String())
 		}
-		if _, err := container.Enter(context.Background(), st.LeaderPID, container.EnterOptions{Command: []string{"no-such-command"}}); err == nil ||
+		if _, err := container.Enter(context.Background(), cfg.RuntimeDir, container.EnterOptions{Command: []string{"no-such-command"}}); err == nil ||
 			!strings.Contains(err.Error(), "not found") {
 			t.Errorf("missing command: %v", err)
 		}

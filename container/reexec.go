@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // stageEnv selects a re-executed stage of the berth binary. The berth binary is
@@ -56,4 +60,36 @@ func Reexec() {
 	}
 	fn()
 	os.Exit(0)
+}
+
+var (
+	sealedOnce sync.Once
+	sealedPath = "/proc/self/exe"
+)
+
+// selfExe is the path to re-execute this binary by for a stage whose process
+// the guest can see (the payload's init stage, the detached supervisor whose
+// children are entered into machines): /proc/self/fd/N of an O_PATH file
+// descriptor for the binary on a read-only, detached clone of its mount
+// (open_tree(2) with OPEN_TREE_CLONE, then mount_setattr(2) read-only; Linux
+// 5.12). Such a process's /proc/PID/exe is then a file no one can write: a
+// guest that reaches it (CVE-2019-5736, "#!/proc/self/exe" as its own init)
+// gets EROFS, not the host's berth binary. The clone is attached nowhere, so
+// nothing is left mounted; the descriptor keeps it alive for the process's
+// life. Where the kernel lacks the calls it falls back to /proc/self/exe,
+// whose file is busy (ETXTBSY) for as long as a supervisor runs it.
+func selfExe() string {
+	sealedOnce.Do(func() {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, "/proc/self/exe", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return
+		}
+		attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+			unix.Close(fd)
+			return
+		}
+		sealedPath = "/proc/self/fd/" + strconv.Itoa(fd)
+	})
+	return sealedPath
 }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,6 +60,7 @@ type supervisor struct {
 	mu         sync.Mutex
 	writeMu    sync.Mutex // serialises state.json writes
 	state      State
+	seccomp    []bpf.RawInstruction // the machine's filter, for processes entered later
 	leader     *os.Process
 	kind       string
 	stopping   bool // a poweroff was asked for: the next exit is final
@@ -102,6 +104,14 @@ func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (E
 	if err != nil {
 		return ExitStatus{Code: 1, Reason: ReasonFailed, Error: err.Error()}, err
 	}
+	// Files this process was handed without close-on-exec by whoever started
+	// it (a shell's 3>file, a service manager's sockets) must not reach the
+	// payload or anything entered into the machine.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	// The supervisor is host root: nothing without CAP_SYS_PTRACE attaches to
+	// it, and neither do the processes it forks into the machine before they
+	// exec.
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	s := &supervisor{
 		cfg:     cfg,
 		hooks:   hooks,
@@ -192,6 +202,20 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 		s.log.Error("start failed", "err", err)
 		return finish(ExitStatus{Code: 1, Reason: ReasonFailed, Error: err.Error()}), err
 	}
+
+	caps, _ := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private")
+	s.seccomp, err = machineSeccomp(cfg, caps)
+	if err != nil {
+		return fail(err)
+	}
+	seccompState := "none (this kernel has no seccomp filters; security.seccomp: optional)"
+	if s.seccomp != nil {
+		f, _ := buildSeccomp(caps, cfg.SyscallFilter)
+		seccompState = f.summary
+	} else {
+		s.log.Warn("starting without a system call filter (security.seccomp: optional)")
+	}
+	s.setState(func(st *State) { st.Seccomp = seccompState })
 
 	hs, err := hierarchies()
 	if err != nil {
@@ -426,7 +450,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       selfExe(),
 		Args:       []string{"berth-init " + cfg.Name},
 		Env:        []string{stageEnv + "=" + initStage},
 		ExtraFiles: []*os.File{child},

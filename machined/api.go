@@ -48,6 +48,10 @@ type MachineStatus struct {
 	Usage         map[string]any `json:"usage,omitempty"`
 	Root          string         `json:"root,omitempty"`
 	RootStrategy  string         `json:"rootStrategy,omitempty"`
+	// Seccomp and DeviceFence say how a running machine is isolated: its
+	// system call filter, and where its device policy sits.
+	Seccomp     string `json:"seccomp,omitempty"`
+	DeviceFence string `json:"deviceFence,omitempty"`
 
 	LastExit  *ExitInfo `json:"lastExit,omitempty"`
 	Restarts  int       `json:"restarts,omitempty"`

@@ -265,7 +265,7 @@ func (e *env) exec(name string, args ...string) (string, int) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code, err := container.Enter(ctx, s.LeaderPID, container.EnterOptions{Command: args, Stdout: &out, Stderr: &out})
+	code, err := container.Enter(ctx, filepath.Join(e.paths.RuntimeDir, "machines", name), container.EnterOptions{Command: args, Stdout: &out, Stderr: &out})
 	if err != nil {
 		e.t.Fatalf("enter %s: %v", name, err)
 	}

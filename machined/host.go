@@ -202,6 +202,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		om.Since, om.ReadySince = r.st.StartedAt, r.st.ReadyAt
 		om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
 		om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
+		om.Seccomp, om.DeviceFence = r.st.Seccomp, r.st.DeviceFence
 		if r.w != nil {
 			om.Spec = r.w.Spec
 			if a := r.w.Attachment; a != nil {

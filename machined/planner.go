@@ -38,6 +38,7 @@ type ObservedMachine struct {
 	Since, ReadySince        time.Time
 	SupervisorPID, LeaderPID int
 	Cgroup, Driver           string
+	Seccomp, DeviceFence     string
 	Addresses                []string
 	RootPath                 string
 

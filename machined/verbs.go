@@ -94,6 +94,7 @@ func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name 
 			st.Since, st.ReadySince = om.Since, om.ReadySince
 			st.SupervisorPID, st.LeaderPID = om.SupervisorPID, om.LeaderPID
 			st.Cgroup, st.Driver, st.Addresses = om.Cgroup, om.Driver, om.Addresses
+			st.Seccomp, st.DeviceFence = om.Seccomp, om.DeviceFence
 		}
 		if om.RootImage != "" && st.Image == "" {
 			st.Image = om.RootImage

@@ -188,7 +188,10 @@ func containerConfig(p Paths, m *spec.Machine, root *rootfs.Root) container.Conf
 		NetworkMode: "private",
 		// As nspawn's unit allows it: a tun device creates its link inside the
 		// machine's own network namespace (VPNs in machines).
-		AllowTun: true,
+		AllowTun:            true,
+		SyscallFilter:       m.SystemCallFilter,
+		SeccompOptional:     m.Security.Seccomp == spec.Optional,
+		DeviceFenceOptional: m.Security.DeviceFence == spec.Optional,
 	}
 	if c.Boot {
 		c.Args = m.InitArgs

@@ -142,7 +142,7 @@ func TestBootFromStore(t *testing.T) {
 			st, _ := container.Supervise(mctx, cfg, container.Hooks{})
 			done <- st
 		}()
-		st := waitRunning(t, runDir, done, cfg.ConsoleLog)
+		waitRunning(t, runDir, done, cfg.ConsoleLog)
 		if boot == 1 {
 			if _, err := s.RemoveRoot(name, true); !errors.Is(err, rootfs.ErrBusy) {
 				t.Errorf("RemoveRoot of a running machine = %v, want ErrBusy", err)
@@ -150,10 +150,10 @@ func TestBootFromStore(t *testing.T) {
 			if _, err := s.CloneRoot(ctx, name, name+"-c"); !errors.Is(err, rootfs.ErrBusy) {
 				t.Errorf("CloneRoot of a running machine = %v, want ErrBusy", err)
 			}
-			if out, code := enter(t, st.LeaderPID, "echo persisted > /root/marker && sync"); code != 0 {
+			if out, code := enter(t, runDir, "echo persisted > /root/marker && sync"); code != 0 {
 				t.Fatalf("write inside: %d %s", code, out)
 			}
-		} else if out, code := enter(t, st.LeaderPID, "cat /root/marker"); code != 0 || out != "persisted\n" {
+		} else if out, code := enter(t, runDir, "cat /root/marker"); code != 0 || out != "persisted\n" {
 			t.Errorf("after stop/start /root/marker reads %q (exit %d)", out, code)
 		}
 		c, err := container.Dial(runDir)
@@ -218,12 +218,12 @@ func waitRunning(t *testing.T, runDir string, done chan container.ExitStatus, co
 	return container.State{}
 }
 
-func enter(t *testing.T, leader int, script string) (string, int) {
+func enter(t *testing.T, runDir string, script string) (string, int) {
 	t.Helper()
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code, err := container.Enter(ctx, leader, container.EnterOptions{Command: []string{"/bin/sh", "-c", script}, Stdout: &out, Stderr: &out})
+	code, err := container.Enter(ctx, runDir, container.EnterOptions{Command: []string{"/bin/sh", "-c", script}, Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("enter: %v", err)
 	}

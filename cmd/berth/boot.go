@@ -28,11 +28,11 @@ import (
 
 var bootFlags struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
-	binds, tmpfs, setenv, capAdd, capDrop                     []string
+	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
 	memoryMax                                                 string
 	pidsMax                                                   int64
 	cpus                                                      float64
-	readOnly, boot                                            bool
+	readOnly, boot, seccompOptional                           bool
 	stopTimeout                                               time.Duration
 }
 
@@ -75,7 +75,9 @@ func init() {
 	f.StringArrayVar(&bootFlags.capAdd, "capability", nil, "add a capability to the bounding set (repeatable, or 'all')")
 	f.StringArrayVar(&bootFlags.capDrop, "drop-capability", nil, "drop a capability from the bounding set (repeatable)")
 	f.StringVar(&bootFlags.memoryMax, "memory-max", "", "memory limit, e.g. 512M or 2G")
-	f.Int64Var(&bootFlags.pidsMax, "pids-max", 0, "limit on processes and threads")
+	f.Int64Var(&bootFlags.pidsMax, "pids-max", container.DefaultPidsMax, "limit on processes and threads (as systemd-nspawn@.service's TasksMax=)")
+	f.StringArrayVar(&bootFlags.syscallFilter, "system-call-filter", nil, "change the system call allow-list: NAME or @GROUP allows, ~NAME or ~@GROUP refuses (repeatable, or space-separated, as nspawn's)")
+	f.BoolVar(&bootFlags.seccompOptional, "seccomp-optional", false, "start even where the kernel has no seccomp filters (without a system call filter)")
 	f.Float64Var(&bootFlags.cpus, "cpus", 0, "CPU quota in CPUs, e.g. 1.5")
 	f.StringVar(&bootFlags.network, "network", "none", "none (own network namespace, loopback only) or host")
 	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
@@ -214,7 +216,10 @@ func bootConfig(args []string) (container.Config, error) {
 		CapAdd:      f.capAdd,
 		CapDrop:     f.capDrop,
 		StopTimeout: f.stopTimeout,
-		ConsoleLog:  f.consoleLog,
+		// Also refused where no device fence can be placed (the kernel lacks
+		// both the v1 device controller and BPF device programs).
+		SeccompOptional: f.seccompOptional,
+		ConsoleLog:      f.consoleLog,
 		// As nspawn's unit allows it: a tun device serves only the machine's
 		// own network namespace and needs CAP_NET_ADMIN there.
 		AllowTun: true,
@@ -245,6 +250,9 @@ func bootConfig(args []string) (container.Config, error) {
 		cfg.Resources.MemoryMax = n
 	}
 	cfg.Resources.PidsMax = f.pidsMax
+	for _, e := range f.syscallFilter {
+		cfg.SyscallFilter = append(cfg.SyscallFilter, strings.Fields(e)...)
+	}
 	cfg.Resources.CPUs = f.cpus
 	base, err := filepath.Abs(cliPaths().RuntimeDir)
 	if err != nil {

@@ -550,6 +550,8 @@ func printStatus(w io.Writer, s *machined.MachineStatus) {
 	if s.Cgroup != "" {
 		row("Cgroup", s.Cgroup+" ("+s.Driver+")")
 	}
+	row("Seccomp", s.Seccomp)
+	row("Devices", s.DeviceFence)
 	row("Limits", kv(s.Limits))
 	row("Usage", kv(s.Usage))
 	if s.LastExit != nil {

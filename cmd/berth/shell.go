@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -18,34 +17,14 @@ import (
 	"github.com/berthd/berth/container"
 )
 
-// leaderOf returns the PID 1 of a running machine, from its supervisor's state.
-func leaderOf(name string) (int, error) {
+// machineRunDir returns a running machine's runtime directory.
+func machineRunDir(name string) (string, error) {
 	dir := filepath.Join(cliPaths().RuntimeDir, "machines", name)
 	st, err := container.ReadState(dir)
 	if err != nil || !st.SupervisorAlive() || st.LeaderPID == 0 {
-		return 0, fmt.Errorf("machine %q is not running", name)
+		return "", fmt.Errorf("machine %q is not running", name)
 	}
-	return st.LeaderPID, nil
-}
-
-// loginShell is root's shell in the machine (from its /etc/passwd, read through
-// the leader's root), or /bin/sh.
-func loginShell(leader int) string {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/root/etc/passwd", leader))
-	if err != nil {
-		return "/bin/sh"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ":")
-		if len(fields) == 7 && fields[0] == "root" && strings.HasPrefix(fields[6], "/") {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", leader, fields[6])); err == nil {
-				return fields[6]
-			}
-		}
-	}
-	return "/bin/sh"
+	return dir, nil
 }
 
 func init() {
@@ -55,18 +34,21 @@ func init() {
 	shellCmd := &cobra.Command{
 		Use:   "shell NAME [COMMAND [ARG...]]",
 		Short: "Open a login shell in a running machine, or run a command there; exits with its exit code",
-		Long: `shell joins a running machine's namespaces, root and cgroup and runs root's login
-shell there, or COMMAND. On a terminal it gets a pty of the machine's own (the
-guest sees /dev/pts/N); otherwise stdin, stdout and stderr pass through. berth
-exits with the command's exit code (128+N when signal N ended it), unlike
-machinectl shell. No daemon is needed.`,
+		Long: `shell runs root's login shell in a running machine, or COMMAND, in all the
+machine's namespaces, root and cgroup, with its capabilities and system call
+filter; the machine's supervisor starts it, as machinectl shell has systemd
+start it. On a terminal it gets a new pty of the machine's own (the guest sees
+/dev/pts/N); otherwise new pipes. Nothing of this terminal or of berth's other
+files reaches the machine: berth relays. berth exits with the command's exit
+code (128+N when signal N ended it), unlike machinectl shell. No daemon is
+needed.`,
 		Example: `  berth shell web
   berth shell web systemctl is-system-running
   echo hello | berth shell web sh -c 'cat > /tmp/x'`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			leader, err := leaderOf(args[0])
+			runDir, err := machineRunDir(args[0])
 			if err != nil {
 				return err
 			}
@@ -75,30 +57,46 @@ machinectl shell. No daemon is needed.`,
 				command = command[1:] // berth shell NAME -- CMD reads well too
 			}
 			opts := container.EnterOptions{Command: command, Env: env, Dir: dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			if len(opts.Command) == 0 {
-				opts.Command = []string{loginShell(leader), "-l"}
-				if dir == "" {
-					opts.Dir = "/root"
-				}
-			}
 			isTTY := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
 			opts.TTY = (isTTY || tty) && !noTTY
-			if t := os.Getenv("TERM"); t != "" {
+			if t := os.Getenv("TERM"); t != "" && opts.TTY {
 				opts.Env = append([]string{"TERM=" + t}, opts.Env...)
 			}
 			if opts.TTY && isTTY {
-				if c, r, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
-					opts.Rows, opts.Cols = uint16(r), uint16(c)
+				opts.Size = func() (uint16, uint16) {
+					c, r, _ := term.GetSize(int(os.Stdout.Fd()))
+					return uint16(r), uint16(c)
 				}
+				winch := make(chan os.Signal, 1)
+				signal.Notify(winch, syscall.SIGWINCH)
+				defer signal.Stop(winch)
+				resized := make(chan struct{}, 1)
+				go func() {
+					for range winch {
+						select {
+						case resized <- struct{}{}:
+						default:
+						}
+					}
+				}()
+				opts.Resized = resized
 				old, err := term.MakeRaw(int(os.Stdin.Fd()))
 				if err == nil {
 					defer term.Restore(int(os.Stdin.Fd()), old)
 				}
+			} else {
+				// Without a pty to carry them, the signals a terminal or a
+				// supervisor sends berth go to the command in the machine.
+				sigs := make(chan os.Signal, 4)
+				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+				defer signal.Stop(sigs)
+				opts.Signals = sigs
 			}
-			// Signals typed at the terminal go through the pty; without one,
-			// SIGINT/SIGTERM end the command in the machine, not berth first.
-			signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
-			code, err := container.Enter(cmd.Context(), leader, opts)
+			if opts.TTY {
+				// Signals typed at the terminal go through the pty.
+				signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+			}
+			code, err := container.Enter(cmd.Context(), runDir, opts)
 			if err != nil {
 				return err
 			}
