@@ -36,7 +36,7 @@ func golden(t *testing.T, file string, got []byte) {
 	}
 }
 
-// TestBrokenGolden loads a directory of ten broken files (and a file with the
+// TestBrokenGolden loads a directory of eleven broken files (and a file with the
 // image and network they refer to) and checks that every error is reported, each
 // with its file, line and column.
 func TestBrokenGolden(t *testing.T) {
@@ -59,8 +59,8 @@ func TestBrokenGolden(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir("testdata/broken")
-	if len(entries) != 10 {
-		t.Errorf("testdata/broken has %d files, want 10", len(entries))
+	if len(entries) != 11 {
+		t.Errorf("testdata/broken has %d files, want 11", len(entries))
 	}
 	for _, de := range entries {
 		if !files[de.Name()] {

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"github.com/berthd/berth/internal/syscalls"
 	"math"
 	"net"
 	"net/netip"
@@ -182,6 +183,19 @@ func validateMachine(d *doc, m *Machine) {
 				d.errorf(f, "%s is both added and dropped", cc)
 			}
 			caps[cc] = list.field
+		}
+	}
+
+	for i, e := range m.SystemCallFilter {
+		f := fmt.Sprintf("systemCallFilter[%d]", i)
+		if err := syscalls.CheckEntry(e); err != nil {
+			msg := err.Error()
+			if name := strings.TrimPrefix(e, "~"); strings.HasPrefix(name, "@") {
+				if s := suggest(name, syscalls.GroupNames()); s != "" {
+					msg = fmt.Sprintf("%s is not a system call group; did you mean %q?", name, s)
+				}
+			}
+			d.errorf(f, "%s", msg)
 		}
 	}
 

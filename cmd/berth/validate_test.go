@@ -49,7 +49,7 @@ func TestValidateExamples(t *testing.T) {
 	}
 }
 
-// TestValidateBroken runs berth validate on the ten broken files of spec's tests:
+// TestValidateBroken runs berth validate on the eleven broken files of spec's tests:
 // exit status 1 and every error, located, on stderr, as in the golden file.
 func TestValidateBroken(t *testing.T) {
 	// Run from spec/ so the file names match the golden file's.

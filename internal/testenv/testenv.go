@@ -23,6 +23,11 @@ func SkipUnlessRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: this test needs root (namespaces, mounts, cgroups, netlink); run `sudo make test`")
 	}
+	if cgoBuild {
+		// The application-mode reaper drops its capabilities on every thread
+		// (syscall.AllThreadsSyscall), which a binary with cgo cannot do.
+		t.Fatal("berth is built static (CGO_ENABLED=0) and its machine tests must be too: run CGO_ENABLED=0 go test … (make test does)")
+	}
 }
 
 // SkipIfShort skips slow integration tests under `go test -short`.
