@@ -539,6 +539,10 @@ func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawIns
 		}
 		sys.Setpgid = true
 	}
+	// Whatever this process holds without close-on-exec (files `berth
+	// boot`'s caller handed it, opened after the supervisor started) stays
+	// out of the machine: only attr.Files become the command's 0, 1 and 2.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	p, err := os.StartProcess(path, argv, attr)
 	if err != nil {
 		for _, f := range e.caller {

@@ -32,7 +32,7 @@ var bootFlags struct {
 	memoryMax                                                 string
 	pidsMax                                                   int64
 	cpus                                                      float64
-	readOnly, boot, seccompOptional                           bool
+	readOnly, boot, seccompOptional, deviceFenceOptional      bool
 	stopTimeout                                               time.Duration
 }
 
@@ -78,6 +78,7 @@ func init() {
 	f.Int64Var(&bootFlags.pidsMax, "pids-max", container.DefaultPidsMax, "limit on processes and threads (as systemd-nspawn@.service's TasksMax=)")
 	f.StringArrayVar(&bootFlags.syscallFilter, "system-call-filter", nil, "change the system call allow-list: NAME or @GROUP allows, ~NAME or ~@GROUP refuses (repeatable, or space-separated, as nspawn's)")
 	f.BoolVar(&bootFlags.seccompOptional, "seccomp-optional", false, "start even where the kernel has no seccomp filters (without a system call filter)")
+	f.BoolVar(&bootFlags.deviceFenceOptional, "device-fence-optional", false, "start even where no device fence can be placed (no v1 device controller, no BPF device programs)")
 	f.Float64Var(&bootFlags.cpus, "cpus", 0, "CPU quota in CPUs, e.g. 1.5")
 	f.StringVar(&bootFlags.network, "network", "none", "none (own network namespace, loopback only) or host")
 	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
@@ -205,21 +206,20 @@ func bootConfig(args []string) (container.Config, error) {
 		return cfg, err
 	}
 	cfg = container.Config{
-		Name:        name,
-		UUID:        id,
-		Root:        container.Root{Dir: dir, ReadOnly: f.readOnly},
-		Boot:        f.boot || len(args) == 0,
-		Init:        f.init,
-		Args:        args,
-		Env:         f.setenv,
-		Hostname:    f.hostname,
-		CapAdd:      f.capAdd,
-		CapDrop:     f.capDrop,
-		StopTimeout: f.stopTimeout,
-		// Also refused where no device fence can be placed (the kernel lacks
-		// both the v1 device controller and BPF device programs).
-		SeccompOptional: f.seccompOptional,
-		ConsoleLog:      f.consoleLog,
+		Name:                name,
+		UUID:                id,
+		Root:                container.Root{Dir: dir, ReadOnly: f.readOnly},
+		Boot:                f.boot || len(args) == 0,
+		Init:                f.init,
+		Args:                args,
+		Env:                 f.setenv,
+		Hostname:            f.hostname,
+		CapAdd:              f.capAdd,
+		CapDrop:             f.capDrop,
+		StopTimeout:         f.stopTimeout,
+		SeccompOptional:     f.seccompOptional,
+		DeviceFenceOptional: f.deviceFenceOptional,
+		ConsoleLog:          f.consoleLog,
 		// As nspawn's unit allows it: a tun device serves only the machine's
 		// own network namespace and needs CAP_NET_ADMIN there.
 		AllowTun: true,
