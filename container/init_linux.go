@@ -21,7 +21,8 @@ import (
 // the machine from its first instruction. Its fd 3 is a SOCK_SEQPACKET socket to
 // the supervisor. The protocol, one message each:
 //
-//	supervisor → init: the Config as JSON, sent only after the supervisor has
+//	supervisor → init: the Config and the machine's seccomp program as JSON
+//	                   (initMessage), sent only after the supervisor has
 //	                   put this process in the machine's payload cgroup in every
 //	                   hierarchy and run the Network hook: receiving it is the
 //	                   go-ahead.
@@ -44,11 +45,11 @@ func payloadInit() {
 		// The supervisor went away before releasing us: nothing to report to.
 		os.Exit(1)
 	}
-	var cfg Config
-	if err := json.Unmarshal(buf[:n], &cfg); err != nil {
+	var msg initMessage
+	if err := json.Unmarshal(buf[:n], &msg); err != nil {
 		initFail(fmt.Errorf("decode config from the supervisor: %w", err))
 	}
-	if err := startPayload(cfg, sock); err != nil {
+	if err := startPayload(msg, sock); err != nil {
 		initFail(err)
 	}
 }
@@ -58,7 +59,16 @@ func initFail(err error) {
 	os.Exit(1)
 }
 
-func startPayload(cfg Config, sock *os.File) error {
+// initMessage is the supervisor's go-ahead: the config, and the machine's
+// system call filter the supervisor built (nil: none, security.seccomp:
+// optional on a kernel without).
+type initMessage struct {
+	Config  Config               `json:"config"`
+	Seccomp []bpf.RawInstruction `json:"seccomp,omitempty"`
+}
+
+func startPayload(msg initMessage, sock *os.File) error {
+	cfg, filter := msg.Config, msg.Seccomp
 	// The process is now in the payload cgroup everywhere: a cgroup namespace
 	// made now has "payload" as its root in every hierarchy (on a v1/hybrid host
 	// this cannot be done at clone time).
@@ -96,10 +106,6 @@ func startPayload(cfg Config, sock *os.File) error {
 	env := payloadEnv(cfg, kind)
 	caps, _ := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private")
 	if err := dropBoundingSet(caps); err != nil {
-		return err
-	}
-	filter, err := machineSeccomp(cfg, caps)
-	if err != nil {
 		return err
 	}
 	unix.Umask(0o022)

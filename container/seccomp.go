@@ -188,16 +188,12 @@ var errNoSeccomp = errors.New("this kernel has no seccomp filters (CONFIG_SECCOM
 // machineSeccomp builds the filter of the machine cfg describes, whose
 // bounding set is caps; nil when the kernel has none and the machine may start
 // without (security.seccomp: optional).
-func machineSeccomp(cfg Config, caps uint64) ([]bpf.RawInstruction, error) {
+func machineSeccomp(cfg Config, caps uint64) (*seccompFilter, error) {
 	if !seccompAvailable() {
 		if cfg.SeccompOptional {
 			return nil, nil
 		}
 		return nil, errNoSeccomp
 	}
-	f, err := buildSeccomp(caps, cfg.SyscallFilter)
-	if err != nil {
-		return nil, err
-	}
-	return f.prog, nil
+	return buildSeccomp(caps, cfg.SyscallFilter)
 }

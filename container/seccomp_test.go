@@ -164,3 +164,32 @@ func TestSeccompNeverDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSeccompRefused: on a kernel without seccomp filters a machine is
+// refused with a message that says what to do, unless its definition lets it
+// start without one; never a silent downgrade.
+func TestNoSeccompRefused(t *testing.T) {
+	old := seccompAvailable
+	seccompAvailable = func() bool { return false }
+	defer func() { seccompAvailable = old }()
+	caps, _ := capMask(nil, nil, true)
+	if _, err := machineSeccomp(Config{}, caps); err != errNoSeccomp {
+		t.Errorf("without seccomp: %v, want the refusal", err)
+	}
+	if f, err := machineSeccomp(Config{SeccompOptional: true}, caps); err != nil || f != nil {
+		t.Errorf("without seccomp, optional: %v, %v; want no filter and no error", f, err)
+	}
+	seccompAvailable = func() bool { return true }
+	if f, err := machineSeccomp(Config{}, caps); err != nil || len(f.prog) == 0 {
+		t.Errorf("with seccomp: %v, %v", f, err)
+	}
+}
+
+func BenchmarkBuildSeccomp(b *testing.B) {
+	caps, _ := capMask(nil, nil, true)
+	for i := 0; i < b.N; i++ {
+		if _, err := buildSeccomp(caps, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

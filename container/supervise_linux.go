@@ -204,14 +204,13 @@ func (s *supervisor) run(ctx context.Context) (exit ExitStatus, err error) {
 	}
 
 	caps, _ := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private")
-	s.seccomp, err = machineSeccomp(cfg, caps)
+	filter, err := machineSeccomp(cfg, caps)
 	if err != nil {
 		return fail(err)
 	}
 	seccompState := "none (this kernel has no seccomp filters; security.seccomp: optional)"
-	if s.seccomp != nil {
-		f, _ := buildSeccomp(caps, cfg.SyscallFilter)
-		seccompState = f.summary
+	if filter != nil {
+		s.seccomp, seccompState = filter.prog, filter.summary
 	} else {
 		s.log.Warn("starting without a system call filter (security.seccomp: optional)")
 	}
@@ -493,7 +492,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 			return abort(fmt.Errorf("network: %w", err))
 		}
 	}
-	msg, _ := json.Marshal(cfg)
+	msg, _ := json.Marshal(initMessage{Config: cfg, Seccomp: s.seccomp})
 	if _, err := parent.Write(msg); err != nil {
 		return abort(fmt.Errorf("release payload: %w", err))
 	}
