@@ -1079,7 +1079,11 @@ func exeOutside(p string) (string, error) {
 		return "", err
 	}
 	if outside {
-		return target + " is a file of the host, outside every mount of the machine", nil
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err == nil && st.Flags&unix.ST_RDONLY != 0 {
+			return "", noted(unix.EROFS, target+" is a file of the host on a read-only mount: nobody can write it")
+		}
+		return target + " is a file of the host, outside every mount of the machine, on a writable mount", nil
 	}
 	return "", noted(errors.New("the machine's"), target)
 }

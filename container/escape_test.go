@@ -68,6 +68,7 @@ const (
 	byUsers   = "privateUsers"              // a user namespace per machine
 	byKernel  = "kernel / namespaces"       // denied today by capabilities, namespaces or masks; keep it so
 	noFix     = "none planned"              // allowed today and in no plan: see the reason
+	bySealed  = "read-only binary"          // stages run from a read-only, detached clone of berth's binary
 )
 
 // escapeAttempt is one row of the suite. try runs inside the machine (in the
@@ -185,14 +186,14 @@ var escapeAttempts = []escapeAttempt{
 		why: "opening /proc/1/mem for writing: the same check as ptrace, the same reasoning (not written)"},
 	{name: "pid1_host_files", try: tryPID1Files, boot: deny, app: deny, users: deny, fix: byNoLeak + " (into PID 1 too)",
 		why: "an fd, cwd or root of PID 1 that is a file or directory of the host, reachable through /proc/1/fd, /proc/1/cwd, /proc/1/root: what the supervisor's caller left open, and in application mode what the reaper's own Go runtime opened before pivot_root (its cgroup CPU limit files)"},
-	{name: "pid1_exe_host_binary", try: tryPID1Exe, boot: deny, app: harmless, users: harmless, fix: noFix,
-		why: "CVE-2019-5736 (runc): /proc/1/exe is the host's berth binary in application mode (the reaper is berth); only ETXTBSY keeps it from being written (pid1_exe_write)"},
+	{name: "pid1_exe_host_binary", try: tryPID1Exe, boot: deny, app: deny, users: deny, fix: bySealed,
+		why: "CVE-2019-5736 (runc): /proc/1/exe is the host's berth binary in application mode (the reaper is berth): it must be a file no one can write, not only one that is busy (ETXTBSY) while it runs"},
 	{name: "pid1_exe_write", try: tryPID1ExeWrite, boot: deny, app: deny, users: deny, fix: byKernel,
 		why: "CVE-2019-5736: opening PID 1's executable for writing (not written)"},
 	{name: "enter_exe_write", try: tryEnterExeWrite, boot: deny, app: deny, users: deny, fix: byKernel,
 		why: "CVE-2019-5736: the entered probe's own /proc/self/exe (the host's test binary, bound read-only) opened for writing"},
-	{name: "enter_selfexe_host_binary", try: trySelfExeHost, inSelfExe: true, boot: harmless, app: harmless, users: harmless, fix: noFix,
-		why: "CVE-2019-5736: a guest file with '#!/proc/self/exe' entered from outside runs the host's binary (the one that entered) inside the machine; only ETXTBSY keeps it from being written (enter_selfexe_write)"},
+	{name: "enter_selfexe_host_binary", try: trySelfExeHost, inSelfExe: true, boot: deny, app: deny, users: deny, fix: bySealed,
+		why: "CVE-2019-5736: a guest file with '#!/proc/self/exe' entered from outside runs the binary that forked it (the supervisor's) inside the machine: it must be a file no one can write, not only one that is busy (ETXTBSY)"},
 	{name: "enter_selfexe_write", try: trySelfExeWrite, inSelfExe: true, boot: deny, app: deny, users: deny, fix: byKernel,
 		why: "CVE-2019-5736: that host binary opened for writing from inside (not written)"},
 
@@ -496,7 +497,7 @@ func runProbe(t *testing.T, em *escapeMachine, other string) map[string]escapeRe
 	env := append(probeHostEnv(t), "_BERTH_STAGE=escape", "BERTH_PROBE_OTHER="+other)
 	var out bytes.Buffer
 	t0 := time.Now()
-	code, err := container.Enter(ctx, em.st.LeaderPID, container.EnterOptions{
+	code, err := container.Enter(ctx, em.cfg.RuntimeDir, container.EnterOptions{
 		Command: []string{"/opt/probe", "probe"}, Env: env, Stdout: &out, Stderr: &out})
 	if err != nil || code != 0 {
 		t.Fatalf("probe: exit %d, %v:\n%s", code, err, out.String())
@@ -505,7 +506,7 @@ func runProbe(t *testing.T, em *escapeMachine, other string) map[string]escapeRe
 	res := parseEscape(out.String())
 
 	var se bytes.Buffer
-	code, err = container.Enter(ctx, em.st.LeaderPID, container.EnterOptions{
+	code, err = container.Enter(ctx, em.cfg.RuntimeDir, container.EnterOptions{
 		Command: []string{selfExeScript, "selfexe"}, Env: env, Stdout: &se, Stderr: &se})
 	t.Logf("%s (exit %d, %v):\n%s", selfExeScript, code, err, se.String())
 	for name, r := range parseEscape(se.String()) {

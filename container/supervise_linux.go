@@ -449,9 +449,13 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       selfExe(),
-		Args:       []string{"berth-init " + cfg.Name},
-		Env:        []string{stageEnv + "=" + initStage},
+		Path: selfExe(),
+		Args: []string{"berth-init " + cfg.Name},
+		// containermaxprocs=0: the Go runtime (1.25+) would otherwise keep the
+		// supervisor cgroup's CPU limit files open for as long as it runs,
+		// host files the application-mode reaper would carry into the
+		// machine (reachable as /proc/1/fd/N).
+		Env:        []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
 		ExtraFiles: []*os.File{child},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: flags,
