@@ -243,6 +243,9 @@ func TestGuardRulesDrift(t *testing.T) {
 		{"an accept put first", func() {
 			mustSh(t, w.host.pid, "nft", "insert", "rule", "bridge", TableName, chain, "accept")
 		}},
+		{"an accept before the jumps", func() {
+			mustSh(t, w.host.pid, "nft", "insert", "rule", "bridge", TableName, "prerouting", "accept")
+		}},
 	} {
 		c.drift()
 		if d, err := w.h.RulesDrift(ctx, rs); err != nil || len(d) == 0 {
@@ -254,6 +257,11 @@ func TestGuardRulesDrift(t *testing.T) {
 		if d, err := w.h.RulesDrift(ctx, rs); err != nil || d != nil {
 			t.Fatalf("%s: drift after repair: %q, %v", c.what, d, err)
 		}
+	}
+
+	// A guard that is no longer wanted is drift too, named by its machine.
+	if d, err := w.h.RulesDrift(ctx, Ruleset{Networks: rs.Networks, Guards: rs.Guards[:1]}); err != nil || len(d) != 1 || !strings.Contains(d[0], "machine "+rs.Guards[1].Machine+" has an anti-spoofing guard it should not have") {
+		t.Fatalf("drift with a guard too many: %q, %v", d, err)
 	}
 
 	// A ruleset without guards has no bridge table; an empty one no table at all.

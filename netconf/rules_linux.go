@@ -492,7 +492,12 @@ func (h *Host) RulesDrift(ctx context.Context, rs Ruleset) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		d, err := tableDrift(fam, installed, ok, want[fam])
+		var d []string
+		if fam == familyBridge && ok && want[fam] != nil {
+			d, err = guardsDrift(installed, want[fam])
+		} else {
+			d, err = tableDrift(fam, installed, ok, want[fam])
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -522,41 +527,126 @@ func tableDrift(fam string, installed map[string]installedChain, present bool, w
 			drift = append(drift, table+": chain "+c.name+" is missing")
 			continue
 		}
-		wc := nftChain(ic.chain.Table, c)
-		if c.hook != "" && (ic.chain.Type != wc.Type || ic.chain.Hooknum == nil || *ic.chain.Hooknum != *wc.Hooknum ||
-			ic.chain.Priority == nil || *ic.chain.Priority != *wc.Priority) {
-			drift = append(drift, fmt.Sprintf("%s: chain %s has the wrong type, hook or priority", table, c.name))
+		d, err := chainDrift(fam, c, ic)
+		if err != nil {
+			return nil, err
 		}
-		// One line per chain: its first difference, and how many more there
-		// are (a flushed guard chain would otherwise be a line per rule).
-		var diffs []string
-		for i, r := range c.rules {
-			if i >= len(ic.rules) {
-				diffs = append(diffs, fmt.Sprintf("lacks rule %q", r.comment))
-				continue
-			}
-			got := ic.rules[i]
-			exprs, err := r.exprs()
-			if err != nil {
-				return nil, err
-			}
-			if got.comment != r.comment || !sameExprs(nftFamily[fam], got.exprs, exprs) {
-				diffs = append(diffs, fmt.Sprintf("rule %d is %q, want %q", i+1, got.comment, r.comment))
-			}
-		}
-		for _, r := range ic.rules[min(len(ic.rules), len(c.rules)):] {
-			diffs = append(diffs, fmt.Sprintf("has unexpected rule %q", r.comment))
-		}
-		if len(diffs) > 0 {
-			d := fmt.Sprintf("%s: chain %s %s", table, c.name, diffs[0])
-			if len(diffs) > 1 {
-				d += fmt.Sprintf(" (and %d more)", len(diffs)-1)
-			}
-			drift = append(drift, d)
+		if d != "" {
+			drift = append(drift, table+": chain "+c.name+" "+d)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(installed)) {
 		if !names[name] {
+			drift = append(drift, table+": unexpected chain "+name)
+		}
+	}
+	return drift, nil
+}
+
+// chainDrift compares an installed chain with the wanted one: "" when equal,
+// else its first difference and how many more there are (one line per chain:
+// a flushed guard chain would otherwise be a line per rule).
+func chainDrift(fam string, c chainSpec, ic installedChain) (string, error) {
+	var diffs []string
+	wc := nftChain(ic.chain.Table, c)
+	if c.hook != "" && (ic.chain.Type != wc.Type || ic.chain.Hooknum == nil || *ic.chain.Hooknum != *wc.Hooknum ||
+		ic.chain.Priority == nil || *ic.chain.Priority != *wc.Priority) {
+		diffs = append(diffs, "has the wrong type, hook or priority")
+	}
+	for i, r := range c.rules {
+		if i >= len(ic.rules) {
+			diffs = append(diffs, fmt.Sprintf("lacks rule %q", r.comment))
+			continue
+		}
+		got := ic.rules[i]
+		exprs, err := r.exprs()
+		if err != nil {
+			return "", err
+		}
+		if got.comment != r.comment || !sameExprs(nftFamily[fam], got.exprs, exprs) {
+			diffs = append(diffs, fmt.Sprintf("rule %d is %q, want %q", i+1, got.comment, r.comment))
+		}
+	}
+	for _, r := range ic.rules[min(len(ic.rules), len(c.rules)):] {
+		diffs = append(diffs, fmt.Sprintf("has unexpected rule %q", r.comment))
+	}
+	if len(diffs) == 0 {
+		return "", nil
+	}
+	if len(diffs) > 1 {
+		return fmt.Sprintf("%s (and %d more)", diffs[0], len(diffs)-1), nil
+	}
+	return diffs[0], nil
+}
+
+// guardsDrift is tableDrift for an installed `bridge berth` that is wanted,
+// told machine by machine, as `berth plan` shows it: which machine lacks its
+// guard, whose guard differs, which has one it should not have. The order of
+// the jumps does not matter (each matches its own port).
+func guardsDrift(installed map[string]installedChain, want []chainSpec) ([]string, error) {
+	table := "table bridge " + TableName
+	pre, wpre := installed[want[0].name], want[0]
+	if pre.chain == nil {
+		return tableDrift(familyBridge, installed, true, want)
+	}
+	var drift []string
+	if d, err := chainDrift(familyBridge, chainSpec{name: wpre.name, kind: wpre.kind, hook: wpre.hook, priority: wpre.priority}, installedChain{chain: pre.chain}); err != nil {
+		return nil, err
+	} else if d != "" {
+		drift = append(drift, table+": chain "+wpre.name+" "+d)
+	}
+	jumps := map[string]installedRule{} // the installed guards, by machine
+	for _, r := range pre.rules {
+		if g, ok := parseGuardComment(r.comment); ok {
+			if _, dup := jumps[g.Machine]; !dup {
+				jumps[g.Machine] = r
+				continue
+			}
+		}
+		drift = append(drift, fmt.Sprintf("%s: chain %s has unexpected rule %q", table, wpre.name, r.comment))
+	}
+	chains := map[string]chainSpec{}
+	for _, c := range want[1:] {
+		chains[c.name] = c
+	}
+	known := map[string]bool{wpre.name: true}
+	for _, wr := range wpre.rules {
+		g, _ := parseGuardComment(wr.comment)
+		known[guardChain(g.Machine)] = true
+		got, ok := jumps[g.Machine]
+		if !ok {
+			drift = append(drift, fmt.Sprintf("%s: machine %s has no anti-spoofing guard", table, g.Machine))
+			continue
+		}
+		delete(jumps, g.Machine)
+		exprs, err := wr.exprs()
+		if err != nil {
+			return nil, err
+		}
+		if got.comment != wr.comment || !sameExprs(nftables.TableFamilyBridge, got.exprs, exprs) {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard is %q, want %q", table, g.Machine, got.comment, wr.comment))
+			continue
+		}
+		c := chains[guardChain(g.Machine)]
+		ic, ok := installed[c.name]
+		if !ok {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard: chain %s is missing", table, g.Machine, c.name))
+			continue
+		}
+		d, err := chainDrift(familyBridge, c, ic)
+		if err != nil {
+			return nil, err
+		}
+		if d != "" {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard: chain %s %s", table, g.Machine, c.name, d))
+		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(jumps)) {
+		known[guardChain(m)] = true
+		drift = append(drift, fmt.Sprintf("%s: machine %s has an anti-spoofing guard it should not have (antiSpoofing: false, or it no longer runs)", table, m))
+	}
+	for _, name := range slices.Sorted(maps.Keys(installed)) {
+		if !known[name] {
 			drift = append(drift, table+": unexpected chain "+name)
 		}
 	}
