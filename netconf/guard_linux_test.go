@@ -338,10 +338,13 @@ func TestGuardedMachines(t *testing.T) {
 	if out := mustSh(t, c.leader, "ip", "-6", "addr", "show", "dev", GuestIfName, "scope", "link"); !strings.Contains(out, "fe80::") || strings.Contains(out, attC.Guard().LinkLocal().String()) {
 		t.Errorf("machine C should have a stable-privacy link-local address, not %s:\n%s", attC.Guard().LinkLocal(), out)
 	}
-	// systemd-networkd kept berth's addresses.
-	if out := mustSh(t, a.leader, "ip", "addr", "show", "dev", GuestIfName); !strings.Contains(out, attA.Addr4.String()) || !strings.Contains(out, attA.Addr6.String()) {
-		t.Errorf("machine A lost its addresses:\n%s", out)
+	// systemd-networkd kept berth's addresses and made the EUI-64 link-local
+	// address, which its neighbours reach.
+	if out := mustSh(t, a.leader, "ip", "addr", "show", "dev", GuestIfName); !strings.Contains(out, attA.Addr4.String()) || !strings.Contains(out, attA.Addr6.String()) ||
+		!strings.Contains(out, attA.Guard().LinkLocal().String()+"/64") {
+		t.Errorf("machine A lost its addresses, or has no EUI-64 link-local address %s:\n%s", attA.Guard().LinkLocal(), out)
 	}
+	ping(t, b.leader, attA.Guard().LinkLocal().WithZone(GuestIfName))
 
 	// B takes A's IPv4 address and the gateway's: adds them (and so answers
 	// ARP for them), announces them (gratuitous ARP requests and replies),
