@@ -429,3 +429,33 @@ func neighMAC(t *testing.T, pid int, addr netip.Addr) string {
 	}
 	return ""
 }
+
+// Hundreds of guards go in as one batch (the kernel's replies to it outgrow a
+// socket's default receive buffer) and read back without drift.
+func TestGuardRulesMany(t *testing.T) {
+	ctx := context.Background()
+	h, hp := testHost(t)
+	rs := Ruleset{Networks: []NATNetwork{{Name: "lan", Bridge: "br-lan", Subnet4: mustPrefix("10.88.0.0/16"), Subnet6: mustPrefix("fd88::/64")}}}
+	for i := range 300 {
+		name := fmt.Sprintf("m%03d", i)
+		a := Attachment{Machine: name, Bridge: "br-lan", Addr4: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 88, byte(i / 200), byte(2 + i%200)}), 16),
+			Addr6: netip.PrefixFrom(netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x88, 14: byte(i >> 8), 15: byte(i)}), 64)}
+		rs.Guards = append(rs.Guards, a.Guard())
+	}
+	start := time.Now()
+	must(t, h.ApplyRules(ctx, rs))
+	t.Logf("ApplyRules with %d guards: %s", len(rs.Guards), time.Since(start))
+	start = time.Now()
+	if d, err := h.RulesDrift(ctx, rs); err != nil || d != nil {
+		t.Fatalf("drift: %q, %v", d, err)
+	}
+	t.Logf("RulesDrift: %s", time.Since(start))
+	if got, err := h.Rules(ctx); err != nil || len(got.Guards) != len(rs.Guards) {
+		t.Fatalf("Rules read back %d guards, %v", len(got.Guards), err)
+	}
+	must(t, h.ApplyRules(ctx, rs))
+	must(t, h.ApplyRules(ctx, Ruleset{}))
+	if out := mustSh(t, hp.pid, "nft", "list", "tables"); strings.Contains(out, TableName) {
+		t.Fatalf("tables left:\n%s", out)
+	}
+}

@@ -92,6 +92,9 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 			}
 		}
 	}
+	if err := h.growNftBuf(want); err != nil {
+		return fmt.Errorf("nftables tables %s: %w", TableName, err)
+	}
 	for _, fam := range families {
 		nt := &nftables.Table{Name: TableName, Family: nftFamily[fam]}
 		// Adding the table first makes the delete succeed when there is none:
@@ -119,7 +122,7 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 		// The kernel rejected the whole batch and the old tables stand. Start
 		// afresh on a new socket, so no unread reply of this batch can be
 		// taken for the answer to the next request.
-		if nc, nerr := nftables.New(nftables.WithNetNSFd(int(h.ns)), nftables.AsLasting()); nerr == nil {
+		if nc, nerr := dialNft(h.ns, h.nftBuf); nerr == nil {
 			_ = h.nft.CloseLasting()
 			h.nft = nc
 		}
@@ -129,6 +132,49 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 		return err
 	}
 	slog.DebugContext(ctx, "nftables rules applied", "table", TableName, "networks", len(rs.Networks), "forwards", len(rs.Forwards), "guards", len(rs.Guards))
+	return nil
+}
+
+// minNftBuf is the least send and receive buffer of the nftables socket; the
+// kernel's defaults (208 KiB) hold a batch of, and the replies to, about 200
+// rules.
+const minNftBuf = 1 << 20
+
+// nftBufFor is the socket buffer a batch installing ts needs. The batch goes
+// to the kernel in one send, which must fit the send buffer, and the kernel
+// answers every message of it while it applies it, before ApplyRules reads
+// anything — google/nftables asks for every rule to be echoed back (to learn
+// its handle) — so a receive buffer too small loses replies (ENOBUFS) of a
+// batch that was committed. nft sizes its buffers from the batch the same way.
+// 4 KiB per message covers a rule (a guard's longest is under 1 KiB) and its
+// echo and acknowledgement with the kernel's per-message overhead.
+func nftBufFor(ts []tableSpec) int {
+	n := 4 * len(families) // add, delete and add each table, and the batch's ends
+	for _, t := range ts {
+		n += len(t.chains)
+		for _, c := range t.chains {
+			n += len(c.rules)
+		}
+	}
+	return max(minNftBuf, n*4096)
+}
+
+// growNftBuf reopens the nftables socket with larger buffers when the batch
+// for ts needs them: at least twice as large, so that a ruleset growing by a
+// machine at a time reopens it rarely. They are never shrunk (a large ruleset
+// usually stays).
+func (h *Host) growNftBuf(ts []tableSpec) error {
+	need := nftBufFor(ts)
+	if need <= h.nftBuf {
+		return nil
+	}
+	need = max(need, 2*h.nftBuf)
+	nc, err := dialNft(h.ns, need)
+	if err != nil {
+		return err
+	}
+	_ = h.nft.CloseLasting()
+	h.nft, h.nftBuf = nc, need
 	return nil
 }
 
