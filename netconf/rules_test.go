@@ -17,11 +17,12 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 var lan = NATNetwork{Name: "lan", Bridge: "br-lan", Subnet4: mustPrefix("10.88.0.0/24"), Subnet6: mustPrefix("fd88::/64"), Masquerade: true}
 var iso = NATNetwork{Name: "isolated", Bridge: "br-isolated", Subnet4: mustPrefix("10.89.0.0/24")}
 
-// Guards of machines with both families, with IPv4 only, and with a set MAC
-// and a shortened port name.
+// Guards of machines with both families, with IPv4 only, with IPv6 only (no
+// IPv4 and no ARP at all), and with a set MAC and a shortened port name.
 var guards = []Guard{
 	{Machine: "web", HostIf: "vb-web", MAC: MAC("web"), Addr4: mustAddr("10.88.0.2"), Addr6: mustAddr("fd88::2")},
 	{Machine: "dns", HostIf: "vb-dns", MAC: MAC("dns"), Addr4: mustAddr("10.89.0.5")},
+	{Machine: "v6", HostIf: "vb-v6", MAC: MAC("v6"), Addr6: mustAddr("fd88::6")},
 	{Machine: "a-very-long-machine", HostIf: HostIfName("a-very-long-machine"), MAC: mustMAC("02:42:0a:58:00:03"), Addr4: mustAddr("10.88.0.3"), Addr6: mustAddr("fd88::3")},
 }
 
