@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	register("net", "network setup per machine (IPAM + veth + addresses + rules; baseline: the same with ip(8)), TCP throughput over a berth bridge vs a plain veth pair (iperf3)", benchNet)
+	register("net", "network setup per machine (IPAM + veth + addresses + rules; baseline: the same with ip(8)), TCP throughput over a berth bridge with and without anti-spoofing guards vs a plain veth pair (iperf3)", benchNet)
 }
 
 const (
@@ -37,11 +37,15 @@ const (
 //     leases (IPv4 and IPv6 in one locked, fsynced update of the lease file),
 //     Attach (veth pair, bridge port, host0 moved in with MAC, addresses,
 //     default routes, loopback) and ApplyRules with the machine's port forward
-//     added to the table. Baseline: the same link work done with ip(8) commands,
-//     the way shell hooks (nspawn's --network-veth wrapper scripts, LXC hooks) do.
-//   - throughput: iperf3 TCP between two machines on a berth bridge, beside two
-//     plain namespaces joined by a single veth pair (the least any bridged setup
-//     can cost). Medians of alternating trials.
+//     and anti-spoofing guard added to the tables. Baseline: the same link work
+//     done with ip(8) commands, the way shell hooks (nspawn's --network-veth
+//     wrapper scripts, LXC hooks) do.
+//   - throughput: iperf3 TCP between two machines on a berth bridge, without
+//     and with the anti-spoofing guards of all the setup's machines (their pair
+//     first in the bridge table's dispatch, and the last two, whose frames pass
+//     the other machines' jumps first), beside two plain namespaces joined by a
+//     single veth pair (the least any bridged setup can cost). Medians of
+//     alternating trials.
 func benchNet() (map[string]any, error) {
 	for _, c := range []string{"iperf3", "ip", "nsenter", "cat"} {
 		if _, err := exec.LookPath(c); err != nil {
@@ -86,6 +90,7 @@ func benchNet() (map[string]any, error) {
 	}()
 	var setup, alloc, attach, rules []time.Duration
 	var fwds []netconf.Forward
+	var guards []netconf.Guard
 	var addrs []netip.Addr
 	for i := range netSetupRuns {
 		m, err := newBenchNetns()
@@ -104,13 +109,14 @@ func benchNet() (map[string]any, error) {
 		}
 		a4, a6 := got[0], got[1]
 		t1 := time.Now()
-		err = h.Attach(ctx, m.pid, netconf.Attachment{Machine: name, Bridge: b.Name, Addr4: a4, Addr6: a6, Gateway4: b.Gateway4.Addr(), Gateway6: b.Gateway6.Addr()})
-		if err != nil {
+		att := netconf.Attachment{Machine: name, Bridge: b.Name, Addr4: a4, Addr6: a6, Gateway4: b.Gateway4.Addr(), Gateway6: b.Gateway6.Addr()}
+		if err := h.Attach(ctx, m.pid, att); err != nil {
 			return nil, err
 		}
 		t2 := time.Now()
 		fwds = append(fwds, netconf.Forward{Machine: name, Proto: "tcp", HostPort: uint16(10000 + i), Addr: a4.Addr(), Port: 80})
-		if err := h.ApplyRules(ctx, netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds}); err != nil {
+		guards = append(guards, att.Guard())
+		if err := h.ApplyRules(ctx, netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds, Guards: guards}); err != nil {
 			return nil, err
 		}
 		t3 := time.Now()
@@ -173,13 +179,45 @@ func benchNet() (map[string]any, error) {
 			return nil, fmt.Errorf("nsenter %s: %v: %s", strings.Join(c, " "), err, out)
 		}
 	}
-	var bridgeBps, vethBps, bridgeEff, vethEff []float64
+	// The rules step of the whole set, without and with the guards.
+	plain := netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds}
+	guarded := netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds, Guards: guards}
+	var rulesPlain, rulesGuarded []time.Duration
+	for range netSetupRuns {
+		for _, c := range []struct {
+			rs  netconf.Ruleset
+			out *[]time.Duration
+		}{{plain, &rulesPlain}, {guarded, &rulesGuarded}} {
+			t0 := time.Now()
+			if err := h.ApplyRules(ctx, c.rs); err != nil {
+				return nil, err
+			}
+			*c.out = append(*c.out, time.Since(t0))
+		}
+	}
+
+	var bridgeBps, vethBps, bridgeEff, vethEff, guardBps, guardEff, lastBps, lastEff []float64
+	last := netSetupRuns - 1
 	for range netIperfRuns {
+		if err := h.ApplyRules(ctx, plain); err != nil {
+			return nil, err
+		}
 		r, err := netIperf(machines[0].pid, machines[1].pid, addrs[0].String())
 		if err != nil {
 			return nil, fmt.Errorf("iperf3 over the bridge: %w", err)
 		}
 		bridgeBps, bridgeEff = append(bridgeBps, r.bps), append(bridgeEff, r.bitsPerCPUSec)
+		if err := h.ApplyRules(ctx, guarded); err != nil {
+			return nil, err
+		}
+		if r, err = netIperf(machines[0].pid, machines[1].pid, addrs[0].String()); err != nil {
+			return nil, fmt.Errorf("iperf3 over the bridge with guards: %w", err)
+		}
+		guardBps, guardEff = append(guardBps, r.bps), append(guardEff, r.bitsPerCPUSec)
+		if r, err = netIperf(machines[last].pid, machines[last-1].pid, addrs[last].String()); err != nil {
+			return nil, fmt.Errorf("iperf3 over the bridge with guards, last ports: %w", err)
+		}
+		lastBps, lastEff = append(lastBps, r.bps), append(lastEff, r.bitsPerCPUSec)
 		if r, err = netIperf(pa.pid, pb.pid, netBenchHostA); err != nil {
 			return nil, fmt.Errorf("iperf3 over a veth pair: %w", err)
 		}
@@ -195,35 +233,50 @@ func benchNet() (map[string]any, error) {
 	gbit := func(v float64) float64 { return v / 1e9 }
 	bw, vw := netMedianF(bridgeBps), netMedianF(vethBps)
 	be, ve := netMedianF(bridgeEff), netMedianF(vethEff)
+	gw, lw := netMedianF(guardBps), netMedianF(lastBps)
+	ge, le := netMedianF(guardEff), netMedianF(lastEff)
 	fmt.Printf("   setup per machine (median of %d): %.2f ms (leases %.2f, attach %.2f, rules %.2f); p90 %.2f ms; target < 20 ms\n",
 		netSetupRuns, ms(sSetup), ms(netMedianDur(alloc)), ms(netMedianDur(attach)), ms(netMedianDur(rules)), ms(netP90Dur(setup)))
 	fmt.Printf("   the same links with ip(8): %.2f ms → berth's attach takes %.2fx the time of ip(8)'s commands\n",
 		ms(sIP), ms(netMedianDur(attach))/ms(sIP))
+	fmt.Printf("   the rules of all %d machines at once (median of %d): %.2f ms without anti-spoofing guards, %.2f ms with them\n",
+		netSetupRuns, netSetupRuns, ms(netMedianDur(rulesPlain)), ms(netMedianDur(rulesGuarded)))
 	fmt.Printf("   TCP throughput (iperf3, median of %d × %d s): bridge %.2f Gbit/s, plain veth pair %.2f Gbit/s → ratio %.3f\n",
 		netIperfRuns, netIperfSecs, gbit(bw), gbit(vw), bw/vw)
 	fmt.Printf("   CPU cost (bits per CPU-second of sender and receiver; steadier under load): bridge %.2f Gbit, veth %.2f Gbit → the bridge costs %.2fx the CPU per bit\n",
 		gbit(be), gbit(ve), ve/be)
+	fmt.Printf("   with the anti-spoofing guards of %d machines: %.2f Gbit/s (%.3f of the unguarded bridge; CPU per bit %.2fx), the last two ports %.2f Gbit/s (%.3f; CPU per bit %.2fx)\n",
+		netSetupRuns, gbit(gw), gw/bw, be/ge, gbit(lw), lw/bw, be/le)
 	fmt.Printf("   (2 cores shared with other work: medians, alternating trials)\n")
 	return map[string]any{
-		"setup_ms_median":           ms(sSetup),
-		"setup_ms_p90":              ms(netP90Dur(setup)),
-		"setup_leases_ms_median":    ms(netMedianDur(alloc)),
-		"setup_attach_ms_median":    ms(netMedianDur(attach)),
-		"setup_rules_ms_median":     ms(netMedianDur(rules)),
-		"setup_target_ms":           20,
-		"setup_ip8_ms_median":       ms(sIP),
-		"attach_vs_ip8_ratio":       ms(netMedianDur(attach)) / ms(sIP),
-		"tcp_bridge_gbps_median":    gbit(bw),
-		"tcp_veth_gbps_median":      gbit(vw),
-		"tcp_bridge_vs_veth_ratio":  bw / vw,
-		"tcp_bridge_gbit_per_cpu_s": gbit(be),
-		"tcp_veth_gbit_per_cpu_s":   gbit(ve),
-		"tcp_cpu_cost_ratio":        ve / be,
-		"tcp_bridge_gbps_all":       netMapF(bridgeBps, gbit),
-		"tcp_veth_gbps_all":         netMapF(vethBps, gbit),
-		"runs_setup":                netSetupRuns,
-		"runs_iperf":                netIperfRuns,
-		"iperf_seconds":             netIperfSecs,
+		"setup_ms_median":            ms(sSetup),
+		"setup_ms_p90":               ms(netP90Dur(setup)),
+		"setup_leases_ms_median":     ms(netMedianDur(alloc)),
+		"setup_attach_ms_median":     ms(netMedianDur(attach)),
+		"setup_rules_ms_median":      ms(netMedianDur(rules)),
+		"setup_target_ms":            20,
+		"setup_ip8_ms_median":        ms(sIP),
+		"attach_vs_ip8_ratio":        ms(netMedianDur(attach)) / ms(sIP),
+		"tcp_bridge_gbps_median":     gbit(bw),
+		"tcp_veth_gbps_median":       gbit(vw),
+		"tcp_bridge_vs_veth_ratio":   bw / vw,
+		"tcp_bridge_gbit_per_cpu_s":  gbit(be),
+		"tcp_veth_gbit_per_cpu_s":    gbit(ve),
+		"tcp_cpu_cost_ratio":         ve / be,
+		"tcp_bridge_gbps_all":        netMapF(bridgeBps, gbit),
+		"tcp_guarded_gbps_median":    gbit(gw),
+		"tcp_guarded_vs_bridge":      gw / bw,
+		"tcp_guarded_cpu_cost":       be / ge,
+		"tcp_guarded_last_gbps":      gbit(lw),
+		"tcp_guarded_last_vs_bridge": lw / bw,
+		"tcp_guarded_last_cpu_cost":  be / le,
+		"tcp_guarded_gbps_all":       netMapF(guardBps, gbit),
+		"tcp_guarded_last_gbps_all":  netMapF(lastBps, gbit),
+		"guards":                     netSetupRuns,
+		"tcp_veth_gbps_all":          netMapF(vethBps, gbit),
+		"runs_setup":                 netSetupRuns,
+		"runs_iperf":                 netIperfRuns,
+		"iperf_seconds":              netIperfSecs,
 	}, nil
 }
 

@@ -3,7 +3,7 @@
 # test` on the clean clone: `make demo` brings every example machine to
 # running, the web machine answers through its port forward on localhost (both
 # loopback families), `berth plan examples/` has nothing left to do; then
-# `make demo-down` takes away the bridge, berth's nftables table, the veths,
+# `make demo-down` takes away the bridge, berth's nftables tables, the veths,
 # the supervisors, their cgroups and every mount the demo made.
 set -eu
 cd "$(dirname "$0")/.."
@@ -66,6 +66,7 @@ say "nothing of the demo is left"
 ip link show "$bridge" >/dev/null 2>&1 && fail "bridge $bridge is still there"
 if ip -o link show | grep -q ': vb-'; then fail "machine veths are still there: $(ip -o link show | grep ': vb-')"; fi
 nft list table inet berth >/dev/null 2>&1 && fail "nftables table inet berth is still there"
+nft list table bridge berth >/dev/null 2>&1 && fail "nftables table bridge berth is still there"
 for m in $machines; do
 	for d in /sys/fs/cgroup/*/berth/"$m" /sys/fs/cgroup/berth/"$m"; do
 		[ -d "$d" ] && fail "cgroup $d is still there"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The README's main job: build berth, make the example image, apply examples/ and
 # show `berth list`. `hack/demo.sh down` undoes it: the example machines stop,
-# their bridge and berth's nftables table go away (their roots stay, as data
+# their bridge and berth's nftables tables go away (their roots stay, as data
 # always does; `berth remove --delete-data NAME` deletes one).
 #
 # With systemd as PID 1, berthd is installed as a service (berth install);

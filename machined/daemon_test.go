@@ -351,6 +351,47 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	e.run("anti-spoofing guards every machine and turns off live", func(t *testing.T) {
+		hasChain := func(name string) bool {
+			return strings.Contains(e.nsRun("nft", "list", "table", "bridge", "berth"), "chain machine-"+name+" {")
+		}
+		for _, n := range []string{a, b, c} {
+			if !hasChain(n) {
+				t.Fatalf("no anti-spoofing chain for %s:\n%s", n, e.nsRun("nft", "list", "table", "bridge", "berth"))
+			}
+		}
+		before := e.status(b)
+		e.write("b.yaml", bbMachine(b, "network: {name: lan, ports: [\"8080:80\"], antiSpoofing: false}\n"))
+		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil || !strings.Contains(p.String(), "network.antiSpoofing: true → false") || !strings.Contains(p.String(), "machine "+b+" has an anti-spoofing guard it should not have") {
+			t.Fatalf("plan = %v, %v; want a live update of network.antiSpoofing and of the rules", p, err)
+		}
+		for _, a := range p.Actions {
+			if a.Op != machined.OpUpdate {
+				t.Fatalf("plan has %s %s %s: want live updates only:\n%s", a.Op, a.Kind, a.Name, p)
+			}
+		}
+		t.Logf("plan:\n%s", p)
+		e.apply()
+		if hasChain(b) {
+			t.Fatalf("%s is still guarded with antiSpoofing: false", b)
+		}
+		if after := e.status(b); after.LeaderPID != before.LeaderPID {
+			t.Fatalf("turning anti-spoofing off restarted the machine: leader %d → %d", before.LeaderPID, after.LeaderPID)
+		}
+		if p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")}); err != nil || p.Changes() {
+			t.Fatalf("plan after the update has changes: %v, %v", p, err)
+		}
+		e.write("b.yaml", bbMachine(b, "network: {name: lan, ports: [\"8080:80\"]}\n"))
+		e.apply()
+		if !hasChain(b) {
+			t.Fatalf("%s is not guarded again", b)
+		}
+		if out, code := e.exec(b, "ping", "-c1", "-W2", e.status(a).Addresses[0]); code != 0 {
+			t.Fatalf("b cannot ping a through its guard: %s", out)
+		}
+	})
+
 	e.run("machines outlive a crashed berthd and are re-adopted", func(t *testing.T) {
 		since := map[string]time.Time{}
 		for _, n := range []string{a, b, c} {
@@ -481,15 +522,17 @@ func TestDaemon(t *testing.T) {
 		hostIf := netconf.HostIfName(b)
 		e.nsRun("ip", "link", "del", hostIf)
 		e.nsRun("nft", "delete", "table", "inet", "berth")
+		e.nsRun("nft", "delete", "table", "bridge", "berth")
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			_, errLink := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "ip", "link", "show", hostIf).CombinedOutput()
 			_, errTable := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "nft", "list", "table", "inet", "berth").CombinedOutput()
-			if errLink == nil && errTable == nil {
+			_, errGuards := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "nft", "list", "chain", "bridge", "berth", "machine-"+b).CombinedOutput()
+			if errLink == nil && errTable == nil && errGuards == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("drift not repaired: link %v, table %v", errLink, errTable)
+				t.Fatalf("drift not repaired: link %v, table inet %v, table bridge %v", errLink, errTable, errGuards)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}

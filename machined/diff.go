@@ -94,6 +94,9 @@ func isTextual(v reflect.Value) bool {
 
 // show renders a value as the definitions write it.
 func show(v reflect.Value) string {
+	if v.Kind() == reflect.Bool {
+		return fmt.Sprint(v.Bool()) // false is a value, not "(unset)"
+	}
 	if v.IsZero() {
 		return "(unset)"
 	}

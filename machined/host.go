@@ -250,7 +250,10 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		}
 	}
 	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
-	o.RulesCurrent = err == nil && len(drift) == 0
+	if err != nil {
+		drift = append(drift, err.Error())
+	}
+	o.RulesCurrent, o.RulesDrift = len(drift) == 0, drift
 	return o, nil
 }
 
@@ -522,7 +525,8 @@ func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
 	if old != nil {
 		// Keep what would still need a restart as it was started.
 		r := restartRelevant(old)
-		r.Resources, r.Network.Ports, r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Resources, m.Network.Ports, m.Restart, m.StopTimeout, m.Root.OnImageChange
+		r.Resources, r.Network.Ports, r.Network.AntiSpoofing = m.Resources, m.Network.Ports, m.Network.AntiSpoofing
+		r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Restart, m.StopTimeout, m.Root.OnImageChange
 		r.Source, r.State, r.Image = m.Source, m.State, old.Image
 		c2 = r
 	}

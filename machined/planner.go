@@ -15,9 +15,11 @@ type Observed struct {
 	Machines map[string]*ObservedMachine
 	Images   map[string]ObservedImage
 	Networks map[string]ObservedNetwork
-	// RulesCurrent is whether berth's nftables table holds exactly the rules the
-	// desired state needs (computed by observe against the desired ruleset).
+	// RulesCurrent is whether berth's nftables tables hold exactly the rules
+	// the desired state needs (computed by observe against the desired
+	// ruleset); RulesDrift says how they differ when they do.
 	RulesCurrent bool
+	RulesDrift   []string
 }
 
 // ObservedMachine is what the host holds of one machine.
@@ -141,7 +143,7 @@ func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOpti
 	}
 
 	if !o.RulesCurrent {
-		add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "NAT and port forwards differ from the definitions"})
+		add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "NAT, port forwards or anti-spoofing guards differ from the definitions", Changes: o.RulesDrift})
 	}
 
 	// Networks berth made that are no longer declared go once no machine uses them.

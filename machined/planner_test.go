@@ -1,10 +1,13 @@
 package machined
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 )
 
@@ -88,6 +91,12 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Spec.Network.Ports = nil
 			},
 			want: []string{"update machine web"}, changes: true, detail: "network.ports"},
+		{name: "anti-spoofing turned off: live update of the rules",
+			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+				off := false
+				d.Machine("web").Network.AntiSpoofing = &off
+			},
+			want: []string{"update machine web"}, changes: true, detail: "network.antiSpoofing: true → false"},
 		{name: "hostname edited: restart",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Machines["web"].Spec.Hostname = "old"
@@ -155,9 +164,9 @@ func TestBuildPlan(t *testing.T) {
 			want: []string{"repair machine web"}, changes: true},
 		{name: "nftables table deleted: rules updated",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
-				o.RulesCurrent = false
+				o.RulesCurrent, o.RulesDrift = false, []string{"table bridge berth is missing"}
 			},
-			want: []string{"update rules berth"}, changes: true},
+			want: []string{"update rules berth"}, changes: true, detail: "table bridge berth is missing"},
 		{name: "undeclared network: removed",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Networks["gone"] = ObservedNetwork{Name: "gone", Bridge: "br-gone", Present: true}
@@ -221,6 +230,48 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+func TestRuleset(t *testing.T) {
+	d := mustParse(t, planBase+`---
+apiVersion: berth/v1
+kind: Machine
+name: router
+image: deb
+network: {name: lan, antiSpoofing: false}
+---
+apiVersion: berth/v1
+kind: Machine
+name: idle
+image: deb
+network: lan
+`)
+	att := func(name, addr string) *netconf.Attachment {
+		return &netconf.Attachment{Machine: name, Bridge: "br-lan", Addr4: netip.MustParsePrefix(addr + "/24")}
+	}
+	// web and router run; idle does not; old runs but is no longer declared.
+	rs := ruleset(d, map[string]*netconf.Attachment{
+		"web": att("web", "10.87.0.10"), "router": att("router", "10.87.0.11"), "old": att("old", "10.87.0.12"),
+	})
+	var guarded []string
+	for _, g := range rs.Guards {
+		guarded = append(guarded, g.Machine)
+	}
+	slices.Sort(guarded)
+	if strings.Join(guarded, " ") != "old web" {
+		t.Errorf("guards for %q, want old (still running) and web (router opted out, idle does not run)", guarded)
+	}
+	for _, g := range rs.Guards {
+		if g.Machine == "web" && (g.HostIf != "vb-web" || g.MAC.String() != netconf.MAC("web").String() || g.Addr4 != netip.MustParseAddr("10.87.0.10")) {
+			t.Errorf("web's guard %+v: want its port, default MAC and address", g)
+		}
+	}
+	if len(rs.Forwards) != 1 || rs.Forwards[0].Machine != "web" {
+		t.Errorf("forwards %+v, want web's only", rs.Forwards)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestDiffJSON(t *testing.T) {
 	a := spec.Resources{MemoryMax: spec.Size(512 << 20), PidsMax: 100}
 	b := spec.Resources{MemoryMax: spec.Size(1 << 30), PidsMax: 100}
@@ -230,5 +281,9 @@ func TestDiffJSON(t *testing.T) {
 	}
 	if d := diffJSON("x", a, a); d != nil {
 		t.Fatalf("equal values differ: %q", d)
+	}
+	// false is shown as a value, not as unset.
+	if d := diffJSON("network.antiSpoofing", true, false); len(d) != 1 || d[0] != "network.antiSpoofing: true → false" {
+		t.Fatalf("bool diff = %q", d)
 	}
 }

@@ -248,15 +248,32 @@ func bridgeOf(n *spec.Network) netconf.Bridge {
 }
 
 // ruleset is the whole nftables ruleset the definitions need, given which
-// machines run and their attachments.
+// machines run and their attachments: the networks, the port forwards of the
+// running machines, and an anti-spoofing guard on the port of every running
+// attached machine whose definition does not turn it off. A machine that runs
+// but is no longer declared keeps its guard until it stops.
 func ruleset(d *spec.Set, attached map[string]*netconf.Attachment) netconf.Ruleset {
 	var rs netconf.Ruleset
 	for _, n := range d.Networks {
 		rs.Networks = append(rs.Networks, netconf.NATNetwork{Name: n.Name, Bridge: n.Bridge, Subnet4: n.Subnet, Subnet6: n.Subnet6, Masquerade: n.Masquerade()})
 	}
 	for _, m := range d.Machines {
-		if att := attached[m.Name]; att != nil && m.Network.Private() {
+		att := attached[m.Name]
+		if att == nil {
+			continue
+		}
+		if m.Network.Private() {
 			rs.Forwards = append(rs.Forwards, machineForwards(m, att)...)
+		}
+		// The link is the one the machine runs with, also when its
+		// definition now says another network (it moves at its restart).
+		if m.Network.Guarded() {
+			rs.Guards = append(rs.Guards, att.Guard())
+		}
+	}
+	for name, att := range attached {
+		if d.Machine(name) == nil {
+			rs.Guards = append(rs.Guards, att.Guard())
 		}
 	}
 	return rs

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	nlconn "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -30,6 +31,8 @@ type Host struct {
 	// rulesMu serialises ApplyRules: the nftables connection buffers one batch
 	// at a time.
 	rulesMu sync.Mutex
+	// nftBuf is the buffer size nft's socket was made with (see nftBufFor).
+	nftBuf int
 }
 
 // Open returns a Host working in the network namespace at nsPath (for example
@@ -57,13 +60,28 @@ func Open(nsPath string) (*Host, error) {
 		ns.Close()
 		return nil, fmt.Errorf("open network namespace %q: netlink: %w", nsPath, err)
 	}
-	h.nft, err = nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
+	h.nft, err = dialNft(ns, minNftBuf)
+	h.nftBuf = minNftBuf
 	if err != nil {
 		h.nl.Close()
 		ns.Close()
 		return nil, fmt.Errorf("open network namespace %q: nftables: %w", nsPath, err)
 	}
 	return h, nil
+}
+
+// dialNft opens a lasting nftables connection in the namespace ns whose socket
+// takes a batch of up to buf bytes in one send and can queue as much of
+// replies: what nft does before a large batch (SO_SNDBUFFORCE and
+// SO_RCVBUFFORCE, which root may set past net.core.wmem_max and rmem_max).
+func dialNft(ns netns.NsHandle, buf int) (*nftables.Conn, error) {
+	return nftables.New(nftables.WithNetNSFd(int(ns)), nftables.AsLasting(),
+		nftables.WithSockOptions(func(c *nlconn.Conn) error {
+			if err := c.SetWriteBuffer(buf); err != nil {
+				return err
+			}
+			return c.SetReadBuffer(buf)
+		}))
 }
 
 // Close releases the Host's sockets. Nothing it set up is undone.

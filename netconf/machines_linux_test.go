@@ -178,7 +178,8 @@ func TestBootedMachines(t *testing.T) {
 	deb := bootMachine(t, debName, debRoot, debHook)
 	none := bootMachine(t, noneName, busyboxRoot(t, noneName), SetupLoopback)
 
-	// The two machines reach each other and the gateway.
+	// The two machines reach each other and the gateway (guarded from here on).
+	must(t, w.h.ApplyRules(ctx, Ruleset{Networks: []NATNetwork{w.net}, Guards: []Guard{bbA.Guard(), debA.Guard()}}))
 	ping(t, bb.leader, debA.Addr4.Addr())
 	ping(t, bb.leader, debA.Addr6.Addr())
 	ping(t, deb.leader, bbA.Addr4.Addr())
@@ -195,7 +196,8 @@ func TestBootedMachines(t *testing.T) {
 		// An IPv4-only forward answers on [::1] too (relayed over IPv4).
 		{Machine: bbName, Proto: "tcp", HostPort: 8082, Addr: bbA.Addr4.Addr(), Port: 80},
 	}
-	must(t, w.h.ApplyRules(ctx, Ruleset{Networks: []NATNetwork{w.net}, Forwards: fwds}))
+	// With their anti-spoofing guards, as berthd runs them.
+	must(t, w.h.ApplyRules(ctx, Ruleset{Networks: []NATNetwork{w.net}, Forwards: fwds, Guards: []Guard{bbA.Guard(), debA.Guard()}}))
 	proxy, err := w.h.ProxyLoopback(ctx, fwds)
 	must(t, err)
 	defer proxy.Close()
@@ -265,7 +267,7 @@ func TestBootedMachines(t *testing.T) {
 		t.Errorf("links left after removing the network:\n%s", out)
 	}
 	if out := mustSh(t, w.host.pid, "nft", "list", "tables"); strings.Contains(out, TableName) {
-		t.Errorf("nftables table left after removing the network:\n%s", out)
+		t.Errorf("nftables tables left after removing the network:\n%s", out)
 	}
 	if ls, _ := leases.Leases(); len(ls) != 0 {
 		t.Errorf("leases left after removing the network: %+v", ls)

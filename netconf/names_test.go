@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -104,6 +105,21 @@ func FuzzParseForwardComment(f *testing.F) {
 		}
 		if again, ok := parseForwardComment("forward " + fw.String()); !ok || again != fw {
 			t.Fatalf("%q → %+v → %q → %+v", c, fw, fw.String(), again)
+		}
+	})
+}
+
+// The same for the comment a guard's jump rule carries.
+func FuzzParseGuardComment(f *testing.F) {
+	f.Add("machine web port vb-web mac 02:42:0a:58:00:02 ipv4 10.88.0.2 ipv6 fd88::2")
+	f.Add("machine dns port vb-dns mac 02:42:0a:58:00:05 ipv4 10.89.0.5")
+	f.Fuzz(func(t *testing.T, c string) {
+		g, ok := parseGuardComment(c)
+		if !ok {
+			return
+		}
+		if again, ok := parseGuardComment(g.String()); !ok || !reflect.DeepEqual(again, g) {
+			t.Fatalf("%q → %+v → %q → %+v", c, g, g.String(), again)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"net/netip"
@@ -8,13 +9,15 @@ import (
 	"strings"
 )
 
-// Ruleset is everything berth wants in its nftables table, computed from the
+// Ruleset is everything berth wants in its nftables tables, computed from the
 // whole desired state: every berth network (masquerading or not, so that each
-// bridge gets its guard rules) and the port forwards of every running machine.
-// ApplyRules installs it as a whole.
+// bridge gets its guard rules), the port forwards of every running machine, and
+// the anti-spoofing guards of the running machines that have them. ApplyRules
+// installs it as a whole.
 type Ruleset struct {
 	Networks []NATNetwork
 	Forwards []Forward
+	Guards   []Guard
 }
 
 // NATNetwork is one berth network as the rules see it.
@@ -50,9 +53,21 @@ func (f Forward) String() string {
 	return fmt.Sprintf("%s %s %s:%d -> %s", f.Machine, f.Proto, host, f.HostPort, netip.AddrPortFrom(f.Addr, f.Port))
 }
 
-// TableName is berth's own nftables table, in the inet family so that one table
-// holds the IPv4 and the IPv6 rules: `nft list table inet berth`.
+// TableName is berth's own nftables tables' name: `inet berth` holds the IPv4
+// and the IPv6 rules of the networks (one table for both families), `bridge
+// berth` the machines' anti-spoofing guards, which look at Ethernet frames as
+// they enter a bridge: `nft list table inet berth`, `nft list table bridge berth`.
 const TableName = "berth"
+
+// The families of berth's tables, as nft names them.
+const (
+	familyInet   = "inet"
+	familyBridge = "bridge"
+)
+
+// families are the families berth has a table in: ApplyRules replaces or
+// deletes each of them.
+var families = []string{familyInet, familyBridge}
 
 // loopback4 is the IPv4 localhost network.
 var loopback4 = netip.MustParsePrefix("127.0.0.0/8")
@@ -118,6 +133,35 @@ func (rs Ruleset) Validate() error {
 			}
 		}
 	}
+	machines, ports := map[string]bool{}, map[string]bool{}
+	for _, g := range rs.Guards {
+		what := fmt.Sprintf("machine %q: anti-spoofing guard", g.Machine)
+		// The name is in the guard's chain name and in its rules' comments,
+		// which the kernel limits to 255 bytes.
+		if g.Machine == "" || strings.ContainsAny(g.Machine, " \t\n") || len(g.Machine) > 64 {
+			return fmt.Errorf("anti-spoofing guard of port %q: want a machine name without white space, at most 64 bytes: %w", g.HostIf, ErrInvalid)
+		}
+		if machines[g.Machine] {
+			return fmt.Errorf("%s: listed twice: %w", what, ErrInvalid)
+		}
+		machines[g.Machine] = true
+		if !validIfChars(g.HostIf) || len(g.HostIf) > maxIfName {
+			return fmt.Errorf("%s: port %q is not a valid interface name: %w", what, g.HostIf, ErrInvalid)
+		}
+		if ports[g.HostIf] {
+			return fmt.Errorf("%s: port %q is another machine's too: %w", what, g.HostIf, ErrInvalid)
+		}
+		ports[g.HostIf] = true
+		if len(g.MAC) != 6 || g.MAC[0]&1 != 0 || bytes.Equal(g.MAC, make([]byte, 6)) {
+			return fmt.Errorf("%s: MAC %s: want a 6-byte unicast address: %w", what, g.MAC, ErrInvalid)
+		}
+		if g.Addr4.IsValid() && (!g.Addr4.Is4() || g.Addr4.IsUnspecified()) {
+			return fmt.Errorf("%s: IPv4 address %s: want a unicast IPv4 address: %w", what, g.Addr4, ErrInvalid)
+		}
+		if g.Addr6.IsValid() && (!g.Addr6.Is6() || g.Addr6.Is4In6() || g.Addr6.Zone() != "" || g.Addr6.IsUnspecified()) {
+			return fmt.Errorf("%s: IPv6 address %s: want a unicast IPv6 address: %w", what, g.Addr6, ErrInvalid)
+		}
+	}
 	return nil
 }
 
@@ -132,7 +176,29 @@ func (rs Ruleset) networkOf(addr netip.Addr) (NATNetwork, bool) {
 }
 
 // Empty reports whether the ruleset needs no table at all.
-func (rs Ruleset) Empty() bool { return len(rs.Networks) == 0 && len(rs.Forwards) == 0 }
+func (rs Ruleset) Empty() bool {
+	return len(rs.Networks) == 0 && len(rs.Forwards) == 0 && len(rs.Guards) == 0
+}
+
+// tableSpec is one of berth's tables as plan and planBridge build it.
+type tableSpec struct {
+	family string // familyInet or familyBridge
+	chains []chainSpec
+}
+
+// tables are the tables rs needs: `inet berth` when there are networks (or
+// forwards), `bridge berth` when there are guards. The families left out have
+// no table at all.
+func tables(rs Ruleset) []tableSpec {
+	var out []tableSpec
+	if len(rs.Networks) > 0 || len(rs.Forwards) > 0 {
+		out = append(out, tableSpec{family: familyInet, chains: plan(rs)})
+	}
+	if len(rs.Guards) > 0 {
+		out = append(out, tableSpec{family: familyBridge, chains: planBridge(rs)})
+	}
+	return out
+}
 
 // The model of berth's table, built from a Ruleset by plan and turned into
 // nftables expressions by the Linux code (and into text for tests and docs).
@@ -148,11 +214,12 @@ type chainSpec struct {
 type verdict int
 
 const (
-	vAccept verdict = iota // fall through: no verdict
+	vNone verdict = iota // fall through to the next rule
 	vJump
 	vDrop
 	vMasquerade
 	vDNAT
+	vAccept // the packet passes this hook (of this table)
 )
 
 type ruleSpec struct {
@@ -167,6 +234,7 @@ type ruleSpec struct {
 	ctDNAT   bool // the connection was destination-NATed
 	proto    string
 	dport    uint16
+	conds    []cond // comparisons of packet fields, after the matches above (the bridge table's)
 	counter  bool
 	verdict  verdict
 	jump     string
@@ -352,26 +420,32 @@ func parseForwardComment(c string) (Forward, bool) {
 	return fw, true
 }
 
-// render writes the table in nft's syntax, as `nft list table inet berth` would
-// show it (without handles and counters): the golden files of the tests, and a
-// readable account of what ApplyRules installs.
-func render(chains []chainSpec) string {
+// render writes the tables in nft's syntax, as `nft list ruleset` would show
+// them (without handles and counters, and with the dependencies nft leaves
+// implicit, such as `ether type ip` before `ip saddr`, written out): the golden
+// files of the tests, and a readable account of what ApplyRules installs.
+func render(ts []tableSpec) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", TableName)
-	for i, c := range chains {
+	for i, t := range ts {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
-		if c.hook != "" {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.kind, c.hook, c.priority)
+		fmt.Fprintf(&b, "table %s %s {\n", t.family, TableName)
+		for i, c := range t.chains {
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+			if c.hook != "" {
+				fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.kind, c.hook, c.priority)
+			}
+			for _, r := range c.rules {
+				fmt.Fprintf(&b, "\t\t%s\n", r)
+			}
+			b.WriteString("\t}\n")
 		}
-		for _, r := range c.rules {
-			fmt.Fprintf(&b, "\t\t%s\n", r)
-		}
-		b.WriteString("\t}\n")
+		b.WriteString("}\n")
 	}
-	b.WriteString("}\n")
 	return b.String()
 }
 
@@ -413,6 +487,9 @@ func (r ruleSpec) String() string {
 	if r.proto != "" {
 		p = append(p, fmt.Sprintf("%s dport %d", r.proto, r.dport))
 	}
+	for _, c := range r.conds {
+		p = append(p, c.String())
+	}
 	if r.counter {
 		p = append(p, "counter")
 	}
@@ -425,6 +502,8 @@ func (r ruleSpec) String() string {
 		p = append(p, "masquerade")
 	case vDNAT:
 		p = append(p, fmt.Sprintf("dnat %s to %s", ip, r.to))
+	case vAccept:
+		p = append(p, "accept")
 	}
 	p = append(p, fmt.Sprintf("comment %q", r.comment))
 	return strings.Join(p, " ")

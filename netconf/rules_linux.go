@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -21,10 +22,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ApplyRules makes berth's nftables table `inet berth` hold exactly rs,
-// replacing the whole table in one netlink batch, which the kernel applies
-// atomically: no packet ever sees half of the old and half of the new rules, and
-// a failure leaves the old table as it was. An empty ruleset deletes the table.
+// ApplyRules makes berth's nftables tables hold exactly rs: `inet berth` the
+// networks' NAT, forwards and localhost guards, `bridge berth` the machines'
+// anti-spoofing guards. Both tables are replaced whole in one netlink batch,
+// which the kernel applies atomically: no packet ever sees half of the old and
+// half of the new rules, and a failure leaves the old tables as they were. A
+// table rs does not need is deleted (an empty ruleset deletes both).
 //
 // It also turns on what the rules need in the Host's namespace: IPv4 and IPv6
 // forwarding when a network masquerades or has forwards of that family (never
@@ -39,9 +42,9 @@ import (
 // serves it.
 func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 	if err := rs.Validate(); err != nil {
-		return fmt.Errorf("nftables table inet %s: %w", TableName, err)
+		return fmt.Errorf("nftables tables %s: %w", TableName, err)
 	}
-	chains := plan(rs)
+	want := tables(rs)
 	h.rulesMu.Lock()
 	defer h.rulesMu.Unlock()
 
@@ -76,48 +79,102 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 
 	// Compile every rule before queueing anything: the connection's batch is
 	// only ever sent whole.
-	exprs := make([][][]expr.Any, len(chains))
-	for i, c := range chains {
-		for _, r := range c.rules {
-			e, err := r.exprs()
-			if err != nil {
-				return fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.name, err)
+	exprs := make([][][][]expr.Any, len(want))
+	for ti, t := range want {
+		exprs[ti] = make([][][]expr.Any, len(t.chains))
+		for i, c := range t.chains {
+			for _, r := range c.rules {
+				e, err := r.exprs()
+				if err != nil {
+					return fmt.Errorf("nftables table %s %s: chain %s: %w", t.family, TableName, c.name, err)
+				}
+				exprs[ti][i] = append(exprs[ti][i], e)
 			}
-			exprs[i] = append(exprs[i], e)
 		}
 	}
-	t := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	// Adding the table first makes the delete succeed when there is none:
-	// "add, delete, add" is how `nft -f` replaces a table in one transaction.
-	h.nft.AddTable(t)
-	h.nft.DelTable(t)
-	if !rs.Empty() {
-		h.nft.AddTable(t)
-		// Every chain before any rule: a jump needs its target chain.
-		added := make([]*nftables.Chain, len(chains))
-		for i, c := range chains {
-			added[i] = h.nft.AddChain(nftChain(t, c))
-		}
-		for i, c := range chains {
-			for j, r := range c.rules {
-				h.nft.AddRule(&nftables.Rule{Table: t, Chain: added[i], Exprs: exprs[i][j], UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
+	if err := h.growNftBuf(want); err != nil {
+		return fmt.Errorf("nftables tables %s: %w", TableName, err)
+	}
+	for _, fam := range families {
+		nt := &nftables.Table{Name: TableName, Family: nftFamily[fam]}
+		// Adding the table first makes the delete succeed when there is none:
+		// "add, delete, add" is how `nft -f` replaces a table in one transaction.
+		h.nft.AddTable(nt)
+		h.nft.DelTable(nt)
+		for ti, t := range want {
+			if t.family != fam {
+				continue
+			}
+			h.nft.AddTable(nt)
+			// Every chain before any rule: a jump needs its target chain.
+			added := make([]*nftables.Chain, len(t.chains))
+			for i, c := range t.chains {
+				added[i] = h.nft.AddChain(nftChain(nt, c))
+			}
+			for i, c := range t.chains {
+				for j, r := range c.rules {
+					h.nft.AddRule(&nftables.Rule{Table: nt, Chain: added[i], Exprs: exprs[ti][i][j], UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
+				}
 			}
 		}
 	}
 	if err := h.nft.Flush(); err != nil {
-		// The kernel rejected the whole batch and the old table stands. Start
+		// The kernel rejected the whole batch and the old tables stand. Start
 		// afresh on a new socket, so no unread reply of this batch can be
 		// taken for the answer to the next request.
-		if nc, nerr := nftables.New(nftables.WithNetNSFd(int(h.ns)), nftables.AsLasting()); nerr == nil {
+		if nc, nerr := dialNft(h.ns, h.nftBuf); nerr == nil {
 			_ = h.nft.CloseLasting()
 			h.nft = nc
 		}
-		return fmt.Errorf("nftables table inet %s: apply %d chains: %w", TableName, len(chains), err)
+		return fmt.Errorf("nftables tables %s: apply %d tables: %w", TableName, len(want), err)
 	}
 	if err := h.setSysctls(on); err != nil {
 		return err
 	}
-	slog.DebugContext(ctx, "nftables rules applied", "table", "inet "+TableName, "networks", len(rs.Networks), "forwards", len(rs.Forwards))
+	slog.DebugContext(ctx, "nftables rules applied", "table", TableName, "networks", len(rs.Networks), "forwards", len(rs.Forwards), "guards", len(rs.Guards))
+	return nil
+}
+
+// minNftBuf is the least send and receive buffer of the nftables socket; the
+// kernel's defaults (208 KiB) hold a batch of, and the replies to, about 200
+// rules.
+const minNftBuf = 1 << 20
+
+// nftBufFor is the socket buffer a batch installing ts needs. The batch goes
+// to the kernel in one send, which must fit the send buffer, and the kernel
+// answers every message of it while it applies it, before ApplyRules reads
+// anything — google/nftables asks for every rule to be echoed back (to learn
+// its handle) — so a receive buffer too small loses replies (ENOBUFS) of a
+// batch that was committed. nft sizes its buffers from the batch the same way.
+// 4 KiB per message covers a rule (a guard's longest is under 1 KiB) and its
+// echo and acknowledgement with the kernel's per-message overhead.
+func nftBufFor(ts []tableSpec) int {
+	n := 4 * len(families) // add, delete and add each table, and the batch's ends
+	for _, t := range ts {
+		n += len(t.chains)
+		for _, c := range t.chains {
+			n += len(c.rules)
+		}
+	}
+	return max(minNftBuf, n*4096)
+}
+
+// growNftBuf reopens the nftables socket with larger buffers when the batch
+// for ts needs them: at least twice as large, so that a ruleset growing by a
+// machine at a time reopens it rarely. They are never shrunk (a large ruleset
+// usually stays).
+func (h *Host) growNftBuf(ts []tableSpec) error {
+	need := nftBufFor(ts)
+	if need <= h.nftBuf {
+		return nil
+	}
+	need = max(need, 2*h.nftBuf)
+	nc, err := dialNft(h.ns, need)
+	if err != nil {
+		return err
+	}
+	_ = h.nft.CloseLasting()
+	h.nft, h.nftBuf = nc, need
 	return nil
 }
 
@@ -216,12 +273,20 @@ func (h *Host) warnAcceptRA(ctx context.Context, links []netlink.Link) {
 	}
 }
 
+// nftFamily maps the families of berth's tables to nftables'.
+var nftFamily = map[string]nftables.TableFamily{
+	familyInet:   nftables.TableFamilyINet,
+	familyBridge: nftables.TableFamilyBridge,
+}
+
 func nftChain(t *nftables.Table, c chainSpec) *nftables.Chain {
 	ch := &nftables.Chain{Name: c.name, Table: t}
 	if c.hook == "" {
 		return ch
 	}
 	ch.Type = nftables.ChainType(c.kind)
+	// The bridge family's NF_BR_PRE_ROUTING is the same number as
+	// NF_INET_PRE_ROUTING.
 	ch.Hooknum = map[string]*nftables.ChainHook{
 		"prerouting":  nftables.ChainHookPrerouting,
 		"output":      nftables.ChainHookOutput,
@@ -300,6 +365,13 @@ func (r ruleSpec) exprs() ([]expr.Any, error) {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			cmpReg(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(r.dport)))
 	}
+	for _, c := range r.conds {
+		ce, err := c.exprs()
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.comment, err)
+		}
+		e = append(e, ce...)
+	}
 	if r.counter {
 		e = append(e, &expr.Counter{})
 	}
@@ -308,6 +380,8 @@ func (r ruleSpec) exprs() ([]expr.Any, error) {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictJump, Chain: r.jump})
 	case vDrop:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
+	case vAccept:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
 	case vMasquerade:
 		e = append(e, &expr.Masq{})
 	case vDNAT:
@@ -323,6 +397,32 @@ func (r ruleSpec) exprs() ([]expr.Any, error) {
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: 1, RegAddrMax: 1, RegProtoMin: 2, RegProtoMax: 2, Specified: true})
 	}
 	return e, nil
+}
+
+// exprs loads the field into register 1 and compares it. A field the packet
+// does not have (a transport header the kernel could not find, say) ends the
+// rule without a match, as in nft.
+func (c cond) exprs() ([]expr.Any, error) {
+	if uint32(len(c.val)) != c.f.len {
+		return nil, fmt.Errorf("%s: a %d-byte value for a %d-byte field", c, len(c.val), c.f.len)
+	}
+	var load expr.Any
+	switch c.f.base {
+	case baseL4Proto:
+		load = &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}
+	default:
+		base := map[fieldBase]expr.PayloadBase{
+			baseLL: expr.PayloadBaseLLHeader,
+			baseNH: expr.PayloadBaseNetworkHeader,
+			baseTH: expr.PayloadBaseTransportHeader,
+		}[c.f.base]
+		load = &expr.Payload{DestRegister: 1, Base: base, Offset: c.f.offset, Len: c.f.len}
+	}
+	op := expr.CmpOpEq
+	if c.neg {
+		op = expr.CmpOpNeq
+	}
+	return []expr.Any{load, &expr.Cmp{Op: op, Register: 1, Data: c.val}}, nil
 }
 
 // ifnameData is an interface name as the kernel compares it: NUL-padded to
@@ -341,21 +441,33 @@ func prefixMask(p netip.Prefix) []byte {
 	return b
 }
 
-// Rules reads berth's installed table back as a Ruleset (from the comments
-// berth puts on its rules). A missing table is an empty ruleset.
+// Rules reads berth's installed tables back as a Ruleset (from the comments
+// berth puts on its rules). A missing table is an empty part of the ruleset.
 func (h *Host) Rules(ctx context.Context) (Ruleset, error) {
 	var rs Ruleset
-	installed, ok, err := h.installedRules()
-	if err != nil || !ok {
-		return rs, err
-	}
-	for _, c := range installed {
-		for _, r := range c.rules {
-			if n, ok := parseNetworkComment(r.comment); ok {
-				rs.Networks = append(rs.Networks, n)
+	for _, fam := range families {
+		installed, ok, err := h.installedRules(fam)
+		if err != nil || !ok {
+			if err != nil {
+				return rs, err
 			}
-			if f, ok := parseForwardComment(r.comment); ok {
-				rs.Forwards = append(rs.Forwards, f)
+			continue
+		}
+		for _, name := range slices.Sorted(maps.Keys(installed)) {
+			for _, r := range installed[name].rules {
+				switch fam {
+				case familyInet:
+					if n, ok := parseNetworkComment(r.comment); ok {
+						rs.Networks = append(rs.Networks, n)
+					}
+					if f, ok := parseForwardComment(r.comment); ok {
+						rs.Forwards = append(rs.Forwards, f)
+					}
+				case familyBridge:
+					if g, ok := parseGuardComment(r.comment); ok && name == "prerouting" {
+						rs.Guards = append(rs.Guards, g)
+					}
+				}
 			}
 		}
 	}
@@ -372,19 +484,22 @@ type installedRule struct {
 	exprs   []expr.Any
 }
 
-func (h *Host) installedRules() (map[string]installedChain, bool, error) {
+// installedRules reads berth's table of the family, chain by chain; ok is
+// false when there is no such table.
+func (h *Host) installedRules(fam string) (map[string]installedChain, bool, error) {
 	h.rulesMu.Lock()
 	defer h.rulesMu.Unlock()
-	t, err := h.nft.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	what := "nftables table " + fam + " " + TableName
+	t, err := h.nft.ListTableOfFamily(TableName, nftFamily[fam])
 	if errors.Is(err, unix.ENOENT) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("nftables table inet %s: %w", TableName, err)
+		return nil, false, fmt.Errorf("%s: %w", what, err)
 	}
-	chains, err := h.nft.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	chains, err := h.nft.ListChainsOfTableFamily(nftFamily[fam])
 	if err != nil {
-		return nil, false, fmt.Errorf("nftables table inet %s: list chains: %w", TableName, err)
+		return nil, false, fmt.Errorf("%s: list chains: %w", what, err)
 	}
 	out := map[string]installedChain{}
 	for _, c := range chains {
@@ -393,7 +508,7 @@ func (h *Host) installedRules() (map[string]installedChain, bool, error) {
 		}
 		rules, err := h.nft.GetRules(t, c)
 		if err != nil {
-			return nil, false, fmt.Errorf("nftables table inet %s: chain %s: %w", TableName, c.Name, err)
+			return nil, false, fmt.Errorf("%s: chain %s: %w", what, c.Name, err)
 		}
 		ic := installedChain{chain: c}
 		for _, r := range rules {
@@ -405,7 +520,7 @@ func (h *Host) installedRules() (map[string]installedChain, bool, error) {
 	return out, true, nil
 }
 
-// RulesDrift compares the installed table with what ApplyRules(rs) would
+// RulesDrift compares the installed tables with what ApplyRules(rs) would
 // install and describes each difference; nil means they are equal. Rules are
 // compared expression by expression (counters aside), so a rule someone edited
 // by hand is found even when its comment still looks right.
@@ -413,55 +528,172 @@ func (h *Host) RulesDrift(ctx context.Context, rs Ruleset) ([]string, error) {
 	if err := rs.Validate(); err != nil {
 		return nil, err
 	}
-	installed, ok, err := h.installedRules()
-	if err != nil {
-		return nil, err
-	}
-	if rs.Empty() {
-		if ok {
-			return []string{"table inet " + TableName + " exists but no rules are wanted"}, nil
-		}
-		return nil, nil
-	}
-	if !ok {
-		return []string{"table inet " + TableName + " is missing"}, nil
+	want := map[string][]chainSpec{}
+	for _, t := range tables(rs) {
+		want[t.family] = t.chains
 	}
 	var drift []string
-	want := plan(rs)
+	for _, fam := range families {
+		installed, ok, err := h.installedRules(fam)
+		if err != nil {
+			return nil, err
+		}
+		var d []string
+		if fam == familyBridge && ok && want[fam] != nil {
+			d, err = guardsDrift(installed, want[fam])
+		} else {
+			d, err = tableDrift(fam, installed, ok, want[fam])
+		}
+		if err != nil {
+			return nil, err
+		}
+		drift = append(drift, d...)
+	}
+	return drift, nil
+}
+
+// tableDrift compares one installed table (present says whether there is one)
+// with the chains wanted of it (none: no table is wanted).
+func tableDrift(fam string, installed map[string]installedChain, present bool, want []chainSpec) ([]string, error) {
+	table := "table " + fam + " " + TableName
+	switch {
+	case want == nil && present:
+		return []string{table + " exists but no rules are wanted in it"}, nil
+	case want == nil:
+		return nil, nil
+	case !present:
+		return []string{table + " is missing"}, nil
+	}
+	var drift []string
 	names := map[string]bool{}
 	for _, c := range want {
 		names[c.name] = true
 		ic, ok := installed[c.name]
 		if !ok {
-			drift = append(drift, "chain "+c.name+" is missing")
+			drift = append(drift, table+": chain "+c.name+" is missing")
 			continue
 		}
-		wc := nftChain(ic.chain.Table, c)
-		if c.hook != "" && (ic.chain.Type != wc.Type || ic.chain.Hooknum == nil || *ic.chain.Hooknum != *wc.Hooknum ||
-			ic.chain.Priority == nil || *ic.chain.Priority != *wc.Priority) {
-			drift = append(drift, fmt.Sprintf("chain %s has the wrong type, hook or priority", c.name))
+		d, err := chainDrift(fam, c, ic)
+		if err != nil {
+			return nil, err
 		}
-		for i, r := range c.rules {
-			if i >= len(ic.rules) {
-				drift = append(drift, fmt.Sprintf("chain %s lacks rule %q", c.name, r.comment))
-				continue
-			}
-			got := ic.rules[i]
-			exprs, err := r.exprs()
-			if err != nil {
-				return nil, err
-			}
-			if got.comment != r.comment || !sameExprs(got.exprs, exprs) {
-				drift = append(drift, fmt.Sprintf("chain %s rule %d is %q, want %q", c.name, i+1, got.comment, r.comment))
-			}
-		}
-		for _, r := range ic.rules[min(len(ic.rules), len(c.rules)):] {
-			drift = append(drift, fmt.Sprintf("chain %s has unexpected rule %q", c.name, r.comment))
+		if d != "" {
+			drift = append(drift, table+": chain "+c.name+" "+d)
 		}
 	}
-	for name := range installed {
+	for _, name := range slices.Sorted(maps.Keys(installed)) {
 		if !names[name] {
-			drift = append(drift, "unexpected chain "+name)
+			drift = append(drift, table+": unexpected chain "+name)
+		}
+	}
+	return drift, nil
+}
+
+// chainDrift compares an installed chain with the wanted one: "" when equal,
+// else its first difference and how many more there are (one line per chain:
+// a flushed guard chain would otherwise be a line per rule).
+func chainDrift(fam string, c chainSpec, ic installedChain) (string, error) {
+	var diffs []string
+	wc := nftChain(ic.chain.Table, c)
+	if c.hook != "" && (ic.chain.Type != wc.Type || ic.chain.Hooknum == nil || *ic.chain.Hooknum != *wc.Hooknum ||
+		ic.chain.Priority == nil || *ic.chain.Priority != *wc.Priority) {
+		diffs = append(diffs, "has the wrong type, hook or priority")
+	}
+	for i, r := range c.rules {
+		if i >= len(ic.rules) {
+			diffs = append(diffs, fmt.Sprintf("lacks rule %q", r.comment))
+			continue
+		}
+		got := ic.rules[i]
+		exprs, err := r.exprs()
+		if err != nil {
+			return "", err
+		}
+		if got.comment != r.comment || !sameExprs(nftFamily[fam], got.exprs, exprs) {
+			diffs = append(diffs, fmt.Sprintf("rule %d is %q, want %q", i+1, got.comment, r.comment))
+		}
+	}
+	for _, r := range ic.rules[min(len(ic.rules), len(c.rules)):] {
+		diffs = append(diffs, fmt.Sprintf("has unexpected rule %q", r.comment))
+	}
+	if len(diffs) == 0 {
+		return "", nil
+	}
+	if len(diffs) > 1 {
+		return fmt.Sprintf("%s (and %d more)", diffs[0], len(diffs)-1), nil
+	}
+	return diffs[0], nil
+}
+
+// guardsDrift is tableDrift for an installed `bridge berth` that is wanted,
+// told machine by machine, as `berth plan` shows it: which machine lacks its
+// guard, whose guard differs, which has one it should not have. The order of
+// the jumps does not matter (each matches its own port).
+func guardsDrift(installed map[string]installedChain, want []chainSpec) ([]string, error) {
+	table := "table bridge " + TableName
+	pre, wpre := installed[want[0].name], want[0]
+	if pre.chain == nil {
+		return tableDrift(familyBridge, installed, true, want)
+	}
+	var drift []string
+	if d, err := chainDrift(familyBridge, chainSpec{name: wpre.name, kind: wpre.kind, hook: wpre.hook, priority: wpre.priority}, installedChain{chain: pre.chain}); err != nil {
+		return nil, err
+	} else if d != "" {
+		drift = append(drift, table+": chain "+wpre.name+" "+d)
+	}
+	jumps := map[string]installedRule{} // the installed guards, by machine
+	for _, r := range pre.rules {
+		if g, ok := parseGuardComment(r.comment); ok {
+			if _, dup := jumps[g.Machine]; !dup {
+				jumps[g.Machine] = r
+				continue
+			}
+		}
+		drift = append(drift, fmt.Sprintf("%s: chain %s has unexpected rule %q", table, wpre.name, r.comment))
+	}
+	chains := map[string]chainSpec{}
+	for _, c := range want[1:] {
+		chains[c.name] = c
+	}
+	known := map[string]bool{wpre.name: true}
+	for _, wr := range wpre.rules {
+		g, _ := parseGuardComment(wr.comment)
+		known[guardChain(g.Machine)] = true
+		got, ok := jumps[g.Machine]
+		if !ok {
+			drift = append(drift, fmt.Sprintf("%s: machine %s has no anti-spoofing guard", table, g.Machine))
+			continue
+		}
+		delete(jumps, g.Machine)
+		exprs, err := wr.exprs()
+		if err != nil {
+			return nil, err
+		}
+		if got.comment != wr.comment || !sameExprs(nftables.TableFamilyBridge, got.exprs, exprs) {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard is %q, want %q", table, g.Machine, got.comment, wr.comment))
+			continue
+		}
+		c := chains[guardChain(g.Machine)]
+		ic, ok := installed[c.name]
+		if !ok {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard: chain %s is missing", table, g.Machine, c.name))
+			continue
+		}
+		d, err := chainDrift(familyBridge, c, ic)
+		if err != nil {
+			return nil, err
+		}
+		if d != "" {
+			drift = append(drift, fmt.Sprintf("%s: machine %s's guard: chain %s %s", table, g.Machine, c.name, d))
+		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(jumps)) {
+		known[guardChain(m)] = true
+		drift = append(drift, fmt.Sprintf("%s: machine %s has an anti-spoofing guard it should not have (antiSpoofing: false, or it no longer runs)", table, m))
+	}
+	for _, name := range slices.Sorted(maps.Keys(installed)) {
+		if !known[name] {
+			drift = append(drift, table+": unexpected chain "+name)
 		}
 	}
 	return drift, nil
@@ -469,14 +701,14 @@ func (h *Host) RulesDrift(ctx context.Context, rs Ruleset) ([]string, error) {
 
 // sameExprs compares expression lists by their netlink encoding, leaving out
 // counters (whose values change with every packet).
-func sameExprs(a, b []expr.Any) bool {
+func sameExprs(fam nftables.TableFamily, a, b []expr.Any) bool {
 	enc := func(es []expr.Any) ([][]byte, bool) {
 		var out [][]byte
 		for _, e := range es {
 			if _, ok := e.(*expr.Counter); ok {
 				continue
 			}
-			b, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
+			b, err := expr.Marshal(byte(fam), e)
 			if err != nil {
 				return nil, false
 			}

@@ -98,6 +98,20 @@ func (a Attachment) withDefaults() Attachment {
 	return a
 }
 
+// Guard is the anti-spoofing guard of the machine's port: frames from HostIf
+// must carry the attachment's MAC and addresses (see Guard).
+func (a Attachment) Guard() Guard {
+	a = a.withDefaults()
+	g := Guard{Machine: a.Machine, HostIf: a.HostIf, MAC: a.MAC}
+	if a.Addr4.IsValid() {
+		g.Addr4 = a.Addr4.Addr()
+	}
+	if a.Addr6.IsValid() {
+		g.Addr6 = a.Addr6.Addr()
+	}
+	return g
+}
+
 // Validate checks what can be checked without looking at the host.
 func (a Attachment) Validate() error {
 	a = a.withDefaults()
