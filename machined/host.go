@@ -393,7 +393,7 @@ func (h *leafHost) attachment(d *spec.Set, m *spec.Machine) (*netconf.Attachment
 			reserved6 = append(reserved6, o.Network.Address6.Addr())
 		}
 	}
-	a := &netconf.Attachment{Machine: m.Name, Bridge: n.Bridge, HostIf: netconf.HostIfName(m.Name)}
+	a := &netconf.Attachment{Machine: m.Name, Bridge: n.Bridge, HostIf: netconf.HostIfName(m.Name), Guarded: m.Network.Guarded()}
 	if m.Network.MAC != "" {
 		mac, err := parseMAC(m.Network.MAC)
 		if err != nil {

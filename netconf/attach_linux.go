@@ -90,6 +90,11 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 		}
 	}
 
+	if a.Guarded {
+		if err := h.GuardPort(ctx, a.Guard()); err != nil {
+			return fail("guard "+a.HostIf, err)
+		}
+	}
 	if hostLink.Attrs().MasterIndex != bridge.Attrs().Index {
 		if err := h.nl.LinkSetMasterByIndex(hostLink, bridge.Attrs().Index); err != nil {
 			return fail("add "+a.HostIf+" to the bridge", err)

@@ -303,9 +303,13 @@ func TestGuardedMachines(t *testing.T) {
 	attC := attachment(cName, w.b, "10.88.0.4", "fd88::4")
 	macA, macB := attA.Guard().MAC, attB.Guard().MAC
 	ipA, gw4 := attA.Addr4.Addr(), w.b.Gateway4.Addr()
-	guarded := Ruleset{Networks: []NATNetwork{w.net}, Guards: []Guard{attA.Guard(), attB.Guard(), attC.Guard()}}
 	// Guards match their port by name: they can be in place before the links.
+	// B's is not in the ruleset: Attach installs it (Guarded) before B's port
+	// joins the bridge, so B is never on the bridge unchecked, not even before
+	// the next ApplyRules of the reconciler.
+	guarded := Ruleset{Networks: []NATNetwork{w.net}, Guards: []Guard{attA.Guard(), attC.Guard()}}
 	must(t, w.h.ApplyRules(ctx, guarded))
+	attB.Guarded = true
 
 	rootA := debianRoot(t, aName)
 	units := filepath.Join(rootA.Overlay.Upper, "etc/systemd/system")

@@ -135,6 +135,55 @@ func (h *Host) ApplyRules(ctx context.Context, rs Ruleset) error {
 	return nil
 }
 
+// GuardPort installs one machine's anti-spoofing guard in the table bridge
+// berth, beside whatever the table holds (the base chain and the table are
+// made when missing, the machine's own chain is filled anew, its jump added
+// when the base chain lacks it), in one batch. Attach calls it before the
+// machine's port joins its bridge; the next ApplyRules, which replaces the
+// table as a whole with the guards of every running machine, keeps it.
+// Equivalent to `nft add chain bridge berth machine-NAME` and its rules.
+func (h *Host) GuardPort(ctx context.Context, g Guard) error {
+	chains := planBridge(Ruleset{Guards: []Guard{g}})
+	compiled := make([][][]expr.Any, len(chains))
+	for i, c := range chains {
+		for _, r := range c.rules {
+			e, err := r.exprs()
+			if err != nil {
+				return fmt.Errorf("machine %q: guard: %w", g.Machine, err)
+			}
+			compiled[i] = append(compiled[i], e)
+		}
+	}
+	h.rulesMu.Lock()
+	defer h.rulesMu.Unlock()
+	nt := &nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge}
+	h.nft.AddTable(nt)
+	base := h.nft.AddChain(nftChain(nt, chains[0]))
+	own := h.nft.AddChain(nftChain(nt, chains[1]))
+	h.nft.FlushChain(own)
+	for j, e := range compiled[1] {
+		h.nft.AddRule(&nftables.Rule{Table: nt, Chain: own, Exprs: e, UserData: userdata.AppendString(nil, userdata.TypeComment, chains[1].rules[j].comment)})
+	}
+	if err := h.nft.Flush(); err != nil {
+		return fmt.Errorf("machine %q: guard chain in bridge %s: %w", g.Machine, TableName, err)
+	}
+	rules, err := h.nft.GetRules(nt, base)
+	if err != nil {
+		return fmt.Errorf("machine %q: read bridge %s prerouting: %w", g.Machine, TableName, err)
+	}
+	for _, r := range rules {
+		if c, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && c == chains[0].rules[0].comment {
+			return nil // a run before this one left it, for the same addresses
+		}
+	}
+	h.nft.AddRule(&nftables.Rule{Table: nt, Chain: base, Exprs: compiled[0][0], UserData: userdata.AppendString(nil, userdata.TypeComment, chains[0].rules[0].comment)})
+	if err := h.nft.Flush(); err != nil {
+		return fmt.Errorf("machine %q: guard jump in bridge %s: %w", g.Machine, TableName, err)
+	}
+	slog.DebugContext(ctx, "guard installed", "machine", g.Machine, "port", g.HostIf)
+	return nil
+}
+
 // minNftBuf is the least send and receive buffer of the nftables socket; the
 // kernel's defaults (208 KiB) hold a batch of, and the replies to, about 200
 // rules.

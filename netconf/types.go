@@ -85,6 +85,10 @@ type Attachment struct {
 	Gateway4 netip.Addr       // IPv4 default route; zero: none
 	Gateway6 netip.Addr       // IPv6 default route; zero: none
 	MTU      int              // 0: the bridge's MTU
+	// Guarded installs the machine's anti-spoofing guard (see Guard) on its
+	// port before the port forwards anything: a machine is never on the
+	// bridge unchecked, not even until the next ApplyRules.
+	Guarded bool
 }
 
 // withDefaults fills the fields that have a derived default.
