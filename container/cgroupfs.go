@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/berthd/berth/internal/revert"
 )
 
 // hierarchy is one mounted cgroup hierarchy of the host.
@@ -154,11 +156,9 @@ func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (Cgroup, er
 		return Cgroup{}, err
 	}
 	path := d.path(m.Name)
-	undo := []string{}
+	r := revert.New()
+	defer r.Fail()
 	fail := func(err error) (Cgroup, error) {
-		for _, dir := range undo {
-			removeCgroupTree(dir)
-		}
 		return Cgroup{}, fmt.Errorf("machine %q: cgroup %s: %w", m.Name, path, err)
 	}
 	for _, h := range hs {
@@ -171,7 +171,7 @@ func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (Cgroup, er
 			return fail(err)
 		}
 		if created {
-			undo = append(undo, dir)
+			r.Add(func() { _ = removeCgroupTree(dir) })
 		}
 	}
 	for _, h := range hs {
@@ -193,6 +193,7 @@ func (d CgroupfsDriver) Create(ctx context.Context, m CgroupMachine) (Cgroup, er
 			cg.NoBPF = bpfErr.Error()
 		}
 	}
+	r.Success()
 	return cg, nil
 }
 

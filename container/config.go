@@ -2,8 +2,8 @@ package container
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,8 +19,9 @@ import (
 // long before the host's pid_max.
 const DefaultPidsMax = 16384
 
-// ErrInvalid marks a Config that cannot run as given; the message names the field.
-var ErrInvalid = errors.New("invalid machine config")
+// ErrInvalid marks a Config that cannot run as given; the message names the
+// field. It is errdefs' class.
+var ErrInvalid = errdefs.ErrInvalid
 
 // Config is everything a supervisor needs to run one machine. It is plain data:
 // berthd writes it as JSON to RUN/machines/NAME/config.json for the detached

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,8 +19,8 @@ const (
 )
 
 // ErrNotRunning is returned by Dial when no supervisor answers in the runtime
-// directory.
-var ErrNotRunning = errors.New("machine is not running")
+// directory: a conflict of berth's error vocabulary (errdefs).
+var ErrNotRunning = fmt.Errorf("machine is not running: %w", errdefs.ErrConflict)
 
 // request is one control request; each connection carries exactly one.
 type request struct {

@@ -2,15 +2,17 @@ package machined
 
 import (
 	"context"
-	"errors"
+	"github.com/berthd/berth/internal/errdefs"
 	"time"
 )
 
-// Error classes, checked with errors.Is. The API carries them across the socket.
+// Error classes, checked with errors.Is: berth's one vocabulary (package
+// errdefs), which the API carries across the socket, whichever package an
+// error comes from.
 var (
-	ErrNotFound = errors.New("not found")
-	ErrInvalid  = errors.New("invalid")
-	ErrConflict = errors.New("conflict")
+	ErrNotFound = errdefs.ErrNotFound
+	ErrInvalid  = errdefs.ErrInvalid
+	ErrConflict = errdefs.ErrConflict
 )
 
 // Machine states as `berth list` shows them.

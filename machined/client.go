@@ -5,8 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"io"
 	"net"
 	"net/http"
@@ -70,29 +70,8 @@ func decodeError(resp *http.Response) error {
 	if json.Unmarshal(b, &ae) != nil || ae.Error == "" {
 		return fmt.Errorf("berthd: %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
-	var class error
-	switch ae.Class {
-	case "not_found":
-		class = ErrNotFound
-	case "invalid":
-		class = ErrInvalid
-	case "conflict":
-		class = ErrConflict
-	}
-	if class != nil {
-		return &classError{msg: ae.Error, class: class}
-	}
-	return errors.New(ae.Error)
+	return errdefs.FromClass(ae.Error, ae.Class)
 }
-
-// classError keeps an error's text from the daemon and its class for errors.Is.
-type classError struct {
-	msg   string
-	class error
-}
-
-func (e *classError) Error() string        { return e.msg }
-func (e *classError) Is(target error) bool { return target == e.class }
 
 func (c *Client) List(ctx context.Context) ([]MachineStatus, error) {
 	var out []MachineStatus
@@ -129,7 +108,7 @@ func (c *Client) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, err
 		return nil, err
 	}
 	if out.Plan != nil && len(out.Plan.Errors) > 0 {
-		return &out, &classError{msg: "definitions have errors; nothing applied", class: ErrInvalid}
+		return &out, fmt.Errorf("definitions have errors; nothing applied: %w", ErrInvalid)
 	}
 	return &out, nil
 }

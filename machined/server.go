@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -135,15 +136,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func reply(w http.ResponseWriter, r *http.Request, fn func() (any, error)) {
 	v, err := fn()
 	if err != nil {
-		status, class := http.StatusInternalServerError, ""
-		switch {
-		case errors.Is(err, ErrNotFound):
-			status, class = http.StatusNotFound, "not_found"
-		case errors.Is(err, ErrInvalid):
-			status, class = http.StatusBadRequest, "invalid"
-		case errors.Is(err, ErrConflict):
-			status, class = http.StatusConflict, "conflict"
-		}
+		class, status := errdefs.Class(err)
 		writeJSON(w, status, apiError{Error: err.Error(), Class: class})
 		return
 	}

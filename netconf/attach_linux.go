@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/revert"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -65,8 +66,8 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 		return fail("find bridge", fmt.Errorf("%q is a %s, not a bridge: %w", a.Bridge, bridge.Type(), ErrInvalid))
 	}
 
-	r := new(reverter)
-	defer r.fail()
+	r := revert.New()
+	defer r.Fail()
 
 	hostLink, err := h.nl.LinkByName(a.HostIf)
 	switch {
@@ -81,7 +82,7 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 		if err != nil {
 			return fail("create veth "+a.HostIf, err)
 		}
-		r.add(func() { _ = h.nl.LinkDel(hostLink) })
+		r.Add(func() { _ = h.nl.LinkDel(hostLink) })
 	case err != nil:
 		return fail("look up "+a.HostIf, err)
 	default:
@@ -108,7 +109,7 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 	if err := configureGuest(ctx, inside, a); err != nil {
 		return fail("configure "+GuestIfName, err)
 	}
-	r.success()
+	r.Success()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/revert"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -63,8 +64,8 @@ func (h *Host) EnsureBridge(ctx context.Context, b Bridge) error {
 		}
 	}
 
-	r := new(reverter)
-	defer r.fail()
+	r := revert.New()
+	defer r.Fail()
 	if link == nil {
 		if err := h.checkSubnetsFree(ctx, b, 0); err != nil {
 			return err
@@ -77,7 +78,7 @@ func (h *Host) EnsureBridge(ctx context.Context, b Bridge) error {
 		if err := h.nl.LinkAdd(br); err != nil {
 			return fmt.Errorf("%s: create: %w", b.label(), err)
 		}
-		r.add(func() { _ = h.nl.LinkDel(br) })
+		r.Add(func() { _ = h.nl.LinkDel(br) })
 		if link, err = h.nl.LinkByName(b.Name); err != nil {
 			return fmt.Errorf("%s: look up after create: %w", b.label(), err)
 		}
@@ -112,7 +113,7 @@ func (h *Host) EnsureBridge(ctx context.Context, b Bridge) error {
 			return fmt.Errorf("%s: bring up: %w", b.label(), err)
 		}
 	}
-	r.success()
+	r.Success()
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/revert"
 	"io"
 	"log/slog"
 	"net"
@@ -52,9 +53,9 @@ const udpIdle = 60 * time.Second
 func (h *Host) ProxyLoopback(ctx context.Context, fwds []Forward) (*LoopbackProxy, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &LoopbackProxy{h: h, ctx: ctx, cancel: cancel, closers: map[io.Closer]struct{}{}}
-	r := new(reverter)
-	defer r.fail()
-	r.add(func() { _ = p.Close() })
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() { _ = p.Close() })
 	for _, f := range loopbackForwards(fwds) {
 		if f.Proto != "tcp" && f.Proto != "udp" {
 			return nil, fmt.Errorf("machine %q: port forward %s: protocol %q: want tcp or udp: %w", f.Machine, f, f.Proto, ErrInvalid)
@@ -87,7 +88,7 @@ func (h *Host) ProxyLoopback(ctx context.Context, fwds []Forward) (*LoopbackProx
 		}
 		p.fwds = append(p.fwds, f)
 	}
-	r.success()
+	r.Success()
 	return p, nil
 }
 

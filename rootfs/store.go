@@ -1,8 +1,8 @@
 package rootfs
 
 import (
-	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,14 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Error classes, checked with errors.Is. Every error the package returns that a
-// person can cause wraps one of them and names the image, machine or file.
+// Error classes, checked with errors.Is: berth's one vocabulary (package
+// errdefs). Every error the package returns that a person can cause wraps one
+// of them and names the image, machine or file.
 var (
-	ErrNotFound    = errors.New("not found")
-	ErrExists      = errors.New("already exists")
-	ErrInvalid     = errors.New("invalid")
-	ErrBusy        = errors.New("in use")
-	ErrUnsupported = errors.New("not supported")
+	ErrNotFound    = errdefs.ErrNotFound
+	ErrExists      = errdefs.ErrExists
+	ErrInvalid     = errdefs.ErrInvalid
+	ErrBusy        = errdefs.ErrBusy
+	ErrUnsupported = errdefs.ErrUnsupported
 )
 
 // Store is the image store and the machine roots under one state directory:

@@ -1,15 +1,15 @@
 package spec
 
 import (
-	"errors"
 	"fmt"
+	"github.com/berthd/berth/internal/errdefs"
 	"sort"
 	"strings"
 )
 
 // ErrInvalid is matched (errors.Is) by every ErrorList: the definitions are wrong and
 // a person has to change them; retrying will not help.
-var ErrInvalid = errors.New("invalid definition")
+var ErrInvalid = errdefs.ErrInvalid
 
 // Error is one mistake in a definition, located by file, line, column and the field
 // path inside the document (network.address, mounts[1].target).

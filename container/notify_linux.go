@@ -1,0 +1,67 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// listenNotify binds the sd_notify socket the guest sees as /run/host/notify.
+func listenNotify(runDir string) (*net.UnixConn, error) {
+	p := filepath.Join(runDir, notifySocket)
+	_ = os.Remove(p)
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	return c, nil
+}
+
+func (s *supervisor) readNotify(c *net.UnixConn, ready chan<- struct{}) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		sc := bufio.NewScanner(bytes.NewReader(buf[:n]))
+		for sc.Scan() {
+			switch sc.Text() {
+			case "READY=1":
+				select {
+				case ready <- struct{}{}:
+				default:
+				}
+			case "STOPPING=1":
+				s.setState(func(st *State) {
+					if st.Phase != PhaseExited {
+						st.Phase = PhaseStopping
+					}
+				})
+			}
+		}
+	}
+}
+
+// notifyOwnManager passes the guest's READY=1 on to whoever started the
+// supervisor with $NOTIFY_SOCKET (a Type=notify unit, a benchmark), as
+// nspawn's --notify-ready=yes does.
+func notifyOwnManager(msg string) {
+	p := os.Getenv("NOTIFY_SOCKET")
+	if p == "" {
+		return
+	}
+	if strings.HasPrefix(p, "@") {
+		p = "\x00" + p[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: p, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(msg))
+}

@@ -1,0 +1,199 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startPayload starts the payload's init stage, places it, runs the Network
+// hook, releases it and waits until it has exec'd the guest's init.
+func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<-chan *os.ProcessState, error) {
+	cfg := s.cfg
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sync socket: %w", err)
+	}
+	parent, child := os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child")
+	defer parent.Close()
+
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	if cfg.NetworkMode == "private" {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd := &exec.Cmd{
+		Path: selfExe(),
+		Args: []string{"berth-init " + cfg.Name},
+		// containermaxprocs=0: the Go runtime (1.25+) would otherwise keep the
+		// supervisor cgroup's CPU limit files open for as long as it runs,
+		// host files the application-mode reaper would carry into the
+		// machine (reachable as /proc/1/fd/N).
+		Env:        []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		ExtraFiles: []*os.File{child},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Pdeathsig:  unix.SIGKILL,
+		},
+	}
+	if cfg.Console == "passthrough" {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
+	s.setState(func(st *State) { st.Phase, st.Boots, st.ReadyAt = PhaseStarting, boot, time.Time{} })
+	if err := cmd.Start(); err != nil {
+		child.Close()
+		return nil, fmt.Errorf("start payload: %w", err)
+	}
+	child.Close()
+	pid := cmd.Process.Pid
+	exitCh := make(chan *os.ProcessState, 1)
+	go func() {
+		_ = cmd.Wait()
+		exitCh <- cmd.ProcessState
+	}()
+	s.mu.Lock()
+	s.leader, s.stopping, s.killedByUs, s.requested = cmd.Process, false, false, 0
+	s.mu.Unlock()
+	abort := func(err error) (<-chan *os.ProcessState, error) {
+		_ = cmd.Process.Kill()
+		<-exitCh
+		return nil, err
+	}
+
+	s.log.Debug("payload process started", "pid", pid)
+	if err := movePID(s.hs, filepath.Join(path, "payload"), pid); err != nil {
+		return abort(err)
+	}
+	s.log.Debug("payload placed in its cgroups")
+	if s.hooks.Network != nil && cfg.NetworkMode == "private" {
+		if err := s.hooks.Network(ctx, pid); err != nil {
+			return abort(fmt.Errorf("network: %w", err))
+		}
+	}
+	msg, _ := json.Marshal(initMessage{Config: cfg, Seccomp: s.seccomp})
+	if _, err := parent.Write(msg); err != nil {
+		return abort(fmt.Errorf("release payload: %w", err))
+	}
+	kind, err := s.readInitStage(parent)
+	if err != nil {
+		return abort(err)
+	}
+	s.log.Debug("init exec'd", "init", kind)
+	phase := PhaseBooting
+	if kind != "systemd" {
+		// Only systemd speaks sd_notify: the others count as running once
+		// exec'd.
+		phase = PhaseRunning
+	}
+	now := time.Now().UTC()
+	s.mu.Lock()
+	s.kind = kind
+	s.mu.Unlock()
+	s.setState(func(st *State) {
+		st.LeaderPID, st.Init, st.Phase, st.BootedAt = pid, kind, phase, now
+		if phase == PhaseRunning {
+			st.ReadyAt = now
+		}
+	})
+	s.log.Info("payload started", "leader", pid, "init", kind, "boot", boot)
+	if phase == PhaseRunning {
+		trimMemory()
+	}
+	if s.hooks.Started != nil {
+		if err := s.hooks.Started(ctx, Started{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(),
+			LeaderPID: pid, CgroupPath: path, Boots: boot}); err != nil {
+			return abort(fmt.Errorf("started hook: %w", err))
+		}
+	}
+	return exitCh, nil
+}
+
+// readInitStage reads the init stage's messages until its socket closes on
+// exec; it returns the kind of init exec'd.
+func (s *supervisor) readInitStage(sock *os.File) (string, error) {
+	fd := int(sock.Fd())
+	tv := unix.Timeval{Sec: 60}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 8192)
+	oob := make([]byte, unix.CmsgSpace(4))
+	kind := ""
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return "", fmt.Errorf("payload setup: %w", err)
+		}
+		msg := string(buf[:n])
+		switch {
+		case n == 0 && oobn == 0:
+			if kind == "" {
+				return "", errors.New("payload setup: the init stage ended without a word (see the supervisor's log)")
+			}
+			return kind, nil
+		case msg == "console":
+			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil || len(cms) == 0 {
+				return "", errors.New("payload setup: console message without a pty")
+			}
+			fds, err := unix.ParseUnixRights(&cms[0])
+			if err != nil || len(fds) != 1 {
+				return "", errors.New("payload setup: console message without a pty")
+			}
+			if s.console != nil {
+				s.console.setMaster(os.NewFile(uintptr(fds[0]), "console"))
+			} else {
+				unix.Close(fds[0])
+			}
+		case strings.HasPrefix(msg, "exec "):
+			kind = strings.TrimPrefix(msg, "exec ")
+		case strings.HasPrefix(msg, "error: "):
+			return "", errors.New(strings.TrimPrefix(msg, "error: "))
+		}
+	}
+}
+
+// waitPayload waits for the payload to exit, handling READY=1, signals to the
+// supervisor and ctx meanwhile.
+func (s *supervisor) waitPayload(ctx context.Context, exitCh <-chan *os.ProcessState, readyCh <-chan struct{}, sigs <-chan os.Signal, path string) *os.ProcessState {
+	cancelled := ctx.Done()
+	for {
+		select {
+		case ps := <-exitCh:
+			return ps
+		case <-readyCh:
+			s.mu.Lock()
+			stopping := s.stopping
+			s.mu.Unlock()
+			if !stopping {
+				s.setState(func(st *State) {
+					if st.Phase == PhaseBooting {
+						st.Phase, st.ReadyAt = PhaseRunning, time.Now().UTC()
+					}
+				})
+				notifyOwnManager("READY=1")
+				trimMemory()
+			}
+		case sig := <-sigs:
+			s.log.Debug("signal", "signal", sig.String())
+			s.log.Info("signal to the supervisor: powering off", "signal", sig.String())
+			_ = s.poweroff(true)
+		case <-cancelled:
+			cancelled = nil
+			s.log.Info("cancelled: killing the machine")
+			s.mu.Lock()
+			s.stopping, s.killedByUs = true, true
+			s.mu.Unlock()
+			s.killAll(path)
+		}
+	}
+}

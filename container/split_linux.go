@@ -1,0 +1,118 @@
+package container
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// splitCgroup makes the "supervisor" and "payload" children of the machine's
+// cgroup in every hierarchy and moves the supervisor into its own: the payload
+// cgroup is the root of the guest's cgroup namespace, and the guest's systemd
+// owns everything below it. It then settles the machine's device fence: the
+// driver's on the machine's cgroup, and a BPF program of berth's own on the
+// payload when the driver's fence is not one (systemd's DevicePolicy).
+func (s *supervisor) splitCgroup(cg Cgroup) error {
+	path := cg.Path
+	for _, h := range s.hs {
+		for _, sub := range []string{"supervisor", "payload"} {
+			if _, err := mkdirCgroup(h, h.dir(filepath.Join(path, sub))); err != nil {
+				return fmt.Errorf("cgroup %s: %w", h.dir(filepath.Join(path, sub)), err)
+			}
+		}
+	}
+	if err := movePID(s.hs, filepath.Join(path, "supervisor"), os.Getpid()); err != nil {
+		return err
+	}
+	fences := []string{}
+	if cg.DeviceFence != "" {
+		fences = append(fences, cg.DeviceFence)
+	}
+	noBPF := cg.NoBPF
+	for _, h := range s.hs {
+		if !h.Unified {
+			continue
+		}
+		// Hand the controllers the machine has down to the payload, so the
+		// guest's systemd can use them (possible now that the machine's cgroup
+		// holds no process itself).
+		ctrls, _ := os.ReadFile(filepath.Join(h.dir(path), "cgroup.controllers"))
+		var on []string
+		for _, c := range strings.Fields(string(ctrls)) {
+			on = append(on, "+"+c)
+		}
+		if len(on) > 0 {
+			_ = writeFile(filepath.Join(h.dir(path), "cgroup.subtree_control"), strings.Join(on, " "))
+		}
+		if !cg.FenceIsBPF {
+			payload := filepath.Join(path, "payload")
+			if err := attachDeviceFilter(h.dir(payload), DeviceRules(s.cfg.AllowTun)); err == nil {
+				fences = append(fences, "bpf on "+payload)
+			} else if noBPF == "" {
+				noBPF = err.Error()
+			}
+		}
+	}
+	fence := strings.Join(fences, "; ")
+	if fence == "" {
+		switch {
+		case insideContainer():
+			// Nested in another container manager (whose seccomp filter
+			// typically refuses bpf()): its device policy covers this whole
+			// subtree, ours included.
+			fence = "the outer container manager's (this host is a container: " + noBPF + ")"
+			s.log.Warn("no device fence of berth's own inside a container; relying on the outer manager's device policy", "err", noBPF)
+		case s.cfg.DeviceFenceOptional:
+			fence = "none (security.deviceFence: optional; " + noBPF + ")"
+			s.log.Warn("starting without a device fence (security.deviceFence: optional)", "err", noBPF)
+		default:
+			return fmt.Errorf("%w (%s)", errNoDevicePolicy, noBPF)
+		}
+	}
+	s.setState(func(st *State) { st.DeviceFence = fence })
+	return nil
+}
+
+// insideContainer reports whether this host is itself a container, as
+// systemd-detect-virt --container tells it: the markers systemd and the
+// Container Interface leave, or $container in PID 1's environment.
+func insideContainer() bool {
+	for _, f := range []string{"/run/systemd/container", "/run/host/container-manager"} {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	env, err := os.ReadFile("/proc/1/environ")
+	return err == nil && bytes.Contains(append([]byte{0}, env...), []byte("\x00container="))
+}
+
+// ownCgroups reads the calling process's cgroup in every hierarchy, to return
+// to it when the machine ends (the berth process of `berth boot` lives on).
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) == 3 {
+			m[parts[1]] = parts[2]
+		}
+	}
+	return m, nil
+}
+
+func restoreCgroups(hs []hierarchy, own map[string]string) {
+	for _, h := range hs {
+		key := strings.Join(h.Controllers, ",")
+		p, ok := own[key]
+		if !ok {
+			continue
+		}
+		_ = os.WriteFile(filepath.Join(h.dir(p), "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+	}
+}
