@@ -3,13 +3,15 @@ package container
 import (
 	"context"
 	"fmt"
-	"github.com/berthd/berth/internal/errdefs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/internal/rundir"
 
 	"github.com/berthd/berth/internal/syscalls"
 )
@@ -176,14 +178,7 @@ func (s ExitStatus) String() string {
 	return fmt.Sprintf("%s (exit %d)", s.Reason, s.Code)
 }
 
-var (
-	nameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
-	uuidRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
-)
-
-// ValidName reports whether s can name a machine: a hostname-like string of at
-// most 64 characters (machined's rule).
-func ValidName(s string) bool { return nameRe.MatchString(s) && !strings.Contains(s, "..") }
+var uuidRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // NormalizeUUID accepts 32 hex digits or the dashed 8-4-4-4-12 form and returns
 // 32 lower-case hex digits.
@@ -206,8 +201,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	bad := func(format string, a ...any) (Config, error) {
 		return cfg, fmt.Errorf("machine %q: %w: "+format, append([]any{cfg.Name, ErrInvalid}, a...)...)
 	}
-	if !ValidName(cfg.Name) {
-		return bad("name: want 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit")
+	if err := rundir.CheckName(cfg.Name); err != nil {
+		return bad("name: %v", err)
 	}
 	u, err := NormalizeUUID(cfg.UUID)
 	if err != nil {
@@ -310,11 +305,11 @@ func (cfg Config) withDefaults() (Config, error) {
 		return bad("runtimeDir %q: an absolute directory is required (RUN/machines/NAME)", cfg.RuntimeDir)
 	}
 	// sockaddr_un holds 108 bytes: the notify and control sockets live here.
-	if len(cfg.RuntimeDir) > 90 {
-		return bad("runtimeDir %q: too long for a unix socket path (at most 90 bytes)", cfg.RuntimeDir)
+	if len(cfg.RuntimeDir) > rundir.MaxLen {
+		return bad("runtimeDir %q: too long for a unix socket path (at most %d bytes)", cfg.RuntimeDir, rundir.MaxLen)
 	}
 	if cfg.ConsoleLog == "" {
-		cfg.ConsoleLog = filepath.Join("/var/log/berth", cfg.Name+".console.log")
+		cfg.ConsoleLog = rundir.ConsoleLog("/var/log/berth", cfg.Name)
 	}
 	if cfg.ConsoleLogMax <= 0 {
 		cfg.ConsoleLogMax = 4 << 20

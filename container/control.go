@@ -5,17 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/berthd/berth/internal/errdefs"
 	"net"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
-)
 
-const (
-	controlSocket = "control.sock"
-	notifySocket  = "notify"
+	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // ErrNotRunning is returned by Dial when no supervisor answers in the runtime
@@ -62,7 +58,7 @@ func Dial(runDir string) (*Client, error) {
 
 func (c *Client) conn(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.runDir, controlSocket))
+	conn, err := d.DialContext(ctx, "unix", rundir.Dir(c.runDir).ControlSocket())
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("%s: %w", c.runDir, ErrNotRunning)
@@ -296,7 +292,7 @@ func writeResp(conn net.Conn, r response) {
 
 // listenControl makes the root-only control socket.
 func listenControl(runDir string) (net.Listener, error) {
-	p := filepath.Join(runDir, controlSocket)
+	p := rundir.Dir(runDir).ControlSocket()
 	_ = os.Remove(p)
 	l, err := net.Listen("unix", p)
 	if err != nil {

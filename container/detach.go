@@ -9,11 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berthd/berth/internal/rundir"
 
 	"github.com/berthd/berth/internal/fsutil"
 	"golang.org/x/sys/unix"
@@ -23,8 +24,6 @@ import (
 const (
 	runDirEnv  = "_BERTH_RUNTIME_DIR"
 	readyFDEnv = "_BERTH_READY_FD"
-	configFile = "config.json"
-	superLog   = "supervisor.log"
 )
 
 // SpawnDetached starts a supervisor for cfg that outlives the caller: it writes
@@ -49,11 +48,11 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 		return 0, fmt.Errorf("machine %q: %w", cfg.Name, err)
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := fsutil.WriteFileAtomic(filepath.Join(cfg.RuntimeDir, configFile), append(b, '\n'), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(rundir.Dir(cfg.RuntimeDir).Config(), append(b, '\n'), 0o600); err != nil {
 		return 0, fmt.Errorf("machine %q: write config: %w", cfg.Name, err)
 	}
-	_ = os.Remove(filepath.Join(cfg.RuntimeDir, stateFile))
-	logf, err := os.OpenFile(filepath.Join(cfg.RuntimeDir, superLog), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	_ = os.Remove(rundir.Dir(cfg.RuntimeDir).State())
+	logf, err := os.OpenFile(rundir.Dir(cfg.RuntimeDir).SupervisorLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("machine %q: supervisor log: %w", cfg.Name, err)
 	}
@@ -105,7 +104,7 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	if st, err := ReadState(cfg.RuntimeDir); err == nil && st.Exit != nil && st.Exit.Error != "" {
 		return 0, errors.New(st.Exit.Error)
 	}
-	tail, _ := os.ReadFile(filepath.Join(cfg.RuntimeDir, superLog))
+	tail, _ := os.ReadFile(rundir.Dir(cfg.RuntimeDir).SupervisorLog())
 	if len(tail) > 2000 {
 		tail = tail[len(tail)-2000:]
 	}
@@ -120,12 +119,12 @@ func LoadDetachedConfig() (Config, error) {
 	if dir == "" {
 		return cfg, errors.New("not a detached supervisor: " + runDirEnv + " is not set")
 	}
-	b, err := os.ReadFile(filepath.Join(dir, configFile))
+	b, err := os.ReadFile(rundir.Dir(dir).Config())
 	if err != nil {
 		return cfg, err
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil {
-		return cfg, fmt.Errorf("%s: %w", filepath.Join(dir, configFile), err)
+		return cfg, fmt.Errorf("%s: %w", rundir.Dir(dir).Config(), err)
 	}
 	return cfg, nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/berthd/berth/internal/rundir"
+
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -76,7 +78,7 @@ func startPayload(msg initMessage, sock *os.File) error {
 		return fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
 	unix.Umask(0)
-	root := filepath.Join(cfg.RuntimeDir, "root")
+	root := rundir.Dir(cfg.RuntimeDir).RootMount()
 	master, err := setupRoot(cfg, root)
 	if err != nil {
 		return err

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berthd/berth/internal/rundir"
+
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 )
@@ -321,7 +323,7 @@ func setupRunHost(cfg Config, dir string) error {
 	if err := os.WriteFile(notify, nil, 0o600); err != nil {
 		return err
 	}
-	if err := mount(filepath.Join(cfg.RuntimeDir, notifySocket), notify, "", unix.MS_BIND, ""); err != nil {
+	if err := mount(rundir.Dir(cfg.RuntimeDir).NotifySocket(), notify, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("notify socket: %w", err)
 	}
 	return bindRO(dir, true)

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // listenNotify binds the sd_notify socket the guest sees as /run/host/notify.
 func listenNotify(runDir string) (*net.UnixConn, error) {
-	p := filepath.Join(runDir, notifySocket)
+	p := rundir.Dir(runDir).NotifySocket()
 	_ = os.Remove(p)
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // Phases of a machine in state.json.
@@ -50,17 +52,15 @@ type State struct {
 	Exit      *ExitStatus `json:"exit,omitempty"`
 }
 
-const stateFile = "state.json"
-
 // ReadState reads RUN/machines/NAME/state.json.
 func ReadState(runDir string) (State, error) {
 	var s State
-	b, err := os.ReadFile(filepath.Join(runDir, stateFile))
+	b, err := os.ReadFile(rundir.Dir(runDir).State())
 	if err != nil {
 		return s, err
 	}
 	if err := json.Unmarshal(b, &s); err != nil {
-		return s, fmt.Errorf("%s: %w", filepath.Join(runDir, stateFile), err)
+		return s, fmt.Errorf("%s: %w", rundir.Dir(runDir).State(), err)
 	}
 	return s, nil
 }
@@ -76,7 +76,7 @@ func writeState(runDir string, s State) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(runDir, "."+stateFile+".tmp-*")
+	f, err := os.CreateTemp(runDir, filepath.Base(rundir.Dir(runDir).StateTempPattern()))
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func writeState(runDir string, s State) error {
 		err = os.Chmod(f.Name(), 0o644)
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(runDir, stateFile))
+		err = os.Rename(f.Name(), rundir.Dir(runDir).State())
 	}
 	if err != nil {
 		os.Remove(f.Name())

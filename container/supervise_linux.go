@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/berthd/berth/internal/rundir"
 
 	"github.com/berthd/berth/internal/revert"
 	"golang.org/x/net/bpf"
@@ -311,7 +312,7 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 	if err != nil {
 		return nil, err
 	}
-	cleanup.Add(func() { notify.Close(); os.Remove(filepath.Join(dir, notifySocket)) })
+	cleanup.Add(func() { notify.Close(); os.Remove(rundir.Dir(dir).NotifySocket()) })
 	readyCh := make(chan struct{}, 4)
 	go s.readNotify(notify, readyCh)
 
@@ -322,12 +323,12 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 	cleanup.Add(func() {
 		close(s.closing)
 		ctl.Close()
-		os.Remove(filepath.Join(dir, controlSocket))
+		os.Remove(rundir.Dir(dir).ControlSocket())
 		waitTimeout(&s.conns, time.Second)
 	})
 	go s.serveControl(ctl)
 
-	rootDir := filepath.Join(dir, "root")
+	rootDir := rundir.Dir(dir).RootMount()
 	if err := os.MkdirAll(rootDir, 0o755); err != nil {
 		return nil, err
 	}

@@ -2,8 +2,9 @@ package machined
 
 import (
 	"context"
-	"github.com/berthd/berth/internal/errdefs"
 	"time"
+
+	"github.com/berthd/berth/internal/errdefs"
 )
 
 // Error classes, checked with errors.Is: berth's one vocabulary (package

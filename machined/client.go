@@ -6,13 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/berthd/berth/internal/errdefs"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/berthd/berth/internal/errdefs"
 )
 
 // Client talks to berthd over its Unix socket. It implements API.

@@ -19,9 +19,11 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
+	"github.com/berthd/berth/supervisor"
 )
 
 // leafHost is the real Host: the container, rootfs, netconf (and, on systemd
@@ -51,7 +53,7 @@ func newLeafHost(p Paths) (*leafHost, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &leafHost{paths: p, images: images, leases: leases, driver: detectDriver()}, nil
+	return &leafHost{paths: p, images: images, leases: leases, driver: supervisor.DetectDriver()}, nil
 }
 
 // OpenLocal returns a manager in the calling process, for CLI verbs when no
@@ -87,7 +89,7 @@ func (h *leafHost) withNet(fn func(nh *netconf.Host) error) error {
 }
 
 func (h *leafHost) runDir(name string) string {
-	return filepath.Join(h.paths.RuntimeDir, "machines", name)
+	return rundir.For(h.paths.RuntimeDir, name).Path()
 }
 
 // Observe reads the supervisors' state, the image store, the roots, the bridges
@@ -110,7 +112,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	}
 	defer nh.Close()
 	attached := map[string]*netconf.Attachment{}
-	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, "machines"))
+	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, rundir.MachinesDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -120,14 +122,14 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	type seen struct {
 		name   string
 		st     container.State
-		w      *wiring
+		w      *supervisor.Wiring
 		drift  bool
 		exited *ExitInfo
 	}
 	booted := hostBootTime()
 	var names []string
 	for _, e := range ents {
-		if e.IsDir() && container.ValidName(e.Name()) {
+		if e.IsDir() && rundir.CheckName(e.Name()) == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -152,14 +154,14 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 					// It ended and nobody handled it (berthd was down). One from
 					// before the host's last boot ended with that boot: nothing
 					// to handle, the machine simply starts again.
-					if fi, err := os.Stat(filepath.Join(dir, "state.json")); err == nil && fi.ModTime().After(booted) {
+					if fi, err := os.Stat(rundir.Dir(dir).State()); err == nil && fi.ModTime().After(booted) {
 						ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}
 						if st.Exit != nil {
 							ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
 						}
 						results[i] = &seen{name: names[i], exited: &ex}
 					} else {
-						_ = os.Rename(filepath.Join(dir, "state.json"), filepath.Join(dir, handledState))
+						_ = os.Rename(rundir.Dir(dir).State(), rundir.Dir(dir).HandledState())
 					}
 					continue
 				}
@@ -170,7 +172,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 				}
 				r := &seen{name: names[i], st: st}
 				results[i] = r
-				if r.w, err = readWiring(dir); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
+				if r.w, err = supervisor.ReadWiring(rundir.Dir(dir)); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
 					continue
 				}
 				if wnh == nil {
@@ -446,21 +448,15 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 		logErr("cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
-	w := &wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
+	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
 		if err != nil {
 			return err
 		}
-		w.Attachment, w.Network = att, m.Network.Name
+		w.Attachment, w.Network, w.Forwards = att, m.Network.Name, machineForwards(m, att)
 	}
-	if err := writeWiring(cfg.RuntimeDir, w); err != nil {
-		return fmt.Errorf("machine %q: %w", m.Name, err)
-	}
-	if _, err := container.SpawnDetached(ctx, cfg, SuperviseStage); err != nil {
-		return err
-	}
-	return nil
+	return supervisor.Spawn(ctx, cfg, w)
 }
 
 func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error) {
@@ -490,11 +486,9 @@ func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool)
 	return &ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
 }
 
-// handledState is what state.json becomes once the machine's exit is handled:
-// kept (with supervisor.log) for a post-mortem, but no longer an exit to handle.
-const handledState = "state.last.json"
-
-// Forget marks the machine's exit as handled. The supervisor may still be
+// Forget marks the machine's exit as handled: state.json becomes
+// state.last.json, kept (with supervisor.log) for a post-mortem but no longer
+// an exit to handle. The supervisor may still be
 // removing its cgroup: it is given a moment to finish first.
 func (h *leafHost) Forget(name string) {
 	dir := h.runDir(name)
@@ -502,7 +496,7 @@ func (h *leafHost) Forget(name string) {
 	if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() && st.Phase != container.PhaseExited {
 		return // started again meanwhile
 	}
-	_ = os.Rename(filepath.Join(dir, "state.json"), filepath.Join(dir, handledState))
+	_ = os.Rename(rundir.Dir(dir).State(), rundir.Dir(dir).HandledState())
 }
 
 func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
@@ -516,7 +510,7 @@ func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
 	}
 	// The running machine now matches the definition in everything that needs no
 	// restart; record it so the next plan compares against it.
-	w, err := readWiring(dir)
+	w, err := supervisor.ReadWiring(rundir.Dir(dir))
 	if err != nil {
 		return err
 	}
@@ -531,7 +525,7 @@ func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
 		c2 = r
 	}
 	w.Spec = &c2
-	return writeWiring(dir, w)
+	return supervisor.WriteWiring(rundir.Dir(dir), w)
 }
 
 func (h *leafHost) RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error {
@@ -540,7 +534,7 @@ func (h *leafHost) RepairMachine(ctx context.Context, d *spec.Set, m *spec.Machi
 	if err != nil {
 		return err
 	}
-	w, err := readWiring(dir)
+	w, err := supervisor.ReadWiring(rundir.Dir(dir))
 	if err != nil {
 		return err
 	}
@@ -565,13 +559,13 @@ func (h *leafHost) RemoveRoot(ctx context.Context, name string) error {
 
 func (h *leafHost) ApplyRules(ctx context.Context, d *spec.Set) error {
 	attached := map[string]*netconf.Attachment{}
-	ents, _ := os.ReadDir(filepath.Join(h.paths.RuntimeDir, "machines"))
+	ents, _ := os.ReadDir(filepath.Join(h.paths.RuntimeDir, rundir.MachinesDir))
 	for _, e := range ents {
 		dir := h.runDir(e.Name())
 		if st, err := container.ReadState(dir); err != nil || !st.SupervisorAlive() {
 			continue
 		}
-		if w, err := readWiring(dir); err == nil && w.Attachment != nil {
+		if w, err := supervisor.ReadWiring(rundir.Dir(dir)); err == nil && w.Attachment != nil {
 			attached[e.Name()] = w.Attachment
 		}
 	}
@@ -602,7 +596,7 @@ func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
 // that started at started: a request of an earlier run of the same machine
 // says nothing about this one.
 func stoppedBy(runDir string, started time.Time) string {
-	req, err := ReadSystemdStop(runDir)
+	req, err := supervisor.ReadSystemdStop(rundir.Dir(runDir))
 	switch {
 	case err != nil || req == nil || req.At.Before(started):
 		return ""
@@ -647,7 +641,7 @@ func (h *leafHost) Describe(ctx context.Context, st *MachineStatus) {
 			st.Usage = map[string]any{"memory": spec.Size(u.MemoryBytes).String(), "tasks": u.Pids, "cpu": u.CPU.Round(time.Millisecond).String()}
 		}
 	}
-	st.Console = tailLines(filepath.Join(h.paths.LogDir, st.Name+".console.log"), 12)
+	st.Console = tailLines(rundir.ConsoleLog(h.paths.LogDir, st.Name), 12)
 }
 
 func limitsMap(r spec.Resources) map[string]any {

@@ -3,9 +3,11 @@ package machined
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/supervisor"
 )
 
 // TestStoppedByThisRun: a systemd stop request counts only for the run it
@@ -14,23 +16,23 @@ import (
 func TestStoppedByThisRun(t *testing.T) {
 	dir := t.TempDir()
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	write := func(req SystemdStop) {
+	write := func(req supervisor.SystemdStop) {
 		b, _ := json.Marshal(req)
-		if err := os.WriteFile(filepath.Join(dir, SystemdStopFile), b, 0o600); err != nil {
+		if err := os.WriteFile(rundir.Dir(dir).SystemdStop(), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := stoppedBy(dir, at); got != "" {
 		t.Errorf("no request: %q", got)
 	}
-	write(SystemdStop{At: at.Add(time.Minute), Unit: "machine-m.scope"})
+	write(supervisor.SystemdStop{At: at.Add(time.Minute), Unit: "machine-m.scope"})
 	if got := stoppedBy(dir, at); got != StoppedBySystemd {
 		t.Errorf("request during the run: %q, want %q", got, StoppedBySystemd)
 	}
 	if got := stoppedBy(dir, at.Add(2*time.Minute)); got != "" {
 		t.Errorf("request of an earlier run: %q, want none", got)
 	}
-	write(SystemdStop{At: at.Add(time.Minute), HostShutdown: true})
+	write(supervisor.SystemdStop{At: at.Add(time.Minute), HostShutdown: true})
 	if got := stoppedBy(dir, at); got != StoppedByHostShutdown {
 		t.Errorf("host shutdown: %q", got)
 	}

@@ -7,13 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
 )
 
 func testBridge(t *testing.T) Bridge {
 	net := testenv.UniqueName("n")
 	return Bridge{
-		Name:     ifName("br-", net), // spec names a Network's default bridge
+		Name:     rundir.LinkName("br-", net), // as spec names a Network's default bridge
 		Network:  net,
 		Gateway4: mustPrefix("10.88.0.1/24"),
 		Gateway6: mustPrefix("fd88::1/64"),

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // Ruleset is everything berth wants in its nftables tables, computed from the
@@ -86,7 +88,7 @@ func (rs Ruleset) Validate() error {
 			return fmt.Errorf("%s: listed twice: %w", what, ErrInvalid)
 		}
 		names[n.Name] = true
-		if !validIfChars(n.Bridge) || len(n.Bridge) > maxIfName {
+		if !rundir.ValidLinkName(n.Bridge) {
 			return fmt.Errorf("%s: bridge %q is not a valid interface name: %w", what, n.Bridge, ErrInvalid)
 		}
 		if other, dup := bridges[n.Bridge]; dup {
@@ -145,7 +147,7 @@ func (rs Ruleset) Validate() error {
 			return fmt.Errorf("%s: listed twice: %w", what, ErrInvalid)
 		}
 		machines[g.Machine] = true
-		if !validIfChars(g.HostIf) || len(g.HostIf) > maxIfName {
+		if !rundir.ValidLinkName(g.HostIf) {
 			return fmt.Errorf("%s: port %q is not a valid interface name: %w", what, g.HostIf, ErrInvalid)
 		}
 		if ports[g.HostIf] {

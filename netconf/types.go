@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // Bridge is the desired state of a network's bridge on the host.
@@ -33,7 +35,7 @@ func (b Bridge) label() string {
 
 // Validate checks what can be checked without looking at the host.
 func (b Bridge) Validate() error {
-	if !validIfChars(b.Name) || len(b.Name) > maxIfName {
+	if !rundir.ValidLinkName(b.Name) {
 		return fmt.Errorf("%s: not a valid interface name (at most 15 bytes, no '/', ':' or spaces): %w", b.label(), ErrInvalid)
 	}
 	if err := checkGateway(b.Gateway4, true); err != nil {
@@ -123,10 +125,10 @@ func (a Attachment) Validate() error {
 	if a.Machine == "" {
 		return fmt.Errorf("attachment without a machine name: %w", ErrInvalid)
 	}
-	if !validIfChars(a.HostIf) || len(a.HostIf) > maxIfName {
+	if !rundir.ValidLinkName(a.HostIf) {
 		return fmt.Errorf("%s: host link name %q is not a valid interface name: %w", m, a.HostIf, ErrInvalid)
 	}
-	if !validIfChars(a.Bridge) || len(a.Bridge) > maxIfName {
+	if !rundir.ValidLinkName(a.Bridge) {
 		return fmt.Errorf("%s: bridge name %q is not a valid interface name: %w", m, a.Bridge, ErrInvalid)
 	}
 	if len(a.MAC) != 6 || a.MAC[0]&1 != 0 {

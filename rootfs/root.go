@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berthd/berth/internal/osimage"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/berthd/berth/internal/osimage"
 
 	"golang.org/x/sys/unix"
 )

@@ -22,12 +22,12 @@ func TestValidName(t *testing.T) {
 		{"Web", false, `did you mean "web"`},
 		{"-web", false, "starting and ending"},
 		{"web-", false, "starting and ending"},
-		{"../etc", false, "not valid"},
-		{".tmp", false, "not valid"},
-		{"a/b", false, "not valid"},
-		{"a_b", false, "not valid"},
-		{"a.b", false, "not valid"},
-		{"sha256:ab", false, "not valid"},
+		{"../etc", false, "is not a valid name"},
+		{".tmp", false, "is not a valid name"},
+		{"a/b", false, "is not a valid name"},
+		{"a_b", false, "is not a valid name"},
+		{"a.b", false, "is not a valid name"},
+		{"sha256:ab", false, "is not a valid name"},
 	} {
 		err := ValidName(tc.name)
 		if (err == nil) != tc.ok {

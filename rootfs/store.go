@@ -2,13 +2,13 @@ package rootfs
 
 import (
 	"fmt"
-	"github.com/berthd/berth/internal/errdefs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
+
+	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/internal/rundir"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,30 +78,12 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) tmpImages() string   { return filepath.Join(s.images, ".tmp") }
 func (s *Store) tmpMachines() string { return filepath.Join(s.machines, ".tmp") }
 
-// nameRE is the rule for image and machine names, the same as package spec's: a
-// DNS label. Names become directory and file names here, so nothing like ../x, a
-// leading dot (the store's own work directories) or a slash gets through.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
-
-// ValidName reports why name cannot name an image or a machine, or nil. The
-// error matches ErrInvalid.
-func ValidName(name string) error {
-	var msg string
-	switch {
-	case name == "":
-		msg = "name is empty"
-	case len(name) > 63:
-		msg = fmt.Sprintf("name %q is %d characters long: at most 63 are allowed", name, len(name))
-	case !nameRE.MatchString(name):
-		msg = fmt.Sprintf("name %q is not valid: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
-		if l := strings.ToLower(name); l != name && nameRE.MatchString(l) {
-			msg += fmt.Sprintf(" (did you mean %q?)", l)
-		}
-	default:
-		return nil
-	}
-	return errorf(ErrInvalid, "%s", msg)
-}
+// ValidName reports why name cannot name an image or a machine, or nil: the
+// one name rule of berth (rundir.CheckName, a DNS label). Names become
+// directory and file names here, so nothing like ../x, a leading dot (the
+// store's own work directories) or a slash gets through. The error matches
+// ErrInvalid.
+func ValidName(name string) error { return rundir.CheckName(name) }
 
 // errorf formats an error of a class: errors.Is(err, class) holds, and the text is
 // only the message (no "not found:" suffix glued on). %w verbs in format still wrap.

@@ -1,11 +1,11 @@
 package spec
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // Every default of the language is applied here, and only here. Load applies them;
@@ -174,23 +174,12 @@ func (s *Set) defaultRefs() {
 	}
 }
 
-// BridgeName is the default bridge of a network: br-NAME, or when that is longer
-// than an interface name may be (15), br- with the name's start and a hash of the
-// whole name, so different long names still get different bridges.
+// BridgeName is the default bridge of a network: br-NAME, or when that is
+// longer than a link name may be (15), br- with the name's start and a hash of
+// the whole name (rundir.LinkName), so different long names still get
+// different bridges.
 func BridgeName(network string) string {
-	return LinkName("br-", network)
-}
-
-// LinkName is prefix+name when that fits in an interface name (15 characters);
-// otherwise it keeps as much of name as fits beside a 6-hex-digit hash of name.
-func LinkName(prefix, name string) string {
-	if len(prefix)+len(name) <= maxInterfaceNameLen {
-		return prefix + name
-	}
-	sum := sha256.Sum256([]byte(name))
-	h := hex.EncodeToString(sum[:])[:6]
-	keep := max(0, maxInterfaceNameLen-len(prefix)-len(h))
-	return prefix + name[:min(keep, len(name))] + h
+	return rundir.LinkName("br-", network)
 }
 
 // firstHost is the address after the subnet's network address.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+
+	"github.com/berthd/berth/internal/rundir"
 )
 
 // SchemaID is the $id of the JSON Schema. Editors find the schema through the
@@ -71,7 +73,7 @@ type schemaGen struct {
 
 // Schemas of the field formats named by a `format` tag.
 var formats = map[string]map[string]any{
-	"name":    {"pattern": labelRE.String(), "maxLength": 63},
+	"name":    {"pattern": rundir.NamePattern, "maxLength": rundir.MaxNameLen},
 	"abspath": {"pattern": "^/"},
 	"ifname":  {"pattern": `^[^/:\s]+$`, "maxLength": maxInterfaceNameLen},
 }

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"github.com/berthd/berth/internal/syscalls"
 	"math"
 	"net"
 	"net/netip"
@@ -11,6 +10,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/internal/syscalls"
 )
 
 // The checks run in two steps. validate* look at one document as it was written
@@ -19,7 +21,6 @@ import (
 // Type, enum, unknown-field and duplicate-key errors come from the decoder.
 
 var (
-	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 	envRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	suiteRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
@@ -36,15 +37,12 @@ func checkName(d *doc, field, name, what string) bool {
 		d.errorf(field, "is empty: give the %s a name", what)
 	case name == "":
 		d.errorf(field, "missing: every %s needs a name", what)
-	case len(name) > 63:
-		d.errorf(field, "%q is %d characters long: at most 63 are allowed", name, len(name))
-	case !labelRE.MatchString(name):
-		msg := fmt.Sprintf("%q is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
-		if l := strings.ToLower(name); l != name && labelRE.MatchString(l) {
-			msg += fmt.Sprintf("; did you mean %q?", l)
-		}
-		d.errorf(field, "%s", msg)
 	default:
+		// berth's one name rule, shared with the runtime and the store.
+		if err := rundir.CheckName(name); err != nil {
+			d.errorf(field, "%s", err)
+			return false
+		}
 		return true
 	}
 	return false
@@ -548,11 +546,11 @@ func crossCheck(set *Set, byKind map[string]map[string]*entry) {
 	for _, m := range set.Machines {
 		e := machines[m.Name]
 		d := e.d
-		if m.Image != "" && set.Image(m.Image) == nil && labelRE.MatchString(m.Image) {
+		if m.Image != "" && set.Image(m.Image) == nil && rundir.CheckName(m.Image) == nil {
 			d.errorf("image", "no Image named %q is declared%s", m.Image, declared(byKind[KindImage], m.Image, KindImage))
 		}
 		var n *Network
-		if m.Network.Private() && labelRE.MatchString(m.Network.Name) {
+		if m.Network.Private() && rundir.CheckName(m.Network.Name) == nil {
 			if n = set.Network(m.Network.Name); n == nil {
 				field := "network.name"
 				if !d.has(field) {

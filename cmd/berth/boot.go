@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,7 +17,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berthd/berth/container"
-	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/supervisor"
 )
 
 var bootFlags struct {
@@ -109,7 +104,7 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	hooks := container.Hooks{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))}
 	// Before anything else: a running machine's directory is refused, and
 	// release removes at the end only what this boot made.
-	release, err := claimRuntimeDir(cfg.RuntimeDir, cfg.Name)
+	release, err := container.ClaimRuntimeDir(rundir.Dir(cfg.RuntimeDir))
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
@@ -118,7 +113,7 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	defer kill()
 	// On a systemd host the machine gets its scope and systemd-machined
 	// registration, as under berthd (and as nspawn does).
-	if err := machined.SystemdBootHooks(ctx, &hooks, cfg); err != nil {
+	if err := supervisor.BootHooks(ctx, &hooks, cfg); err != nil {
 		return &exitError{code: 1, err: err}
 	}
 	// A closed terminal or output pipe must not kill the supervisor (which
@@ -196,10 +191,10 @@ func bootConfig(args []string) (container.Config, error) {
 	}
 	name := f.name
 	if name == "" {
-		name = sanitizeName(filepath.Base(dir))
+		name = rundir.SanitizeName(filepath.Base(dir))
 	}
-	if !container.ValidName(name) {
-		return cfg, fmt.Errorf("boot: --name %q: want 1-64 letters, digits, '-', '_' or '.'", name)
+	if err := rundir.CheckName(name); err != nil {
+		return cfg, fmt.Errorf("boot: --name: %w", err)
 	}
 	id, err := machineID(f.machineID, dir, name)
 	if err != nil {
@@ -258,85 +253,8 @@ func bootConfig(args []string) (container.Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("boot: --runtime-dir: %w", err)
 	}
-	cfg.RuntimeDir = filepath.Join(base, "machines", name)
+	cfg.RuntimeDir = rundir.For(base, name).Path()
 	return cfg, nil
-}
-
-// supervisorFiles are what a supervisor keeps in its runtime directory
-// (container: state.json, its sockets, the root mount point); an earlier
-// `berth boot` killed before it could clean up leaves some of them behind.
-var supervisorFiles = []string{"state.json", "control.sock", "notify", "root"}
-
-// claimRuntimeDir makes the machine's runtime directory dir
-// (RUNTIME/machines/NAME) ready for this boot and returns what removes it
-// again at the end. A directory of a running machine is refused. The
-// directory is removed only if this boot made it, or if it held nothing but an
-// earlier boot's leftovers; and only file by file, never recursively: a
-// directory berthd keeps for a machine of its own (config.json, logs) stays.
-func claimRuntimeDir(dir, name string) (release func(), err error) {
-	if filepath.Base(dir) != name || filepath.Base(filepath.Dir(dir)) != "machines" {
-		return nil, fmt.Errorf("boot: runtime directory %s is not RUNTIME/machines/%s", dir, name)
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return nil, fmt.Errorf("boot: runtime directory: %w", err)
-	}
-	owned := true
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("boot: runtime directory: %w", err)
-		}
-		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("boot: %s exists and is not a directory; remove it or pick another --name", dir)
-		}
-		if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() {
-			return nil, fmt.Errorf("boot: machine %q is already running (supervisor PID %d); pick another --name", name, st.SupervisorPID)
-		}
-		owned = onlyLeftovers(dir)
-	}
-	return func() {
-		if !owned {
-			return
-		}
-		// A supervisor that took the directory over meanwhile keeps it.
-		if st, err := container.ReadState(dir); err == nil && st.SupervisorPID != os.Getpid() && st.SupervisorAlive() {
-			return
-		}
-		for _, f := range supervisorFiles {
-			_ = os.Remove(filepath.Join(dir, f))
-		}
-		tmps, _ := filepath.Glob(filepath.Join(dir, ".state.json.tmp-*"))
-		for _, f := range tmps {
-			_ = os.Remove(f)
-		}
-		_ = os.Remove(dir)
-	}, nil
-}
-
-// onlyLeftovers reports whether dir holds nothing but a supervisor's files.
-func onlyLeftovers(dir string) bool {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range ents {
-		if !slices.Contains(supervisorFiles, e.Name()) && !strings.HasPrefix(e.Name(), ".state.json.tmp-") {
-			return false
-		}
-	}
-	return true
-}
-
-var nameJunk = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
-
-func sanitizeName(s string) string {
-	s = strings.Trim(nameJunk.ReplaceAllString(s, "-"), "-.")
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	if s == "" {
-		s = "machine"
-	}
-	return s
 }
 
 // machineID picks the machine ID as nspawn does: the flag, else the tree's own
@@ -355,11 +273,7 @@ func machineID(flag, dir, name string) (string, error) {
 			return id, nil
 		}
 	}
-	sum := sha256.Sum256([]byte("berth-machine:" + name))
-	b := sum[:16]
-	b[6] = b[6]&0x0f | 0x40 // a version 4 style ID, as systemd generates
-	b[8] = b[8]&0x3f | 0x80
-	return hex.EncodeToString(b), nil
+	return rundir.MachineUUID(name), nil
 }
 
 func parseBind(s string) (container.Mount, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
 )
 
@@ -73,14 +74,6 @@ func TestMachineID(t *testing.T) {
 	}
 }
 
-func TestSanitizeName(t *testing.T) {
-	for in, want := range map[string]string{"web": "web", "my root": "my-root", ".hidden": "hidden", "": "machine", "a/b": "a-b"} {
-		if got := sanitizeName(in); got != want {
-			t.Errorf("sanitizeName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // The test binary is also the machine's init stage (berth re-executes itself).
 func TestMain(m *testing.M) {
 	container.Reexec()
@@ -131,7 +124,7 @@ func TestBootCommand(t *testing.T) {
 	root := testenv.BusyboxGuest(t)
 	name := testenv.UniqueName("boot")
 	run1, keep := bootRuntimeDir(t)
-	mdir := filepath.Join(run1, "machines", name)
+	mdir := rundir.For(run1, name).Path()
 	logf := filepath.Join(t.TempDir(), "console.log")
 	out := t.TempDir()
 	intact := func(when string) {
@@ -214,7 +207,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	logf := filepath.Join(t.TempDir(), "console.log")
 
 	name := testenv.UniqueName("boot")
-	mdir := filepath.Join(run1, "machines", name)
+	mdir := rundir.For(run1, name).Path()
 	if err := os.MkdirAll(mdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +227,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(elsewhere, "data"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(elsewhere, filepath.Join(run1, "machines", name)); err != nil {
+	if err := os.Symlink(elsewhere, rundir.For(run1, name).Path()); err != nil {
 		t.Fatal(err)
 	}
 	code, _, _ := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -15,16 +15,16 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/rundir"
 )
 
-// machineRunDir returns a running machine's runtime directory.
+// machineRunDir is a machine's runtime directory; Enter and the console tell
+// when no supervisor answers there.
 func machineRunDir(name string) (string, error) {
-	dir := filepath.Join(cliPaths().RuntimeDir, "machines", name)
-	st, err := container.ReadState(dir)
-	if err != nil || !st.SupervisorAlive() || st.LeaderPID == 0 {
-		return "", fmt.Errorf("machine %q is not running", name)
+	if err := rundir.CheckName(name); err != nil {
+		return "", err
 	}
-	return dir, nil
+	return rundir.For(cliPaths().RuntimeDir, name).Path(), nil
 }
 
 func init() {
@@ -97,6 +97,9 @@ needed.`,
 				signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
 			}
 			code, err := container.Enter(cmd.Context(), runDir, opts)
+			if errors.Is(err, container.ErrNotRunning) {
+				return fmt.Errorf("machine %q is not running", args[0])
+			}
 			if err != nil {
 				return err
 			}
@@ -121,7 +124,7 @@ needed.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p := filepath.Join(cliPaths().LogDir, args[0]+".console.log")
+			p := rundir.ConsoleLog(cliPaths().LogDir, args[0])
 			return printLog(cmd, p, lines, follow)
 		},
 	}
