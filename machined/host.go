@@ -92,18 +92,10 @@ func (h *leafHost) runDir(name string) string {
 	return rundir.For(h.paths.RuntimeDir, name).Path()
 }
 
-// Observe reads the supervisors' state, the image store, the roots, the bridges
-// and berth's nftables table.
+// Observe reads the host: the machines' supervisors, roots and links, the
+// image store, the networks and berth's rules. It changes nothing.
 func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) {
 	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}}
-	get := func(name string) *ObservedMachine {
-		om := o.Machines[name]
-		if om == nil {
-			om = &ObservedMachine{Name: name}
-			o.Machines[name] = om
-		}
-		return om
-	}
 	h.netMu.Lock()
 	defer h.netMu.Unlock()
 	nh, err := netconf.Open("")
@@ -111,29 +103,47 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 		return nil, err
 	}
 	defer nh.Close()
-	attached := map[string]*netconf.Attachment{}
+	attached, err := h.observeMachines(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.observeStore(o); err != nil {
+		return nil, err
+	}
+	h.observeNetworks(ctx, nh, d, o)
+	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
+	if err != nil {
+		drift = append(drift, err.Error())
+	}
+	o.RulesCurrent, o.RulesDrift = len(drift) == 0, drift
+	return o, nil
+}
+
+// observed is what observeMachine saw of one machine's runtime directory.
+type observed struct {
+	st     container.State
+	w      *supervisor.Wiring
+	drift  bool
+	exited *ExitInfo
+}
+
+// observeMachines reads every machine's runtime directory, a few at a time
+// (each running machine's veth is checked from both ends, which means
+// entering its network namespace; each worker has its own netlink handles),
+// and returns the attachments of the running ones.
+func (h *leafHost) observeMachines(ctx context.Context, o *Observed) (map[string]*netconf.Attachment, error) {
 	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, rundir.MachinesDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	// Each running machine is looked at on its own (state, definition, and its
-	// veth from both ends, which means entering its network namespace): a few
-	// workers, each with its own netlink handles, share the work.
-	type seen struct {
-		name   string
-		st     container.State
-		w      *supervisor.Wiring
-		drift  bool
-		exited *ExitInfo
-	}
-	booted := hostBootTime()
 	var names []string
 	for _, e := range ents {
 		if e.IsDir() && rundir.CheckName(e.Name()) == nil {
 			names = append(names, e.Name())
 		}
 	}
-	results := make([]*seen, len(names))
+	booted := hostBootTime()
+	results := make([]*observed, len(names))
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range min(4, len(names)) {
@@ -145,44 +155,7 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 				}
 			}()
 			for i := range next {
-				dir := h.runDir(names[i])
-				st, err := container.ReadState(dir)
-				if err != nil {
-					continue
-				}
-				if !st.SupervisorAlive() {
-					// It ended and nobody handled it (berthd was down). One from
-					// before the host's last boot ended with that boot: nothing
-					// to handle, the machine simply starts again.
-					if fi, err := os.Stat(rundir.Dir(dir).State()); err == nil && fi.ModTime().After(booted) {
-						ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}
-						if st.Exit != nil {
-							ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
-						}
-						results[i] = &seen{name: names[i], exited: &ex}
-					} else {
-						_ = os.Rename(rundir.Dir(dir).State(), rundir.Dir(dir).HandledState())
-					}
-					continue
-				}
-				// A supervisor still tidying up after its machine ended does not
-				// count as running: the machine is gone.
-				if st.Phase == container.PhaseExited {
-					continue
-				}
-				r := &seen{name: names[i], st: st}
-				results[i] = r
-				if r.w, err = supervisor.ReadWiring(rundir.Dir(dir)); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
-					continue
-				}
-				if wnh == nil {
-					if wnh, err = netconf.Open(""); err != nil {
-						continue
-					}
-				}
-				if drift, err := wnh.AttachmentDrift(ctx, st.LeaderPID, *r.w.Attachment); err == nil && len(drift) > 0 {
-					r.drift = true
-				}
+				results[i] = h.observeMachine(ctx, rundir.Dir(h.runDir(names[i])), booted, &wnh)
 			}
 		})
 	}
@@ -191,48 +164,111 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 	}
 	close(next)
 	wg.Wait()
-	for _, r := range results {
+	attached := map[string]*netconf.Attachment{}
+	for i, r := range results {
 		if r == nil {
 			continue
 		}
-		if r.exited != nil {
-			get(r.name).Exited = r.exited
-			continue
-		}
-		om := get(r.name)
-		om.Running, om.Phase, om.LinkMissing = true, r.st.Phase, r.drift
-		om.Since, om.ReadySince = r.st.StartedAt, r.st.ReadyAt
-		om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
-		om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
-		om.Seccomp, om.DeviceFence = r.st.Seccomp, r.st.DeviceFence
-		if r.w != nil {
-			om.Spec = r.w.Spec
-			if a := r.w.Attachment; a != nil {
-				attached[r.name] = a
-				for _, p := range []netip.Prefix{a.Addr4, a.Addr6} {
-					if p.IsValid() {
-						om.Addresses = append(om.Addresses, p.Addr().String())
-					}
-				}
+		om := &ObservedMachine{Name: names[i], Exited: r.exited}
+		o.Machines[names[i]] = om
+		if r.exited == nil {
+			fillRunning(om, r)
+			if r.w != nil && r.w.Attachment != nil {
+				attached[names[i]] = r.w.Attachment
 			}
 		}
 	}
+	return attached, nil
+}
+
+// observeMachine reads one machine's runtime directory: nil when nothing
+// runs there and nothing is left to handle. A supervisor that ended while
+// berthd was not running left an exit to handle; one from before the host's
+// last boot ended with that boot, with nothing to handle: the machine simply
+// starts again.
+func (h *leafHost) observeMachine(ctx context.Context, d rundir.Dir, booted time.Time, wnh **netconf.Host) *observed {
+	st, err := container.ReadState(d.Path())
+	if err != nil {
+		return nil
+	}
+	if !st.SupervisorAlive() {
+		fi, err := os.Stat(d.State())
+		if err != nil || !fi.ModTime().After(booted) {
+			return nil
+		}
+		ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(d.Path(), st.StartedAt)}
+		if st.Exit != nil {
+			ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
+		}
+		return &observed{exited: &ex}
+	}
+	// A supervisor still tidying up after its machine ended does not count as
+	// running: the machine is gone.
+	if st.Phase == container.PhaseExited {
+		return nil
+	}
+	r := &observed{st: st}
+	if r.w, err = supervisor.ReadWiring(d); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
+		return r
+	}
+	if *wnh == nil {
+		if *wnh, err = netconf.Open(""); err != nil {
+			return r
+		}
+	}
+	if drift, err := (*wnh).AttachmentDrift(ctx, st.LeaderPID, *r.w.Attachment); err == nil && len(drift) > 0 {
+		r.drift = true
+	}
+	return r
+}
+
+// fillRunning is what berth status shows of a running machine.
+func fillRunning(om *ObservedMachine, r *observed) {
+	om.Running, om.Phase, om.LinkMissing = true, r.st.Phase, r.drift
+	om.Since, om.ReadySince = r.st.StartedAt, r.st.ReadyAt
+	om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
+	om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
+	om.Seccomp, om.DeviceFence = r.st.Seccomp, r.st.DeviceFence
+	if r.w == nil {
+		return
+	}
+	om.Spec = r.w.Spec
+	if a := r.w.Attachment; a != nil {
+		for _, p := range []netip.Prefix{a.Addr4, a.Addr6} {
+			if p.IsValid() {
+				om.Addresses = append(om.Addresses, p.Addr().String())
+			}
+		}
+	}
+}
+
+// observeStore reads the machine roots and the images.
+func (h *leafHost) observeStore(o *Observed) error {
 	roots, err := h.images.Roots()
 	if err != nil {
-		return nil, fmt.Errorf("machine roots: %w", err)
+		return fmt.Errorf("machine roots: %w", err)
 	}
 	for _, r := range roots {
-		om := get(r.Machine)
+		om := o.Machines[r.Machine]
+		if om == nil {
+			om = &ObservedMachine{Name: r.Machine}
+			o.Machines[r.Machine] = om
+		}
 		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy, om.RootPath = true, r.Image, r.Digest, string(r.Strategy), r.Path
 	}
 	imgs, err := h.images.Images()
 	if err != nil {
-		return nil, fmt.Errorf("images: %w", err)
+		return fmt.Errorf("images: %w", err)
 	}
 	for _, i := range imgs {
 		o.Images[i.Name] = ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
 	}
+	return nil
+}
 
+// observeNetworks reads the declared networks' bridges and those of networks
+// berth made that are no longer declared.
+func (h *leafHost) observeNetworks(ctx context.Context, nh *netconf.Host, d *spec.Set, o *Observed) {
 	for _, n := range d.Networks {
 		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
 		present, _ := nh.BridgeExists(ctx, n.Bridge)
@@ -251,12 +287,6 @@ func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) 
 			o.Networks[name] = ObservedNetwork{Name: name, Bridge: bridge, Present: true}
 		}
 	}
-	drift, err := nh.RulesDrift(ctx, ruleset(d, attached))
-	if err != nil {
-		drift = append(drift, err.Error())
-	}
-	o.RulesCurrent, o.RulesDrift = len(drift) == 0, drift
-	return o, nil
 }
 
 // hostBootTime is when the host booted (btime of /proc/stat); the zero time

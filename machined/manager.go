@@ -196,7 +196,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 		return nil, fmt.Errorf("observe: %w", err)
 	}
 	tObserve := time.Since(t1)
-	m.adopt(ctx, obs)
+	m.adopt(obs)
 	t2 := time.Now()
 	plan := BuildPlan(desired, obs, m.records(), PlanOptions{Prune: prune})
 	plan.Errors = errs
@@ -225,81 +225,57 @@ func countFailed(r *ApplyResult) int {
 	return n
 }
 
-// rulesFollow is the reason of the rules update apply adds after machines
-// started or stopped; it is not shown unless it fails.
-const rulesFollow = "port forwards follow the running machines"
-
-// apply runs a plan's actions phase by phase (networks, images, machines, rules,
-// removals); within a phase, actions run in parallel up to the configured limit.
-// One failing action never stops the others; each failure is recorded and
-// reported.
+// apply runs a plan's actions, each once the actions it needs have
+// succeeded, up to the configured number at once. One failing action never
+// stops the others: those that need it fail with it (naming it), the rest go
+// on; each failure is recorded and reported.
 func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *ApplyResult {
 	res := &ApplyResult{Plan: p}
-	phases := [][]int{nil, nil, nil, nil, nil}
-	for i, a := range p.Actions {
-		switch {
-		case a.Op == OpNote:
-			continue
-		case a.Kind == KindNetwork && a.Op != OpRemove:
-			phases[0] = append(phases[0], i)
-		case a.Kind == KindImage:
-			phases[1] = append(phases[1], i)
-		case a.Kind == KindMachine:
-			phases[2] = append(phases[2], i)
-		case a.Kind == KindRules:
-			phases[3] = append(phases[3], i)
-		default:
-			phases[4] = append(phases[4], i)
-		}
-	}
 	results := make([]ActionResult, len(p.Actions))
-	failedImages := map[string]error{}
-	var fmu sync.Mutex
-	for phase, idx := range phases {
-		if phase == 3 && len(idx) == 0 && len(phases[2]) > 0 {
-			// Machines started or stopped: their port forwards change with them.
-			p.Actions = append(p.Actions, Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: rulesFollow})
-			results = append(results, ActionResult{})
-			idx = []int{len(p.Actions) - 1}
-		}
-		sem := make(chan struct{}, max(1, m.cfg.Parallelism))
-		var wg sync.WaitGroup
-		for _, i := range idx {
-			a := p.Actions[i]
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				var err error
-				if a.Kind == KindMachine {
-					if mm := d.Machine(a.Name); mm != nil {
-						fmu.Lock()
-						ierr := failedImages[mm.Image]
-						fmu.Unlock()
-						if ierr != nil && (a.Op == OpStart || a.Op == OpRecreate) {
-							err = fmt.Errorf("image %s: %w", mm.Image, ierr)
-						}
-					}
-				}
-				if err == nil {
-					err = m.do(ctx, id, d, a)
-				}
-				if err != nil && a.Kind == KindImage {
-					fmu.Lock()
-					failedImages[a.Name] = err
-					fmu.Unlock()
-				}
-				results[i] = ActionResult{Action: a}
-				if err != nil {
-					results[i].Error = err.Error()
-				}
-			}()
-		}
-		wg.Wait()
+	index := map[string]int{}
+	for i, a := range p.Actions {
+		index[a.ID()] = i
 	}
+	done := make([]chan struct{}, len(p.Actions))
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	sem := make(chan struct{}, max(1, m.cfg.Parallelism))
+	var wg sync.WaitGroup
+	for i, a := range p.Actions {
+		if a.Op == OpNote {
+			close(done[i])
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[i])
+			var err error
+			for _, id := range append(append([]string{}, a.Needs...), a.After...) {
+				if j, ok := index[id]; ok {
+					<-done[j]
+				}
+			}
+			for _, need := range a.Needs {
+				if j, ok := index[need]; ok && results[j].Error != "" && err == nil {
+					err = fmt.Errorf("%s failed: %s", need, results[j].Error)
+				}
+			}
+			if err == nil {
+				sem <- struct{}{}
+				err = m.do(ctx, id, d, a)
+				<-sem
+			}
+			results[i] = ActionResult{Action: a}
+			if err != nil {
+				results[i].Error = err.Error()
+			}
+		}()
+	}
+	wg.Wait()
 	for i, r := range results {
-		if p.Actions[i].Op == OpNote || (p.Actions[i].Reason == rulesFollow && r.Error == "") {
+		if p.Actions[i].Op == OpNote || (p.Actions[i].Reason == RulesFollow && r.Error == "") {
 			continue
 		}
 		res.Results = append(res.Results, r)
@@ -395,6 +371,12 @@ func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a Action, ev *Even
 	case OpRemove:
 		ev.Kind = EvMachineRemoved
 		return m.host.RemoveRoot(ctx, a.Name)
+	case OpRecord:
+		if a.Exit == nil {
+			return fmt.Errorf("record: no exit to record")
+		}
+		m.exited(ctx, a.Name, *a.Exit) // tells of it itself
+		return nil
 	}
 	return fmt.Errorf("unknown action %s", a.Op)
 }
@@ -450,27 +432,24 @@ func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) e
 	return m.start(ctx, d, mm)
 }
 
-// adopt starts waiting for the exit of running machines berthd is not watching
-// yet: after berthd's own restart, or machines started by the CLI meanwhile.
-// Machines that ended while nobody watched (berthd was down) get their exit
-// handled now, restart policy included.
-func (m *Manager) adopt(ctx context.Context, o *Observed) {
+// adopt starts waiting for the exit of running machines berthd is not
+// watching yet: after berthd's own restart, or machines started by the CLI
+// meanwhile. It only observes: machines that ended while nobody watched are in
+// the plan (OpRecord).
+func (m *Manager) adopt(o *Observed) {
 	if !m.daemon {
 		return
 	}
 	for name, om := range o.Machines {
-		switch {
-		case om.Exited != nil:
-			m.exited(name, *om.Exited)
-			om.Exited = nil
-		case om.Running:
-			m.mu.Lock()
-			_, ok := m.watched[name]
-			m.mu.Unlock()
-			if !ok {
-				m.watch(name)
-				m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
-			}
+		if !om.Running {
+			continue
+		}
+		m.mu.Lock()
+		_, ok := m.watched[name]
+		m.mu.Unlock()
+		if !ok {
+			m.watch(name)
+			m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
 		}
 	}
 }
@@ -514,7 +493,7 @@ func (m *Manager) watch(name string) {
 			m.Trigger()
 			return
 		}
-		m.exited(name, ex)
+		m.exited(ctx, name, ex)
 	}()
 }
 
@@ -556,12 +535,11 @@ func (m *Manager) StopWatching() {
 	}
 }
 
-// minGoodRun is how long a machine must have run for its restart counter to
-// start again from zero.
-const minGoodRun = 30 * time.Second
-
-// exited applies the restart policy to a machine that ended.
-func (m *Manager) exited(name string, ex ExitInfo) {
+// exited applies the restart policy to a machine that ended (while berthd
+// watched it, or while it was down: the plan's OpExited), records the outcome
+// and tells of it; a restart is due at the record's NextRestart, when a pass
+// starts the machine.
+func (m *Manager) exited(ctx context.Context, name string, ex ExitInfo) {
 	defer m.host.Forget(name)
 	m.mu.Lock()
 	d := m.desired
@@ -570,82 +548,18 @@ func (m *Manager) exited(name string, ex ExitInfo) {
 	if d != nil {
 		mm = d.Machine(name)
 	}
-	rec := m.store.Get(name)
-	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
-	update := func(fn func(r *Record)) {
-		if err := m.store.Update(name, fn); err != nil {
-			slog.Error("record the exit", "machine", name, "err", err)
-		}
-	}
-	switch {
-	case mm == nil || mm.State == spec.StateStopped || rec.Hold != nil || ex.StoppedBy == StoppedByHostShutdown:
-		// Nothing to restart: undeclared, declared stopped, held, or the host is
-		// going down (the machine comes back when it boots again).
-		update(func(r *Record) { r.LastExit = &ex; r.Restarts = 0; r.NextRestart = time.Time{} })
-		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: msg})
-		return
-	case ex.StoppedBy == StoppedBySystemd:
-		// systemd stopped its scope (systemctl stop, machinectl terminate, a
-		// unit's Conflicts=): that is a person's stop, like berth stop, whatever
-		// the policy. (machinectl poweroff asks the guest itself: an exit like
-		// any other.)
-		update(func(r *Record) {
-			r.LastExit = &ex
-			r.Restarts, r.NextRestart = 0, time.Time{}
-			r.Hold = &Hold{Reason: HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: time.Now(), SpecHash: mm.Hash()}
-		})
-		m.events.Emit(Event{Kind: EvMachineHeld, Machine: name, Message: msg + "; stopped through systemd, held until berth start"})
-		return
-	}
-	failed := ex.Code != 0
-	restart := mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)
-	now := time.Now()
-	update(func(r *Record) {
-		r.LastExit = &ex
-		if !restart {
-			r.Hold = &Hold{Reason: HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
-			r.Restarts = 0
-			return
-		}
-		if !ex.Started.IsZero() && ex.Time.Sub(ex.Started) >= minGoodRun {
-			r.Restarts = 0
-		}
-		if mm.Restart.MaxRetries > 0 && r.Restarts >= mm.Restart.MaxRetries {
-			r.Hold = &Hold{Reason: HoldFailed, Since: now, SpecHash: mm.Hash(),
-				Message: fmt.Sprintf("gave up after %d restarts; last exit: %s", r.Restarts, ex.Reason)}
-			restart = false
-			return
-		}
-		delay := backoff(time.Duration(mm.Restart.Backoff), time.Duration(mm.Restart.MaxBackoff), r.Restarts)
-		r.Restarts++
-		r.NextRestart = now.Add(delay)
+	var out exitOutcome
+	err := m.store.Update(name, func(r *Record) {
+		out = afterExit(name, mm, *r, ex, time.Now())
+		*r = out.Record
 	})
-	rec = m.store.Get(name)
-	switch {
-	case restart:
-		delay := time.Until(rec.NextRestart)
-		m.events.Emit(Event{Kind: EvMachineRestarting, Machine: name, Message: fmt.Sprintf("%s; restart %d in %s", msg, rec.Restarts, delay.Round(time.Millisecond))})
-		time.AfterFunc(delay, m.Trigger)
-	case rec.Hold != nil && rec.Hold.Reason == HoldFailed:
-		m.events.Emit(Event{Kind: EvMachineFailed, Machine: name, Message: name + " failed: " + rec.Hold.Message})
-	default:
-		m.events.Emit(Event{Kind: EvMachineExited, Machine: name, Message: msg + fmt.Sprintf(" (restart policy %s: it stays down until berth start)", mm.Restart.Policy)})
+	if err != nil {
+		loggerFrom(ctx).Error("record the exit", "machine", name, "err", err)
 	}
-}
-
-// backoff is base·2^n, capped at maxDelay.
-func backoff(base, maxDelay time.Duration, n int) time.Duration {
-	if base <= 0 {
-		base = time.Second
+	m.events.Emit(Event{Kind: out.Event, Machine: name, Message: out.Message})
+	if out.Restart {
+		time.AfterFunc(time.Until(out.Record.NextRestart), m.Trigger)
 	}
-	if maxDelay <= 0 {
-		maxDelay = 5 * time.Minute
-	}
-	d := base
-	for i := 0; i < n && d < maxDelay; i++ {
-		d *= 2
-	}
-	return min(d, maxDelay)
 }
 
 type logKey struct{}

@@ -17,6 +17,7 @@ const (
 	OpStop     = "stop"     // a machine declared stopped, or no longer declared
 	OpRepair   = "repair"   // drift: something deleted behind berth's back
 	OpRemove   = "remove"   // a network no longer declared, a pruned root
+	OpRecord   = "record"   // an exit that happened while berthd was down: the restart policy decides
 	OpNote     = "note"     // nothing will be done, but a person should know
 )
 
@@ -29,18 +30,34 @@ const (
 )
 
 // Action is one step of a plan. Plans are data: `berth plan` prints them, tests
-// compare them, and the reconciler applies them.
+// compare them, and the reconciler applies them, each once every action it
+// Needs has succeeded (an action whose need failed fails with it, naming it)
+// and every action it comes After is over.
 type Action struct {
 	Op      string   `json:"op"`
 	Kind    string   `json:"kind"`
 	Name    string   `json:"name"`
 	Reason  string   `json:"reason"`
 	Changes []string `json:"changes,omitempty"`
+	// Needs are the IDs of the actions of the same plan that must succeed
+	// first: a machine's start needs its image's build and its network's
+	// creation.
+	Needs []string `json:"needs,omitempty"`
+	// After are the IDs of actions that must be over first, however they
+	// went: the rules update follows the machines' starts and stops (with the
+	// machines that did start), a network's removal follows the rules and the
+	// stops of its machines.
+	After []string `json:"after,omitempty"`
+	// Exit is how the machine ended, for OpRecord.
+	Exit *ExitInfo `json:"exit,omitempty"`
 }
+
+// ID names the action within its plan: "start machine web".
+func (a Action) ID() string { return a.Op + " " + a.Kind + " " + a.Name }
 
 func (a Action) String() string {
 	sym := map[string]string{OpCreate: "+", OpBuild: "+", OpStart: "+", OpUpdate: "~", OpRestart: "~",
-		OpRecreate: "!", OpStop: "-", OpRepair: "~", OpRemove: "-", OpNote: "#"}[a.Op]
+		OpRecreate: "!", OpStop: "-", OpRepair: "~", OpRemove: "-", OpRecord: "*", OpNote: "#"}[a.Op]
 	s := fmt.Sprintf("%s %s %s: %s", sym, a.Kind, a.Name, a.Op)
 	if a.Reason != "" {
 		s += " (" + a.Reason + ")"

@@ -2,6 +2,7 @@ package machined
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -73,91 +74,117 @@ type PlanOptions struct {
 	Now   time.Time
 }
 
-// BuildPlan is the heart of the reconciler: the ordered, idempotent actions that
-// take the observed host to the desired definitions. It is a pure function.
+// BuildPlan is the heart of the reconciler: the actions that take the
+// observed host to the desired definitions, each with the actions it needs
+// first. It is a pure function: everything berth will do is in the plan,
+// `berth plan` shows it, and apply does exactly it.
 func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOptions) *Plan {
-	p := &Plan{}
-	add := func(a Action) { p.Actions = append(p.Actions, a) }
-	now := opt.Now
-	if now.IsZero() {
-		now = time.Now()
+	b := &planner{d: d, o: o, records: maps.Clone(records), now: opt.Now}
+	if b.records == nil {
+		b.records = map[string]Record{}
 	}
+	if b.now.IsZero() {
+		b.now = time.Now()
+	}
+	b.networks()
+	b.images()
+	b.exits()
+	for _, m := range d.Machines {
+		b.machine(m)
+	}
+	b.undeclared(opt.Prune)
+	b.rules()
+	b.removedNetworks()
+	return &b.plan
+}
 
-	// Networks first: machines need their bridges.
-	declaredNet := map[string]bool{}
-	for _, n := range d.Networks {
-		declaredNet[n.Name] = true
-		on, ok := o.Networks[n.Name]
+// planner builds one plan.
+type planner struct {
+	d       *spec.Set
+	o       *Observed
+	records map[string]Record
+	now     time.Time
+	plan    Plan
+	ids     map[string]bool // the IDs of the plan's actions
+}
+
+func (b *planner) add(a Action) Action {
+	if b.ids == nil {
+		b.ids = map[string]bool{}
+	}
+	b.plan.Actions = append(b.plan.Actions, a)
+	b.ids[a.ID()] = true
+	return a
+}
+
+// need returns those of ids the plan has.
+func (b *planner) need(ids ...string) []string {
+	var out []string
+	for _, id := range ids {
+		if b.ids[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// networks: bridges to make or repair, first of all (machines need them).
+func (b *planner) networks() {
+	for _, n := range b.d.Networks {
+		on, ok := b.o.Networks[n.Name]
 		switch {
 		case !ok || !on.Present:
-			add(Action{Op: OpCreate, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
+			b.add(Action{Op: OpCreate, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
 		case !on.Correct:
-			add(Action{Op: OpRepair, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
+			b.add(Action{Op: OpRepair, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
 		}
 	}
+}
 
-	// Images: built when missing or when their definition changed.
-	rebuilt := map[string]bool{}
-	for _, img := range d.Images {
-		oi, ok := o.Images[img.Name]
+// images: built when missing or when their definition changed.
+func (b *planner) images() {
+	for _, img := range b.d.Images {
+		oi, ok := b.o.Images[img.Name]
 		switch {
 		case !ok:
-			add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "not in the image store"})
-			rebuilt[img.Name] = true
+			b.add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "not in the image store"})
 		case oi.SpecHash != "" && oi.SpecHash != img.Hash():
-			add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "its definition changed"})
-			rebuilt[img.Name] = true
+			b.add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "its definition changed"})
 		}
 	}
+}
 
-	// Machines.
-	declared := map[string]bool{}
-	for _, m := range d.Machines {
-		declared[m.Name] = true
-		om := o.Machines[m.Name]
-		if om == nil {
-			om = &ObservedMachine{Name: m.Name}
-		}
-		rec := records[m.Name]
-		planMachine(add, m, om, rec, o, rebuilt[m.Image], now)
-	}
-
-	// Machines that run but are no longer declared are stopped; their roots stay
-	// unless pruning was asked for.
-	var names []string
-	for n := range o.Machines {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		om := o.Machines[n]
-		if declared[n] {
+// exits: machines that ended while berthd was not running. The restart policy
+// decides now (the machine is planned with the record it leads to), and
+// applying the plan records it.
+func (b *planner) exits() {
+	for _, n := range sortedNames(b.o.Machines) {
+		om := b.o.Machines[n]
+		if om.Exited == nil {
 			continue
 		}
-		if om.Running {
-			add(Action{Op: OpStop, Kind: KindMachine, Name: n, Reason: "no longer declared; its root is kept"})
-		}
-		if opt.Prune && om.HasRoot {
-			add(Action{Op: OpRemove, Kind: KindMachine, Name: n, Reason: "no longer declared: prune deletes its root"})
-		}
+		ex := *om.Exited
+		out := afterExit(n, b.d.Machine(n), b.records[n], ex, b.now)
+		b.records[n] = out.Record
+		b.add(Action{Op: OpRecord, Kind: KindMachine, Name: n, Reason: "it ended while berthd was not running (" + ex.Reason + ")", Exit: &ex})
 	}
+}
 
-	if !o.RulesCurrent {
-		add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "NAT, port forwards or anti-spoofing guards differ from the definitions", Changes: o.RulesDrift})
+// machine plans one declared machine.
+func (b *planner) machine(m *spec.Machine) {
+	om := b.o.Machines[m.Name]
+	if om == nil {
+		om = &ObservedMachine{Name: m.Name}
 	}
-
-	// Networks berth made that are no longer declared go once no machine uses them.
-	var onames []string
-	for n := range o.Networks {
-		onames = append(onames, n)
+	needs := b.need(ID(OpRecord, KindMachine, m.Name), ID(OpBuild, KindImage, m.Image))
+	if m.Network.Private() {
+		needs = append(needs, b.need(ID(OpCreate, KindNetwork, m.Network.Name), ID(OpRepair, KindNetwork, m.Network.Name))...)
 	}
-	sort.Strings(onames)
-	for _, n := range onames {
-		if on := o.Networks[n]; !declaredNet[n] && on.Present {
-			add(Action{Op: OpRemove, Kind: KindNetwork, Name: n, Reason: "no longer declared; bridge " + on.Bridge + " is deleted"})
-		}
+	add := func(a Action) {
+		a.Needs = needs
+		b.add(a)
 	}
-	return p
+	planMachine(add, m, om, b.records[m.Name], b.o, b.ids[ID(OpBuild, KindImage, m.Image)], b.now)
 }
 
 func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Record, o *Observed, imageRebuilt bool, now time.Time) {
@@ -232,6 +259,80 @@ func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Rec
 	if om.LinkMissing {
 		act(OpRepair, "its network link was deleted; it is put back")
 	}
+}
+
+// undeclared: machines that run but are no longer declared are stopped; their
+// roots stay unless pruning was asked for.
+func (b *planner) undeclared(prune bool) {
+	for _, n := range sortedNames(b.o.Machines) {
+		om := b.o.Machines[n]
+		if b.d.Machine(n) != nil {
+			continue
+		}
+		needs := b.need(ID(OpRecord, KindMachine, n))
+		if om.Running {
+			b.add(Action{Op: OpStop, Kind: KindMachine, Name: n, Reason: "no longer declared; its root is kept", Needs: needs})
+		}
+		if prune && om.HasRoot {
+			b.add(Action{Op: OpRemove, Kind: KindMachine, Name: n, Reason: "no longer declared: prune deletes its root",
+				Needs: append(needs, b.need(ID(OpStop, KindMachine, n))...)})
+		}
+	}
+}
+
+// rules: berth's nftables tables follow the running machines (their port
+// forwards and anti-spoofing guards): they are rebuilt after the machines
+// that start or stop in this plan, and when they drifted.
+func (b *planner) rules() {
+	var after []string
+	follow := false
+	for _, a := range b.plan.Actions {
+		switch {
+		case a.Kind == KindMachine && (a.Op == OpStart || a.Op == OpStop || a.Op == OpRestart || a.Op == OpRecreate):
+			follow = true
+			after = append(after, a.ID())
+		case a.Kind == KindNetwork:
+			after = append(after, a.ID())
+		}
+	}
+	switch {
+	case !b.o.RulesCurrent:
+		b.add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "NAT, port forwards or anti-spoofing guards differ from the definitions", Changes: b.o.RulesDrift, After: after})
+	case follow:
+		b.add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: RulesFollow, After: after})
+	}
+}
+
+// RulesFollow is the reason of the rules update that follows machines
+// starting or stopping.
+const RulesFollow = "port forwards and guards follow the running machines"
+
+// removedNetworks: networks berth made that are no longer declared go last,
+// once the rules and the machines no longer use them.
+func (b *planner) removedNetworks() {
+	var after []string
+	for _, a := range b.plan.Actions {
+		if a.Kind == KindRules || a.Kind == KindMachine && a.Op == OpStop {
+			after = append(after, a.ID())
+		}
+	}
+	for _, n := range sortedNames(b.o.Networks) {
+		if on := b.o.Networks[n]; b.d.Network(n) == nil && on.Present {
+			b.add(Action{Op: OpRemove, Kind: KindNetwork, Name: n, Reason: "no longer declared; bridge " + on.Bridge + " is deleted", After: after})
+		}
+	}
+}
+
+// ID is the ID of the action op kind name.
+func ID(op, kind, name string) string { return Action{Op: op, Kind: kind, Name: name}.ID() }
+
+func sortedNames[T any](m map[string]T) []string {
+	out := make([]string, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func holdNote(h *Hold) string {

@@ -101,12 +101,12 @@ func TestBuildPlan(t *testing.T) {
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Machines["web"].Spec.Hostname = "old"
 			},
-			want: []string{"restart machine web"}, changes: true, detail: "hostname: old → web"},
+			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "hostname: old → web"},
 		{name: "machine died: start",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Machines["web"].Running = false
 			},
-			want: []string{"start machine web"}, changes: true},
+			want: []string{"start machine web", "update rules berth"}, changes: true},
 		{name: "in back-off: a note, no start",
 			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
 				o.Machines["web"].Running = false
@@ -124,17 +124,17 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Running = false
 				r["web"] = Record{Name: "web", Hold: &Hold{Reason: HoldStopped, SpecHash: "older"}}
 			},
-			want: []string{"start machine web"}, changes: true},
+			want: []string{"start machine web", "update rules berth"}, changes: true},
 		{name: "declared stopped: stop",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				d.Machine("web").State = spec.StateStopped
 			},
-			want: []string{"stop machine web"}, changes: true},
+			want: []string{"stop machine web", "update rules berth"}, changes: true},
 		{name: "undeclared running machine: stopped, root kept",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Machines["old"] = &ObservedMachine{Name: "old", Running: true, HasRoot: true}
 			},
-			want: []string{"stop machine old"}, changes: true, detail: "root is kept"},
+			want: []string{"stop machine old", "update rules berth"}, changes: true, detail: "root is kept"},
 		{name: "image changed, keep: a note, never a silent recreate",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
@@ -151,7 +151,7 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Spec.Root.OnImageChange = spec.ImageChangeRecreate
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
 			},
-			want: []string{"recreate machine web"}, changes: true},
+			want: []string{"recreate machine web", "update rules berth"}, changes: true},
 		{name: "bridge deleted behind berth's back: recreated",
 			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
 				o.Networks["lan"] = ObservedNetwork{Name: "lan", Present: false}
@@ -285,5 +285,60 @@ func TestDiffJSON(t *testing.T) {
 	// false is shown as a value, not as unset.
 	if d := diffJSON("network.antiSpoofing", true, false); len(d) != 1 || d[0] != "network.antiSpoofing: true → false" {
 		t.Fatalf("bool diff = %q", d)
+	}
+}
+
+// TestPlanNeeds: every action says what it needs first, so apply's order is
+// in the plan: the machine after its image and network, the rules after the
+// machine, and nothing hidden (the rules update is an action of its own).
+func TestPlanNeeds(t *testing.T) {
+	d := mustParse(t, planBase)
+	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}}
+	p := BuildPlan(d, o, nil, PlanOptions{})
+	needs := map[string][]string{}
+	for _, a := range p.Actions {
+		needs[a.ID()] = append(append([]string{}, a.Needs...), a.After...)
+	}
+	for id, want := range map[string][]string{
+		"create network lan": nil,
+		"build image deb":    nil,
+		"start machine web":  {"build image deb", "create network lan"},
+		"update rules berth": {"create network lan", "start machine web"},
+	} {
+		got := append([]string{}, needs[id]...)
+		slices.Sort(got)
+		if strings.Join(got, ", ") != strings.Join(want, ", ") {
+			t.Errorf("%s needs %q, want %q", id, got, want)
+		}
+	}
+}
+
+// TestPlanExitWhileDown: an exit berthd did not see is an action of the plan
+// (the restart policy decides as the plan is made), not something done while
+// observing.
+func TestPlanExitWhileDown(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		policy string
+		code   int
+		want   []string
+		detail string
+	}{
+		{"on-failure", 1, []string{"record machine web", "note machine web"}, "restarting in 1s"},
+		{"no", 1, []string{"record machine web", "note machine web"}, "restart policy says stay down"},
+		{"always", 0, []string{"record machine web", "note machine web"}, "restarting in 1s"},
+	} {
+		d := mustParse(t, planBase+"restart: {policy: "+tc.policy+"}\n")
+		o := converged(d)
+		o.Machines["web"].Running = false
+		o.Machines["web"].Exited = &ExitInfo{Code: tc.code, Reason: "exited", Time: now, Started: now.Add(-time.Second)}
+		recs := map[string]Record{}
+		p := BuildPlan(d, o, recs, PlanOptions{Now: now})
+		if got := ops(p); strings.Join(got, "; ") != strings.Join(tc.want, "; ") || !strings.Contains(p.String(), tc.detail) {
+			t.Errorf("policy %s, exit %d: plan\n%s\nwant %q mentioning %q", tc.policy, tc.code, p, tc.want, tc.detail)
+		}
+		if len(recs) != 0 {
+			t.Errorf("BuildPlan changed the records it was given: %v", recs)
+		}
 	}
 }

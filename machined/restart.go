@@ -1,0 +1,85 @@
+package machined
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/berthd/berth/spec"
+)
+
+// The restart policy as pure functions of a machine's definition, its record
+// and how it ended: the watcher of a running machine and the planner (for
+// exits that happened while berthd was down) both use them, and they are
+// table-tested without root.
+
+// minGoodRun is how long a machine must have run for its restart counter to
+// start again from zero.
+const minGoodRun = 30 * time.Second
+
+// exitOutcome is what an exit leads to: the record to keep, and the event
+// that tells a person.
+type exitOutcome struct {
+	Record  Record
+	Event   string // an Ev* kind
+	Message string
+	// Restart says the machine starts again, not before Record.NextRestart.
+	Restart bool
+}
+
+// afterExit applies the restart policy to a machine that ended: mm is its
+// definition (nil when no longer declared), rec its record before the exit.
+func afterExit(name string, mm *spec.Machine, rec Record, ex ExitInfo, now time.Time) exitOutcome {
+	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
+	rec.Name, rec.LastExit = name, &ex
+	switch {
+	case mm == nil || mm.State == spec.StateStopped || rec.Hold != nil || ex.StoppedBy == StoppedByHostShutdown:
+		// Nothing to restart: undeclared, declared stopped, held, or the host is
+		// going down (the machine comes back when it boots again).
+		rec.Restarts, rec.NextRestart = 0, time.Time{}
+		return exitOutcome{Record: rec, Event: EvMachineStopped, Message: msg}
+	case ex.StoppedBy == StoppedBySystemd:
+		// systemd stopped its scope (systemctl stop, machinectl terminate, a
+		// unit's Conflicts=): that is a person's stop, like berth stop, whatever
+		// the policy. (machinectl poweroff asks the guest itself: an exit like
+		// any other.)
+		rec.Restarts, rec.NextRestart = 0, time.Time{}
+		rec.Hold = &Hold{Reason: HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: now, SpecHash: mm.Hash()}
+		return exitOutcome{Record: rec, Event: EvMachineHeld, Message: msg + "; stopped through systemd, held until berth start"}
+	}
+	failed := ex.Code != 0
+	if !(mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)) {
+		rec.Hold = &Hold{Reason: HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
+		rec.Restarts, rec.NextRestart = 0, time.Time{}
+		return exitOutcome{Record: rec, Event: EvMachineExited,
+			Message: msg + fmt.Sprintf(" (restart policy %s: it stays down until berth start)", mm.Restart.Policy)}
+	}
+	if !ex.Started.IsZero() && ex.Time.Sub(ex.Started) >= minGoodRun {
+		rec.Restarts = 0
+	}
+	if mm.Restart.MaxRetries > 0 && rec.Restarts >= mm.Restart.MaxRetries {
+		rec.Hold = &Hold{Reason: HoldFailed, Since: now, SpecHash: mm.Hash(),
+			Message: fmt.Sprintf("gave up after %d restarts; last exit: %s", rec.Restarts, ex.Reason)}
+		rec.NextRestart = time.Time{}
+		return exitOutcome{Record: rec, Event: EvMachineFailed, Message: name + " failed: " + rec.Hold.Message}
+	}
+	delay := backoff(time.Duration(mm.Restart.Backoff), time.Duration(mm.Restart.MaxBackoff), rec.Restarts)
+	rec.Restarts++
+	rec.NextRestart = now.Add(delay)
+	return exitOutcome{Record: rec, Event: EvMachineRestarting, Restart: true,
+		Message: fmt.Sprintf("%s; restart %d in %s", msg, rec.Restarts, delay.Round(time.Millisecond))}
+}
+
+// backoff is base·2^n, capped at maxDelay.
+func backoff(base, maxDelay time.Duration, n int) time.Duration {
+	if base <= 0 {
+		base = time.Second
+	}
+	if maxDelay <= 0 {
+		maxDelay = 5 * time.Minute
+	}
+	d := base
+	for i := 0; i < n && d < maxDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxDelay)
+}

@@ -1,0 +1,61 @@
+package machined
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthd/berth/spec"
+)
+
+// TestAfterExit: the restart policy, for every policy and kind of exit.
+func TestAfterExit(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	machine := func(policy spec.RestartPolicy, maxRetries int) *spec.Machine {
+		m := &spec.Machine{Name: "web", Image: "deb", Restart: spec.Restart{Policy: policy, MaxRetries: maxRetries}}
+		m.Default()
+		return m
+	}
+	crash := ExitInfo{Code: 137, Reason: "crashed", Time: now, Started: now.Add(-5 * time.Second)}
+	clean := ExitInfo{Code: 0, Reason: "poweroff", Time: now, Started: now.Add(-time.Hour)}
+	for _, tc := range []struct {
+		name     string
+		mm       *spec.Machine
+		rec      Record
+		ex       ExitInfo
+		event    string
+		restart  bool
+		hold     string
+		restarts int
+		delay    time.Duration
+	}{
+		{"on-failure, a crash: restart after 1 s", machine(spec.RestartOnFailure, 0), Record{}, crash, EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, the third crash in a row: 4 s", machine(spec.RestartOnFailure, 0), Record{Restarts: 2}, crash, EvMachineRestarting, true, "", 3, 4 * time.Second},
+		{"on-failure, a long good run resets the count", machine(spec.RestartOnFailure, 0), Record{Restarts: 5}, ExitInfo{Code: 1, Reason: "exited", Time: now, Started: now.Add(-time.Hour)}, EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, a clean poweroff: held exited", machine(spec.RestartOnFailure, 0), Record{}, clean, EvMachineExited, false, HoldExited, 0, 0},
+		{"always, a clean poweroff: restart", machine(spec.RestartAlways, 0), Record{}, clean, EvMachineRestarting, true, "", 1, time.Second},
+		{"no, a crash: held exited", machine(spec.RestartNo, 0), Record{}, crash, EvMachineExited, false, HoldExited, 0, 0},
+		{"maxRetries reached: failed", machine(spec.RestartOnFailure, 3), Record{Restarts: 3}, crash, EvMachineFailed, false, HoldFailed, 3, 0},
+		{"stopped through systemd: held stopped", machine(spec.RestartAlways, 0), Record{}, ExitInfo{Code: 0, Reason: "poweroff", StoppedBy: StoppedBySystemd}, EvMachineHeld, false, HoldStopped, 0, 0},
+		{"the host shutting down: nothing to restart, no hold", machine(spec.RestartAlways, 0), Record{Restarts: 2}, ExitInfo{Code: 0, StoppedBy: StoppedByHostShutdown}, EvMachineStopped, false, "", 0, 0},
+		{"undeclared: nothing to restart", nil, Record{}, crash, EvMachineStopped, false, "", 0, 0},
+		{"held already: stays held", machine(spec.RestartAlways, 0), Record{Hold: &Hold{Reason: HoldStopped}}, crash, EvMachineStopped, false, HoldStopped, 0, 0},
+	} {
+		out := afterExit("web", tc.mm, tc.rec, tc.ex, now)
+		hold := ""
+		if out.Record.Hold != nil {
+			hold = out.Record.Hold.Reason
+		}
+		var delay time.Duration
+		if !out.Record.NextRestart.IsZero() {
+			delay = out.Record.NextRestart.Sub(now)
+		}
+		if out.Event != tc.event || out.Restart != tc.restart || hold != tc.hold || out.Record.Restarts != tc.restarts || delay != tc.delay {
+			t.Errorf("%s: %s restart %v hold %q restarts %d delay %s; want %s %v %q %d %s",
+				tc.name, out.Event, out.Restart, hold, out.Record.Restarts, delay, tc.event, tc.restart, tc.hold, tc.restarts, tc.delay)
+		}
+		if out.Record.LastExit == nil || out.Record.LastExit.Reason != tc.ex.Reason || !strings.Contains(out.Message, "web") {
+			t.Errorf("%s: the exit is not recorded or told: %+v %q", tc.name, out.Record.LastExit, out.Message)
+		}
+	}
+}
