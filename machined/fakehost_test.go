@@ -199,7 +199,7 @@ func (f *fakeHost) Signal(ctx context.Context, name string, req KillRequest) err
 func (f *fakeHost) Reboot(ctx context.Context, name string) error                  { return nil }
 func (f *fakeHost) Describe(ctx context.Context, st *MachineStatus)                {}
 func (f *fakeHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus { return nil }
-func (f *fakeHost) DriverName() string                                            { return "fake" }
+func (f *fakeHost) DriverName() string                                             { return "fake" }
 
 // fakeEnv is a Manager over a fakeHost with definitions in a directory.
 type fakeEnv struct {
