@@ -2,6 +2,7 @@ package container
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -340,79 +341,12 @@ func writeFile(path, val string) error {
 // hierarchy has the controller, cgroup2 files where the unified hierarchy has it
 // enabled. A zero field resets the limit.
 func applyResources(hs []hierarchy, path string, r Resources) error {
-	max := func(v int64) string {
-		if v <= 0 {
-			return "max"
-		}
-		return strconv.FormatInt(v, 10)
-	}
-	v1max := func(v int64) string {
-		if v <= 0 {
-			return "-1"
-		}
-		return strconv.FormatInt(v, 10)
-	}
-	type kv struct{ file, val string }
-	var sets []kv
+	var sets []cgroupSetting
 	for _, h := range hs {
-		dir := h.dir(path)
 		if h.Unified {
-			ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
-			on := " " + strings.TrimSpace(string(ctrls)) + " "
-			if strings.Contains(on, " memory ") {
-				sets = append(sets, kv{filepath.Join(dir, "memory.max"), max(r.MemoryMax)},
-					kv{filepath.Join(dir, "memory.high"), max(r.MemoryHigh)})
-			}
-			if strings.Contains(on, " pids ") {
-				sets = append(sets, kv{filepath.Join(dir, "pids.max"), max(r.PidsMax)})
-			}
-			if strings.Contains(on, " cpu ") {
-				q := "max 100000"
-				if r.CPUs > 0 {
-					q = fmt.Sprintf("%d 100000", int64(r.CPUs*100000))
-				}
-				w := r.CPUWeight
-				if w == 0 {
-					w = 100
-				}
-				sets = append(sets, kv{filepath.Join(dir, "cpu.max"), q}, kv{filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10)})
-			}
-			if strings.Contains(on, " io ") && r.IOWeight > 0 {
-				sets = append(sets, kv{filepath.Join(dir, "io.weight"), "default " + strconv.FormatUint(r.IOWeight, 10)})
-			}
-			continue
-		}
-		switch {
-		case h.has("memory"):
-			// The soft limit first: the kernel refuses a hard limit below it.
-			sets = append(sets, kv{filepath.Join(dir, "memory.soft_limit_in_bytes"), v1max(r.MemoryHigh)},
-				kv{filepath.Join(dir, "memory.limit_in_bytes"), v1max(r.MemoryMax)})
-		case h.has("pids"):
-			sets = append(sets, kv{filepath.Join(dir, "pids.max"), max(r.PidsMax)})
-		case h.has("blkio") && r.IOWeight > 0:
-			// v1 weights are 10..1000, v2's 1..10000 (default 100 ↔ 500… keep it proportional).
-			w := r.IOWeight / 10
-			if w < 10 {
-				w = 10
-			}
-			if w > 1000 {
-				w = 1000
-			}
-			if _, err := os.Stat(filepath.Join(dir, "blkio.weight")); err == nil {
-				sets = append(sets, kv{filepath.Join(dir, "blkio.weight"), strconv.FormatUint(w, 10)})
-			}
-		}
-		if h.has("cpu") {
-			q := "-1"
-			if r.CPUs > 0 {
-				q = strconv.FormatInt(int64(r.CPUs*100000), 10)
-			}
-			w := r.CPUWeight
-			if w == 0 {
-				w = 100
-			}
-			sets = append(sets, kv{filepath.Join(dir, "cpu.cfs_period_us"), "100000"}, kv{filepath.Join(dir, "cpu.cfs_quota_us"), q},
-				kv{filepath.Join(dir, "cpu.shares"), strconv.FormatUint(w*1024/100, 10)})
+			sets = append(sets, v2Settings(h.dir(path), r)...)
+		} else {
+			sets = append(sets, v1Settings(h, h.dir(path), r)...)
 		}
 	}
 	for _, s := range sets {
@@ -421,6 +355,74 @@ func applyResources(hs []hierarchy, path string, r Resources) error {
 		}
 	}
 	return nil
+}
+
+// cgroupSetting is one value for one cgroup file.
+type cgroupSetting struct{ file, val string }
+
+// limitOr is v as a limit, or unlimited (v2: "max", v1: "-1") for 0.
+func limitOr(v int64, unlimited string) string {
+	if v <= 0 {
+		return unlimited
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+// v2Settings are r's files in a cgroup2 cgroup dir, for the controllers it
+// has.
+func v2Settings(dir string, r Resources) []cgroupSetting {
+	ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	on := " " + strings.TrimSpace(string(ctrls)) + " "
+	var sets []cgroupSetting
+	set := func(file, val string) { sets = append(sets, cgroupSetting{filepath.Join(dir, file), val}) }
+	if strings.Contains(on, " memory ") {
+		set("memory.max", limitOr(r.MemoryMax, "max"))
+		set("memory.high", limitOr(r.MemoryHigh, "max"))
+	}
+	if strings.Contains(on, " pids ") {
+		set("pids.max", limitOr(r.PidsMax, "max"))
+	}
+	if strings.Contains(on, " cpu ") {
+		q := "max 100000"
+		if r.CPUs > 0 {
+			q = fmt.Sprintf("%d 100000", int64(r.CPUs*100000))
+		}
+		set("cpu.max", q)
+		set("cpu.weight", strconv.FormatUint(cmp.Or(r.CPUWeight, 100), 10))
+	}
+	if strings.Contains(on, " io ") && r.IOWeight > 0 {
+		set("io.weight", "default "+strconv.FormatUint(r.IOWeight, 10))
+	}
+	return sets
+}
+
+// v1Settings are r's files in the v1 hierarchy h's cgroup dir.
+func v1Settings(h hierarchy, dir string, r Resources) []cgroupSetting {
+	var sets []cgroupSetting
+	set := func(file, val string) { sets = append(sets, cgroupSetting{filepath.Join(dir, file), val}) }
+	switch {
+	case h.has("memory"):
+		// The soft limit first: the kernel refuses a hard limit below it.
+		set("memory.soft_limit_in_bytes", limitOr(r.MemoryHigh, "-1"))
+		set("memory.limit_in_bytes", limitOr(r.MemoryMax, "-1"))
+	case h.has("pids"):
+		set("pids.max", limitOr(r.PidsMax, "max"))
+	case h.has("blkio") && r.IOWeight > 0:
+		// v1 weights are 10..1000, v2's 1..10000: keep it proportional.
+		if _, err := os.Stat(filepath.Join(dir, "blkio.weight")); err == nil {
+			set("blkio.weight", strconv.FormatUint(min(max(r.IOWeight/10, 10), 1000), 10))
+		}
+	}
+	if h.has("cpu") {
+		q := "-1"
+		if r.CPUs > 0 {
+			q = strconv.FormatInt(int64(r.CPUs*100000), 10)
+		}
+		set("cpu.cfs_period_us", "100000")
+		set("cpu.cfs_quota_us", q)
+		set("cpu.shares", strconv.FormatUint(cmp.Or(r.CPUWeight, 100)*1024/100, 10))
+	}
+	return sets
 }
 
 // countProcs counts the processes in dir and below it (0 when dir is missing).

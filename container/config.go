@@ -198,66 +198,60 @@ func dashedUUID(u string) string {
 // withDefaults returns cfg with defaults filled in and checks it. Errors name the
 // field and what to change.
 func (cfg Config) withDefaults() (Config, error) {
-	bad := func(format string, a ...any) (Config, error) {
-		return cfg, fmt.Errorf("machine %q: %w: "+format, append([]any{cfg.Name, ErrInvalid}, a...)...)
+	for _, step := range []func() error{cfg.checkIdentity, cfg.checkProcess, cfg.setModes, cfg.checkIsolation, cfg.setRuntime} {
+		if err := step(); err != nil {
+			return cfg, fmt.Errorf("machine %q: %w: %v", cfg.Name, ErrInvalid, err)
+		}
 	}
+	return cfg, nil
+}
+
+// checkIdentity checks the name, the UUID and the root.
+func (cfg *Config) checkIdentity() error {
 	if err := rundir.CheckName(cfg.Name); err != nil {
-		return bad("name: %v", err)
+		return fmt.Errorf("name: %v", err)
 	}
 	u, err := NormalizeUUID(cfg.UUID)
 	if err != nil {
-		return bad("uuid: %v", err)
+		return fmt.Errorf("uuid: %v", err)
 	}
 	cfg.UUID = u
-	switch {
-	case cfg.Root.Dir != "" && cfg.Root.Overlay != nil:
-		return bad("root: give either dir or overlay, not both")
-	case cfg.Root.Dir != "":
-		if !filepath.IsAbs(cfg.Root.Dir) {
-			return bad("root.dir %q: must be an absolute path", cfg.Root.Dir)
-		}
-		if st, err := os.Stat(cfg.Root.Dir); err != nil || !st.IsDir() {
-			return bad("root.dir %q: not a directory", cfg.Root.Dir)
-		}
-	case cfg.Root.Overlay != nil:
-		o := cfg.Root.Overlay
-		if len(o.Lower) == 0 || o.Upper == "" || o.Work == "" {
-			return bad("root.overlay: lower, upper and work are all required")
-		}
-		for _, p := range append(append([]string{}, o.Lower...), o.Upper, o.Work) {
-			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:") {
-				return bad("root.overlay: %q must be an absolute path without ',' or ':'", p)
-			}
-		}
-	default:
-		return bad("root: a directory or an overlay is required")
-	}
+	return cfg.Root.check()
+}
+
+// checkProcess checks what runs as PID 1 and the hostname.
+func (cfg *Config) checkProcess() error {
 	if !cfg.Boot && len(cfg.Args) == 0 {
-		return bad("args: application mode (boot: false) needs a command")
+		return fmt.Errorf("args: application mode (boot: false) needs a command")
 	}
 	if !cfg.Boot && cfg.Args[0] != "" && !strings.HasPrefix(cfg.Args[0], "/") {
-		return bad("args: command %q must be an absolute path inside the machine", cfg.Args[0])
+		return fmt.Errorf("args: command %q must be an absolute path inside the machine", cfg.Args[0])
 	}
 	if cfg.Init != "" && !strings.HasPrefix(cfg.Init, "/") {
-		return bad("init %q: must be an absolute path inside the machine", cfg.Init)
+		return fmt.Errorf("init %q: must be an absolute path inside the machine", cfg.Init)
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = cfg.Name
 	}
 	if len(cfg.Hostname) > 64 {
-		return bad("hostname %q: at most 64 characters", cfg.Hostname)
+		return fmt.Errorf("hostname %q: at most 64 characters", cfg.Hostname)
 	}
+	return nil
+}
+
+// setModes checks and defaults the network, user and console modes.
+func (cfg *Config) setModes() error {
 	switch cfg.NetworkMode {
 	case "":
 		cfg.NetworkMode = "private"
 	case "private", "host":
 	default:
-		return bad("networkMode %q: want \"private\" or \"host\"", cfg.NetworkMode)
+		return fmt.Errorf("networkMode %q: want \"private\" or \"host\"", cfg.NetworkMode)
 	}
 	switch cfg.PrivateUsers {
 	case "", "off", "no", "false":
 	default:
-		return bad("privateUsers %q: user-namespaced machines are not yet supported; set it to \"off\"", cfg.PrivateUsers)
+		return fmt.Errorf("privateUsers %q: user-namespaced machines are not yet supported; set it to \"off\"", cfg.PrivateUsers)
 	}
 	switch cfg.Console {
 	case "":
@@ -265,48 +259,48 @@ func (cfg Config) withDefaults() (Config, error) {
 	case "pty":
 	case "passthrough":
 		if cfg.Boot {
-			return bad("console: passthrough is only for application mode; a booted machine needs a pty console")
+			return fmt.Errorf("console: passthrough is only for application mode; a booted machine needs a pty console")
 		}
 	default:
-		return bad("console %q: want \"pty\" or \"passthrough\"", cfg.Console)
+		return fmt.Errorf("console %q: want \"pty\" or \"passthrough\"", cfg.Console)
 	}
+	return nil
+}
+
+// checkIsolation checks the mounts, capabilities and system call filter, and
+// defaults the task limit.
+func (cfg *Config) checkIsolation() error {
 	for i, m := range cfg.Mounts {
-		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
-			return bad("mounts[%d].target %q: must be an absolute path other than /", i, m.Target)
-		}
-		switch m.Type {
-		case "bind":
-			if !filepath.IsAbs(m.Source) {
-				return bad("mounts[%d].source %q: must be an absolute path on the host", i, m.Source)
-			}
-			if _, err := os.Stat(m.Source); err != nil {
-				return bad("mounts[%d].source %q: %v", i, m.Source, err)
-			}
-		case "tmpfs":
-		default:
-			return bad("mounts[%d].type %q: want \"bind\" or \"tmpfs\"", i, m.Type)
+		if err := m.check(); err != nil {
+			return fmt.Errorf("mounts[%d]%v", i, err)
 		}
 	}
 	if _, err := capMask(cfg.CapAdd, cfg.CapDrop, cfg.NetworkMode == "private"); err != nil {
-		return bad("%v", err)
+		return err
 	}
 	for i, e := range cfg.SyscallFilter {
 		if err := syscalls.CheckEntry(e); err != nil {
-			return bad("syscallFilter[%d]: %v", i, err)
+			return fmt.Errorf("syscallFilter[%d]: %v", i, err)
 		}
 	}
 	if cfg.Resources.PidsMax == 0 {
 		cfg.Resources.PidsMax = DefaultPidsMax
 	}
+	return nil
+}
+
+// setRuntime checks the runtime directory and defaults the stop timeout and
+// the console log.
+func (cfg *Config) setRuntime() error {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second
 	}
 	if cfg.RuntimeDir == "" || !filepath.IsAbs(cfg.RuntimeDir) {
-		return bad("runtimeDir %q: an absolute directory is required (RUN/machines/NAME)", cfg.RuntimeDir)
+		return fmt.Errorf("runtimeDir %q: an absolute directory is required (RUN/machines/NAME)", cfg.RuntimeDir)
 	}
 	// sockaddr_un holds 108 bytes: the notify and control sockets live here.
 	if len(cfg.RuntimeDir) > rundir.MaxLen {
-		return bad("runtimeDir %q: too long for a unix socket path (at most %d bytes)", cfg.RuntimeDir, rundir.MaxLen)
+		return fmt.Errorf("runtimeDir %q: too long for a unix socket path (at most %d bytes)", cfg.RuntimeDir, rundir.MaxLen)
 	}
 	if cfg.ConsoleLog == "" {
 		cfg.ConsoleLog = rundir.ConsoleLog("/var/log/berth", cfg.Name)
@@ -314,5 +308,54 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ConsoleLogMax <= 0 {
 		cfg.ConsoleLogMax = 4 << 20
 	}
-	return cfg, nil
+	return nil
+}
+
+// check says what is wrong with a root, naming the field.
+func (r Root) check() error {
+	switch {
+	case r.Dir != "" && r.Overlay != nil:
+		return fmt.Errorf("root: give either dir or overlay, not both")
+	case r.Dir != "":
+		if !filepath.IsAbs(r.Dir) {
+			return fmt.Errorf("root.dir %q: must be an absolute path", r.Dir)
+		}
+		if st, err := os.Stat(r.Dir); err != nil || !st.IsDir() {
+			return fmt.Errorf("root.dir %q: not a directory", r.Dir)
+		}
+	case r.Overlay != nil:
+		o := r.Overlay
+		if len(o.Lower) == 0 || o.Upper == "" || o.Work == "" {
+			return fmt.Errorf("root.overlay: lower, upper and work are all required")
+		}
+		for _, p := range append(append([]string{}, o.Lower...), o.Upper, o.Work) {
+			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:") {
+				return fmt.Errorf("root.overlay: %q must be an absolute path without ',' or ':'", p)
+			}
+		}
+	default:
+		return fmt.Errorf("root: a directory or an overlay is required")
+	}
+	return nil
+}
+
+// check says what is wrong with a mount; the message starts with the field
+// (".target …") for the caller to put "mounts[i]" before.
+func (m Mount) check() error {
+	if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+		return fmt.Errorf(".target %q: must be an absolute path other than /", m.Target)
+	}
+	switch m.Type {
+	case "bind":
+		if !filepath.IsAbs(m.Source) {
+			return fmt.Errorf(".source %q: must be an absolute path on the host", m.Source)
+		}
+		if _, err := os.Stat(m.Source); err != nil {
+			return fmt.Errorf(".source %q: %v", m.Source, err)
+		}
+	case "tmpfs":
+	default:
+		return fmt.Errorf(".type %q: want \"bind\" or \"tmpfs\"", m.Type)
+	}
+	return nil
 }

@@ -2,235 +2,21 @@ package container
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
-
-// EnterOptions describe a command to run inside a running machine.
-type EnterOptions struct {
-	// Command is the program and its arguments; the program is looked up in the
-	// machine's PATH when it has no slash. Empty: root's login shell from the
-	// machine's /etc/passwd (or /bin/sh), started as a login shell.
-	Command []string `json:"command,omitempty"`
-	// Env is added to a minimal environment (PATH, HOME, TERM, container).
-	Env []string `json:"env,omitempty"`
-	// Dir is the working directory inside the machine; default / (/root for a
-	// login shell).
-	Dir string `json:"dir,omitempty"`
-	// TTY gives the command a new pty in the machine's own devpts (the guest
-	// sees /dev/pts/N of its own); Stdin and Stdout carry its master side and
-	// Stderr is unused. Without it the command gets new pipes. Either way the
-	// command's fds 0, 1 and 2 are made by the supervisor and are the only ones
-	// it has: nothing of the caller reaches the guest.
-	TTY  bool   `json:"tty,omitempty"`
-	Rows uint16 `json:"rows,omitempty"`
-	Cols uint16 `json:"cols,omitempty"`
-
-	// MergeStderr gives the command one pipe for its stdout and stderr, as a
-	// shell's 2>&1: Enter sets it when Stderr is Stdout.
-	MergeStderr bool `json:"mergeStderr,omitempty"`
-
-	Stdin  io.Reader `json:"-"`
-	Stdout io.Writer `json:"-"`
-	Stderr io.Writer `json:"-"`
-	// Size and Resized pass the caller's terminal size on to the pty (SIGWINCH).
-	Size    func() (rows, cols uint16) `json:"-"`
-	Resized <-chan struct{}            `json:"-"`
-	// Signals are passed on to the command (the caller's SIGINT, SIGTERM …
-	// when it has no pty to carry them).
-	Signals <-chan os.Signal `json:"-"`
-}
-
-// execReply is the supervisor's first answer to an exec request; it carries
-// the caller's ends of the command's pty or pipes as SCM_RIGHTS.
-type execReply struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-	// Streams names the fds that come with the reply, in order: "pty", or
-	// "stdin", "stdout" and "stderr".
-	Streams []string `json:"streams,omitempty"`
-}
-
-// execEvent is a later line on an exec connection: the command's end from the
-// supervisor, or a signal for it from the caller.
-type execEvent struct {
-	Exit   *int `json:"exit,omitempty"`
-	Signal int  `json:"signal,omitempty"`
-}
-
-// Enter runs a command in the running machine whose runtime directory is
-// runDir and returns the command's own exit code (128+N when a signal N ended
-// it), unlike `machinectl shell`. The machine's supervisor starts it, as
-// `machinectl shell` has systemd start it: in all the machine's namespaces
-// (mount, PID, UTS, IPC, network, cgroup), in its root and cgroups, with its
-// bounding set and system call filter, on a pty or pipes it makes; this
-// process only relays. When ctx ends or this process goes away, the command
-// and its process group are killed.
-func Enter(ctx context.Context, runDir string, opts EnterOptions) (int, error) {
-	c := &Client{runDir: runDir}
-	conn, err := c.conn(ctx)
-	if err != nil {
-		return -1, fmt.Errorf("enter machine: %w", err)
-	}
-	defer conn.Close()
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		return -1, errors.New("enter machine: control connection is not a unix socket")
-	}
-	if opts.TTY && opts.Size != nil {
-		opts.Rows, opts.Cols = opts.Size()
-	}
-	if opts.Stderr != nil && opts.Stderr == opts.Stdout {
-		opts.MergeStderr = true
-	}
-	if err := json.NewEncoder(conn).Encode(request{Op: "exec", Exec: &opts}); err != nil {
-		return -1, fmt.Errorf("enter machine: %w", err)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
-	reply, files, rest, err := readExecReply(uc)
-	if err != nil {
-		if ctx.Err() != nil {
-			return -1, ctx.Err()
-		}
-		return -1, fmt.Errorf("enter machine: %w", err)
-	}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	if !reply.OK {
-		return -1, errors.New(reply.Error)
-	}
-	if len(files) != len(reply.Streams) {
-		return -1, fmt.Errorf("enter machine: %d streams announced, %d received", len(reply.Streams), len(files))
-	}
-	stream := map[string]*os.File{}
-	for i, n := range reply.Streams {
-		stream[n] = files[i]
-	}
-
-	var copies sync.WaitGroup
-	pump := func(dst io.Writer, src *os.File) {
-		if dst == nil {
-			dst = io.Discard
-		}
-		copies.Add(1)
-		go func() { defer copies.Done(); _, _ = io.Copy(dst, src) }()
-	}
-	if m := stream["pty"]; m != nil {
-		if opts.Stdin != nil {
-			go func() { _, _ = io.Copy(m, opts.Stdin) }()
-		}
-		pump(opts.Stdout, m)
-		if opts.Resized != nil && opts.Size != nil {
-			go func() {
-				for range opts.Resized {
-					r, c := opts.Size()
-					_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: r, Col: c})
-				}
-			}()
-		}
-	} else {
-		if w := stream["stdin"]; w != nil {
-			go func() {
-				if opts.Stdin != nil {
-					_, _ = io.Copy(w, opts.Stdin)
-				}
-				w.Close()
-			}()
-		}
-		pump(opts.Stdout, stream["stdout"])
-		if e := stream["stderr"]; e != nil {
-			pump(opts.Stderr, e)
-		}
-	}
-	if opts.Signals != nil {
-		go func() {
-			enc := json.NewEncoder(conn)
-			for sig := range opts.Signals {
-				if s, ok := sig.(syscall.Signal); ok {
-					if enc.Encode(execEvent{Signal: int(s)}) != nil {
-						return
-					}
-				}
-			}
-		}()
-	}
-	dec := json.NewDecoder(io.MultiReader(rest, conn))
-	var ev execEvent
-	for ev.Exit == nil {
-		if err := dec.Decode(&ev); err != nil {
-			if ctx.Err() != nil {
-				return -1, ctx.Err()
-			}
-			return -1, fmt.Errorf("enter machine: the supervisor gave no exit status: %w", err)
-		}
-	}
-	// What the command printed last is still on its way: wait until its
-	// streams end, but not for a background process that keeps them open.
-	drained := make(chan struct{})
-	go func() { copies.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(2 * time.Second):
-	}
-	return *ev.Exit, nil
-}
-
-// readExecReply reads the supervisor's first line and the fds sent with it.
-func readExecReply(uc *net.UnixConn) (execReply, []*os.File, io.Reader, error) {
-	var r execReply
-	var files []*os.File
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(3*4))
-	var data []byte
-	for {
-		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
-		if oobn > 0 {
-			cms, perr := unix.ParseSocketControlMessage(oob[:oobn])
-			if perr == nil {
-				for _, cm := range cms {
-					if fds, err := unix.ParseUnixRights(&cm); err == nil {
-						for _, fd := range fds {
-							unix.CloseOnExec(fd)
-							files = append(files, os.NewFile(uintptr(fd), "enter"))
-						}
-					}
-				}
-			}
-		}
-		data = append(data, buf[:n]...)
-		if i := strings.IndexByte(string(data), '\n'); i >= 0 {
-			if err := json.Unmarshal(data[:i], &r); err != nil {
-				return r, files, nil, fmt.Errorf("bad answer from the supervisor: %w", err)
-			}
-			return r, files, strings.NewReader(string(data[i+1:])), nil
-		}
-		if err != nil {
-			return r, files, nil, fmt.Errorf("no answer from the supervisor: %w", err)
-		}
-		if len(data) > 1<<16 {
-			return r, files, nil, errors.New("answer from the supervisor too long")
-		}
-	}
-}
 
 // serveExec runs an exec request on a control connection: it starts the
 // command in the machine, hands the caller its ends of the command's pty or
@@ -420,7 +206,8 @@ func readCapBnd(pid int) (uint64, error) {
 	return 0, errors.New("no CapBnd in /proc/PID/status")
 }
 
-// enterAndStart runs on a locked thread that it changes for good.
+// enterAndStart runs on a locked thread that it changes for good: it joins
+// the machine and starts the command from there.
 func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawInstruction, opts EnterOptions) (*entered, error) {
 	// Open the cgroup2 directory while paths are still the host's.
 	cgfd := -1
@@ -431,42 +218,53 @@ func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawIns
 			defer unix.Close(fd)
 		}
 	}
-	tid := strconv.Itoa(unix.Gettid())
-	for _, dir := range place.v1 {
-		if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(tid), 0); err != nil {
-			return nil, fmt.Errorf("join cgroup %s: %w", dir, err)
-		}
-	}
-	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return nil, fmt.Errorf("unshare fs: %w", err)
-	}
-	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
-	if err := unix.Setns(pidfd, flags); err != nil {
-		return nil, fmt.Errorf("join namespaces: %w", err)
-	}
-	if err := dropBoundingSet(bnd); err != nil {
-		return nil, err
-	}
-	// The command is visible in the machine's PID namespace from its fork
-	// on: it must hold no more than the machine's set from then, not only
-	// after its exec.
-	if err := limitToBounding(bnd); err != nil {
-		return nil, err
-	}
-	// The machine's system call filter, on this thread only: the command
-	// forked from it inherits it.
-	if err := loadSeccomp(filter, false); err != nil {
+	if err := joinMachine(pidfd, place, bnd, filter); err != nil {
 		return nil, err
 	}
 	// From here on, paths are the machine's.
+	return startCommand(opts, cgfd)
+}
+
+// joinMachine moves the calling thread into the machine: PID 1's v1 cgroups,
+// its namespaces, its bounding set (and no more in the thread's own sets: the
+// command is visible in the machine's PID namespace from its fork on, and
+// holds no more than the machine's set from then, not only after its exec),
+// and its system call filter, on this thread only: the command forked from it
+// inherits it.
+func joinMachine(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawInstruction) error {
+	tid := strconv.Itoa(unix.Gettid())
+	for _, dir := range place.v1 {
+		if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(tid), 0); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", dir, err)
+		}
+	}
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare fs: %w", err)
+	}
+	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+	if err := unix.Setns(pidfd, flags); err != nil {
+		return fmt.Errorf("join namespaces: %w", err)
+	}
+	if err := dropBoundingSet(bnd); err != nil {
+		return err
+	}
+	if err := limitToBounding(bnd); err != nil {
+		return err
+	}
+	return loadSeccomp(filter, false)
+}
+
+// startCommand starts the command from a thread in the machine, in PID 1's
+// cgroup2 cgroup (cgfd, atomically through clone3), on a new pty or new
+// pipes.
+func startCommand(opts EnterOptions, cgfd int) (*entered, error) {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=berth"}
 	term := "TERM=dumb"
 	if opts.TTY {
 		term = "TERM=xterm-256color"
 	}
 	env = append(append(env, term), opts.Env...)
-	argv := opts.Command
-	dir := opts.Dir
+	argv, dir := opts.Command, opts.Dir
 	if len(argv) == 0 {
 		// root's login shell, as the machine's own /etc/passwd says.
 		argv = []string{loginShell(), "-l"}
@@ -489,56 +287,15 @@ func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawIns
 		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
 	}
 	attr := &os.ProcAttr{Dir: dir, Env: env, Sys: sys}
-	e := &entered{}
-	var child []*os.File
+	e, child, err := newStreams(opts, attr)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		for _, f := range child {
 			f.Close()
 		}
 	}()
-	if opts.TTY {
-		master, slave, err := openPtyHere(opts.Rows, opts.Cols)
-		if err != nil {
-			return nil, err
-		}
-		child = append(child, slave)
-		e.caller, e.names = []*os.File{master}, []string{"pty"}
-		attr.Files = []*os.File{slave, slave, slave}
-		sys.Setsid, sys.Setctty, sys.Ctty = true, true, 0
-	} else {
-		// Pipes only: the caller's files, a terminal among them, never reach
-		// the guest (TIOCSTI into the caller's shell, an inherited pipe).
-		n := 3
-		if opts.MergeStderr {
-			n = 2
-		}
-		var ends [3][2]*os.File
-		for i := 0; i < n; i++ {
-			r, w, err := os.Pipe()
-			if err != nil {
-				for _, f := range child {
-					f.Close()
-				}
-				for _, f := range e.caller {
-					f.Close()
-				}
-				child = nil
-				return nil, err
-			}
-			ends[i] = [2]*os.File{r, w}
-			if i == 0 {
-				child, e.caller = append(child, r), append(e.caller, w)
-			} else {
-				child, e.caller = append(child, w), append(e.caller, r)
-			}
-		}
-		e.names = []string{"stdin", "stdout", "stderr"}[:n]
-		attr.Files = []*os.File{ends[0][0], ends[1][1], ends[1][1]}
-		if n == 3 {
-			attr.Files[2] = ends[2][1]
-		}
-		sys.Setpgid = true
-	}
 	// Whatever this process holds without close-on-exec (files `berth
 	// boot`'s caller handed it, opened after the supervisor started) stays
 	// out of the machine: only attr.Files become the command's 0, 1 and 2.
@@ -552,6 +309,52 @@ func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawIns
 	}
 	e.proc = p
 	return e, nil
+}
+
+// newStreams makes the command's fds 0, 1 and 2: a pty in the machine's own
+// devpts, or pipes (stdout and stderr one pipe with MergeStderr). Only these:
+// the caller's files, a terminal among them, never reach the guest (TIOCSTI
+// into the caller's shell, an inherited pipe). It returns the caller's ends in
+// e and the command's ends, to close once it has them.
+func newStreams(opts EnterOptions, attr *os.ProcAttr) (e *entered, child []*os.File, err error) {
+	e = &entered{}
+	if opts.TTY {
+		master, slave, err := openPtyHere(opts.Rows, opts.Cols)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.caller, e.names = []*os.File{master}, []string{"pty"}
+		attr.Files = []*os.File{slave, slave, slave}
+		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
+		return e, []*os.File{slave}, nil
+	}
+	n := 3
+	if opts.MergeStderr {
+		n = 2
+	}
+	var ends [3][2]*os.File
+	for i := 0; i < n; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range append(child, e.caller...) {
+				f.Close()
+			}
+			return nil, nil, err
+		}
+		ends[i] = [2]*os.File{r, w}
+		if i == 0 {
+			child, e.caller = append(child, r), append(e.caller, w)
+		} else {
+			child, e.caller = append(child, w), append(e.caller, r)
+		}
+	}
+	e.names = []string{"stdin", "stdout", "stderr"}[:n]
+	attr.Files = []*os.File{ends[0][0], ends[1][1], ends[1][1]}
+	if n == 3 {
+		attr.Files[2] = ends[2][1]
+	}
+	attr.Sys.Setpgid = true
+	return e, child, nil
 }
 
 // loginShell is root's shell in the machine, from its /etc/passwd, or

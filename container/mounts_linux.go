@@ -104,16 +104,56 @@ func setupRoot(cfg Config, root string) (*os.File, error) {
 	if err := mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return nil, err
 	}
+	if err := mountRoot(cfg, root); err != nil {
+		return nil, err
+	}
+	master, err := setupDev(cfg, root)
+	if err != nil {
+		return nil, err
+	}
+	run, err := setupRunTmp(cfg, root)
+	if err != nil {
+		return nil, err
+	}
+	if err := setupSys(root); err != nil {
+		return nil, err
+	}
+	if err := setupProc(cfg, root, run); err != nil {
+		return nil, err
+	}
+	for i, m := range cfg.Mounts {
+		if err := userMount(root, m); err != nil {
+			return nil, fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
+		}
+	}
+	if cfg.Root.ReadOnly {
+		if err := mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return nil, fmt.Errorf("read-only root: %w", err)
+		}
+	}
+	return master, nil
+}
+
+// mountRoot mounts the root itself: a bind of root.dir, or the overlay of
+// root.overlay.
+func mountRoot(cfg Config, root string) error {
 	if o := cfg.Root.Overlay; o != nil {
 		data := "lowerdir=" + strings.Join(o.Lower, ":") + ",upperdir=" + o.Upper + ",workdir=" + o.Work
 		if err := mount("overlay", root, "overlay", 0, data); err != nil {
-			return nil, fmt.Errorf("overlay root: %w", err)
+			return fmt.Errorf("overlay root: %w", err)
 		}
-	} else if err := mount(cfg.Root.Dir, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return nil, fmt.Errorf("root %s: %w", cfg.Root.Dir, err)
+		return nil
 	}
+	if err := mount(cfg.Root.Dir, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("root %s: %w", cfg.Root.Dir, err)
+	}
+	return nil
+}
 
-	// /dev: a private tmpfs with only harmless character devices.
+// setupDev makes /dev: a private tmpfs with only harmless character devices,
+// the usual links, a devpts of the machine's own, shm, mqueue and the
+// console.
+func setupDev(cfg Config, root string) (*os.File, error) {
 	dev, err := mkdirIn(root, "/dev", 0o755)
 	if err != nil {
 		return nil, err
@@ -155,73 +195,79 @@ func setupRoot(cfg Config, root string) (*os.File, error) {
 	if err := mount("mqueue", filepath.Join(dev, "mqueue"), "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, err
 	}
-	var master *os.File
-	if cfg.Console == "pty" {
-		if master, err = consolePty(dev); err != nil {
-			return nil, err
-		}
+	if cfg.Console != "pty" {
+		return nil, nil
 	}
+	return consolePty(dev)
+}
 
-	// /run, /run/host, /tmp.
+// setupRunTmp mounts /run (with /run/host) and /tmp; it returns /run's path.
+func setupRunTmp(cfg Config, root string) (string, error) {
 	run, err := mkdirIn(root, "/run", 0o755)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=20%,nr_inodes=800k"); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := setupRunHost(cfg, filepath.Join(run, "host")); err != nil {
-		return nil, err
+		return "", err
 	}
 	tmp, err := mkdirIn(root, "/tmp", 0o1777)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"); err != nil {
-		return nil, err
+		return "", err
 	}
+	return run, nil
+}
 
-	// /sys read-only (that is how systemd and udev know they are in a
-	// container), with the machine's cgroup namespace's cgroup2 on
-	// /sys/fs/cgroup, writable: the guest's systemd manages its own subtree
-	// there. See docs/runtime.md for why the guest gets the unified layout.
+// setupSys mounts /sys read-only (that is how systemd and udev know they are
+// in a container), with the machine's cgroup namespace's cgroup2 on
+// /sys/fs/cgroup, writable: the guest's systemd manages its own subtree
+// there. See docs/runtime.md for why the guest gets the unified layout.
+func setupSys(root string) error {
 	sys, err := mkdirIn(root, "/sys", 0o555)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := mount("sysfs", sys, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		return nil, err
+		return err
 	}
 	if err := mount("cgroup2", filepath.Join(sys, "fs/cgroup"), "cgroup2", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		return nil, fmt.Errorf("cgroup2 for the guest: %w", err)
+		return fmt.Errorf("cgroup2 for the guest: %w", err)
 	}
+	return nil
+}
 
-	// /proc of the new PID namespace, /proc/sys read-only (its net/ subtree
-	// stays writable with a private network), kernel internals masked.
+// setupProc mounts the /proc of the new PID namespace: /proc/sys read-only
+// (its net/ subtree stays writable with a private network), a boot ID of the
+// machine's own, kernel internals masked, nspawn's read-only directories.
+func setupProc(cfg Config, root, run string) error {
 	proc, err := mkdirIn(root, "/proc", 0o555)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		return nil, err
+		return err
 	}
 	psys := filepath.Join(proc, "sys")
 	if err := mount(psys, psys, "", unix.MS_BIND, ""); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.NetworkMode == "private" {
 		if err := mount(psys+"/net", psys+"/net", "", unix.MS_BIND, ""); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := mount("", psys, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, err
+		return err
 	}
 	// A fresh boot ID per boot (the kernel's is the host's), so the guest's
 	// journal tells its boots apart, as under nspawn.
-	bootID := filepath.Join(run, "host/boot-id")
-	if err := mount(bootID, filepath.Join(psys, "kernel/random/boot_id"), "", unix.MS_BIND, ""); err != nil {
-		return nil, err
+	if err := mount(filepath.Join(run, "host/boot-id"), filepath.Join(psys, "kernel/random/boot_id"), "", unix.MS_BIND, ""); err != nil {
+		return err
 	}
 	inaccessible := filepath.Join(run, "host/inaccessible/reg")
 	for _, f := range []string{"kallsyms", "kcore", "keys", "sysrq-trigger", "timer_list"} {
@@ -230,7 +276,7 @@ func setupRoot(cfg Config, root string) (*os.File, error) {
 			continue
 		}
 		if err := mount(inaccessible, p, "", unix.MS_BIND, ""); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, d := range []string{"acpi", "apm", "asound", "bus", "fs", "irq", "scsi"} {
@@ -239,22 +285,10 @@ func setupRoot(cfg Config, root string) (*os.File, error) {
 			continue
 		}
 		if err := bindRO(p, true); err != nil {
-			return nil, err
+			return err
 		}
 	}
-
-	for i, m := range cfg.Mounts {
-		if err := userMount(root, m); err != nil {
-			return nil, fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
-		}
-	}
-
-	if cfg.Root.ReadOnly {
-		if err := mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return nil, fmt.Errorf("read-only root: %w", err)
-		}
-	}
-	return master, nil
+	return nil
 }
 
 // consolePty allocates the console pty in the machine's own devpts instance (as

@@ -25,28 +25,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	}
 	parent, child := os.NewFile(uintptr(fds[0]), "sync-parent"), os.NewFile(uintptr(fds[1]), "sync-child")
 	defer parent.Close()
-
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
-	if cfg.NetworkMode == "private" {
-		flags |= unix.CLONE_NEWNET
-	}
-	cmd := &exec.Cmd{
-		Path: selfExe(),
-		Args: []string{"berth-init " + cfg.Name},
-		// containermaxprocs=0: the Go runtime (1.25+) would otherwise keep the
-		// supervisor cgroup's CPU limit files open for as long as it runs,
-		// host files the application-mode reaper would carry into the
-		// machine (reachable as /proc/1/fd/N).
-		Env:        []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
-		ExtraFiles: []*os.File{child},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Pdeathsig:  unix.SIGKILL,
-		},
-	}
-	if cfg.Console == "passthrough" {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	}
+	cmd := s.initStageCmd(child)
 	s.setState(func(st *State) { st.Phase, st.Boots, st.ReadyAt = PhaseStarting, boot, time.Time{} })
 	if err := cmd.Start(); err != nil {
 		child.Close()
@@ -67,12 +46,10 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		<-exitCh
 		return nil, err
 	}
-
 	s.log.Debug("payload process started", "pid", pid)
 	if err := movePID(s.hs, filepath.Join(path, "payload"), pid); err != nil {
 		return abort(err)
 	}
-	s.log.Debug("payload placed in its cgroups")
 	if s.hooks.Network != nil && cfg.NetworkMode == "private" {
 		if err := s.hooks.Network(ctx, pid); err != nil {
 			return abort(fmt.Errorf("network: %w", err))
@@ -86,11 +63,49 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	if err != nil {
 		return abort(err)
 	}
-	s.log.Debug("init exec'd", "init", kind)
+	s.initExeced(pid, kind, boot)
+	if s.hooks.Started != nil {
+		if err := s.hooks.Started(ctx, Started{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(),
+			LeaderPID: pid, CgroupPath: path, Boots: boot}); err != nil {
+			return abort(fmt.Errorf("started hook: %w", err))
+		}
+	}
+	return exitCh, nil
+}
+
+// initStageCmd is the payload's first process: this binary again (from its
+// read-only clone), in new namespaces, with the sync socket as fd 3.
+func (s *supervisor) initStageCmd(sync *os.File) *exec.Cmd {
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	if s.cfg.NetworkMode == "private" {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd := &exec.Cmd{
+		Path: selfExe(),
+		Args: []string{"berth-init " + s.cfg.Name},
+		// containermaxprocs=0: the Go runtime (1.25+) would otherwise keep the
+		// supervisor cgroup's CPU limit files open for as long as it runs,
+		// host files the application-mode reaper would carry into the
+		// machine (reachable as /proc/1/fd/N).
+		Env:        []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		ExtraFiles: []*os.File{sync},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Pdeathsig:  unix.SIGKILL,
+		},
+	}
+	if s.cfg.Console == "passthrough" {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
+	return cmd
+}
+
+// initExeced records that PID 1 runs the guest's init of kind: booting
+// until READY=1 for systemd, running at once for the others (only systemd
+// speaks sd_notify).
+func (s *supervisor) initExeced(pid int, kind string, boot int) {
 	phase := PhaseBooting
 	if kind != "systemd" {
-		// Only systemd speaks sd_notify: the others count as running once
-		// exec'd.
 		phase = PhaseRunning
 	}
 	now := time.Now().UTC()
@@ -107,13 +122,6 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	if phase == PhaseRunning {
 		trimMemory()
 	}
-	if s.hooks.Started != nil {
-		if err := s.hooks.Started(ctx, Started{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(),
-			LeaderPID: pid, CgroupPath: path, Boots: boot}); err != nil {
-			return abort(fmt.Errorf("started hook: %w", err))
-		}
-	}
-	return exitCh, nil
 }
 
 // readInitStage reads the init stage's messages until its socket closes on
