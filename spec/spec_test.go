@@ -328,6 +328,7 @@ func TestParseSize(t *testing.T) {
 		{"0", 0, false}, {"65536", 65536, false}, {"1024K", 1 << 20, false}, {"512M", 512 << 20, false},
 		{"2G", 2 << 30, false}, {"1.5G", 3 << 29, false}, {"1T", 1 << 40, false}, {"1P", 1 << 50, false},
 		{"512m", 512 << 20, false}, {"512MiB", 512 << 20, false}, {"512MB", 512 << 20, false}, {"100B", 100, false},
+		{"1048576", 1 << 20, false}, {"64k", 64 << 10, false}, {"1GB", 1 << 30, false}, {"lots", 0, true},
 		{"", 0, true}, {"M", 0, true}, {"-1G", 0, true}, {"1X", 0, true}, {"1e3", 0, true}, {"0x10", 0, true},
 		{"1.5.5G", 0, true}, {"99999999999P", 0, true}, {"NaN", 0, true}, {"1 G", 0, true}, {"5iB", 0, true},
 	}
