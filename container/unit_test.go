@@ -317,6 +317,29 @@ func TestConsoleLogRotates(t *testing.T) {
 	}
 }
 
+// TestNotifyOwnManager: the guest's READY=1 reaches the supervisor's own
+// $NOTIFY_SOCKET, an abstract one ("@name") too, and the variable stays set.
+func TestNotifyOwnManager(t *testing.T) {
+	name := fmt.Sprintf("@berth-test-own-manager-%d", os.Getpid())
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	notifyOwnManager("READY=1")
+	buf := make([]byte, 64)
+	_ = l.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if k, err := l.Read(buf); err != nil || string(buf[:k]) != "READY=1" {
+		t.Errorf("got %q, %v", buf[:k], err)
+	}
+	if os.Getenv("NOTIFY_SOCKET") != name {
+		t.Error("NOTIFY_SOCKET was taken out of the supervisor's environment")
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	notifyOwnManager("READY=1") // no manager: nothing to do, nothing to fail
+}
+
 func TestProcessStartTime(t *testing.T) {
 	a, err := ProcessStartTime(os.Getpid())
 	if err != nil || a == 0 {
