@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 func TestParseCgroupMount(t *testing.T) {
@@ -320,18 +322,11 @@ func TestConsoleLogRotates(t *testing.T) {
 // TestNotifyOwnManager: the guest's READY=1 reaches the supervisor's own
 // $NOTIFY_SOCKET, an abstract one ("@name") too, and the variable stays set.
 func TestNotifyOwnManager(t *testing.T) {
-	name := fmt.Sprintf("@berth-test-own-manager-%d", os.Getpid())
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	name, next := testenv.NotifySocket(t)
 	t.Setenv("NOTIFY_SOCKET", name)
 	notifyOwnManager("READY=1")
-	buf := make([]byte, 64)
-	_ = l.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if k, err := l.Read(buf); err != nil || string(buf[:k]) != "READY=1" {
-		t.Errorf("got %q, %v", buf[:k], err)
+	if got := next(); got != "READY=1" {
+		t.Errorf("got %q", got)
 	}
 	if os.Getenv("NOTIFY_SOCKET") != name {
 		t.Error("NOTIFY_SOCKET was taken out of the supervisor's environment")

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +16,8 @@ import (
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -273,12 +273,7 @@ func TestUnitPathRoundTrip(t *testing.T) {
 // leave the environment at once (the supervisors must not inherit them), and
 // the messages still reach the socket afterwards.
 func TestNotifierAbstractSocket(t *testing.T) {
-	name := fmt.Sprintf("@berth-test-notify-%d", os.Getpid())
-	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	name, next := testenv.NotifySocket(t)
 	for _, tc := range []struct {
 		pid  string
 		want time.Duration
@@ -308,11 +303,8 @@ func TestNotifierAbstractSocket(t *testing.T) {
 			if err := m.send(); err != nil {
 				t.Fatal(err)
 			}
-			buf := make([]byte, 256)
-			_ = l.SetReadDeadline(time.Now().Add(5 * time.Second))
-			k, err := l.Read(buf)
-			if err != nil || !strings.HasPrefix(string(buf[:k]), m.want) {
-				t.Errorf("got %q, %v; want %q", buf[:k], err, m.want)
+			if got := next(); !strings.HasPrefix(got, m.want) {
+				t.Errorf("got %q, want %q", got, m.want)
 			}
 		}
 		n.Close()
