@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/fsutil"
 )
 
 // consoleHub connects the guest's console (the pty master the payload handed
@@ -25,7 +27,7 @@ import (
 type consoleHub struct {
 	mu      sync.Mutex
 	master  *os.File
-	log     *consoleLog
+	log     *fsutil.RotatingFile
 	term    *consoleReader // the foreground terminal, or nil
 	size    func() (rows, cols uint16)
 	clients map[*consoleClient]bool
@@ -43,7 +45,7 @@ type consoleClient struct {
 	out  *consoleReader
 }
 
-func newConsoleHub(log *consoleLog, out io.Writer, size func() (uint16, uint16)) *consoleHub {
+func newConsoleHub(log *fsutil.RotatingFile, out io.Writer, size func() (uint16, uint16)) *consoleHub {
 	h := &consoleHub{log: log, size: size, clients: map[*consoleClient]bool{}}
 	if out != nil {
 		h.term = newConsoleReader(out, nil)
@@ -134,7 +136,7 @@ func (h *consoleHub) broadcast(p []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.log != nil {
-		h.log.Write(p)
+		_, _ = h.log.Write(p) // a log that cannot be written must not stop the console
 	}
 	if h.term != nil {
 		h.term.push(p)
@@ -330,50 +332,13 @@ func (r *consoleReader) run() {
 	}
 }
 
-// consoleLog appends to a file and rotates it to NAME.1 when it would exceed max
+// openConsoleLog opens the console log, which is rotated to NAME.1 at max
 // bytes, so a chatty guest costs at most twice max on disk.
-type consoleLog struct {
-	path string
-	max  int64
-	f    *os.File
-	size int64
-}
-
-func openConsoleLog(path string, max int64) (*consoleLog, error) {
+func openConsoleLog(path string, max int64) (*fsutil.RotatingFile, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		return nil, err
-	}
-	st, _ := f.Stat()
-	return &consoleLog{path: path, max: max, f: f, size: st.Size()}, nil
-}
-
-func (l *consoleLog) Write(p []byte) {
-	if l.f == nil {
-		return
-	}
-	if l.size+int64(len(p)) > l.max && l.size > 0 {
-		l.f.Close()
-		_ = os.Rename(l.path, l.path+".1")
-		f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-		if err != nil {
-			l.f = nil
-			return
-		}
-		l.f, l.size = f, 0
-	}
-	n, _ := l.f.Write(p)
-	l.size += int64(n)
-}
-
-func (l *consoleLog) Close() {
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
-	}
+	return fsutil.OpenRotating(path, max, 0o640)
 }
 
 // EscapeReader passes a terminal's input through and calls OnEscape when it

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // listenNotify binds the sd_notify socket the guest sees as /run/host/notify.
@@ -50,19 +50,8 @@ func (s *supervisor) readNotify(c *net.UnixConn, ready chan<- struct{}) {
 
 // notifyOwnManager passes the guest's READY=1 on to whoever started the
 // supervisor with $NOTIFY_SOCKET (a Type=notify unit, a benchmark), as
-// nspawn's --notify-ready=yes does.
-func notifyOwnManager(msg string) {
-	p := os.Getenv("NOTIFY_SOCKET")
-	if p == "" {
-		return
-	}
-	if strings.HasPrefix(p, "@") {
-		p = "\x00" + p[1:]
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: p, Net: "unixgram"})
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	_, _ = c.Write([]byte(msg))
-}
+// nspawn's --notify-ready=yes does. The variable stays set: the payload's
+// environment is built (payloadEnv), never inherited, and a detached
+// supervisor gets none (SpawnDetached leaves it out). An "@name" address is an
+// abstract socket; Go's net package, which go-systemd dials with, maps the "@".
+func notifyOwnManager(msg string) { _, _ = daemon.SdNotify(false, msg) }

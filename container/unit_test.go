@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 func TestParseCgroupMount(t *testing.T) {
@@ -315,6 +317,22 @@ func TestConsoleLogRotates(t *testing.T) {
 	if len(cur) > 100 || len(old) == 0 || len(old) > 100 || !bytes.HasPrefix(cur, []byte("0123456789")) {
 		t.Errorf("current %d bytes, rotated %d bytes", len(cur), len(old))
 	}
+}
+
+// TestNotifyOwnManager: the guest's READY=1 reaches the supervisor's own
+// $NOTIFY_SOCKET, an abstract one ("@name") too, and the variable stays set.
+func TestNotifyOwnManager(t *testing.T) {
+	name, next := testenv.NotifySocket(t)
+	t.Setenv("NOTIFY_SOCKET", name)
+	notifyOwnManager("READY=1")
+	if got := next(); got != "READY=1" {
+		t.Errorf("got %q", got)
+	}
+	if os.Getenv("NOTIFY_SOCKET") != name {
+		t.Error("NOTIFY_SOCKET was taken out of the supervisor's environment")
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	notifyOwnManager("READY=1") // no manager: nothing to do, nothing to fail
 }
 
 func TestProcessStartTime(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/berthd/berth/internal/fsutil"
 )
 
 // Event kinds. They are part of the API (`berth events -o json`): add, never rename.
@@ -59,6 +61,7 @@ type EventLog struct {
 	subs map[chan Event]struct{}
 }
 
+// eventFileMax is the size at which the event log is rotated to NAME.1.
 const eventFileMax = 4 << 20
 
 // NewEventLog opens the log kept at path (JSON lines), loading its tail so the
@@ -119,11 +122,8 @@ func (l *EventLog) appendFile(e Event) {
 	if l.path == "" {
 		return
 	}
-	if st, err := os.Stat(l.path); err == nil && st.Size() > eventFileMax {
-		_ = os.Rename(l.path, l.path+".1")
-	}
 	_ = os.MkdirAll(filepath.Dir(l.path), 0o700)
-	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	f, err := fsutil.OpenRotating(l.path, eventFileMax, 0o600)
 	if err != nil {
 		return
 	}

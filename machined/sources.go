@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/spec"
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -37,46 +38,15 @@ type File struct {
 	Data []byte `json:"data"`
 }
 
-// isDefinitionFile reports whether a file name is one berth loads.
-func isDefinitionFile(name string) bool {
-	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
-}
-
 // ReadDirFiles reads the definition files under root (a file, or a directory
-// walked recursively, hidden entries skipped), sorted by name.
+// walked recursively, hidden entries skipped), sorted by name: spec.ReadFiles,
+// so a directory source is read as `berth validate` reads it.
 func ReadDirFiles(root string) ([]File, error) {
-	st, err := os.Stat(root)
-	if err != nil {
-		return nil, err
+	sf, err := spec.ReadFiles(root)
+	files := make([]File, len(sf))
+	for i, f := range sf {
+		files[i] = File(f)
 	}
-	if !st.IsDir() {
-		data, err := os.ReadFile(root)
-		if err != nil {
-			return nil, err
-		}
-		return []File{{Name: root, Data: data}}, nil
-	}
-	var files []File
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != root && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !isDefinitionFile(d.Name()) {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		files = append(files, File{Name: p, Data: data})
-		return nil
-	})
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	return files, err
 }
@@ -183,8 +153,8 @@ func (g *gitSource) fetch(ctx context.Context) ([]File, string, error) {
 		}
 		g.repo = r
 	}
-	spec := gitconfig.RefSpec(fmt.Sprintf("+%s:refs/remotes/origin/%s", ref, g.cfg.Branch))
-	err := g.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []gitconfig.RefSpec{spec}, Force: true, Tags: git.NoTags})
+	refSpec := gitconfig.RefSpec(fmt.Sprintf("+%s:refs/remotes/origin/%s", ref, g.cfg.Branch))
+	err := g.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []gitconfig.RefSpec{refSpec}, Force: true, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil, g.rev, fmt.Errorf("git %s: fetch: %w", g.location(), err)
 	}
@@ -207,7 +177,7 @@ func (g *gitSource) fetch(ctx context.Context) ([]File, string, error) {
 		if prefix != "" && f.Name != prefix && !strings.HasPrefix(f.Name, prefix+"/") {
 			return nil
 		}
-		if !isDefinitionFile(f.Name) || hiddenPath(f.Name) {
+		if !spec.IsDefinitionFile(f.Name) || hiddenPath(f.Name) {
 			return nil
 		}
 		s, err := f.Contents()

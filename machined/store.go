@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
-	"golang.org/x/sys/unix"
 )
 
 // Hold reasons. A held machine is not started by the reconciler although its
@@ -168,13 +167,9 @@ func (s *Store) save() error {
 }
 
 func (s *Store) flock() (func(), error) {
-	f, err := os.OpenFile(s.lock, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	unlock, err := fsutil.Lock(s.lock, true)
 	if err != nil {
 		return nil, fmt.Errorf("state store lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("state store lock: %w", err)
-	}
-	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+	return unlock, nil
 }

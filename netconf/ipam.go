@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berthd/berth/internal/fsutil"
 )
 
@@ -222,7 +220,7 @@ func (l *Leases) ReleaseNetwork(network string) error {
 
 // Leases returns every lease, sorted by network, machine and address.
 func (l *Leases) Leases() ([]Lease, error) {
-	unlock, err := l.lock(unix.LOCK_SH)
+	unlock, err := l.lock(false)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +244,7 @@ func (l *Leases) Leases() ([]Lease, error) {
 // update runs fn on the current leases under the exclusive lock and writes
 // its result when it differs.
 func (l *Leases) update(fn func([]Lease) ([]Lease, error)) error {
-	unlock, err := l.lock(unix.LOCK_EX)
+	unlock, err := l.lock(true)
 	if err != nil {
 		return err
 	}
@@ -266,25 +264,15 @@ func (l *Leases) update(fn func([]Lease) ([]Lease, error)) error {
 	return l.store(leases)
 }
 
-// lock takes a flock on the lock file. Each call opens the file anew: flock
-// locks belong to an open file description, so this also excludes goroutines
-// of this process from each other.
-func (l *Leases) lock(how int) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(l.dir, leasesLockFile), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+// lock takes the flock on the lock file (shared to read, exclusive to change),
+// which also excludes goroutines of this process from each other (see
+// fsutil.Lock).
+func (l *Leases) lock(exclusive bool) (unlock func(), err error) {
+	unlock, err = fsutil.Lock(filepath.Join(l.dir, leasesLockFile), exclusive)
 	if err != nil {
 		return nil, fmt.Errorf("lease store: %w", err)
 	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lease store: lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil // closing drops the lock
+	return unlock, nil
 }
 
 // load reads the leases. A missing file is an empty store; an unreadable one is

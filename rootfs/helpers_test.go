@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // ent is one entry of a crafted archive.
@@ -103,28 +103,14 @@ func debianTar(t testing.TB) (tree, archive string) {
 	testenv.SkipIfShort(t)
 	testenv.RequireCommand(t, "tar", "zstd")
 	tree = testenv.DebianGuest(t)
-	archive = filepath.Join(testenv.CacheDir(), "debian12-rootfs.tar.zst")
-	if _, err := os.Stat(archive); err == nil {
-		return tree, archive
-	}
-	lock, err := os.OpenFile(archive+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	archive, err := testenv.Cached("debian12-rootfs.tar.zst", func(tmp string) error {
+		cmd := exec.Command("sh", "-c", `tar --format=posix --numeric-owner --xattrs --xattrs-include='*' -C "$1" -c . | zstd -q -T0 -3 -o "$2" -f`, "sh", tree, tmp)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("make debian tarball: %v\n%s", err, out)
+		}
+		return nil
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(archive); err == nil {
-		return tree, archive
-	}
-	tmp := archive + ".tmp"
-	cmd := exec.Command("sh", "-c", `tar --format=posix --numeric-owner --xattrs --xattrs-include='*' -C "$1" -c . | zstd -q -T0 -3 -o "$2" -f`, "sh", tree, tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		t.Fatalf("make debian tarball: %v\n%s", err, out)
-	}
-	if err := os.Rename(tmp, archive); err != nil {
 		t.Fatal(err)
 	}
 	return tree, archive

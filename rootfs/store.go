@@ -8,8 +8,8 @@ import (
 	"sync"
 
 	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -180,26 +180,12 @@ func (s *Store) cleanTemp() {
 
 // storeLock takes the store-wide flock: shared by operations that make a root
 // from an image (the image must not go away meanwhile), exclusive by those that
-// change names or remove images. Each call opens its own file description, so
-// goroutines of one process exclude each other as separate processes do.
+// change names or remove images. Goroutines of one process exclude each other
+// as separate processes do (see fsutil.Lock).
 func (s *Store) storeLock(exclusive bool) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.images, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err = fsutil.Lock(filepath.Join(s.images, ".lock"), exclusive)
 	if err != nil {
 		return nil, fmt.Errorf("image store lock: %w", err)
 	}
-	how := unix.LOCK_SH
-	if exclusive {
-		how = unix.LOCK_EX
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("image store lock: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }

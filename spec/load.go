@@ -33,8 +33,11 @@ func Load(paths ...string) (*Set, error) {
 	seen := map[string]bool{}
 	for _, p := range paths {
 		found, err := findFiles(p)
+		if err == nil && len(found) == 0 {
+			err = errors.New("no *.yaml or *.yml files in this directory")
+		}
 		if err != nil {
-			errs = append(errs, &Error{File: p, Msg: err.Error()})
+			errs = append(errs, &Error{File: p, Msg: readErr(p, err)})
 			continue
 		}
 		for _, f := range found {
@@ -50,6 +53,9 @@ func Load(paths ...string) (*Set, error) {
 
 	return parseAll(len(files), func(i int) (string, []byte, error) {
 		data, err := readFile(files[i])
+		if err != nil {
+			err = errors.New(readErr(files[i], err))
+		}
 		return files[i], data, err
 	}, errs)
 }
@@ -102,36 +108,50 @@ func Parse(filename string, data []byte) (*Set, error) {
 // an image given by accident), and reading it whole would only waste memory.
 const maxFileSize = 16 << 20
 
+var errTooLarge = fmt.Errorf("larger than %d MiB: not a definition file", maxFileSize>>20)
+
+// readFile reads one definition file whole, or fails with errTooLarge.
 func readFile(name string) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, errors.New(readErr(err))
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, errors.New(readErr(err))
+		return nil, err
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("larger than %d MiB: not a definition file", maxFileSize>>20)
+		return nil, errTooLarge
 	}
 	return data, nil
 }
 
-// readErr shortens an os error: the file name is already in front of it.
-func readErr(err error) string {
+// readErr shortens an os error about name itself: name is already in front of
+// it. An error about another path (a subdirectory of name) keeps its path.
+func readErr(name string, err error) string {
 	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	if errors.As(err, &pe) && pe.Path == name {
 		return pe.Op + ": " + pe.Err.Error()
 	}
 	return err.Error()
 }
 
-// findFiles lists the definition files under path (or path itself).
+// IsDefinitionFile reports whether a file name found in a tree (a directory, a
+// Git source) is one berth loads: *.yaml or *.yml.
+func IsDefinitionFile(name string) bool {
+	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+}
+
+// findFiles lists the definition files under path: path itself when it is a
+// file, whatever its name, else the *.yaml and *.yml files of the tree in
+// lexical order, hidden entries skipped. A tree without any gives none and no
+// error. Errors are the os package's; on one, the files found before it are
+// returned with it.
 func findFiles(path string) ([]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, errors.New(readErr(err))
+		return nil, err
 	}
 	if !st.IsDir() {
 		return []string{filepath.Clean(path)}, nil
@@ -148,18 +168,12 @@ func findFiles(path string) ([]string, error) {
 			}
 			return nil
 		}
-		if !de.IsDir() && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+		if !de.IsDir() && IsDefinitionFile(name) {
 			files = append(files, p)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, errors.New("no *.yaml or *.yml files in this directory")
-	}
-	return files, nil
+	return files, err
 }
 
 // entry is one decoded document with its positions, kept until the set is built

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -321,6 +322,7 @@ func TestParseSize(t *testing.T) {
 		{"0", 0, false}, {"65536", 65536, false}, {"1024K", 1 << 20, false}, {"512M", 512 << 20, false},
 		{"2G", 2 << 30, false}, {"1.5G", 3 << 29, false}, {"1T", 1 << 40, false}, {"1P", 1 << 50, false},
 		{"512m", 512 << 20, false}, {"512MiB", 512 << 20, false}, {"512MB", 512 << 20, false}, {"100B", 100, false},
+		{"1048576", 1 << 20, false}, {"64k", 64 << 10, false}, {"1GB", 1 << 30, false}, {"lots", 0, true},
 		{"", 0, true}, {"M", 0, true}, {"-1G", 0, true}, {"1X", 0, true}, {"1e3", 0, true}, {"0x10", 0, true},
 		{"1.5.5G", 0, true}, {"99999999999P", 0, true}, {"NaN", 0, true}, {"1 G", 0, true}, {"5iB", 0, true},
 	}
@@ -452,6 +454,47 @@ func TestLoadPaths(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Load(%v) = %v, want %q", c.paths, err, c.want)
 		}
+	}
+}
+
+// TestReadFiles: the walker berthd's directory sources use is Load's, 16 MiB
+// cap included; unlike Load it takes an empty tree as declaring nothing.
+func TestReadFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("b/m.yaml", []byte(m()))
+	write("a/img.yml", []byte(base))
+	write(".hidden/x.yaml", []byte("garbage: ["))
+	write("b/readme.txt", []byte("not yaml"))
+	files, err := ReadFiles(dir)
+	if err != nil || len(files) != 2 || files[0].Name != filepath.Join(dir, "a/img.yml") || string(files[1].Data) != m() {
+		t.Fatalf("ReadFiles = %v, %v", files, err)
+	}
+	if files, err := ReadFiles(filepath.Join(dir, "b/readme.txt")); err != nil || len(files) != 1 {
+		t.Errorf("a file given by name: %v, %v", files, err)
+	}
+	if files, err := ReadFiles(t.TempDir()); err != nil || len(files) != 0 {
+		t.Errorf("empty tree: %v, %v", files, err)
+	}
+	if _, err := ReadFiles(filepath.Join(dir, "nope")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing path: %v, want fs.ErrNotExist", err)
+	}
+	big := bytes.Repeat([]byte("# padding\n"), (maxFileSize/10)+1)
+	write("c/big.yaml", big)
+	if _, err := ReadFiles(dir); err == nil || !strings.Contains(err.Error(), "big.yaml: larger than 16 MiB") {
+		t.Errorf("ReadFiles of a tree with a 16 MiB file: %v", err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "big.yaml: larger than 16 MiB") {
+		t.Errorf("Load of a tree with a 16 MiB file: %v", err)
+	}
+	if _, err := ParseFiles([]File{{Name: "repo:big.yaml", Data: big}}); err == nil || !strings.Contains(err.Error(), "repo:big.yaml: larger than 16 MiB") {
+		t.Errorf("ParseFiles of a 16 MiB file: %v", err)
 	}
 }
 

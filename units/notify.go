@@ -8,11 +8,22 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // Notifier sends sd_notify(3) messages to the service manager of berthd
 // (Type=notify). Without NOTIFY_SOCKET every method is a no-op, so berthd calls
 // it the same way under systemd and in a terminal.
+//
+// It is berth's only sd_notify client of its own, because go-systemd's
+// daemon.SdNotify cannot serve berthd: it reads $NOTIFY_SOCKET at every call,
+// and berthd must take the variable out of its environment once, at start,
+// before it starts any child. The environment is the whole process's, so
+// putting the variable back around each message would hand it to a supervisor
+// started meanwhile. Notifier therefore keeps the socket it dialled at start.
+// The supervisor, which keeps its $NOTIFY_SOCKET, sends with daemon.SdNotify
+// (container's notifyOwnManager).
 type Notifier struct {
 	mu       sync.Mutex
 	conn     *net.UnixConn
@@ -25,18 +36,15 @@ type Notifier struct {
 func NewNotifier() (*Notifier, error) {
 	n := &Notifier{}
 	sock := os.Getenv("NOTIFY_SOCKET")
-	wd, wpid := os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")
-	for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
-		os.Unsetenv(k)
-	}
-	if usec, err := strconv.ParseUint(wd, 10, 64); err == nil && usec > 0 &&
-		(wpid == "" || wpid == strconv.Itoa(os.Getpid())) {
-		n.watchdog = time.Duration(usec) * time.Microsecond
-	}
+	os.Unsetenv("NOTIFY_SOCKET")
+	// A WATCHDOG_USEC that is malformed, or meant for another PID, is no
+	// watchdog for berthd: the error only says which.
+	n.watchdog, _ = daemon.SdWatchdogEnabled(true)
 	if sock == "" {
 		return n, nil
 	}
-	// "@name" is an abstract socket; Go's net package maps the "@" itself.
+	// "@name" is an abstract socket: Go's net package turns the "@" into the
+	// leading NUL itself (go-systemd dials the same way).
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		return n, fmt.Errorf("sd_notify: connect to %s: %w", sock, err)
@@ -64,18 +72,18 @@ func (n *Notifier) Notify(state string) error {
 // Ready tells systemd that berthd has started: after the first reconcile, so
 // units ordered after berthd.service (and machines.target) see machines running.
 func (n *Notifier) Ready(status string) error {
-	return n.Notify("READY=1\nSTATUS=" + status + "\nMAINPID=" + strconv.Itoa(os.Getpid()))
+	return n.Notify(daemon.SdNotifyReady + "\nSTATUS=" + status + "\nMAINPID=" + strconv.Itoa(os.Getpid()))
 }
 
 // Status sets the one-line status `systemctl status berthd` shows.
 func (n *Notifier) Status(status string) error { return n.Notify("STATUS=" + status) }
 
 // Stopping tells systemd that berthd is shutting down.
-func (n *Notifier) Stopping() error { return n.Notify("STOPPING=1") }
+func (n *Notifier) Stopping() error { return n.Notify(daemon.SdNotifyStopping) }
 
 // Reloading tells systemd berthd reloads its configuration; send Ready when done.
 func (n *Notifier) Reloading() error {
-	return n.Notify("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10))
+	return n.Notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec())
 }
 
 // ExtendTimeout sends EXTEND_TIMEOUT_USEC: systemd then lets the current start
@@ -105,7 +113,7 @@ func (n *Notifier) Watchdog(ctx context.Context, alive func() bool) {
 			return
 		case <-t.C:
 			if alive == nil || alive() {
-				_ = n.Notify("WATCHDOG=1")
+				_ = n.Notify(daemon.SdNotifyWatchdog)
 			}
 		}
 	}

@@ -9,12 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -262,5 +265,48 @@ func TestUnitPathRoundTrip(t *testing.T) {
 		if !ok || got != u {
 			t.Errorf("unitFromPath(unitPath(%q)) = %q, %v", u, got, ok)
 		}
+	}
+}
+
+// TestNotifierAbstractSocket holds NewNotifier to what berthd needs of it
+// without systemd: an "@name" NOTIFY_SOCKET is an abstract socket, the variables
+// leave the environment at once (the supervisors must not inherit them), and
+// the messages still reach the socket afterwards.
+func TestNotifierAbstractSocket(t *testing.T) {
+	name, next := testenv.NotifySocket(t)
+	for _, tc := range []struct {
+		pid  string
+		want time.Duration
+	}{{"", 3 * time.Second}, {strconv.Itoa(os.Getpid()), 3 * time.Second}, {"1", 0}} {
+		t.Setenv("NOTIFY_SOCKET", name)
+		t.Setenv("WATCHDOG_USEC", "3000000")
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		n, err := NewNotifier()
+		if err != nil || !n.Enabled() || n.WatchdogInterval() != tc.want {
+			t.Fatalf("WATCHDOG_PID=%q: enabled %v, watchdog %v, %v; want %v", tc.pid, n.Enabled(), n.WatchdogInterval(), err, tc.want)
+		}
+		for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
+			if v, ok := os.LookupEnv(k); ok {
+				t.Errorf("%s=%s is still in the environment", k, v)
+			}
+		}
+		for _, m := range []struct {
+			send func() error
+			want string
+		}{
+			{func() error { return n.Ready("up") }, "READY=1\nSTATUS=up\nMAINPID=" + strconv.Itoa(os.Getpid())},
+			{func() error { return n.Status("busy") }, "STATUS=busy"},
+			{n.Stopping, "STOPPING=1"},
+			{func() error { return n.ExtendTimeout(90 * time.Second) }, "EXTEND_TIMEOUT_USEC=90000000"},
+			{n.Reloading, "RELOADING=1\nMONOTONIC_USEC="},
+		} {
+			if err := m.send(); err != nil {
+				t.Fatal(err)
+			}
+			if got := next(); !strings.HasPrefix(got, m.want) {
+				t.Errorf("got %q, want %q", got, m.want)
+			}
+		}
+		n.Close()
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
 )
 
@@ -238,11 +238,14 @@ func bootConfig(args []string) (container.Config, error) {
 		cfg.Mounts = append(cfg.Mounts, container.Mount{Type: "tmpfs", Target: t})
 	}
 	if f.memoryMax != "" {
-		n, err := parseSize(f.memoryMax)
+		n, err := spec.ParseSize(f.memoryMax)
 		if err != nil {
-			return cfg, fmt.Errorf("boot: --memory-max %q: %w", f.memoryMax, err)
+			return cfg, fmt.Errorf("boot: --memory-max: %w", err)
 		}
-		cfg.Resources.MemoryMax = n
+		if n <= 0 {
+			return cfg, fmt.Errorf("boot: --memory-max %q: must be greater than 0; leave it out for no limit", f.memoryMax)
+		}
+		cfg.Resources.MemoryMax = n.Bytes()
 	}
 	cfg.Resources.PidsMax = f.pidsMax
 	for _, e := range f.syscallFilter {
@@ -308,30 +311,4 @@ func parseBind(s string) (container.Mount, error) {
 		return m, fmt.Errorf("boot: --bind %q: the target must be an absolute path inside the machine", s)
 	}
 	return m, nil
-}
-
-// parseSize reads 512M, 2G, 1.5G, 1048576 (bytes; K, M, G, T are powers of 1024).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(strings.TrimSuffix(strings.ToUpper(s), "B"))
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("want a size such as 512M or 2G")
-	}
-	return int64(v * float64(mult)), nil
 }

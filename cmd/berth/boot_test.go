@@ -36,15 +36,21 @@ func TestParseBind(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"512M": 512 << 20, "2G": 2 << 30, "1.5G": 3 << 29, "1048576": 1 << 20, "64k": 64 << 10, "1GB": 1 << 30} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+// TestBootMemoryMax reads --memory-max through spec.ParseSize, as definitions
+// read memoryMax, and refuses a limit of zero as they do.
+func TestBootMemoryMax(t *testing.T) {
+	saved := bootFlags
+	t.Cleanup(func() { bootFlags = saved })
+	for in, want := range map[string]int64{"512M": 512 << 20, "2G": 2 << 30, "1.5G": 3 << 29, "1048576": 1 << 20, "64k": 64 << 10, "1GB": 1 << 30, "": 0} {
+		bootFlags.dir, bootFlags.memoryMax = t.TempDir(), in
+		if cfg, err := bootConfig(nil); err != nil || cfg.Resources.MemoryMax != want {
+			t.Errorf("--memory-max %q = %d, %v; want %d", in, cfg.Resources.MemoryMax, err, want)
 		}
 	}
-	for _, bad := range []string{"", "-1", "lots", "0"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted", bad)
+	for _, bad := range []string{"-1", "lots", "0", "0.1"} {
+		bootFlags.dir, bootFlags.memoryMax = t.TempDir(), bad
+		if _, err := bootConfig(nil); err == nil || !strings.Contains(err.Error(), "--memory-max") {
+			t.Errorf("--memory-max %q: %v; want an error naming the flag", bad, err)
 		}
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/osimage"
-	"golang.org/x/sys/unix"
 )
 
 // SkipUnlessRoot skips t with a reason when the test does not run as root.
@@ -123,7 +123,7 @@ func DebianGuestDir() (string, error) {
 
 // DebootstrapDir is Debootstrap for code without a testing.TB.
 func DebootstrapDir(name, suite string, packages []string) (string, error) {
-	return cached(name, func(tmp string) error {
+	return Cached(name, func(tmp string) error {
 		if _, err := exec.LookPath("debootstrap"); err != nil {
 			return fmt.Errorf("debootstrap is not installed (hack/deps.sh installs it)")
 		}
@@ -148,7 +148,7 @@ func DebootstrapDir(name, suite string, packages []string) (string, error) {
 
 // BusyboxGuestDir is BusyboxGuest for code without a testing.TB.
 func BusyboxGuestDir() (string, error) {
-	return cached("busybox", func(tmp string) error {
+	return Cached("busybox", func(tmp string) error {
 		bb, err := exec.LookPath("busybox")
 		if err != nil {
 			return fmt.Errorf("busybox-static is not installed (hack/deps.sh installs it)")
@@ -200,10 +200,11 @@ func BusyboxGuestDir() (string, error) {
 	})
 }
 
-// cached builds CacheDir()/name once with build (which fills a temporary directory
-// next to it) and renames it into place, under an exclusive lock so concurrent test
-// binaries build it once. A half-built image never appears under the final name.
-func cached(name string, build func(tmp string) error) (string, error) {
+// Cached builds CacheDir()/name once with build (which fills a temporary directory,
+// or writes a temporary file, next to it) and renames it into place, under an
+// exclusive lock so concurrent test binaries build it once. A half-built image
+// never appears under the final name.
+func Cached(name string, build func(tmp string) error) (string, error) {
 	dir := CacheDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -212,15 +213,11 @@ func cached(name string, build func(tmp string) error) (string, error) {
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "."+name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := fsutil.Lock(filepath.Join(dir, "."+name+".lock"), true)
 	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return "", fmt.Errorf("lock: %w", err)
 	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	defer unlock()
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
