@@ -83,7 +83,17 @@ func TestMachineID(t *testing.T) {
 // The test binary is also the machine's init stage (berth re-executes itself).
 func TestMain(m *testing.M) {
 	container.Reexec()
-	os.Exit(m.Run())
+	// The tests never talk to a berthd of this host's own (on
+	// /run/berth/berthd.sock) unless they say so with --runtime-dir: a
+	// runtime directory of their own, short for its sockets.
+	run, err := os.MkdirTemp("/run", "berth-cmd-test-")
+	if err != nil {
+		run, _ = os.MkdirTemp("", "berth-cmd-test-")
+	}
+	os.Setenv("BERTH_RUNTIME_DIR", run)
+	code := m.Run()
+	os.RemoveAll(run)
+	os.Exit(code)
 }
 
 // boot runs berth with args as runE does, with the boot verb's flags back at
