@@ -47,7 +47,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	if len(m.sources.dirs) > 0 {
 		w, err := m.watchDirs(ctx)
 		if err != nil {
-			slog.Warn("watching definition directories failed; relying on the periodic resync", "err", err)
+			loggerFrom(ctx).Warn("watching definition directories failed; relying on the periodic resync", "err", err)
 		} else {
 			defer w.Close()
 		}
@@ -80,7 +80,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	}
 	m.sources.pollGit(ctx)
 	if _, err := m.Reconcile(ctx, false); err != nil {
-		slog.Error("first reconcile", "err", err)
+		loggerFrom(ctx).Error("first reconcile", "err", err)
 	}
 	close(firstDone)
 	if hooks.Ready != nil {
@@ -99,7 +99,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	for {
 		select {
 		case <-ctx.Done():
-			slog.Info("berthd stopping; machines keep running")
+			loggerFrom(ctx).Info("berthd stopping; machines keep running")
 			return nil
 		case err := <-serveErr:
 			if err != nil {
@@ -112,7 +112,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 			}
 			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "a Git source moved to a new commit"})
 		case <-hup:
-			slog.Info("SIGHUP: reading the definitions again")
+			loggerFrom(ctx).Info("SIGHUP: reading the definitions again")
 			if hooks.Reloading != nil {
 				hooks.Reloading()
 				reloading = true // Ready follows the pass below
@@ -123,7 +123,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 		case <-resync.C:
 		}
 		if _, err := m.Reconcile(ctx, false); err != nil {
-			slog.Error("reconcile", "err", err)
+			loggerFrom(ctx).Error("reconcile", "err", err)
 		}
 		if reloading && hooks.Ready != nil {
 			hooks.Ready()
@@ -231,7 +231,7 @@ func (m *Manager) watchDirs(ctx context.Context) (*fsnotify.Watcher, error) {
 				if !ok {
 					return
 				}
-				slog.Warn("watching definitions", "err", err)
+				loggerFrom(ctx).Warn("watching definitions", "err", err)
 			case <-debounce:
 				debounce = nil
 				m.events.Emit(Event{Kind: EvSourceUpdated, Message: "definition files changed"})

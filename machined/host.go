@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -384,7 +383,7 @@ func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 	if err != nil {
 		return err
 	}
-	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressReporter(img.Name, h.events)})
+	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressReporter(ctx, img.Name, h.events)})
 	return err
 }
 
@@ -475,7 +474,7 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 	}
 	if rc := resolvConf(d, m); rc != nil {
 		// A machine without name servers still boots: warn rather than fail.
-		logErr("cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
+		logErr(ctx, "cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
@@ -779,7 +778,7 @@ func stripANSI(s string) string {
 // progressReporter reports long image work in the daemon's log and as
 // image.progress events (which `berth apply` shows while it waits), at most
 // every few seconds and at each new phase.
-func progressReporter(image string, events *EventLog) rootfs.ProgressFunc {
+func progressReporter(ctx context.Context, image string, events *EventLog) rootfs.ProgressFunc {
 	var last time.Time
 	phase := ""
 	return func(p rootfs.Progress) {
@@ -798,7 +797,7 @@ func progressReporter(image string, events *EventLog) rootfs.ProgressFunc {
 			attrs = append(attrs, "msg", p.Message)
 			msg += ": " + p.Message
 		}
-		slog.Info("building image", attrs...)
+		loggerFrom(ctx).Info("building image", attrs...)
 		if events != nil {
 			events.Emit(Event{Kind: EvImageProgress, Image: image, Message: msg})
 		}

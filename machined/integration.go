@@ -21,10 +21,11 @@ func logLevel() slog.Level {
 // Main runs berthd with cfg until ctx ends.
 func Main(ctx context.Context, cfg *Config) error {
 	setupLogging()
+	ctx = withLogger(ctx, slog.Default())
 	h, err := newLeafHost(cfg.Paths())
 	if err != nil {
 		return err
 	}
-	slog.Info("berthd starting", "version", Version, "driver", h.driver, "state", cfg.StateDir, "socket", cfg.Socket)
+	loggerFrom(ctx).Info("berthd starting", "version", Version, "driver", h.driver, "state", cfg.StateDir, "socket", cfg.Socket)
 	return RunDaemon(ctx, cfg, h, daemonHooks())
 }

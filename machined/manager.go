@@ -168,7 +168,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 	m.pass.Lock()
 	defer m.pass.Unlock()
 	id := newReconcileID()
-	log := slog.Default().With("reconcile", id)
+	log := loggerFrom(ctx).With("reconcile", id)
 	ctx = withLogger(ctx, log)
 
 	t0 := time.Now()
@@ -413,7 +413,7 @@ func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
 	}
 	if ex != nil {
 		if err := m.store.Update(name, func(r *Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
-			slog.Warn("record exit", "machine", name, "err", err)
+			loggerFrom(ctx).Warn("record exit", "machine", name, "err", err)
 		}
 		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
 		m.host.Forget(name)
@@ -489,7 +489,7 @@ func (m *Manager) watch(name string) {
 			return // unwatched: whoever did it handles the exit
 		}
 		if err != nil {
-			slog.Warn("lost track of machine", "machine", name, "err", err)
+			loggerFrom(ctx).Warn("lost track of machine", "machine", name, "err", err)
 			m.Trigger()
 			return
 		}
@@ -512,7 +512,7 @@ func (m *Manager) unwatch(name string) {
 
 // awaitExitHandled waits, up to limit, until the watcher of a machine that
 // is no longer running has handled its exit.
-func (m *Manager) awaitExitHandled(name string, limit time.Duration) {
+func (m *Manager) awaitExitHandled(ctx context.Context, name string, limit time.Duration) {
 	m.mu.Lock()
 	w := m.watched[name]
 	m.mu.Unlock()
@@ -522,7 +522,7 @@ func (m *Manager) awaitExitHandled(name string, limit time.Duration) {
 	select {
 	case <-w.done:
 	case <-time.After(limit):
-		slog.Warn("the previous run's exit is still not handled; starting anyway", "machine", name)
+		loggerFrom(ctx).Warn("the previous run's exit is still not handled; starting anyway", "machine", name)
 	}
 }
 

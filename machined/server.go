@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -115,7 +114,7 @@ func Handler(api API) http.Handler {
 			return nil
 		})
 		if err != nil && r.Context().Err() == nil {
-			slog.Debug("events stream ended", "err", err)
+			loggerFrom(r.Context()).Debug("events stream ended", "err", err)
 		}
 	})
 	return mux

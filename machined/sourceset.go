@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
@@ -53,7 +52,7 @@ func (s *sourceSet) pollGit(ctx context.Context) bool {
 		s.mu.Lock()
 		if err != nil {
 			si.Error = err.Error()
-			slog.Warn("git source", "source", g.location(), "err", err)
+			loggerFrom(ctx).Warn("git source", "source", g.location(), "err", err)
 		} else {
 			s.gitData[g] = files
 			if rev != old {

@@ -172,7 +172,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 			// The end of its previous run may still be being handled (its
 			// supervisor is tidying up): let that land first, or its hold
 			// would come after this start.
-			m.awaitExitHandled(name, 30*time.Second)
+			m.awaitExitHandled(ctx, name, 30*time.Second)
 		}
 		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
 			return fmt.Errorf("machine %q: lift its hold: %w", name, err)

@@ -1,9 +1,9 @@
 package machined
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -153,9 +153,9 @@ func machineForwards(m *spec.Machine, att *netconf.Attachment) []netconf.Forward
 }
 
 // logErr logs err at warning level with the machine named.
-func logErr(msg, machine string, err error) {
+func logErr(ctx context.Context, msg, machine string, err error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		slog.Warn(msg, "machine", machine, "err", err)
+		loggerFrom(ctx).Warn(msg, "machine", machine, "err", err)
 	}
 }
 
