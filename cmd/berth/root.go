@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -53,19 +54,33 @@ func init() {
 	rootCmd.PersistentFlags().StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
 }
 
-// execute runs the command line and maps errors to exit codes.
-func execute() int {
-	err := rootCmd.Execute()
+// execute runs berth with args, its output to stdout and stderr, and returns
+// its exit status.
+func execute(args []string, stdout, stderr io.Writer) int {
+	rootCmd.SetArgs(args)
+	if stdout != os.Stdout {
+		// Left unset, cobra writes its own notices (an unknown help topic and
+		// the usage after it) to the process's stderr; set, to this writer.
+		rootCmd.SetOut(stdout)
+	}
+	rootCmd.SetErr(stderr)
+	return exitCode(rootCmd.Execute(), stderr)
+}
+
+// exitCode maps what a verb returned to berth's exit status, printing the
+// error, if any, to stderr: nil is 0, an exitError its own code (as 2 from
+// plan: changes pending), any other error 1.
+func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "berth:", ee.err)
+			fmt.Fprintln(stderr, "berth:", ee.err)
 		}
 		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "berth:", err)
+	fmt.Fprintln(stderr, "berth:", err)
 	return 1
 }

@@ -3,43 +3,44 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"github.com/spf13/pflag"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/berthd/berth/spec"
 )
 
-// run runs berth in this process with args and returns its exit code, stdout
-// and stderr (with the error text, as execute prints it).
+// run runs berth in this process with args, as main does, and returns its exit
+// code, stdout and stderr.
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	// One process runs every command of the package's tests: the global flags
-	// start from their defaults each time, as in a fresh berth.
-	rootCmd.PersistentFlags().VisitAll(func(f *pflag.Flag) {
-		_ = f.Value.Set(f.DefValue)
-		f.Changed = false
-	})
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.Execute()
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if ee == nil || ee.err != nil {
-			errb.WriteString("berth: " + err.Error() + "\n")
-		}
-	}
+	resetFlags(rootCmd)
+	code := execute(args, &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+// resetFlags sets every flag of cmd and of its verbs back to its default: one
+// process runs every command of the package's tests, and each starts as in a
+// fresh berth (cobra keeps the values of an earlier Execute, and appends to
+// repeatable flags).
+func resetFlags(cmd *cobra.Command) {
+	reset := func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			_ = sv.Replace(nil)
+		} else {
+			_ = f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	}
+	cmd.PersistentFlags().VisitAll(reset)
+	cmd.Flags().VisitAll(reset)
+	for _, c := range cmd.Commands() {
+		resetFlags(c)
+	}
 }
 
 func TestValidateExamples(t *testing.T) {
