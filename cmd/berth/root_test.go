@@ -6,7 +6,40 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
+
+// run runs berth in this process with args, as main does, and returns its exit
+// code, stdout and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	resetFlags(rootCmd)
+	code := execute(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// resetFlags sets every flag of cmd and of its verbs back to its default: one
+// process runs every command of the package's tests, and each starts as in a
+// fresh berth (cobra keeps the values of an earlier Execute, and appends to
+// repeatable flags).
+func resetFlags(cmd *cobra.Command) {
+	reset := func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			_ = sv.Replace(nil)
+		} else {
+			_ = f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	}
+	cmd.PersistentFlags().VisitAll(reset)
+	cmd.Flags().VisitAll(reset)
+	for _, c := range cmd.Commands() {
+		resetFlags(c)
+	}
+}
 
 // TestExitCode: what a verb returns becomes berth's exit status, and the
 // error's text, once, on stderr: what scripts and CI pipelines key on.
