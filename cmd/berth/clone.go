@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,12 +35,11 @@ definition with name DST) to run it; berth keeps the cloned root.`,
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				return printJSON(cmd.OutOrStdout(), r)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cloned %s to %s (%s, image %s) in %s\n", args[0], args[1], r.Strategy, r.Image,
-				time.Since(start).Round(time.Millisecond))
-			return nil
+			return outputOf(cmd).print(r, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "cloned %s to %s (%s, image %s) in %s\n", args[0], args[1], r.Strategy, r.Image,
+					time.Since(start).Round(time.Millisecond))
+				return err
+			})
 		},
 	})
 }

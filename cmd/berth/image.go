@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -153,22 +153,10 @@ kind: Image — from a directory, a tar archive or debootstrap — or only those
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				if imgs == nil {
-					imgs = []rootfs.Image{}
-				}
-				return printJSON(cmd.OutOrStdout(), imgs)
+			o := outputOf(cmd)
+			if err := printList(o, imgs, imageHeader, imageRow); err != nil || o.json {
+				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tCREATED\tUSED-BY")
-			for _, i := range imgs {
-				name := i.Name
-				if name == "" {
-					name = "<old>"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, shortDigest(i.Digest), humanBytes(i.Size), ago(i.Created), dash(strings.Join(i.UsedBy, ",")))
-			}
-			tw.Flush()
 			if len(imgs) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No images. Import one with: berth image import NAME DIR|FILE|URL")
 			}
@@ -266,17 +254,16 @@ times are kept. The compression follows FILE's name; FILE "-" writes zstd to std
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				if res.Digests == nil {
-					res.Digests = []string{}
+			if res.Digests == nil {
+				res.Digests = []string{}
+			}
+			return outputOf(cmd).print(res, func(w io.Writer) error {
+				for _, d := range res.Digests {
+					fmt.Fprintf(w, "removed %s\n", d)
 				}
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			for _, d := range res.Digests {
-				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", d)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "freed %s\n", humanBytes(res.Freed))
-			return nil
+				_, err := fmt.Fprintf(w, "freed %s\n", humanBytes(res.Freed))
+				return err
+			})
 		},
 	}
 
@@ -302,10 +289,20 @@ func importImage(cmd *cobra.Command, name string, src rootfs.Source, specHash st
 		}
 		return err
 	}
-	if jsonOutput() {
-		return printJSON(cmd.OutOrStdout(), img)
+	return outputOf(cmd).print(img, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "image %s: %s (%s, %d files) in %s\n", img.Name, img.Digest, humanBytes(img.Size), img.Files,
+			time.Since(start).Round(100*time.Millisecond))
+		return err
+	})
+}
+
+// imageHeader and imageRow are berth image list's table.
+var imageHeader = []string{"NAME", "DIGEST", "SIZE", "CREATED", "USED-BY"}
+
+func imageRow(i rootfs.Image) []string {
+	name := i.Name
+	if name == "" {
+		name = "<old>" // content that no name points to any more
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "image %s: %s (%s, %d files) in %s\n", img.Name, img.Digest, humanBytes(img.Size), img.Files,
-		time.Since(start).Round(100*time.Millisecond))
-	return nil
+	return []string{name, shortDigest(i.Digest), humanBytes(i.Size), ago(i.Created), dash(strings.Join(i.UsedBy, ","))}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/berthd/berth/machined"
@@ -90,39 +88,6 @@ func cliPaths() machined.Paths {
 	return p
 }
 
-// printJSON writes v as indented JSON.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func jsonOutput() bool { return globals.output == "json" }
-
-// ago renders a time as a short age: "12s ago", "5m ago", "3h ago", "2d ago".
-func ago(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	d := time.Since(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 func init() {
 	listCmd := &cobra.Command{
 		Use:     "list",
@@ -138,38 +103,11 @@ func init() {
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				if list == nil {
-					list = []machined.MachineStatus{}
-				}
-				return printJSON(cmd.OutOrStdout(), list)
+			o := outputOf(cmd)
+			if err := printList(o, list, machineHeader, machineRow); err != nil || o.json {
+				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MACHINE\tSTATE\tADDRESS\tIMAGE\tSINCE\tNOTE")
-			for _, s := range list {
-				state := s.State
-				if s.Hold != nil && s.State == machined.StateStopped {
-					state += " (held)"
-				}
-				addr := "-"
-				if len(s.Addresses) > 0 {
-					addr = strings.Join(s.Addresses, ",")
-				}
-				note := ""
-				if len(s.Notes) > 0 {
-					note = s.Notes[0]
-				}
-				since := s.Since
-				if s.State == machined.StateStopped || s.State == machined.StateFailed {
-					since = time.Time{}
-					if s.LastExit != nil {
-						since = s.LastExit.Time
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, state, addr, dash(s.Image), ago(since), note)
-			}
-			tw.Flush()
-			fmt.Fprintf(cmd.OutOrStdout(), "\n%d machines listed.\n", len(list))
+			fmt.Fprintf(o.w, "\n%d machines listed.\n", len(list))
 			if d, err := api.Daemon(cmd.Context()); err == nil && len(d.Errors) > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the definitions have %d errors (berth status shows them); the last good definitions stay in force\n", len(d.Errors))
 			}
@@ -191,21 +129,13 @@ func init() {
 				if err != nil {
 					return err
 				}
-				if jsonOutput() {
-					return printJSON(cmd.OutOrStdout(), d)
-				}
-				printDaemon(cmd.OutOrStdout(), d)
-				return nil
+				return outputOf(cmd).print(d, func(w io.Writer) error { printDaemon(w, d); return nil })
 			}
 			s, err := api.Status(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			printStatus(cmd.OutOrStdout(), s)
-			return nil
+			return outputOf(cmd).print(s, func(w io.Writer) error { printStatus(w, s); return nil })
 		},
 	}
 	rootCmd.AddCommand(listCmd, statusCmd)
@@ -297,11 +227,9 @@ func init() {
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				_ = printJSON(cmd.OutOrStdout(), p)
-			} else {
-				fmt.Fprint(cmd.OutOrStdout(), p.String())
-			}
+			// The exit status says whether there are changes, even when the
+			// plan cannot be written out.
+			_ = outputOf(cmd).print(p, func(w io.Writer) error { _, err := io.WriteString(w, p.String()); return err })
 			switch {
 			case len(p.Errors) > 0:
 				return &exitError{code: 1}
@@ -336,51 +264,29 @@ longer declared and stop (their roots stay unless --prune).`,
 			} else if forget {
 				return fmt.Errorf("--forget needs the PATH that was applied")
 			}
+			o := outputOf(cmd)
 			// Long work (an image built with debootstrap) reports progress as
 			// events: show them while apply runs.
 			stop := func() {}
-			if !jsonOutput() {
+			if !o.json {
 				stop = followProgress(cmd.Context(), api, cmd.ErrOrStderr())
 			}
 			res, err := api.Apply(cmd.Context(), req)
 			stop()
 			if res != nil && res.Plan != nil && len(res.Plan.Errors) > 0 {
-				if jsonOutput() {
-					_ = printJSON(cmd.OutOrStdout(), res)
-				} else {
+				// In text, the errors go to stderr, as validate's do.
+				_ = o.print(res, func(io.Writer) error {
 					for _, e := range res.Plan.Errors {
 						fmt.Fprintln(cmd.ErrOrStderr(), e)
 					}
-				}
+					return nil
+				})
 				return &exitError{code: 1, err: errors.New("definitions have errors; nothing was applied")}
 			}
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			failed := 0
-			for _, r := range res.Results {
-				if r.Error != "" {
-					failed++
-					fmt.Fprintf(cmd.OutOrStdout(), "%s\n  failed: %s\n", r.Action, r.Error)
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s\n", r.Action)
-				}
-			}
-			for _, a := range res.Plan.Actions {
-				if a.Op == machined.OpNote {
-					fmt.Fprintln(cmd.OutOrStdout(), a)
-				}
-			}
-			if len(res.Results) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "No changes: the host matches the definitions.")
-			}
-			if failed > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("%d of %d actions failed", failed, len(res.Results))}
-			}
-			return nil
+			return o.print(res, func(w io.Writer) error { return printApplied(w, res) })
 		},
 	}
 	applyCmd.Flags().BoolVar(&applyPrune, "prune", false, "delete the roots of machines that are no longer declared (their data!)")
@@ -400,13 +306,7 @@ longer declared and stop (their roots stay unless --prune).`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return api.Events(ctx, 0, evMachine, follow, func(e machined.Event) error {
-				if jsonOutput() {
-					b, _ := json.Marshal(e)
-					_, err := fmt.Fprintln(cmd.OutOrStdout(), string(b))
-					return err
-				}
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s  %-18s %s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message)
-				return err
+				return outputOf(cmd).line(e, fmt.Sprintf("%s  %-18s %s", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message))
 			})
 		},
 	}
@@ -414,6 +314,33 @@ longer declared and stop (their roots stay unless --prune).`,
 	eventsCmd.Flags().StringVarP(&evMachine, "machine", "M", "", "only the events of this machine")
 
 	rootCmd.AddCommand(planCmd, applyCmd, eventsCmd)
+}
+
+// printApplied prints the actions apply took, each with its failure, and the
+// plan's notes. Its error is the exit status of a text apply: 1 when an action
+// failed (under -o json the result says so, and the status is 0).
+func printApplied(w io.Writer, res *machined.ApplyResult) error {
+	failed := 0
+	for _, r := range res.Results {
+		if r.Error != "" {
+			failed++
+			fmt.Fprintf(w, "%s\n  failed: %s\n", r.Action, r.Error)
+		} else {
+			fmt.Fprintf(w, "%s\n", r.Action)
+		}
+	}
+	for _, a := range res.Plan.Actions {
+		if a.Op == machined.OpNote {
+			fmt.Fprintln(w, a)
+		}
+	}
+	if len(res.Results) == 0 {
+		fmt.Fprintln(w, "No changes: the host matches the definitions.")
+	}
+	if failed > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d actions failed", failed, len(res.Results))}
+	}
+	return nil
 }
 
 // followProgress prints the progress events that appear from now on (image
@@ -470,6 +397,33 @@ func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra
 		names = append(names, s.Name)
 	}
 	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+// machineHeader and machineRow are berth list's table.
+var machineHeader = []string{"MACHINE", "STATE", "ADDRESS", "IMAGE", "SINCE", "NOTE"}
+
+func machineRow(s machined.MachineStatus) []string {
+	state := s.State
+	if s.Hold != nil && s.State == machined.StateStopped {
+		state += " (held)"
+	}
+	addr := "-"
+	if len(s.Addresses) > 0 {
+		addr = strings.Join(s.Addresses, ",")
+	}
+	note := ""
+	if len(s.Notes) > 0 {
+		note = s.Notes[0]
+	}
+	// A machine that is not running shows when it ended.
+	since := s.Since
+	if s.State == machined.StateStopped || s.State == machined.StateFailed {
+		since = time.Time{}
+		if s.LastExit != nil {
+			since = s.LastExit.Time
+		}
+	}
+	return []string{s.Name, state, addr, dash(s.Image), ago(since), note}
 }
 
 func printDaemon(w io.Writer, d *machined.DaemonStatus) {
@@ -579,13 +533,6 @@ func printStatus(w io.Writer, s *machined.MachineStatus) {
 			fmt.Fprintf(w, "  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Message)
 		}
 	}
-}
-
-func shortDigest(d string) string {
-	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
-		return d[:i+13]
-	}
-	return d
 }
 
 func kv(m map[string]any) string {

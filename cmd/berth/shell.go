@@ -8,13 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/machined"
 )
 
 // machineRunDir returns a running machine's runtime directory.
@@ -143,29 +143,25 @@ needed.`,
 			if err != nil {
 				return err
 			}
-			if jsonOutput() {
-				if nets == nil {
-					return printJSON(cmd.OutOrStdout(), []any{})
-				}
-				return printJSON(cmd.OutOrStdout(), nets)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tBRIDGE\tSUBNET\tMACHINES")
-			for _, n := range nets {
-				subnet := n.Subnet
-				if n.Subnet6 != "" {
-					subnet += "," + n.Subnet6
-				}
-				bridge := n.Bridge
-				if !n.Present {
-					bridge += " (absent)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, bridge, subnet, dash(strings.Join(n.Machines, ",")))
-			}
-			return tw.Flush()
+			return printList(outputOf(cmd), nets, networkHeader, networkRow)
 		},
 	})
 	rootCmd.AddCommand(shellCmd, logsCmd, networkCmd)
+}
+
+// networkHeader and networkRow are berth network list's table.
+var networkHeader = []string{"NAME", "BRIDGE", "SUBNET", "MACHINES"}
+
+func networkRow(n machined.NetworkStatus) []string {
+	subnet := n.Subnet
+	if n.Subnet6 != "" {
+		subnet += "," + n.Subnet6
+	}
+	bridge := n.Bridge
+	if !n.Present {
+		bridge += " (absent)"
+	}
+	return []string{n.Name, bridge, subnet, dash(strings.Join(n.Machines, ","))}
 }
 
 // printLog prints the last lines of a console log (with its rotated .1 before
