@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // exitError carries a specific exit code out of a command (for example 2 from
@@ -31,27 +32,39 @@ var globals struct {
 	runtimeDir string
 	socket     string
 	output     string
+	// flags is the set of the global flags itself, to tell one that was
+	// given from one at its default (stateDirExplicit).
+	flags *pflag.FlagSet
 }
 
-var rootCmd = &cobra.Command{
-	Use:   "berth",
-	Short: "Declarative machine manager: full-OS system containers from YAML definitions",
-	Long: `berth manages machines: full-OS system containers that boot their own init,
+// rootCmd is the command line: the global flags and every verb.
+var rootCmd = newRootCmd()
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "berth",
+		Short: "Declarative machine manager: full-OS system containers from YAML definitions",
+		Long: `berth manages machines: full-OS system containers that boot their own init,
 declared in YAML files. berthd reconciles the host toward the definitions;
 berth is the command line, in the style of machinectl.`,
-	SilenceUsage:  true,
-	SilenceErrors: true,
-}
-
-func init() {
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
 	def := os.Getenv("BERTH_STATE_DIR")
 	if def == "" {
 		def = "/var/lib/berth"
 	}
-	rootCmd.PersistentFlags().StringVar(&globals.stateDir, "state-dir", def, "berth's state directory (env BERTH_STATE_DIR)")
-	rootCmd.PersistentFlags().StringVar(&globals.runtimeDir, "runtime-dir", os.Getenv("BERTH_RUNTIME_DIR"), "berth's runtime directory (env BERTH_RUNTIME_DIR; default /run/berth)")
-	rootCmd.PersistentFlags().StringVar(&globals.socket, "socket", "", "berthd's API socket (default RUNTIME-DIR/berthd.sock)")
-	rootCmd.PersistentFlags().StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
+	f := root.PersistentFlags()
+	f.StringVar(&globals.stateDir, "state-dir", def, "berth's state directory (env BERTH_STATE_DIR)")
+	f.StringVar(&globals.runtimeDir, "runtime-dir", os.Getenv("BERTH_RUNTIME_DIR"), "berth's runtime directory (env BERTH_RUNTIME_DIR; default /run/berth)")
+	f.StringVar(&globals.socket, "socket", "", "berthd's API socket (default RUNTIME-DIR/berthd.sock)")
+	f.StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
+	globals.flags = f
+
+	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
+	root.AddCommand(newLifecycleCmds()...)
+	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd())
+	return root
 }
 
 // execute runs berth with args, its output to stdout and stderr, and returns
