@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/rootfs"
 )
 
 // connect returns the daemon's API when berthd runs, or else a manager in this
@@ -108,4 +111,47 @@ func withAPI(run func(cmd *cobra.Command, api machined.API, args []string) error
 		}
 		return run(cmd, api, args)
 	}
+}
+
+// withStore is the RunE of a verb that works on the image and root store
+// itself, without a manager: run gets the store (see openStore).
+func withStore(run func(cmd *cobra.Command, s *rootfs.Store, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		s, err := openStore()
+		if err != nil {
+			return err
+		}
+		return run(cmd, s, args)
+	}
+}
+
+// openStore opens the image and root store of the state directory: berthd's
+// when one runs and no other was asked for (see resolvePaths).
+func openStore() (*rootfs.Store, error) {
+	paths, _, err := resolvePaths(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return rootfs.Open(paths.StateDir)
+}
+
+// interruptible returns a context cancelled by SIGINT or SIGTERM, so that long
+// work stops cleanly (and leaves nothing half-made) on Ctrl-C.
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// storeWork runs long work on the store: with its progress shown on cmd's
+// stderr, and a context that Ctrl-C cancels. The progress line is ended when
+// work returns, so that what follows starts on a line of its own.
+func storeWork(cmd *cobra.Command, work func(ctx context.Context, s *rootfs.Store) error) error {
+	s, err := openStore()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := interruptible()
+	defer cancel()
+	pr := newProgress(cmd.ErrOrStderr())
+	defer pr.Done()
+	return work(rootfs.WithProgress(ctx, pr.Rootfs()), s)
 }

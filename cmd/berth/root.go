@@ -64,6 +64,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
 	root.AddCommand(newLifecycleCmds()...)
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd())
+	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd())
 	return root
 }
 
@@ -78,6 +79,23 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	}
 	rootCmd.SetErr(stderr)
 	return exitCode(rootCmd.Execute(), stderr)
+}
+
+// forEach does a verb's work on each of names, going on past failures: each
+// failure is printed on stderr as it happens, as execute prints errors, and
+// the exit status is then 1.
+func forEach(cmd *cobra.Command, names []string, do func(name string) error) error {
+	failed := false
+	for _, name := range names {
+		if err := do(name); err != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "berth:", err)
+			failed = true
+		}
+	}
+	if failed {
+		return &exitError{code: 1}
+	}
+	return nil
 }
 
 // exitCode maps what a verb returned to berth's exit status, printing the
