@@ -63,8 +63,10 @@ berth is the command line, in the style of machinectl.`,
 
 	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
 	root.AddCommand(newLifecycleCmds()...)
-	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd())
-	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd())
+	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
+	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
+	root.AddCommand(newBootCmd(), newShellCmd(), newLogsCmd())
+	root.AddCommand(newInstallCmd(), newUninstallCmd())
 	return root
 }
 

@@ -9,30 +9,30 @@ import (
 	"github.com/spf13/cobra"
 )
 
-var validateCmd = &cobra.Command{
-	Use:   "validate [PATH...]",
-	Short: "Check definition files without applying them",
-	Long: `validate reads the definitions in PATH (files, or directories searched for
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate [PATH...]",
+		Short: "Check definition files without applying them",
+		Long: `validate reads the definitions in PATH (files, or directories searched for
 *.yaml and *.yml; default: the current directory) as one set and reports every
 error with file:line:column and the field. It needs neither root nor berthd.
 
 Exit status: 0 when the set is valid, 1 when it is not.`,
-	Example: `  berth validate examples/
+		Example: `  berth validate examples/
   berth validate -o json machines/web.yaml networks/`,
-	RunE: func(cmd *cobra.Command, args []string) error {
-		if len(args) == 0 {
-			args = []string{"."}
-		}
-		set, err := spec.Load(args...)
-		var list spec.ErrorList
-		if err != nil && !errors.As(err, &list) {
-			return err
-		}
-		return reportValidation(outputOf(cmd), cmd.ErrOrStderr(), set, list)
-	},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"."}
+			}
+			set, err := spec.Load(args...)
+			var list spec.ErrorList
+			if err != nil && !errors.As(err, &list) {
+				return err
+			}
+			return reportValidation(outputOf(cmd), cmd.ErrOrStderr(), set, list)
+		},
+	}
 }
-
-func init() { rootCmd.AddCommand(validateCmd) }
 
 // validationResult is `berth validate -o json`'s output.
 type validationResult struct {
