@@ -31,10 +31,11 @@ var bootFlags struct {
 	stopTimeout                                               time.Duration
 }
 
-var bootCmd = &cobra.Command{
-	Use:   "boot -D DIR [flags] [-- COMMAND [ARG...] | --boot -- INIT-ARG...]",
-	Short: "Run a machine from a directory in the foreground (like systemd-nspawn -D DIR -b)",
-	Long: `Run a machine from a directory in the foreground, no daemon needed.
+func newBootCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "boot -D DIR [flags] [-- COMMAND [ARG...] | --boot -- INIT-ARG...]",
+		Short: "Run a machine from a directory in the foreground (like systemd-nspawn -D DIR -b)",
+		Long: `Run a machine from a directory in the foreground, no daemon needed.
 
 Without a command, boots the tree's init (/usr/lib/systemd/systemd, /lib/systemd/systemd
 or /sbin/init, or --init) as PID 1 with the terminal on its console. With a command after
@@ -49,15 +50,13 @@ SIGTERM or SIGINT to berth powers the machine off cleanly (then kills it after
 
 The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the global
 --runtime-dir, default /run/berth); berth removes it when the machine ends, if it made it.`,
-	Example: `  berth boot -D /var/lib/machines/web
+		Example: `  berth boot -D /var/lib/machines/web
   berth boot -D ./root --bind /srv/data:/data:ro --memory-max 512M
   berth boot -D ./root -- /bin/sh -c 'echo hello from $(hostname)'`,
-	Args: cobra.ArbitraryArgs,
-	RunE: runBoot,
-}
-
-func init() {
-	f := bootCmd.Flags()
+		Args: cobra.ArbitraryArgs,
+		RunE: runBoot,
+	}
+	f := c.Flags()
 	f.StringVarP(&bootFlags.dir, "directory", "D", "", "root directory of the machine (required)")
 	f.StringVarP(&bootFlags.name, "name", "M", "", "machine name (default: the directory's name)")
 	f.StringVar(&bootFlags.machineID, "machine-id", "", "machine ID, 32 hex digits (default: the tree's /etc/machine-id, else derived from the name)")
@@ -79,7 +78,7 @@ func init() {
 	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
 	f.DurationVar(&bootFlags.stopTimeout, "stop-timeout", 30*time.Second, "how long a poweroff may take before the machine is killed")
 	f.StringVar(&bootFlags.consoleLog, "console-log", "", "console log file (default /var/log/berth/NAME.console.log)")
-	rootCmd.AddCommand(bootCmd)
+	return c
 }
 
 func runBoot(cmd *cobra.Command, args []string) error {
@@ -132,37 +131,7 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	case cfg.Console == "passthrough":
 		st, err = container.Supervise(ctx, cfg, hooks)
 	case interactive:
-		old, rerr := term.MakeRaw(int(os.Stdin.Fd()))
-		if rerr != nil {
-			return &exitError{code: 1, err: fmt.Errorf("terminal: %w", rerr)}
-		}
-		fmt.Fprintf(os.Stderr, "Booting machine %s. Press Ctrl-] three times within 1s to kill it.\r\n", cfg.Name)
-		winch := make(chan os.Signal, 1)
-		resized := make(chan struct{}, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				select {
-				case resized <- struct{}{}:
-				default:
-				}
-			}
-		}()
-		st, err = container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{
-			In:  &container.EscapeReader{R: os.Stdin, OnEscape: kill},
-			Out: os.Stdout,
-			Size: func() (uint16, uint16) {
-				w, h, err := term.GetSize(int(os.Stdout.Fd()))
-				if err != nil {
-					return 0, 0
-				}
-				return uint16(h), uint16(w)
-			},
-			Resized: resized,
-		})
-		_ = term.Restore(int(os.Stdin.Fd()), old)
-		fmt.Fprintf(os.Stderr, "\nMachine %s ended: %s.\n", cfg.Name, st)
+		st, err = superviseTerminal(ctx, cfg, hooks, kill)
 	default:
 		st, err = container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{Out: os.Stdout})
 	}
@@ -173,6 +142,33 @@ func runBoot(cmd *cobra.Command, args []string) error {
 		return &exitError{code: st.Code}
 	}
 	return nil
+}
+
+// superviseTerminal runs the machine with this terminal, in raw mode, on its
+// console; Ctrl-] three times within a second calls kill.
+func superviseTerminal(ctx context.Context, cfg container.Config, hooks container.Hooks, kill func()) (container.ExitStatus, error) {
+	old, err := term.MakeRaw(int(os.Stdin.Fd()))
+	if err != nil {
+		return container.ExitStatus{}, fmt.Errorf("terminal: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "Booting machine %s. Press Ctrl-] three times within 1s to kill it.\r\n", cfg.Name)
+	resized, stop := notifyResized()
+	defer stop()
+	st, err := container.SuperviseConsole(ctx, cfg, hooks, container.ConsoleIO{
+		In:  &container.EscapeReader{R: os.Stdin, OnEscape: kill},
+		Out: os.Stdout,
+		Size: func() (uint16, uint16) {
+			w, h, err := term.GetSize(int(os.Stdout.Fd()))
+			if err != nil {
+				return 0, 0
+			}
+			return uint16(h), uint16(w)
+		},
+		Resized: resized,
+	})
+	_ = term.Restore(int(os.Stdin.Fd()), old)
+	fmt.Fprintf(os.Stderr, "\nMachine %s ended: %s.\n", cfg.Name, st)
+	return st, err
 }
 
 // bootConfig turns the flags into a machine config; errors name the flag.

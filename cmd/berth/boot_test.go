@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
@@ -96,22 +94,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// boot runs berth with args as runE does, with the boot verb's flags back at
-// their defaults first (cobra keeps the values of an earlier Execute, and
-// appends to repeatable flags).
-func boot(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	bootCmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			_ = sv.Replace(nil)
-		} else {
-			_ = f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	})
-	return run(t, args...)
-}
-
 // bootRuntimeDir makes a berth runtime directory for a test (short: it holds
 // unix sockets) with a file in it that no boot may remove, and restores the
 // global --runtime-dir when the test ends.
@@ -153,7 +135,7 @@ func TestBootCommand(t *testing.T) {
 		}
 	}
 
-	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf,
+	code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf,
 		"--read-only", "--bind", out+":/out", "--hostname", "app-host", "--", "/bin/sh", "-c", "hostname > /out/h; exit 7")
 	if code != 7 {
 		t.Fatalf("application exit: %d, want 7 (stderr %q)", code, stderr)
@@ -165,7 +147,7 @@ func TestBootCommand(t *testing.T) {
 
 	done := make(chan int, 1)
 	go func() {
-		code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
+		code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
 		done <- code
 	}()
 	var st container.State
@@ -181,7 +163,7 @@ func TestBootCommand(t *testing.T) {
 	}
 	// A second boot of the running machine is refused and leaves the running
 	// one alone (its runtime directory included).
-	if code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
+	if code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
 		t.Errorf("second boot: exit %d, want 1", code)
 	}
 	if st2, err := container.ReadState(mdir); err != nil || st2.Phase != container.PhaseRunning || !st2.SupervisorAlive() {
@@ -231,7 +213,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true"); code != 0 {
+	if code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true"); code != 0 {
 		t.Fatalf("boot in an existing directory: exit %d (%s)", code, stderr)
 	}
 	if _, err := os.Stat(cfgFile); err != nil {
@@ -246,7 +228,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	if err := os.Symlink(elsewhere, rundir.For(run1, name).Path()); err != nil {
 		t.Fatal(err)
 	}
-	code, _, _ := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")
+	code, _, _ := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")
 	if code != 1 {
 		t.Errorf("boot through a symlinked runtime directory: exit %d, want 1", code)
 	}
@@ -261,7 +243,7 @@ func TestBootTun(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	root := testenv.BusyboxGuest(t)
 	run1, _ := bootRuntimeDir(t)
-	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", testenv.UniqueName("tun"),
+	code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", testenv.UniqueName("tun"),
 		"--console-log", filepath.Join(t.TempDir(), "console.log"), "--",
 		"/bin/sh", "-c", "test -c /dev/net/tun && tunctl -t tun0 >/dev/null && ip link show tun0 >/dev/null")
 	if code != 0 {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -9,8 +11,8 @@ import (
 	"github.com/berthd/berth/rootfs"
 )
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newCloneCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "clone SRC DST",
 		Short: "Copy a stopped machine's root to a new machine",
 		Long: `Copy the root filesystem of the stopped machine SRC to a new machine root DST,
@@ -21,25 +23,23 @@ definition with name DST) to run it; berth keeps the cloned root.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeMachines,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := openStore()
+			var r *rootfs.Root
+			var took time.Duration
+			err := storeWork(cmd, func(ctx context.Context, s *rootfs.Store) error {
+				start := time.Now()
+				var err error
+				r, err = s.CloneRoot(ctx, args[0], args[1])
+				took = time.Since(start)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			ctx, cancel := interruptible()
-			defer cancel()
-			pr := newProgress(cmd.ErrOrStderr())
-			start := time.Now()
-			r, err := s.CloneRoot(rootfs.WithProgress(ctx, pr.Rootfs()), args[0], args[1])
-			pr.Done()
-			if err != nil {
+			return outputOf(cmd).print(r, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "cloned %s to %s (%s, image %s) in %s\n", args[0], args[1], r.Strategy, r.Image,
+					took.Round(time.Millisecond))
 				return err
-			}
-			if jsonOutput() {
-				return printJSON(cmd.OutOrStdout(), r)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cloned %s to %s (%s, image %s) in %s\n", args[0], args[1], r.Strategy, r.Image,
-				time.Since(start).Round(time.Millisecond))
-			return nil
+			})
 		},
-	})
+	}
 }

@@ -118,9 +118,6 @@ func TestImageBuildFromDefinition(t *testing.T) {
 // TestImageBuildNeedsFile: without -f, build is a usage error (exit 1, not 2,
 // which means "changes pending").
 func TestImageBuildNeedsFile(t *testing.T) {
-	saved := imageFlags.file
-	imageFlags.file = ""
-	t.Cleanup(func() { imageFlags.file = saved })
 	if code, _, errs := run(t, "--state-dir="+t.TempDir(), "image", "build"); code != 1 || !strings.Contains(errs, "give the definition with -f FILE") {
 		t.Errorf("build without -f: exit %d, %q", code, errs)
 	}

@@ -22,17 +22,13 @@ import (
 // wrote, so `berth uninstall` removes exactly those and nothing else.
 const installManifest = "/etc/berth/install.manifest"
 
-var installFlags struct {
-	dryRun  bool
-	prefix  string
-	root    string
-	noStart bool
-}
-
-var installCmd = &cobra.Command{
-	Use:   "install",
-	Short: "Install berth and berthd, berthd.service, and a default configuration",
-	Long: `install copies berth and berthd (from the directory of the running berth) to
+func newInstallCmd() *cobra.Command {
+	var dryRun, noStart bool
+	var prefix, root string
+	c := &cobra.Command{
+		Use:   "install",
+		Short: "Install berth and berthd, berthd.service, and a default configuration",
+		Long: `install copies berth and berthd (from the directory of the running berth) to
 PREFIX/bin, writes berthd.service to /etc/systemd/system, writes
 /etc/berth/berthd.yaml when there is none, and, when systemd runs the host,
 reloads systemd and enables and starts berthd. With --root DIR everything is
@@ -41,41 +37,48 @@ service is enabled with the same links systemctl enable makes.
 
 --dry-run prints every file and action instead. berth uninstall removes exactly
 what install wrote; configuration and machine data stay.`,
-	Args: cobra.NoArgs,
-	RunE: func(cmd *cobra.Command, _ []string) error {
-		p, err := planInstall(installFlags.prefix, installFlags.root)
-		if err != nil {
-			return err
-		}
-		if installFlags.dryRun {
-			return p.print(cmd.OutOrStdout())
-		}
-		return p.apply(cmd.OutOrStdout(), !installFlags.noStart)
-	},
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := planInstall(prefix, root)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				return p.print(cmd.OutOrStdout())
+			}
+			return p.apply(cmd.OutOrStdout(), !noStart)
+		},
+	}
+	installFlags(c, &dryRun, &root)
+	c.Flags().StringVar(&prefix, "prefix", "/usr/local", "install the binaries to `PREFIX`/bin")
+	c.Flags().BoolVar(&noStart, "no-start", false, "enable berthd.service but do not start it now")
+	return c
 }
 
-var uninstallCmd = &cobra.Command{
-	Use:   "uninstall",
-	Short: "Remove what berth install wrote (configuration and machines stay)",
-	Long: `uninstall stops and disables berthd.service when systemd runs the host, then
+func newUninstallCmd() *cobra.Command {
+	var dryRun bool
+	var root string
+	c := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Remove what berth install wrote (configuration and machines stay)",
+		Long: `uninstall stops and disables berthd.service when systemd runs the host, then
 removes the files berth install recorded in /etc/berth/install.manifest: the
 binaries, the unit file and its enablement links. /etc/berth (configuration,
 definitions) and /var/lib/berth (machine roots, images) are kept. Machines that
 are running keep running, in their own scopes; stop them first if they should not.`,
-	Args: cobra.NoArgs,
-	RunE: func(cmd *cobra.Command, _ []string) error {
-		return runUninstall(cmd.OutOrStdout(), installFlags.root, installFlags.dryRun)
-	},
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runUninstall(cmd.OutOrStdout(), root, dryRun)
+		},
+	}
+	installFlags(c, &dryRun, &root)
+	return c
 }
 
-func init() {
-	for _, c := range []*cobra.Command{installCmd, uninstallCmd} {
-		c.Flags().BoolVar(&installFlags.dryRun, "dry-run", false, "print what would be done, change nothing")
-		c.Flags().StringVar(&installFlags.root, "root", "", "operate on the root file system at `DIR` instead of this host (systemd is not called)")
-	}
-	installCmd.Flags().StringVar(&installFlags.prefix, "prefix", "/usr/local", "install the binaries to `PREFIX`/bin")
-	installCmd.Flags().BoolVar(&installFlags.noStart, "no-start", false, "enable berthd.service but do not start it now")
-	rootCmd.AddCommand(installCmd, uninstallCmd)
+// installFlags are the flags install and uninstall share.
+func installFlags(c *cobra.Command, dryRun *bool, root *string) {
+	c.Flags().BoolVar(dryRun, "dry-run", false, "print what would be done, change nothing")
+	c.Flags().StringVar(root, "root", "", "operate on the root file system at `DIR` instead of this host (systemd is not called)")
 }
 
 // installFile is one file install writes. Paths are as seen inside the target root.
@@ -181,13 +184,53 @@ func (p *installPlan) print(w io.Writer) error {
 // failure (a full disk, a read-only /usr) leaves the previous installation as it
 // was.
 func (p *installPlan) apply(w io.Writer, start bool) error {
-	type staged struct{ tmp, dst string }
-	var done []staged
-	cleanup := func() {
-		for _, s := range done {
-			os.Remove(s.tmp)
+	done, err := p.stageAll()
+	if err != nil {
+		return err
+	}
+	for _, s := range done {
+		if err := os.Rename(s.tmp, s.dst); err != nil {
+			removeStaged(done)
+			return fmt.Errorf("install: %w", err)
+		}
+		fmt.Fprintf(w, "installed %s\n", s.dst)
+	}
+	for _, d := range p.dirs {
+		if err := os.MkdirAll(p.at(d), 0o755); err != nil {
+			return fmt.Errorf("install: %w", err)
 		}
 	}
+	if err := p.enable(w); err != nil {
+		return err
+	}
+	if !p.systemd {
+		return nil
+	}
+	if err := systemctl(w, "daemon-reload"); err != nil {
+		return err
+	}
+	args := []string{"enable", units.BerthdUnit}
+	if start {
+		args = []string{"enable", "--now", units.BerthdUnit}
+	}
+	if err := systemctl(w, args...); err != nil {
+		return fmt.Errorf("%w (the files are installed; see journalctl -u %s)", err, units.BerthdUnit)
+	}
+	return nil
+}
+
+// staged is a file written beside its destination, to be renamed over it.
+type staged struct{ tmp, dst string }
+
+// stageAll writes every file to be installed, and the manifest that lists them,
+// to temporary files beside their destinations. On failure it removes what it
+// staged.
+func (p *installPlan) stageAll() (done []staged, err error) {
+	defer func() {
+		if err != nil {
+			removeStaged(done)
+		}
+	}()
 	var manifest []string
 	for _, f := range p.files {
 		dst := p.at(f.path)
@@ -203,16 +246,13 @@ func (p *installPlan) apply(w io.Writer, start bool) error {
 			if same(f.source, dst) {
 				continue // reinstalling the binary that runs: already in place
 			}
-			var err error
 			if data, err = os.ReadFile(f.source); err != nil {
-				cleanup()
-				return fmt.Errorf("install: %w", err)
+				return done, fmt.Errorf("install: %w", err)
 			}
 		}
 		tmp, err := stage(dst, data, f.mode)
 		if err != nil {
-			cleanup()
-			return fmt.Errorf("install: %s: %w", dst, err)
+			return done, fmt.Errorf("install: %s: %w", dst, err)
 		}
 		done = append(done, staged{tmp, dst})
 	}
@@ -222,22 +262,20 @@ func (p *installPlan) apply(w io.Writer, start bool) error {
 	sort.Strings(manifest[2:]) // binaries first, then in a stable order
 	mtmp, err := stage(p.at(installManifest), []byte("# Written by berth install: what berth uninstall removes.\n"+strings.Join(manifest, "\n")+"\n"), 0o644)
 	if err != nil {
-		cleanup()
-		return fmt.Errorf("install: %s: %w", p.at(installManifest), err)
+		return done, fmt.Errorf("install: %s: %w", p.at(installManifest), err)
 	}
-	done = append(done, staged{mtmp, p.at(installManifest)})
+	return append(done, staged{mtmp, p.at(installManifest)}), nil
+}
+
+func removeStaged(done []staged) {
 	for _, s := range done {
-		if err := os.Rename(s.tmp, s.dst); err != nil {
-			cleanup()
-			return fmt.Errorf("install: %w", err)
-		}
-		fmt.Fprintf(w, "installed %s\n", s.dst)
+		os.Remove(s.tmp)
 	}
-	for _, d := range p.dirs {
-		if err := os.MkdirAll(p.at(d), 0o755); err != nil {
-			return fmt.Errorf("install: %w", err)
-		}
-	}
+}
+
+// enable makes the links of the service's enablement, as systemctl enable
+// would (where systemd is not called).
+func (p *installPlan) enable(w io.Writer) error {
 	for _, l := range p.links {
 		dst := p.at(l.path)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -251,19 +289,6 @@ func (p *installPlan) apply(w io.Writer, start bool) error {
 			return fmt.Errorf("install: enable %s: %w", units.BerthdUnit, err)
 		}
 		fmt.Fprintf(w, "enabled %s\n", dst)
-	}
-	if !p.systemd {
-		return nil
-	}
-	if err := systemctl(w, "daemon-reload"); err != nil {
-		return err
-	}
-	args := []string{"enable", units.BerthdUnit}
-	if start {
-		args = []string{"enable", "--now", units.BerthdUnit}
-	}
-	if err := systemctl(w, args...); err != nil {
-		return fmt.Errorf("%w (the files are installed; see journalctl -u %s)", err, units.BerthdUnit)
 	}
 	return nil
 }

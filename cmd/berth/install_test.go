@@ -24,13 +24,10 @@ func fakeBinaries(t *testing.T) {
 	t.Cleanup(func() { installSource = old })
 }
 
-func TestInstallUninstallRoot(t *testing.T) {
-	fakeBinaries(t)
-	root := t.TempDir()
-	p, err := planInstall("/opt/b", root)
-	if err != nil {
-		t.Fatal(err)
-	}
+// checkDryRun: install --dry-run prints every file and link of p, and writes
+// nothing into root.
+func checkDryRun(t *testing.T, p *installPlan, root string) {
+	t.Helper()
 	var dry bytes.Buffer
 	if err := p.print(&dry); err != nil {
 		t.Fatal(err)
@@ -49,6 +46,16 @@ func TestInstallUninstallRoot(t *testing.T) {
 	if entries, _ := os.ReadDir(root); len(entries) != 0 {
 		t.Fatalf("dry run wrote into the root: %v", entries)
 	}
+}
+
+func TestInstallUninstallRoot(t *testing.T) {
+	fakeBinaries(t)
+	root := t.TempDir()
+	p, err := planInstall("/opt/b", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDryRun(t, p, root)
 
 	var out bytes.Buffer
 	if err := p.apply(&out, true); err != nil {

@@ -14,5 +14,5 @@ func main() {
 	container.Reexec()
 	// Verbs print their own results; the libraries' logs are for warnings only.
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	os.Exit(execute())
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -5,20 +5,20 @@ import (
 	"github.com/spf13/cobra"
 )
 
-var schemaCmd = &cobra.Command{
-	Use:   "schema",
-	Short: "Print the JSON Schema of the definition language",
-	Long: `schema prints the JSON Schema (draft-07) of berth's definition documents, for
+func newSchemaCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the JSON Schema of the definition language",
+		Long: `schema prints the JSON Schema (draft-07) of berth's definition documents, for
 editors with the YAML language server. Save it and point your files at it:
 
   berth schema > berth.schema.json
 
   # yaml-language-server: $schema=berth.schema.json   (first line of a definition)`,
-	Args: cobra.NoArgs,
-	RunE: func(cmd *cobra.Command, args []string) error {
-		_, err := cmd.OutOrStdout().Write(spec.Schema())
-		return err
-	},
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := cmd.OutOrStdout().Write(spec.Schema())
+			return err
+		},
+	}
 }
-
-func init() { rootCmd.AddCommand(schemaCmd) }

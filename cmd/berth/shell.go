@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,7 +9,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,11 +27,16 @@ func machineRunDir(name string) (string, error) {
 	return rundir.For(cliPaths().RuntimeDir, name).Path(), nil
 }
 
-func init() {
-	var env []string
-	var dir string
-	var tty, noTTY bool
-	shellCmd := &cobra.Command{
+// shellFlags are berth shell's flags.
+type shellFlags struct {
+	env        []string
+	dir        string
+	tty, noTTY bool
+}
+
+func newShellCmd() *cobra.Command {
+	var sf shellFlags
+	c := &cobra.Command{
 		Use:   "shell NAME [COMMAND [ARG...]]",
 		Short: "Open a login shell in a running machine, or run a command there; exits with its exit code",
 		Long: `shell runs root's login shell in a running machine, or COMMAND, in all the
@@ -56,47 +61,7 @@ needed.`,
 			if len(command) > 0 && command[0] == "--" {
 				command = command[1:] // berth shell NAME -- CMD reads well too
 			}
-			opts := container.EnterOptions{Command: command, Env: env, Dir: dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-			isTTY := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-			opts.TTY = (isTTY || tty) && !noTTY
-			if t := os.Getenv("TERM"); t != "" && opts.TTY {
-				opts.Env = append([]string{"TERM=" + t}, opts.Env...)
-			}
-			if opts.TTY && isTTY {
-				opts.Size = func() (uint16, uint16) {
-					c, r, _ := term.GetSize(int(os.Stdout.Fd()))
-					return uint16(r), uint16(c)
-				}
-				winch := make(chan os.Signal, 1)
-				signal.Notify(winch, syscall.SIGWINCH)
-				defer signal.Stop(winch)
-				resized := make(chan struct{}, 1)
-				go func() {
-					for range winch {
-						select {
-						case resized <- struct{}{}:
-						default:
-						}
-					}
-				}()
-				opts.Resized = resized
-				old, err := term.MakeRaw(int(os.Stdin.Fd()))
-				if err == nil {
-					defer term.Restore(int(os.Stdin.Fd()), old)
-				}
-			} else {
-				// Without a pty to carry them, the signals a terminal or a
-				// supervisor sends berth go to the command in the machine.
-				sigs := make(chan os.Signal, 4)
-				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-				defer signal.Stop(sigs)
-				opts.Signals = sigs
-			}
-			if opts.TTY {
-				// Signals typed at the terminal go through the pty.
-				signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
-			}
-			code, err := container.Enter(cmd.Context(), runDir, opts)
+			code, err := enterMachine(cmd.Context(), runDir, command, sf)
 			if errors.Is(err, container.ErrNotRunning) {
 				return fmt.Errorf("machine %q is not running", args[0])
 			}
@@ -109,16 +74,57 @@ needed.`,
 			return nil
 		},
 	}
-	f := shellCmd.Flags()
+	f := c.Flags()
 	f.SetInterspersed(false)
-	f.StringArrayVarP(&env, "setenv", "E", nil, "KEY=VALUE for the command (repeatable)")
-	f.StringVar(&dir, "workdir", "", "working directory in the machine (default /root for a login shell, / otherwise)")
-	f.BoolVarP(&tty, "tty", "t", false, "allocate a pty even when stdin is not a terminal")
-	f.BoolVarP(&noTTY, "no-tty", "T", false, "never allocate a pty")
+	f.StringArrayVarP(&sf.env, "setenv", "E", nil, "KEY=VALUE for the command (repeatable)")
+	f.StringVar(&sf.dir, "workdir", "", "working directory in the machine (default /root for a login shell, / otherwise)")
+	f.BoolVarP(&sf.tty, "tty", "t", false, "allocate a pty even when stdin is not a terminal")
+	f.BoolVarP(&sf.noTTY, "no-tty", "T", false, "never allocate a pty")
+	return c
+}
 
+// enterMachine runs command (empty: a login shell) in the machine of runDir
+// with berth's stdin, stdout and stderr relayed, and returns its exit code:
+// on a new pty of the machine's when berth runs on a terminal (or with -t),
+// else on pipes, with the signals berth gets passed on.
+func enterMachine(ctx context.Context, runDir string, command []string, sf shellFlags) (int, error) {
+	opts := container.EnterOptions{Command: command, Env: sf.env, Dir: sf.dir, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	isTTY := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
+	opts.TTY = (isTTY || sf.tty) && !sf.noTTY
+	if t := os.Getenv("TERM"); t != "" && opts.TTY {
+		opts.Env = append([]string{"TERM=" + t}, opts.Env...)
+	}
+	if opts.TTY && isTTY {
+		opts.Size = func() (uint16, uint16) {
+			c, r, _ := term.GetSize(int(os.Stdout.Fd()))
+			return uint16(r), uint16(c)
+		}
+		resized, stop := notifyResized()
+		defer stop()
+		opts.Resized = resized
+		old, err := term.MakeRaw(int(os.Stdin.Fd()))
+		if err == nil {
+			defer term.Restore(int(os.Stdin.Fd()), old)
+		}
+	} else {
+		// Without a pty to carry them, the signals a terminal or a
+		// supervisor sends berth go to the command in the machine.
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+		defer signal.Stop(sigs)
+		opts.Signals = sigs
+	}
+	if opts.TTY {
+		// Signals typed at the terminal go through the pty.
+		signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+	}
+	return container.Enter(ctx, runDir, opts)
+}
+
+func newLogsCmd() *cobra.Command {
 	var follow bool
 	var lines int
-	logsCmd := &cobra.Command{
+	c := &cobra.Command{
 		Use:               "logs NAME",
 		Short:             "Print a machine's console log; -f follows it",
 		Args:              cobra.ExactArgs(1),
@@ -128,47 +134,9 @@ needed.`,
 			return printLog(cmd, p, lines, follow)
 		},
 	}
-	logsCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the console writes")
-	logsCmd.Flags().IntVarP(&lines, "lines", "n", 200, "how many of the last lines to print first (0: all)")
-
-	networkCmd := &cobra.Command{Use: "network", Short: "Networks: list"}
-	networkCmd.AddCommand(&cobra.Command{
-		Use:     "list",
-		Aliases: []string{"ls"},
-		Short:   "List the declared networks: bridge, subnet, machines",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			api, err := connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			nets, err := api.Networks(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if jsonOutput() {
-				if nets == nil {
-					return printJSON(cmd.OutOrStdout(), []any{})
-				}
-				return printJSON(cmd.OutOrStdout(), nets)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tBRIDGE\tSUBNET\tMACHINES")
-			for _, n := range nets {
-				subnet := n.Subnet
-				if n.Subnet6 != "" {
-					subnet += "," + n.Subnet6
-				}
-				bridge := n.Bridge
-				if !n.Present {
-					bridge += " (absent)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, bridge, subnet, dash(strings.Join(n.Machines, ",")))
-			}
-			return tw.Flush()
-		},
-	})
-	rootCmd.AddCommand(shellCmd, logsCmd, networkCmd)
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the console writes")
+	c.Flags().IntVarP(&lines, "lines", "n", 200, "how many of the last lines to print first (0: all)")
+	return c
 }
 
 // printLog prints the last lines of a console log (with its rotated .1 before

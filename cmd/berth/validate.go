@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,30 +9,30 @@ import (
 	"github.com/spf13/cobra"
 )
 
-var validateCmd = &cobra.Command{
-	Use:   "validate [PATH...]",
-	Short: "Check definition files without applying them",
-	Long: `validate reads the definitions in PATH (files, or directories searched for
+func newValidateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate [PATH...]",
+		Short: "Check definition files without applying them",
+		Long: `validate reads the definitions in PATH (files, or directories searched for
 *.yaml and *.yml; default: the current directory) as one set and reports every
 error with file:line:column and the field. It needs neither root nor berthd.
 
 Exit status: 0 when the set is valid, 1 when it is not.`,
-	Example: `  berth validate examples/
+		Example: `  berth validate examples/
   berth validate -o json machines/web.yaml networks/`,
-	RunE: func(cmd *cobra.Command, args []string) error {
-		if len(args) == 0 {
-			args = []string{"."}
-		}
-		set, err := spec.Load(args...)
-		var list spec.ErrorList
-		if err != nil && !errors.As(err, &list) {
-			return err
-		}
-		return reportValidation(cmd.OutOrStdout(), cmd.ErrOrStderr(), globals.output == "json", set, list)
-	},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				args = []string{"."}
+			}
+			set, err := spec.Load(args...)
+			var list spec.ErrorList
+			if err != nil && !errors.As(err, &list) {
+				return err
+			}
+			return reportValidation(outputOf(cmd), cmd.ErrOrStderr(), set, list)
+		},
+	}
 }
-
-func init() { rootCmd.AddCommand(validateCmd) }
 
 // validationResult is `berth validate -o json`'s output.
 type validationResult struct {
@@ -47,7 +46,7 @@ type validationResult struct {
 // reportValidation prints the summary or the errors and returns the exit status
 // as an error (nil for 0). Errors go to stderr in text mode, so that a script can
 // tell them from the summary; in JSON mode everything is one object on stdout.
-func reportValidation(stdout, stderr io.Writer, asJSON bool, set *spec.Set, errs spec.ErrorList) error {
+func reportValidation(o output, stderr io.Writer, set *spec.Set, errs spec.ErrorList) error {
 	r := validationResult{Valid: len(errs) == 0, Errors: errs}
 	if r.Errors == nil {
 		r.Errors = []*spec.Error{}
@@ -55,19 +54,19 @@ func reportValidation(stdout, stderr io.Writer, asJSON bool, set *spec.Set, errs
 	if set != nil {
 		r.Machines, r.Networks, r.Images = len(set.Machines), len(set.Networks), len(set.Images)
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return err
+	err := o.print(r, func(stdout io.Writer) error {
+		if r.Valid {
+			fmt.Fprintf(stdout, "%s, %s, %s: ok\n", plural(r.Machines, "machine"), plural(r.Networks, "network"), plural(r.Images, "image"))
+			return nil
 		}
-	} else if r.Valid {
-		fmt.Fprintf(stdout, "%s, %s, %s: ok\n", plural(r.Machines, "machine"), plural(r.Networks, "network"), plural(r.Images, "image"))
-	} else {
 		for _, e := range errs {
 			fmt.Fprintln(stderr, e)
 		}
 		fmt.Fprintf(stderr, "%s\n", plural(len(errs), "error"))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if !r.Valid {
 		return &exitError{code: 1}

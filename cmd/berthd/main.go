@@ -4,8 +4,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,31 +19,48 @@ import (
 func main() {
 	// berthd re-executes itself as each machine's supervisor.
 	container.Reexec()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
-	config := flag.String("config", machined.DefaultConfigPath, "configuration file")
-	version := flag.Bool("version", false, "print the version and exit")
-	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: berthd [--config FILE]\n\nberthd reconciles the host toward the machines declared in its sources\n(see %s) and serves the berth command line on its socket.\n\n", machined.DefaultConfigPath)
-		flag.PrintDefaults()
+// run runs berthd with args and returns its exit status: 0 when it stopped
+// cleanly (or printed its version or usage), 2 for a wrong flag, 1 on errors.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", machined.DefaultConfigPath, "configuration file")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: berthd [--config FILE]\n\nberthd reconciles the host toward the machines declared in its sources\n(see %s) and serves the berth command line on its socket.\n\n", machined.DefaultConfigPath)
+		fs.PrintDefaults()
 	}
-	flag.Parse()
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // as flag.ExitOnError: the flag package printed the error and the usage
+	}
 	if *version {
-		fmt.Println("berthd", machined.Version)
-		return
+		fmt.Fprintln(stdout, "berthd", machined.Version)
+		return 0
 	}
+	if err := serve(*config); err != nil {
+		fmt.Fprintln(stderr, "berthd:", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the daemon with the configuration file config until SIGINT or
+// SIGTERM.
+func serve(config string) error {
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "berthd: must run as root")
-		os.Exit(1)
+		return errors.New("must run as root")
 	}
-	cfg, err := machined.LoadConfig(*config)
+	cfg, err := machined.LoadConfig(config)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "berthd:", err)
-		os.Exit(1)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := machined.Main(ctx, cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "berthd:", err)
-		os.Exit(1)
-	}
+	return machined.Main(ctx, cfg)
 }

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berthd/berth/machined"
+)
+
+func newNetworkCmd() *cobra.Command {
+	c := &cobra.Command{Use: "network", Short: "Networks: list"}
+	c.AddCommand(&cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the declared networks: bridge, subnet, machines",
+		Args:    cobra.NoArgs,
+		RunE: withAPI(func(cmd *cobra.Command, api machined.API, _ []string) error {
+			nets, err := api.Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printList(outputOf(cmd), nets, networkHeader, networkRow)
+		}),
+	})
+	return c
+}
+
+// networkHeader and networkRow are berth network list's table.
+var networkHeader = []string{"NAME", "BRIDGE", "SUBNET", "MACHINES"}
+
+func networkRow(n machined.NetworkStatus) []string {
+	subnet := n.Subnet
+	if n.Subnet6 != "" {
+		subnet += "," + n.Subnet6
+	}
+	bridge := n.Bridge
+	if !n.Present {
+		bridge += " (absent)"
+	}
+	return []string{n.Name, bridge, subnet, dash(strings.Join(n.Machines, ","))}
+}
