@@ -35,9 +35,7 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	fail := func(step string, err error) error {
-		return fmt.Errorf("machine %q: attach to bridge %q: %s: %w", a.Machine, a.Bridge, step, err)
-	}
+	fail := a.attachError
 	if pid <= 0 {
 		return fail("payload pid", fmt.Errorf("%d is not a process: %w", pid, ErrInvalid))
 	}
@@ -55,61 +53,96 @@ func (h *Host) Attach(ctx context.Context, pid int, a Attachment) error {
 	}
 	defer inside.Close()
 
-	bridge, err := h.nl.LinkByName(a.Bridge)
-	if isNotFound(err) {
-		return fail("find bridge", fmt.Errorf("bridge %q does not exist on the host (the network is not set up): %w", a.Bridge, ErrNotFound))
-	}
+	bridge, err := h.findBridge(a.Bridge)
 	if err != nil {
 		return fail("find bridge", err)
-	}
-	if bridge.Type() != "bridge" {
-		return fail("find bridge", fmt.Errorf("%q is a %s, not a bridge: %w", a.Bridge, bridge.Type(), ErrInvalid))
 	}
 
 	r := revert.New()
 	defer r.Fail()
-
-	hostLink, err := h.nl.LinkByName(a.HostIf)
-	switch {
-	case isNotFound(err):
-		if err := h.checkAddrsFree(ctx, a); err != nil {
-			return fail("check addresses", err)
-		}
-		if l, err := inside.LinkByName(GuestIfName); err == nil {
-			return fail("create veth", fmt.Errorf("the machine's namespace already has a %s link %s that berth did not make: %w", l.Type(), GuestIfName, ErrExists))
-		}
-		hostLink, err = h.createVeth(a, target, bridge)
-		if err != nil {
-			return fail("create veth "+a.HostIf, err)
-		}
-		r.Add(func() { _ = h.nl.LinkDel(hostLink) })
-	case err != nil:
-		return fail("look up "+a.HostIf, err)
-	default:
-		if err := h.checkOwnVeth(a, hostLink, target, inside); err != nil {
-			return fail("check existing "+a.HostIf, err)
-		}
+	hostLink, err := h.ensureVeth(ctx, a, target, inside, bridge, r)
+	if err != nil {
+		return err
 	}
-
-	if a.Guarded {
-		if err := h.GuardPort(ctx, a.Guard()); err != nil {
-			return fail("guard "+a.HostIf, err)
-		}
-	}
-	if hostLink.Attrs().MasterIndex != bridge.Attrs().Index {
-		if err := h.nl.LinkSetMasterByIndex(hostLink, bridge.Attrs().Index); err != nil {
-			return fail("add "+a.HostIf+" to the bridge", err)
-		}
-	}
-	if hostLink.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.nl.LinkSetUp(hostLink); err != nil {
-			return fail("bring up "+a.HostIf, err)
-		}
+	if err := h.joinBridge(ctx, a, hostLink, bridge); err != nil {
+		return err
 	}
 	if err := configureGuest(ctx, inside, a); err != nil {
 		return fail("configure "+GuestIfName, err)
 	}
 	r.Success()
+	return nil
+}
+
+// attachError is how every failure of Attach reads: the machine, its bridge
+// and the step that failed.
+func (a Attachment) attachError(step string, err error) error {
+	return fmt.Errorf("machine %q: attach to bridge %q: %s: %w", a.Machine, a.Bridge, step, err)
+}
+
+// findBridge looks up the network's bridge, which EnsureBridge made before.
+func (h *Host) findBridge(name string) (netlink.Link, error) {
+	bridge, err := h.nl.LinkByName(name)
+	if isNotFound(err) {
+		return nil, fmt.Errorf("bridge %q does not exist on the host (the network is not set up): %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if bridge.Type() != "bridge" {
+		return nil, fmt.Errorf("%q is a %s, not a bridge: %w", name, bridge.Type(), ErrInvalid)
+	}
+	return bridge, nil
+}
+
+// ensureVeth returns the machine's host-side veth: the one there when it is
+// this machine's own (a repair), else a new pair, whose removal it registers
+// with r. A new pair is made only when the machine's addresses are free on the
+// host and the machine's namespace has no host0 of someone else's.
+func (h *Host) ensureVeth(ctx context.Context, a Attachment, target netns.NsHandle, inside *netlink.Handle, bridge netlink.Link, r *revert.Reverter) (netlink.Link, error) {
+	hostLink, err := h.nl.LinkByName(a.HostIf)
+	switch {
+	case isNotFound(err):
+		if err := h.checkAddrsFree(ctx, a); err != nil {
+			return nil, a.attachError("check addresses", err)
+		}
+		if l, err := inside.LinkByName(GuestIfName); err == nil {
+			return nil, a.attachError("create veth", fmt.Errorf("the machine's namespace already has a %s link %s that berth did not make: %w", l.Type(), GuestIfName, ErrExists))
+		}
+		hostLink, err = h.createVeth(a, target, bridge)
+		if err != nil {
+			return nil, a.attachError("create veth "+a.HostIf, err)
+		}
+		r.Add(func() { _ = h.nl.LinkDel(hostLink) })
+	case err != nil:
+		return nil, a.attachError("look up "+a.HostIf, err)
+	default:
+		if err := h.checkOwnVeth(a, hostLink, target, inside); err != nil {
+			return nil, a.attachError("check existing "+a.HostIf, err)
+		}
+	}
+	return hostLink, nil
+}
+
+// joinBridge makes the machine's host-side veth a port of its bridge and brings
+// it up. A guarded machine's port gets its guard first, so no frame of the
+// machine passes the bridge unchecked.
+func (h *Host) joinBridge(ctx context.Context, a Attachment, hostLink, bridge netlink.Link) error {
+	if a.Guarded {
+		if err := h.GuardPort(ctx, a.Guard()); err != nil {
+			return a.attachError("guard "+a.HostIf, err)
+		}
+	}
+	if hostLink.Attrs().MasterIndex != bridge.Attrs().Index {
+		if err := h.nl.LinkSetMasterByIndex(hostLink, bridge.Attrs().Index); err != nil {
+			return a.attachError("add "+a.HostIf+" to the bridge", err)
+		}
+	}
+	if hostLink.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.nl.LinkSetUp(hostLink); err != nil {
+			return a.attachError("bring up "+a.HostIf, err)
+		}
+	}
 	return nil
 }
 

@@ -78,6 +78,19 @@ var loopback4 = netip.MustParsePrefix("127.0.0.0/8")
 // that every forward's machine address is on one of the networks, and that no
 // two forwards claim the same host port.
 func (rs Ruleset) Validate() error {
+	if err := rs.validateNetworks(); err != nil {
+		return err
+	}
+	if err := rs.validateForwards(); err != nil {
+		return err
+	}
+	return rs.validateGuards()
+}
+
+// validateNetworks checks each network and that no two share a name or a
+// bridge: the rules tell a network's traffic by its bridge, so each network
+// needs its own.
+func (rs Ruleset) validateNetworks() error {
 	names, bridges := map[string]bool{}, map[string]string{}
 	for _, n := range rs.Networks {
 		what := fmt.Sprintf("network %q", n.Name)
@@ -107,6 +120,14 @@ func (rs Ruleset) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateForwards checks each forward against the networks, and against the
+// forwards before it: two forwards of one host port and protocol clash unless
+// both name a host address and the addresses differ (a forward from every
+// address takes the port on all of them).
+func (rs Ruleset) validateForwards() error {
 	for i, f := range rs.Forwards {
 		what := fmt.Sprintf("machine %q: port forward %s", f.Machine, f)
 		if f.Machine == "" || strings.ContainsAny(f.Machine, " \t\n") {
@@ -135,6 +156,12 @@ func (rs Ruleset) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// validateGuards checks each anti-spoofing guard: one per machine and per
+// port, and a MAC and addresses that a frame can really come from.
+func (rs Ruleset) validateGuards() error {
 	machines, ports := map[string]bool{}, map[string]bool{}
 	for _, g := range rs.Guards {
 		what := fmt.Sprintf("machine %q: anti-spoofing guard", g.Machine)

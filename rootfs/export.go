@@ -38,115 +38,154 @@ func (s *Store) Export(ctx context.Context, name string, w io.Writer, c Compress
 	if err != nil {
 		return err
 	}
-	var zw io.WriteCloser
-	switch c {
-	case CompressNone, "":
-		zw = nopWriteCloser{w}
-	case CompressGzip:
-		zw = gzip.NewWriter(w)
-	case CompressZstd:
-		z, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(2))
-		if err != nil {
-			return err
-		}
-		zw = z
-	case CompressXz:
-		z, err := xz.NewWriter(w)
-		if err != nil {
-			return err
-		}
-		zw = z
-	default:
-		return errorf(ErrInvalid, "export compression %q: use none, gzip, xz or zstd", c)
-	}
-	rep := newReporter(progressFrom(ctx))
-	rep.start("export", img.Size)
-	tw := tar.NewWriter(zw)
-	first := map[inode]string{}
-	var done int64
-	buf := make([]byte, 1<<20)
-	err = walkTree(ctx, img.Path, func(n *node) error {
-		hdr := &tar.Header{
-			Name:    "./" + n.rel,
-			Mode:    int64(n.st.Mode & 07777),
-			Uid:     int(n.st.Uid),
-			Gid:     int(n.st.Gid),
-			ModTime: time.Unix(n.st.Mtim.Sec, n.st.Mtim.Nsec),
-			Format:  tar.FormatPAX,
-		}
-		if n.st.Nlink > 1 && !n.isDir() {
-			k := inode{n.st.Dev, n.st.Ino}
-			if f, ok := first[k]; ok {
-				hdr.Typeflag, hdr.Linkname = tar.TypeLink, "./"+f
-				return tw.WriteHeader(hdr)
-			}
-			first[k] = n.rel
-		}
-		switch n.st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR:
-			hdr.Typeflag = tar.TypeDir
-			if n.rel != "" {
-				hdr.Name += "/"
-			}
-		case unix.S_IFREG:
-			hdr.Typeflag, hdr.Size = tar.TypeReg, n.st.Size
-		case unix.S_IFLNK:
-			t, err := n.readlink()
-			if err != nil {
-				return err
-			}
-			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, t
-		case unix.S_IFCHR, unix.S_IFBLK:
-			hdr.Typeflag = tar.TypeChar
-			if n.st.Mode&unix.S_IFMT == unix.S_IFBLK {
-				hdr.Typeflag = tar.TypeBlock
-			}
-			hdr.Devmajor, hdr.Devminor = int64(unix.Major(n.st.Rdev)), int64(unix.Minor(n.st.Rdev))
-		case unix.S_IFIFO:
-			hdr.Typeflag = tar.TypeFifo
-		}
-		xs, err := n.xattrs()
-		if err != nil {
-			return err
-		}
-		for _, x := range xs {
-			if hdr.PAXRecords == nil {
-				hdr.PAXRecords = map[string]string{}
-			}
-			hdr.PAXRecords["SCHILY.xattr."+x.name] = string(x.value)
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("%s: %w", n.rel, err)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			return nil
-		}
-		f, err := n.open()
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		k, err := io.CopyBuffer(tw, io.LimitReader(f, hdr.Size), buf)
-		if err != nil {
-			return fmt.Errorf("%s: %w", n.rel, err)
-		}
-		if k != hdr.Size {
-			return fmt.Errorf("%s: changed while exported (image trees must not change)", n.rel)
-		}
-		done += k
-		rep.update(done)
-		return nil
-	}, nil)
+	zw, err := compressWriter(w, c)
 	if err != nil {
+		return err
+	}
+	x := &exporter{
+		rep:   newReporter(progressFrom(ctx)),
+		tw:    tar.NewWriter(zw),
+		first: map[inode]string{},
+		buf:   make([]byte, 1<<20),
+	}
+	x.rep.start("export", img.Size)
+	if err := walkTree(ctx, img.Path, x.entry, nil); err != nil {
 		return fmt.Errorf("export image %q: %w", name, err)
 	}
-	if err := tw.Close(); err != nil {
+	if err := x.tw.Close(); err != nil {
 		return fmt.Errorf("export image %q: %w", name, err)
 	}
 	if err := zw.Close(); err != nil {
 		return fmt.Errorf("export image %q: %w", name, err)
 	}
-	rep.finish(done)
+	x.rep.finish(x.done)
+	return nil
+}
+
+// compressWriter wraps w in the compressor c names. Closing it flushes the
+// compressor but leaves w open (it is the caller's).
+func compressWriter(w io.Writer, c Compression) (io.WriteCloser, error) {
+	switch c {
+	case CompressNone, "":
+		return nopWriteCloser{w}, nil
+	case CompressGzip:
+		return gzip.NewWriter(w), nil
+	case CompressZstd:
+		z, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(2))
+		if err != nil {
+			return nil, err
+		}
+		return z, nil
+	case CompressXz:
+		z, err := xz.NewWriter(w)
+		if err != nil {
+			return nil, err
+		}
+		return z, nil
+	default:
+		return nil, errorf(ErrInvalid, "export compression %q: use none, gzip, xz or zstd", c)
+	}
+}
+
+// exporter writes one image tree to a tar stream, one walked node at a time.
+type exporter struct {
+	rep   *reporter
+	tw    *tar.Writer
+	first map[inode]string // the first name of each hard-linked inode
+	buf   []byte           // for copying file contents
+	done  int64            // bytes of file contents written
+}
+
+// entry writes node n: a hard link to the first name of an inode already
+// written, or a header of its type with its xattrs and, for a file, its
+// contents.
+func (x *exporter) entry(n *node) error {
+	hdr := &tar.Header{
+		Name:    "./" + n.rel,
+		Mode:    int64(n.st.Mode & 07777),
+		Uid:     int(n.st.Uid),
+		Gid:     int(n.st.Gid),
+		ModTime: time.Unix(n.st.Mtim.Sec, n.st.Mtim.Nsec),
+		Format:  tar.FormatPAX,
+	}
+	if n.st.Nlink > 1 && !n.isDir() {
+		k := inode{n.st.Dev, n.st.Ino}
+		if f, ok := x.first[k]; ok {
+			hdr.Typeflag, hdr.Linkname = tar.TypeLink, "./"+f
+			return x.tw.WriteHeader(hdr)
+		}
+		x.first[k] = n.rel
+	}
+	if err := setEntryType(hdr, n); err != nil {
+		return err
+	}
+	xs, err := n.xattrs()
+	if err != nil {
+		return err
+	}
+	for _, a := range xs {
+		if hdr.PAXRecords == nil {
+			hdr.PAXRecords = map[string]string{}
+		}
+		hdr.PAXRecords["SCHILY.xattr."+a.name] = string(a.value)
+	}
+	if err := x.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", n.rel, err)
+	}
+	if hdr.Typeflag != tar.TypeReg {
+		return nil
+	}
+	return x.contents(n, hdr.Size)
+}
+
+// setEntryType fills in what hdr needs for n's file type: a directory's
+// trailing slash (not the root's, which stays "./"), a file's size, a symlink's
+// target, a device's numbers.
+func setEntryType(hdr *tar.Header, n *node) error {
+	switch n.st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		hdr.Typeflag = tar.TypeDir
+		if n.rel != "" {
+			hdr.Name += "/"
+		}
+	case unix.S_IFREG:
+		hdr.Typeflag, hdr.Size = tar.TypeReg, n.st.Size
+	case unix.S_IFLNK:
+		t, err := n.readlink()
+		if err != nil {
+			return err
+		}
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, t
+	case unix.S_IFCHR, unix.S_IFBLK:
+		hdr.Typeflag = tar.TypeChar
+		if n.st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			hdr.Typeflag = tar.TypeBlock
+		}
+		hdr.Devmajor, hdr.Devminor = int64(unix.Major(n.st.Rdev)), int64(unix.Minor(n.st.Rdev))
+	case unix.S_IFIFO:
+		hdr.Typeflag = tar.TypeFifo
+	}
+	return nil
+}
+
+// contents copies the size bytes of file n that its header announced. A file
+// shorter now than its header says would leave the archive short, so it fails
+// the export.
+func (x *exporter) contents(n *node, size int64) error {
+	f, err := n.open()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	k, err := io.CopyBuffer(x.tw, io.LimitReader(f, size), x.buf)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.rel, err)
+	}
+	if k != size {
+		return fmt.Errorf("%s: changed while exported (image trees must not change)", n.rel)
+	}
+	x.done += k
+	x.rep.update(x.done)
 	return nil
 }
 

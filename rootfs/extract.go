@@ -12,7 +12,6 @@ import (
 	"path"
 	"sort"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,10 +45,6 @@ const (
 	maxPathLen = 4095 // PATH_MAX less the NUL
 	maxDepth   = 256  // far deeper than any real root filesystem
 )
-
-// useOpenat2 is false when the kernel (or a seccomp filter) refuses openat2; then
-// resolveInRoot walks the path itself with the same semantics.
-var useOpenat2 = true
 
 // cleanEntryPath turns an archive member name into a path relative to the
 // destination ("" for the destination itself).
@@ -142,6 +137,9 @@ func (x *extractor) dropCache() {
 	x.cacheFd, x.cached = -1, ""
 }
 
+// entry unpacks one archive member: it checks the name and type, finds the
+// parent directory inside the destination, clears the way and creates the
+// member by its type.
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	rel, err := cleanEntryPath(hdr.Name)
 	if err != nil {
@@ -155,121 +153,163 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return errorf(ErrInvalid, "entry type %q is not supported in a root filesystem archive", string(hdr.Typeflag))
 	}
 	if rel == "" {
-		if hdr.Typeflag != tar.TypeDir {
-			return errorf(ErrInvalid, "the archive's root must be a directory")
-		}
-		if err := x.dirMeta(x.root, hdr, mode); err != nil {
-			return err
-		}
-		x.dirs[""] = unix.NsecToTimespec(hdr.ModTime.UnixNano())
-		return nil
+		return x.rootEntry(hdr, mode)
 	}
 	dir, name := splitRel(rel)
 	pfd, err := x.parent(dir)
 	if err != nil {
 		return err
 	}
-
-	var st unix.Stat_t
-	err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	exists := err == nil
-	if err != nil && err != unix.ENOENT {
-		return &os.PathError{Op: "stat", Path: rel, Err: err}
-	}
-	isDir := exists && st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if exists && !(isDir && hdr.Typeflag == tar.TypeDir) {
-		// Replace what an earlier entry put here, never write through it. Paths
-		// resolved through the removed node are stale, so the cache goes; pfd
-		// (which the cache holds) stays open for this entry.
-		x.cacheFd, x.cached = -1, ""
+	isDir, replaced, err := x.clear(pfd, name, rel, hdr.Typeflag == tar.TypeDir)
+	if replaced {
+		// The cache no longer holds pfd; it stays open for this entry.
 		defer unix.Close(pfd)
-		if err := x.remove(pfd, name, isDir); err != nil {
-			return err
-		}
+	}
+	if err != nil {
+		return err
 	}
 
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if !isDir {
-			if err := unix.Mkdirat(pfd, name, 0o700); err != nil {
-				return &os.PathError{Op: "mkdir", Path: rel, Err: err}
-			}
-		}
-		fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return &os.PathError{Op: "open", Path: rel, Err: err}
-		}
-		defer unix.Close(fd)
-		if err := x.dirMeta(fd, hdr, mode); err != nil {
-			return err
-		}
-		x.dirs[rel] = unix.NsecToTimespec(hdr.ModTime.UnixNano())
-		return nil
-
+		return x.makeDir(pfd, name, rel, hdr, mode, isDir)
 	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
-		fd, err := unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return &os.PathError{Op: "create", Path: rel, Err: err}
-		}
-		f := os.NewFile(uintptr(fd), rel)
-		defer f.Close()
-		if _, err := io.Copy(f, r); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
-		}
-		if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
-			return err
-		}
-		if err := unix.Fchmod(fd, mode); err != nil {
-			return &os.PathError{Op: "chmod", Path: rel, Err: err}
-		}
-		if err := x.setXattrs(hdr, rel, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) }); err != nil {
-			return err
-		}
-		return x.times(pfd, name, rel, hdr)
-
+		return x.makeFile(pfd, name, rel, hdr, mode, r)
 	case tar.TypeSymlink:
-		if len(hdr.Linkname) > maxPathLen || strings.IndexByte(hdr.Linkname, 0) >= 0 || hdr.Linkname == "" {
-			return errorf(ErrInvalid, "symlink target is empty, too long or holds a NUL byte")
-		}
-		// The target is stored as is: it is only ever resolved inside the
-		// machine's root (or inside the destination by this extractor).
-		if err := unix.Symlinkat(hdr.Linkname, pfd, name); err != nil {
-			return &os.PathError{Op: "symlink", Path: rel, Err: err}
-		}
-		return x.nodeMeta(pfd, name, rel, hdr, mode, false)
-
+		return x.makeSymlink(pfd, name, rel, hdr, mode)
 	case tar.TypeLink:
-		trel, err := cleanEntryPath(hdr.Linkname)
-		if err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
-		}
-		if trel == "" {
-			return errorf(ErrInvalid, "hard link to the archive's root directory")
-		}
-		tdir, tname := splitRel(trel)
-		tfd, err := resolveInRoot(x.root, tdir)
-		if err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
-		}
-		defer unix.Close(tfd)
-		// linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it
-		// points to.
-		if err := unix.Linkat(tfd, tname, pfd, name, 0); err != nil {
-			if err == unix.ENOENT {
-				return errorf(ErrInvalid, "hard link target %q is not in the archive before it", hdr.Linkname)
-			}
-			return &os.PathError{Op: "link", Path: rel, Err: err}
-		}
-		return nil
-
+		return x.makeHardLink(pfd, name, rel, hdr)
 	default: // char, block, fifo
-		typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
-		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if err := unix.Mknodat(pfd, name, typ|mode, int(dev)); err != nil {
-			return &os.PathError{Op: "mknod", Path: rel, Err: err}
-		}
-		return x.nodeMeta(pfd, name, rel, hdr, mode, true)
+		return x.makeNode(pfd, name, rel, hdr, mode)
 	}
+}
+
+// rootEntry applies the archive's "./" entry to the destination itself, which
+// exists already: only its metadata is the archive's.
+func (x *extractor) rootEntry(hdr *tar.Header, mode uint32) error {
+	if hdr.Typeflag != tar.TypeDir {
+		return errorf(ErrInvalid, "the archive's root must be a directory")
+	}
+	if err := x.dirMeta(x.root, hdr, mode); err != nil {
+		return err
+	}
+	x.dirs[""] = unix.NsecToTimespec(hdr.ModTime.UnixNano())
+	return nil
+}
+
+// clear makes room at pfd/name for an entry, reporting whether a directory is
+// there (kept when the entry is a directory too) and whether pfd was dropped
+// from the cache, so the caller must close it.
+//
+// Whatever an earlier entry put there is replaced, never written through.
+// Paths resolved through the removed node are stale, so the cache goes.
+func (x *extractor) clear(pfd int, name, rel string, entryIsDir bool) (isDir, replaced bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	exists := err == nil
+	if err != nil && err != unix.ENOENT {
+		return false, false, &os.PathError{Op: "stat", Path: rel, Err: err}
+	}
+	isDir = exists && st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if !exists || (isDir && entryIsDir) {
+		return isDir, false, nil
+	}
+	x.cacheFd, x.cached = -1, ""
+	return isDir, true, x.remove(pfd, name, isDir)
+}
+
+// makeDir creates a directory entry, or keeps the directory that is there, and
+// sets its metadata; its mtime waits for finish, as its contents will change it.
+func (x *extractor) makeDir(pfd int, name, rel string, hdr *tar.Header, mode uint32, exists bool) error {
+	if !exists {
+		if err := unix.Mkdirat(pfd, name, 0o700); err != nil {
+			return &os.PathError{Op: "mkdir", Path: rel, Err: err}
+		}
+	}
+	fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: rel, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := x.dirMeta(fd, hdr, mode); err != nil {
+		return err
+	}
+	x.dirs[rel] = unix.NsecToTimespec(hdr.ModTime.UnixNano())
+	return nil
+}
+
+// makeFile creates a regular file with the entry's contents. It is made 0600
+// and given its mode only after the chown, which would clear setuid and setgid;
+// xattrs come after the chown too, which clears security.capability.
+func (x *extractor) makeFile(pfd int, name, rel string, hdr *tar.Header, mode uint32, r io.Reader) error {
+	fd, err := unix.Openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: rel, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return fmt.Errorf("write %s: %w", rel, err)
+	}
+	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: rel, Err: err}
+	}
+	if err := x.setXattrs(hdr, rel, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) }); err != nil {
+		return err
+	}
+	return x.times(pfd, name, rel, hdr)
+}
+
+// makeSymlink creates a symlink entry.
+func (x *extractor) makeSymlink(pfd int, name, rel string, hdr *tar.Header, mode uint32) error {
+	if len(hdr.Linkname) > maxPathLen || strings.IndexByte(hdr.Linkname, 0) >= 0 || hdr.Linkname == "" {
+		return errorf(ErrInvalid, "symlink target is empty, too long or holds a NUL byte")
+	}
+	// The target is stored as is: it is only ever resolved inside the
+	// machine's root (or inside the destination by this extractor).
+	if err := unix.Symlinkat(hdr.Linkname, pfd, name); err != nil {
+		return &os.PathError{Op: "symlink", Path: rel, Err: err}
+	}
+	return x.nodeMeta(pfd, name, rel, hdr, mode, false)
+}
+
+// makeHardLink links an entry to an earlier one, resolving the target inside
+// the destination like any other name, so a link never reaches outside it.
+func (x *extractor) makeHardLink(pfd int, name, rel string, hdr *tar.Header) error {
+	trel, err := cleanEntryPath(hdr.Linkname)
+	if err != nil {
+		return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+	}
+	if trel == "" {
+		return errorf(ErrInvalid, "hard link to the archive's root directory")
+	}
+	tdir, tname := splitRel(trel)
+	tfd, err := resolveInRoot(x.root, tdir)
+	if err != nil {
+		return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+	}
+	defer unix.Close(tfd)
+	// linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it
+	// points to.
+	if err := unix.Linkat(tfd, tname, pfd, name, 0); err != nil {
+		if err == unix.ENOENT {
+			return errorf(ErrInvalid, "hard link target %q is not in the archive before it", hdr.Linkname)
+		}
+		return &os.PathError{Op: "link", Path: rel, Err: err}
+	}
+	return nil
+}
+
+// makeNode creates a character or block device or a fifo entry.
+func (x *extractor) makeNode(pfd int, name, rel string, hdr *tar.Header, mode uint32) error {
+	typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
+	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	if err := unix.Mknodat(pfd, name, typ|mode, int(dev)); err != nil {
+		return &os.PathError{Op: "mknod", Path: rel, Err: err}
+	}
+	return x.nodeMeta(pfd, name, rel, hdr, mode, true)
 }
 
 // dirMeta sets a directory's owner, mode and xattrs through its descriptor.
@@ -475,99 +515,4 @@ func (x *extractor) finish() error {
 		}
 	}
 	return nil
-}
-
-// resolveInRoot opens the directory rel (relative, "" for root itself) inside the
-// tree rooted at the descriptor root, resolving symlinks and ".." as if root were
-// "/", and returns an O_PATH descriptor of it.
-func resolveInRoot(root int, rel string) (int, error) {
-	if rel == "" {
-		rel = "."
-	}
-	if !haveOpenat2() {
-		return resolveInRootSlow(root, rel)
-	}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for {
-		fd, err := unix.Openat2(root, rel, &how)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			continue // a rename elsewhere on the filesystem raced the lookup
-		}
-		return fd, err
-	}
-}
-
-// forceSlowResolve makes resolveInRoot use the userspace walk (tests run the
-// hostile-archive suite both ways).
-var forceSlowResolve bool
-
-var openat2Once = sync.OnceValue(func() bool {
-	fd, err := unix.Openat2(unix.AT_FDCWD, "/", &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
-	if err != nil {
-		// ENOSYS before Linux 5.6, EPERM or ENOSYS under some seccomp filters.
-		return false
-	}
-	unix.Close(fd)
-	return true
-})
-
-func haveOpenat2() bool { return !forceSlowResolve && openat2Once() }
-
-// resolveInRootSlow is resolveInRoot for kernels without openat2 (before 5.6):
-// the same walk done one element at a time with O_NOFOLLOW, symlinks expanded by
-// hand and ".." clamped at the root. It is only safe because nothing else writes
-// to the tree meanwhile, which holds for the extractor's destination.
-func resolveInRootSlow(root int, rel string) (int, error) {
-	var stack []string // the resolved path as elements
-	todo := strings.Split(rel, "/")
-	links := 0
-	for len(todo) > 0 {
-		el := todo[0]
-		todo = todo[1:]
-		switch el {
-		case "", ".":
-			continue
-		case "..":
-			if len(stack) > 0 {
-				stack = stack[:len(stack)-1]
-			}
-			continue
-		}
-		cur := strings.Join(append(append([]string{}, stack...), el), "/")
-		var st unix.Stat_t
-		if err := unix.Fstatat(root, cur, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return -1, err
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-			links++
-			if links > 40 {
-				return -1, unix.ELOOP
-			}
-			buf := make([]byte, maxPathLen+1)
-			k, err := unix.Readlinkat(root, cur, buf)
-			if err != nil {
-				return -1, err
-			}
-			target := string(buf[:k])
-			if strings.HasPrefix(target, "/") {
-				stack = nil
-			}
-			todo = append(strings.Split(target, "/"), todo...)
-			continue
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return -1, unix.ENOTDIR
-		}
-		stack = append(stack, el)
-	}
-	// Every element of stack is a real directory (checked above), so opening the
-	// joined path follows no symlink.
-	p := strings.Join(stack, "/")
-	if p == "" {
-		p = "."
-	}
-	return unix.Openat(root, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 }

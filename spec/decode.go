@@ -315,32 +315,59 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 		}
 		d.decodeStruct(n, v, path, nil)
 	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			d.errAt(nodePos(n), path, "expected a list, got %s", describe(n))
-			return
-		}
-		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
-		for i, c := range n.Content {
-			d.decode(c, s.Index(i), path+"["+strconv.Itoa(i)+"]", enum)
-		}
-		v.Set(s)
+		d.decodeList(n, v, path, enum)
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			d.errAt(nodePos(n), path, "expected a mapping, got %s", describe(n))
-			return
+		d.decodeMap(n, v, path)
+	default:
+		d.decodeScalar(n, v, path, enum)
+	}
+}
+
+// decodeList decodes a sequence into a slice; enum applies to every element (a
+// list of enum strings).
+func (d *doc) decodeList(n *yaml.Node, v reflect.Value, path string, enum []string) {
+	if n.Kind != yaml.SequenceNode {
+		d.errAt(nodePos(n), path, "expected a list, got %s", describe(n))
+		return
+	}
+	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, c := range n.Content {
+		d.decode(c, s.Index(i), path+"["+strconv.Itoa(i)+"]", enum)
+	}
+	v.Set(s)
+}
+
+// decodeMap decodes a mapping into a map with string keys (environment). Its
+// keys are the user's, so they get the same duplicate and plain-string checks as
+// a struct's field names, and each value its own path.
+func (d *doc) decodeMap(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errAt(nodePos(n), path, "expected a mapping, got %s", describe(n))
+		return
+	}
+	t := v.Type()
+	m := reflect.MakeMapWithSize(t, len(n.Content)/2)
+	seen := map[string]pos{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, ok := d.key(n.Content[i], path, seen)
+		if !ok {
+			continue
 		}
-		m := reflect.MakeMapWithSize(t, len(n.Content)/2)
-		seen := map[string]pos{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, ok := d.key(n.Content[i], path, seen)
-			if !ok {
-				continue
-			}
-			ev := reflect.New(t.Elem()).Elem()
-			d.decode(n.Content[i+1], ev, join(path, k), nil)
-			m.SetMapIndex(reflect.ValueOf(k), ev)
-		}
-		v.Set(m)
+		ev := reflect.New(t.Elem()).Elem()
+		d.decode(n.Content[i+1], ev, join(path, k), nil)
+		m.SetMapIndex(reflect.ValueOf(k), ev)
+	}
+	v.Set(m)
+}
+
+// decodeScalar decodes a scalar into a string (checked against enum when the
+// field has one), bool, int or float64.
+//
+// Scalars are converted with strconv rather than n.Decode, which builds a whole
+// decoder per value and was a tenth of the cost of a large Load. The tags are
+// yaml.v3's resolution, so the results are the same.
+func (d *doc) decodeScalar(n *yaml.Node, v reflect.Value, path string, enum []string) {
+	switch v.Kind() {
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
 			d.errAt(nodePos(n), path, "expected a string, got %s", describe(n))
@@ -351,9 +378,6 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 			return
 		}
 		v.SetString(n.Value)
-	// Scalars are converted with strconv rather than n.Decode, which builds a
-	// whole decoder per value and was a tenth of the cost of a large Load. The
-	// tags are yaml.v3's resolution, so the results are the same.
 	case reflect.Bool:
 		b, err := strconv.ParseBool(n.Value)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
@@ -386,7 +410,7 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 		}
 		v.SetFloat(f)
 	default:
-		panic("spec: no decoder for " + t.String())
+		panic("spec: no decoder for " + v.Type().String())
 	}
 }
 

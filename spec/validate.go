@@ -89,6 +89,9 @@ func (e *entry) validate() {
 // reservedEnv are the variables berth itself gives init (the Container Interface).
 var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET"}
 
+// validateMachine checks a Machine document as written. Each part of the
+// machine has its own check, run in the order of the fields so the errors of one
+// document read top to bottom.
 func validateMachine(d *doc, m *Machine) {
 	checkName(d, "name", m.Name, "machine")
 	if m.Image == "" {
@@ -104,7 +107,30 @@ func validateMachine(d *doc, m *Machine) {
 		d.errorf("privateUsers", "pick is not supported yet: berth runs machines in the host's user namespace for now; remove it or set false")
 	}
 
-	// Boot mode or application mode.
+	validateStartMode(d, m)
+	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostRE.MatchString(m.Hostname)) {
+		d.errorf("hostname", "%q is not a valid hostname: at most 64 characters of letters, digits, '-' and '.'", m.Hostname)
+	}
+	validateRestart(d, &m.Restart)
+	validateResources(d, &m.Resources)
+	validateMachineNetwork(d, &m.Network)
+	validateMounts(d, m.Mounts)
+	validateEnvironment(d, m.Environment)
+	validateCapabilities(d, &m.Capabilities)
+	validateSystemCallFilter(d, m.SystemCallFilter)
+
+	if d.has("stopTimeout") && m.StopTimeout == 0 {
+		d.errorf("stopTimeout", "must be greater than 0; remove it for the default (%s)", DefaultStopTimeout)
+	}
+	if m.ResolvConf == ResolvConfNetwork && !m.Network.Private() {
+		d.errorf("resolvConf", "network needs the machine to be on a Network with dns servers; use host or off")
+	}
+}
+
+// validateStartMode checks what the machine starts: it boots its init (boot
+// mode, init and initArgs) or runs a command (application mode), never both, and
+// the settings of the other mode are refused rather than silently ignored.
+func validateStartMode(d *doc, m *Machine) {
 	switch {
 	case d.has("boot") && m.Boot && len(m.Command) > 0:
 		d.errorf("boot", "true, and command is set too: a machine either boots its init or runs a command (application mode); remove one")
@@ -130,47 +156,52 @@ func validateMachine(d *doc, m *Machine) {
 	if m.WorkDir != "" {
 		checkAbs(d, "workingDir", m.WorkDir)
 	}
-	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostRE.MatchString(m.Hostname)) {
-		d.errorf("hostname", "%q is not a valid hostname: at most 64 characters of letters, digits, '-' and '.'", m.Hostname)
-	}
+}
 
-	// Restart policy.
-	if m.Restart.MaxRetries < 0 {
-		d.errorf("restart.maxRetries", "%d is negative: use 0 for no limit", m.Restart.MaxRetries)
+// validateRestart checks the restart policy. The back-off settings are checked
+// only when written: an unset one takes its default, which is always valid.
+func validateRestart(d *doc, r *Restart) {
+	if r.MaxRetries < 0 {
+		d.errorf("restart.maxRetries", "%d is negative: use 0 for no limit", r.MaxRetries)
 	}
-	if d.has("restart.backoff") && m.Restart.Backoff == 0 {
+	if d.has("restart.backoff") && r.Backoff == 0 {
 		d.errorf("restart.backoff", "must be greater than 0; remove it for the default (%s)", DefaultBackoff)
 	}
-	if d.has("restart.maxBackoff") && m.Restart.MaxBackoff < max(m.Restart.Backoff, 1) {
-		d.errorf("restart.maxBackoff", "%s is less than backoff (%s)", m.Restart.MaxBackoff, max(m.Restart.Backoff, DefaultBackoff))
+	if d.has("restart.maxBackoff") && r.MaxBackoff < max(r.Backoff, 1) {
+		d.errorf("restart.maxBackoff", "%s is less than backoff (%s)", r.MaxBackoff, max(r.Backoff, DefaultBackoff))
 	}
+}
 
-	validateResources(d, &m.Resources)
-	validateMachineNetwork(d, &m.Network)
-	validateMounts(d, m.Mounts)
-
-	for _, k := range sortedKeys(m.Environment) {
+// validateEnvironment checks init's environment: names a shell can export, none
+// of the variables berth sets itself, and no NUL (it ends a C string early).
+func validateEnvironment(d *doc, env map[string]string) {
+	for _, k := range sortedKeys(env) {
 		f := join("environment", k)
 		switch {
 		case !envRE.MatchString(k):
 			d.errorf(f, "%q is not a variable name: use letters, digits and '_', not starting with a digit", k)
 		case slices.Contains(reservedEnv, k):
 			d.errorf(f, "%s is set by berth (the container interface) and cannot be overridden", k)
-		case strings.ContainsRune(m.Environment[k], 0):
+		case strings.ContainsRune(env[k], 0):
 			d.errorf(f, "the value contains a NUL byte")
 		}
 	}
+}
 
+// validateCapabilities checks that every name is a capability (with or without
+// CAP_, suggesting the closest for a typo) and that none is both added and
+// dropped, which would leave the result to the order they are applied in.
+func validateCapabilities(d *doc, c *Capabilities) {
 	caps := map[string]string{}
 	for _, list := range []struct {
 		field string
 		names []string
-	}{{"capabilities.add", m.Capabilities.Add}, {"capabilities.drop", m.Capabilities.Drop}} {
-		for i, c := range list.names {
+	}{{"capabilities.add", c.Add}, {"capabilities.drop", c.Drop}} {
+		for i, name := range list.names {
 			f := fmt.Sprintf("%s[%d]", list.field, i)
-			cc := canonicalCap(c)
+			cc := canonicalCap(name)
 			if !slices.Contains(capabilities, cc) {
-				msg := fmt.Sprintf("%q is not a capability", c)
+				msg := fmt.Sprintf("%q is not a capability", name)
 				if s := suggest(cc, capabilities); s != "" {
 					msg += fmt.Sprintf("; did you mean %q?", strings.TrimPrefix(s, "CAP_"))
 				}
@@ -183,8 +214,13 @@ func validateMachine(d *doc, m *Machine) {
 			caps[cc] = list.field
 		}
 	}
+}
 
-	for i, e := range m.SystemCallFilter {
+// validateSystemCallFilter checks each entry against the runtime's own table of
+// system calls and groups, so a typo fails here and not when the machine
+// starts; a mistyped @group gets the closest group suggested.
+func validateSystemCallFilter(d *doc, filter []string) {
+	for i, e := range filter {
 		f := fmt.Sprintf("systemCallFilter[%d]", i)
 		if err := syscalls.CheckEntry(e); err != nil {
 			msg := err.Error()
@@ -195,13 +231,6 @@ func validateMachine(d *doc, m *Machine) {
 			}
 			d.errorf(f, "%s", msg)
 		}
-	}
-
-	if d.has("stopTimeout") && m.StopTimeout == 0 {
-		d.errorf("stopTimeout", "must be greater than 0; remove it for the default (%s)", DefaultStopTimeout)
-	}
-	if m.ResolvConf == ResolvConfNetwork && !m.Network.Private() {
-		d.errorf("resolvConf", "network needs the machine to be on a Network with dns servers; use host or off")
 	}
 }
 
@@ -506,148 +535,6 @@ func validateImage(d *doc, i *Image) {
 			seen[p] = j
 		}
 	}
-}
-
-// crossCheck reports what is wrong between documents of the defaulted set.
-func crossCheck(set *Set, byKind map[string]map[string]*entry) {
-	machines := byKind[KindMachine]
-	networks := byKind[KindNetwork]
-
-	// Networks: overlapping subnets and shared bridges.
-	for i, a := range set.Networks {
-		for _, b := range set.Networks[i+1:] {
-			db := networks[b.Name].d
-			if a.Subnet.IsValid() && b.Subnet.IsValid() && a.Subnet.Overlaps(b.Subnet) {
-				db.errorf("subnet", "%s overlaps subnet %s of network %q (%s)", b.Subnet, a.Subnet, a.Name, where(networks[a.Name]))
-			}
-			if a.Subnet6.IsValid() && b.Subnet6.IsValid() && a.Subnet6.Overlaps(b.Subnet6) {
-				db.errorf("subnet6", "%s overlaps subnet6 %s of network %q (%s)", b.Subnet6, a.Subnet6, a.Name, where(networks[a.Name]))
-			}
-			if a.Bridge == b.Bridge && a.Bridge != "" {
-				db.errorf("bridge", "bridge %s is also network %q's (%s)", b.Bridge, a.Name, where(networks[a.Name]))
-			}
-		}
-	}
-
-	type owner struct {
-		machine string
-		field   string
-	}
-	addrs := map[netip.Addr]owner{}
-	macs := map[string]owner{}
-	type portKey struct {
-		proto Protocol
-		port  int
-	}
-	ports := map[portKey][]struct {
-		addr netip.Addr
-		owner
-	}{}
-	for _, m := range set.Machines {
-		e := machines[m.Name]
-		d := e.d
-		if m.Image != "" && set.Image(m.Image) == nil && rundir.CheckName(m.Image) == nil {
-			d.errorf("image", "no Image named %q is declared%s", m.Image, declared(byKind[KindImage], m.Image, KindImage))
-		}
-		var n *Network
-		if m.Network.Private() && rundir.CheckName(m.Network.Name) == nil {
-			if n = set.Network(m.Network.Name); n == nil {
-				field := "network.name"
-				if !d.has(field) {
-					field = "network"
-				}
-				d.errorf(field, "no Network named %q is declared%s", m.Network.Name, declared(networks, m.Network.Name, KindNetwork))
-			}
-		}
-		if n != nil {
-			if a := m.Network.Address; a.IsValid() && a.Addr().Is4() {
-				if a.Bits() != 32 && a.Bits() != n.Subnet.Bits() && n.Subnet.IsValid() {
-					d.errorf("network.address", "%s: the prefix length /%d differs from network %q's subnet %s; write %s or leave the length out", a, a.Bits(), n.Name, n.Subnet, a.Addr())
-				} else if checkHostAddr(d, "network.address", a.Addr(), n.Subnet, "network "+n.Name+"'s subnet") {
-					if a.Addr() == n.Gateway {
-						d.errorf("network.address", "%s is the gateway of network %q (the host's bridge)", a.Addr(), n.Name)
-					} else if o, dup := addrs[a.Addr()]; dup {
-						d.errorf("network.address", "%s is already the address of machine %q (%s)", a.Addr(), o.machine, where(machines[o.machine]))
-					} else {
-						addrs[a.Addr()] = owner{m.Name, "address"}
-					}
-				}
-			}
-			if a := m.Network.Address6; a.IsValid() && a.Addr().Is6() {
-				switch {
-				case !n.Subnet6.IsValid():
-					d.errorf("network.address6", "network %q has no subnet6", n.Name)
-				case a.Bits() != 128 && a.Bits() != n.Subnet6.Bits():
-					d.errorf("network.address6", "%s: the prefix length /%d differs from network %q's subnet6 %s; leave the length out", a, a.Bits(), n.Name, n.Subnet6)
-				case checkHostAddr(d, "network.address6", a.Addr(), n.Subnet6, "network "+n.Name+"'s subnet6"):
-					if a.Addr() == n.Gateway6 {
-						d.errorf("network.address6", "%s is the gateway6 of network %q", a.Addr(), n.Name)
-					} else if o, dup := addrs[a.Addr()]; dup {
-						d.errorf("network.address6", "%s is already the address of machine %q (%s)", a.Addr(), o.machine, where(machines[o.machine]))
-					} else {
-						addrs[a.Addr()] = owner{m.Name, "address6"}
-					}
-				}
-			}
-			for i, p := range m.Network.Ports {
-				if p.HostAddress.Is6() && !n.Subnet6.IsValid() {
-					d.errorf(fmt.Sprintf("network.ports[%d]", i), "forwards from the IPv6 address %s, but network %q has no subnet6 to forward to", p.HostAddress, n.Name)
-				}
-			}
-			if m.ResolvConf == ResolvConfNetwork && len(n.DNS) == 0 {
-				d.errorf("resolvConf", "network %q lists no dns servers; add dns to it or use host", n.Name)
-			}
-		}
-		if mac := m.Network.MAC; mac != "" && m.Network.Private() {
-			if o, dup := macs[mac]; dup {
-				d.errorf("network.mac", "%s is already the MAC of machine %q (%s)", mac, o.machine, where(machines[o.machine]))
-			} else {
-				macs[mac] = owner{m.Name, "mac"}
-			}
-		}
-		for i, p := range m.Network.Ports {
-			if p.HostPort < 1 || p.HostPort > 65535 {
-				continue
-			}
-			k := portKey{p.Protocol, p.HostPort}
-			for _, o := range ports[k] {
-				// A forward from every address clashes with one from any address.
-				if !o.addr.IsValid() || !p.HostAddress.IsValid() || o.addr == p.HostAddress {
-					msg := fmt.Sprintf("host port %d/%s is already forwarded to machine %q (%s)", p.HostPort, p.Protocol, o.machine, where(machines[o.machine]))
-					if o.machine == m.Name {
-						msg = fmt.Sprintf("host port %d/%s is already forwarded by %s", p.HostPort, p.Protocol, o.field)
-					}
-					d.errorf(fmt.Sprintf("network.ports[%d]", i), "%s", msg)
-					break
-				}
-			}
-			ports[k] = append(ports[k], struct {
-				addr netip.Addr
-				owner
-			}{p.HostAddress, owner{m.Name, fmt.Sprintf("network.ports[%d]", i)}})
-		}
-	}
-}
-
-// where is "file:line" of a document, for messages that name another one.
-func where(e *entry) string {
-	if e == nil {
-		return "?"
-	}
-	return fmt.Sprintf("%s:%d", e.d.file, e.d.start.line)
-}
-
-// declared lists the declared names of a kind for a "not declared" message,
-// suggesting the closest one.
-func declared(names map[string]*entry, want, kind string) string {
-	if len(names) == 0 {
-		return fmt.Sprintf("; add a document with kind: %s and name: %s", kind, want)
-	}
-	keys := sortedKeys(names)
-	if s := suggest(want, keys); s != "" {
-		return fmt.Sprintf("; did you mean %q?", s)
-	}
-	return " (declared: " + strings.Join(keys, ", ") + ")"
 }
 
 // canonicalMAC writes a MAC address the one way (lowercase, colons), leaving text
