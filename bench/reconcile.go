@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/berthd/berth/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/machined/api"
 
 	"github.com/berthd/berth/machined"
 )
@@ -75,9 +77,9 @@ func benchReconcile() (map[string]any, error) {
 		return nil, err
 	}
 	ctx := context.Background()
-	var api *machined.Client
+	var ctl *api.Client
 	for i := 0; ; i++ {
-		if api, err = machined.Dial(ctx, paths.Socket); err == nil {
+		if ctl, err = api.Dial(ctx, paths.Socket); err == nil {
 			break
 		}
 		if i > 200 {
@@ -87,7 +89,7 @@ func benchReconcile() (map[string]any, error) {
 	}
 	defer func() {
 		// Forget the definitions: every machine stops, the bridge and table go.
-		_, _ = api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(work, "defs"), Forget: true})
+		_, _ = ctl.Apply(ctx, api.ApplyRequest{Path: filepath.Join(work, "defs"), Forget: true})
 		_ = daemon.Process.Signal(syscall.SIGTERM)
 		_, _ = daemon.Process.Wait()
 	}()
@@ -104,9 +106,9 @@ func benchReconcile() (map[string]any, error) {
 		}
 		return os.WriteFile(filepath.Join(defs, "machines.yaml"), []byte(b.String()), 0o644)
 	}
-	apply := func() (time.Duration, *machined.ApplyResult, error) {
+	apply := func() (time.Duration, *api.ApplyResult, error) {
 		start := time.Now()
-		res, err := api.Apply(ctx, machined.ApplyRequest{Path: defs})
+		res, err := ctl.Apply(ctx, api.ApplyRequest{Path: defs})
 		d := time.Since(start)
 		if err != nil {
 			return d, res, err

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -42,7 +43,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 	defer m.StopWatching()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- Serve(ctx, cfg.Socket, m) }()
+	go func() { serveErr <- api.Serve(ctx, cfg.Socket, m) }()
 
 	if len(m.sources.dirs) > 0 {
 		w, err := m.watchDirs(ctx)
@@ -110,7 +111,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 			if !m.sources.pollGit(ctx) {
 				continue
 			}
-			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "a Git source moved to a new commit"})
+			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "a Git source moved to a new commit"})
 		case <-hup:
 			loggerFrom(ctx).Info("SIGHUP: reading the definitions again")
 			if hooks.Reloading != nil {
@@ -118,7 +119,7 @@ func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) e
 				reloading = true // Ready follows the pass below
 			}
 			m.sources.pollGit(ctx)
-			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "reload (SIGHUP)"})
+			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "reload (SIGHUP)"})
 		case <-m.Kicks():
 		case <-resync.C:
 		}
@@ -171,7 +172,7 @@ func (m *Manager) reportStatus(ctx context.Context, hooks DaemonHooks) {
 	}
 	running := 0
 	for _, s := range list {
-		if s.State == StateRunning {
+		if s.State == api.StateRunning {
 			running++
 		}
 	}
@@ -234,7 +235,7 @@ func (m *Manager) watchDirs(ctx context.Context) (*fsnotify.Watcher, error) {
 				loggerFrom(ctx).Warn("watching definitions", "err", err)
 			case <-debounce:
 				debounce = nil
-				m.events.Emit(Event{Kind: EvSourceUpdated, Message: "definition files changed"})
+				m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "definition files changed"})
 				m.Trigger()
 			}
 		}

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/netconf"
 )
 
@@ -54,7 +56,7 @@ type env struct {
 	cfg    string
 	paths  machined.Paths
 	daemon *exec.Cmd
-	api    *machined.Client
+	api    *api.Client
 }
 
 func newEnv(t *testing.T, extraConfig string) *env {
@@ -113,7 +115,7 @@ func (e *env) startDaemon() {
 	e.daemon = cmd
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := machined.Dial(context.Background(), e.paths.Socket)
+		c, err := api.Dial(context.Background(), e.paths.Socket)
 		if err == nil {
 			e.api = c
 			return
@@ -143,7 +145,7 @@ func (e *env) teardown() {
 	if e.api != nil && e.daemon != nil {
 		if list, err := e.api.List(ctx); err == nil {
 			for _, m := range list {
-				if m.State != machined.StateStopped && m.State != machined.StateFailed {
+				if m.State != api.StateStopped && m.State != api.StateFailed {
 					_ = e.api.Verb(ctx, m.Name, "terminate")
 				}
 			}
@@ -207,11 +209,11 @@ func (e *env) write(rel, content string) string {
 	return p
 }
 
-func (e *env) apply() *machined.ApplyResult {
+func (e *env) apply() *api.ApplyResult {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := e.api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
+	res, err := e.api.Apply(ctx, api.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
 	if err != nil {
 		if res != nil && res.Plan != nil {
 			e.t.Fatalf("apply: %v\n%s", err, strings.Join(res.Plan.Errors, "\n"))
@@ -226,7 +228,7 @@ func (e *env) apply() *machined.ApplyResult {
 	return res
 }
 
-func (e *env) status(name string) *machined.MachineStatus {
+func (e *env) status(name string) *api.MachineStatus {
 	e.t.Helper()
 	s, err := e.api.Status(context.Background(), name)
 	if err != nil {
@@ -236,7 +238,7 @@ func (e *env) status(name string) *machined.MachineStatus {
 }
 
 // waitState waits until the machine is in state (and, when given, cond holds).
-func (e *env) waitState(name, state string, limit time.Duration) *machined.MachineStatus {
+func (e *env) waitState(name, state string, limit time.Duration) *api.MachineStatus {
 	e.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -316,7 +318,7 @@ func TestDaemon(t *testing.T) {
 	e.run("apply boots them all", func(t *testing.T) {
 		e.apply()
 		for _, n := range []string{a, b, c} {
-			e.waitState(n, machined.StateRunning, 20*time.Second)
+			e.waitState(n, api.StateRunning, 20*time.Second)
 		}
 		out, code := e.exec(a, "ping", "-c1", "-W2", e.status(c).Addresses[0])
 		if code != 0 {
@@ -325,7 +327,7 @@ func TestDaemon(t *testing.T) {
 	})
 
 	e.run("plan then reports no changes", func(t *testing.T) {
-		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,8 +339,8 @@ func TestDaemon(t *testing.T) {
 	e.run("a memory limit applies live", func(t *testing.T) {
 		before := e.status(a)
 		e.write("a.yaml", bbMachine(a, "resources: {memoryMax: 96M, pidsMax: 200}\n"))
-		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
-		if err != nil || len(p.Actions) != 1 || p.Actions[0].Op != machined.OpUpdate {
+		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil || len(p.Actions) != 1 || p.Actions[0].Op != api.OpUpdate {
 			t.Fatalf("plan = %v, %v; want one live update", p, err)
 		}
 		e.apply()
@@ -362,12 +364,12 @@ func TestDaemon(t *testing.T) {
 		}
 		before := e.status(b)
 		e.write("b.yaml", bbMachine(b, "network: {name: lan, ports: [\"8080:80\"], antiSpoofing: false}\n"))
-		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
 		if err != nil || !strings.Contains(p.String(), "network.antiSpoofing: true → false") || !strings.Contains(p.String(), "machine "+b+" has an anti-spoofing guard it should not have") {
 			t.Fatalf("plan = %v, %v; want a live update of network.antiSpoofing and of the rules", p, err)
 		}
 		for _, a := range p.Actions {
-			if a.Op != machined.OpUpdate {
+			if a.Op != api.OpUpdate {
 				t.Fatalf("plan has %s %s %s: want live updates only:\n%s", a.Op, a.Kind, a.Name, p)
 			}
 		}
@@ -379,7 +381,7 @@ func TestDaemon(t *testing.T) {
 		if after := e.status(b); after.LeaderPID != before.LeaderPID {
 			t.Fatalf("turning anti-spoofing off restarted the machine: leader %d → %d", before.LeaderPID, after.LeaderPID)
 		}
-		if p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")}); err != nil || p.Changes() {
+		if p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")}); err != nil || p.Changes() {
 			t.Fatalf("plan after the update has changes: %v, %v", p, err)
 		}
 		e.write("b.yaml", bbMachine(b, "network: {name: lan, ports: [\"8080:80\"]}\n"))
@@ -408,7 +410,7 @@ func TestDaemon(t *testing.T) {
 		e.startDaemon()
 		for _, n := range []string{a, b, c} {
 			s := e.status(n)
-			if s.State != machined.StateRunning || !s.Since.Equal(since[n]) {
+			if s.State != api.StateRunning || !s.Since.Equal(since[n]) {
 				t.Fatalf("%s after restart: %s since %s, want running since %s", n, s.State, s.Since, since[n])
 			}
 		}
@@ -420,11 +422,11 @@ func TestDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.apply()
-		s := e.waitState(c, machined.StateStopped, 20*time.Second)
+		s := e.waitState(c, api.StateStopped, 20*time.Second)
 		if s.Declared || s.RootStrategy == "" {
 			t.Fatalf("c: declared %v, root %q: want undeclared with its root kept", s.Declared, s.RootStrategy)
 		}
-		if b := e.status(b); b.State != machined.StateRunning || !b.Since.Equal(bSince) {
+		if b := e.status(b); b.State != api.StateRunning || !b.Since.Equal(bSince) {
 			t.Fatalf("b was disturbed: %s since %s (was %s)", b.State, b.Since, bSince)
 		}
 		// berth remove --delete-data: its root and its address lease go.
@@ -435,7 +437,7 @@ func TestDaemon(t *testing.T) {
 		if strings.Contains(string(leases), c) {
 			t.Fatalf("lease of the removed machine kept:\n%s", leases)
 		}
-		if _, err := e.api.Status(ctx, c); !errors.Is(err, machined.ErrNotFound) {
+		if _, err := e.api.Status(ctx, c); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("status of the removed machine: %v", err)
 		}
 	})
@@ -444,10 +446,10 @@ func TestDaemon(t *testing.T) {
 		before := e.status(b)
 		e.write("b.yaml", bbMachine(b, "hostname: renamed\nnetwork: {name: lan, ports: [\"8080:80\"]}\n"))
 		res := e.apply()
-		if len(res.Results) == 0 || res.Results[0].Action.Op != machined.OpRestart {
+		if len(res.Results) == 0 || res.Results[0].Action.Op != api.OpRestart {
 			t.Fatalf("apply after a hostname change: %+v", res.Results)
 		}
-		s := e.waitState(b, machined.StateRunning, 20*time.Second)
+		s := e.waitState(b, api.StateRunning, 20*time.Second)
 		if s.LeaderPID == before.LeaderPID || s.Hold != nil {
 			t.Fatalf("after the restart: leader %d (was %d), hold %+v", s.LeaderPID, before.LeaderPID, s.Hold)
 		}
@@ -455,7 +457,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatalf("hostname after the restart: %q", out)
 		}
 		time.Sleep(500 * time.Millisecond) // a wrongly counted exit would show as a restart or hold by now
-		if s := e.status(b); s.State != machined.StateRunning || s.Restarts != 0 || s.Hold != nil {
+		if s := e.status(b); s.State != api.StateRunning || s.Restarts != 0 || s.Hold != nil {
 			t.Fatalf("the restart was taken for a crash: %+v", s)
 		}
 	})
@@ -468,7 +470,7 @@ func TestDaemon(t *testing.T) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			s := e.status(a)
-			if s.State == machined.StateRunning && s.LeaderPID != first {
+			if s.State == api.StateRunning && s.LeaderPID != first {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -480,7 +482,7 @@ func TestDaemon(t *testing.T) {
 		deadline = time.Now().Add(40 * time.Second)
 		for {
 			s := e.status(a)
-			if s.State == machined.StateFailed {
+			if s.State == api.StateFailed {
 				if s.Hold == nil || !strings.Contains(s.Hold.Message, "gave up") {
 					t.Fatalf("failed without a reason: %+v", s.Hold)
 				}
@@ -498,21 +500,21 @@ func TestDaemon(t *testing.T) {
 		if err := e.api.Verb(ctx, a, "start"); err != nil {
 			t.Fatal(err)
 		}
-		e.waitState(a, machined.StateRunning, 20*time.Second)
+		e.waitState(a, api.StateRunning, 20*time.Second)
 	})
 
 	e.run("a malformed file is reported and touches nothing", func(t *testing.T) {
 		since := e.status(b).Since
 		bad := e.write("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: "+testenv.UniqueName("d")+"\nimage: bb\nmemry: 1\n")
-		_, err := e.api.Apply(ctx, machined.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
-		if !errors.Is(err, machined.ErrInvalid) {
+		_, err := e.api.Apply(ctx, api.ApplyRequest{Path: filepath.Join(e.dir, "defs")})
+		if !errors.Is(err, errdefs.ErrInvalid) {
 			t.Fatalf("apply with a broken file: %v, want invalid", err)
 		}
-		p, err := e.api.Plan(ctx, machined.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
 		if err != nil || len(p.Errors) == 0 || !strings.Contains(p.Errors[0], "broken.yaml:5:1") {
 			t.Fatalf("plan errors = %q, %v; want broken.yaml:5:1", p.Errors, err)
 		}
-		if s := e.status(b); s.State != machined.StateRunning || !s.Since.Equal(since) {
+		if s := e.status(b); s.State != api.StateRunning || !s.Since.Equal(since) {
 			t.Fatalf("b disturbed by a broken file: %+v", s)
 		}
 		os.Remove(bad)
@@ -545,20 +547,20 @@ func TestDaemon(t *testing.T) {
 		if err := e.api.Verb(ctx, b, "stop"); err != nil {
 			t.Fatal(err)
 		}
-		s := e.waitState(b, machined.StateStopped, 20*time.Second)
-		if s.Hold == nil || s.Hold.Reason != machined.HoldStopped {
+		s := e.waitState(b, api.StateStopped, 20*time.Second)
+		if s.Hold == nil || s.Hold.Reason != api.HoldStopped {
 			t.Fatalf("stopped without a hold: %+v", s)
 		}
-		if _, err := e.api.Apply(ctx, machined.ApplyRequest{}); err != nil {
+		if _, err := e.api.Apply(ctx, api.ApplyRequest{}); err != nil {
 			t.Fatal(err)
 		}
-		if s := e.status(b); s.State != machined.StateStopped {
+		if s := e.status(b); s.State != api.StateStopped {
 			t.Fatalf("a reconcile undid berth stop: %s", s.State)
 		}
 		if err := e.api.Verb(ctx, b, "start"); err != nil {
 			t.Fatal(err)
 		}
-		e.waitState(b, machined.StateRunning, 20*time.Second)
+		e.waitState(b, api.StateRunning, 20*time.Second)
 	})
 }
 
@@ -610,7 +612,7 @@ func TestGitSource(t *testing.T) {
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if s, err := e.api.Status(context.Background(), name); err == nil && s.State == machined.StateRunning {
+		if s, err := e.api.Status(context.Background(), name); err == nil && s.State == api.StateRunning {
 			if !strings.Contains(s.Source, "defs:berth/m.yaml") {
 				t.Errorf("source = %q, want the file in the repository", s.Source)
 			}
@@ -645,7 +647,7 @@ func TestWatchedSource(t *testing.T) {
 	}
 	put("base.yaml", testImages(t)+"---\n"+testNetwork)
 	put("m.yaml", strings.Replace(bbMachine(name, ""), "policy: on-failure", "policy: \"no\"", 1))
-	s := e.waitState(name, machined.StateRunning, 20*time.Second)
+	s := e.waitState(name, api.StateRunning, 20*time.Second)
 
 	// SIGHUP (systemctl reload berthd) is a reload, not the end of berthd.
 	if err := e.daemon.Process.Signal(syscall.SIGHUP); err != nil {
@@ -653,7 +655,7 @@ func TestWatchedSource(t *testing.T) {
 	}
 	reloaded := false
 	for i := 0; i < 100 && !reloaded; i++ {
-		_ = e.api.Events(ctx, 0, "", false, func(ev machined.Event) error {
+		_ = e.api.Events(ctx, 0, "", false, func(ev api.Event) error {
 			reloaded = reloaded || ev.Message == "reload (SIGHUP)"
 			return nil
 		})
@@ -679,8 +681,8 @@ func TestWatchedSource(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	var reported bool
-	_ = e.api.Events(ctx, 0, "", false, func(ev machined.Event) error {
-		if ev.Kind == machined.EvDefinitionError && strings.Contains(ev.Message, "broken.yaml:5:1") {
+	_ = e.api.Events(ctx, 0, "", false, func(ev api.Event) error {
+		if ev.Kind == api.EvDefinitionError && strings.Contains(ev.Message, "broken.yaml:5:1") {
 			reported = true
 		}
 		return nil
@@ -688,7 +690,7 @@ func TestWatchedSource(t *testing.T) {
 	if !reported {
 		t.Error("the malformed file is not in the event log")
 	}
-	if now := e.status(name); now.State != machined.StateRunning || now.LeaderPID != s.LeaderPID {
+	if now := e.status(name); now.State != api.StateRunning || now.LeaderPID != s.LeaderPID {
 		t.Fatalf("a malformed file disturbed the machine: %+v", now)
 	}
 	os.Remove(filepath.Join(dir, "broken.yaml"))
@@ -707,7 +709,7 @@ func TestWatchedSource(t *testing.T) {
 	e.startDaemon()
 	time.Sleep(500 * time.Millisecond)
 	after := e.status(name)
-	if after.State == machined.StateRunning || after.Hold == nil || after.Hold.Reason != machined.HoldExited || after.LastExit == nil {
+	if after.State == api.StateRunning || after.Hold == nil || after.Hold.Reason != api.HoldExited || after.LastExit == nil {
 		t.Fatalf("a machine with restart: no that ended while berthd was down: %+v (hold %+v)", after, after.Hold)
 	}
 }

@@ -9,45 +9,8 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/machined/api"
 )
-
-// Event kinds. They are part of the API (`berth events -o json`): add, never rename.
-const (
-	EvMachineStarting   = "machine.starting"
-	EvMachineStarted    = "machine.started"
-	EvMachineRunning    = "machine.running"
-	EvMachineStopping   = "machine.stopping"
-	EvMachineStopped    = "machine.stopped"
-	EvMachineExited     = "machine.exited"
-	EvMachineFailed     = "machine.failed"
-	EvMachineRestarting = "machine.restarting"
-	EvMachineUpdated    = "machine.updated"
-	EvMachineHeld       = "machine.held"
-	EvMachineReleased   = "machine.released"
-	EvMachineAdopted    = "machine.adopted"
-	EvMachineRecreated  = "machine.recreated"
-	EvMachineRemoved    = "machine.removed"
-	EvNetworkCreated    = "network.created"
-	EvNetworkRemoved    = "network.removed"
-	EvImageBuilt        = "image.built"
-	EvImageProgress     = "image.progress"
-	EvDriftFixed        = "drift.fixed"
-	EvDefinitionError   = "definition.error"
-	EvReconcileError    = "reconcile.error"
-	EvSourceUpdated     = "source.updated"
-)
-
-// Event is one entry of the event log.
-type Event struct {
-	Seq       uint64    `json:"seq"`
-	Time      time.Time `json:"time"`
-	Kind      string    `json:"kind"`
-	Machine   string    `json:"machine,omitempty"`
-	Network   string    `json:"network,omitempty"`
-	Image     string    `json:"image,omitempty"`
-	Message   string    `json:"message"`
-	Reconcile string    `json:"reconcile,omitempty"`
-}
 
 // EventLog keeps recent events in memory for `berth events` and the per-machine
 // history of `berth status`, appends them to a file in the state directory, and
@@ -55,10 +18,10 @@ type Event struct {
 type EventLog struct {
 	mu   sync.Mutex
 	seq  uint64
-	ring []Event
+	ring []api.Event
 	max  int
 	path string
-	subs map[chan Event]struct{}
+	subs map[chan api.Event]struct{}
 }
 
 // eventFileMax is the size at which the event log is rotated to NAME.1.
@@ -67,7 +30,7 @@ const eventFileMax = 4 << 20
 // NewEventLog opens the log kept at path (JSON lines), loading its tail so the
 // history survives a daemon restart. path may be empty for a memory-only log.
 func NewEventLog(path string) *EventLog {
-	l := &EventLog{max: 2000, path: path, subs: map[chan Event]struct{}{}}
+	l := &EventLog{max: 2000, path: path, subs: map[chan api.Event]struct{}{}}
 	if path == "" {
 		return l
 	}
@@ -79,7 +42,7 @@ func NewEventLog(path string) *EventLog {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		var e Event
+		var e api.Event
 		if json.Unmarshal(sc.Bytes(), &e) != nil {
 			continue // a torn last line after a crash is skipped, not fatal
 		}
@@ -91,7 +54,7 @@ func NewEventLog(path string) *EventLog {
 	return l
 }
 
-func (l *EventLog) push(e Event) {
+func (l *EventLog) push(e api.Event) {
 	l.ring = append(l.ring, e)
 	if len(l.ring) > l.max {
 		l.ring = append(l.ring[:0:0], l.ring[len(l.ring)-l.max:]...)
@@ -99,7 +62,7 @@ func (l *EventLog) push(e Event) {
 }
 
 // Emit records e, stamping its sequence number and time.
-func (l *EventLog) Emit(e Event) Event {
+func (l *EventLog) Emit(e api.Event) api.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seq++
@@ -118,7 +81,7 @@ func (l *EventLog) Emit(e Event) Event {
 	return e
 }
 
-func (l *EventLog) appendFile(e Event) {
+func (l *EventLog) appendFile(e api.Event) {
 	if l.path == "" {
 		return
 	}
@@ -134,10 +97,10 @@ func (l *EventLog) appendFile(e Event) {
 
 // Recent returns the events after seq whose machine is machine (any when empty),
 // oldest first, at most n (all when n <= 0).
-func (l *EventLog) Recent(seq uint64, machine string, n int) []Event {
+func (l *EventLog) Recent(seq uint64, machine string, n int) []api.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []Event
+	var out []api.Event
 	for _, e := range l.ring {
 		if e.Seq <= seq || (machine != "" && e.Machine != machine) {
 			continue
@@ -152,8 +115,8 @@ func (l *EventLog) Recent(seq uint64, machine string, n int) []Event {
 
 // Subscribe returns a channel of new events and a function that ends the
 // subscription.
-func (l *EventLog) Subscribe() (<-chan Event, func()) {
-	ch := make(chan Event, 256)
+func (l *EventLog) Subscribe() (<-chan api.Event, func()) {
+	ch := make(chan api.Event, 256)
 	l.mu.Lock()
 	l.subs[ch] = struct{}{}
 	l.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -27,7 +29,7 @@ type fakeHost struct {
 	rules    bool
 	calls    []string
 	fail     map[string]error // "start web", "build deb": fail that call
-	exits    map[string]chan ExitInfo
+	exits    map[string]chan api.ExitInfo
 }
 
 type fakeMachine struct {
@@ -38,7 +40,7 @@ type fakeMachine struct {
 
 func newFakeHost() *fakeHost {
 	return &fakeHost{networks: map[string]bool{}, images: map[string]string{}, machines: map[string]*fakeMachine{},
-		fail: map[string]error{}, exits: map[string]chan ExitInfo{}}
+		fail: map[string]error{}, exits: map[string]chan api.ExitInfo{}}
 }
 
 func (f *fakeHost) call(what string) error {
@@ -111,15 +113,15 @@ func (f *fakeHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.images[m.Image]; !ok {
-		return fmt.Errorf("machine %q: image %q is not in the store: %w", m.Name, m.Image, ErrNotFound)
+		return fmt.Errorf("machine %q: image %q is not in the store: %w", m.Name, m.Image, errdefs.ErrNotFound)
 	}
 	c := *m
 	f.machines[m.Name] = &fakeMachine{running: true, spec: &c, root: true}
-	f.exits[m.Name] = make(chan ExitInfo, 1)
+	f.exits[m.Name] = make(chan api.ExitInfo, 1)
 	return nil
 }
 
-func (f *fakeHost) StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error) {
+func (f *fakeHost) StopMachine(ctx context.Context, name string, terminate bool) (*api.ExitInfo, error) {
 	if err := f.call("stop " + name); err != nil {
 		return nil, err
 	}
@@ -130,7 +132,7 @@ func (f *fakeHost) StopMachine(ctx context.Context, name string, terminate bool)
 		return nil, nil
 	}
 	m.running = false
-	return &ExitInfo{Code: 0, Reason: "poweroff", Time: time.Now()}, nil
+	return &api.ExitInfo{Code: 0, Reason: "poweroff", Time: time.Now()}, nil
 }
 
 func (f *fakeHost) Forget(name string) {}
@@ -171,23 +173,23 @@ func (f *fakeHost) ApplyRules(ctx context.Context, d *spec.Set) error {
 }
 
 // Wait returns when the test ends the machine with crash.
-func (f *fakeHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
+func (f *fakeHost) Wait(ctx context.Context, name string) (api.ExitInfo, error) {
 	f.mu.Lock()
 	ch := f.exits[name]
 	f.mu.Unlock()
 	if ch == nil {
-		return ExitInfo{}, errors.New("not running")
+		return api.ExitInfo{}, errors.New("not running")
 	}
 	select {
 	case ex := <-ch:
 		return ex, nil
 	case <-ctx.Done():
-		return ExitInfo{}, ctx.Err()
+		return api.ExitInfo{}, ctx.Err()
 	}
 }
 
 // crash ends a running machine as if it had died by itself.
-func (f *fakeHost) crash(name string, ex ExitInfo) {
+func (f *fakeHost) crash(name string, ex api.ExitInfo) {
 	f.mu.Lock()
 	f.machines[name].running = false
 	ch := f.exits[name]
@@ -195,11 +197,11 @@ func (f *fakeHost) crash(name string, ex ExitInfo) {
 	ch <- ex
 }
 
-func (f *fakeHost) Signal(ctx context.Context, name string, req KillRequest) error { return nil }
-func (f *fakeHost) Reboot(ctx context.Context, name string) error                  { return nil }
-func (f *fakeHost) Describe(ctx context.Context, st *MachineStatus)                {}
-func (f *fakeHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus { return nil }
-func (f *fakeHost) DriverName() string                                             { return "fake" }
+func (f *fakeHost) Signal(ctx context.Context, name string, req api.KillRequest) error { return nil }
+func (f *fakeHost) Reboot(ctx context.Context, name string) error                      { return nil }
+func (f *fakeHost) Describe(ctx context.Context, st *api.MachineStatus)                {}
+func (f *fakeHost) NetworkStatus(ctx context.Context, d *spec.Set) []api.NetworkStatus { return nil }
+func (f *fakeHost) DriverName() string                                                 { return "fake" }
 
 // fakeEnv is a Manager over a fakeHost with definitions in a directory.
 type fakeEnv struct {
@@ -234,9 +236,9 @@ func (e *fakeEnv) write(files map[string]string) {
 	}
 }
 
-func (e *fakeEnv) apply() *ApplyResult {
+func (e *fakeEnv) apply() *api.ApplyResult {
 	e.t.Helper()
-	res, err := e.m.Apply(context.Background(), ApplyRequest{Path: e.defs})
+	res, err := e.m.Apply(context.Background(), api.ApplyRequest{Path: e.defs})
 	if err != nil && res == nil {
 		e.t.Fatal(err)
 	}
@@ -308,10 +310,10 @@ func TestApplyBackoffAndHolds(t *testing.T) {
 	e := newFakeEnv(t, true)
 	e.write(map[string]string{"d.yaml": fakeDefs, "a.yaml": fakeMachineDef("a", "good", "restart: {backoff: 1h}\n")})
 	e.apply()
-	e.host.crash("a", ExitInfo{Code: 139, Reason: "crashed", Time: time.Now(), Started: time.Now()})
+	e.host.crash("a", api.ExitInfo{Code: 139, Reason: "crashed", Time: time.Now(), Started: time.Now()})
 	waitFor(t, func() bool { return e.m.store.Get("a").Restarts == 1 }, "the crash to be recorded")
 	n := len(e.host.callsSince(0))
-	p, err := e.m.Plan(context.Background(), PlanRequest{})
+	p, err := e.m.Plan(context.Background(), api.PlanRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

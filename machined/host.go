@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
@@ -123,7 +125,7 @@ type observed struct {
 	st     container.State
 	w      *supervisor.Wiring
 	drift  bool
-	exited *ExitInfo
+	exited *api.ExitInfo
 }
 
 // observeMachines reads every machine's runtime directory, a few at a time
@@ -195,7 +197,7 @@ func (h *leafHost) observeMachine(ctx context.Context, d rundir.Dir, booted time
 		if err != nil || !fi.ModTime().After(booted) {
 			return nil
 		}
-		ex := ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(d.Path(), st.StartedAt)}
+		ex := api.ExitInfo{Code: 1, Reason: "supervisor vanished", Time: fi.ModTime(), Started: st.StartedAt, StoppedBy: stoppedBy(d.Path(), st.StartedAt)}
 		if st.Exit != nil {
 			ex.Code, ex.Reason = st.Exit.Code, st.Exit.String()
 		}
@@ -343,7 +345,7 @@ func (h *leafHost) setKnownNetwork(name, bridge string) error {
 
 func (h *leafHost) EnsureNetwork(ctx context.Context, n *spec.Network) error {
 	if n == nil {
-		return fmt.Errorf("network: %w", ErrNotFound)
+		return fmt.Errorf("network: %w", errdefs.ErrNotFound)
 	}
 	if err := h.setKnownNetwork(n.Name, n.Bridge); err != nil {
 		return err
@@ -377,7 +379,7 @@ func (h *leafHost) RemoveNetwork(ctx context.Context, name string) error {
 
 func (h *leafHost) BuildImage(ctx context.Context, img *spec.Image) error {
 	if img == nil {
-		return fmt.Errorf("image: %w", ErrNotFound)
+		return fmt.Errorf("image: %w", errdefs.ErrNotFound)
 	}
 	src, err := ImageSource(img)
 	if err != nil {
@@ -488,7 +490,7 @@ func (h *leafHost) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machin
 	return supervisor.Spawn(ctx, cfg, w)
 }
 
-func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error) {
+func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool) (*api.ExitInfo, error) {
 	dir := h.runDir(name)
 	st, _ := container.ReadState(dir)
 	c, err := container.Dial(dir)
@@ -512,7 +514,7 @@ func (h *leafHost) StopMachine(ctx context.Context, name string, terminate bool)
 	if err != nil {
 		return nil, fmt.Errorf("machine %q: %w", name, err)
 	}
-	return &ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
+	return &api.ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt}, nil
 }
 
 // Forget marks the machine's exit as handled: state.json becomes
@@ -601,7 +603,7 @@ func (h *leafHost) ApplyRules(ctx context.Context, d *spec.Set) error {
 	return h.withNet(func(nh *netconf.Host) error { return nh.ApplyRules(ctx, ruleset(d, attached)) })
 }
 
-func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
+func (h *leafHost) Wait(ctx context.Context, name string) (api.ExitInfo, error) {
 	dir := h.runDir(name)
 	st, _ := container.ReadState(dir)
 	c, err := container.Dial(dir)
@@ -613,11 +615,11 @@ func (h *leafHost) Wait(ctx context.Context, name string) (ExitInfo, error) {
 		// The supervisor is gone: its last state says how the machine ended.
 		st2, rerr := container.ReadState(dir)
 		if rerr != nil || st2.Exit == nil {
-			return ExitInfo{Code: 1, Reason: "supervisor vanished", Time: time.Now(), Started: st.StartedAt}, nil
+			return api.ExitInfo{Code: 1, Reason: "supervisor vanished", Time: time.Now(), Started: st.StartedAt}, nil
 		}
 		ex = *st2.Exit
 	}
-	return ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}, nil
+	return api.ExitInfo{Code: ex.Code, Reason: ex.String(), Time: time.Now(), Started: st.StartedAt, StoppedBy: stoppedBy(dir, st.StartedAt)}, nil
 }
 
 // stoppedBy tells from the supervisor's record whether systemd asked the
@@ -630,26 +632,26 @@ func stoppedBy(runDir string, started time.Time) string {
 	case err != nil || req == nil || req.At.Before(started):
 		return ""
 	case req.HostShutdown:
-		return StoppedByHostShutdown
+		return api.StoppedByHostShutdown
 	}
-	return StoppedBySystemd
+	return api.StoppedBySystemd
 }
 
-func (h *leafHost) Signal(ctx context.Context, name string, req KillRequest) error {
+func (h *leafHost) Signal(ctx context.Context, name string, req api.KillRequest) error {
 	sig, err := parseSignal(req.Signal)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", errdefs.ErrInvalid, err)
 	}
 	whom := req.Whom
 	if whom == "" {
 		whom = "all"
 	}
 	if whom != "all" && whom != "leader" {
-		return fmt.Errorf("kill-whom %q: want leader or all: %w", whom, ErrInvalid)
+		return fmt.Errorf("kill-whom %q: want leader or all: %w", whom, errdefs.ErrInvalid)
 	}
 	c, err := container.Dial(h.runDir(name))
 	if err != nil {
-		return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+		return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
 	}
 	return c.Kill(ctx, sig, whom)
 }
@@ -657,14 +659,14 @@ func (h *leafHost) Signal(ctx context.Context, name string, req KillRequest) err
 func (h *leafHost) Reboot(ctx context.Context, name string) error {
 	c, err := container.Dial(h.runDir(name))
 	if err != nil {
-		return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+		return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
 	}
 	return c.Reboot(ctx)
 }
 
 // Describe adds the details of berth status that observe does not gather:
 // resource usage from the cgroup and the console's last lines.
-func (h *leafHost) Describe(ctx context.Context, st *MachineStatus) {
+func (h *leafHost) Describe(ctx context.Context, st *api.MachineStatus) {
 	if st.Cgroup != "" {
 		if u, err := container.Usage(st.Cgroup); err == nil {
 			st.Usage = map[string]any{"memory": spec.Size(u.MemoryBytes).String(), "tasks": u.Pids, "cpu": u.CPU.Round(time.Millisecond).String()}
@@ -696,7 +698,7 @@ func limitsMap(r spec.Resources) map[string]any {
 	return m
 }
 
-func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus {
+func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []api.NetworkStatus {
 	present := map[string]bool{}
 	_ = h.withNet(func(nh *netconf.Host) error {
 		for _, n := range d.Networks {
@@ -704,9 +706,9 @@ func (h *leafHost) NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStat
 		}
 		return nil
 	})
-	var out []NetworkStatus
+	var out []api.NetworkStatus
 	for _, n := range d.Networks {
-		ns := NetworkStatus{Name: n.Name, Bridge: n.Bridge, Subnet: n.Subnet.String(), NAT: n.Masquerade(), Machines: []string{}}
+		ns := api.NetworkStatus{Name: n.Name, Bridge: n.Bridge, Subnet: n.Subnet.String(), NAT: n.Masquerade(), Machines: []string{}}
 		if n.Subnet6.IsValid() {
 			ns.Subnet6 = n.Subnet6.String()
 		}
@@ -799,7 +801,7 @@ func progressReporter(ctx context.Context, image string, events *EventLog) rootf
 		}
 		loggerFrom(ctx).Info("building image", attrs...)
 		if events != nil {
-			events.Emit(Event{Kind: EvImageProgress, Image: image, Message: msg})
+			events.Emit(api.Event{Kind: api.EvImageProgress, Image: image, Message: msg})
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -30,7 +31,7 @@ type Host interface {
 	// StopMachine powers the machine off cleanly (SIGKILL after its stop timeout),
 	// or at once with terminate, and returns when every process of it is gone,
 	// with how it ended (nil when it was not running).
-	StopMachine(ctx context.Context, name string, terminate bool) (*ExitInfo, error)
+	StopMachine(ctx context.Context, name string, terminate bool) (*api.ExitInfo, error)
 	// Forget marks a machine's exit as handled, so it is not handled again.
 	Forget(name string)
 	// UpdateMachine changes a running machine's limits live.
@@ -39,14 +40,14 @@ type Host interface {
 	RemoveRoot(ctx context.Context, name string) error
 	ApplyRules(ctx context.Context, d *spec.Set) error
 	// Wait returns when the running machine exits, with how it ended.
-	Wait(ctx context.Context, name string) (ExitInfo, error)
+	Wait(ctx context.Context, name string) (api.ExitInfo, error)
 	// Signal sends a signal (reboot, kill) to a running machine.
-	Signal(ctx context.Context, name string, req KillRequest) error
+	Signal(ctx context.Context, name string, req api.KillRequest) error
 	Reboot(ctx context.Context, name string) error
 	// Describe adds what berth status shows beyond berth list: resource usage
 	// and the console's last lines.
-	Describe(ctx context.Context, st *MachineStatus)
-	NetworkStatus(ctx context.Context, d *spec.Set) []NetworkStatus
+	Describe(ctx context.Context, st *api.MachineStatus)
+	NetworkStatus(ctx context.Context, d *spec.Set) []api.NetworkStatus
 	DriverName() string
 }
 
@@ -131,7 +132,7 @@ func (m *Manager) loadDesired(ctx context.Context, extra *Snapshot) (*spec.Set, 
 	if len(errs) > 0 {
 		if !sameStrings(errs, m.defErrs) {
 			for _, e := range errs {
-				m.events.Emit(Event{Kind: EvDefinitionError, Message: e})
+				m.events.Emit(api.Event{Kind: api.EvDefinitionError, Message: e})
 			}
 		}
 		m.defErrs = errs
@@ -164,7 +165,7 @@ func (m *Manager) records() map[string]Record {
 }
 
 // Reconcile runs one pass: load, observe, plan, apply. It returns what it did.
-func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, error) {
+func (m *Manager) Reconcile(ctx context.Context, prune bool) (*api.ApplyResult, error) {
 	m.pass.Lock()
 	defer m.pass.Unlock()
 	id := newReconcileID()
@@ -187,7 +188,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 		if len(errs) > 0 {
 			// Nothing was ever loaded cleanly: do not act on an empty set, which
 			// would stop every running machine.
-			return &ApplyResult{Plan: &Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied")
+			return &api.ApplyResult{Plan: &api.Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied")
 		}
 	}
 	t1 := time.Now()
@@ -215,7 +216,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*ApplyResult, erro
 	return res, nil
 }
 
-func countFailed(r *ApplyResult) int {
+func countFailed(r *api.ApplyResult) int {
 	n := 0
 	for _, a := range r.Results {
 		if a.Error != "" {
@@ -229,9 +230,9 @@ func countFailed(r *ApplyResult) int {
 // succeeded, up to the configured number at once. One failing action never
 // stops the others: those that need it fail with it (naming it), the rest go
 // on; each failure is recorded and reported.
-func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *ApplyResult {
-	res := &ApplyResult{Plan: p}
-	results := make([]ActionResult, len(p.Actions))
+func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan) *api.ApplyResult {
+	res := &api.ApplyResult{Plan: p}
+	results := make([]api.ActionResult, len(p.Actions))
 	index := map[string]int{}
 	for i, a := range p.Actions {
 		index[a.ID()] = i
@@ -243,7 +244,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 	sem := make(chan struct{}, max(1, m.cfg.Parallelism))
 	var wg sync.WaitGroup
 	for i, a := range p.Actions {
-		if a.Op == OpNote {
+		if a.Op == api.OpNote {
 			close(done[i])
 			continue
 		}
@@ -267,7 +268,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 				err = m.do(ctx, id, d, a)
 				<-sem
 			}
-			results[i] = ActionResult{Action: a}
+			results[i] = api.ActionResult{Action: a}
 			if err != nil {
 				results[i].Error = err.Error()
 			}
@@ -275,7 +276,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 	}
 	wg.Wait()
 	for i, r := range results {
-		if p.Actions[i].Op == OpNote || (p.Actions[i].Reason == RulesFollow && r.Error == "") {
+		if p.Actions[i].Op == api.OpNote || (p.Actions[i].Reason == RulesFollow && r.Error == "") {
 			continue
 		}
 		res.Results = append(res.Results, r)
@@ -284,44 +285,44 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *Plan) *A
 }
 
 // do applies one action and records its outcome in the event log.
-func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a Action) error {
+func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a api.Action) error {
 	log := loggerFrom(ctx)
-	ev := Event{Reconcile: id}
+	ev := api.Event{Reconcile: id}
 	var err error
 	switch a.Kind {
-	case KindNetwork:
+	case api.KindNetwork:
 		ev.Network = a.Name
-		if a.Op == OpRemove {
+		if a.Op == api.OpRemove {
 			err = m.host.RemoveNetwork(ctx, a.Name)
-			ev.Kind = EvNetworkRemoved
+			ev.Kind = api.EvNetworkRemoved
 		} else {
 			err = m.host.EnsureNetwork(ctx, d.Network(a.Name))
-			ev.Kind = EvNetworkCreated
-			if a.Op == OpRepair {
-				ev.Kind = EvDriftFixed
+			ev.Kind = api.EvNetworkCreated
+			if a.Op == api.OpRepair {
+				ev.Kind = api.EvDriftFixed
 			}
 		}
-	case KindImage:
+	case api.KindImage:
 		ev.Image = a.Name
-		ev.Kind = EvImageBuilt
+		ev.Kind = api.EvImageBuilt
 		err = m.host.BuildImage(ctx, d.Image(a.Name))
-	case KindRules:
+	case api.KindRules:
 		// Rules follow the machines that run; a change is routine, not news.
 		if err = m.host.ApplyRules(ctx, d); err == nil {
 			log.Debug("applied", "op", a.Op, "kind", a.Kind, "reason", a.Reason)
 			return nil
 		}
-	case KindMachine:
+	case api.KindMachine:
 		ev.Machine = a.Name
 		err = m.doMachine(ctx, d, a, &ev)
 	}
 	if err != nil {
 		log.Error("action failed", "op", a.Op, "kind", a.Kind, "name", a.Name, "err", err)
-		ev.Kind = EvReconcileError
-		if a.Kind == KindMachine && (a.Op == OpStart || a.Op == OpRestart || a.Op == OpRecreate) {
+		ev.Kind = api.EvReconcileError
+		if a.Kind == api.KindMachine && (a.Op == api.OpStart || a.Op == api.OpRestart || a.Op == api.OpRecreate) {
 			// A machine that cannot start is failed until a start succeeds; a
 			// failed live update or repair is reported and tried again.
-			ev.Kind = EvMachineFailed
+			ev.Kind = api.EvMachineFailed
 			_ = m.store.Update(a.Name, func(r *Record) { r.LastError = err.Error() })
 		}
 		ev.Message = fmt.Sprintf("%s %s %s: %v", a.Op, a.Kind, a.Name, err)
@@ -338,40 +339,40 @@ func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a Action) erro
 	return nil
 }
 
-func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a Action, ev *Event) error {
+func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a api.Action, ev *api.Event) error {
 	mm := d.Machine(a.Name)
 	switch a.Op {
-	case OpStart:
+	case api.OpStart:
 		m.clearStaleHold(mm)
-		ev.Kind = EvMachineStarted
+		ev.Kind = api.EvMachineStarted
 		return m.start(ctx, d, mm)
-	case OpRestart:
-		ev.Kind = EvMachineStarted
+	case api.OpRestart:
+		ev.Kind = api.EvMachineStarted
 		ev.Message = "restarted to apply: " + strings.Join(a.Changes, ", ")
 		if err := m.stop(ctx, a.Name, false); err != nil {
 			return err
 		}
 		return m.start(ctx, d, mm)
-	case OpUpdate:
-		ev.Kind = EvMachineUpdated
+	case api.OpUpdate:
+		ev.Kind = api.EvMachineUpdated
 		ev.Message = "updated live: " + strings.Join(a.Changes, ", ")
 		if err := m.host.UpdateMachine(ctx, mm); err != nil {
 			return err
 		}
 		return nil
-	case OpRepair:
-		ev.Kind = EvDriftFixed
+	case api.OpRepair:
+		ev.Kind = api.EvDriftFixed
 		return m.host.RepairMachine(ctx, d, mm)
-	case OpRecreate:
-		ev.Kind = EvMachineRecreated
+	case api.OpRecreate:
+		ev.Kind = api.EvMachineRecreated
 		return m.recreate(ctx, d, mm)
-	case OpStop:
-		ev.Kind = EvMachineStopped
+	case api.OpStop:
+		ev.Kind = api.EvMachineStopped
 		return m.stop(ctx, a.Name, false)
-	case OpRemove:
-		ev.Kind = EvMachineRemoved
+	case api.OpRemove:
+		ev.Kind = api.EvMachineRemoved
 		return m.host.RemoveRoot(ctx, a.Name)
-	case OpRecord:
+	case api.OpRecord:
 		if a.Exit == nil {
 			return fmt.Errorf("record: no exit to record")
 		}
@@ -386,12 +387,12 @@ func (m *Manager) clearStaleHold(mm *spec.Machine) {
 	rec := m.store.Get(mm.Name)
 	if rec.Hold != nil && rec.Hold.SpecHash != "" && rec.Hold.SpecHash != mm.Hash() {
 		_ = m.store.Update(mm.Name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
-		m.events.Emit(Event{Kind: EvMachineReleased, Machine: mm.Name, Message: "its definition changed: hold released"})
+		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: mm.Name, Message: "its definition changed: hold released"})
 	}
 }
 
 func (m *Manager) start(ctx context.Context, d *spec.Set, mm *spec.Machine) error {
-	m.events.Emit(Event{Kind: EvMachineStarting, Machine: mm.Name, Message: "starting " + mm.Name})
+	m.events.Emit(api.Event{Kind: api.EvMachineStarting, Machine: mm.Name, Message: "starting " + mm.Name})
 	if err := m.host.StartMachine(ctx, d, mm); err != nil {
 		return err
 	}
@@ -405,7 +406,7 @@ func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
 	// restart policy: stop watching first (an exit the watcher saw already has
 	// been handled), then handle the exit here.
 	m.unwatch(name)
-	m.events.Emit(Event{Kind: EvMachineStopping, Machine: name, Message: "stopping " + name})
+	m.events.Emit(api.Event{Kind: api.EvMachineStopping, Machine: name, Message: "stopping " + name})
 	ex, err := m.host.StopMachine(ctx, name, terminate)
 	if err != nil {
 		m.watch(name) // still running, as far as we know: keep supervising it
@@ -415,7 +416,7 @@ func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
 		if err := m.store.Update(name, func(r *Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
 			loggerFrom(ctx).Warn("record exit", "machine", name, "err", err)
 		}
-		m.events.Emit(Event{Kind: EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
+		m.events.Emit(api.Event{Kind: api.EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
 		m.host.Forget(name)
 	}
 	return nil
@@ -449,7 +450,7 @@ func (m *Manager) adopt(o *Observed) {
 		m.mu.Unlock()
 		if !ok {
 			m.watch(name)
-			m.events.Emit(Event{Kind: EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
+			m.events.Emit(api.Event{Kind: api.EvMachineAdopted, Machine: name, Message: "found running; supervising it"})
 		}
 	}
 }
@@ -539,7 +540,7 @@ func (m *Manager) StopWatching() {
 // watched it, or while it was down: the plan's OpExited), records the outcome
 // and tells of it; a restart is due at the record's NextRestart, when a pass
 // starts the machine.
-func (m *Manager) exited(ctx context.Context, name string, ex ExitInfo) {
+func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 	defer m.host.Forget(name)
 	m.mu.Lock()
 	d := m.desired
@@ -556,7 +557,7 @@ func (m *Manager) exited(ctx context.Context, name string, ex ExitInfo) {
 	if err != nil {
 		loggerFrom(ctx).Error("record the exit", "machine", name, "err", err)
 	}
-	m.events.Emit(Event{Kind: out.Event, Machine: name, Message: out.Message})
+	m.events.Emit(api.Event{Kind: out.Event, Machine: name, Message: out.Message})
 	if out.Restart {
 		time.AfterFunc(time.Until(out.Record.NextRestart), m.Trigger)
 	}

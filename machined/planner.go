@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -30,7 +31,7 @@ type ObservedMachine struct {
 	Phase   string // its phase (booting, running, stopping)
 	// Exited is set when the machine ended and nobody has handled its exit yet
 	// (berthd was not running then).
-	Exited *ExitInfo
+	Exited *api.ExitInfo
 	// Spec is the definition the running machine was started with (its defaulted
 	// form, kept in its runtime directory); nil when unknown.
 	Spec *spec.Machine
@@ -78,7 +79,7 @@ type PlanOptions struct {
 // observed host to the desired definitions, each with the actions it needs
 // first. It is a pure function: everything berth will do is in the plan,
 // `berth plan` shows it, and apply does exactly it.
-func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOptions) *Plan {
+func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOptions) *api.Plan {
 	b := &planner{d: d, o: o, records: maps.Clone(records), now: opt.Now}
 	if b.records == nil {
 		b.records = map[string]Record{}
@@ -104,11 +105,11 @@ type planner struct {
 	o       *Observed
 	records map[string]Record
 	now     time.Time
-	plan    Plan
+	plan    api.Plan
 	ids     map[string]bool // the IDs of the plan's actions
 }
 
-func (b *planner) add(a Action) Action {
+func (b *planner) add(a api.Action) api.Action {
 	if b.ids == nil {
 		b.ids = map[string]bool{}
 	}
@@ -134,9 +135,9 @@ func (b *planner) networks() {
 		on, ok := b.o.Networks[n.Name]
 		switch {
 		case !ok || !on.Present:
-			b.add(Action{Op: OpCreate, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
+			b.add(api.Action{Op: api.OpCreate, Kind: api.KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
 		case !on.Correct:
-			b.add(Action{Op: OpRepair, Kind: KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
+			b.add(api.Action{Op: api.OpRepair, Kind: api.KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
 		}
 	}
 }
@@ -147,9 +148,9 @@ func (b *planner) images() {
 		oi, ok := b.o.Images[img.Name]
 		switch {
 		case !ok:
-			b.add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "not in the image store"})
+			b.add(api.Action{Op: api.OpBuild, Kind: api.KindImage, Name: img.Name, Reason: "not in the image store"})
 		case oi.SpecHash != "" && oi.SpecHash != img.Hash():
-			b.add(Action{Op: OpBuild, Kind: KindImage, Name: img.Name, Reason: "its definition changed"})
+			b.add(api.Action{Op: api.OpBuild, Kind: api.KindImage, Name: img.Name, Reason: "its definition changed"})
 		}
 	}
 }
@@ -166,7 +167,7 @@ func (b *planner) exits() {
 		ex := *om.Exited
 		out := afterExit(n, b.d.Machine(n), b.records[n], ex, b.now)
 		b.records[n] = out.Record
-		b.add(Action{Op: OpRecord, Kind: KindMachine, Name: n, Reason: "it ended while berthd was not running (" + ex.Reason + ")", Exit: &ex})
+		b.add(api.Action{Op: api.OpRecord, Kind: api.KindMachine, Name: n, Reason: "it ended while berthd was not running (" + ex.Reason + ")", Exit: &ex})
 	}
 }
 
@@ -176,24 +177,24 @@ func (b *planner) machine(m *spec.Machine) {
 	if om == nil {
 		om = &ObservedMachine{Name: m.Name}
 	}
-	needs := b.need(ID(OpRecord, KindMachine, m.Name), ID(OpBuild, KindImage, m.Image))
+	needs := b.need(api.ID(api.OpRecord, api.KindMachine, m.Name), api.ID(api.OpBuild, api.KindImage, m.Image))
 	if m.Network.Private() {
-		needs = append(needs, b.need(ID(OpCreate, KindNetwork, m.Network.Name), ID(OpRepair, KindNetwork, m.Network.Name))...)
+		needs = append(needs, b.need(api.ID(api.OpCreate, api.KindNetwork, m.Network.Name), api.ID(api.OpRepair, api.KindNetwork, m.Network.Name))...)
 	}
-	add := func(a Action) {
+	add := func(a api.Action) {
 		a.Needs = needs
 		b.add(a)
 	}
-	planMachine(add, m, om, b.records[m.Name], b.o, b.ids[ID(OpBuild, KindImage, m.Image)], b.now)
+	planMachine(add, m, om, b.records[m.Name], b.o, b.ids[api.ID(api.OpBuild, api.KindImage, m.Image)], b.now)
 }
 
-func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Record, o *Observed, imageRebuilt bool, now time.Time) {
+func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec Record, o *Observed, imageRebuilt bool, now time.Time) {
 	act := func(op, reason string, changes ...string) {
-		add(Action{Op: op, Kind: KindMachine, Name: m.Name, Reason: reason, Changes: changes})
+		add(api.Action{Op: op, Kind: api.KindMachine, Name: m.Name, Reason: reason, Changes: changes})
 	}
 	if m.State == spec.StateStopped {
 		if om.Running {
-			act(OpStop, "declared stopped")
+			act(api.OpStop, "declared stopped")
 		}
 		return
 	}
@@ -203,7 +204,7 @@ func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Rec
 	}
 	if hold != nil {
 		if !om.Running {
-			act(OpNote, holdNote(hold))
+			act(api.OpNote, holdNote(hold))
 		}
 		return
 	}
@@ -216,32 +217,32 @@ func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Rec
 	}
 	if imageChanged {
 		if m.Root.OnImageChange == spec.ImageChangeRecreate {
-			act(OpRecreate, "its image changed and root.onImageChange is recreate: the root is made anew (its data is lost)")
+			act(api.OpRecreate, "its image changed and root.onImageChange is recreate: the root is made anew (its data is lost)")
 			return
 		}
 		if !om.Running {
 			// Starting on the old root is what a person expects of "keep": the
 			// root is data. The note tells them how to move to the new image.
-			act(OpStart, "not running (on its existing root; its image changed: berth recreate "+m.Name+" to rebuild it)")
+			act(api.OpStart, "not running (on its existing root; its image changed: berth recreate "+m.Name+" to rebuild it)")
 			return
 		}
-		act(OpNote, "its image changed; it keeps its root: berth recreate "+m.Name+" rebuilds it from the new image, or set root.onImageChange: recreate")
+		act(api.OpNote, "its image changed; it keeps its root: berth recreate "+m.Name+" rebuilds it from the new image, or set root.onImageChange: recreate")
 	}
 
 	if !om.Running {
 		if rec.NextRestart.After(now) {
-			act(OpNote, fmt.Sprintf("restarting in %s (back-off after %d restarts)", rec.NextRestart.Sub(now).Round(time.Second), rec.Restarts))
+			act(api.OpNote, fmt.Sprintf("restarting in %s (back-off after %d restarts)", rec.NextRestart.Sub(now).Round(time.Second), rec.Restarts))
 			return
 		}
 		if !om.HasRoot {
-			act(OpStart, "new: its root is made from image "+m.Image)
+			act(api.OpStart, "new: its root is made from image "+m.Image)
 			return
 		}
 		reason := "not running"
 		if rec.LastExit != nil {
 			reason = "not running (last exit: " + rec.LastExit.Reason + ")"
 		}
-		act(OpStart, reason)
+		act(api.OpStart, reason)
 		return
 	}
 
@@ -250,14 +251,14 @@ func planMachine(add func(Action), m *spec.Machine, om *ObservedMachine, rec Rec
 	}
 	d := diffMachine(om.Spec, m)
 	if len(d.restart) > 0 {
-		act(OpRestart, "its definition changed in a way that needs a reboot", d.restart...)
+		act(api.OpRestart, "its definition changed in a way that needs a reboot", d.restart...)
 		return
 	}
 	if len(d.live) > 0 || len(d.ports) > 0 || len(d.later) > 0 {
-		act(OpUpdate, "applied live, nothing restarts", append(append(append([]string{}, d.live...), d.ports...), d.later...)...)
+		act(api.OpUpdate, "applied live, nothing restarts", append(append(append([]string{}, d.live...), d.ports...), d.later...)...)
 	}
 	if om.LinkMissing {
-		act(OpRepair, "its network link was deleted; it is put back")
+		act(api.OpRepair, "its network link was deleted; it is put back")
 	}
 }
 
@@ -269,13 +270,13 @@ func (b *planner) undeclared(prune bool) {
 		if b.d.Machine(n) != nil {
 			continue
 		}
-		needs := b.need(ID(OpRecord, KindMachine, n))
+		needs := b.need(api.ID(api.OpRecord, api.KindMachine, n))
 		if om.Running {
-			b.add(Action{Op: OpStop, Kind: KindMachine, Name: n, Reason: "no longer declared; its root is kept", Needs: needs})
+			b.add(api.Action{Op: api.OpStop, Kind: api.KindMachine, Name: n, Reason: "no longer declared; its root is kept", Needs: needs})
 		}
 		if prune && om.HasRoot {
-			b.add(Action{Op: OpRemove, Kind: KindMachine, Name: n, Reason: "no longer declared: prune deletes its root",
-				Needs: append(needs, b.need(ID(OpStop, KindMachine, n))...)})
+			b.add(api.Action{Op: api.OpRemove, Kind: api.KindMachine, Name: n, Reason: "no longer declared: prune deletes its root",
+				Needs: append(needs, b.need(api.ID(api.OpStop, api.KindMachine, n))...)})
 		}
 	}
 }
@@ -288,18 +289,18 @@ func (b *planner) rules() {
 	follow := false
 	for _, a := range b.plan.Actions {
 		switch {
-		case a.Kind == KindMachine && (a.Op == OpStart || a.Op == OpStop || a.Op == OpRestart || a.Op == OpRecreate):
+		case a.Kind == api.KindMachine && (a.Op == api.OpStart || a.Op == api.OpStop || a.Op == api.OpRestart || a.Op == api.OpRecreate):
 			follow = true
 			after = append(after, a.ID())
-		case a.Kind == KindNetwork:
+		case a.Kind == api.KindNetwork:
 			after = append(after, a.ID())
 		}
 	}
 	switch {
 	case !b.o.RulesCurrent:
-		b.add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: "NAT, port forwards or anti-spoofing guards differ from the definitions", Changes: b.o.RulesDrift, After: after})
+		b.add(api.Action{Op: api.OpUpdate, Kind: api.KindRules, Name: "berth", Reason: "NAT, port forwards or anti-spoofing guards differ from the definitions", Changes: b.o.RulesDrift, After: after})
 	case follow:
-		b.add(Action{Op: OpUpdate, Kind: KindRules, Name: "berth", Reason: RulesFollow, After: after})
+		b.add(api.Action{Op: api.OpUpdate, Kind: api.KindRules, Name: "berth", Reason: RulesFollow, After: after})
 	}
 }
 
@@ -312,19 +313,16 @@ const RulesFollow = "port forwards and guards follow the running machines"
 func (b *planner) removedNetworks() {
 	var after []string
 	for _, a := range b.plan.Actions {
-		if a.Kind == KindRules || a.Kind == KindMachine && a.Op == OpStop {
+		if a.Kind == api.KindRules || a.Kind == api.KindMachine && a.Op == api.OpStop {
 			after = append(after, a.ID())
 		}
 	}
 	for _, n := range sortedNames(b.o.Networks) {
 		if on := b.o.Networks[n]; b.d.Network(n) == nil && on.Present {
-			b.add(Action{Op: OpRemove, Kind: KindNetwork, Name: n, Reason: "no longer declared; bridge " + on.Bridge + " is deleted", After: after})
+			b.add(api.Action{Op: api.OpRemove, Kind: api.KindNetwork, Name: n, Reason: "no longer declared; bridge " + on.Bridge + " is deleted", After: after})
 		}
 	}
 }
-
-// ID is the ID of the action op kind name.
-func ID(op, kind, name string) string { return Action{Op: op, Kind: kind, Name: name}.ID() }
 
 func sortedNames[T any](m map[string]T) []string {
 	out := make([]string, 0, len(m))
@@ -335,11 +333,11 @@ func sortedNames[T any](m map[string]T) []string {
 	return out
 }
 
-func holdNote(h *Hold) string {
+func holdNote(h *api.Hold) string {
 	switch h.Reason {
-	case HoldStopped:
+	case api.HoldStopped:
 		return "held stopped (" + h.Message + "): berth start or berth release to let it run"
-	case HoldFailed:
+	case api.HoldFailed:
 		return "failed (" + h.Message + "): berth start to try again"
 	default:
 		return "exited (" + h.Message + "), restart policy says stay down: berth start to run it"

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 )
@@ -56,7 +57,7 @@ func converged(d *spec.Set) *Observed {
 	return o
 }
 
-func ops(p *Plan) []string {
+func ops(p *api.Plan) []string {
 	var out []string
 	for _, a := range p.Actions {
 		out = append(out, a.Op+" "+a.Kind+" "+a.Name)
@@ -116,13 +117,13 @@ func TestBuildPlan(t *testing.T) {
 		{name: "held by berth stop: not started",
 			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
 				o.Machines["web"].Running = false
-				r["web"] = Record{Name: "web", Hold: &Hold{Reason: HoldStopped, Message: "berth stop", SpecHash: d.Machine("web").Hash()}}
+				r["web"] = Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, Message: "berth stop", SpecHash: d.Machine("web").Hash()}}
 			},
 			want: []string{"note machine web"}, detail: "held stopped"},
 		{name: "hold released by a changed definition",
 			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
 				o.Machines["web"].Running = false
-				r["web"] = Record{Name: "web", Hold: &Hold{Reason: HoldStopped, SpecHash: "older"}}
+				r["web"] = Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, SpecHash: "older"}}
 			},
 			want: []string{"start machine web", "update rules berth"}, changes: true},
 		{name: "declared stopped: stop",
@@ -331,7 +332,7 @@ func TestPlanExitWhileDown(t *testing.T) {
 		d := mustParse(t, planBase+"restart: {policy: "+tc.policy+"}\n")
 		o := converged(d)
 		o.Machines["web"].Running = false
-		o.Machines["web"].Exited = &ExitInfo{Code: tc.code, Reason: "exited", Time: now, Started: now.Add(-time.Second)}
+		o.Machines["web"].Exited = &api.ExitInfo{Code: tc.code, Reason: "exited", Time: now, Started: now.Add(-time.Second)}
 		recs := map[string]Record{}
 		p := BuildPlan(d, o, recs, PlanOptions{Now: now})
 		if got := ops(p); strings.Join(got, "; ") != strings.Join(tc.want, "; ") || !strings.Contains(p.String(), tc.detail) {

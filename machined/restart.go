@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -28,44 +29,44 @@ type exitOutcome struct {
 
 // afterExit applies the restart policy to a machine that ended: mm is its
 // definition (nil when no longer declared), rec its record before the exit.
-func afterExit(name string, mm *spec.Machine, rec Record, ex ExitInfo, now time.Time) exitOutcome {
+func afterExit(name string, mm *spec.Machine, rec Record, ex api.ExitInfo, now time.Time) exitOutcome {
 	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
 	rec.Name, rec.LastExit = name, &ex
 	switch {
-	case mm == nil || mm.State == spec.StateStopped || rec.Hold != nil || ex.StoppedBy == StoppedByHostShutdown:
+	case mm == nil || mm.State == spec.StateStopped || rec.Hold != nil || ex.StoppedBy == api.StoppedByHostShutdown:
 		// Nothing to restart: undeclared, declared stopped, held, or the host is
 		// going down (the machine comes back when it boots again).
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
-		return exitOutcome{Record: rec, Event: EvMachineStopped, Message: msg}
-	case ex.StoppedBy == StoppedBySystemd:
+		return exitOutcome{Record: rec, Event: api.EvMachineStopped, Message: msg}
+	case ex.StoppedBy == api.StoppedBySystemd:
 		// systemd stopped its scope (systemctl stop, machinectl terminate, a
 		// unit's Conflicts=): that is a person's stop, like berth stop, whatever
 		// the policy. (machinectl poweroff asks the guest itself: an exit like
 		// any other.)
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
-		rec.Hold = &Hold{Reason: HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: now, SpecHash: mm.Hash()}
-		return exitOutcome{Record: rec, Event: EvMachineHeld, Message: msg + "; stopped through systemd, held until berth start"}
+		rec.Hold = &api.Hold{Reason: api.HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: now, SpecHash: mm.Hash()}
+		return exitOutcome{Record: rec, Event: api.EvMachineHeld, Message: msg + "; stopped through systemd, held until berth start"}
 	}
 	failed := ex.Code != 0
 	if !(mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)) {
-		rec.Hold = &Hold{Reason: HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
+		rec.Hold = &api.Hold{Reason: api.HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
-		return exitOutcome{Record: rec, Event: EvMachineExited,
+		return exitOutcome{Record: rec, Event: api.EvMachineExited,
 			Message: msg + fmt.Sprintf(" (restart policy %s: it stays down until berth start)", mm.Restart.Policy)}
 	}
 	if !ex.Started.IsZero() && ex.Time.Sub(ex.Started) >= minGoodRun {
 		rec.Restarts = 0
 	}
 	if mm.Restart.MaxRetries > 0 && rec.Restarts >= mm.Restart.MaxRetries {
-		rec.Hold = &Hold{Reason: HoldFailed, Since: now, SpecHash: mm.Hash(),
+		rec.Hold = &api.Hold{Reason: api.HoldFailed, Since: now, SpecHash: mm.Hash(),
 			Message: fmt.Sprintf("gave up after %d restarts; last exit: %s", rec.Restarts, ex.Reason)}
 		rec.NextRestart = time.Time{}
-		return exitOutcome{Record: rec, Event: EvMachineFailed, Message: name + " failed: " + rec.Hold.Message}
+		return exitOutcome{Record: rec, Event: api.EvMachineFailed, Message: name + " failed: " + rec.Hold.Message}
 	}
 	delay := backoff(time.Duration(mm.Restart.Backoff), time.Duration(mm.Restart.MaxBackoff), rec.Restarts)
 	rec.Restarts++
 	rec.NextRestart = now.Add(delay)
-	return exitOutcome{Record: rec, Event: EvMachineRestarting, Restart: true,
+	return exitOutcome{Record: rec, Event: api.EvMachineRestarting, Restart: true,
 		Message: fmt.Sprintf("%s; restart %d in %s", msg, rec.Restarts, delay.Round(time.Millisecond))}
 }
 

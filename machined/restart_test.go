@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -16,30 +17,30 @@ func TestAfterExit(t *testing.T) {
 		m.Default()
 		return m
 	}
-	crash := ExitInfo{Code: 137, Reason: "crashed", Time: now, Started: now.Add(-5 * time.Second)}
-	clean := ExitInfo{Code: 0, Reason: "poweroff", Time: now, Started: now.Add(-time.Hour)}
+	crash := api.ExitInfo{Code: 137, Reason: "crashed", Time: now, Started: now.Add(-5 * time.Second)}
+	clean := api.ExitInfo{Code: 0, Reason: "poweroff", Time: now, Started: now.Add(-time.Hour)}
 	for _, tc := range []struct {
 		name     string
 		mm       *spec.Machine
 		rec      Record
-		ex       ExitInfo
+		ex       api.ExitInfo
 		event    string
 		restart  bool
 		hold     string
 		restarts int
 		delay    time.Duration
 	}{
-		{"on-failure, a crash: restart after 1 s", machine(spec.RestartOnFailure, 0), Record{}, crash, EvMachineRestarting, true, "", 1, time.Second},
-		{"on-failure, the third crash in a row: 4 s", machine(spec.RestartOnFailure, 0), Record{Restarts: 2}, crash, EvMachineRestarting, true, "", 3, 4 * time.Second},
-		{"on-failure, a long good run resets the count", machine(spec.RestartOnFailure, 0), Record{Restarts: 5}, ExitInfo{Code: 1, Reason: "exited", Time: now, Started: now.Add(-time.Hour)}, EvMachineRestarting, true, "", 1, time.Second},
-		{"on-failure, a clean poweroff: held exited", machine(spec.RestartOnFailure, 0), Record{}, clean, EvMachineExited, false, HoldExited, 0, 0},
-		{"always, a clean poweroff: restart", machine(spec.RestartAlways, 0), Record{}, clean, EvMachineRestarting, true, "", 1, time.Second},
-		{"no, a crash: held exited", machine(spec.RestartNo, 0), Record{}, crash, EvMachineExited, false, HoldExited, 0, 0},
-		{"maxRetries reached: failed", machine(spec.RestartOnFailure, 3), Record{Restarts: 3}, crash, EvMachineFailed, false, HoldFailed, 3, 0},
-		{"stopped through systemd: held stopped", machine(spec.RestartAlways, 0), Record{}, ExitInfo{Code: 0, Reason: "poweroff", StoppedBy: StoppedBySystemd}, EvMachineHeld, false, HoldStopped, 0, 0},
-		{"the host shutting down: nothing to restart, no hold", machine(spec.RestartAlways, 0), Record{Restarts: 2}, ExitInfo{Code: 0, StoppedBy: StoppedByHostShutdown}, EvMachineStopped, false, "", 0, 0},
-		{"undeclared: nothing to restart", nil, Record{}, crash, EvMachineStopped, false, "", 0, 0},
-		{"held already: stays held", machine(spec.RestartAlways, 0), Record{Hold: &Hold{Reason: HoldStopped}}, crash, EvMachineStopped, false, HoldStopped, 0, 0},
+		{"on-failure, a crash: restart after 1 s", machine(spec.RestartOnFailure, 0), Record{}, crash, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, the third crash in a row: 4 s", machine(spec.RestartOnFailure, 0), Record{Restarts: 2}, crash, api.EvMachineRestarting, true, "", 3, 4 * time.Second},
+		{"on-failure, a long good run resets the count", machine(spec.RestartOnFailure, 0), Record{Restarts: 5}, api.ExitInfo{Code: 1, Reason: "exited", Time: now, Started: now.Add(-time.Hour)}, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, a clean poweroff: held exited", machine(spec.RestartOnFailure, 0), Record{}, clean, api.EvMachineExited, false, api.HoldExited, 0, 0},
+		{"always, a clean poweroff: restart", machine(spec.RestartAlways, 0), Record{}, clean, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"no, a crash: held exited", machine(spec.RestartNo, 0), Record{}, crash, api.EvMachineExited, false, api.HoldExited, 0, 0},
+		{"maxRetries reached: failed", machine(spec.RestartOnFailure, 3), Record{Restarts: 3}, crash, api.EvMachineFailed, false, api.HoldFailed, 3, 0},
+		{"stopped through systemd: held stopped", machine(spec.RestartAlways, 0), Record{}, api.ExitInfo{Code: 0, Reason: "poweroff", StoppedBy: api.StoppedBySystemd}, api.EvMachineHeld, false, api.HoldStopped, 0, 0},
+		{"the host shutting down: nothing to restart, no hold", machine(spec.RestartAlways, 0), Record{Restarts: 2}, api.ExitInfo{Code: 0, StoppedBy: api.StoppedByHostShutdown}, api.EvMachineStopped, false, "", 0, 0},
+		{"undeclared: nothing to restart", nil, Record{}, crash, api.EvMachineStopped, false, "", 0, 0},
+		{"held already: stays held", machine(spec.RestartAlways, 0), Record{Hold: &api.Hold{Reason: api.HoldStopped}}, crash, api.EvMachineStopped, false, api.HoldStopped, 0, 0},
 	} {
 		out := afterExit("web", tc.mm, tc.rec, tc.ex, now)
 		hold := ""

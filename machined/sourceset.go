@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
@@ -20,15 +21,15 @@ type sourceSet struct {
 	snaps snapshots
 
 	mu      sync.Mutex
-	gitData map[*gitSource][]File // last good fetch of each repository
-	info    map[string]SourceInfo // by location
+	gitData map[*gitSource][]File     // last good fetch of each repository
+	info    map[string]api.SourceInfo // by location
 }
 
 func newSourceSet(cfg *Config) *sourceSet {
 	s := &sourceSet{
 		snaps:   snapshots{dir: filepath.Join(cfg.StateDir, "berthd", "applied")},
 		gitData: map[*gitSource][]File{},
-		info:    map[string]SourceInfo{},
+		info:    map[string]api.SourceInfo{},
 	}
 	for _, src := range cfg.Sources {
 		switch {
@@ -48,7 +49,7 @@ func (s *sourceSet) pollGit(ctx context.Context) bool {
 	for _, g := range s.gits {
 		old := g.rev
 		files, rev, err := g.fetch(ctx)
-		si := SourceInfo{Kind: "git", Location: g.location(), Revision: rev, Updated: time.Now()}
+		si := api.SourceInfo{Kind: "git", Location: g.location(), Revision: rev, Updated: time.Now()}
 		s.mu.Lock()
 		if err != nil {
 			si.Error = err.Error()
@@ -89,7 +90,7 @@ func (s *sourceSet) load(ctx context.Context, extra *Snapshot) (*spec.Set, []str
 	var errs []string
 	for _, d := range s.dirs {
 		dirFiles, err := ReadDirFiles(d)
-		si := SourceInfo{Kind: "dir", Location: d, Updated: time.Now()}
+		si := api.SourceInfo{Kind: "dir", Location: d, Updated: time.Now()}
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			// A configured directory that does not exist yet declares nothing.
@@ -118,7 +119,7 @@ func (s *sourceSet) load(ctx context.Context, extra *Snapshot) (*spec.Set, []str
 		}
 		files = append(files, sn.Files...)
 		s.mu.Lock()
-		s.info["applied:"+sn.Path] = SourceInfo{Kind: "applied", Location: sn.Path, Updated: sn.Applied}
+		s.info["applied:"+sn.Path] = api.SourceInfo{Kind: "applied", Location: sn.Path, Updated: sn.Applied}
 		s.mu.Unlock()
 	}
 	if extra != nil {
@@ -135,10 +136,10 @@ func (s *sourceSet) load(ctx context.Context, extra *Snapshot) (*spec.Set, []str
 }
 
 // sourceInfos lists the sources for `berth status` of the daemon.
-func (s *sourceSet) sourceInfos() []SourceInfo {
+func (s *sourceSet) sourceInfos() []api.SourceInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []SourceInfo
+	var out []api.SourceInfo
 	for _, d := range s.dirs {
 		out = append(out, s.info[d])
 	}
@@ -146,12 +147,12 @@ func (s *sourceSet) sourceInfos() []SourceInfo {
 		if si, ok := s.info[g.location()]; ok {
 			out = append(out, si)
 		} else {
-			out = append(out, SourceInfo{Kind: "git", Location: g.location()})
+			out = append(out, api.SourceInfo{Kind: "git", Location: g.location()})
 		}
 	}
 	snaps, _ := s.snaps.list()
 	for _, sn := range snaps {
-		out = append(out, SourceInfo{Kind: "applied", Location: sn.Path, Updated: sn.Applied})
+		out = append(out, api.SourceInfo{Kind: "applied", Location: sn.Path, Updated: sn.Applied})
 	}
 	return out
 }

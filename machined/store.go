@@ -11,53 +11,18 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
-)
-
-// Hold reasons. A held machine is not started by the reconciler although its
-// definition says running, until `berth start`/`berth release` or a change of its
-// definition releases it. This is how an imperative verb is not undone by the next
-// reconcile, and how a machine that powered itself off stays off.
-const (
-	HoldStopped = "stopped" // berth stop / poweroff / terminate, or a stock tool stopped it
-	HoldExited  = "exited"  // the machine ended and its restart policy says not to restart
-	HoldFailed  = "failed"  // restarted too often; given up
-)
-
-// Hold records why a declared machine is not being started.
-type Hold struct {
-	Reason  string    `json:"reason"`
-	Message string    `json:"message"`
-	Since   time.Time `json:"since"`
-	// SpecHash is the definition's hash when the hold was set: a different
-	// definition releases the hold.
-	SpecHash string `json:"specHash,omitempty"`
-}
-
-// ExitInfo is how a machine last ended.
-type ExitInfo struct {
-	Code    int       `json:"code"`
-	Reason  string    `json:"reason"`
-	Time    time.Time `json:"time"`
-	Started time.Time `json:"started,omitzero"` // when that run began
-	// StoppedBy says who stopped it when not berth and not the guest itself.
-	StoppedBy string `json:"stoppedBy,omitempty"`
-}
-
-// Who stopped a machine, when it was neither berth nor the guest.
-const (
-	StoppedBySystemd      = "systemd"       // systemctl stop of its scope, machinectl terminate
-	StoppedByHostShutdown = "host-shutdown" // the host is shutting down
+	"github.com/berthd/berth/machined/api"
 )
 
 // Record is what berthd remembers about one machine between reconciles and
 // across its own restarts. Everything else is observed afresh each pass.
 type Record struct {
-	Name        string    `json:"name"`
-	Hold        *Hold     `json:"hold,omitempty"`
-	LastExit    *ExitInfo `json:"lastExit,omitempty"`
-	Restarts    int       `json:"restarts,omitempty"`    // consecutive automatic restarts
-	NextRestart time.Time `json:"nextRestart,omitempty"` // back-off: not before this time
-	LastError   string    `json:"lastError,omitempty"`   // last failure to start or update
+	Name        string        `json:"name"`
+	Hold        *api.Hold     `json:"hold,omitempty"`
+	LastExit    *api.ExitInfo `json:"lastExit,omitempty"`
+	Restarts    int           `json:"restarts,omitempty"`    // consecutive automatic restarts
+	NextRestart time.Time     `json:"nextRestart,omitempty"` // back-off: not before this time
+	LastError   string        `json:"lastError,omitempty"`   // last failure to start or update
 }
 
 // Store keeps the records in STATE/berthd/machines.json, written atomically. A

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/berthd/berth/machined/api"
 )
 
 func TestStoreSurvivesCorruption(t *testing.T) {
@@ -22,11 +24,11 @@ func TestStoreSurvivesCorruption(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "machines.json.corrupt")); err != nil {
 		t.Fatalf("the corrupt file is not kept aside: %v", err)
 	}
-	if err := s.Update("web", func(r *Record) { r.Hold = &Hold{Reason: HoldStopped, Since: time.Now()} }); err != nil {
+	if err := s.Update("web", func(r *Record) { r.Hold = &api.Hold{Reason: api.HoldStopped, Since: time.Now()} }); err != nil {
 		t.Fatal(err)
 	}
 	s2, _ := OpenStore(dir)
-	if r := s2.Get("web"); r.Hold == nil || r.Hold.Reason != HoldStopped {
+	if r := s2.Get("web"); r.Hold == nil || r.Hold.Reason != api.HoldStopped {
 		t.Fatalf("record not persisted: %+v", r)
 	}
 	// An empty record is not kept.
@@ -41,8 +43,8 @@ func TestStoreSurvivesCorruption(t *testing.T) {
 func TestEventLogTornLine(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "events.jsonl")
 	l := NewEventLog(p)
-	l.Emit(Event{Kind: EvMachineStarted, Machine: "a", Message: "one"})
-	l.Emit(Event{Kind: EvMachineStopped, Machine: "b", Message: "two"})
+	l.Emit(api.Event{Kind: api.EvMachineStarted, Machine: "a", Message: "one"})
+	l.Emit(api.Event{Kind: api.EvMachineStopped, Machine: "b", Message: "two"})
 	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"seq": 3, "kind": "mach`) // a crash in the middle of a write
 	f.Close()
@@ -50,7 +52,7 @@ func TestEventLogTornLine(t *testing.T) {
 	if got := l2.Recent(0, "", 0); len(got) != 2 || got[1].Message != "two" {
 		t.Fatalf("reloaded events = %+v", got)
 	}
-	if e := l2.Emit(Event{Kind: EvMachineStarted, Message: "three"}); e.Seq != 3 {
+	if e := l2.Emit(api.Event{Kind: api.EvMachineStarted, Message: "three"}); e.Seq != 3 {
 		t.Fatalf("sequence after reload = %d, want 3", e.Seq)
 	}
 	if got := l2.Recent(0, "a", 0); len(got) != 1 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/supervisor"
 )
 
@@ -26,14 +27,14 @@ func TestStoppedByThisRun(t *testing.T) {
 		t.Errorf("no request: %q", got)
 	}
 	write(supervisor.SystemdStop{At: at.Add(time.Minute), Unit: "machine-m.scope"})
-	if got := stoppedBy(dir, at); got != StoppedBySystemd {
-		t.Errorf("request during the run: %q, want %q", got, StoppedBySystemd)
+	if got := stoppedBy(dir, at); got != api.StoppedBySystemd {
+		t.Errorf("request during the run: %q, want %q", got, api.StoppedBySystemd)
 	}
 	if got := stoppedBy(dir, at.Add(2*time.Minute)); got != "" {
 		t.Errorf("request of an earlier run: %q, want none", got)
 	}
 	write(supervisor.SystemdStop{At: at.Add(time.Minute), HostShutdown: true})
-	if got := stoppedBy(dir, at); got != StoppedByHostShutdown {
+	if got := stoppedBy(dir, at); got != api.StoppedByHostShutdown {
 		t.Errorf("host shutdown: %q", got)
 	}
 }

@@ -9,13 +9,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berthd/berth/internal/errdefs"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/spec"
 )
 
 // Version is berth's version, set at build time.
 var Version = "dev"
 
-var _ API = (*Manager)(nil)
+var _ api.API = (*Manager)(nil)
 
 // current returns the definitions in force, loading them when none were loaded
 // yet (the CLI's one-shot manager).
@@ -34,14 +36,14 @@ func (m *Manager) current(ctx context.Context) (*spec.Set, []string) {
 }
 
 // List returns every machine that is declared, running, or has a root.
-func (m *Manager) List(ctx context.Context) ([]MachineStatus, error) {
+func (m *Manager) List(ctx context.Context) ([]api.MachineStatus, error) {
 	d, _ := m.current(ctx)
 	o, err := m.host.Observe(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	recs := m.records()
-	var out []MachineStatus
+	var out []api.MachineStatus
 	for _, name := range sortedMachineNames(d, o) {
 		out = append(out, m.status(d, o, recs, name))
 	}
@@ -50,14 +52,14 @@ func (m *Manager) List(ctx context.Context) ([]MachineStatus, error) {
 
 // Status returns one machine with its details: limits and usage, recent console
 // lines and events.
-func (m *Manager) Status(ctx context.Context, name string) (*MachineStatus, error) {
+func (m *Manager) Status(ctx context.Context, name string) (*api.MachineStatus, error) {
 	d, _ := m.current(ctx)
 	o, err := m.host.Observe(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	if d.Machine(name) == nil && o.Machines[name] == nil {
-		return nil, fmt.Errorf("machine %q: %w (not declared, not running, no root)", name, ErrNotFound)
+		return nil, fmt.Errorf("machine %q: %w (not declared, not running, no root)", name, errdefs.ErrNotFound)
 	}
 	st := m.status(d, o, m.records(), name)
 	if om := o.Machines[name]; om != nil && om.Running && om.Spec != nil {
@@ -69,8 +71,8 @@ func (m *Manager) Status(ctx context.Context, name string) (*MachineStatus, erro
 }
 
 // status derives a machine's state from its definition, what runs, and its record.
-func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name string) MachineStatus {
-	st := MachineStatus{Name: name, State: StateStopped}
+func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name string) api.MachineStatus {
+	st := api.MachineStatus{Name: name, State: api.StateStopped}
 	om := o.Machines[name]
 	rec := recs[name]
 	mm := d.Machine(name)
@@ -104,18 +106,18 @@ func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name 
 		if om.Running {
 			switch om.Phase {
 			case "running":
-				st.State = StateRunning
+				st.State = api.StateRunning
 			case "stopping":
-				st.State = StateStopping
+				st.State = api.StateStopping
 			default:
-				st.State = StateBooting
+				st.State = api.StateBooting
 			}
 		}
 	}
-	if st.State == StateStopped && ((rec.Hold != nil && rec.Hold.Reason == HoldFailed) || (rec.LastError != "" && mm != nil && mm.State == spec.StateRunning && rec.Hold == nil)) {
-		st.State = StateFailed
+	if st.State == api.StateStopped && ((rec.Hold != nil && rec.Hold.Reason == api.HoldFailed) || (rec.LastError != "" && mm != nil && mm.State == spec.StateRunning && rec.Hold == nil)) {
+		st.State = api.StateFailed
 	}
-	if mm != nil && mm.State == spec.StateRunning && st.State == StateStopped && rec.Hold == nil && !rec.NextRestart.IsZero() {
+	if mm != nil && mm.State == spec.StateRunning && st.State == api.StateStopped && rec.Hold == nil && !rec.NextRestart.IsZero() {
 		st.Notes = append(st.Notes, fmt.Sprintf("restart %d due %s", rec.Restarts, rec.NextRestart.Format(time.TimeOnly)))
 	}
 	if rec.Hold != nil {
@@ -155,15 +157,15 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 	om := o.Machines[name]
 	running := om != nil && om.Running
 	if mm == nil && om == nil {
-		return fmt.Errorf("machine %q: %w: it is not declared in any definition and has no root", name, ErrNotFound)
+		return fmt.Errorf("machine %q: %w: it is not declared in any definition and has no root", name, errdefs.ErrNotFound)
 	}
 	switch verb {
 	case "start":
 		if mm == nil {
-			return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, ErrInvalid)
+			return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, errdefs.ErrInvalid)
 		}
 		if mm.State == spec.StateStopped {
-			return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, ErrConflict)
+			return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
 		}
 		// Under the pass lock, so no reconcile starts it at the same moment.
 		m.pass.Lock()
@@ -183,7 +185,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		if om := o.Machines[name]; om != nil && om.Running {
 			return nil // already running is success
 		}
-		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth start"})
+		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth start"})
 		return m.start(ctx, d, mm)
 	case "stop", "poweroff", "terminate":
 		hash := ""
@@ -194,12 +196,12 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 			// Without the hold on disk the next reconcile would start it again:
 			// no hold, no stop.
 			if err := m.store.Update(name, func(r *Record) {
-				r.Hold = &Hold{Reason: HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
+				r.Hold = &api.Hold{Reason: api.HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
 				r.NextRestart = time.Time{}
 			}); err != nil {
 				return fmt.Errorf("machine %q: record the hold (it keeps running): %w", name, err)
 			}
-			m.events.Emit(Event{Kind: EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
+			m.events.Emit(api.Event{Kind: api.EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
 		}
 		if !running {
 			return nil
@@ -207,14 +209,14 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		return m.stop(ctx, name, verb == "terminate")
 	case "reboot":
 		if !running {
-			return fmt.Errorf("machine %q is not running: %w", name, ErrConflict)
+			return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
 		}
 		return m.host.Reboot(ctx, name)
 	case "release":
 		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
 			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
 		}
-		m.events.Emit(Event{Kind: EvMachineReleased, Machine: name, Message: "berth release"})
+		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth release"})
 		m.Trigger()
 		if !m.daemon {
 			_, err := m.Reconcile(ctx, false)
@@ -223,34 +225,34 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		return nil
 	case "recreate":
 		if mm == nil {
-			return fmt.Errorf("machine %q is not declared; berth recreate needs its definition: %w", name, ErrInvalid)
+			return fmt.Errorf("machine %q is not declared; berth recreate needs its definition: %w", name, errdefs.ErrInvalid)
 		}
 		m.pass.Lock()
 		defer m.pass.Unlock()
 		if err := m.recreate(ctx, d, mm); err != nil {
 			return err
 		}
-		m.events.Emit(Event{Kind: EvMachineRecreated, Machine: name, Message: "root made anew from image " + mm.Image})
+		m.events.Emit(api.Event{Kind: api.EvMachineRecreated, Machine: name, Message: "root made anew from image " + mm.Image})
 		return nil
 	case "remove":
 		if mm != nil {
-			return fmt.Errorf("machine %q is still declared (%s:%d): delete its definition and apply first: %w", name, mm.Source.File, mm.Source.Line, ErrConflict)
+			return fmt.Errorf("machine %q is still declared (%s:%d): delete its definition and apply first: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
 		}
 		if running {
-			return fmt.Errorf("machine %q is running: stop it first (berth stop %s): %w", name, name, ErrConflict)
+			return fmt.Errorf("machine %q is running: stop it first (berth stop %s): %w", name, name, errdefs.ErrConflict)
 		}
 		if err := m.host.RemoveRoot(ctx, name); err != nil {
 			return err
 		}
 		_ = m.store.Update(name, func(r *Record) { *r = Record{Name: name} })
-		m.events.Emit(Event{Kind: EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
+		m.events.Emit(api.Event{Kind: api.EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
 		return nil
 	}
-	return fmt.Errorf("unknown verb %q: %w", verb, ErrInvalid)
+	return fmt.Errorf("unknown verb %q: %w", verb, errdefs.ErrInvalid)
 }
 
 // Kill sends a signal to a running machine's leader or to all its processes.
-func (m *Manager) Kill(ctx context.Context, name string, req KillRequest) error {
+func (m *Manager) Kill(ctx context.Context, name string, req api.KillRequest) error {
 	return m.host.Signal(ctx, name, req)
 }
 
@@ -262,7 +264,7 @@ func readSnapshot(path string) (*Snapshot, error) {
 	}
 	files, err := ReadDirFiles(abs)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: no such file or directory: %w", path, ErrInvalid)
+		return nil, fmt.Errorf("%s: no such file or directory: %w", path, errdefs.ErrInvalid)
 	}
 	if err != nil {
 		return nil, err
@@ -271,7 +273,7 @@ func readSnapshot(path string) (*Snapshot, error) {
 }
 
 // Plan reports what apply would do, changing nothing.
-func (m *Manager) Plan(ctx context.Context, req PlanRequest) (*Plan, error) {
+func (m *Manager) Plan(ctx context.Context, req api.PlanRequest) (*api.Plan, error) {
 	var extra *Snapshot
 	if req.Path != "" {
 		sn, err := readSnapshot(req.Path)
@@ -285,10 +287,10 @@ func (m *Manager) Plan(ctx context.Context, req PlanRequest) (*Plan, error) {
 	d, errs := m.loadDesired(ctx, extra)
 	if extra == nil && errs != nil {
 		// loadDesired kept the last good set; a plan shows the errors.
-		return &Plan{Errors: errs}, nil
+		return &api.Plan{Errors: errs}, nil
 	}
 	if len(errs) > 0 {
-		return &Plan{Errors: errs}, nil
+		return &api.Plan{Errors: errs}, nil
 	}
 	o, err := m.host.Observe(ctx, d)
 	if err != nil {
@@ -299,7 +301,7 @@ func (m *Manager) Plan(ctx context.Context, req PlanRequest) (*Plan, error) {
 
 // Apply takes the definitions under req.Path (kept as an applied source), or
 // the current sources, and reconciles the host to them now.
-func (m *Manager) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error) {
+func (m *Manager) Apply(ctx context.Context, req api.ApplyRequest) (*api.ApplyResult, error) {
 	if req.Path != "" {
 		abs, err := filepath.Abs(req.Path)
 		if err != nil {
@@ -312,9 +314,9 @@ func (m *Manager) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, er
 				return nil, err
 			}
 			if !ok {
-				return nil, fmt.Errorf("%s was never applied: %w", abs, ErrNotFound)
+				return nil, fmt.Errorf("%s was never applied: %w", abs, errdefs.ErrNotFound)
 			}
-			m.events.Emit(Event{Kind: EvSourceUpdated, Message: "forgot definitions applied from " + abs})
+			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "forgot definitions applied from " + abs})
 		case m.sources.isWatchedDir(abs):
 			// berthd watches it already: a reconcile is all apply means.
 		default:
@@ -323,34 +325,34 @@ func (m *Manager) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, er
 				return nil, err
 			}
 			if _, errs := m.loadDesired(ctx, sn); len(errs) > 0 {
-				return &ApplyResult{Plan: &Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied: %w", ErrInvalid)
+				return &api.ApplyResult{Plan: &api.Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied: %w", errdefs.ErrInvalid)
 			}
 			if err := m.sources.snaps.save(*sn); err != nil {
 				return nil, fmt.Errorf("keep applied definitions: %w", err)
 			}
-			m.events.Emit(Event{Kind: EvSourceUpdated, Message: fmt.Sprintf("applied %d files from %s", len(sn.Files), abs)})
+			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: fmt.Sprintf("applied %d files from %s", len(sn.Files), abs)})
 		}
 	}
 	res, err := m.Reconcile(ctx, req.Prune)
 	if err != nil && res != nil && len(res.Plan.Errors) > 0 {
-		return res, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return res, fmt.Errorf("%w: %v", errdefs.ErrInvalid, err)
 	}
 	return res, err
 }
 
 // Networks lists the declared networks and what the host has of them.
-func (m *Manager) Networks(ctx context.Context) ([]NetworkStatus, error) {
+func (m *Manager) Networks(ctx context.Context) ([]api.NetworkStatus, error) {
 	d, _ := m.current(ctx)
 	return m.host.NetworkStatus(ctx, d), nil
 }
 
 // Daemon describes the daemon (or the one-shot manager).
-func (m *Manager) Daemon(ctx context.Context) (*DaemonStatus, error) {
+func (m *Manager) Daemon(ctx context.Context) (*api.DaemonStatus, error) {
 	_, errs := m.current(ctx)
 	m.mu.Lock()
 	last := m.lastRun
 	m.mu.Unlock()
-	return &DaemonStatus{
+	return &api.DaemonStatus{
 		Daemon:        m.daemon,
 		PID:           os.Getpid(),
 		StateDir:      m.cfg.StateDir,
@@ -364,8 +366,8 @@ func (m *Manager) Daemon(ctx context.Context) (*DaemonStatus, error) {
 }
 
 // Events replays the log after seq and, when follow, streams new events.
-func (m *Manager) Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error {
-	var ch <-chan Event
+func (m *Manager) Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(api.Event) error) error {
+	var ch <-chan api.Event
 	var cancel func()
 	if follow {
 		ch, cancel = m.events.Subscribe()

@@ -10,9 +10,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/spf13/cobra"
-
-	"github.com/berthd/berth/machined"
 )
 
 func newPlanCmd() *cobra.Command {
@@ -22,12 +21,12 @@ func newPlanCmd() *cobra.Command {
 		Aliases: []string{"diff"},
 		Short:   "Show what apply would do; exit 0 with no changes, 2 with changes, 1 on errors",
 		Args:    cobra.MaximumNArgs(1),
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, args []string) error {
-			req := machined.PlanRequest{Prune: prune}
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
+			req := api.PlanRequest{Prune: prune}
 			if len(args) == 1 {
 				req.Path = args[0]
 			}
-			p, err := api.Plan(cmd.Context(), req)
+			p, err := ctl.Plan(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -60,14 +59,14 @@ watched instead and apply on their own. Without PATH, apply reconciles every
 source now. --forget PATH drops what was applied from PATH: its machines are no
 longer declared and stop (their roots stay unless --prune).`,
 		Args: cobra.MaximumNArgs(1),
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, args []string) error {
-			req := machined.ApplyRequest{Prune: prune, Forget: forget}
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
+			req := api.ApplyRequest{Prune: prune, Forget: forget}
 			if len(args) == 1 {
 				req.Path = args[0]
 			} else if forget {
 				return fmt.Errorf("--forget needs the PATH that was applied")
 			}
-			return runApply(cmd, api, req)
+			return runApply(cmd, ctl, req)
 		}),
 	}
 	c.Flags().BoolVar(&prune, "prune", false, "delete the roots of machines that are no longer declared (their data!)")
@@ -77,15 +76,15 @@ longer declared and stop (their roots stay unless --prune).`,
 
 // runApply applies req, with the progress of long work shown on a terminal, and
 // prints the result.
-func runApply(cmd *cobra.Command, api machined.API, req machined.ApplyRequest) error {
+func runApply(cmd *cobra.Command, ctl api.API, req api.ApplyRequest) error {
 	o := outputOf(cmd)
 	// Long work (an image built with debootstrap) reports progress as
 	// events: show them while apply runs.
 	stop := func() {}
 	if !o.json {
-		stop = followProgress(cmd.Context(), api, cmd.ErrOrStderr())
+		stop = followProgress(cmd.Context(), ctl, cmd.ErrOrStderr())
 	}
-	res, err := api.Apply(cmd.Context(), req)
+	res, err := ctl.Apply(cmd.Context(), req)
 	stop()
 	if res != nil && res.Plan != nil && len(res.Plan.Errors) > 0 {
 		// In text, the errors go to stderr, as validate's do.
@@ -110,11 +109,11 @@ func newEventsCmd() *cobra.Command {
 		Use:   "events",
 		Short: "Show the event log (machines started, stopped, failed, drift fixed …); -f follows it",
 		Args:  cobra.NoArgs,
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, _ []string) error {
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			o := outputOf(cmd)
-			return api.Events(ctx, 0, machine, follow, func(e machined.Event) error {
+			return ctl.Events(ctx, 0, machine, follow, func(e api.Event) error {
 				return o.line(e, fmt.Sprintf("%s  %-18s %s", e.Time.Local().Format("2006-01-02 15:04:05"), e.Kind, e.Message))
 			})
 		}),
@@ -127,7 +126,7 @@ func newEventsCmd() *cobra.Command {
 // printApplied prints the actions apply took, each with its failure, and the
 // plan's notes. Its error is the exit status of a text apply: 1 when an action
 // failed (under -o json the result says so, and the status is 0).
-func printApplied(w io.Writer, res *machined.ApplyResult) error {
+func printApplied(w io.Writer, res *api.ApplyResult) error {
 	failed := 0
 	for _, r := range res.Results {
 		if r.Error != "" {
@@ -138,7 +137,7 @@ func printApplied(w io.Writer, res *machined.ApplyResult) error {
 		}
 	}
 	for _, a := range res.Plan.Actions {
-		if a.Op == machined.OpNote {
+		if a.Op == api.OpNote {
 			fmt.Fprintln(w, a)
 		}
 	}
@@ -154,11 +153,11 @@ func printApplied(w io.Writer, res *machined.ApplyResult) error {
 // followProgress prints the progress events that appear from now on (image
 // builds, machines starting) until the returned function is called, which
 // prints what is still unprinted before it returns.
-func followProgress(ctx context.Context, api machined.API, w io.Writer) func() {
+func followProgress(ctx context.Context, ctl api.API, w io.Writer) func() {
 	var last uint64
-	_ = api.Events(ctx, 0, "", false, func(e machined.Event) error { last = e.Seq; return nil })
+	_ = ctl.Events(ctx, 0, "", false, func(e api.Event) error { last = e.Seq; return nil })
 	var mu sync.Mutex
-	show := func(e machined.Event) error {
+	show := func(e api.Event) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if e.Seq <= last {
@@ -166,7 +165,7 @@ func followProgress(ctx context.Context, api machined.API, w io.Writer) func() {
 		}
 		last = e.Seq
 		switch e.Kind {
-		case machined.EvImageProgress, machined.EvMachineStarting:
+		case api.EvImageProgress, api.EvMachineStarting:
 			fmt.Fprintf(w, "  … %s\n", e.Message)
 		}
 		return nil
@@ -178,7 +177,7 @@ func followProgress(ctx context.Context, api machined.API, w io.Writer) func() {
 		mu.Lock()
 		from := last
 		mu.Unlock()
-		_ = api.Events(fctx, from, "", true, show)
+		_ = ctl.Events(fctx, from, "", true, show)
 	}()
 	return func() {
 		cancel()
@@ -186,6 +185,6 @@ func followProgress(ctx context.Context, api machined.API, w io.Writer) func() {
 		mu.Lock()
 		from := last
 		mu.Unlock()
-		_ = api.Events(ctx, from, "", false, show)
+		_ = ctl.Events(ctx, from, "", false, show)
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/rootfs"
 )
 
 // connect returns the daemon's API when berthd runs, or else a manager in this
 // process for one-shot work (machines it starts still run detached, but nobody
 // restarts them when they die).
-func connect(ctx context.Context) (machined.API, error) {
+func connect(ctx context.Context) (api.API, error) {
 	paths, daemon, err := resolvePaths(ctx)
 	if err != nil {
 		return nil, err
@@ -32,9 +33,9 @@ func connect(ctx context.Context) (machined.API, error) {
 // $BERTH_STATE_DIR) the CLI uses berthd and berthd's state directory, so that
 // two managers never own the same machines; an explicit one that differs from
 // berthd's is an error naming both. Without berthd the CLI works locally.
-func resolvePaths(ctx context.Context) (machined.Paths, *machined.Client, error) {
+func resolvePaths(ctx context.Context) (machined.Paths, *api.Client, error) {
 	paths := cliPaths()
-	c, err := machined.Dial(ctx, paths.Socket)
+	c, err := api.Dial(ctx, paths.Socket)
 	if err != nil {
 		return paths, nil, nil
 	}
@@ -86,11 +87,11 @@ func cliPaths() machined.Paths {
 
 // completeMachines completes machine names for the shell.
 func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-	api, err := connect(cmd.Context())
+	ctl, err := connect(cmd.Context())
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	list, err := api.List(cmd.Context())
+	list, err := ctl.List(cmd.Context())
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -103,13 +104,13 @@ func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra
 
 // withAPI is the RunE of a verb that works through berth's API: run gets
 // berthd's, or a manager's in this process (see connect).
-func withAPI(run func(cmd *cobra.Command, api machined.API, args []string) error) func(*cobra.Command, []string) error {
+func withAPI(run func(cmd *cobra.Command, ctl api.API, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		api, err := connect(cmd.Context())
+		ctl, err := connect(cmd.Context())
 		if err != nil {
 			return err
 		}
-		return run(cmd, api, args)
+		return run(cmd, ctl, args)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/api"
 )
 
 // TestCLIUsesRunningBerthd: with a berthd answering on --runtime-dir's socket,
@@ -33,7 +34,7 @@ func TestCLIUsesRunningBerthd(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- machined.Serve(ctx, p.Socket, m) }()
+	go func() { served <- api.Serve(ctx, p.Socket, m) }()
 	t.Cleanup(func() { cancel(); <-served })
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(p.Socket); err == nil {

@@ -7,9 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/spf13/cobra"
-
-	"github.com/berthd/berth/machined"
 )
 
 func newListCmd() *cobra.Command {
@@ -18,8 +17,8 @@ func newListCmd() *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List machines: declared, running, or with a root",
 		Args:    cobra.NoArgs,
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, _ []string) error {
-			list, err := api.List(cmd.Context())
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
+			list, err := ctl.List(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -28,7 +27,7 @@ func newListCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(o.w, "\n%d machines listed.\n", len(list))
-			if d, err := api.Daemon(cmd.Context()); err == nil && len(d.Errors) > 0 {
+			if d, err := ctl.Daemon(cmd.Context()); err == nil && len(d.Errors) > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: the definitions have %d errors (berth status shows them); the last good definitions stay in force\n", len(d.Errors))
 			}
 			return nil
@@ -41,15 +40,15 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status [NAME]",
 		Short: "Show a machine's state, addresses, limits, usage, console and events; without NAME, berthd's",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, args []string) error {
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
 			if len(args) == 0 {
-				d, err := api.Daemon(cmd.Context())
+				d, err := ctl.Daemon(cmd.Context())
 				if err != nil {
 					return err
 				}
 				return outputOf(cmd).print(d, func(w io.Writer) error { printDaemon(w, d); return nil })
 			}
-			s, err := api.Status(cmd.Context(), args[0])
+			s, err := ctl.Status(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -90,13 +89,13 @@ func newLifecycleCmd(use, short, verb string) *cobra.Command {
 			if verb == "recreate" && !yes {
 				return &exitError{code: 1, err: fmt.Errorf("recreate deletes the root of %s and everything written in it; add --yes to go ahead", strings.Join(args, ", "))}
 			}
-			api, err := connect(cmd.Context())
+			ctl, err := connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			failed := false
 			for _, name := range args {
-				if err := api.Verb(cmd.Context(), name, verb); err != nil {
+				if err := ctl.Verb(cmd.Context(), name, verb); err != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "berth %s %s: %v\n", verb, name, err)
 					failed = true
 				}
@@ -120,9 +119,9 @@ func newKillCmd() *cobra.Command {
 		Short:             "Send a signal to machines (default SIGTERM to all processes, like machinectl kill)",
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeMachines,
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, args []string) error {
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
 			for _, name := range args {
-				if err := api.Kill(cmd.Context(), name, machined.KillRequest{Signal: signal, Whom: whom}); err != nil {
+				if err := ctl.Kill(cmd.Context(), name, api.KillRequest{Signal: signal, Whom: whom}); err != nil {
 					return fmt.Errorf("kill %s: %w", name, err)
 				}
 			}
@@ -137,9 +136,9 @@ func newKillCmd() *cobra.Command {
 // machineHeader and machineRow are berth list's table.
 var machineHeader = []string{"MACHINE", "STATE", "ADDRESS", "IMAGE", "SINCE", "NOTE"}
 
-func machineRow(s machined.MachineStatus) []string {
+func machineRow(s api.MachineStatus) []string {
 	state := s.State
-	if s.Hold != nil && s.State == machined.StateStopped {
+	if s.Hold != nil && s.State == api.StateStopped {
 		state += " (held)"
 	}
 	addr := "-"
@@ -152,7 +151,7 @@ func machineRow(s machined.MachineStatus) []string {
 	}
 	// A machine that is not running shows when it ended.
 	since := s.Since
-	if s.State == machined.StateStopped || s.State == machined.StateFailed {
+	if s.State == api.StateStopped || s.State == api.StateFailed {
 		since = time.Time{}
 		if s.LastExit != nil {
 			since = s.LastExit.Time
@@ -161,7 +160,7 @@ func machineRow(s machined.MachineStatus) []string {
 	return []string{s.Name, state, addr, dash(s.Image), ago(since), note}
 }
 
-func printDaemon(w io.Writer, d *machined.DaemonStatus) {
+func printDaemon(w io.Writer, d *api.DaemonStatus) {
 	if d.Daemon {
 		fmt.Fprintf(w, "berthd %s, pid %d, up since %s (%s)\n", d.Version, d.PID, d.Started.Local().Format(time.DateTime), ago(d.Started))
 	} else {
@@ -193,7 +192,7 @@ func printDaemon(w io.Writer, d *machined.DaemonStatus) {
 	}
 }
 
-func printStatus(w io.Writer, s *machined.MachineStatus) {
+func printStatus(w io.Writer, s *api.MachineStatus) {
 	state := s.State
 	if s.Hold != nil {
 		state += " (held: " + s.Hold.Reason + ")"

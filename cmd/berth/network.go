@@ -3,9 +3,8 @@ package main
 import (
 	"strings"
 
+	"github.com/berthd/berth/machined/api"
 	"github.com/spf13/cobra"
-
-	"github.com/berthd/berth/machined"
 )
 
 func newNetworkCmd() *cobra.Command {
@@ -15,8 +14,8 @@ func newNetworkCmd() *cobra.Command {
 		Aliases: []string{"ls"},
 		Short:   "List the declared networks: bridge, subnet, machines",
 		Args:    cobra.NoArgs,
-		RunE: withAPI(func(cmd *cobra.Command, api machined.API, _ []string) error {
-			nets, err := api.Networks(cmd.Context())
+		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
+			nets, err := ctl.Networks(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -29,7 +28,7 @@ func newNetworkCmd() *cobra.Command {
 // networkHeader and networkRow are berth network list's table.
 var networkHeader = []string{"NAME", "BRIDGE", "SUBNET", "MACHINES"}
 
-func networkRow(n machined.NetworkStatus) []string {
+func networkRow(n api.NetworkStatus) []string {
 	subnet := n.Subnet
 	if n.Subnet6 != "" {
 		subnet += "," + n.Subnet6

@@ -35,9 +35,9 @@ root is deleted. A running machine is refused: stop it first. remove stops nothi
 				// Through berth's API: a machine still declared is refused
 				// (berthd would make it a new root at once), and its address
 				// leases and records go with its root.
-				api, err := connect(cmd.Context())
+				ctl, err := connect(cmd.Context())
 				if err == nil {
-					err = api.Verb(cmd.Context(), name, "remove")
+					err = ctl.Verb(cmd.Context(), name, "remove")
 				}
 				if err != nil {
 					return err

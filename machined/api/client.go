@@ -1,4 +1,4 @@
-package machined
+package api
 
 import (
 	"bufio"
@@ -109,7 +109,7 @@ func (c *Client) Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, err
 		return nil, err
 	}
 	if out.Plan != nil && len(out.Plan.Errors) > 0 {
-		return &out, fmt.Errorf("definitions have errors; nothing applied: %w", ErrInvalid)
+		return &out, fmt.Errorf("definitions have errors; nothing applied: %w", errdefs.ErrInvalid)
 	}
 	return &out, nil
 }

@@ -1,10 +1,11 @@
-package machined
+package api
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -114,7 +115,7 @@ func Handler(api API) http.Handler {
 			return nil
 		})
 		if err != nil && r.Context().Err() == nil {
-			loggerFrom(r.Context()).Debug("events stream ended", "err", err)
+			slog.Debug("events stream ended", "err", err)
 		}
 	})
 	return mux

@@ -1,19 +1,8 @@
-package machined
+package api
 
 import (
 	"context"
 	"time"
-
-	"github.com/berthd/berth/internal/errdefs"
-)
-
-// Error classes, checked with errors.Is: berth's one vocabulary (package
-// errdefs), which the API carries across the socket, whichever package an
-// error comes from.
-var (
-	ErrNotFound = errdefs.ErrNotFound
-	ErrInvalid  = errdefs.ErrInvalid
-	ErrConflict = errdefs.ErrConflict
 )
 
 // Machine states as `berth list` shows them.
@@ -153,4 +142,78 @@ type API interface {
 	// Events calls fn for the events after seq, then, when follow, for new ones
 	// until ctx ends or fn returns an error.
 	Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error
+}
+
+// Hold reasons. A held machine is not started by the reconciler although its
+// definition says running, until `berth start`/`berth release` or a change of its
+// definition releases it. This is how an imperative verb is not undone by the next
+// reconcile, and how a machine that powered itself off stays off.
+const (
+	HoldStopped = "stopped" // berth stop / poweroff / terminate, or a stock tool stopped it
+	HoldExited  = "exited"  // the machine ended and its restart policy says not to restart
+	HoldFailed  = "failed"  // restarted too often; given up
+)
+
+// Hold records why a declared machine is not being started.
+type Hold struct {
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
+	// SpecHash is the definition's hash when the hold was set: a different
+	// definition releases the hold.
+	SpecHash string `json:"specHash,omitempty"`
+}
+
+// ExitInfo is how a machine last ended.
+type ExitInfo struct {
+	Code    int       `json:"code"`
+	Reason  string    `json:"reason"`
+	Time    time.Time `json:"time"`
+	Started time.Time `json:"started,omitzero"` // when that run began
+	// StoppedBy says who stopped it when not berth and not the guest itself.
+	StoppedBy string `json:"stoppedBy,omitempty"`
+}
+
+// Who stopped a machine, when it was neither berth nor the guest.
+const (
+	StoppedBySystemd      = "systemd"       // systemctl stop of its scope, machinectl terminate
+	StoppedByHostShutdown = "host-shutdown" // the host is shutting down
+)
+
+// Event kinds. They are part of the API (`berth events -o json`): add, never rename.
+const (
+	EvMachineStarting   = "machine.starting"
+	EvMachineStarted    = "machine.started"
+	EvMachineRunning    = "machine.running"
+	EvMachineStopping   = "machine.stopping"
+	EvMachineStopped    = "machine.stopped"
+	EvMachineExited     = "machine.exited"
+	EvMachineFailed     = "machine.failed"
+	EvMachineRestarting = "machine.restarting"
+	EvMachineUpdated    = "machine.updated"
+	EvMachineHeld       = "machine.held"
+	EvMachineReleased   = "machine.released"
+	EvMachineAdopted    = "machine.adopted"
+	EvMachineRecreated  = "machine.recreated"
+	EvMachineRemoved    = "machine.removed"
+	EvNetworkCreated    = "network.created"
+	EvNetworkRemoved    = "network.removed"
+	EvImageBuilt        = "image.built"
+	EvImageProgress     = "image.progress"
+	EvDriftFixed        = "drift.fixed"
+	EvDefinitionError   = "definition.error"
+	EvReconcileError    = "reconcile.error"
+	EvSourceUpdated     = "source.updated"
+)
+
+// Event is one entry of the event log.
+type Event struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"`
+	Machine   string    `json:"machine,omitempty"`
+	Network   string    `json:"network,omitempty"`
+	Image     string    `json:"image,omitempty"`
+	Message   string    `json:"message"`
+	Reconcile string    `json:"reconcile,omitempty"`
 }

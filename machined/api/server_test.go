@@ -1,4 +1,4 @@
-package machined
+package api
 
 import (
 	"context"
@@ -26,7 +26,7 @@ func (f failingAPI) Verb(ctx context.Context, name, verb string) error { return 
 // in local mode (rootfs.ErrBusy used to arrive as a classless 500).
 func TestErrorClassesCrossTheAPI(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	for _, class := range []error{rootfs.ErrBusy, netconf.ErrExhausted, ErrInvalid, ErrNotFound, ErrConflict, rootfs.ErrUnsupported, netconf.ErrExists} {
+	for _, class := range []error{rootfs.ErrBusy, netconf.ErrExhausted, errdefs.ErrInvalid, errdefs.ErrNotFound, errdefs.ErrConflict, rootfs.ErrUnsupported, netconf.ErrExists} {
 		ctx, cancel := context.WithCancel(context.Background())
 		want := fmt.Errorf("machine %q: remove its root: %w", "web", class)
 		done := make(chan error, 1)

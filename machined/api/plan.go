@@ -1,4 +1,4 @@
-package machined
+package api
 
 import (
 	"fmt"
@@ -107,3 +107,6 @@ func (p *Plan) String() string {
 	}
 	return b.String()
 }
+
+// ID is the ID of the action op kind name.
+func ID(op, kind, name string) string { return Action{Op: op, Kind: kind, Name: name}.ID() }
