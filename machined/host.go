@@ -21,6 +21,7 @@ import (
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/events"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
@@ -33,8 +34,8 @@ type leafHost struct {
 	paths  Paths
 	images *rootfs.Store
 	leases *netconf.Leases
-	driver string    // "systemd" or "cgroupfs": which the supervisors use
-	events *EventLog // where long work reports progress (image builds)
+	driver string      // "systemd" or "cgroupfs": which the supervisors use
+	events *events.Log // where long work reports progress (image builds)
 
 	netMu sync.Mutex // one netlink/nftables change at a time
 }
@@ -74,7 +75,7 @@ func OpenLocal(p Paths) (*Manager, error) {
 
 func (h *leafHost) DriverName() string { return h.driver }
 
-func (h *leafHost) useEvents(l *EventLog) { h.events = l }
+func (h *leafHost) useEvents(l *events.Log) { h.events = l }
 
 // withNet runs fn with a netlink/nftables handle on the host's network
 // namespace, one change at a time.
@@ -780,7 +781,7 @@ func stripANSI(s string) string {
 // progressReporter reports long image work in the daemon's log and as
 // image.progress events (which `berth apply` shows while it waits), at most
 // every few seconds and at each new phase.
-func progressReporter(ctx context.Context, image string, events *EventLog) rootfs.ProgressFunc {
+func progressReporter(ctx context.Context, image string, events *events.Log) rootfs.ProgressFunc {
 	var last time.Time
 	phase := ""
 	return func(p rootfs.Progress) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/events"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
 
@@ -56,8 +58,8 @@ type Host interface {
 type Manager struct {
 	cfg     *Config
 	host    Host
-	store   *Store
-	events  *EventLog
+	store   *store.Store
+	events  *events.Log
 	sources *sourceSet
 	daemon  bool // supervise exits (restart policy); false for one-shot CLI use
 
@@ -77,7 +79,7 @@ type Manager struct {
 // watches machines for exits and restarts them (berthd) or only acts once (CLI).
 func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
 	stateDir := filepath.Join(cfg.StateDir, "berthd")
-	store, err := OpenStore(stateDir)
+	store, err := store.Open(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -85,21 +87,21 @@ func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
 		cfg:     cfg,
 		host:    host,
 		store:   store,
-		events:  NewEventLog(filepath.Join(stateDir, "events.jsonl")),
+		events:  events.Open(filepath.Join(stateDir, "events.jsonl")),
 		sources: newSourceSet(cfg),
 		daemon:  daemon,
 		started: time.Now(),
 		watched: map[string]*watcher{},
 		kick:    make(chan struct{}, 1),
 	}
-	if h, ok := host.(interface{ useEvents(*EventLog) }); ok {
+	if h, ok := host.(interface{ useEvents(*events.Log) }); ok {
 		h.useEvents(m.events) // long work (image builds) reports progress there
 	}
 	return m, nil
 }
 
 // Events returns the manager's event log.
-func (m *Manager) EventLog() *EventLog { return m.events }
+func (m *Manager) EventLog() *events.Log { return m.events }
 
 // Trigger asks for a reconcile pass soon (coalesced).
 func (m *Manager) Trigger() {
@@ -155,9 +157,9 @@ func sameStrings(a, b []string) bool {
 	return true
 }
 
-func (m *Manager) records() map[string]Record {
+func (m *Manager) records() map[string]store.Record {
 	m.store.Reload()
-	out := map[string]Record{}
+	out := map[string]store.Record{}
 	for _, n := range m.store.Names() {
 		out[n] = m.store.Get(n)
 	}
@@ -323,7 +325,7 @@ func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a api.Action) 
 			// A machine that cannot start is failed until a start succeeds; a
 			// failed live update or repair is reported and tried again.
 			ev.Kind = api.EvMachineFailed
-			_ = m.store.Update(a.Name, func(r *Record) { r.LastError = err.Error() })
+			_ = m.store.Update(a.Name, func(r *store.Record) { r.LastError = err.Error() })
 		}
 		ev.Message = fmt.Sprintf("%s %s %s: %v", a.Op, a.Kind, a.Name, err)
 		m.events.Emit(ev)
@@ -386,7 +388,7 @@ func (m *Manager) doMachine(ctx context.Context, d *spec.Set, a api.Action, ev *
 func (m *Manager) clearStaleHold(mm *spec.Machine) {
 	rec := m.store.Get(mm.Name)
 	if rec.Hold != nil && rec.Hold.SpecHash != "" && rec.Hold.SpecHash != mm.Hash() {
-		_ = m.store.Update(mm.Name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+		_ = m.store.Update(mm.Name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
 		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: mm.Name, Message: "its definition changed: hold released"})
 	}
 }
@@ -396,7 +398,7 @@ func (m *Manager) start(ctx context.Context, d *spec.Set, mm *spec.Machine) erro
 	if err := m.host.StartMachine(ctx, d, mm); err != nil {
 		return err
 	}
-	_ = m.store.Update(mm.Name, func(r *Record) { r.LastError = ""; r.NextRestart = time.Time{} })
+	_ = m.store.Update(mm.Name, func(r *store.Record) { r.LastError = ""; r.NextRestart = time.Time{} })
 	m.watch(mm.Name)
 	return nil
 }
@@ -413,7 +415,7 @@ func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
 		return err
 	}
 	if ex != nil {
-		if err := m.store.Update(name, func(r *Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
+		if err := m.store.Update(name, func(r *store.Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
 			loggerFrom(ctx).Warn("record exit", "machine", name, "err", err)
 		}
 		m.events.Emit(api.Event{Kind: api.EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
@@ -429,7 +431,7 @@ func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) e
 	if err := m.host.RemoveRoot(ctx, mm.Name); err != nil {
 		return err
 	}
-	_ = m.store.Update(mm.Name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
+	_ = m.store.Update(mm.Name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} })
 	return m.start(ctx, d, mm)
 }
 
@@ -550,7 +552,7 @@ func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 		mm = d.Machine(name)
 	}
 	var out exitOutcome
-	err := m.store.Update(name, func(r *Record) {
+	err := m.store.Update(name, func(r *store.Record) {
 		out = afterExit(name, mm, *r, ex, time.Now())
 		*r = out.Record
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
 
@@ -79,10 +80,10 @@ type PlanOptions struct {
 // observed host to the desired definitions, each with the actions it needs
 // first. It is a pure function: everything berth will do is in the plan,
 // `berth plan` shows it, and apply does exactly it.
-func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOptions) *api.Plan {
+func BuildPlan(d *spec.Set, o *Observed, records map[string]store.Record, opt PlanOptions) *api.Plan {
 	b := &planner{d: d, o: o, records: maps.Clone(records), now: opt.Now}
 	if b.records == nil {
-		b.records = map[string]Record{}
+		b.records = map[string]store.Record{}
 	}
 	if b.now.IsZero() {
 		b.now = time.Now()
@@ -103,7 +104,7 @@ func BuildPlan(d *spec.Set, o *Observed, records map[string]Record, opt PlanOpti
 type planner struct {
 	d       *spec.Set
 	o       *Observed
-	records map[string]Record
+	records map[string]store.Record
 	now     time.Time
 	plan    api.Plan
 	ids     map[string]bool // the IDs of the plan's actions
@@ -188,7 +189,7 @@ func (b *planner) machine(m *spec.Machine) {
 	planMachine(add, m, om, b.records[m.Name], b.o, b.ids[api.ID(api.OpBuild, api.KindImage, m.Image)], b.now)
 }
 
-func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec Record, o *Observed, imageRebuilt bool, now time.Time) {
+func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec store.Record, o *Observed, imageRebuilt bool, now time.Time) {
 	act := func(op, reason string, changes ...string) {
 		add(api.Action{Op: op, Kind: api.KindMachine, Name: m.Name, Reason: reason, Changes: changes})
 	}

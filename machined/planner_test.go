@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 )
@@ -70,106 +71,106 @@ func TestBuildPlan(t *testing.T) {
 	cases := []struct {
 		name    string
 		defs    string // replaces planBase when set
-		edit    func(d *spec.Set, o *Observed, recs map[string]Record)
+		edit    func(d *spec.Set, o *Observed, recs map[string]store.Record)
 		want    []string
 		changes bool
 		detail  string // a substring of some action's changes or reason
 	}{
 		{name: "converged host: nothing to do", want: nil},
 		{name: "empty host: network, image, machine in order",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Networks, o.Images, o.Machines = map[string]ObservedNetwork{}, map[string]ObservedImage{}, map[string]*ObservedMachine{}
 				o.RulesCurrent = false
 			},
 			want: []string{"create network lan", "build image deb", "start machine web", "update rules berth"}, changes: true},
 		{name: "memory limit edited: live update, no restart",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Spec.Resources.MemoryMax = spec.Size(256 << 20)
 			},
 			want: []string{"update machine web"}, changes: true, detail: "resources.memoryMax"},
 		{name: "port edited: live update of the forwards",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Spec.Network.Ports = nil
 			},
 			want: []string{"update machine web"}, changes: true, detail: "network.ports"},
 		{name: "anti-spoofing turned off: live update of the rules",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				off := false
 				d.Machine("web").Network.AntiSpoofing = &off
 			},
 			want: []string{"update machine web"}, changes: true, detail: "network.antiSpoofing: true → false"},
 		{name: "hostname edited: restart",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Spec.Hostname = "old"
 			},
 			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "hostname: old → web"},
 		{name: "machine died: start",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Running = false
 			},
 			want: []string{"start machine web", "update rules berth"}, changes: true},
 		{name: "in back-off: a note, no start",
-			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, r map[string]store.Record) {
 				o.Machines["web"].Running = false
-				r["web"] = Record{Name: "web", Restarts: 2, NextRestart: now.Add(4 * time.Second)}
+				r["web"] = store.Record{Name: "web", Restarts: 2, NextRestart: now.Add(4 * time.Second)}
 			},
 			want: []string{"note machine web"}, detail: "restarting in 4s"},
 		{name: "held by berth stop: not started",
-			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, r map[string]store.Record) {
 				o.Machines["web"].Running = false
-				r["web"] = Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, Message: "berth stop", SpecHash: d.Machine("web").Hash()}}
+				r["web"] = store.Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, Message: "berth stop", SpecHash: d.Machine("web").Hash()}}
 			},
 			want: []string{"note machine web"}, detail: "held stopped"},
 		{name: "hold released by a changed definition",
-			edit: func(d *spec.Set, o *Observed, r map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, r map[string]store.Record) {
 				o.Machines["web"].Running = false
-				r["web"] = Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, SpecHash: "older"}}
+				r["web"] = store.Record{Name: "web", Hold: &api.Hold{Reason: api.HoldStopped, SpecHash: "older"}}
 			},
 			want: []string{"start machine web", "update rules berth"}, changes: true},
 		{name: "declared stopped: stop",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				d.Machine("web").State = spec.StateStopped
 			},
 			want: []string{"stop machine web", "update rules berth"}, changes: true},
 		{name: "undeclared running machine: stopped, root kept",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["old"] = &ObservedMachine{Name: "old", Running: true, HasRoot: true}
 			},
 			want: []string{"stop machine old", "update rules berth"}, changes: true, detail: "root is kept"},
 		{name: "image changed, keep: a note, never a silent recreate",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
 			},
 			want: []string{"note machine web"}, detail: "berth recreate web"},
 		{name: "image definition changed: rebuilt, machine noted",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:aaa", SpecHash: "old"}
 			},
 			want: []string{"build image deb", "note machine web"}, changes: true},
 		{name: "image changed, recreate asked: recreate",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				d.Machine("web").Root.OnImageChange = spec.ImageChangeRecreate
 				o.Machines["web"].Spec.Root.OnImageChange = spec.ImageChangeRecreate
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
 			},
 			want: []string{"recreate machine web", "update rules berth"}, changes: true},
 		{name: "bridge deleted behind berth's back: recreated",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Networks["lan"] = ObservedNetwork{Name: "lan", Present: false}
 			},
 			want: []string{"create network lan"}, changes: true},
 		{name: "veth deleted: repaired",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].LinkMissing = true
 			},
 			want: []string{"repair machine web"}, changes: true},
 		{name: "nftables table deleted: rules updated",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.RulesCurrent, o.RulesDrift = false, []string{"table bridge berth is missing"}
 			},
 			want: []string{"update rules berth"}, changes: true, detail: "table bridge berth is missing"},
 		{name: "undeclared network: removed",
-			edit: func(d *spec.Set, o *Observed, _ map[string]Record) {
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Networks["gone"] = ObservedNetwork{Name: "gone", Bridge: "br-gone", Present: true}
 			},
 			want: []string{"remove network gone"}, changes: true},
@@ -182,7 +183,7 @@ func TestBuildPlan(t *testing.T) {
 			}
 			d := mustParse(t, defs)
 			o := converged(d)
-			recs := map[string]Record{}
+			recs := map[string]store.Record{}
 			if tc.edit != nil {
 				tc.edit(d, o, recs)
 			}
@@ -333,7 +334,7 @@ func TestPlanExitWhileDown(t *testing.T) {
 		o := converged(d)
 		o.Machines["web"].Running = false
 		o.Machines["web"].Exited = &api.ExitInfo{Code: tc.code, Reason: "exited", Time: now, Started: now.Add(-time.Second)}
-		recs := map[string]Record{}
+		recs := map[string]store.Record{}
 		p := BuildPlan(d, o, recs, PlanOptions{Now: now})
 		if got := ops(p); strings.Join(got, "; ") != strings.Join(tc.want, "; ") || !strings.Contains(p.String(), tc.detail) {
 			t.Errorf("policy %s, exit %d: plan\n%s\nwant %q mentioning %q", tc.policy, tc.code, p, tc.want, tc.detail)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
 
@@ -20,7 +21,7 @@ const minGoodRun = 30 * time.Second
 // exitOutcome is what an exit leads to: the record to keep, and the event
 // that tells a person.
 type exitOutcome struct {
-	Record  Record
+	Record  store.Record
 	Event   string // an Ev* kind
 	Message string
 	// Restart says the machine starts again, not before Record.NextRestart.
@@ -29,7 +30,7 @@ type exitOutcome struct {
 
 // afterExit applies the restart policy to a machine that ended: mm is its
 // definition (nil when no longer declared), rec its record before the exit.
-func afterExit(name string, mm *spec.Machine, rec Record, ex api.ExitInfo, now time.Time) exitOutcome {
+func afterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo, now time.Time) exitOutcome {
 	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
 	rec.Name, rec.LastExit = name, &ex
 	switch {

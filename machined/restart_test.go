@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
 
@@ -22,7 +23,7 @@ func TestAfterExit(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		mm       *spec.Machine
-		rec      Record
+		rec      store.Record
 		ex       api.ExitInfo
 		event    string
 		restart  bool
@@ -30,17 +31,17 @@ func TestAfterExit(t *testing.T) {
 		restarts int
 		delay    time.Duration
 	}{
-		{"on-failure, a crash: restart after 1 s", machine(spec.RestartOnFailure, 0), Record{}, crash, api.EvMachineRestarting, true, "", 1, time.Second},
-		{"on-failure, the third crash in a row: 4 s", machine(spec.RestartOnFailure, 0), Record{Restarts: 2}, crash, api.EvMachineRestarting, true, "", 3, 4 * time.Second},
-		{"on-failure, a long good run resets the count", machine(spec.RestartOnFailure, 0), Record{Restarts: 5}, api.ExitInfo{Code: 1, Reason: "exited", Time: now, Started: now.Add(-time.Hour)}, api.EvMachineRestarting, true, "", 1, time.Second},
-		{"on-failure, a clean poweroff: held exited", machine(spec.RestartOnFailure, 0), Record{}, clean, api.EvMachineExited, false, api.HoldExited, 0, 0},
-		{"always, a clean poweroff: restart", machine(spec.RestartAlways, 0), Record{}, clean, api.EvMachineRestarting, true, "", 1, time.Second},
-		{"no, a crash: held exited", machine(spec.RestartNo, 0), Record{}, crash, api.EvMachineExited, false, api.HoldExited, 0, 0},
-		{"maxRetries reached: failed", machine(spec.RestartOnFailure, 3), Record{Restarts: 3}, crash, api.EvMachineFailed, false, api.HoldFailed, 3, 0},
-		{"stopped through systemd: held stopped", machine(spec.RestartAlways, 0), Record{}, api.ExitInfo{Code: 0, Reason: "poweroff", StoppedBy: api.StoppedBySystemd}, api.EvMachineHeld, false, api.HoldStopped, 0, 0},
-		{"the host shutting down: nothing to restart, no hold", machine(spec.RestartAlways, 0), Record{Restarts: 2}, api.ExitInfo{Code: 0, StoppedBy: api.StoppedByHostShutdown}, api.EvMachineStopped, false, "", 0, 0},
-		{"undeclared: nothing to restart", nil, Record{}, crash, api.EvMachineStopped, false, "", 0, 0},
-		{"held already: stays held", machine(spec.RestartAlways, 0), Record{Hold: &api.Hold{Reason: api.HoldStopped}}, crash, api.EvMachineStopped, false, api.HoldStopped, 0, 0},
+		{"on-failure, a crash: restart after 1 s", machine(spec.RestartOnFailure, 0), store.Record{}, crash, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, the third crash in a row: 4 s", machine(spec.RestartOnFailure, 0), store.Record{Restarts: 2}, crash, api.EvMachineRestarting, true, "", 3, 4 * time.Second},
+		{"on-failure, a long good run resets the count", machine(spec.RestartOnFailure, 0), store.Record{Restarts: 5}, api.ExitInfo{Code: 1, Reason: "exited", Time: now, Started: now.Add(-time.Hour)}, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"on-failure, a clean poweroff: held exited", machine(spec.RestartOnFailure, 0), store.Record{}, clean, api.EvMachineExited, false, api.HoldExited, 0, 0},
+		{"always, a clean poweroff: restart", machine(spec.RestartAlways, 0), store.Record{}, clean, api.EvMachineRestarting, true, "", 1, time.Second},
+		{"no, a crash: held exited", machine(spec.RestartNo, 0), store.Record{}, crash, api.EvMachineExited, false, api.HoldExited, 0, 0},
+		{"maxRetries reached: failed", machine(spec.RestartOnFailure, 3), store.Record{Restarts: 3}, crash, api.EvMachineFailed, false, api.HoldFailed, 3, 0},
+		{"stopped through systemd: held stopped", machine(spec.RestartAlways, 0), store.Record{}, api.ExitInfo{Code: 0, Reason: "poweroff", StoppedBy: api.StoppedBySystemd}, api.EvMachineHeld, false, api.HoldStopped, 0, 0},
+		{"the host shutting down: nothing to restart, no hold", machine(spec.RestartAlways, 0), store.Record{Restarts: 2}, api.ExitInfo{Code: 0, StoppedBy: api.StoppedByHostShutdown}, api.EvMachineStopped, false, "", 0, 0},
+		{"undeclared: nothing to restart", nil, store.Record{}, crash, api.EvMachineStopped, false, "", 0, 0},
+		{"held already: stays held", machine(spec.RestartAlways, 0), store.Record{Hold: &api.Hold{Reason: api.HoldStopped}}, crash, api.EvMachineStopped, false, api.HoldStopped, 0, 0},
 	} {
 		out := afterExit("web", tc.mm, tc.rec, tc.ex, now)
 		hold := ""

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
 
@@ -71,7 +72,7 @@ func (m *Manager) Status(ctx context.Context, name string) (*api.MachineStatus, 
 }
 
 // status derives a machine's state from its definition, what runs, and its record.
-func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]Record, name string) api.MachineStatus {
+func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]store.Record, name string) api.MachineStatus {
 	st := api.MachineStatus{Name: name, State: api.StateStopped}
 	om := o.Machines[name]
 	rec := recs[name]
@@ -176,7 +177,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 			// would come after this start.
 			m.awaitExitHandled(ctx, name, 30*time.Second)
 		}
-		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
+		if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
 			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
 		}
 		if o, err = m.host.Observe(ctx, d); err != nil {
@@ -195,7 +196,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		if mm != nil {
 			// Without the hold on disk the next reconcile would start it again:
 			// no hold, no stop.
-			if err := m.store.Update(name, func(r *Record) {
+			if err := m.store.Update(name, func(r *store.Record) {
 				r.Hold = &api.Hold{Reason: api.HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
 				r.NextRestart = time.Time{}
 			}); err != nil {
@@ -213,7 +214,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		}
 		return m.host.Reboot(ctx, name)
 	case "release":
-		if err := m.store.Update(name, func(r *Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
+		if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
 			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
 		}
 		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth release"})
@@ -244,7 +245,7 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 		if err := m.host.RemoveRoot(ctx, name); err != nil {
 			return err
 		}
-		_ = m.store.Update(name, func(r *Record) { *r = Record{Name: name} })
+		_ = m.store.Update(name, func(r *store.Record) { *r = store.Record{Name: name} })
 		m.events.Emit(api.Event{Kind: api.EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
 		return nil
 	}

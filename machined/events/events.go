@@ -1,4 +1,7 @@
-package machined
+// Package events is berthd's event log: recent events in memory, appended to
+// a JSON-lines file that survives restarts, fanned out to subscribers
+// (`berth events -f`).
+package events
 
 import (
 	"bufio"
@@ -12,10 +15,10 @@ import (
 	"github.com/berthd/berth/machined/api"
 )
 
-// EventLog keeps recent events in memory for `berth events` and the per-machine
+// Log keeps recent events in memory for `berth events` and the per-machine
 // history of `berth status`, appends them to a file in the state directory, and
 // fans them out to subscribers.
-type EventLog struct {
+type Log struct {
 	mu   sync.Mutex
 	seq  uint64
 	ring []api.Event
@@ -27,10 +30,10 @@ type EventLog struct {
 // eventFileMax is the size at which the event log is rotated to NAME.1.
 const eventFileMax = 4 << 20
 
-// NewEventLog opens the log kept at path (JSON lines), loading its tail so the
+// Open opens the log kept at path (JSON lines), loading its tail so the
 // history survives a daemon restart. path may be empty for a memory-only log.
-func NewEventLog(path string) *EventLog {
-	l := &EventLog{max: 2000, path: path, subs: map[chan api.Event]struct{}{}}
+func Open(path string) *Log {
+	l := &Log{max: 2000, path: path, subs: map[chan api.Event]struct{}{}}
 	if path == "" {
 		return l
 	}
@@ -54,7 +57,7 @@ func NewEventLog(path string) *EventLog {
 	return l
 }
 
-func (l *EventLog) push(e api.Event) {
+func (l *Log) push(e api.Event) {
 	l.ring = append(l.ring, e)
 	if len(l.ring) > l.max {
 		l.ring = append(l.ring[:0:0], l.ring[len(l.ring)-l.max:]...)
@@ -62,7 +65,7 @@ func (l *EventLog) push(e api.Event) {
 }
 
 // Emit records e, stamping its sequence number and time.
-func (l *EventLog) Emit(e api.Event) api.Event {
+func (l *Log) Emit(e api.Event) api.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seq++
@@ -81,7 +84,7 @@ func (l *EventLog) Emit(e api.Event) api.Event {
 	return e
 }
 
-func (l *EventLog) appendFile(e api.Event) {
+func (l *Log) appendFile(e api.Event) {
 	if l.path == "" {
 		return
 	}
@@ -97,7 +100,7 @@ func (l *EventLog) appendFile(e api.Event) {
 
 // Recent returns the events after seq whose machine is machine (any when empty),
 // oldest first, at most n (all when n <= 0).
-func (l *EventLog) Recent(seq uint64, machine string, n int) []api.Event {
+func (l *Log) Recent(seq uint64, machine string, n int) []api.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []api.Event
@@ -115,7 +118,7 @@ func (l *EventLog) Recent(seq uint64, machine string, n int) []api.Event {
 
 // Subscribe returns a channel of new events and a function that ends the
 // subscription.
-func (l *EventLog) Subscribe() (<-chan api.Event, func()) {
+func (l *Log) Subscribe() (<-chan api.Event, func()) {
 	ch := make(chan api.Event, 256)
 	l.mu.Lock()
 	l.subs[ch] = struct{}{}

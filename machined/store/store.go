@@ -1,4 +1,7 @@
-package machined
+// Package store keeps what berthd remembers about each machine between
+// reconciles and across its own restarts (holds, last exits, restart counts and
+// back-off), in one JSON file written atomically under a lock.
+package store
 
 import (
 	"encoding/json"
@@ -35,8 +38,8 @@ type Store struct {
 	records map[string]*Record
 }
 
-// OpenStore loads the records under dir (STATE/berthd).
-func OpenStore(dir string) (*Store, error) {
+// Open loads the records under dir (STATE/berthd).
+func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
