@@ -15,8 +15,7 @@ import (
 
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined/api"
-
-	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/config"
 )
 
 func init() {
@@ -58,7 +57,7 @@ func benchReconcile() (map[string]any, error) {
 	defer exec.Command("ip", "netns", "del", netns).Run()
 	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
 
-	paths := machined.Paths{StateDir: filepath.Join(work, "state"), RuntimeDir: filepath.Join(work, "run"), LogDir: filepath.Join(work, "log")}
+	paths := config.Paths{StateDir: filepath.Join(work, "state"), RuntimeDir: filepath.Join(work, "run"), LogDir: filepath.Join(work, "log")}
 	paths.Socket = filepath.Join(paths.RuntimeDir, "berthd.sock")
 	cfgPath := filepath.Join(work, "berthd.yaml")
 	cfg := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 1h\nparallelism: 8\n", paths.StateDir, paths.RuntimeDir, paths.LogDir)

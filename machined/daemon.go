@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -35,7 +36,7 @@ type DaemonHooks struct {
 // RunDaemon is berthd: it serves the API, watches the sources, and reconciles
 // on start-up, on changes, on machine exits, on API calls and periodically,
 // until ctx ends. The machines keep running after it returns.
-func RunDaemon(ctx context.Context, cfg *Config, host Host, hooks DaemonHooks) error {
+func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonHooks) error {
 	m, err := NewManager(cfg, host, true)
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
 )
 
@@ -27,7 +28,7 @@ import (
 // (machined's own supervise stage) and the payload's init stage.
 func init() {
 	container.RegisterStage("test-berthd", func() {
-		cfg, err := machined.LoadConfig(os.Getenv("BERTH_TEST_CONFIG"))
+		cfg, err := config.Load(os.Getenv("BERTH_TEST_CONFIG"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -54,7 +55,7 @@ type env struct {
 	dir    string
 	netns  string // name under /run/netns
 	cfg    string
-	paths  machined.Paths
+	paths  config.Paths
 	daemon *exec.Cmd
 	api    *api.Client
 }
@@ -66,7 +67,7 @@ func newEnv(t *testing.T, extraConfig string) *env {
 	testenv.RequireCommand(t, "ip", "nsenter")
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, netns: testenv.UniqueName("berthd-test")}
-	e.paths = machined.Paths{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log")}
+	e.paths = config.Paths{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log")}
 	e.paths.Socket = filepath.Join(e.paths.RuntimeDir, "berthd.sock")
 	if out, err := exec.Command("ip", "netns", "add", e.netns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/spec"
 )
 
@@ -217,7 +218,7 @@ func newFakeEnv(t *testing.T, daemon bool) *fakeEnv {
 	if err := os.MkdirAll(e.defs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &Config{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log"), Parallelism: 4}
+	cfg := &config.Config{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log"), Parallelism: 4}
 	m, err := NewManager(cfg, e.host, daemon)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
@@ -31,7 +32,7 @@ import (
 // leafHost is the real Host: the container, rootfs, netconf (and, on systemd
 // hosts, units) packages acting on this machine.
 type leafHost struct {
-	paths  Paths
+	paths  config.Paths
 	images *rootfs.Store
 	leases *netconf.Leases
 	driver string      // "systemd" or "cgroupfs": which the supervisors use
@@ -41,7 +42,7 @@ type leafHost struct {
 }
 
 // newLeafHost opens the stores under the state directory.
-func newLeafHost(p Paths) (*leafHost, error) {
+func newLeafHost(p config.Paths) (*leafHost, error) {
 	for _, d := range []string{p.StateDir, p.RuntimeDir, p.LogDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -60,13 +61,13 @@ func newLeafHost(p Paths) (*leafHost, error) {
 
 // OpenLocal returns a manager in the calling process, for CLI verbs when no
 // daemon runs.
-func OpenLocal(p Paths) (*Manager, error) {
+func OpenLocal(p config.Paths) (*Manager, error) {
 	h, err := newLeafHost(p)
 	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{StateDir: p.StateDir, RuntimeDir: p.RuntimeDir, LogDir: p.LogDir, Socket: p.Socket, Parallelism: 4, Resync: Duration(time.Minute)}
-	if c, err := LoadConfig(DefaultConfigPath); err == nil && c.StateDir == p.StateDir {
+	cfg := &config.Config{StateDir: p.StateDir, RuntimeDir: p.RuntimeDir, LogDir: p.LogDir, Socket: p.Socket, Parallelism: 4, Resync: config.Duration(time.Minute)}
+	if c, err := config.Load(config.DefaultPath); err == nil && c.StateDir == p.StateDir {
 		// The one-shot manager sees the same sources as berthd would.
 		cfg.Sources = c.Sources
 	}

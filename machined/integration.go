@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
+
+	"github.com/berthd/berth/machined/config"
 )
 
 // The systemd integration points (detectDriver, systemdHooks, daemonHooks,
@@ -19,7 +21,7 @@ func logLevel() slog.Level {
 }
 
 // Main runs berthd with cfg until ctx ends.
-func Main(ctx context.Context, cfg *Config) error {
+func Main(ctx context.Context, cfg *config.Config) error {
 	setupLogging()
 	ctx = withLogger(ctx, slog.Default())
 	h, err := newLeafHost(cfg.Paths())

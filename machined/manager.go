@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
 	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
@@ -56,7 +57,7 @@ type Host interface {
 // Manager is the reconciler and the implementation of API. berthd runs one for
 // its life; the CLI makes one for a single verb when no daemon runs.
 type Manager struct {
-	cfg     *Config
+	cfg     *config.Config
 	host    Host
 	store   *store.Store
 	events  *events.Log
@@ -77,7 +78,7 @@ type Manager struct {
 
 // NewManager makes a reconciler for cfg over host. daemon says whether it
 // watches machines for exits and restarts them (berthd) or only acts once (CLI).
-func NewManager(cfg *Config, host Host, daemon bool) (*Manager, error) {
+func NewManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 	stateDir := filepath.Join(cfg.StateDir, "berthd")
 	store, err := store.Open(stateDir)
 	if err != nil {

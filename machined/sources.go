@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/spec"
 	"github.com/go-git/go-git/v5"
 	gitconfig "github.com/go-git/go-git/v5/config"
@@ -117,13 +118,13 @@ func (s snapshots) remove(p string) (bool, error) {
 // gitSource follows one branch of a Git repository, kept as a bare clone under
 // STATE/berthd/git/.
 type gitSource struct {
-	cfg  GitSource
+	cfg  config.GitSource
 	dir  string
 	repo *git.Repository
 	rev  string
 }
 
-func newGitSource(stateDir string, cfg GitSource) *gitSource {
+func newGitSource(stateDir string, cfg config.GitSource) *gitSource {
 	h := sha256.Sum256([]byte(cfg.URL + "\x00" + cfg.Branch))
 	return &gitSource{cfg: cfg, dir: filepath.Join(stateDir, "berthd", "git", hex.EncodeToString(h[:8]))}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/spec"
 )
 
@@ -25,7 +26,7 @@ type sourceSet struct {
 	info    map[string]api.SourceInfo // by location
 }
 
-func newSourceSet(cfg *Config) *sourceSet {
+func newSourceSet(cfg *config.Config) *sourceSet {
 	s := &sourceSet{
 		snaps:   snapshots{dir: filepath.Join(cfg.StateDir, "berthd", "applied")},
 		gitData: map[*gitSource][]File{},

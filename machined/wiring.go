@@ -11,13 +11,14 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
 )
 
 // containerConfig turns a definition and its root into the supervisor's config.
-func containerConfig(p Paths, m *spec.Machine, root *rootfs.Root) container.Config {
+func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) container.Config {
 	c := container.Config{
 		Name:        m.Name,
 		UUID:        rundir.MachineUUID(m.Name),

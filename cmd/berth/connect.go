@@ -11,6 +11,7 @@ import (
 
 	"github.com/berthd/berth/machined"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/rootfs"
 )
 
@@ -33,7 +34,7 @@ func connect(ctx context.Context) (api.API, error) {
 // $BERTH_STATE_DIR) the CLI uses berthd and berthd's state directory, so that
 // two managers never own the same machines; an explicit one that differs from
 // berthd's is an error naming both. Without berthd the CLI works locally.
-func resolvePaths(ctx context.Context) (machined.Paths, *api.Client, error) {
+func resolvePaths(ctx context.Context) (config.Paths, *api.Client, error) {
 	paths := cliPaths()
 	c, err := api.Dial(ctx, paths.Socket)
 	if err != nil {
@@ -72,8 +73,8 @@ func sameDir(a, b string) bool {
 }
 
 // cliPaths are the paths of this installation as the global flags give them.
-func cliPaths() machined.Paths {
-	p := machined.DefaultPaths()
+func cliPaths() config.Paths {
+	p := config.DefaultPaths()
 	p.StateDir = globals.stateDir
 	if globals.runtimeDir != "" {
 		p.RuntimeDir = globals.runtimeDir

@@ -11,6 +11,7 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/config"
 )
 
 // TestCLIUsesRunningBerthd: with a berthd answering on --runtime-dir's socket,
@@ -22,7 +23,7 @@ func TestCLIUsesRunningBerthd(t *testing.T) {
 	dir := t.TempDir()
 	runDir := filepath.Join(dir, "run")
 	daemonState, otherState := filepath.Join(dir, "berthd-state"), filepath.Join(dir, "other-state")
-	p := machined.Paths{StateDir: daemonState, RuntimeDir: runDir, LogDir: filepath.Join(dir, "log"), Socket: filepath.Join(runDir, "berthd.sock")}
+	p := config.Paths{StateDir: daemonState, RuntimeDir: runDir, LogDir: filepath.Join(dir, "log"), Socket: filepath.Join(runDir, "berthd.sock")}
 	for _, d := range []string{runDir, p.LogDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

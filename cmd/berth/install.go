@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/units"
 )
 
@@ -124,7 +124,7 @@ func planInstall(prefix, root string) (*installPlan, error) {
 	if _, err := os.Stat(berthd); err != nil {
 		return nil, fmt.Errorf("install: berthd is not next to this berth (%s): build both first (make build) and run bin/berth install", berthd)
 	}
-	unitFiles, err := units.UnitFiles(units.Install{Prefix: prefix, ConfigPath: machined.DefaultConfigPath})
+	unitFiles, err := units.UnitFiles(units.Install{Prefix: prefix, ConfigPath: config.DefaultPath})
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
@@ -142,8 +142,8 @@ func planInstall(prefix, root string) (*installPlan, error) {
 			}
 		}
 	}
-	p.files = append(p.files, installFile{path: machined.DefaultConfigPath, mode: 0o644,
-		content: []byte(machined.DefaultConfigYAML), ifAbsent: true})
+	p.files = append(p.files, installFile{path: config.DefaultPath, mode: 0o644,
+		content: []byte(config.DefaultYAML), ifAbsent: true})
 	p.dirs = []string{"/etc/berth/machines"}
 	return p, nil
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/config"
 )
 
 // fakeBinaries makes a berth and a berthd in a directory and points install at them.
@@ -74,7 +74,7 @@ func TestInstallUninstallRoot(t *testing.T) {
 		}
 	}
 	// A second install keeps the administrator's configuration.
-	cfg := filepath.Join(root, machined.DefaultConfigPath)
+	cfg := filepath.Join(root, config.DefaultPath)
 	if err := os.WriteFile(cfg, []byte("# mine\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

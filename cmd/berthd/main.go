@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/config"
 )
 
 func main() {
@@ -27,10 +28,10 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("berthd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("config", machined.DefaultConfigPath, "configuration file")
+	configPath := fs.String("config", config.DefaultPath, "configuration file")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: berthd [--config FILE]\n\nberthd reconciles the host toward the machines declared in its sources\n(see %s) and serves the berth command line on its socket.\n\n", machined.DefaultConfigPath)
+		fmt.Fprintf(stderr, "usage: berthd [--config FILE]\n\nberthd reconciles the host toward the machines declared in its sources\n(see %s) and serves the berth command line on its socket.\n\n", config.DefaultPath)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,20 +44,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "berthd", machined.Version)
 		return 0
 	}
-	if err := serve(*config); err != nil {
+	if err := serve(*configPath); err != nil {
 		fmt.Fprintln(stderr, "berthd:", err)
 		return 1
 	}
 	return 0
 }
 
-// serve runs the daemon with the configuration file config until SIGINT or
+// serve runs the daemon with the configuration file path until SIGINT or
 // SIGTERM.
-func serve(config string) error {
+func serve(path string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root")
 	}
-	cfg, err := machined.LoadConfig(config)
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}

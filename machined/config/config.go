@@ -1,4 +1,7 @@
-package machined
+// Package config is berthd's configuration file (/etc/berth/berthd.yaml: its
+// sources of definitions and its directories) and the paths one berth
+// installation uses, derived the same way by the daemon and the CLI.
+package config
 
 import (
 	"bytes"
@@ -6,17 +9,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// DefaultConfigPath is where berthd reads its configuration.
-const DefaultConfigPath = "/etc/berth/berthd.yaml"
+// DefaultPath is where berthd reads its configuration.
+const DefaultPath = "/etc/berth/berthd.yaml"
 
-// DefaultConfigYAML is the configuration `berth install` writes when none exists.
-const DefaultConfigYAML = `# berthd configuration. See docs/daemon.md in berth's sources.
+// DefaultYAML is the configuration `berth install` writes when none exists.
+const DefaultYAML = `# berthd configuration. See docs/daemon.md in berth's sources.
 #
 # sources: where the machine definitions live. A directory is watched for changes;
 # a Git repository is polled. Definitions applied with "berth apply PATH" are
@@ -118,20 +122,20 @@ func envOr(k, def string) string {
 	return def
 }
 
-// LoadConfig reads berthd's configuration. A missing file at the default path is
+// Load reads berthd's configuration. A missing file at the default path is
 // not an error: the defaults (no configured sources) apply.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
+	if errors.Is(err, os.ErrNotExist) && path == DefaultPath {
 		data = nil
 	} else if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
-// ParseConfig decodes a configuration strictly and fills in defaults.
-func ParseConfig(path string, data []byte) (*Config, error) {
+// Parse decodes a configuration strictly and fills in defaults.
+func Parse(path string, data []byte) (*Config, error) {
 	c := &Config{}
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -198,6 +202,24 @@ func (c *Config) Paths() Paths {
 	return Paths{StateDir: c.StateDir, RuntimeDir: c.RuntimeDir, LogDir: c.LogDir, Socket: c.Socket}
 }
 
+// cleanYAMLError says what the YAML decoder found in words of the file, not of
+// Go: "line 3: unknown field bogus", without the decoder's type names.
 func cleanYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		lines := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			e = goTypeName.ReplaceAllString(e, "")
+			e = yamlTag.ReplaceAllString(e, "")
+			lines[i] = unknownField.ReplaceAllString(e, "unknown field $1")
+		}
+		return errors.New(strings.Join(lines, "; "))
+	}
 	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 }
+
+var (
+	goTypeName   = regexp.MustCompile(` in type [*\[\]\w.]+$`)
+	yamlTag      = regexp.MustCompile(`!!\w+ `)
+	unknownField = regexp.MustCompile(`field (\S+) not found`)
+)
