@@ -2,19 +2,16 @@ package machined
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
-	"github.com/fsnotify/fsnotify"
 )
 
 // DaemonHooks connect berthd to its service manager (sd_notify under systemd).
@@ -46,13 +43,14 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- api.Serve(ctx, cfg.Socket, m) }()
 
-	if len(m.sources.dirs) > 0 {
-		w, err := m.watchDirs(ctx)
-		if err != nil {
-			loggerFrom(ctx).Warn("watching definition directories failed; relying on the periodic resync", "err", err)
-		} else {
-			defer w.Close()
-		}
+	w, err := m.sources.WatchDirs(ctx, func() {
+		m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "definition files changed"})
+		m.Trigger()
+	})
+	if err != nil {
+		logctx.From(ctx).Warn("watching definition directories failed; relying on the periodic resync", "err", err)
+	} else {
+		defer w.Close()
 	}
 
 	// SIGHUP (systemctl reload berthd) re-reads every source and reconciles
@@ -80,9 +78,9 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 			}
 		}()
 	}
-	m.sources.pollGit(ctx)
+	m.sources.PollGit(ctx)
 	if _, err := m.Reconcile(ctx, false); err != nil {
-		loggerFrom(ctx).Error("first reconcile", "err", err)
+		logctx.From(ctx).Error("first reconcile", "err", err)
 	}
 	close(firstDone)
 	if hooks.Ready != nil {
@@ -92,7 +90,7 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 
 	resync := time.NewTicker(time.Duration(cfg.Resync))
 	defer resync.Stop()
-	gitTick := time.NewTicker(m.gitInterval())
+	gitTick := time.NewTicker(m.sources.GitInterval())
 	defer gitTick.Stop()
 	if hooks.Watchdog != nil {
 		go hooks.Watchdog(ctx, m.healthy)
@@ -101,7 +99,7 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 	for {
 		select {
 		case <-ctx.Done():
-			loggerFrom(ctx).Info("berthd stopping; machines keep running")
+			logctx.From(ctx).Info("berthd stopping; machines keep running")
 			return nil
 		case err := <-serveErr:
 			if err != nil {
@@ -109,23 +107,23 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 			}
 			return nil
 		case <-gitTick.C:
-			if !m.sources.pollGit(ctx) {
+			if !m.sources.PollGit(ctx) {
 				continue
 			}
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "a Git source moved to a new commit"})
 		case <-hup:
-			loggerFrom(ctx).Info("SIGHUP: reading the definitions again")
+			logctx.From(ctx).Info("SIGHUP: reading the definitions again")
 			if hooks.Reloading != nil {
 				hooks.Reloading()
 				reloading = true // Ready follows the pass below
 			}
-			m.sources.pollGit(ctx)
+			m.sources.PollGit(ctx)
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "reload (SIGHUP)"})
 		case <-m.Kicks():
 		case <-resync.C:
 		}
 		if _, err := m.Reconcile(ctx, false); err != nil {
-			loggerFrom(ctx).Error("reconcile", "err", err)
+			logctx.From(ctx).Error("reconcile", "err", err)
 		}
 		if reloading && hooks.Ready != nil {
 			hooks.Ready()
@@ -153,16 +151,6 @@ func (m *Manager) healthy() bool {
 	return false
 }
 
-func (m *Manager) gitInterval() time.Duration {
-	iv := time.Hour
-	for _, g := range m.sources.gits {
-		if d := time.Duration(g.cfg.Interval); d > 0 && d < iv {
-			iv = d
-		}
-	}
-	return iv
-}
-
 func (m *Manager) reportStatus(ctx context.Context, hooks DaemonHooks) {
 	if hooks.Status == nil {
 		return
@@ -185,61 +173,4 @@ func pluralize(n int, word string) string {
 		return "1 " + word
 	}
 	return strconv.Itoa(n) + " " + word + "s"
-}
-
-// watchDirs triggers a reconcile shortly after any change under the configured
-// directories (editors write several events per save: they are coalesced).
-func (m *Manager) watchDirs(ctx context.Context) (*fsnotify.Watcher, error) {
-	if len(m.sources.dirs) == 0 {
-		return nil, errors.New("no directories to watch")
-	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, err
-	}
-	add := func(root string) {
-		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				_ = w.Add(p)
-			}
-			return nil
-		})
-	}
-	for _, d := range m.sources.dirs {
-		if _, err := os.Stat(d); err != nil {
-			// Watch the parent so the directory's creation is noticed.
-			_ = w.Add(filepath.Dir(d))
-			continue
-		}
-		add(d)
-	}
-	go func() {
-		var debounce <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if ev.Has(fsnotify.Create) {
-					if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
-						add(ev.Name)
-					}
-				}
-				debounce = time.After(300 * time.Millisecond)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				loggerFrom(ctx).Warn("watching definitions", "err", err)
-			case <-debounce:
-				debounce = nil
-				m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "definition files changed"})
-				m.Trigger()
-			}
-		}
-	}()
-	return w, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
@@ -801,7 +802,7 @@ func progressReporter(ctx context.Context, image string, events *events.Log) roo
 			attrs = append(attrs, "msg", p.Message)
 			msg += ": " + p.Message
 		}
-		loggerFrom(ctx).Info("building image", attrs...)
+		logctx.From(ctx).Info("building image", attrs...)
 		if events != nil {
 			events.Emit(api.Event{Kind: api.EvImageProgress, Image: image, Message: msg})
 		}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/machined/config"
 )
 
@@ -23,11 +24,11 @@ func logLevel() slog.Level {
 // Main runs berthd with cfg until ctx ends.
 func Main(ctx context.Context, cfg *config.Config) error {
 	setupLogging()
-	ctx = withLogger(ctx, slog.Default())
+	ctx = logctx.With(ctx, slog.Default())
 	h, err := newLeafHost(cfg.Paths())
 	if err != nil {
 		return err
 	}
-	loggerFrom(ctx).Info("berthd starting", "version", Version, "driver", h.driver, "state", cfg.StateDir, "socket", cfg.Socket)
+	logctx.From(ctx).Info("berthd starting", "version", Version, "driver", h.driver, "state", cfg.StateDir, "socket", cfg.Socket)
 	return RunDaemon(ctx, cfg, h, daemonHooks())
 }

@@ -5,16 +5,17 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
+	"github.com/berthd/berth/machined/sources"
 	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
@@ -61,7 +62,7 @@ type Manager struct {
 	host    Host
 	store   *store.Store
 	events  *events.Log
-	sources *sourceSet
+	sources *sources.Set
 	daemon  bool // supervise exits (restart policy); false for one-shot CLI use
 
 	pass    sync.Mutex // one reconcile pass at a time
@@ -89,7 +90,7 @@ func NewManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 		host:    host,
 		store:   store,
 		events:  events.Open(filepath.Join(stateDir, "events.jsonl")),
-		sources: newSourceSet(cfg),
+		sources: sources.New(cfg),
 		daemon:  daemon,
 		started: time.Now(),
 		watched: map[string]*watcher{},
@@ -124,8 +125,8 @@ func newReconcileID() string {
 // loadDesired reads every source. On definition errors the last good set stays
 // in force (so a typo in one file never stops the machines of the others) and
 // the errors are reported.
-func (m *Manager) loadDesired(ctx context.Context, extra *Snapshot) (*spec.Set, []string) {
-	set, errs := m.sources.load(ctx, extra)
+func (m *Manager) loadDesired(ctx context.Context, extra *sources.Snapshot) (*spec.Set, []string) {
+	set, errs := m.sources.Load(ctx, extra)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if extra != nil {
@@ -172,8 +173,8 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*api.ApplyResult, 
 	m.pass.Lock()
 	defer m.pass.Unlock()
 	id := newReconcileID()
-	log := loggerFrom(ctx).With("reconcile", id)
-	ctx = withLogger(ctx, log)
+	log := logctx.From(ctx).With("reconcile", id)
+	ctx = logctx.With(ctx, log)
 
 	t0 := time.Now()
 	m.mu.Lock()
@@ -289,7 +290,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan
 
 // do applies one action and records its outcome in the event log.
 func (m *Manager) do(ctx context.Context, id string, d *spec.Set, a api.Action) error {
-	log := loggerFrom(ctx)
+	log := logctx.From(ctx)
 	ev := api.Event{Reconcile: id}
 	var err error
 	switch a.Kind {
@@ -417,7 +418,7 @@ func (m *Manager) stop(ctx context.Context, name string, terminate bool) error {
 	}
 	if ex != nil {
 		if err := m.store.Update(name, func(r *store.Record) { r.LastExit = ex; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
-			loggerFrom(ctx).Warn("record exit", "machine", name, "err", err)
+			logctx.From(ctx).Warn("record exit", "machine", name, "err", err)
 		}
 		m.events.Emit(api.Event{Kind: api.EvMachineStopped, Machine: name, Message: fmt.Sprintf("%s stopped: %s", name, ex.Reason)})
 		m.host.Forget(name)
@@ -493,7 +494,7 @@ func (m *Manager) watch(name string) {
 			return // unwatched: whoever did it handles the exit
 		}
 		if err != nil {
-			loggerFrom(ctx).Warn("lost track of machine", "machine", name, "err", err)
+			logctx.From(ctx).Warn("lost track of machine", "machine", name, "err", err)
 			m.Trigger()
 			return
 		}
@@ -526,7 +527,7 @@ func (m *Manager) awaitExitHandled(ctx context.Context, name string, limit time.
 	select {
 	case <-w.done:
 	case <-time.After(limit):
-		loggerFrom(ctx).Warn("the previous run's exit is still not handled; starting anyway", "machine", name)
+		logctx.From(ctx).Warn("the previous run's exit is still not handled; starting anyway", "machine", name)
 	}
 }
 
@@ -558,25 +559,12 @@ func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 		*r = out.Record
 	})
 	if err != nil {
-		loggerFrom(ctx).Error("record the exit", "machine", name, "err", err)
+		logctx.From(ctx).Error("record the exit", "machine", name, "err", err)
 	}
 	m.events.Emit(api.Event{Kind: out.Event, Machine: name, Message: out.Message})
 	if out.Restart {
 		time.AfterFunc(time.Until(out.Record.NextRestart), m.Trigger)
 	}
-}
-
-type logKey struct{}
-
-func withLogger(ctx context.Context, l *slog.Logger) context.Context {
-	return context.WithValue(ctx, logKey{}, l)
-}
-
-func loggerFrom(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok {
-		return l
-	}
-	return slog.Default()
 }
 
 // sortedMachineNames returns the names of every machine declared or observed.

@@ -2,15 +2,14 @@ package machined
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/sources"
 	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
 )
@@ -257,31 +256,15 @@ func (m *Manager) Kill(ctx context.Context, name string, req api.KillRequest) er
 	return m.host.Signal(ctx, name, req)
 }
 
-// readSnapshot reads the definitions under path for plan and apply.
-func readSnapshot(path string) (*Snapshot, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	files, err := ReadDirFiles(abs)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: no such file or directory: %w", path, errdefs.ErrInvalid)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &Snapshot{Path: abs, Applied: time.Now(), Files: files}, nil
-}
-
 // Plan reports what apply would do, changing nothing.
 func (m *Manager) Plan(ctx context.Context, req api.PlanRequest) (*api.Plan, error) {
-	var extra *Snapshot
+	var extra *sources.Snapshot
 	if req.Path != "" {
-		sn, err := readSnapshot(req.Path)
+		sn, err := sources.ReadSnapshot(req.Path)
 		if err != nil {
 			return nil, err
 		}
-		if !m.sources.isWatchedDir(sn.Path) {
+		if !m.sources.IsWatchedDir(sn.Path) {
 			extra = sn
 		}
 	}
@@ -310,7 +293,7 @@ func (m *Manager) Apply(ctx context.Context, req api.ApplyRequest) (*api.ApplyRe
 		}
 		switch {
 		case req.Forget:
-			ok, err := m.sources.snaps.remove(abs)
+			ok, err := m.sources.ForgetSnapshot(abs)
 			if err != nil {
 				return nil, err
 			}
@@ -318,17 +301,17 @@ func (m *Manager) Apply(ctx context.Context, req api.ApplyRequest) (*api.ApplyRe
 				return nil, fmt.Errorf("%s was never applied: %w", abs, errdefs.ErrNotFound)
 			}
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "forgot definitions applied from " + abs})
-		case m.sources.isWatchedDir(abs):
+		case m.sources.IsWatchedDir(abs):
 			// berthd watches it already: a reconcile is all apply means.
 		default:
-			sn, err := readSnapshot(abs)
+			sn, err := sources.ReadSnapshot(abs)
 			if err != nil {
 				return nil, err
 			}
 			if _, errs := m.loadDesired(ctx, sn); len(errs) > 0 {
 				return &api.ApplyResult{Plan: &api.Plan{Errors: errs}}, fmt.Errorf("definitions have errors; nothing applied: %w", errdefs.ErrInvalid)
 			}
-			if err := m.sources.snaps.save(*sn); err != nil {
+			if err := m.sources.SaveSnapshot(*sn); err != nil {
 				return nil, fmt.Errorf("keep applied definitions: %w", err)
 			}
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: fmt.Sprintf("applied %d files from %s", len(sn.Files), abs)})
@@ -360,7 +343,7 @@ func (m *Manager) Daemon(ctx context.Context) (*api.DaemonStatus, error) {
 		Version:       Version,
 		Started:       m.started,
 		Driver:        m.host.DriverName(),
-		Sources:       m.sources.sourceInfos(),
+		Sources:       m.sources.Infos(),
 		LastReconcile: last,
 		Errors:        errs,
 	}, nil

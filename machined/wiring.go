@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
@@ -156,7 +157,7 @@ func machineForwards(m *spec.Machine, att *netconf.Attachment) []netconf.Forward
 // logErr logs err at warning level with the machine named.
 func logErr(ctx context.Context, msg, machine string, err error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		loggerFrom(ctx).Warn(msg, "machine", machine, "err", err)
+		logctx.From(ctx).Warn(msg, "machine", machine, "err", err)
 	}
 }
 

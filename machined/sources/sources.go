@@ -1,22 +1,31 @@
-package machined
+// Package sources is where berthd's definitions come from: the directories of
+// berthd.yaml (watched), its Git repositories (polled, kept as bare clones), and
+// the snapshots `berth apply PATH` stored; Load reads them all as one validated
+// spec.Set, so a name declared twice anywhere is an error.
+package sources
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/spec"
+	"github.com/fsnotify/fsnotify"
 )
 
-// sourceSet is every place definitions come from: the directories and Git
+// Set is every place definitions come from: the directories and Git
 // repositories of berthd.yaml, and the snapshots `berth apply PATH` stored.
-type sourceSet struct {
+type Set struct {
 	dirs  []string
 	gits  []*gitSource
 	snaps snapshots
@@ -26,8 +35,8 @@ type sourceSet struct {
 	info    map[string]api.SourceInfo // by location
 }
 
-func newSourceSet(cfg *config.Config) *sourceSet {
-	s := &sourceSet{
+func New(cfg *config.Config) *Set {
+	s := &Set{
 		snaps:   snapshots{dir: filepath.Join(cfg.StateDir, "berthd", "applied")},
 		gitData: map[*gitSource][]File{},
 		info:    map[string]api.SourceInfo{},
@@ -43,9 +52,9 @@ func newSourceSet(cfg *config.Config) *sourceSet {
 	return s
 }
 
-// pollGit fetches every Git source and reports whether any moved to a new
+// PollGit fetches every Git source and reports whether any moved to a new
 // revision. A failed fetch keeps the last good content.
-func (s *sourceSet) pollGit(ctx context.Context) bool {
+func (s *Set) PollGit(ctx context.Context) bool {
 	changed := false
 	for _, g := range s.gits {
 		old := g.rev
@@ -54,7 +63,7 @@ func (s *sourceSet) pollGit(ctx context.Context) bool {
 		s.mu.Lock()
 		if err != nil {
 			si.Error = err.Error()
-			loggerFrom(ctx).Warn("git source", "source", g.location(), "err", err)
+			logctx.From(ctx).Warn("git source", "source", g.location(), "err", err)
 		} else {
 			s.gitData[g] = files
 			if rev != old {
@@ -67,9 +76,9 @@ func (s *sourceSet) pollGit(ctx context.Context) bool {
 	return changed
 }
 
-// isWatchedDir reports whether path is one of berthd.yaml's directories (or
+// IsWatchedDir reports whether path is one of berthd.yaml's directories (or
 // inside one): applying it is a plain reconcile, not a snapshot.
-func (s *sourceSet) isWatchedDir(path string) bool {
+func (s *Set) IsWatchedDir(path string) bool {
 	for _, d := range s.dirs {
 		if rel, err := filepath.Rel(d, path); err == nil && rel != ".." && !startsWithDotDot(rel) {
 			return true
@@ -82,11 +91,11 @@ func startsWithDotDot(rel string) bool {
 	return len(rel) >= 3 && rel[:3] == "../"
 }
 
-// load gathers the files of every source and decodes them as one set, so that a
+// Load gathers the files of every source and decodes them as one set, so that a
 // name declared twice anywhere, or a reference to a network declared nowhere, is
 // an error. extra, when given, replaces (or adds) the snapshot of its path: what
 // `berth plan PATH` and `berth apply PATH` look at.
-func (s *sourceSet) load(ctx context.Context, extra *Snapshot) (*spec.Set, []string) {
+func (s *Set) Load(ctx context.Context, extra *Snapshot) (*spec.Set, []string) {
 	var files []File
 	var errs []string
 	for _, d := range s.dirs {
@@ -136,8 +145,8 @@ func (s *sourceSet) load(ctx context.Context, extra *Snapshot) (*spec.Set, []str
 	return set, nil
 }
 
-// sourceInfos lists the sources for `berth status` of the daemon.
-func (s *sourceSet) sourceInfos() []api.SourceInfo {
+// Infos lists the sources for `berth status` of the daemon.
+func (s *Set) Infos() []api.SourceInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []api.SourceInfo
@@ -178,4 +187,93 @@ func errorLines(err error) []string {
 		return out
 	}
 	return []string{err.Error()}
+}
+
+// GitInterval is how often the Git sources are polled: the shortest interval
+// any of them asks for, an hour when there are none.
+func (s *Set) GitInterval() time.Duration {
+	iv := time.Hour
+	for _, g := range s.gits {
+		if d := time.Duration(g.cfg.Interval); d > 0 && d < iv {
+			iv = d
+		}
+	}
+	return iv
+}
+
+// WatchDirs calls changed shortly after any change under the configured
+// directories, until ctx ends or the watcher is closed (editors write several
+// events per save: they are coalesced). Without directories it does nothing.
+func (s *Set) WatchDirs(ctx context.Context, changed func()) (io.Closer, error) {
+	if len(s.dirs) == 0 {
+		return io.NopCloser(nil), nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	add := func(root string) {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				_ = w.Add(p)
+			}
+			return nil
+		})
+	}
+	for _, d := range s.dirs {
+		if _, err := os.Stat(d); err != nil {
+			// Watch the parent so the directory's creation is noticed.
+			_ = w.Add(filepath.Dir(d))
+			continue
+		}
+		add(d)
+	}
+	go func() {
+		var debounce <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Has(fsnotify.Create) {
+					if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
+						add(ev.Name)
+					}
+				}
+				debounce = time.After(300 * time.Millisecond)
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				logctx.From(ctx).Warn("watching definitions", "err", err)
+			case <-debounce:
+				debounce = nil
+				changed()
+			}
+		}
+	}()
+	return w, nil
+}
+
+// File is one definition file as a source holds it: Name is what errors print
+// (the real path for a directory source, "REPO:path" for Git), Data its content.
+type File struct {
+	Name string `json:"name"`
+	Data []byte `json:"data"`
+}
+
+// ReadDirFiles reads the definition files under root (a file, or a directory
+// walked recursively, hidden entries skipped), sorted by name: spec.ReadFiles,
+// so a directory source is read as `berth validate` reads it.
+func ReadDirFiles(root string) ([]File, error) {
+	sf, err := spec.ReadFiles(root)
+	files := make([]File, len(sf))
+	for i, f := range sf {
+		files[i] = File(f)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	return files, err
 }
