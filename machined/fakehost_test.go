@@ -15,6 +15,7 @@ import (
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
+	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/spec"
 )
 
@@ -57,18 +58,18 @@ func (f *fakeHost) callsSince(n int) []string {
 	return append([]string{}, f.calls[n:]...)
 }
 
-func (f *fakeHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) {
+func (f *fakeHost) Observe(ctx context.Context, d *spec.Set) (*plan.Observed, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}, RulesCurrent: f.rules}
+	o := &plan.Observed{Machines: map[string]*plan.ObservedMachine{}, Images: map[string]plan.ObservedImage{}, Networks: map[string]plan.ObservedNetwork{}, RulesCurrent: f.rules}
 	for n := range f.networks {
-		o.Networks[n] = ObservedNetwork{Name: n, Bridge: "br-" + n, Present: true, Correct: true}
+		o.Networks[n] = plan.ObservedNetwork{Name: n, Bridge: "br-" + n, Present: true, Correct: true}
 	}
 	for n, h := range f.images {
-		o.Images[n] = ObservedImage{Name: n, Digest: "sha256:" + h, SpecHash: h}
+		o.Images[n] = plan.ObservedImage{Name: n, Digest: "sha256:" + h, SpecHash: h}
 	}
 	for n, m := range f.machines {
-		om := &ObservedMachine{Name: n, Running: m.running, Phase: "running", Spec: m.spec, HasRoot: m.root}
+		om := &plan.ObservedMachine{Name: n, Running: m.running, Phase: "running", Spec: m.spec, HasRoot: m.root}
 		if m.spec != nil && m.root {
 			om.RootImage, om.RootDigest = m.spec.Image, "sha256:"+f.images[m.spec.Image]
 		}

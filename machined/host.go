@@ -24,6 +24,7 @@ import (
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
+	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
@@ -98,8 +99,8 @@ func (h *leafHost) runDir(name string) string {
 
 // Observe reads the host: the machines' supervisors, roots and links, the
 // image store, the networks and berth's rules. It changes nothing.
-func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*Observed, error) {
-	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}}
+func (h *leafHost) Observe(ctx context.Context, d *spec.Set) (*plan.Observed, error) {
+	o := &plan.Observed{Machines: map[string]*plan.ObservedMachine{}, Images: map[string]plan.ObservedImage{}, Networks: map[string]plan.ObservedNetwork{}}
 	h.netMu.Lock()
 	defer h.netMu.Unlock()
 	nh, err := netconf.Open("")
@@ -135,7 +136,7 @@ type observed struct {
 // (each running machine's veth is checked from both ends, which means
 // entering its network namespace; each worker has its own netlink handles),
 // and returns the attachments of the running ones.
-func (h *leafHost) observeMachines(ctx context.Context, o *Observed) (map[string]*netconf.Attachment, error) {
+func (h *leafHost) observeMachines(ctx context.Context, o *plan.Observed) (map[string]*netconf.Attachment, error) {
 	ents, err := os.ReadDir(filepath.Join(h.paths.RuntimeDir, rundir.MachinesDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -173,7 +174,7 @@ func (h *leafHost) observeMachines(ctx context.Context, o *Observed) (map[string
 		if r == nil {
 			continue
 		}
-		om := &ObservedMachine{Name: names[i], Exited: r.exited}
+		om := &plan.ObservedMachine{Name: names[i], Exited: r.exited}
 		o.Machines[names[i]] = om
 		if r.exited == nil {
 			fillRunning(om, r)
@@ -227,7 +228,7 @@ func (h *leafHost) observeMachine(ctx context.Context, d rundir.Dir, booted time
 }
 
 // fillRunning is what berth status shows of a running machine.
-func fillRunning(om *ObservedMachine, r *observed) {
+func fillRunning(om *plan.ObservedMachine, r *observed) {
 	om.Running, om.Phase, om.LinkMissing = true, r.st.Phase, r.drift
 	om.Since, om.ReadySince = r.st.StartedAt, r.st.ReadyAt
 	om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
@@ -247,7 +248,7 @@ func fillRunning(om *ObservedMachine, r *observed) {
 }
 
 // observeStore reads the machine roots and the images.
-func (h *leafHost) observeStore(o *Observed) error {
+func (h *leafHost) observeStore(o *plan.Observed) error {
 	roots, err := h.images.Roots()
 	if err != nil {
 		return fmt.Errorf("machine roots: %w", err)
@@ -255,7 +256,7 @@ func (h *leafHost) observeStore(o *Observed) error {
 	for _, r := range roots {
 		om := o.Machines[r.Machine]
 		if om == nil {
-			om = &ObservedMachine{Name: r.Machine}
+			om = &plan.ObservedMachine{Name: r.Machine}
 			o.Machines[r.Machine] = om
 		}
 		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy, om.RootPath = true, r.Image, r.Digest, string(r.Strategy), r.Path
@@ -265,18 +266,18 @@ func (h *leafHost) observeStore(o *Observed) error {
 		return fmt.Errorf("images: %w", err)
 	}
 	for _, i := range imgs {
-		o.Images[i.Name] = ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
+		o.Images[i.Name] = plan.ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
 	}
 	return nil
 }
 
 // observeNetworks reads the declared networks' bridges and those of networks
 // berth made that are no longer declared.
-func (h *leafHost) observeNetworks(ctx context.Context, nh *netconf.Host, d *spec.Set, o *Observed) {
+func (h *leafHost) observeNetworks(ctx context.Context, nh *netconf.Host, d *spec.Set, o *plan.Observed) {
 	for _, n := range d.Networks {
 		drift, err := nh.BridgeDrift(ctx, bridgeOf(n))
 		present, _ := nh.BridgeExists(ctx, n.Bridge)
-		on := ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: present, Correct: err == nil && len(drift) == 0, Drift: drift}
+		on := plan.ObservedNetwork{Name: n.Name, Bridge: n.Bridge, Present: present, Correct: err == nil && len(drift) == 0, Drift: drift}
 		if err != nil {
 			on.Drift = append(on.Drift, err.Error())
 		}
@@ -288,7 +289,7 @@ func (h *leafHost) observeNetworks(ctx context.Context, nh *netconf.Host, d *spe
 			continue
 		}
 		if present, err := nh.BridgeExists(ctx, bridge); err == nil && present {
-			o.Networks[name] = ObservedNetwork{Name: name, Bridge: bridge, Present: true}
+			o.Networks[name] = plan.ObservedNetwork{Name: name, Bridge: bridge, Present: true}
 		}
 	}
 }
@@ -548,17 +549,8 @@ func (h *leafHost) UpdateMachine(ctx context.Context, m *spec.Machine) error {
 	if err != nil {
 		return err
 	}
-	old := w.Spec
-	c2 := *m
-	if old != nil {
-		// Keep what would still need a restart as it was started.
-		r := restartRelevant(old)
-		r.Resources, r.Network.Ports, r.Network.AntiSpoofing = m.Resources, m.Network.Ports, m.Network.AntiSpoofing
-		r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Restart, m.StopTimeout, m.Root.OnImageChange
-		r.Source, r.State, r.Image = m.Source, m.State, old.Image
-		c2 = r
-	}
-	w.Spec = &c2
+	live := plan.LiveUpdated(w.Spec, m)
+	w.Spec = &live
 	return supervisor.WriteWiring(rundir.Dir(dir), w)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
+	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/machined/sources"
 	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
@@ -25,7 +26,7 @@ import (
 // container, rootfs, netconf and units packages; tests of the reconciler's logic
 // may use a small fake.
 type Host interface {
-	Observe(ctx context.Context, d *spec.Set) (*Observed, error)
+	Observe(ctx context.Context, d *spec.Set) (*plan.Observed, error)
 	EnsureNetwork(ctx context.Context, n *spec.Network) error
 	RemoveNetwork(ctx context.Context, name string) error
 	BuildImage(ctx context.Context, img *spec.Image) error
@@ -203,7 +204,7 @@ func (m *Manager) Reconcile(ctx context.Context, prune bool) (*api.ApplyResult, 
 	tObserve := time.Since(t1)
 	m.adopt(obs)
 	t2 := time.Now()
-	plan := BuildPlan(desired, obs, m.records(), PlanOptions{Prune: prune})
+	plan := plan.Build(desired, obs, m.records(), plan.Options{Prune: prune})
 	plan.Errors = errs
 	tPlan := time.Since(t2)
 	res := m.apply(ctx, id, desired, plan)
@@ -280,7 +281,7 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan
 	}
 	wg.Wait()
 	for i, r := range results {
-		if p.Actions[i].Op == api.OpNote || (p.Actions[i].Reason == RulesFollow && r.Error == "") {
+		if p.Actions[i].Op == api.OpNote || (p.Actions[i].Reason == plan.RulesFollow && r.Error == "") {
 			continue
 		}
 		res.Results = append(res.Results, r)
@@ -441,7 +442,7 @@ func (m *Manager) recreate(ctx context.Context, d *spec.Set, mm *spec.Machine) e
 // watching yet: after berthd's own restart, or machines started by the CLI
 // meanwhile. It only observes: machines that ended while nobody watched are in
 // the plan (OpRecord).
-func (m *Manager) adopt(o *Observed) {
+func (m *Manager) adopt(o *plan.Observed) {
 	if !m.daemon {
 		return
 	}
@@ -553,9 +554,9 @@ func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 	if d != nil {
 		mm = d.Machine(name)
 	}
-	var out exitOutcome
+	var out plan.ExitOutcome
 	err := m.store.Update(name, func(r *store.Record) {
-		out = afterExit(name, mm, *r, ex, time.Now())
+		out = plan.AfterExit(name, mm, *r, ex, time.Now())
 		*r = out.Record
 	})
 	if err != nil {
@@ -568,7 +569,7 @@ func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 }
 
 // sortedMachineNames returns the names of every machine declared or observed.
-func sortedMachineNames(d *spec.Set, o *Observed) []string {
+func sortedMachineNames(d *spec.Set, o *plan.Observed) []string {
 	seen := map[string]bool{}
 	var out []string
 	if d != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/machined/sources"
 	"github.com/berthd/berth/machined/store"
 	"github.com/berthd/berth/spec"
@@ -71,7 +72,7 @@ func (m *Manager) Status(ctx context.Context, name string) (*api.MachineStatus, 
 }
 
 // status derives a machine's state from its definition, what runs, and its record.
-func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]store.Record, name string) api.MachineStatus {
+func (m *Manager) status(d *spec.Set, o *plan.Observed, recs map[string]store.Record, name string) api.MachineStatus {
 	st := api.MachineStatus{Name: name, State: api.StateStopped}
 	om := o.Machines[name]
 	rec := recs[name]
@@ -121,7 +122,7 @@ func (m *Manager) status(d *spec.Set, o *Observed, recs map[string]store.Record,
 		st.Notes = append(st.Notes, fmt.Sprintf("restart %d due %s", rec.Restarts, rec.NextRestart.Format(time.TimeOnly)))
 	}
 	if rec.Hold != nil {
-		st.Notes = append(st.Notes, holdNote(rec.Hold))
+		st.Notes = append(st.Notes, rec.Hold.Note())
 	}
 	if mm == nil && om != nil {
 		st.Notes = append(st.Notes, "not declared")
@@ -280,7 +281,7 @@ func (m *Manager) Plan(ctx context.Context, req api.PlanRequest) (*api.Plan, err
 	if err != nil {
 		return nil, err
 	}
-	return BuildPlan(d, o, m.records(), PlanOptions{Prune: req.Prune}), nil
+	return plan.Build(d, o, m.records(), plan.Options{Prune: req.Prune}), nil
 }
 
 // Apply takes the definitions under req.Path (kept as an applied source), or

@@ -164,6 +164,19 @@ type Hold struct {
 	SpecHash string `json:"specHash,omitempty"`
 }
 
+// Note says what the hold means and how a person ends it, as `berth list`
+// and `berth status` show it.
+func (h *Hold) Note() string {
+	switch h.Reason {
+	case HoldStopped:
+		return "held stopped (" + h.Message + "): berth start or berth release to let it run"
+	case HoldFailed:
+		return "failed (" + h.Message + "): berth start to try again"
+	default:
+		return "exited (" + h.Message + "), restart policy says stay down: berth start to run it"
+	}
+}
+
 // ExitInfo is how a machine last ended.
 type ExitInfo struct {
 	Code    int       `json:"code"`

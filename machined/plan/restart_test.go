@@ -1,4 +1,4 @@
-package machined
+package plan
 
 import (
 	"strings"
@@ -43,7 +43,7 @@ func TestAfterExit(t *testing.T) {
 		{"undeclared: nothing to restart", nil, store.Record{}, crash, api.EvMachineStopped, false, "", 0, 0},
 		{"held already: stays held", machine(spec.RestartAlways, 0), store.Record{Hold: &api.Hold{Reason: api.HoldStopped}}, crash, api.EvMachineStopped, false, api.HoldStopped, 0, 0},
 	} {
-		out := afterExit("web", tc.mm, tc.rec, tc.ex, now)
+		out := AfterExit("web", tc.mm, tc.rec, tc.ex, now)
 		hold := ""
 		if out.Record.Hold != nil {
 			hold = out.Record.Hold.Reason

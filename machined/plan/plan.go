@@ -1,4 +1,8 @@
-package machined
+// Package plan turns definitions and what was observed on the host into a
+// Plan: every action berth will take, with what each needs and follows, as
+// data that `berth plan` prints and the reconciler applies. The restart policy
+// is here too, as pure functions of a machine's record and how it ended.
+package plan
 
 import (
 	"fmt"
@@ -69,18 +73,18 @@ type ObservedNetwork struct {
 	Drift   []string // how it differs, when it does
 }
 
-// PlanOptions tune a plan.
-type PlanOptions struct {
+// Options tune a plan.
+type Options struct {
 	// Prune removes the roots of machines that are no longer declared (their data!).
 	Prune bool
 	Now   time.Time
 }
 
-// BuildPlan is the heart of the reconciler: the actions that take the
+// Build is the heart of the reconciler: the actions that take the
 // observed host to the desired definitions, each with the actions it needs
 // first. It is a pure function: everything berth will do is in the plan,
 // `berth plan` shows it, and apply does exactly it.
-func BuildPlan(d *spec.Set, o *Observed, records map[string]store.Record, opt PlanOptions) *api.Plan {
+func Build(d *spec.Set, o *Observed, records map[string]store.Record, opt Options) *api.Plan {
 	b := &planner{d: d, o: o, records: maps.Clone(records), now: opt.Now}
 	if b.records == nil {
 		b.records = map[string]store.Record{}
@@ -166,7 +170,7 @@ func (b *planner) exits() {
 			continue
 		}
 		ex := *om.Exited
-		out := afterExit(n, b.d.Machine(n), b.records[n], ex, b.now)
+		out := AfterExit(n, b.d.Machine(n), b.records[n], ex, b.now)
 		b.records[n] = out.Record
 		b.add(api.Action{Op: api.OpRecord, Kind: api.KindMachine, Name: n, Reason: "it ended while berthd was not running (" + ex.Reason + ")", Exit: &ex})
 	}
@@ -205,7 +209,7 @@ func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec
 	}
 	if hold != nil {
 		if !om.Running {
-			act(api.OpNote, holdNote(hold))
+			act(api.OpNote, hold.Note())
 		}
 		return
 	}
@@ -332,15 +336,4 @@ func sortedNames[T any](m map[string]T) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func holdNote(h *api.Hold) string {
-	switch h.Reason {
-	case api.HoldStopped:
-		return "held stopped (" + h.Message + "): berth start or berth release to let it run"
-	case api.HoldFailed:
-		return "failed (" + h.Message + "): berth start to try again"
-	default:
-		return "exited (" + h.Message + "), restart policy says stay down: berth start to run it"
-	}
 }

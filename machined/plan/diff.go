@@ -1,4 +1,4 @@
-package machined
+package plan
 
 import (
 	"encoding/json"
@@ -48,6 +48,20 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	c.StopTimeout = 0
 	c.Root.OnImageChange = ""
 	return c
+}
+
+// LiveUpdated is the definition a running machine has once the declared one
+// (m) was applied to it without a restart: what needs a restart stays as it was
+// started (old), the rest is m's. The image is the one its root was made from.
+func LiveUpdated(old, m *spec.Machine) spec.Machine {
+	if old == nil {
+		return *m
+	}
+	r := restartRelevant(old)
+	r.Resources, r.Network.Ports, r.Network.AntiSpoofing = m.Resources, m.Network.Ports, m.Network.AntiSpoofing
+	r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Restart, m.StopTimeout, m.Root.OnImageChange
+	r.Source, r.State, r.Image = m.Source, m.State, old.Image
+	return r
 }
 
 // diffJSON lists the leaves that differ between a and b (values of one type),

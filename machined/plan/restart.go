@@ -1,4 +1,4 @@
-package machined
+package plan
 
 import (
 	"fmt"
@@ -18,9 +18,9 @@ import (
 // start again from zero.
 const minGoodRun = 30 * time.Second
 
-// exitOutcome is what an exit leads to: the record to keep, and the event
+// ExitOutcome is what an exit leads to: the record to keep, and the event
 // that tells a person.
-type exitOutcome struct {
+type ExitOutcome struct {
 	Record  store.Record
 	Event   string // an Ev* kind
 	Message string
@@ -28,9 +28,9 @@ type exitOutcome struct {
 	Restart bool
 }
 
-// afterExit applies the restart policy to a machine that ended: mm is its
+// AfterExit applies the restart policy to a machine that ended: mm is its
 // definition (nil when no longer declared), rec its record before the exit.
-func afterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo, now time.Time) exitOutcome {
+func AfterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo, now time.Time) ExitOutcome {
 	msg := fmt.Sprintf("%s exited: %s", name, ex.Reason)
 	rec.Name, rec.LastExit = name, &ex
 	switch {
@@ -38,7 +38,7 @@ func afterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo,
 		// Nothing to restart: undeclared, declared stopped, held, or the host is
 		// going down (the machine comes back when it boots again).
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
-		return exitOutcome{Record: rec, Event: api.EvMachineStopped, Message: msg}
+		return ExitOutcome{Record: rec, Event: api.EvMachineStopped, Message: msg}
 	case ex.StoppedBy == api.StoppedBySystemd:
 		// systemd stopped its scope (systemctl stop, machinectl terminate, a
 		// unit's Conflicts=): that is a person's stop, like berth stop, whatever
@@ -46,13 +46,13 @@ func afterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo,
 		// any other.)
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
 		rec.Hold = &api.Hold{Reason: api.HoldStopped, Message: "stopped through systemd (systemctl stop, machinectl)", Since: now, SpecHash: mm.Hash()}
-		return exitOutcome{Record: rec, Event: api.EvMachineHeld, Message: msg + "; stopped through systemd, held until berth start"}
+		return ExitOutcome{Record: rec, Event: api.EvMachineHeld, Message: msg + "; stopped through systemd, held until berth start"}
 	}
 	failed := ex.Code != 0
 	if !(mm.Restart.Policy == spec.RestartAlways || (mm.Restart.Policy == spec.RestartOnFailure && failed)) {
 		rec.Hold = &api.Hold{Reason: api.HoldExited, Message: ex.Reason, Since: now, SpecHash: mm.Hash()}
 		rec.Restarts, rec.NextRestart = 0, time.Time{}
-		return exitOutcome{Record: rec, Event: api.EvMachineExited,
+		return ExitOutcome{Record: rec, Event: api.EvMachineExited,
 			Message: msg + fmt.Sprintf(" (restart policy %s: it stays down until berth start)", mm.Restart.Policy)}
 	}
 	if !ex.Started.IsZero() && ex.Time.Sub(ex.Started) >= minGoodRun {
@@ -62,12 +62,12 @@ func afterExit(name string, mm *spec.Machine, rec store.Record, ex api.ExitInfo,
 		rec.Hold = &api.Hold{Reason: api.HoldFailed, Since: now, SpecHash: mm.Hash(),
 			Message: fmt.Sprintf("gave up after %d restarts; last exit: %s", rec.Restarts, ex.Reason)}
 		rec.NextRestart = time.Time{}
-		return exitOutcome{Record: rec, Event: api.EvMachineFailed, Message: name + " failed: " + rec.Hold.Message}
+		return ExitOutcome{Record: rec, Event: api.EvMachineFailed, Message: name + " failed: " + rec.Hold.Message}
 	}
 	delay := backoff(time.Duration(mm.Restart.Backoff), time.Duration(mm.Restart.MaxBackoff), rec.Restarts)
 	rec.Restarts++
 	rec.NextRestart = now.Add(delay)
-	return exitOutcome{Record: rec, Event: api.EvMachineRestarting, Restart: true,
+	return ExitOutcome{Record: rec, Event: api.EvMachineRestarting, Restart: true,
 		Message: fmt.Sprintf("%s; restart %d in %s", msg, rec.Restarts, delay.Round(time.Millisecond))}
 }
 

@@ -1,7 +1,6 @@
-package machined
+package plan
 
 import (
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/store"
-	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 )
 
@@ -187,7 +185,7 @@ func TestBuildPlan(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(d, o, recs)
 			}
-			p := BuildPlan(d, o, recs, PlanOptions{Now: now})
+			p := Build(d, o, recs, Options{Now: now})
 			got := ops(p)
 			if strings.Join(got, "; ") != strings.Join(tc.want, "; ") {
 				t.Fatalf("plan:\n%s\ngot  %q\nwant %q", p, got, tc.want)
@@ -206,10 +204,10 @@ func TestPlanPrune(t *testing.T) {
 	d := mustParse(t, planBase)
 	o := converged(d)
 	o.Machines["old"] = &ObservedMachine{Name: "old", HasRoot: true}
-	if p := BuildPlan(d, o, nil, PlanOptions{}); p.Changes() {
+	if p := Build(d, o, nil, Options{}); p.Changes() {
 		t.Fatalf("an undeclared stopped root must be left alone without prune:\n%s", p)
 	}
-	p := BuildPlan(d, o, nil, PlanOptions{Prune: true})
+	p := Build(d, o, nil, Options{Prune: true})
 	if got := strings.Join(ops(p), "; "); got != "remove machine old" {
 		t.Fatalf("prune plan = %q", got)
 	}
@@ -229,48 +227,6 @@ func TestBackoff(t *testing.T) {
 		if got := backoff(tc.base, tc.max, tc.n); got != tc.want {
 			t.Errorf("backoff(%s, %s, %d) = %s, want %s", tc.base, tc.max, tc.n, got, tc.want)
 		}
-	}
-}
-
-func TestRuleset(t *testing.T) {
-	d := mustParse(t, planBase+`---
-apiVersion: berth/v1
-kind: Machine
-name: router
-image: deb
-network: {name: lan, antiSpoofing: false}
----
-apiVersion: berth/v1
-kind: Machine
-name: idle
-image: deb
-network: lan
-`)
-	att := func(name, addr string) *netconf.Attachment {
-		return &netconf.Attachment{Machine: name, Bridge: "br-lan", Addr4: netip.MustParsePrefix(addr + "/24")}
-	}
-	// web and router run; idle does not; old runs but is no longer declared.
-	rs := ruleset(d, map[string]*netconf.Attachment{
-		"web": att("web", "10.87.0.10"), "router": att("router", "10.87.0.11"), "old": att("old", "10.87.0.12"),
-	})
-	var guarded []string
-	for _, g := range rs.Guards {
-		guarded = append(guarded, g.Machine)
-	}
-	slices.Sort(guarded)
-	if strings.Join(guarded, " ") != "old web" {
-		t.Errorf("guards for %q, want old (still running) and web (router opted out, idle does not run)", guarded)
-	}
-	for _, g := range rs.Guards {
-		if g.Machine == "web" && (g.HostIf != "vb-web" || g.MAC.String() != netconf.MAC("web").String() || g.Addr4 != netip.MustParseAddr("10.87.0.10")) {
-			t.Errorf("web's guard %+v: want its port, default MAC and address", g)
-		}
-	}
-	if len(rs.Forwards) != 1 || rs.Forwards[0].Machine != "web" {
-		t.Errorf("forwards %+v, want web's only", rs.Forwards)
-	}
-	if err := rs.Validate(); err != nil {
-		t.Error(err)
 	}
 }
 
@@ -296,7 +252,7 @@ func TestDiffJSON(t *testing.T) {
 func TestPlanNeeds(t *testing.T) {
 	d := mustParse(t, planBase)
 	o := &Observed{Machines: map[string]*ObservedMachine{}, Images: map[string]ObservedImage{}, Networks: map[string]ObservedNetwork{}}
-	p := BuildPlan(d, o, nil, PlanOptions{})
+	p := Build(d, o, nil, Options{})
 	needs := map[string][]string{}
 	for _, a := range p.Actions {
 		needs[a.ID()] = append(append([]string{}, a.Needs...), a.After...)
@@ -335,12 +291,12 @@ func TestPlanExitWhileDown(t *testing.T) {
 		o.Machines["web"].Running = false
 		o.Machines["web"].Exited = &api.ExitInfo{Code: tc.code, Reason: "exited", Time: now, Started: now.Add(-time.Second)}
 		recs := map[string]store.Record{}
-		p := BuildPlan(d, o, recs, PlanOptions{Now: now})
+		p := Build(d, o, recs, Options{Now: now})
 		if got := ops(p); strings.Join(got, "; ") != strings.Join(tc.want, "; ") || !strings.Contains(p.String(), tc.detail) {
 			t.Errorf("policy %s, exit %d: plan\n%s\nwant %q mentioning %q", tc.policy, tc.code, p, tc.want, tc.detail)
 		}
 		if len(recs) != 0 {
-			t.Errorf("BuildPlan changed the records it was given: %v", recs)
+			t.Errorf("Build changed the records it was given: %v", recs)
 		}
 	}
 }

@@ -1,0 +1,72 @@
+package machined
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berthd/berth/netconf"
+	"github.com/berthd/berth/spec"
+)
+
+func TestRuleset(t *testing.T) {
+	d, err := spec.Parse("test.yaml", []byte(`
+apiVersion: berth/v1
+kind: Network
+name: lan
+subnet: 10.87.0.0/24
+---
+apiVersion: berth/v1
+kind: Image
+name: deb
+debootstrap: {suite: bookworm}
+---
+apiVersion: berth/v1
+kind: Machine
+name: web
+image: deb
+network: {name: lan, address: 10.87.0.10, ports: ["8080:80"]}
+---
+apiVersion: berth/v1
+kind: Machine
+name: router
+image: deb
+network: {name: lan, antiSpoofing: false}
+---
+apiVersion: berth/v1
+kind: Machine
+name: idle
+image: deb
+network: lan
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	att := func(name, addr string) *netconf.Attachment {
+		return &netconf.Attachment{Machine: name, Bridge: "br-lan", Addr4: netip.MustParsePrefix(addr + "/24")}
+	}
+	// web and router run; idle does not; old runs but is no longer declared.
+	rs := ruleset(d, map[string]*netconf.Attachment{
+		"web": att("web", "10.87.0.10"), "router": att("router", "10.87.0.11"), "old": att("old", "10.87.0.12"),
+	})
+	var guarded []string
+	for _, g := range rs.Guards {
+		guarded = append(guarded, g.Machine)
+	}
+	slices.Sort(guarded)
+	if strings.Join(guarded, " ") != "old web" {
+		t.Errorf("guards for %q, want old (still running) and web (router opted out, idle does not run)", guarded)
+	}
+	for _, g := range rs.Guards {
+		if g.Machine == "web" && (g.HostIf != "vb-web" || g.MAC.String() != netconf.MAC("web").String() || g.Addr4 != netip.MustParseAddr("10.87.0.10")) {
+			t.Errorf("web's guard %+v: want its port, default MAC and address", g)
+		}
+	}
+	if len(rs.Forwards) != 1 || rs.Forwards[0].Machine != "web" {
+		t.Errorf("forwards %+v, want web's only", rs.Forwards)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Error(err)
+	}
+}
