@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/machined/config"
+	"github.com/berthd/berth/machined/host"
 )
 
 // The systemd integration points (detectDriver, systemdHooks, daemonHooks,
@@ -25,10 +27,25 @@ func logLevel() slog.Level {
 func Main(ctx context.Context, cfg *config.Config) error {
 	setupLogging()
 	ctx = logctx.With(ctx, slog.Default())
-	h, err := newLeafHost(cfg.Paths())
+	h, err := host.Open(cfg.Paths())
 	if err != nil {
 		return err
 	}
-	logctx.From(ctx).Info("berthd starting", "version", Version, "driver", h.driver, "state", cfg.StateDir, "socket", cfg.Socket)
+	logctx.From(ctx).Info("berthd starting", "version", Version, "driver", h.DriverName(), "state", cfg.StateDir, "socket", cfg.Socket)
 	return RunDaemon(ctx, cfg, h, daemonHooks())
+}
+
+// OpenLocal returns a manager in the calling process, for CLI verbs when no
+// daemon runs.
+func OpenLocal(p config.Paths) (*Manager, error) {
+	h, err := host.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &config.Config{StateDir: p.StateDir, RuntimeDir: p.RuntimeDir, LogDir: p.LogDir, Socket: p.Socket, Parallelism: 4, Resync: config.Duration(time.Minute)}
+	if c, err := config.Load(config.DefaultPath); err == nil && c.StateDir == p.StateDir {
+		// The one-shot manager sees the same sources as berthd would.
+		cfg.Sources = c.Sources
+	}
+	return NewManager(cfg, h, false)
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // Host is the reconciler's view of the machine it runs on: observing it and the
-// side effects of each kind of action. The real one (leafHost) drives the
+// side effects of each kind of action. The real one (host.Host) drives the
 // container, rootfs, netconf and units packages; tests of the reconciler's logic
 // may use a small fake.
 type Host interface {
@@ -97,8 +97,8 @@ func NewManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 		watched: map[string]*watcher{},
 		kick:    make(chan struct{}, 1),
 	}
-	if h, ok := host.(interface{ useEvents(*events.Log) }); ok {
-		h.useEvents(m.events) // long work (image builds) reports progress there
+	if h, ok := host.(interface{ UseEvents(*events.Log) }); ok {
+		h.UseEvents(m.events) // long work (image builds) reports progress there
 	}
 	return m, nil
 }

@@ -385,3 +385,27 @@ func (m *Manager) Events(ctx context.Context, seq uint64, machine string, follow
 		}
 	}
 }
+
+// limitsMap is a machine's declared limits as berth status shows them.
+func limitsMap(r spec.Resources) map[string]any {
+	m := map[string]any{}
+	if r.MemoryMax > 0 {
+		m["memoryMax"] = r.MemoryMax.String()
+	}
+	if r.MemoryHigh > 0 {
+		m["memoryHigh"] = r.MemoryHigh.String()
+	}
+	if r.CPUs > 0 {
+		m["cpus"] = r.CPUs
+	}
+	if r.CPUWeight > 0 {
+		m["cpuWeight"] = r.CPUWeight
+	}
+	if r.PidsMax > 0 {
+		m["pidsMax"] = r.PidsMax
+	}
+	if r.IOWeight > 0 {
+		m["ioWeight"] = r.IOWeight
+	}
+	return m
+}

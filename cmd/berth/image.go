@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berthd/berth/machined"
+	"github.com/berthd/berth/machined/host"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
 )
@@ -142,7 +142,7 @@ func buildImage(cmd *cobra.Command, img *spec.Image, force bool) error {
 			}
 		}
 	}
-	src, err := machined.ImageSource(img)
+	src, err := host.ImageSource(img)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package machined
+package host
 
 import (
 	"encoding/json"
