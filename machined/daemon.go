@@ -61,22 +61,7 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 
 	firstDone := make(chan struct{})
 	if hooks.Extend != nil {
-		go func() {
-			t := time.NewTicker(30 * time.Second)
-			defer t.Stop()
-			// Only as long as a pass may run (maxPass): a first pass that hangs
-			// lets the start fail, and systemd restarts berthd.
-			for start := time.Now(); time.Since(start) < maxPass; {
-				hooks.Extend(90 * time.Second)
-				select {
-				case <-firstDone:
-					return
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
+		go extendStartup(ctx, hooks.Extend, firstDone)
 	}
 	m.sources.PollGit(ctx)
 	if _, err := m.Reconcile(ctx, false); err != nil {
@@ -88,13 +73,38 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 	}
 	m.reportStatus(ctx, hooks)
 
+	if hooks.Watchdog != nil {
+		go hooks.Watchdog(ctx, m.healthy)
+	}
+	return m.loop(ctx, cfg, hooks, serveErr, hup)
+}
+
+// extendStartup asks the service manager for more start-up time until the
+// first pass is done, but only as long as a pass may run (maxPass): a first
+// pass that hangs lets the start fail, and systemd restarts berthd.
+func extendStartup(ctx context.Context, extend func(time.Duration), firstDone <-chan struct{}) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for start := time.Now(); time.Since(start) < maxPass; {
+		extend(90 * time.Second)
+		select {
+		case <-firstDone:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// loop reconciles on every reason there is (a Git source moved, SIGHUP, a
+// trigger from the API or a watcher, the periodic resync) until ctx ends or
+// the API server fails.
+func (m *Manager) loop(ctx context.Context, cfg *config.Config, hooks DaemonHooks, serveErr <-chan error, hup <-chan os.Signal) error {
 	resync := time.NewTicker(time.Duration(cfg.Resync))
 	defer resync.Stop()
 	gitTick := time.NewTicker(m.sources.GitInterval())
 	defer gitTick.Stop()
-	if hooks.Watchdog != nil {
-		go hooks.Watchdog(ctx, m.healthy)
-	}
 	reloading := false
 	for {
 		select {

@@ -162,94 +162,117 @@ func (m *Manager) Verb(ctx context.Context, name, verb string) error {
 	}
 	switch verb {
 	case "start":
-		if mm == nil {
-			return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, errdefs.ErrInvalid)
-		}
-		if mm.State == spec.StateStopped {
-			return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
-		}
-		// Under the pass lock, so no reconcile starts it at the same moment.
-		m.pass.Lock()
-		defer m.pass.Unlock()
-		if !running {
-			// The end of its previous run may still be being handled (its
-			// supervisor is tidying up): let that land first, or its hold
-			// would come after this start.
-			m.awaitExitHandled(ctx, name, 30*time.Second)
-		}
-		if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
-			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
-		}
-		if o, err = m.host.Observe(ctx, d); err != nil {
-			return err
-		}
-		if om := o.Machines[name]; om != nil && om.Running {
-			return nil // already running is success
-		}
-		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth start"})
-		return m.start(ctx, d, mm)
+		return m.verbStart(ctx, d, name, mm, running)
 	case "stop", "poweroff", "terminate":
-		hash := ""
-		if mm != nil {
-			hash = mm.Hash()
-		}
-		if mm != nil {
-			// Without the hold on disk the next reconcile would start it again:
-			// no hold, no stop.
-			if err := m.store.Update(name, func(r *store.Record) {
-				r.Hold = &api.Hold{Reason: api.HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
-				r.NextRestart = time.Time{}
-			}); err != nil {
-				return fmt.Errorf("machine %q: record the hold (it keeps running): %w", name, err)
-			}
-			m.events.Emit(api.Event{Kind: api.EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
-		}
-		if !running {
-			return nil
-		}
-		return m.stop(ctx, name, verb == "terminate")
+		return m.verbStop(ctx, name, verb, mm, running)
 	case "reboot":
 		if !running {
 			return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
 		}
 		return m.host.Reboot(ctx, name)
 	case "release":
-		if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
-			return fmt.Errorf("machine %q: lift its hold: %w", name, err)
-		}
-		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth release"})
-		m.Trigger()
-		if !m.daemon {
-			_, err := m.Reconcile(ctx, false)
-			return err
-		}
-		return nil
+		return m.verbRelease(ctx, name)
 	case "recreate":
-		if mm == nil {
-			return fmt.Errorf("machine %q is not declared; berth recreate needs its definition: %w", name, errdefs.ErrInvalid)
-		}
-		m.pass.Lock()
-		defer m.pass.Unlock()
-		if err := m.recreate(ctx, d, mm); err != nil {
-			return err
-		}
-		m.events.Emit(api.Event{Kind: api.EvMachineRecreated, Machine: name, Message: "root made anew from image " + mm.Image})
-		return nil
+		return m.verbRecreate(ctx, d, name, mm)
 	case "remove":
-		if mm != nil {
-			return fmt.Errorf("machine %q is still declared (%s:%d): delete its definition and apply first: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
-		}
-		if running {
-			return fmt.Errorf("machine %q is running: stop it first (berth stop %s): %w", name, name, errdefs.ErrConflict)
-		}
-		if err := m.host.RemoveRoot(ctx, name); err != nil {
-			return err
-		}
-		_ = m.store.Update(name, func(r *store.Record) { *r = store.Record{Name: name} })
-		m.events.Emit(api.Event{Kind: api.EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
-		return nil
+		return m.verbRemove(ctx, name, mm, running)
 	}
 	return fmt.Errorf("unknown verb %q: %w", verb, errdefs.ErrInvalid)
+}
+
+// verbStart is berth start: lift the hold and start the declared machine now.
+func (m *Manager) verbStart(ctx context.Context, d *spec.Set, name string, mm *spec.Machine, running bool) error {
+	if mm == nil {
+		return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, errdefs.ErrInvalid)
+	}
+	if mm.State == spec.StateStopped {
+		return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
+	}
+	// Under the pass lock, so no reconcile starts it at the same moment.
+	m.pass.Lock()
+	defer m.pass.Unlock()
+	if !running {
+		// The end of its previous run may still be being handled (its
+		// supervisor is tidying up): let that land first, or its hold
+		// would come after this start.
+		m.awaitExitHandled(ctx, name, 30*time.Second)
+	}
+	if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
+		return fmt.Errorf("machine %q: lift its hold: %w", name, err)
+	}
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		return err
+	}
+	if om := o.Machines[name]; om != nil && om.Running {
+		return nil // already running is success
+	}
+	m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth start"})
+	return m.start(ctx, d, mm)
+}
+
+// verbStop is berth stop, poweroff and terminate: hold a declared machine
+// stopped (on disk first: without the hold the next reconcile would start it
+// again, so no hold, no stop), then stop it.
+func (m *Manager) verbStop(ctx context.Context, name, verb string, mm *spec.Machine, running bool) error {
+	if mm != nil {
+		hash := mm.Hash()
+		if err := m.store.Update(name, func(r *store.Record) {
+			r.Hold = &api.Hold{Reason: api.HoldStopped, Message: "berth " + verb, Since: time.Now(), SpecHash: hash}
+			r.NextRestart = time.Time{}
+		}); err != nil {
+			return fmt.Errorf("machine %q: record the hold (it keeps running): %w", name, err)
+		}
+		m.events.Emit(api.Event{Kind: api.EvMachineHeld, Machine: name, Message: "held stopped by berth " + verb})
+	}
+	if !running {
+		return nil
+	}
+	return m.stop(ctx, name, verb == "terminate")
+}
+
+// verbRelease is berth release: lift the hold and let the reconciler decide.
+func (m *Manager) verbRelease(ctx context.Context, name string) error {
+	if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{} }); err != nil {
+		return fmt.Errorf("machine %q: lift its hold: %w", name, err)
+	}
+	m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth release"})
+	m.Trigger()
+	if !m.daemon {
+		_, err := m.Reconcile(ctx, false)
+		return err
+	}
+	return nil
+}
+
+// verbRecreate is berth recreate: a new root from the machine's image.
+func (m *Manager) verbRecreate(ctx context.Context, d *spec.Set, name string, mm *spec.Machine) error {
+	if mm == nil {
+		return fmt.Errorf("machine %q is not declared; berth recreate needs its definition: %w", name, errdefs.ErrInvalid)
+	}
+	m.pass.Lock()
+	defer m.pass.Unlock()
+	if err := m.recreate(ctx, d, mm); err != nil {
+		return err
+	}
+	m.events.Emit(api.Event{Kind: api.EvMachineRecreated, Machine: name, Message: "root made anew from image " + mm.Image})
+	return nil
+}
+
+// verbRemove is berth remove: delete the root of a machine no longer declared.
+func (m *Manager) verbRemove(ctx context.Context, name string, mm *spec.Machine, running bool) error {
+	if mm != nil {
+		return fmt.Errorf("machine %q is still declared (%s:%d): delete its definition and apply first: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
+	}
+	if running {
+		return fmt.Errorf("machine %q is running: stop it first (berth stop %s): %w", name, name, errdefs.ErrConflict)
+	}
+	if err := m.host.RemoveRoot(ctx, name); err != nil {
+		return err
+	}
+	_ = m.store.Update(name, func(r *store.Record) { *r = store.Record{Name: name} })
+	m.events.Emit(api.Event{Kind: api.EvMachineRemoved, Machine: name, Message: "root deleted (berth remove)"})
+	return nil
 }
 
 // Kill sends a signal to a running machine's leader or to all its processes.
