@@ -398,7 +398,7 @@ func (em *escapeMachine) start(t *testing.T) error {
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(em.cfg.ConsoleLog)
-			t.Logf("console log of %s:\n%s", em.cfg.Name, tail(b, 2000))
+			t.Logf("console log of %s:\n%s", em.cfg.Name, testenv.Tail(b, 2000))
 		}
 	})
 	return nil

@@ -126,7 +126,7 @@ func startHooks(t *testing.T, cfg container.Config, hooks container.Hooks) *mach
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(cfg.ConsoleLog)
-			t.Logf("console log of %s:\n%s", cfg.Name, tail(b, 4000))
+			t.Logf("console log of %s:\n%s", cfg.Name, testenv.Tail(b, 4000))
 		}
 	})
 	return m
@@ -175,13 +175,6 @@ func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
 		t.Fatalf("enter %s: %v", m.cfg.Name, err)
 	}
 	return out.String(), code
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // leaks lists what a machine may leave behind on the host: its cgroup in any

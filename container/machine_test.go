@@ -212,7 +212,7 @@ func TestDebianMachine(t *testing.T) {
 		log, _ := os.ReadFile(cfg.ConsoleLog)
 		if !bytes.Contains(log, []byte("Welcome to")) || !bytes.Contains(log, []byte("Sending SIGTERM to remaining processes")) ||
 			!bytes.Contains(log, []byte("Powering off.")) {
-			t.Errorf("console log lacks boot or orderly shutdown:\n%s", tail(log, 3000))
+			t.Errorf("console log lacks boot or orderly shutdown:\n%s", testenv.Tail(log, 3000))
 		}
 	})
 }
@@ -277,7 +277,7 @@ func TestSIGTERMPowersOff(t *testing.T) {
 	// SIGRTMIN+3 is systemd's halt: it says so.
 	for _, want := range []string{"Stopped", "Sending SIGTERM to remaining processes", "Halting system."} {
 		if !bytes.Contains(log, []byte(want)) {
-			t.Errorf("console log lacks %q (an orderly shutdown):\n%s", want, tail(log, 3000))
+			t.Errorf("console log lacks %q (an orderly shutdown):\n%s", want, testenv.Tail(log, 3000))
 		}
 	}
 	if l := leaks(t, cfg); len(l) > 0 {

@@ -170,15 +170,8 @@ func (e *env) teardown() {
 	}
 	if e.t.Failed() {
 		log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))
-		e.t.Logf("berthd log:\n%s", tailString(string(log), 6000))
+		e.t.Logf("berthd log:\n%s", testenv.Tail(log, 6000))
 	}
-}
-
-func tailString(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // run runs a subtest whose failures the env's helpers report.

@@ -2,17 +2,15 @@ package netconf
 
 import (
 	"errors"
-	"flag"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+	"github.com/berthd/berth/internal/testenv"
+)
 
 var lan = NATNetwork{Name: "lan", Bridge: "br-lan", Subnet4: mustPrefix("10.88.0.0/24"), Subnet6: mustPrefix("fd88::/64"), Masquerade: true}
 var iso = NATNetwork{Name: "isolated", Bridge: "br-isolated", Subnet4: mustPrefix("10.89.0.0/24")}
@@ -52,22 +50,7 @@ func TestPlanGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := render(tables(rs))
-			path := filepath.Join("testdata", "rules", name+".nft")
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("plan differs from %s (run with -update if the change is intended):\n%s", path, got)
-			}
+			testenv.Golden(t, filepath.Join("testdata", "rules", name+".nft"), got)
 			// The plan does not depend on the order of the input.
 			rev := Ruleset{Networks: reversed(rs.Networks), Forwards: reversed(rs.Forwards), Guards: reversed(rs.Guards)}
 			if again := render(tables(rev)); again != got {

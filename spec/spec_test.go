@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,29 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/internal/testenv"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files (testdata/*.golden, ../berth.schema.json)")
-
-// golden compares got with the file, or rewrites the file under -update.
-func golden(t *testing.T, file string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(file, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test ./spec -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output (run go test ./spec -update if the change is intended)\n--- got:\n%s", file, got)
-	}
-}
 
 // TestBrokenGolden loads a directory of eleven broken files (and a file with the
 // image and network they refer to) and checks that every error is reported, each
@@ -67,7 +47,7 @@ func TestBrokenGolden(t *testing.T) {
 			t.Errorf("no error reported for %s", de.Name())
 		}
 	}
-	golden(t, "testdata/broken.golden", []byte(err.Error()+"\n"))
+	testenv.Golden(t, "testdata/broken.golden", []byte(err.Error()+"\n"))
 }
 
 // TestExamples loads examples/ and pins its defaulted form: a change of a default
@@ -84,7 +64,7 @@ func TestExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "testdata/examples.golden.json", append(b, '\n'))
+	testenv.Golden(t, "testdata/examples.golden.json", append(b, '\n'))
 
 	// Every example carries the modeline that points editors at the schema.
 	for _, f := range mustGlob(t, "../examples/*/*.yaml") {
@@ -108,7 +88,7 @@ func mustGlob(t *testing.T, pattern string) []string {
 // examples' modelines use is its golden file) and checks the examples, and some
 // wrong documents, against it with an independent JSON Schema implementation.
 func TestSchema(t *testing.T) {
-	golden(t, "../berth.schema.json", Schema())
+	testenv.Golden(t, "../berth.schema.json", Schema())
 
 	c := jsonschema.NewCompiler()
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema()))

@@ -1,0 +1,116 @@
+package testenv
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// update is the -update flag of every test binary that imports testenv: Golden
+// rewrites its files instead of comparing. It is only registered in test
+// binaries (bench imports testenv too and has flags of its own).
+var update = func() *bool {
+	if testing.Testing() {
+		return flag.Bool("update", false, "rewrite the golden files instead of comparing with them")
+	}
+	return new(bool)
+}()
+
+// Golden compares got with the golden file at path, or writes got there when
+// the test runs with -update (go test -update, as Go's own go/printer tests).
+// A difference is shown around its first differing line.
+func Golden[T string | []byte](t testing.TB, path string, got T) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if d := Diff(string(want), string(got)); d != "" {
+		t.Errorf("%s differs from the output (go test -update rewrites it if the change is intended):\n%s", path, d)
+	}
+}
+
+// Diff describes where got first differs from want, line by line, with a few
+// lines of context from each ("" when they are equal).
+func Diff(want, got string) string {
+	if want == got {
+		return ""
+	}
+	lines := func(s string) []string {
+		l := strings.SplitAfter(s, "\n")
+		if l[len(l)-1] == "" {
+			l = l[:len(l)-1]
+		}
+		return l
+	}
+	wl, gl := lines(want), lines(got)
+	i := 0
+	for i < len(wl) && i < len(gl) && wl[i] == gl[i] {
+		i++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "first difference at line %d:\n", i+1)
+	show := func(name string, lines []string) {
+		from, to := max(0, i-2), min(len(lines), i+4)
+		fmt.Fprintf(&b, "--- %s (lines %d-%d of %d):\n", name, from+1, to, len(lines))
+		for _, l := range lines[from:to] {
+			if !strings.HasSuffix(l, "\n") {
+				l += " (no newline at the end)\n"
+			}
+			b.WriteString("\t" + l)
+		}
+	}
+	show("want", wl)
+	show("got", gl)
+	return b.String()
+}
+
+// Eventually polls cond until it returns nil and fails t with cond's last
+// error when it has not after timeout. It replaces a fixed sleep: a test waits
+// for what it needs, as long as it takes and no longer. The polls start 10 ms
+// apart and back off to 200 ms.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	if err := Poll(timeout, cond); err != nil {
+		t.Fatalf("after %s: %v", timeout, err)
+	}
+}
+
+// Poll is Eventually for code without a testing.TB: it returns cond's last
+// error when cond has not returned nil within timeout.
+func Poll(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	pause := 10 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 200*time.Millisecond)
+	}
+}
+
+// Tail is the last n bytes of s, for logs quoted in a failure.
+func Tail[T string | []byte](s T, n int) string {
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return string(s)
+}
