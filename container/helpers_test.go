@@ -13,6 +13,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,12 +57,8 @@ func probe() {
 	}
 }
 
-// machine is a test machine; cleanup is registered with t.
-type machine struct {
-	cfg  container.Config
-	done chan container.ExitStatus
-	err  error
-}
+// machine is a test machine (package machinetest's) with a shell.
+type machine struct{ *machinetest.Machine }
 
 // newConfig returns a config for root with unique name, runtime dir and console
 // log under t.TempDir().
@@ -97,8 +94,8 @@ func overlayRoot(t *testing.T, cfg *container.Config, lower string) {
 	cfg.Root = container.Root{Overlay: &container.Overlay{Lower: []string{lower}, Upper: filepath.Join(tmp, "upper"), Work: filepath.Join(tmp, "work")}}
 }
 
-// start supervises cfg in a goroutine and stops the machine (killing it if
-// need be) when the test ends.
+// start supervises cfg in this process; the machine is killed, if need be,
+// when the test ends.
 func start(t *testing.T, cfg container.Config) *machine {
 	t.Helper()
 	return startHooks(t, cfg, container.Hooks{})
@@ -106,60 +103,7 @@ func start(t *testing.T, cfg container.Config) *machine {
 
 func startHooks(t *testing.T, cfg container.Config, hooks container.Hooks) *machine {
 	t.Helper()
-	m := &machine{cfg: cfg, done: make(chan container.ExitStatus, 1)}
-	// A state.json of an earlier run in the same runtime dir must not be
-	// mistaken for this one.
-	_ = os.Remove(filepath.Join(cfg.RuntimeDir, "state.json"))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		st, err := container.Supervise(ctx, cfg, hooks)
-		m.err = err
-		m.done <- st
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case st := <-m.done:
-			m.done <- st
-		case <-time.After(30 * time.Second):
-			t.Errorf("machine %s did not stop", cfg.Name)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(cfg.ConsoleLog)
-			t.Logf("console log of %s:\n%s", cfg.Name, testenv.Tail(b, 4000))
-		}
-	})
-	return m
-}
-
-// waitPhase waits until state.json shows phase (or the machine exited).
-func (m *machine) waitPhase(t *testing.T, phase string, boots int) container.State {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := container.ReadState(m.cfg.RuntimeDir)
-		if err == nil && st.Phase == phase && st.Boots >= boots {
-			return st
-		}
-		if err == nil && st.Phase == container.PhaseExited {
-			t.Fatalf("machine %s exited while waiting for %s: %v", m.cfg.Name, phase, st.Exit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("machine %s: not %s after 60s", m.cfg.Name, phase)
-	return container.State{}
-}
-
-func (m *machine) wait(t *testing.T) container.ExitStatus {
-	t.Helper()
-	select {
-	case st := <-m.done:
-		m.done <- st
-		return st
-	case <-time.After(60 * time.Second):
-		t.Fatalf("machine %s did not end within 60s", m.cfg.Name)
-	}
-	return container.ExitStatus{}
+	return &machine{machinetest.Start(t, cfg, hooks)}
 }
 
 // sh runs a shell command in the machine and returns its combined output and
@@ -169,10 +113,10 @@ func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code, err := container.Enter(ctx, m.cfg.RuntimeDir, container.EnterOptions{
+	code, err := container.Enter(ctx, m.Config.RuntimeDir, container.EnterOptions{
 		Command: []string{"/bin/sh", "-c", script}, Env: env, Stdout: &out, Stderr: &out})
 	if err != nil {
-		t.Fatalf("enter %s: %v", m.cfg.Name, err)
+		t.Fatalf("enter %s: %v", m.Config.Name, err)
 	}
 	return out.String(), code
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 )
 
 // TestDebianMachine boots the Debian 12 systemd guest once and checks, on that
@@ -43,7 +44,7 @@ func TestDebianMachine(t *testing.T) {
 	cfg.Resources = container.Resources{PidsMax: 400, MemoryMax: 256 << 20}
 	ptys := ptyCount(t)
 	m := start(t, cfg)
-	st := m.waitPhase(t, container.PhaseRunning, 1)
+	st := m.WaitPhase(t, container.PhaseRunning, 1)
 
 	t.Run("running with no failed units", func(t *testing.T) {
 		out, code := m.sh(t, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
@@ -187,7 +188,7 @@ func TestDebianMachine(t *testing.T) {
 	})
 	t.Run("reboot from inside", func(t *testing.T) {
 		_, _ = m.sh(t, "systemctl reboot")
-		st2 := m.waitPhase(t, container.PhaseRunning, 2)
+		st2 := m.WaitPhase(t, container.PhaseRunning, 2)
 		if st2.SupervisorPID != st.SupervisorPID || st2.LeaderPID == st.LeaderPID {
 			t.Fatalf("after reboot: %+v (before %+v)", st2, st)
 		}
@@ -198,9 +199,9 @@ func TestDebianMachine(t *testing.T) {
 	})
 	t.Run("poweroff from inside", func(t *testing.T) {
 		_, _ = m.sh(t, "systemctl poweroff")
-		ex := m.wait(t)
-		if ex.Code != 0 || ex.Reason != container.ReasonPoweroff || m.err != nil {
-			t.Fatalf("exit: %v, %v", ex, m.err)
+		ex, err := m.Wait(t)
+		if ex.Code != 0 || ex.Reason != container.ReasonPoweroff || err != nil {
+			t.Fatalf("exit: %v, %v", ex, err)
 		}
 		if l := leaks(t, cfg); len(l) > 0 {
 			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
@@ -249,8 +250,7 @@ func TestSIGTERMPowersOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &machine{cfg: cfg}
-	m.waitPhase(t, container.PhaseRunning, 1)
+	machinetest.WaitPhase(t, cfg.RuntimeDir, container.PhaseRunning, 1)
 	waited := make(chan container.ExitStatus, 1)
 	go func() {
 		ex, err := c.Wait(ctx)
@@ -328,7 +328,7 @@ func TestBusybox(t *testing.T) {
 		return nil
 	}}
 	m := startHooks(t, cfg, hooks)
-	st := m.waitPhase(t, container.PhaseRunning, 1)
+	st := m.WaitPhase(t, container.PhaseRunning, 1)
 	if st.Init != "busybox" {
 		t.Errorf("init kind %q", st.Init)
 	}
@@ -357,7 +357,7 @@ func TestBusybox(t *testing.T) {
 	if err := c.Poweroff(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ex := m.wait(t)
+	ex, _ := m.Wait(t)
 	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
 		t.Fatalf("exit: %v", ex)
 	}
@@ -447,7 +447,7 @@ func TestApplication(t *testing.T) {
 		cfg.Args = []string{"/bin/sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.1; done"}
 		cfg.StopTimeout = 500 * time.Millisecond
 		m := start(t, cfg)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
@@ -457,7 +457,7 @@ func TestApplication(t *testing.T) {
 		if err := c.Terminate(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		ex := m.wait(t)
+		ex, _ := m.Wait(t)
 		if ex.Code != 137 || ex.Reason != container.ReasonKilled || time.Since(t0) < cfg.StopTimeout {
 			t.Errorf("exit %v after %v", ex, time.Since(t0))
 		}
@@ -473,7 +473,7 @@ func TestApplication(t *testing.T) {
 			cfg.Root = container.Root{Dir: root, ReadOnly: true}
 			cfg.Args = []string{"/bin/sh", "-c", "sleep 100 & wait"}
 			m := start(t, cfg)
-			m.waitPhase(t, container.PhaseRunning, 1)
+			m.WaitPhase(t, container.PhaseRunning, 1)
 			c, _ := container.Dial(cfg.RuntimeDir)
 			if err := c.Kill(context.Background(), syscall.SIGKILL, "everyone"); err == nil {
 				t.Error("whom \"everyone\" accepted")
@@ -481,7 +481,7 @@ func TestApplication(t *testing.T) {
 			if err := c.Kill(context.Background(), syscall.SIGKILL, whom); err != nil {
 				t.Fatal(err)
 			}
-			if ex := m.wait(t); ex.Code != 137 || ex.Reason != container.ReasonKilled {
+			if ex, _ := m.Wait(t); ex.Code != 137 || ex.Reason != container.ReasonKilled {
 				t.Errorf("exit %v, want 137 %s", ex, container.ReasonKilled)
 			}
 		})
@@ -491,7 +491,7 @@ func TestApplication(t *testing.T) {
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}
 		cfg.Args = []string{"/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; echo armed; while :; do sleep 0.1; done"}
 		m := start(t, cfg)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
@@ -500,7 +500,7 @@ func TestApplication(t *testing.T) {
 		if err := c.Terminate(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ex := m.wait(t); ex.Code != 9 {
+		if ex, _ := m.Wait(t); ex.Code != 9 {
 			t.Errorf("exit %v, want 9 from the trap", ex)
 		}
 	})
@@ -617,7 +617,7 @@ func TestCycles(t *testing.T) {
 	ptys := ptyCount(t)
 	for i := 0; i < 10; i++ {
 		m := start(t, base)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		if i == 0 || i == 9 {
 			if out, _ := m.sh(t, "cat /etc/machine-id"); strings.TrimSpace(out) != base.UUID {
 				t.Errorf("boot %d: /etc/machine-id %q, want the machine's UUID %s", i, out, base.UUID)
@@ -630,7 +630,7 @@ func TestCycles(t *testing.T) {
 		if err := c.Poweroff(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ex := m.wait(t); ex.Code != 0 {
+		if ex, _ := m.Wait(t); ex.Code != 0 {
 			t.Fatalf("cycle %d: %v", i, ex)
 		}
 		if l := leaks(t, base); len(l) > 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 )
 
 func TestParseBind(t *testing.T) {
@@ -159,16 +160,8 @@ func TestBootCommand(t *testing.T) {
 		code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
 		done <- code
 	}()
-	var st container.State
-	var err error
-	for i := 0; i < 500; i++ {
-		if st, err = container.ReadState(mdir); err == nil && st.Phase == container.PhaseRunning {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.Phase != container.PhaseRunning || st.Init != "busybox" {
-		t.Fatalf("state: %+v, %v", st, err)
+	if st := machinetest.WaitPhase(t, mdir, container.PhaseRunning, 1); st.Init != "busybox" {
+		t.Fatalf("state: %+v", st)
 	}
 	// A second boot of the running machine is refused and leaves the running
 	// one alone (its runtime directory included).

@@ -90,7 +90,8 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 }
 
 // Poll is Eventually for code without a testing.TB: it returns cond's last
-// error when cond has not returned nil within timeout.
+// error when cond has not returned nil within timeout, or at once an error
+// cond wrapped with Stop.
 func Poll(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	pause := 10 * time.Millisecond
@@ -99,6 +100,9 @@ func Poll(timeout time.Duration, cond func() error) error {
 		if err == nil {
 			return nil
 		}
+		if s, ok := err.(stopped); ok {
+			return s.err
+		}
 		if time.Now().After(deadline) {
 			return err
 		}
@@ -106,6 +110,14 @@ func Poll(timeout time.Duration, cond func() error) error {
 		pause = min(2*pause, 200*time.Millisecond)
 	}
 }
+
+// Stop wraps err so that Poll and Eventually give up at once and report it:
+// the condition can no longer come true (the machine a test waits for ended).
+func Stop(err error) error { return stopped{err} }
+
+type stopped struct{ err error }
+
+func (s stopped) Error() string { return s.err.Error() }
 
 // Tail is the last n bytes of s, for logs quoted in a failure.
 func Tail[T string | []byte](s T, n int) string {

@@ -57,6 +57,10 @@ func TestPoll(t *testing.T) {
 	if d := time.Since(start); d < 50*time.Millisecond || d > time.Second {
 		t.Errorf("Poll gave up after %s, want about 50ms", d)
 	}
+	n = 0
+	if err := Poll(time.Minute, func() error { n++; return Stop(errors.New("ended")) }); err == nil || err.Error() != "ended" || n != 1 {
+		t.Errorf("Poll of a stopped condition = %v after %d calls, want its error at once", err, n)
+	}
 }
 
 func TestTail(t *testing.T) {
