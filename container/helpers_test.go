@@ -3,9 +3,12 @@ package container_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -177,13 +180,15 @@ func ptyCount(t *testing.T) int {
 }
 
 // ptysSettle waits up to five seconds for this process's pty count to drop
-// to want (a console pump may still be closing its master).
+// to want (a console pump may still be closing its master) and returns it.
 func ptysSettle(t *testing.T, want int) int {
 	n := ptyCount(t)
-	for i := 0; i < 100 && n > want; i++ {
-		time.Sleep(50 * time.Millisecond)
-		n = ptyCount(t)
-	}
+	_ = testenv.Poll(5*time.Second, func() error {
+		if n = ptyCount(t); n > want {
+			return errors.New("ptys still open")
+		}
+		return nil
+	})
 	return n
 }
 
@@ -191,11 +196,77 @@ func ptysSettle(t *testing.T, want int) int {
 // saying it is ready for what the test does next).
 func waitConsole(t *testing.T, cfg container.Config, text string) {
 	t.Helper()
-	for i := 0; i < 500; i++ {
-		if b, _ := os.ReadFile(cfg.ConsoleLog); bytes.Contains(b, []byte(text)) {
-			return
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if b, _ := os.ReadFile(cfg.ConsoleLog); !bytes.Contains(b, []byte(text)) {
+			return fmt.Errorf("machine %s: %q has not appeared on the console", cfg.Name, text)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+}
+
+// waitRequestRead waits until a request this process sent on runDir's
+// control socket has been read by the supervisor: the goroutine in
+// Client.Wait has sent it (it decodes the answer), and the supervisor's end
+// of this process's connection has nothing left to read (its Recv-Q in
+// `ss -x`). The test must hold no other connection to that socket.
+func waitRequestRead(t *testing.T, runDir string) {
+	t.Helper()
+	testenv.RequireCommand(t, "ss")
+	sock := filepath.Join(runDir, "control.sock")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !goroutineIn("container.(*Client).Wait(", "json.(*Decoder).Decode(") {
+			return errors.New("Client.Wait has not sent its request")
+		}
+		out, err := exec.Command("ss", "-H", "-x", "-n").CombinedOutput()
+		if err != nil {
+			return testenv.Stop(fmt.Errorf("ss -x: %v: %s", err, out))
+		}
+		mine := socketInodes(t)
+		// Netid State Recv-Q Send-Q Local Port Peer Port: the kernel names
+		// the supervisor's end of a connection after the listening socket.
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 8 || f[4] != sock || !mine[f[7]] {
+				continue
+			}
+			if f[2] != "0" {
+				return fmt.Errorf("the supervisor has %s bytes of the request to read", f[2])
+			}
+			return nil
+		}
+		return errors.New("the supervisor has not accepted the connection")
+	})
+}
+
+// goroutineIn reports whether a goroutine of this process is in all of the
+// functions (as its stack trace names them).
+func goroutineIn(funcs ...string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		all := true
+		for _, f := range funcs {
+			all = all && strings.Contains(g, f)
+		}
+		if all {
+			return true
+		}
 	}
-	t.Fatalf("machine %s: %q never appeared on the console", cfg.Name, text)
+	return false
+}
+
+// socketInodes are the inodes of the sockets this process holds.
+func socketInodes(t *testing.T) map[string]bool {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, f := range fds {
+		l, _ := os.Readlink("/proc/self/fd/" + f.Name())
+		if n, ok := strings.CutPrefix(l, "socket:["); ok {
+			out[strings.TrimSuffix(n, "]")] = true
+		}
+	}
+	return out
 }

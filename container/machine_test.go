@@ -158,9 +158,11 @@ func TestDebianMachine(t *testing.T) {
 		// dash gives up at the first failed fork, so the bomb runs in a
 		// subshell; the count uses no fork (a glob); the sleeps end by
 		// themselves.
+		before, err := container.Usage(st.CgroupPath)
+		if err != nil {
+			t.Fatal(err)
+		}
 		out, _ := m.sh(t, `(i=0; while [ $i -lt 600 ]; do sleep 3 >/dev/null 2>&1 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo $#`)
-		time.Sleep(3500 * time.Millisecond)
-		u, _ := container.Usage(st.CgroupPath)
 		n := strings.Fields(out)
 		if len(n) == 0 {
 			t.Fatalf("fork bomb output: %q", out)
@@ -169,7 +171,17 @@ func TestDebianMachine(t *testing.T) {
 		if procs >= 400 || procs < 100 {
 			t.Errorf("fork bomb: %d processes inside, want it stopped below the pids limit 400:\n%s", procs, out)
 		}
-		t.Logf("fork bomb stopped at %d processes (pids now %d)", procs, u.Pids)
+		// The bomb's sleeps end by themselves: the machine is back to the
+		// tasks it had before (give or take a few a guest starts meanwhile),
+		// with room under the limit for what comes next.
+		var u container.ResourceUsage
+		testenv.Eventually(t, 15*time.Second, func() error {
+			if u, err = container.Usage(st.CgroupPath); err != nil || u.Pids > before.Pids+10 {
+				return fmt.Errorf("%d tasks in the machine after the fork bomb, %d before (%v)", u.Pids, before.Pids, err)
+			}
+			return nil
+		})
+		t.Logf("fork bomb stopped at %d processes; %d tasks before it, %d after", procs, before.Pids, u.Pids)
 		// Memory: allocating past the limit gets the allocator killed.
 		out, code := m.sh(t, "/opt/probe alloc 400", "_BERTH_STAGE=probe")
 		if code != 137 {
@@ -259,7 +271,9 @@ func TestSIGTERMPowersOff(t *testing.T) {
 		}
 		waited <- ex
 	}()
-	time.Sleep(100 * time.Millisecond) // let the wait request arrive first
+	// The wait request arrives first: the supervisor has read it before the
+	// signal, so the answer comes on its connection.
+	waitRequestRead(t, cfg.RuntimeDir)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -267,12 +281,12 @@ func TestSIGTERMPowersOff(t *testing.T) {
 	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
 		t.Fatalf("exit after SIGTERM: %v", ex)
 	}
-	for i := 0; i < 200 && st.SupervisorAlive(); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.SupervisorAlive() {
-		t.Fatal("supervisor still alive")
-	}
+	testenv.Eventually(t, 2*time.Second, func() error {
+		if st.SupervisorAlive() {
+			return errors.New("supervisor still alive")
+		}
+		return nil
+	})
 	log, _ := os.ReadFile(cfg.ConsoleLog)
 	// SIGRTMIN+3 is systemd's halt: it says so.
 	for _, want := range []string{"Stopped", "Sending SIGTERM to remaining processes", "Halting system."} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -102,17 +103,15 @@ func debianRoot(t *testing.T, name string) container.Root {
 // answers (it may still be booting) and returns the first line.
 func greeting(t *testing.T, pid int, addr, http string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err := askIn(pid, addr, http)
-		if err == nil && strings.Contains(got, "hello from") {
-			return got
+	var got string
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var err error
+		if got, err = askIn(pid, addr, http); err != nil || !strings.Contains(got, "hello from") {
+			return fmt.Errorf("%s: no greeting from the machine: %q, %v", addr, got, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no greeting from the machine: %q, %v", addr, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 func TestBootedMachines(t *testing.T) {
