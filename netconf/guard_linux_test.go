@@ -478,24 +478,3 @@ func TestGuardRulesMany(t *testing.T) {
 		t.Fatalf("tables left:\n%s", out)
 	}
 }
-
-// Every golden ruleset installs as it is rendered, and reads back without drift.
-func TestGoldenRulesetsInstall(t *testing.T) {
-	ctx := context.Background()
-	h, hp := testHost(t)
-	for _, br := range []string{lan.Bridge, iso.Bridge} { // forwards need their bridges
-		mustSh(t, hp.pid, "ip", "link", "add", br, "type", "bridge")
-	}
-	for name, rs := range goldenRulesets {
-		if err := h.ApplyRules(ctx, rs); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if d, err := h.RulesDrift(ctx, rs); err != nil || d != nil {
-			t.Fatalf("%s: drift %q, %v", name, d, err)
-		}
-		got, err := h.Rules(ctx)
-		if err != nil || len(got.Guards) != len(rs.Guards) || len(got.Networks) != len(rs.Networks) {
-			t.Fatalf("%s: read back %+v, %v", name, got, err)
-		}
-	}
-}
