@@ -1,10 +1,13 @@
 package testenv
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +128,75 @@ func Tail[T string | []byte](s T, n int) string {
 		s = s[len(s)-n:]
 	}
 	return string(s)
+}
+
+// AssertedErrors reads the errors the files in dir say they cause, as
+// Podman's Quadlet test files carry their `## assert-…` lines: a comment line
+//
+//	# assert-error: LINE:COL: MESSAGE
+//
+// (LINE: MESSAGE for an error without a column) in the block of comment lines
+// right above line LINE. It returns them as the loader prints them,
+// "DIR/FILE:LINE:COL: MESSAGE", in the order of the files' names and of the
+// lines and columns in each, and fails t when an assertion is not right above
+// the line it names, is not one it knows, or a file asserts nothing.
+func AssertedErrors(t testing.TB, dir string) []string {
+	t.Helper()
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		path := filepath.Join(dir, f.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type asserted struct {
+			line, col int
+			text      string
+		}
+		var list, pending []asserted
+		for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			l = strings.TrimSpace(l)
+			if !strings.HasPrefix(l, "#") {
+				for _, a := range pending {
+					if a.line != i+1 {
+						t.Errorf("%s:%d: an assertion about line %d is right above line %d", path, i+1, a.line, i+1)
+					}
+				}
+				list, pending = append(list, pending...), nil
+				continue
+			}
+			kind, rest, ok := strings.Cut(strings.TrimSpace(strings.TrimPrefix(l, "#")), ": ")
+			if !strings.HasPrefix(kind, "assert-") {
+				continue
+			}
+			var a asserted
+			pos, msg, _ := strings.Cut(rest, ": ")
+			line, col, hasCol := strings.Cut(pos, ":")
+			a.line, err = strconv.Atoi(line)
+			if err == nil && hasCol {
+				a.col, err = strconv.Atoi(col)
+			}
+			if kind != "assert-error" || !ok || err != nil || msg == "" {
+				t.Errorf("%s:%d: %q is not `# assert-error: LINE[:COL]: MESSAGE`", path, i+1, l)
+				continue
+			}
+			a.text = path + ":" + rest
+			pending = append(pending, a)
+		}
+		if len(pending) > 0 {
+			t.Errorf("%s: assertions at the end, about no line", path)
+		}
+		if len(list) == 0 {
+			t.Errorf("%s asserts no error", path)
+		}
+		slices.SortStableFunc(list, func(a, b asserted) int { return cmp.Or(cmp.Compare(a.line, b.line), cmp.Compare(a.col, b.col)) })
+		for _, a := range list {
+			out = append(out, a.text)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,57 @@ func TestTail(t *testing.T) {
 	}
 	if got := Tail([]byte("ab"), 3); got != "ab" {
 		t.Errorf("Tail of a short log = %q", got)
+	}
+}
+
+// recorder is a testing.TB that keeps what Errorf reports.
+type recorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+func TestAssertedErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", "# About a.\n# assert-error: 4:3: b: second\n#   assert-error: 4:1: a: first\nkey: v\n  # assert-error: 6: invalid YAML: end\n[\n")
+	write("b.yaml", "# assert-error: 2:1: x: y\nx: y\n")
+	got := AssertedErrors(t, dir)
+	want := []string{dir + "/a.yaml:4:1: a: first", dir + "/a.yaml:4:3: b: second", dir + "/a.yaml:6: invalid YAML: end", dir + "/b.yaml:2:1: x: y"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("AssertedErrors =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	bad := t.TempDir()
+	for name, s := range map[string]string{
+		"misplaced.yaml": "# assert-error: 3:1: a: b\nkey: v\nother: w\n",
+		"format.yaml":    "# assert-error: line 1: a\n# assert-eror: 2:1: a: b\nkey: v\n",
+		"none.yaml":      "# nothing asserted\nkey: v\n",
+		"dangling.yaml":  "key: v\n# assert-error: 3:1: a: b\n",
+	} {
+		if err := os.WriteFile(filepath.Join(bad, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &recorder{TB: t}
+	AssertedErrors(r, bad)
+	for _, want := range []string{"misplaced.yaml:2: an assertion about line 3 is right above line 2", "format.yaml:1: \"# assert-error: line 1: a\" is not",
+		"format.yaml:2: \"# assert-eror: 2:1: a: b\" is not", "none.yaml asserts no error", "dangling.yaml: assertions at the end"} {
+		found := false
+		for _, e := range r.errs {
+			found = found || strings.Contains(e, want)
+		}
+		if !found {
+			t.Errorf("no error %q among:\n%s", want, strings.Join(r.errs, "\n"))
+		}
 	}
 }
