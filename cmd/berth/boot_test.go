@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/testenv/machinetest"
@@ -82,39 +80,15 @@ func TestSanitizeName(t *testing.T) {
 	}
 }
 
-// The test binary is also the machine's init stage (berth re-executes itself).
-func TestMain(m *testing.M) {
-	container.Reexec()
-	os.Exit(m.Run())
-}
-
-// boot runs berth with args as runE does, with the boot verb's flags back at
-// their defaults first (cobra keeps the values of an earlier Execute, and
-// appends to repeatable flags).
-func boot(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	bootCmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			_ = sv.Replace(nil)
-		} else {
-			_ = f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	})
-	return run(t, args...)
-}
-
 // bootRuntimeDir makes a berth runtime directory for a test (short: it holds
-// unix sockets) with a file in it that no boot may remove, and restores the
-// global --runtime-dir when the test ends.
+// unix sockets) with a file in it that no boot may remove.
 func bootRuntimeDir(t *testing.T) (dir, keep string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("/run", "berth-boot-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := globals.runtimeDir
-	t.Cleanup(func() { globals.runtimeDir = old; os.RemoveAll(dir) })
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	keep = filepath.Join(dir, "keep")
 	if err := os.WriteFile(keep, []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
@@ -145,7 +119,7 @@ func TestBootCommand(t *testing.T) {
 		}
 	}
 
-	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf,
+	code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf,
 		"--read-only", "--bind", out+":/out", "--hostname", "app-host", "--", "/bin/sh", "-c", "hostname > /out/h; exit 7")
 	if code != 7 {
 		t.Fatalf("application exit: %d, want 7 (stderr %q)", code, stderr)
@@ -157,7 +131,7 @@ func TestBootCommand(t *testing.T) {
 
 	done := make(chan int, 1)
 	go func() {
-		code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
+		code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
 		done <- code
 	}()
 	if st := machinetest.WaitPhase(t, mdir, container.PhaseRunning, 1); st.Init != "busybox" {
@@ -165,7 +139,7 @@ func TestBootCommand(t *testing.T) {
 	}
 	// A second boot of the running machine is refused and leaves the running
 	// one alone (its runtime directory included).
-	if code, _, _ := boot(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
+	if code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1); code != 1 {
 		t.Errorf("second boot: exit %d, want 1", code)
 	}
 	if st2, err := container.ReadState(mdir); err != nil || st2.Phase != container.PhaseRunning || !st2.SupervisorAlive() {
@@ -215,7 +189,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true"); code != 0 {
+	if code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true"); code != 0 {
 		t.Fatalf("boot in an existing directory: exit %d (%s)", code, stderr)
 	}
 	if _, err := os.Stat(cfgFile); err != nil {
@@ -230,7 +204,7 @@ func TestBootRuntimeDirNotOurs(t *testing.T) {
 	if err := os.Symlink(elsewhere, filepath.Join(run1, "machines", name)); err != nil {
 		t.Fatal(err)
 	}
-	code, _, _ := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")
+	code, _, _ := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", name, "--console-log", logf, "--", "/bin/true")
 	if code != 1 {
 		t.Errorf("boot through a symlinked runtime directory: exit %d, want 1", code)
 	}
@@ -245,7 +219,7 @@ func TestBootTun(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	root := testenv.BusyboxGuest(t)
 	run1, _ := bootRuntimeDir(t)
-	code, _, stderr := boot(t, "--runtime-dir", run1, "boot", "-D", root, "--name", testenv.UniqueName("tun"),
+	code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", root, "--name", testenv.UniqueName("tun"),
 		"--console-log", filepath.Join(t.TempDir(), "console.log"), "--",
 		"/bin/sh", "-c", "test -c /dev/net/tun && tunctl -t tun0 >/dev/null && ip link show tun0 >/dev/null")
 	if code != 0 {

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"github.com/spf13/pflag"
 	"os"
 	"strings"
 	"testing"
@@ -12,36 +9,6 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/spec"
 )
-
-// run runs berth in this process with args and returns its exit code, stdout
-// and stderr (with the error text, as execute prints it).
-func run(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	// One process runs every command of the package's tests: the global flags
-	// start from their defaults each time, as in a fresh berth.
-	rootCmd.PersistentFlags().VisitAll(func(f *pflag.Flag) {
-		_ = f.Value.Set(f.DefValue)
-		f.Changed = false
-	})
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.Execute()
-	code := 0
-	if err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		if ee == nil || ee.err != nil {
-			errb.WriteString("berth: " + err.Error() + "\n")
-		}
-	}
-	return code, out.String(), errb.String()
-}
 
 func TestValidateExamples(t *testing.T) {
 	code, out, errs := run(t, "validate", "-o", "table", "../../examples")
