@@ -246,7 +246,22 @@ func TestSIGTERMPowersOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if st, err := container.ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
+		// A test that failed half-way: the machine is killed through its
+		// supervisor, which then removes its cgroup; the supervisor itself
+		// only if it does not end.
+		st, err := container.ReadState(cfg.RuntimeDir)
+		if err != nil || !st.SupervisorAlive() {
+			return
+		}
+		if c, err := container.Dial(cfg.RuntimeDir); err == nil {
+			_ = c.Kill(context.Background(), syscall.SIGKILL, "all")
+		}
+		if err := testenv.Poll(15*time.Second, func() error {
+			if st.SupervisorAlive() {
+				return errors.New("alive")
+			}
+			return nil
+		}); err != nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
