@@ -25,7 +25,7 @@ func TestEnterHandsNoFiles(t *testing.T) {
 	cfg.Boot = true
 	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
 	m := start(t, cfg)
-	m.waitPhase(t, container.PhaseRunning, 1)
+	m.WaitPhase(t, container.PhaseRunning, 1)
 
 	// A file this process holds without close-on-exec, as a shell's 3>file.
 	leak, err := os.CreateTemp(t.TempDir(), "leak")

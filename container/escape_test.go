@@ -18,6 +18,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"github.com/berthd/berth/spec"
 )
 
@@ -361,9 +362,8 @@ func runEscape(t *testing.T, modes ...escapeMode) {
 		ms = append(ms, em)
 	}
 	for _, em := range ms {
-		if err := em.waitRunning(); err != nil {
-			t.Fatalf("%s machine: %v", em.mode.name, err)
-		}
+		// A booted systemd reached READY=1.
+		em.st = machinetest.WaitPhase(t, em.cfg.RuntimeDir, container.PhaseRunning, 1)
 	}
 	for i, em := range ms {
 		other := ms[(i+1)%len(ms)].cfg.Name
@@ -398,29 +398,10 @@ func (em *escapeMachine) start(t *testing.T) error {
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(em.cfg.ConsoleLog)
-			t.Logf("console log of %s:\n%s", em.cfg.Name, tail(b, 2000))
+			t.Logf("console log of %s:\n%s", em.cfg.Name, testenv.Tail(b, 2000))
 		}
 	})
 	return nil
-}
-
-// waitRunning waits until the machine runs (a booted systemd reached
-// READY=1), or says how it ended.
-func (em *escapeMachine) waitRunning() error {
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		st, err := container.ReadState(em.cfg.RuntimeDir)
-		if err != nil {
-			continue
-		}
-		switch st.Phase {
-		case container.PhaseRunning:
-			em.st = st
-			return nil
-		case container.PhaseExited:
-			return fmt.Errorf("ended: %v", st.Exit)
-		}
-	}
-	return errors.New("not running after 60 s")
 }
 
 // stop powers the machine off (kill: kills everything in it) and waits until

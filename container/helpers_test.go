@@ -3,9 +3,12 @@ package container_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,12 +60,8 @@ func probe() {
 	}
 }
 
-// machine is a test machine; cleanup is registered with t.
-type machine struct {
-	cfg  container.Config
-	done chan container.ExitStatus
-	err  error
-}
+// machine is a test machine (package machinetest's) with a shell.
+type machine struct{ *machinetest.Machine }
 
 // newConfig returns a config for root with unique name, runtime dir and console
 // log under t.TempDir().
@@ -97,8 +97,8 @@ func overlayRoot(t *testing.T, cfg *container.Config, lower string) {
 	cfg.Root = container.Root{Overlay: &container.Overlay{Lower: []string{lower}, Upper: filepath.Join(tmp, "upper"), Work: filepath.Join(tmp, "work")}}
 }
 
-// start supervises cfg in a goroutine and stops the machine (killing it if
-// need be) when the test ends.
+// start supervises cfg in this process; the machine is killed, if need be,
+// when the test ends.
 func start(t *testing.T, cfg container.Config) *machine {
 	t.Helper()
 	return startHooks(t, cfg, container.Hooks{})
@@ -106,60 +106,7 @@ func start(t *testing.T, cfg container.Config) *machine {
 
 func startHooks(t *testing.T, cfg container.Config, hooks container.Hooks) *machine {
 	t.Helper()
-	m := &machine{cfg: cfg, done: make(chan container.ExitStatus, 1)}
-	// A state.json of an earlier run in the same runtime dir must not be
-	// mistaken for this one.
-	_ = os.Remove(filepath.Join(cfg.RuntimeDir, "state.json"))
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		st, err := container.Supervise(ctx, cfg, hooks)
-		m.err = err
-		m.done <- st
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case st := <-m.done:
-			m.done <- st
-		case <-time.After(30 * time.Second):
-			t.Errorf("machine %s did not stop", cfg.Name)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(cfg.ConsoleLog)
-			t.Logf("console log of %s:\n%s", cfg.Name, tail(b, 4000))
-		}
-	})
-	return m
-}
-
-// waitPhase waits until state.json shows phase (or the machine exited).
-func (m *machine) waitPhase(t *testing.T, phase string, boots int) container.State {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := container.ReadState(m.cfg.RuntimeDir)
-		if err == nil && st.Phase == phase && st.Boots >= boots {
-			return st
-		}
-		if err == nil && st.Phase == container.PhaseExited {
-			t.Fatalf("machine %s exited while waiting for %s: %v", m.cfg.Name, phase, st.Exit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("machine %s: not %s after 60s", m.cfg.Name, phase)
-	return container.State{}
-}
-
-func (m *machine) wait(t *testing.T) container.ExitStatus {
-	t.Helper()
-	select {
-	case st := <-m.done:
-		m.done <- st
-		return st
-	case <-time.After(60 * time.Second):
-		t.Fatalf("machine %s did not end within 60s", m.cfg.Name)
-	}
-	return container.ExitStatus{}
+	return &machine{machinetest.Start(t, cfg, hooks)}
 }
 
 // sh runs a shell command in the machine and returns its combined output and
@@ -169,19 +116,12 @@ func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code, err := container.Enter(ctx, m.cfg.RuntimeDir, container.EnterOptions{
+	code, err := container.Enter(ctx, m.Config.RuntimeDir, container.EnterOptions{
 		Command: []string{"/bin/sh", "-c", script}, Env: env, Stdout: &out, Stderr: &out})
 	if err != nil {
-		t.Fatalf("enter %s: %v", m.cfg.Name, err)
+		t.Fatalf("enter %s: %v", m.Config.Name, err)
 	}
 	return out.String(), code
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // leaks lists what a machine may leave behind on the host: its cgroup in any
@@ -240,13 +180,15 @@ func ptyCount(t *testing.T) int {
 }
 
 // ptysSettle waits up to five seconds for this process's pty count to drop
-// to want (a console pump may still be closing its master).
+// to want (a console pump may still be closing its master) and returns it.
 func ptysSettle(t *testing.T, want int) int {
 	n := ptyCount(t)
-	for i := 0; i < 100 && n > want; i++ {
-		time.Sleep(50 * time.Millisecond)
-		n = ptyCount(t)
-	}
+	_ = testenv.Poll(5*time.Second, func() error {
+		if n = ptyCount(t); n > want {
+			return errors.New("ptys still open")
+		}
+		return nil
+	})
 	return n
 }
 
@@ -254,11 +196,77 @@ func ptysSettle(t *testing.T, want int) int {
 // saying it is ready for what the test does next).
 func waitConsole(t *testing.T, cfg container.Config, text string) {
 	t.Helper()
-	for i := 0; i < 500; i++ {
-		if b, _ := os.ReadFile(cfg.ConsoleLog); bytes.Contains(b, []byte(text)) {
-			return
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if b, _ := os.ReadFile(cfg.ConsoleLog); !bytes.Contains(b, []byte(text)) {
+			return fmt.Errorf("machine %s: %q has not appeared on the console", cfg.Name, text)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+}
+
+// waitRequestRead waits until a request this process sent on runDir's
+// control socket has been read by the supervisor: the goroutine in
+// Client.Wait has sent it (it decodes the answer), and the supervisor's end
+// of this process's connection has nothing left to read (its Recv-Q in
+// `ss -x`). The test must hold no other connection to that socket.
+func waitRequestRead(t *testing.T, runDir string) {
+	t.Helper()
+	testenv.RequireCommand(t, "ss")
+	sock := filepath.Join(runDir, "control.sock")
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if !goroutineIn("container.(*Client).Wait(", "json.(*Decoder).Decode(") {
+			return errors.New("Client.Wait has not sent its request")
+		}
+		out, err := exec.Command("ss", "-H", "-x", "-n").CombinedOutput()
+		if err != nil {
+			return testenv.Stop(fmt.Errorf("ss -x: %v: %s", err, out))
+		}
+		mine := socketInodes(t)
+		// Netid State Recv-Q Send-Q Local Port Peer Port: the kernel names
+		// the supervisor's end of a connection after the listening socket.
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 8 || f[4] != sock || !mine[f[7]] {
+				continue
+			}
+			if f[2] != "0" {
+				return fmt.Errorf("the supervisor has %s bytes of the request to read", f[2])
+			}
+			return nil
+		}
+		return errors.New("the supervisor has not accepted the connection")
+	})
+}
+
+// goroutineIn reports whether a goroutine of this process is in all of the
+// functions (as its stack trace names them).
+func goroutineIn(funcs ...string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		all := true
+		for _, f := range funcs {
+			all = all && strings.Contains(g, f)
+		}
+		if all {
+			return true
+		}
 	}
-	t.Fatalf("machine %s: %q never appeared on the console", cfg.Name, text)
+	return false
+}
+
+// socketInodes are the inodes of the sockets this process holds.
+func socketInodes(t *testing.T) map[string]bool {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, f := range fds {
+		l, _ := os.Readlink("/proc/self/fd/" + f.Name())
+		if n, ok := strings.CutPrefix(l, "socket:["); ok {
+			out[strings.TrimSuffix(n, "]")] = true
+		}
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 )
 
 // TestDebianMachine boots the Debian 12 systemd guest once and checks, on that
@@ -43,7 +44,7 @@ func TestDebianMachine(t *testing.T) {
 	cfg.Resources = container.Resources{PidsMax: 400, MemoryMax: 256 << 20}
 	ptys := ptyCount(t)
 	m := start(t, cfg)
-	st := m.waitPhase(t, container.PhaseRunning, 1)
+	st := m.WaitPhase(t, container.PhaseRunning, 1)
 
 	t.Run("running with no failed units", func(t *testing.T) {
 		out, code := m.sh(t, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
@@ -157,9 +158,11 @@ func TestDebianMachine(t *testing.T) {
 		// dash gives up at the first failed fork, so the bomb runs in a
 		// subshell; the count uses no fork (a glob); the sleeps end by
 		// themselves.
+		before, err := container.Usage(st.CgroupPath)
+		if err != nil {
+			t.Fatal(err)
+		}
 		out, _ := m.sh(t, `(i=0; while [ $i -lt 600 ]; do sleep 3 >/dev/null 2>&1 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo $#`)
-		time.Sleep(3500 * time.Millisecond)
-		u, _ := container.Usage(st.CgroupPath)
 		n := strings.Fields(out)
 		if len(n) == 0 {
 			t.Fatalf("fork bomb output: %q", out)
@@ -168,7 +171,17 @@ func TestDebianMachine(t *testing.T) {
 		if procs >= 400 || procs < 100 {
 			t.Errorf("fork bomb: %d processes inside, want it stopped below the pids limit 400:\n%s", procs, out)
 		}
-		t.Logf("fork bomb stopped at %d processes (pids now %d)", procs, u.Pids)
+		// The bomb's sleeps end by themselves: the machine is back to the
+		// tasks it had before (give or take a few a guest starts meanwhile),
+		// with room under the limit for what comes next.
+		var u container.ResourceUsage
+		testenv.Eventually(t, 15*time.Second, func() error {
+			if u, err = container.Usage(st.CgroupPath); err != nil || u.Pids > before.Pids+10 {
+				return fmt.Errorf("%d tasks in the machine after the fork bomb, %d before (%v)", u.Pids, before.Pids, err)
+			}
+			return nil
+		})
+		t.Logf("fork bomb stopped at %d processes; %d tasks before it, %d after", procs, before.Pids, u.Pids)
 		// Memory: allocating past the limit gets the allocator killed.
 		out, code := m.sh(t, "/opt/probe alloc 400", "_BERTH_STAGE=probe")
 		if code != 137 {
@@ -187,7 +200,7 @@ func TestDebianMachine(t *testing.T) {
 	})
 	t.Run("reboot from inside", func(t *testing.T) {
 		_, _ = m.sh(t, "systemctl reboot")
-		st2 := m.waitPhase(t, container.PhaseRunning, 2)
+		st2 := m.WaitPhase(t, container.PhaseRunning, 2)
 		if st2.SupervisorPID != st.SupervisorPID || st2.LeaderPID == st.LeaderPID {
 			t.Fatalf("after reboot: %+v (before %+v)", st2, st)
 		}
@@ -198,9 +211,9 @@ func TestDebianMachine(t *testing.T) {
 	})
 	t.Run("poweroff from inside", func(t *testing.T) {
 		_, _ = m.sh(t, "systemctl poweroff")
-		ex := m.wait(t)
-		if ex.Code != 0 || ex.Reason != container.ReasonPoweroff || m.err != nil {
-			t.Fatalf("exit: %v, %v", ex, m.err)
+		ex, err := m.Wait(t)
+		if ex.Code != 0 || ex.Reason != container.ReasonPoweroff || err != nil {
+			t.Fatalf("exit: %v, %v", ex, err)
 		}
 		if l := leaks(t, cfg); len(l) > 0 {
 			t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
@@ -212,7 +225,7 @@ func TestDebianMachine(t *testing.T) {
 		log, _ := os.ReadFile(cfg.ConsoleLog)
 		if !bytes.Contains(log, []byte("Welcome to")) || !bytes.Contains(log, []byte("Sending SIGTERM to remaining processes")) ||
 			!bytes.Contains(log, []byte("Powering off.")) {
-			t.Errorf("console log lacks boot or orderly shutdown:\n%s", tail(log, 3000))
+			t.Errorf("console log lacks boot or orderly shutdown:\n%s", testenv.Tail(log, 3000))
 		}
 	})
 }
@@ -233,7 +246,22 @@ func TestSIGTERMPowersOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if st, err := container.ReadState(cfg.RuntimeDir); err == nil && st.SupervisorAlive() {
+		// A test that failed half-way: the machine is killed through its
+		// supervisor, which then removes its cgroup; the supervisor itself
+		// only if it does not end.
+		st, err := container.ReadState(cfg.RuntimeDir)
+		if err != nil || !st.SupervisorAlive() {
+			return
+		}
+		if c, err := container.Dial(cfg.RuntimeDir); err == nil {
+			_ = c.Kill(context.Background(), syscall.SIGKILL, "all")
+		}
+		if err := testenv.Poll(15*time.Second, func() error {
+			if st.SupervisorAlive() {
+				return errors.New("alive")
+			}
+			return nil
+		}); err != nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -249,8 +277,7 @@ func TestSIGTERMPowersOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &machine{cfg: cfg}
-	m.waitPhase(t, container.PhaseRunning, 1)
+	machinetest.WaitPhase(t, cfg.RuntimeDir, container.PhaseRunning, 1)
 	waited := make(chan container.ExitStatus, 1)
 	go func() {
 		ex, err := c.Wait(ctx)
@@ -259,7 +286,9 @@ func TestSIGTERMPowersOff(t *testing.T) {
 		}
 		waited <- ex
 	}()
-	time.Sleep(100 * time.Millisecond) // let the wait request arrive first
+	// The wait request arrives first: the supervisor has read it before the
+	// signal, so the answer comes on its connection.
+	waitRequestRead(t, cfg.RuntimeDir)
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -267,17 +296,17 @@ func TestSIGTERMPowersOff(t *testing.T) {
 	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
 		t.Fatalf("exit after SIGTERM: %v", ex)
 	}
-	for i := 0; i < 200 && st.SupervisorAlive(); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.SupervisorAlive() {
-		t.Fatal("supervisor still alive")
-	}
+	testenv.Eventually(t, 2*time.Second, func() error {
+		if st.SupervisorAlive() {
+			return errors.New("supervisor still alive")
+		}
+		return nil
+	})
 	log, _ := os.ReadFile(cfg.ConsoleLog)
 	// SIGRTMIN+3 is systemd's halt: it says so.
 	for _, want := range []string{"Stopped", "Sending SIGTERM to remaining processes", "Halting system."} {
 		if !bytes.Contains(log, []byte(want)) {
-			t.Errorf("console log lacks %q (an orderly shutdown):\n%s", want, tail(log, 3000))
+			t.Errorf("console log lacks %q (an orderly shutdown):\n%s", want, testenv.Tail(log, 3000))
 		}
 	}
 	if l := leaks(t, cfg); len(l) > 0 {
@@ -328,7 +357,7 @@ func TestBusybox(t *testing.T) {
 		return nil
 	}}
 	m := startHooks(t, cfg, hooks)
-	st := m.waitPhase(t, container.PhaseRunning, 1)
+	st := m.WaitPhase(t, container.PhaseRunning, 1)
 	if st.Init != "busybox" {
 		t.Errorf("init kind %q", st.Init)
 	}
@@ -357,7 +386,7 @@ func TestBusybox(t *testing.T) {
 	if err := c.Poweroff(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	ex := m.wait(t)
+	ex, _ := m.Wait(t)
 	if ex.Code != 0 || ex.Reason != container.ReasonPoweroff {
 		t.Fatalf("exit: %v", ex)
 	}
@@ -447,7 +476,7 @@ func TestApplication(t *testing.T) {
 		cfg.Args = []string{"/bin/sh", "-c", "trap '' TERM; echo armed; while :; do sleep 0.1; done"}
 		cfg.StopTimeout = 500 * time.Millisecond
 		m := start(t, cfg)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
@@ -457,7 +486,7 @@ func TestApplication(t *testing.T) {
 		if err := c.Terminate(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		ex := m.wait(t)
+		ex, _ := m.Wait(t)
 		if ex.Code != 137 || ex.Reason != container.ReasonKilled || time.Since(t0) < cfg.StopTimeout {
 			t.Errorf("exit %v after %v", ex, time.Since(t0))
 		}
@@ -473,7 +502,7 @@ func TestApplication(t *testing.T) {
 			cfg.Root = container.Root{Dir: root, ReadOnly: true}
 			cfg.Args = []string{"/bin/sh", "-c", "sleep 100 & wait"}
 			m := start(t, cfg)
-			m.waitPhase(t, container.PhaseRunning, 1)
+			m.WaitPhase(t, container.PhaseRunning, 1)
 			c, _ := container.Dial(cfg.RuntimeDir)
 			if err := c.Kill(context.Background(), syscall.SIGKILL, "everyone"); err == nil {
 				t.Error("whom \"everyone\" accepted")
@@ -481,7 +510,7 @@ func TestApplication(t *testing.T) {
 			if err := c.Kill(context.Background(), syscall.SIGKILL, whom); err != nil {
 				t.Fatal(err)
 			}
-			if ex := m.wait(t); ex.Code != 137 || ex.Reason != container.ReasonKilled {
+			if ex, _ := m.Wait(t); ex.Code != 137 || ex.Reason != container.ReasonKilled {
 				t.Errorf("exit %v, want 137 %s", ex, container.ReasonKilled)
 			}
 		})
@@ -491,7 +520,7 @@ func TestApplication(t *testing.T) {
 		cfg.Root = container.Root{Dir: root, ReadOnly: true}
 		cfg.Args = []string{"/bin/sh", "-c", "trap 'echo got-term; exit 9' TERM; echo armed; while :; do sleep 0.1; done"}
 		m := start(t, cfg)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		waitConsole(t, cfg, "armed")
 		c, err := container.Dial(cfg.RuntimeDir)
 		if err != nil {
@@ -500,7 +529,7 @@ func TestApplication(t *testing.T) {
 		if err := c.Terminate(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ex := m.wait(t); ex.Code != 9 {
+		if ex, _ := m.Wait(t); ex.Code != 9 {
 			t.Errorf("exit %v, want 9 from the trap", ex)
 		}
 	})
@@ -617,7 +646,7 @@ func TestCycles(t *testing.T) {
 	ptys := ptyCount(t)
 	for i := 0; i < 10; i++ {
 		m := start(t, base)
-		m.waitPhase(t, container.PhaseRunning, 1)
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		if i == 0 || i == 9 {
 			if out, _ := m.sh(t, "cat /etc/machine-id"); strings.TrimSpace(out) != base.UUID {
 				t.Errorf("boot %d: /etc/machine-id %q, want the machine's UUID %s", i, out, base.UUID)
@@ -630,7 +659,7 @@ func TestCycles(t *testing.T) {
 		if err := c.Poweroff(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if ex := m.wait(t); ex.Code != 0 {
+		if ex, _ := m.Wait(t); ex.Code != 0 {
 			t.Fatalf("cycle %d: %v", i, ex)
 		}
 		if l := leaks(t, base); len(l) > 0 {

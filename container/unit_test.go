@@ -228,9 +228,12 @@ func TestConsoleSlowReaders(t *testing.T) {
 
 	close(term.gate)
 	waitFor := func(s string) {
-		for i := 0; i < 200 && !strings.HasSuffix(term.String(), s); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+		_ = testenv.Poll(2*time.Second, func() error {
+			if !strings.HasSuffix(term.String(), s) {
+				return errors.New("not yet")
+			}
+			return nil
+		})
 	}
 	waitFor("fell behind]\r\n")
 	h.broadcast([]byte("after"))
@@ -247,9 +250,7 @@ func TestConsoleSlowReaders(t *testing.T) {
 // inside it is read-only all through, by mount_setattr and by the fallback of
 // one remount per mount, which keeps each mount's other flags.
 func TestReadOnlyRec(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.SkipUnlessRoot(t)
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
 	for _, d := range []string{"src/sub", "setattr", "each"} {

@@ -114,19 +114,15 @@ func (e *env) startDaemon() {
 		e.t.Fatal(err)
 	}
 	e.daemon = cmd
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.Eventually(e.t, 20*time.Second, func() error {
 		c, err := api.Dial(context.Background(), e.paths.Socket)
-		if err == nil {
-			e.api = c
-			return
-		}
-		if time.Now().After(deadline) {
+		if err != nil {
 			log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))
-			e.t.Fatalf("berthd did not come up: %v\n%s", err, log)
+			return fmt.Errorf("berthd did not come up: %v\n%s", err, log)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		e.api = c
+		return nil
+	})
 }
 
 // killDaemon ends berthd with SIGKILL, as a crash would.
@@ -173,15 +169,8 @@ func (e *env) teardown() {
 	}
 	if e.t.Failed() {
 		log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))
-		e.t.Logf("berthd log:\n%s", tailString(string(log), 6000))
+		e.t.Logf("berthd log:\n%s", testenv.Tail(log, 6000))
 	}
-}
-
-func tailString(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // run runs a subtest whose failures the env's helpers report.
@@ -241,20 +230,38 @@ func (e *env) status(name string) *api.MachineStatus {
 // waitState waits until the machine is in state (and, when given, cond holds).
 func (e *env) waitState(name, state string, limit time.Duration) *api.MachineStatus {
 	e.t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		s, err := e.api.Status(context.Background(), name)
-		if err == nil && s.State == state {
-			return s
+	var s *api.MachineStatus
+	testenv.Eventually(e.t, limit, func() error {
+		var err error
+		if s, err = e.api.Status(context.Background(), name); err != nil {
+			return fmt.Errorf("machine %s: %v", name, err)
 		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				e.t.Fatalf("machine %s after %s: %v", name, limit, err)
-			}
-			e.t.Fatalf("machine %s is %s after %s, want %s (notes %q, last error %q)", name, s.State, limit, state, s.Notes, s.LastError)
+		if s.State != state {
+			return fmt.Errorf("machine %s is %s, want %s (notes %q, last error %q)", name, s.State, state, s.Notes, s.LastError)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	return s
+}
+
+// lastEvent is the sequence number of the last event in berthd's log.
+func (e *env) lastEvent() uint64 {
+	e.t.Helper()
+	var seq uint64
+	if err := e.api.Events(context.Background(), 0, "", false, func(ev api.Event) error { seq = max(seq, ev.Seq); return nil }); err != nil {
+		e.t.Fatal(err)
 	}
+	return seq
+}
+
+// events are the events about machine after seq.
+func (e *env) events(machine string, seq uint64) []api.Event {
+	e.t.Helper()
+	var out []api.Event
+	if err := e.api.Events(context.Background(), seq, machine, false, func(ev api.Event) error { out = append(out, ev); return nil }); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
 }
 
 // exec runs a command in a running machine (as berth shell does) and returns
@@ -400,12 +407,23 @@ func TestDaemon(t *testing.T) {
 		for _, n := range []string{a, b, c} {
 			since[n] = e.status(n).Since
 		}
+		// berthd is gone and reaped: what its death does to its children
+		// (reparenting, a parent-death signal) is done by then. Each
+		// supervisor still runs its machine and answers on its control socket.
 		e.killDaemon()
-		time.Sleep(300 * time.Millisecond)
 		for _, n := range []string{a, b, c} {
-			st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", n))
+			dir := filepath.Join(e.paths.RuntimeDir, "machines", n)
+			st, err := container.ReadState(dir)
 			if err != nil || !st.SupervisorAlive() {
 				t.Fatalf("machine %s died with berthd: %v", n, err)
+			}
+			var now container.State
+			cl, err := container.Dial(dir)
+			if err == nil {
+				now, err = cl.Status(ctx)
+			}
+			if err != nil || now.Phase != container.PhaseRunning || now.SupervisorPID != st.SupervisorPID {
+				t.Fatalf("machine %s after berthd died: %+v, %v", n, now, err)
 			}
 		}
 		e.startDaemon()
@@ -445,6 +463,11 @@ func TestDaemon(t *testing.T) {
 
 	e.run("a hostname change reboots that machine only, which keeps running", func(t *testing.T) {
 		before := e.status(b)
+		old, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := e.lastEvent()
 		e.write("b.yaml", bbMachine(b, "hostname: renamed\nnetwork: {name: lan, ports: [\"8080:80\"]}\n"))
 		res := e.apply()
 		if len(res.Results) == 0 || res.Results[0].Action.Op != api.OpRestart {
@@ -457,9 +480,25 @@ func TestDaemon(t *testing.T) {
 		if out, _ := e.exec(b, "hostname"); strings.TrimSpace(out) != "renamed" {
 			t.Fatalf("hostname after the restart: %q", out)
 		}
-		time.Sleep(500 * time.Millisecond) // a wrongly counted exit would show as a restart or hold by now
+		// A wrongly counted exit shows once the old run is over and a
+		// reconcile pass has followed: as a restart or hold, and in the log.
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if old.SupervisorAlive() {
+				return fmt.Errorf("the supervisor of the old run (PID %d) is still alive", old.SupervisorPID)
+			}
+			return nil
+		})
+		if _, err := e.api.Apply(ctx, api.ApplyRequest{}); err != nil {
+			t.Fatal(err)
+		}
 		if s := e.status(b); s.State != api.StateRunning || s.Restarts != 0 || s.Hold != nil {
 			t.Fatalf("the restart was taken for a crash: %+v", s)
+		}
+		for _, ev := range e.events(b, seq) {
+			switch ev.Kind {
+			case api.EvMachineRestarting, api.EvMachineExited, api.EvMachineFailed, api.EvMachineHeld:
+				t.Fatalf("the restart was taken for a crash: %s %s", ev.Kind, ev.Message)
+			}
 		}
 	})
 
@@ -468,34 +507,25 @@ func TestDaemon(t *testing.T) {
 		if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			s := e.status(a)
-			if s.State == api.StateRunning && s.LeaderPID != first {
-				break
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if s := e.status(a); s.State != api.StateRunning || s.LeaderPID == first {
+				return fmt.Errorf("a not restarted: %+v", s)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a not restarted: %+v", s)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 		// Keep killing it: after maxRetries (3) restarts it is given up.
-		deadline = time.Now().Add(40 * time.Second)
-		for {
+		testenv.Eventually(t, 40*time.Second, func() error {
 			s := e.status(a)
 			if s.State == api.StateFailed {
-				if s.Hold == nil || !strings.Contains(s.Hold.Message, "gave up") {
-					t.Fatalf("failed without a reason: %+v", s.Hold)
-				}
-				break
+				return nil
 			}
 			if s.LeaderPID != 0 {
 				_ = syscall.Kill(s.LeaderPID, syscall.SIGKILL)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a never marked failed: %+v", s)
-			}
-			time.Sleep(100 * time.Millisecond)
+			return fmt.Errorf("a never marked failed: %+v", s)
+		})
+		if s := e.status(a); s.Hold == nil || !strings.Contains(s.Hold.Message, "gave up") {
+			t.Fatalf("failed without a reason: %+v", s.Hold)
 		}
 		// berth start lifts the failure.
 		if err := e.api.Verb(ctx, a, "start"); err != nil {
@@ -526,19 +556,15 @@ func TestDaemon(t *testing.T) {
 		e.nsRun("ip", "link", "del", hostIf)
 		e.nsRun("nft", "delete", "table", "inet", "berth")
 		e.nsRun("nft", "delete", "table", "bridge", "berth")
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		testenv.Eventually(t, 15*time.Second, func() error {
 			_, errLink := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "ip", "link", "show", hostIf).CombinedOutput()
 			_, errTable := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "nft", "list", "table", "inet", "berth").CombinedOutput()
 			_, errGuards := exec.Command("nsenter", "--net=/run/netns/"+e.netns, "--", "nft", "list", "chain", "bridge", "berth", "machine-"+b).CombinedOutput()
-			if errLink == nil && errTable == nil && errGuards == nil {
-				break
+			if errLink != nil || errTable != nil || errGuards != nil {
+				return fmt.Errorf("drift not repaired: link %v, table inet %v, table bridge %v", errLink, errTable, errGuards)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("drift not repaired: link %v, table inet %v, table bridge %v", errLink, errTable, errGuards)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		if out, code := e.exec(b, "ping", "-c1", "-W2", "10.98.0.1"); code != 0 {
 			t.Fatalf("b cannot reach the gateway after repair: %s", out)
 		}
@@ -611,19 +637,15 @@ func TestGitSource(t *testing.T) {
 	git(work, "commit", "-q", "-m", "add a machine")
 	git(work, "push", "-q", repo, "main")
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if s, err := e.api.Status(context.Background(), name); err == nil && s.State == api.StateRunning {
-			if !strings.Contains(s.Source, "defs:berth/m.yaml") {
-				t.Errorf("source = %q, want the file in the repository", s.Source)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if s, err := e.api.Status(context.Background(), name); err != nil || s.State != api.StateRunning {
 			d, _ := e.api.Daemon(context.Background())
-			t.Fatalf("the machine added by a commit is not running after 30s; daemon: %+v", d)
+			return fmt.Errorf("the machine added by a commit is not running; daemon: %+v", d)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if s := e.status(name); !strings.Contains(s.Source, "defs:berth/m.yaml") {
+		t.Errorf("source = %q, want the file in the repository", s.Source)
 	}
 }
 
@@ -654,32 +676,27 @@ func TestWatchedSource(t *testing.T) {
 	if err := e.daemon.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	reloaded := false
-	for i := 0; i < 100 && !reloaded; i++ {
+	testenv.Eventually(t, 5*time.Second, func() error {
+		reloaded := false
 		_ = e.api.Events(ctx, 0, "", false, func(ev api.Event) error {
 			reloaded = reloaded || ev.Message == "reload (SIGHUP)"
 			return nil
 		})
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !reloaded {
-		t.Fatal("berthd did not reload on SIGHUP")
-	}
+		if !reloaded {
+			return errors.New("berthd did not reload on SIGHUP")
+		}
+		return nil
+	})
 
 	put("broken.yaml", "apiVersion: berth/v1\nkind: Machine\nname: x\nimage: bb\nmemry: 1\n")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d, err := e.api.Daemon(ctx)
-		if err == nil && len(d.Errors) > 0 {
-			if !strings.Contains(d.Errors[0], "broken.yaml:5:1") {
-				t.Fatalf("daemon errors: %q", d.Errors)
-			}
-			break
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if d, err := e.api.Daemon(ctx); err != nil || len(d.Errors) == 0 {
+			return fmt.Errorf("a malformed file is not reported in berthd's status: %+v, %v", d, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a malformed file is not reported in berthd's status: %+v, %v", d, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if d, _ := e.api.Daemon(ctx); !strings.Contains(d.Errors[0], "broken.yaml:5:1") {
+		t.Fatalf("daemon errors: %q", d.Errors)
 	}
 	var reported bool
 	_ = e.api.Events(ctx, 0, "", false, func(ev api.Event) error {
@@ -701,14 +718,21 @@ func TestWatchedSource(t *testing.T) {
 	if err := syscall.Kill(s.LeaderPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100; i++ {
-		if st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", name)); err == nil && !st.SupervisorAlive() {
-			break
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if st, err := container.ReadState(filepath.Join(e.paths.RuntimeDir, "machines", name)); err != nil || st.SupervisorAlive() {
+			return fmt.Errorf("the supervisor of %s has not ended: %v", name, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	e.startDaemon()
-	time.Sleep(500 * time.Millisecond)
+	// The new berthd's first pass, which handles the exit nobody watched, is
+	// over once it reports one.
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if d, err := e.api.Daemon(ctx); err != nil || d.LastReconcile.IsZero() {
+			return fmt.Errorf("berthd has not finished its first pass: %+v, %v", d, err)
+		}
+		return nil
+	})
 	after := e.status(name)
 	if after.State == api.StateRunning || after.Hold == nil || after.Hold.Reason != api.HoldExited || after.LastExit == nil {
 		t.Fatalf("a machine with restart: no that ended while berthd was down: %+v (hold %+v)", after, after.Hold)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 )
 
 // The test binary is also the machines' init stage (package container
@@ -26,10 +27,8 @@ func TestMain(m *testing.M) {
 // bootedMachine is a real machine run by package container's supervisor in
 // this process, its network set up by the Network hook.
 type bootedMachine struct {
-	name   string
-	runDir string
+	*machinetest.Machine
 	leader int
-	done   chan error
 }
 
 // bootMachine starts a machine and returns once its init runs. network is the
@@ -39,66 +38,35 @@ func bootMachine(t *testing.T, name string, root container.Root, network func(ct
 	var uuid [16]byte
 	_, _ = rand.Read(uuid[:])
 	dir := t.TempDir()
-	m := &bootedMachine{name: name, runDir: filepath.Join(dir, "run"), done: make(chan error, 1)}
-	cfg := container.Config{
+	m := machinetest.Start(t, container.Config{
 		Name:        name,
 		UUID:        hex.EncodeToString(uuid[:]),
 		Root:        root,
 		Boot:        true,
-		RuntimeDir:  m.runDir,
+		RuntimeDir:  filepath.Join(dir, "run"),
 		ConsoleLog:  filepath.Join(dir, "console.log"),
 		StopTimeout: 10 * time.Second,
-	}
-	go func() {
-		st, err := container.Supervise(context.Background(), cfg, container.Hooks{Network: network})
-		if err == nil && st.Reason == container.ReasonFailed {
-			err = fmt.Errorf("%s", st)
-		}
-		m.done <- err
-	}()
-	t.Cleanup(func() { m.stop(t, true) })
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-m.done:
-			m.done <- err
-			log, _ := os.ReadFile(cfg.ConsoleLog)
-			t.Fatalf("machine %s ended while starting: %v\nconsole:\n%s", name, err, log)
-		default:
-		}
-		if st, err := container.ReadState(m.runDir); err == nil && st.LeaderPID > 0 && st.Phase != container.PhaseStarting {
-			m.leader = st.LeaderPID
-			return m
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("machine %s did not start within 30 s", name)
-	return nil
+	}, container.Hooks{Network: network})
+	st := m.WaitState(t, "its init runs", func(st container.State) bool { return st.LeaderPID > 0 && st.Phase != container.PhaseStarting })
+	return &bootedMachine{Machine: m, leader: st.LeaderPID}
 }
 
 // stop powers the machine off (or terminates it) and waits until it is gone.
 func (m *bootedMachine) stop(t *testing.T, terminate bool) {
-	select {
-	case err := <-m.done:
-		m.done <- err
+	t.Helper()
+	if ended, _, _ := m.Ended(); ended {
 		return
-	default:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if c, err := container.Dial(m.runDir); err == nil {
+	if c, err := container.Dial(m.Config.RuntimeDir); err == nil {
 		if terminate {
 			_ = c.Terminate(ctx)
 		} else if err := c.Poweroff(ctx); err != nil {
-			t.Errorf("machine %s: poweroff: %v", m.name, err)
+			t.Errorf("machine %s: poweroff: %v", m.Config.Name, err)
 		}
 	}
-	select {
-	case err := <-m.done:
-		m.done <- err
-	case <-ctx.Done():
-		t.Errorf("machine %s did not stop", m.name)
-	}
+	m.Wait(t)
 }
 
 // busyboxRoot is a copy of the busybox guest whose boot script also starts
@@ -135,17 +103,15 @@ func debianRoot(t *testing.T, name string) container.Root {
 // answers (it may still be booting) and returns the first line.
 func greeting(t *testing.T, pid int, addr, http string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		got, err := askIn(pid, addr, http)
-		if err == nil && strings.Contains(got, "hello from") {
-			return got
+	var got string
+	testenv.Eventually(t, 20*time.Second, func() error {
+		var err error
+		if got, err = askIn(pid, addr, http); err != nil || !strings.Contains(got, "hello from") {
+			return fmt.Errorf("%s: no greeting from the machine: %q, %v", addr, got, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no greeting from the machine: %q, %v", addr, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 func TestBootedMachines(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"github.com/berthd/berth/rootfs"
 )
 
@@ -135,14 +136,8 @@ func TestBootFromStore(t *testing.T) {
 		}
 		cfg := machineConfig(r, runDir)
 		cfg.Boot = true
-		_ = os.Remove(filepath.Join(runDir, "state.json"))
-		done := make(chan container.ExitStatus, 1)
-		mctx, mcancel := context.WithCancel(ctx)
-		go func() {
-			st, _ := container.Supervise(mctx, cfg, container.Hooks{})
-			done <- st
-		}()
-		waitRunning(t, runDir, done, cfg.ConsoleLog)
+		m := machinetest.Start(t, cfg, container.Hooks{})
+		m.WaitPhase(t, container.PhaseRunning, 1)
 		if boot == 1 {
 			if _, err := s.RemoveRoot(name, true); !errors.Is(err, rootfs.ErrBusy) {
 				t.Errorf("RemoveRoot of a running machine = %v, want ErrBusy", err)
@@ -163,15 +158,9 @@ func TestBootFromStore(t *testing.T) {
 		if err := c.Poweroff(ctx); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case ex := <-done:
-			if ex.Reason != container.ReasonPoweroff {
-				t.Errorf("boot %d ended %+v, want a poweroff", boot, ex)
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("machine did not power off")
+		if ex, _ := m.Wait(t); ex.Reason != container.ReasonPoweroff {
+			t.Errorf("boot %d ended %+v, want a poweroff", boot, ex)
 		}
-		mcancel()
 		lock.Unlock()
 	}
 	if _, err := os.Stat(filepath.Join(r.Overlay.Upper, "root/marker")); r.Overlay != nil && err != nil {
@@ -196,26 +185,6 @@ func TestBootFromStore(t *testing.T) {
 	if freed, err := s.RemoveRoot(name, true); err != nil || freed <= 0 {
 		t.Errorf("RemoveRoot after the machine stopped = %d, %v", freed, err)
 	}
-}
-
-func waitRunning(t *testing.T, runDir string, done chan container.ExitStatus, consoleLog string) container.State {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case ex := <-done:
-			b, _ := os.ReadFile(consoleLog)
-			t.Fatalf("machine ended before running: %+v\n%s", ex, b)
-		default:
-		}
-		if st, err := container.ReadState(runDir); err == nil && st.Phase == container.PhaseRunning {
-			return st
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b, _ := os.ReadFile(consoleLog)
-	t.Fatalf("machine not running after 90s\n%s", b)
-	return container.State{}
 }
 
 func enter(t *testing.T, runDir string, script string) (string, int) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 // FuzzCleanEntryPath checks that whatever a member name is, the cleaned path is
@@ -39,9 +41,7 @@ func FuzzCleanEntryPath(f *testing.F) {
 // canary directory, and checks that nothing outside the destination changes,
 // whether the archive is accepted or refused.
 func FuzzExtract(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Skip("extraction keeps owners and device nodes: needs root")
-	}
+	testenv.SkipUnlessRoot(f) // extraction keeps owners and device nodes
 	for _, s := range []string{
 		"l evil CANARY\nf evil/file",
 		"d CANARY\nl evil CANARY\nf evil/file",

@@ -72,9 +72,11 @@ func TestKilledImportLeavesNothing(t *testing.T) {
 		defer close(stall)
 		cmd := startImportChild(t, state, "victim", srv.URL+"/a.tar")
 		// Wait until the child is extracting (its work directory has files).
-		waitFor(t, 20*time.Second, "the import to start extracting", func() bool {
-			m, _ := filepath.Glob(filepath.Join(state, "images/.tmp/import-victim-*/rootfs/*"))
-			return len(m) > 0
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if m, _ := filepath.Glob(filepath.Join(state, "images/.tmp/import-victim-*/rootfs/*")); len(m) == 0 {
+				return errors.New("the import has not started extracting")
+			}
+			return nil
 		})
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
@@ -161,15 +163,4 @@ func openStoreAt(t testing.TB, state string) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 // The field tables of docs/definitions.md are generated from the struct tags (the
@@ -109,5 +111,5 @@ func TestDocsFields(t *testing.T) {
 		t.Fatalf("%s has no generated field section (markers %q … %q)", file, beginFields, endFields)
 	}
 	got := append(append(append([]byte{}, data[:i]...), fieldReference()...), data[j+len(endFields):]...)
-	golden(t, file, got)
+	testenv.Golden(t, file, got)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -13,34 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthd/berth/internal/testenv"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files (testdata/*.golden, ../berth.schema.json)")
-
-// golden compares got with the file, or rewrites the file under -update.
-func golden(t *testing.T, file string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(file, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test ./spec -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output (run go test ./spec -update if the change is intended)\n--- got:\n%s", file, got)
-	}
-}
-
-// TestBrokenGolden loads a directory of eleven broken files (and a file with the
-// image and network they refer to) and checks that every error is reported, each
-// with its file, line and column.
-func TestBrokenGolden(t *testing.T) {
+// TestBrokenFiles loads a directory of eleven broken files (and a file with the
+// image and network they refer to) and checks that every error is reported,
+// each with its file, line and column: exactly the errors the files assert,
+// each in an `# assert-error: LINE:COL: MESSAGE` comment right above its line.
+func TestBrokenFiles(t *testing.T) {
 	set, err := Load("testdata/broken", "testdata/valid-context.yaml")
 	if set != nil || err == nil {
 		t.Fatal("broken definitions loaded without error")
@@ -68,7 +49,10 @@ func TestBrokenGolden(t *testing.T) {
 			t.Errorf("no error reported for %s", de.Name())
 		}
 	}
-	golden(t, "testdata/broken.golden", []byte(err.Error()+"\n"))
+	want := strings.Join(testenv.AssertedErrors(t, "testdata/broken"), "\n")
+	if d := testenv.Diff(want, err.Error()); d != "" {
+		t.Errorf("the errors differ from what testdata/broken asserts:\n%s", d)
+	}
 }
 
 // TestExamples loads examples/ and pins its defaulted form: a change of a default
@@ -85,7 +69,7 @@ func TestExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "testdata/examples.golden.json", append(b, '\n'))
+	testenv.Golden(t, "testdata/examples.golden.json", append(b, '\n'))
 
 	// Every example carries the modeline that points editors at the schema.
 	for _, f := range mustGlob(t, "../examples/*/*.yaml") {
@@ -109,7 +93,7 @@ func mustGlob(t *testing.T, pattern string) []string {
 // examples' modelines use is its golden file) and checks the examples, and some
 // wrong documents, against it with an independent JSON Schema implementation.
 func TestSchema(t *testing.T) {
-	golden(t, "../berth.schema.json", Schema())
+	testenv.Golden(t, "../berth.schema.json", Schema())
 
 	c := jsonschema.NewCompiler()
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema()))

@@ -3,6 +3,8 @@ package units
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -399,23 +401,41 @@ func TestSystemdNotifyAndJournal(t *testing.T) {
 	// systemd-run returns once the start job is done: after READY=1.
 	t.Logf("started in %v", time.Since(start))
 	expectProps(t, unit, map[string]string{"ActiveState": "active", "StatusText": "ready: 0 machines", "NotifyAccess": "main"})
-	// The helper pings the watchdog; it must outlive WatchdogSec.
-	time.Sleep(3 * time.Second)
-	expectProps(t, unit, map[string]string{"ActiveState": "active", "StatusText": "watching"})
-	var entry map[string]any
-	for try := 0; try < 50; try++ {
-		out, _ = exec.Command("journalctl", "-o", "json", "--no-pager", "MACHINE="+machine).Output()
-		if line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n"); line != "" {
-			if err := json.Unmarshal([]byte(line), &entry); err != nil {
-				t.Fatal(err)
-			}
-			break
+	// The helper changes its status only when told, after the test saw the
+	// one READY=1 came with.
+	if out, err := exec.CommandContext(ctx, "systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", unit).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl kill: %v: %s", err, out)
+	}
+	// The helper pings the watchdog; it must outlive WatchdogSec: systemd
+	// had a ping from it more than WatchdogSec after READY=1 (when the unit
+	// became active), and the unit is still active.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		p := show(t, unit, "ActiveState", "StatusText", "ActiveEnterTimestampMonotonic", "WatchdogTimestampMonotonic")
+		if p["ActiveState"] != "active" {
+			return testenv.Stop(fmt.Errorf("the service is %s: did its watchdog fire? (%v)", p["ActiveState"], p))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if entry == nil {
-		t.Fatal("no journal entry with MACHINE=" + machine)
-	}
+		ready, err1 := strconv.ParseInt(p["ActiveEnterTimestampMonotonic"], 10, 64)
+		ping, err2 := strconv.ParseInt(p["WatchdogTimestampMonotonic"], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return testenv.Stop(fmt.Errorf("timestamps %v: %w", p, err))
+		}
+		if since := time.Duration(ping-ready) * time.Microsecond; since <= 2*time.Second || p["StatusText"] != "watching" {
+			return fmt.Errorf("last watchdog ping %s after READY=1, want more than WatchdogSec (2s); status %q, want \"watching\"", since, p["StatusText"])
+		}
+		return nil
+	})
+	var entry map[string]any
+	testenv.Eventually(t, 5*time.Second, func() error {
+		out, _ = exec.Command("journalctl", "-o", "json", "--no-pager", "MACHINE="+machine).Output()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		if line == "" {
+			return errors.New("no journal entry with MACHINE=" + machine)
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			return testenv.Stop(err)
+		}
+		return nil
+	})
 	for k, v := range map[string]string{"MESSAGE": "machine started", "PRIORITY": "4", "NETWORK": "lan",
 		"SYSLOG_IDENTIFIER": "berthd", "_SYSTEMD_UNIT": unit} {
 		if entry[k] != v {
@@ -447,14 +467,25 @@ func TestNotifyHelper(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	n.Ready("ready: 0 machines")
-	time.Sleep(500 * time.Millisecond)
-	n.Status("watching")
-	ctx, cancel := context.WithCancel(context.Background())
+	// SIGUSR1, which the test sends once it saw the status of READY=1, sets
+	// the next one; SIGTERM ends the service.
 	sig := make(chan os.Signal, 1)
-	go func() { <-sig; cancel() }()
-	signal.Notify(sig, syscall.SIGTERM)
-	n.Watchdog(ctx, func() bool { return true })
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGUSR1)
+	n.Ready("ready: 0 machines")
+	ctx, cancel := context.WithCancel(context.Background())
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		n.Watchdog(ctx, func() bool { return true })
+	}()
+	for s := range sig {
+		if s != syscall.SIGUSR1 {
+			break
+		}
+		n.Status("watching")
+	}
+	cancel()
+	<-pinged
 	n.Stopping()
 }
 

@@ -3,7 +3,6 @@ package units
 import (
 	"context"
 	"errors"
-	"flag"
 	"log/slog"
 	"math"
 	"os"
@@ -19,8 +18,6 @@ import (
 
 	"github.com/berthd/berth/internal/testenv"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func TestEscapeUnitName(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -152,7 +149,7 @@ func TestUnitFilesGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, f := range files {
-				golden(t, filepath.Join("testdata", tc.name+"."+f.Name), f.Content)
+				testenv.Golden(t, filepath.Join("testdata", tc.name+"."+f.Name), f.Content)
 			}
 		})
 	}
@@ -160,23 +157,6 @@ func TestUnitFilesGolden(t *testing.T) {
 		if _, err := UnitFiles(bad); err == nil {
 			t.Errorf("UnitFiles(%+v) succeeded, want an error", bad)
 		}
-	}
-}
-
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the rendered file (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 )
 
 func TestParseBind(t *testing.T) {
@@ -95,16 +96,14 @@ func TestMain(m *testing.M) {
 }
 
 // bootRuntimeDir makes a berth runtime directory for a test (short: it holds
-// unix sockets) with a file in it that no boot may remove, and restores the
-// global --runtime-dir when the test ends.
+// unix sockets) with a file in it that no boot may remove.
 func bootRuntimeDir(t *testing.T) (dir, keep string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("/run", "berth-boot-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := globals.runtimeDir
-	t.Cleanup(func() { globals.runtimeDir = old; os.RemoveAll(dir) })
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	keep = filepath.Join(dir, "keep")
 	if err := os.WriteFile(keep, []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
@@ -150,16 +149,8 @@ func TestBootCommand(t *testing.T) {
 		code, _, _ := run(t, "boot", "-D", root, "--name", name, "--runtime-dir", run1, "--console-log", logf, "--read-only")
 		done <- code
 	}()
-	var st container.State
-	var err error
-	for i := 0; i < 500; i++ {
-		if st, err = container.ReadState(mdir); err == nil && st.Phase == container.PhaseRunning {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st.Phase != container.PhaseRunning || st.Init != "busybox" {
-		t.Fatalf("state: %+v, %v", st, err)
+	if st := machinetest.WaitPhase(t, mdir, container.PhaseRunning, 1); st.Init != "busybox" {
+		t.Fatalf("state: %+v", st)
 	}
 	// A second boot of the running machine is refused and leaves the running
 	// one alone (its runtime directory included).

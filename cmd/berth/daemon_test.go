@@ -37,12 +37,10 @@ func TestCLIUsesRunningBerthd(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(ctx, p.Socket, m) }()
 	t.Cleanup(func() { cancel(); <-served })
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(p.Socket); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		_, err := os.Stat(p.Socket)
+		return err
+	})
 	defs := filepath.Join(dir, "defs")
 	if err := os.MkdirAll(defs, 0o755); err != nil {
 		t.Fatal(err)

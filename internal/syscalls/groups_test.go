@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/berthd/berth/internal/testenv"
 )
 
 // TestNamesKnown: every name in the groups, the extra list and the
@@ -133,13 +135,5 @@ func TestDocsTable(t *testing.T) {
 	}
 	b.WriteString("\n" + end)
 	got := string(data[:i]) + b.String() + string(data[j+len(end):])
-	if *update {
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	if got != string(data) {
-		t.Errorf("%s: the seccomp list differs from the data (go test ./internal/syscalls -update)", file)
-	}
+	testenv.Golden(t, file, got)
 }

@@ -1,18 +1,16 @@
 package syscalls
 
 import (
-	"flag"
 	"fmt"
 	"go/format"
-	"os"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/elastic/go-seccomp-bpf/arch"
-)
 
-var update = flag.Bool("update", false, "rewrite ztables.go from the upstream tables")
+	"github.com/berthd/berth/internal/testenv"
+)
 
 // upstream are the syscall tables of a maintained library (elastic's
 // go-seccomp-bpf, generated from the kernel's syscall tables). ztables.go is
@@ -46,15 +44,6 @@ func TestTablesMatchUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := string(src)
-	if *update {
-		if err := os.WriteFile("ztables.go", []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile("ztables.go")
-	if err != nil || string(want) != got {
-		t.Fatalf("ztables.go differs from the upstream tables (go test ./internal/syscalls -update): %v", err)
-	}
+	// ztables.go is the golden file of the upstream tables.
+	testenv.Golden(t, "ztables.go", src)
 }

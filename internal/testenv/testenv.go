@@ -1,6 +1,8 @@
-// Package testenv is shared by berth's tests: the root check, unique names, and the
-// guest images the integration tests boot (built from Debian's packages and cached
-// under /var/cache/berth-test, or $BERTH_TEST_CACHE, between runs).
+// Package testenv is shared by berth's tests: the root check, unique names, golden
+// files (-update), polling for a condition instead of sleeping, and the guest
+// images the integration tests boot (built from Debian's packages and cached
+// under /var/cache/berth-test, or $BERTH_TEST_CACHE, between runs). Booting a
+// machine and waiting for it is package machinetest's.
 package testenv
 
 import (
@@ -135,7 +137,7 @@ func DebootstrapDir(name, suite string, packages []string) (string, error) {
 		cmd := exec.Command("debootstrap", args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("debootstrap %s: %w\n%s", strings.Join(args, " "), err, tail(out, 2000))
+			return fmt.Errorf("debootstrap %s: %w\n%s", strings.Join(args, " "), err, Tail(out, 2000))
 		}
 		// The guest's own apt lists and caches are not needed by any test.
 		_ = os.RemoveAll(filepath.Join(tmp, "var/cache/apt/archives"))
@@ -245,13 +247,6 @@ func CopyTree(t testing.TB, src string) string {
 		t.Fatalf("cp -a %s %s: %v\n%s", src, dst, err, out)
 	}
 	return dst
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // cgroupMount is one mounted cgroup hierarchy of this host.

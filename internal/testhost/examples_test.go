@@ -193,7 +193,7 @@ func TestExamplesInTestHost(t *testing.T) {
 		prev := exec("berth", "shell", m, "journalctl", "-b", "-1", "--no-pager", "-o", "cat")
 		if !strings.Contains(prev, "Reached target") || !strings.Contains(prev, "Journal stopped") ||
 			strings.Contains(prev, "SIGKILL") || strings.Contains(prev, "timed out") {
-			t.Errorf("%s's journal of the boot before does not show an orderly shutdown:\n%s", m, tail(prev, 3000))
+			t.Errorf("%s's journal of the boot before does not show an orderly shutdown:\n%s", m, testenv.Tail(prev, 3000))
 		}
 	}
 	if got := show("MemoryMax"); got != strconv.Itoa(384<<20) {
@@ -217,11 +217,4 @@ func TestExamplesInTestHost(t *testing.T) {
 	if l := list()["web"]; l.State != "running" && l.State != "booting" {
 		t.Errorf("berth start web: %s", l.State)
 	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
