@@ -2,6 +2,7 @@ package host
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,23 +12,11 @@ import (
 )
 
 func TestRuleset(t *testing.T) {
-	d, err := spec.Parse("test.yaml", []byte(`
-apiVersion: berth/v1
-kind: Network
-name: lan
-subnet: 10.87.0.0/24
----
-apiVersion: berth/v1
-kind: Image
-name: deb
-debootstrap: {suite: bookworm}
----
-apiVersion: berth/v1
-kind: Machine
-name: web
-image: deb
-network: {name: lan, address: 10.87.0.10, ports: ["8080:80"]}
----
+	base, err := os.ReadFile("../plan/testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := spec.Parse("test.yaml", append(base, `---
 apiVersion: berth/v1
 kind: Machine
 name: router
@@ -39,7 +28,7 @@ kind: Machine
 name: idle
 image: deb
 network: lan
-`))
+`...))
 	if err != nil {
 		t.Fatal(err)
 	}

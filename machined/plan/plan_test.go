@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,24 +12,14 @@ import (
 	"github.com/berthd/berth/spec"
 )
 
-const planBase = `
-apiVersion: berth/v1
-kind: Network
-name: lan
-subnet: 10.87.0.0/24
----
-apiVersion: berth/v1
-kind: Image
-name: deb
-debootstrap: {suite: bookworm}
----
-apiVersion: berth/v1
-kind: Machine
-name: web
-image: deb
-network: {name: lan, address: 10.87.0.10, ports: ["8080:80"]}
-resources: {memoryMax: 512M}
-`
+// planBase is testdata/base.yaml: a network, an image and web on it.
+var planBase = func() string {
+	b, err := os.ReadFile("testdata/base.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 func mustParse(t *testing.T, y string) *spec.Set {
 	t.Helper()
