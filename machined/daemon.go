@@ -14,8 +14,8 @@ import (
 	"github.com/berthd/berth/machined/config"
 )
 
-// DaemonHooks connect berthd to its service manager (sd_notify under systemd).
-type DaemonHooks struct {
+// serviceHooks connect berthd to its service manager (sd_notify under systemd).
+type serviceHooks struct {
 	// Ready is called once the first reconcile pass has run.
 	Ready func()
 	// Status reports a one-line state ("3 machines running").
@@ -30,22 +30,22 @@ type DaemonHooks struct {
 	Reloading func()
 }
 
-// RunDaemon is berthd: it serves the API, watches the sources, and reconciles
+// runDaemon is berthd: it serves the API, watches the sources, and reconciles
 // on start-up, on changes, on machine exits, on API calls and periodically,
 // until ctx ends. The machines keep running after it returns.
-func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonHooks) error {
-	m, err := NewManager(cfg, host, true)
+func runDaemon(ctx context.Context, cfg *config.Config, host Host, hooks serviceHooks) error {
+	m, err := newManager(cfg, host, true)
 	if err != nil {
 		return err
 	}
-	defer m.StopWatching()
+	defer m.stopWatching()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- api.Serve(ctx, cfg.Socket, m) }()
 
 	w, err := m.sources.WatchDirs(ctx, func() {
 		m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "definition files changed"})
-		m.Trigger()
+		m.trigger()
 	})
 	if err != nil {
 		logctx.From(ctx).Warn("watching definition directories failed; relying on the periodic resync", "err", err)
@@ -64,7 +64,7 @@ func RunDaemon(ctx context.Context, cfg *config.Config, host Host, hooks DaemonH
 		go extendStartup(ctx, hooks.Extend, firstDone)
 	}
 	m.sources.PollGit(ctx)
-	if _, err := m.Reconcile(ctx, false); err != nil {
+	if _, err := m.reconcile(ctx, false); err != nil {
 		logctx.From(ctx).Error("first reconcile", "err", err)
 	}
 	close(firstDone)
@@ -100,7 +100,7 @@ func extendStartup(ctx context.Context, extend func(time.Duration), firstDone <-
 // loop reconciles on every reason there is (a Git source moved, SIGHUP, a
 // trigger from the API or a watcher, the periodic resync) until ctx ends or
 // the API server fails.
-func (m *Manager) loop(ctx context.Context, cfg *config.Config, hooks DaemonHooks, serveErr <-chan error, hup <-chan os.Signal) error {
+func (m *Manager) loop(ctx context.Context, cfg *config.Config, hooks serviceHooks, serveErr <-chan error, hup <-chan os.Signal) error {
 	resync := time.NewTicker(time.Duration(cfg.Resync))
 	defer resync.Stop()
 	gitTick := time.NewTicker(m.sources.GitInterval())
@@ -129,10 +129,10 @@ func (m *Manager) loop(ctx context.Context, cfg *config.Config, hooks DaemonHook
 			}
 			m.sources.PollGit(ctx)
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: "reload (SIGHUP)"})
-		case <-m.Kicks():
+		case <-m.kicks():
 		case <-resync.C:
 		}
-		if _, err := m.Reconcile(ctx, false); err != nil {
+		if _, err := m.reconcile(ctx, false); err != nil {
 			logctx.From(ctx).Error("reconcile", "err", err)
 		}
 		if reloading && hooks.Ready != nil {
@@ -161,7 +161,7 @@ func (m *Manager) healthy() bool {
 	return false
 }
 
-func (m *Manager) reportStatus(ctx context.Context, hooks DaemonHooks) {
+func (m *Manager) reportStatus(ctx context.Context, hooks serviceHooks) {
 	if hooks.Status == nil {
 		return
 	}

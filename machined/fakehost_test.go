@@ -220,11 +220,11 @@ func newFakeEnv(t *testing.T, daemon bool) *fakeEnv {
 		t.Fatal(err)
 	}
 	cfg := &config.Config{StateDir: filepath.Join(dir, "state"), RuntimeDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "log"), Parallelism: 4}
-	m, err := NewManager(cfg, e.host, daemon)
+	m, err := newManager(cfg, e.host, daemon)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.StopWatching)
+	t.Cleanup(m.stopWatching)
 	e.m = m
 	return e
 }

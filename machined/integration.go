@@ -32,7 +32,7 @@ func Main(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	logctx.From(ctx).Info("berthd starting", "version", Version, "driver", h.DriverName(), "state", cfg.StateDir, "socket", cfg.Socket)
-	return RunDaemon(ctx, cfg, h, daemonHooks())
+	return runDaemon(ctx, cfg, h, daemonHooks())
 }
 
 // OpenLocal returns a manager in the calling process, for CLI verbs when no
@@ -47,5 +47,5 @@ func OpenLocal(p config.Paths) (*Manager, error) {
 		// The one-shot manager sees the same sources as berthd would.
 		cfg.Sources = c.Sources
 	}
-	return NewManager(cfg, h, false)
+	return newManager(cfg, h, false)
 }

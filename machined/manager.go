@@ -78,9 +78,9 @@ type Manager struct {
 	kick        chan struct{}
 }
 
-// NewManager makes a reconciler for cfg over host. daemon says whether it
+// newManager makes a reconciler for cfg over host. daemon says whether it
 // watches machines for exits and restarts them (berthd) or only acts once (CLI).
-func NewManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
+func newManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 	stateDir := filepath.Join(cfg.StateDir, "berthd")
 	store, err := store.Open(stateDir)
 	if err != nil {
@@ -103,19 +103,16 @@ func NewManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 	return m, nil
 }
 
-// Events returns the manager's event log.
-func (m *Manager) EventLog() *events.Log { return m.events }
-
-// Trigger asks for a reconcile pass soon (coalesced).
-func (m *Manager) Trigger() {
+// trigger asks for a reconcile pass soon (coalesced).
+func (m *Manager) trigger() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
 	}
 }
 
-// Kicks delivers the reconcile requests of Trigger.
-func (m *Manager) Kicks() <-chan struct{} { return m.kick }
+// kicks delivers the reconcile requests of Trigger.
+func (m *Manager) kicks() <-chan struct{} { return m.kick }
 
 func newReconcileID() string {
 	var b [4]byte
@@ -169,8 +166,8 @@ func (m *Manager) records() map[string]store.Record {
 	return out
 }
 
-// Reconcile runs one pass: load, observe, plan, apply. It returns what it did.
-func (m *Manager) Reconcile(ctx context.Context, prune bool) (*api.ApplyResult, error) {
+// reconcile runs one pass: load, observe, plan, apply. It returns what it did.
+func (m *Manager) reconcile(ctx context.Context, prune bool) (*api.ApplyResult, error) {
 	m.pass.Lock()
 	defer m.pass.Unlock()
 	id := newReconcileID()
@@ -496,7 +493,7 @@ func (m *Manager) watch(name string) {
 		}
 		if err != nil {
 			logctx.From(ctx).Warn("lost track of machine", "machine", name, "err", err)
-			m.Trigger()
+			m.trigger()
 			return
 		}
 		m.exited(ctx, name, ex)
@@ -532,8 +529,8 @@ func (m *Manager) awaitExitHandled(ctx context.Context, name string, limit time.
 	}
 }
 
-// StopWatching ends the exit watchers (berthd shutting down: machines go on).
-func (m *Manager) StopWatching() {
+// stopWatching ends the exit watchers (berthd shutting down: machines go on).
+func (m *Manager) stopWatching() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, w := range m.watched {
@@ -564,7 +561,7 @@ func (m *Manager) exited(ctx context.Context, name string, ex api.ExitInfo) {
 	}
 	m.events.Emit(api.Event{Kind: out.Event, Machine: name, Message: out.Message})
 	if out.Restart {
-		time.AfterFunc(time.Until(out.Record.NextRestart), m.Trigger)
+		time.AfterFunc(time.Until(out.Record.NextRestart), m.trigger)
 	}
 }
 

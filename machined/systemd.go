@@ -16,15 +16,15 @@ import (
 // STATUS= lines, and watchdog pings (berthd.service has WatchdogSec). Outside
 // systemd they do nothing. NOTIFY_SOCKET is taken out of the environment here,
 // before berthd starts any supervisor.
-func daemonHooks() DaemonHooks {
+func daemonHooks() serviceHooks {
 	n, err := units.NewNotifier()
 	if err != nil {
 		slog.Warn("sd_notify", "err", err)
 	}
 	if !n.Enabled() {
-		return DaemonHooks{}
+		return serviceHooks{}
 	}
-	h := DaemonHooks{
+	h := serviceHooks{
 		Ready:  func() { _ = n.Ready("first reconcile done") },
 		Status: func(s string) { _ = n.Status(s) },
 		Extend: func(d time.Duration) { _ = n.ExtendTimeout(d) },

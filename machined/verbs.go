@@ -237,9 +237,9 @@ func (m *Manager) verbRelease(ctx context.Context, name string) error {
 		return fmt.Errorf("machine %q: lift its hold: %w", name, err)
 	}
 	m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth release"})
-	m.Trigger()
+	m.trigger()
 	if !m.daemon {
-		_, err := m.Reconcile(ctx, false)
+		_, err := m.reconcile(ctx, false)
 		return err
 	}
 	return nil
@@ -341,7 +341,7 @@ func (m *Manager) Apply(ctx context.Context, req api.ApplyRequest) (*api.ApplyRe
 			m.events.Emit(api.Event{Kind: api.EvSourceUpdated, Message: fmt.Sprintf("applied %d files from %s", len(sn.Files), abs)})
 		}
 	}
-	res, err := m.Reconcile(ctx, req.Prune)
+	res, err := m.reconcile(ctx, req.Prune)
 	if err != nil && res != nil && len(res.Plan.Errors) > 0 {
 		return res, fmt.Errorf("%w: %v", errdefs.ErrInvalid, err)
 	}
