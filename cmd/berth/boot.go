@@ -21,7 +21,7 @@ import (
 	"github.com/berthd/berth/supervisor"
 )
 
-var bootFlags struct {
+type bootOpts struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
 	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
 	memoryMax                                                 string
@@ -30,6 +30,8 @@ var bootFlags struct {
 	readOnly, boot, seccompOptional, deviceFenceOptional      bool
 	stopTimeout                                               time.Duration
 }
+
+var bootFlags bootOpts
 
 func newBootCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -215,18 +217,31 @@ func bootConfig(args []string) (container.Config, error) {
 		// own network namespace and needs CAP_NET_ADMIN there.
 		AllowTun: true,
 	}
+	if err := bootOptions(&cfg, f); err != nil {
+		return cfg, err
+	}
+	base, err := filepath.Abs(cliPaths().RuntimeDir)
+	if err != nil {
+		return cfg, fmt.Errorf("boot: --runtime-dir: %w", err)
+	}
+	cfg.RuntimeDir = rundir.For(base, name).Path()
+	return cfg, nil
+}
+
+// bootOptions adds the network mode, mounts and limits the flags ask for.
+func bootOptions(cfg *container.Config, f bootOpts) error {
 	switch f.network {
 	case "none", "private", "":
 		cfg.NetworkMode = "private"
 	case "host":
 		cfg.NetworkMode = "host"
 	default:
-		return cfg, fmt.Errorf("boot: --network %q: want none or host", f.network)
+		return fmt.Errorf("boot: --network %q: want none or host", f.network)
 	}
 	for _, b := range f.binds {
 		m, err := parseBind(b)
 		if err != nil {
-			return cfg, err
+			return err
 		}
 		cfg.Mounts = append(cfg.Mounts, m)
 	}
@@ -236,10 +251,10 @@ func bootConfig(args []string) (container.Config, error) {
 	if f.memoryMax != "" {
 		n, err := spec.ParseSize(f.memoryMax)
 		if err != nil {
-			return cfg, fmt.Errorf("boot: --memory-max: %w", err)
+			return fmt.Errorf("boot: --memory-max: %w", err)
 		}
 		if n <= 0 {
-			return cfg, fmt.Errorf("boot: --memory-max %q: must be greater than 0; leave it out for no limit", f.memoryMax)
+			return fmt.Errorf("boot: --memory-max %q: must be greater than 0; leave it out for no limit", f.memoryMax)
 		}
 		cfg.Resources.MemoryMax = n.Bytes()
 	}
@@ -248,12 +263,7 @@ func bootConfig(args []string) (container.Config, error) {
 		cfg.SyscallFilter = append(cfg.SyscallFilter, strings.Fields(e)...)
 	}
 	cfg.Resources.CPUs = f.cpus
-	base, err := filepath.Abs(cliPaths().RuntimeDir)
-	if err != nil {
-		return cfg, fmt.Errorf("boot: --runtime-dir: %w", err)
-	}
-	cfg.RuntimeDir = rundir.For(base, name).Path()
-	return cfg, nil
+	return nil
 }
 
 // machineID picks the machine ID as nspawn does: the flag, else the tree's own
