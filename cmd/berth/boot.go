@@ -21,6 +21,7 @@ import (
 	"github.com/berthd/berth/supervisor"
 )
 
+// bootOpts are berth boot's flags.
 type bootOpts struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
 	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
