@@ -27,6 +27,7 @@ func crossCheck(set *Set, byKind map[string]map[string]*entry) {
 		}
 		c.mac(d, m)
 		c.ports(d, m)
+		c.users(d, m)
 	}
 }
 
@@ -108,6 +109,7 @@ type claims struct {
 	addrs    map[netip.Addr]owner
 	macs     map[string]owner
 	forwards map[portKey][]portClaim
+	ranges   map[uint32]owner
 }
 
 func newClaims(machines map[string]*entry) *claims {
@@ -116,6 +118,7 @@ func newClaims(machines map[string]*entry) *claims {
 		addrs:    map[netip.Addr]owner{},
 		macs:     map[string]owner{},
 		forwards: map[portKey][]portClaim{},
+		ranges:   map[uint32]owner{},
 	}
 }
 
@@ -177,6 +180,21 @@ func (c *claims) mac(d *doc, m *Machine) {
 		d.errorf("network.mac", "%s is already the MAC of machine %q (%s)", mac, o.machine, where(c.machines[o.machine]))
 	} else {
 		c.macs[mac] = owner{m.Name, "mac"}
+	}
+}
+
+// users claims a pinned UID range: ranges are aligned and of one size, so two
+// overlap exactly when they start at the same UID. Picked ranges are chosen on
+// the host, clear of the pinned ones.
+func (c *claims) users(d *doc, m *Machine) {
+	base, ok := m.PrivateUsers.Pinned()
+	if !ok || base%UserRangeSize != 0 {
+		return
+	}
+	if o, dup := c.ranges[base]; dup {
+		d.errorf("privateUsers", "the UID range %d-%d is already machine %q's (%s)", base, base+UserRangeSize-1, o.machine, where(c.machines[o.machine]))
+	} else {
+		c.ranges[base] = owner{m.Name, "privateUsers"}
 	}
 }
 

@@ -163,7 +163,7 @@ func init() {
 		}},
 		reflect.TypeFor[PrivateUsers](): {decode: func(n *yaml.Node, v reflect.Value) error {
 			if n.Kind != yaml.ScalarNode {
-				return errType("false, true or pick", n)
+				return errType("pick, false or the first UID of a range", n)
 			}
 			switch strings.ToLower(n.Value) {
 			case "false", "off", "no":
@@ -171,7 +171,11 @@ func init() {
 			case "true", "pick", "yes", "on":
 				v.SetString(string(PrivateUsersPick))
 			default:
-				return fmt.Errorf("%q is not a user namespace setting: use false (off) or pick (true)", n.Value)
+				base, err := strconv.ParseUint(n.Value, 0, 32)
+				if err != nil {
+					return fmt.Errorf("%q is not a user namespace setting: use pick (true), false, or the first UID of a range (a multiple of 65536, like 0x80000)", n.Value)
+				}
+				v.SetString(strconv.FormatUint(base, 10))
 			}
 			return nil
 		}},

@@ -24,6 +24,9 @@ const (
 	DefaultMirror       = "http://deb.debian.org/debian"
 	DefaultVariant      = "minbase"
 	maxInterfaceNameLen = 15 // IFNAMSIZ - 1
+	// DefaultPrivateUsers is a machine's user namespace setting when its
+	// definition has none.
+	DefaultPrivateUsers = PrivateUsersOff
 )
 
 // Default fills in every unset field of the machine that does not depend on other
@@ -87,7 +90,7 @@ func (m *Machine) Default() {
 	m.Capabilities.Add = canonicalCaps(m.Capabilities.Add)
 	m.Capabilities.Drop = canonicalCaps(m.Capabilities.Drop)
 	if m.PrivateUsers == "" {
-		m.PrivateUsers = PrivateUsersOff
+		m.PrivateUsers = DefaultPrivateUsers
 	}
 	if m.Root.Strategy == "" {
 		m.Root.Strategy = RootAuto

@@ -52,7 +52,7 @@ func typeName(t reflect.Type, enum []string) string {
 	case reflect.TypeFor[FileMode]():
 		return "octal string"
 	case reflect.TypeFor[PrivateUsers]():
-		return "false \\| pick"
+		return "pick \\| false \\| first UID"
 	case reflect.TypeFor[netip.Addr]():
 		return "IP address"
 	case reflect.TypeFor[netip.Prefix]():

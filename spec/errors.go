@@ -2,9 +2,10 @@ package spec
 
 import (
 	"fmt"
-	"github.com/berthd/berth/internal/errdefs"
 	"sort"
 	"strings"
+
+	"github.com/berthd/berth/internal/errdefs"
 )
 
 // ErrInvalid is matched (errors.Is) by every ErrorList: the definitions are wrong and

@@ -103,6 +103,8 @@ func init() {
 			return map[string]any{"anyOf": []any{
 				map[string]any{"type": "boolean"},
 				map[string]any{"enum": []string{"off", "pick", "no", "yes", "on"}},
+				map[string]any{"type": "integer", "minimum": 65536, "maximum": 4294901760, "multipleOf": 65536},
+				map[string]any{"type": "string", "pattern": "^(0[xX][0-9a-fA-F]+|[0-9]+)$"},
 			}}
 		},
 		reflect.TypeFor[netip.Addr](): func(*schemaGen) map[string]any {

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"net/netip"
+	"strconv"
 )
 
 // APIVersion is the only apiVersion the language has so far. A document with another
@@ -50,7 +51,7 @@ type Machine struct {
 	Capabilities     Capabilities      `json:"capabilities,omitzero" doc:"Capabilities added to or dropped from the default bounding set (systemd-nspawn's)."`
 	SystemCallFilter []string          `json:"systemCallFilter,omitempty" doc:"Changes to berth's system call allow-list, like systemd-nspawn's SystemCallFilter=: a syscall name or @group allows it, ~NAME or ~@group refuses it (with EPERM), applied in order. Adding a capability already brings back the calls that belong to it (@clock with CAP_SYS_TIME, …). See docs/runtime.md for the list and the groups."`
 	Security         Security          `json:"security,omitzero" doc:"What a machine needs from the kernel to start: berth refuses to start it without a system call filter or a device fence unless a field here says optional."`
-	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: false (default: root in the machine is root on the host, like systemd-nspawn without -U). pick (true), a private 65536-UID range for the machine like -U, is reserved and refused for now."`
+	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: pick (true, the default) gives the machine a private range of 65536 UIDs and GIDs, like systemd-nspawn -U: root in the machine is an unprivileged user on the host, and its root is idmapped (never chowned). A number pins the range's first UID (a multiple of 65536). false: the machine's root is the host's root, like systemd-nspawn without -U."`
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
 	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`
@@ -143,7 +144,12 @@ type Mount struct {
 	Create   bool      `json:"create,omitempty" doc:"bind: create the source directory (0755, root) when it does not exist. Default false: a missing source is an error when the machine starts."`
 	Size     Size      `json:"size,omitempty" doc:"tmpfs: size limit, for example 64M. Default: the kernel's (half of RAM)."`
 	Mode     FileMode  `json:"mode,omitempty" doc:"tmpfs: octal permissions of the mount's root, as a string (\"1777\"). Default 0755."`
+	Idmap    *bool     `json:"idmap,omitempty" doc:"bind, in a machine with private users: true (default) shows the host's owners inside unchanged (an idmapped bind, as systemd-nspawn's :idmap); false shows the unmapped view, where files of host users outside the machine's range belong to nobody."`
 }
+
+// Idmapped reports whether a bind mount is idmapped into the machine's range
+// (only meaningful with private users).
+func (m *Mount) Idmapped() bool { return m.Type == MountBind && (m.Idmap == nil || *m.Idmap) }
 
 // MountType is the kind of a mount.
 type MountType string
@@ -166,6 +172,7 @@ type Capabilities struct {
 type Security struct {
 	Seccomp     Requirement `json:"seccomp,omitempty" enum:"required,optional" doc:"required (default): refuse to start where the kernel has no seccomp filters; optional: start without a system call filter there (berth status says so)."`
 	DeviceFence Requirement `json:"deviceFence,omitempty" enum:"required,optional" doc:"required (default): refuse to start where no device policy can be placed (neither the v1 device controller nor BPF device programs); optional: start without one there (berth status says so)."`
+	Idmap       Requirement `json:"idmap,omitempty" enum:"required,optional" doc:"With private users: optional (default): where the kernel or the root's filesystem cannot idmap, shift the root's owners into the machine's range once instead (recorded, berth status says so); required: refuse to start there."`
 }
 
 // Requirement says whether a machine may start without an isolation layer.
@@ -176,7 +183,8 @@ const (
 	Optional Requirement = "optional"
 )
 
-// PrivateUsers is the user namespace setting.
+// PrivateUsers is the user namespace setting: "pick", "off", or the decimal
+// first UID of a pinned range.
 type PrivateUsers string
 
 const (
@@ -185,6 +193,21 @@ const (
 	// PrivateUsersPick gives the machine a private range of 65536 UIDs/GIDs.
 	PrivateUsersPick PrivateUsers = "pick"
 )
+
+// UserRangeSize is the number of UIDs (and GIDs) of a machine's range.
+const UserRangeSize = 65536
+
+// Private reports whether the machine runs in a user namespace of its own.
+func (p PrivateUsers) Private() bool { return p != PrivateUsersOff && p != "" }
+
+// Pinned returns the first UID of a pinned range, and whether there is one.
+func (p PrivateUsers) Pinned() (uint32, bool) {
+	if !p.Private() || p == PrivateUsersPick {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(p), 10, 32)
+	return uint32(n), err == nil
+}
 
 // Root says how a machine's persistent root filesystem is made and kept.
 type Root struct {

@@ -100,12 +100,7 @@ func validateMachine(d *doc, m *Machine) {
 		checkName(d, "image", m.Image, "image")
 	}
 
-	// The language has the setting (it will be the default); the runtime does
-	// not run user-namespaced machines yet, and saying so here beats a machine
-	// that fails to start.
-	if m.PrivateUsers == PrivateUsersPick {
-		d.errorf("privateUsers", "pick is not supported yet: berth runs machines in the host's user namespace for now; remove it or set false")
-	}
+	validatePrivateUsers(d, m)
 
 	validateStartMode(d, m)
 	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostRE.MatchString(m.Hostname)) {
@@ -124,6 +119,26 @@ func validateMachine(d *doc, m *Machine) {
 	}
 	if m.ResolvConf == ResolvConfNetwork && !m.Network.Private() {
 		d.errorf("resolvConf", "network needs the machine to be on a Network with dns servers; use host or off")
+	}
+}
+
+// validatePrivateUsers checks a pinned range (aligned, neither the host's own
+// first range nor past the last UID) and the mounts' idmap settings.
+func validatePrivateUsers(d *doc, m *Machine) {
+	if base, ok := m.PrivateUsers.Pinned(); ok {
+		switch {
+		case base%UserRangeSize != 0:
+			d.errorf("privateUsers", "%d is not a multiple of 65536: a range starts on one (%d or %d)", base, base/UserRangeSize*UserRangeSize, (base/UserRangeSize+1)*UserRangeSize)
+		case base == 0:
+			d.errorf("privateUsers", "0 is the host's own users: write false to run the machine as the host's root")
+		case uint64(base)+UserRangeSize > 1<<32-1:
+			d.errorf("privateUsers", "%d: the range would pass the last UID (4294967294)", base)
+		}
+	}
+	for i, mt := range m.Mounts {
+		if mt.Idmap != nil && mt.Type == MountTmpfs {
+			d.errorf(fmt.Sprintf("mounts[%d].idmap", i), "only a bind mount is idmapped; a tmpfs belongs to the machine's root")
+		}
 	}
 }
 
