@@ -57,9 +57,10 @@ type Config struct {
 	// NetworkMode is "private" (a new network namespace with only loopback until
 	// the Network hook adds links; the default) or "host".
 	NetworkMode string `json:"networkMode,omitempty"`
-	// PrivateUsers must be empty or "off" for now: user-namespaced machines come
-	// later.
-	PrivateUsers string `json:"privateUsers,omitempty"`
+	// Users runs the machine in a user namespace of its own: its UIDs and
+	// GIDs 0…Size-1 are the host's Base…Base+Size-1. nil: the host's (the
+	// machine's root is the host's root).
+	Users *Users `json:"users,omitempty"`
 	// StopTimeout is how long a clean poweroff may take before everything in the
 	// machine's cgroup is killed. Default 30 s.
 	StopTimeout time.Duration `json:"stopTimeout,omitempty"`
@@ -91,6 +92,16 @@ type Config struct {
 	DeviceFenceOptional bool `json:"deviceFenceOptional,omitempty"`
 }
 
+// Users is a machine's range of host UIDs and GIDs.
+type Users struct {
+	Base uint32 `json:"base"`
+	Size uint32 `json:"size"`
+	// Shifted says the root's files are owned Base… on disk already (the
+	// one-time shift where the filesystem cannot idmap): the root is mounted
+	// as it is. Otherwise the root's layers are idmapped into the range.
+	Shifted bool `json:"shifted,omitempty"`
+}
+
 // Root is the machine's root filesystem: a directory, or an overlay that the
 // payload mounts inside its own mount namespace (so nothing stays mounted on the
 // host when the machine ends).
@@ -118,6 +129,9 @@ type Mount struct {
 	Options  string `json:"options,omitempty"` // extra tmpfs options
 	Size     int64  `json:"size,omitempty"`    // tmpfs size in bytes
 	Mode     uint32 `json:"mode,omitempty"`    // tmpfs mode, default 0755
+	// Idmap shows a bind's host owners unchanged inside a machine with
+	// Users (an idmapped bind); without it the guest sees the unmapped view.
+	Idmap bool `json:"idmap,omitempty"`
 }
 
 // Hooks let the wiring (machined) join other packages into a supervisor without
@@ -248,10 +262,13 @@ func (cfg *Config) setModes() error {
 	default:
 		return fmt.Errorf("networkMode %q: want \"private\" or \"host\"", cfg.NetworkMode)
 	}
-	switch cfg.PrivateUsers {
-	case "", "off", "no", "false":
-	default:
-		return fmt.Errorf("privateUsers %q: user-namespaced machines are not yet supported; set it to \"off\"", cfg.PrivateUsers)
+	if u := cfg.Users; u != nil {
+		if u.Size == 0 {
+			u.Size = 65536
+		}
+		if u.Base == 0 || uint64(u.Base)+uint64(u.Size) > 1<<32-1 {
+			return fmt.Errorf("users: base %d, size %d: want a range of host IDs above 0 that ends before 4294967295", u.Base, u.Size)
+		}
 	}
 	switch cfg.Console {
 	case "":

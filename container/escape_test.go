@@ -284,9 +284,9 @@ func (m escapeMode) expect(a escapeAttempt) expect {
 	return a.app
 }
 
-// privateUsersPick is the privateUsers setting of the user-namespaced modes
-// (spec's "pick": a private 65536-UID range). container refuses it today.
-const privateUsersPick = "pick"
+// escapeUsersBase is the first host UID of the user-namespaced modes'
+// ranges (one range of 65536 per mode, inside nspawn's pick range).
+const escapeUsersBase = 0x5F000000
 
 // escapeMachine is a machine of the suite and what the test knows of it.
 type escapeMachine struct {
@@ -349,7 +349,7 @@ func runEscape(t *testing.T, modes ...escapeMode) {
 		cfg.AllowTun = true
 		cfg.Resources = container.Resources{PidsMax: spec.DefaultPidsMax}
 		if mode.privateUsers {
-			cfg.PrivateUsers = privateUsersPick
+			cfg.Users = &container.Users{Base: escapeUsersBase + uint32(len(ms))*65536}
 		}
 		cfg.Mounts = []container.Mount{{Type: "bind", Source: self, Target: "/opt/probe", ReadOnly: true}}
 		em := &escapeMachine{mode: mode, cfg: cfg}

@@ -48,9 +48,6 @@ func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) contain
 	if m.Network.Name == spec.NetworkHost {
 		c.NetworkMode = "host"
 	}
-	if m.PrivateUsers != "" && m.PrivateUsers != spec.PrivateUsersOff {
-		c.PrivateUsers = string(m.PrivateUsers)
-	}
 	for k, v := range m.Environment {
 		c.Env = append(c.Env, k+"="+v)
 	}
@@ -58,7 +55,7 @@ func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) contain
 	for _, mt := range m.Mounts {
 		c.Mounts = append(c.Mounts, container.Mount{
 			Type: string(mt.Type), Source: mt.Source, Target: mt.Target, ReadOnly: mt.ReadOnly,
-			Size: mt.Size.Bytes(), Mode: uint32(mt.Mode),
+			Size: mt.Size.Bytes(), Mode: uint32(mt.Mode), Idmap: mt.Idmapped(),
 		})
 	}
 	if root != nil {
