@@ -10,8 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/berthd/berth/internal/rundir"
-
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +40,8 @@ const syncFD = 3
 func payloadInit() {
 	sock := os.NewFile(syncFD, "sync")
 	buf := make([]byte, 1<<20)
-	n, err := unix.Read(syncFD, buf)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(syncFD, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil || n == 0 {
 		// The supervisor went away before releasing us: nothing to report to.
 		os.Exit(1)
@@ -51,9 +50,26 @@ func payloadInit() {
 	if err := json.Unmarshal(buf[:n], &msg); err != nil {
 		initFail(fmt.Errorf("decode config from the supervisor: %w", err))
 	}
-	if err := startPayload(msg, sock); err != nil {
+	root, err := receivedFD(oob[:oobn])
+	if err != nil {
+		initFail(fmt.Errorf("the supervisor's go-ahead came without the machine's root: %w", err))
+	}
+	if err := startPayload(msg, sock, root); err != nil {
 		initFail(err)
 	}
+}
+
+// receivedFD is the one descriptor an SCM_RIGHTS message carried.
+func receivedFD(oob []byte) (int, error) {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil || len(cms) != 1 {
+		return -1, fmt.Errorf("no descriptor (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&cms[0])
+	if err != nil || len(fds) != 1 {
+		return -1, fmt.Errorf("want one descriptor (%v)", err)
+	}
+	return fds[0], nil
 }
 
 func initFail(err error) {
@@ -69,7 +85,7 @@ type initMessage struct {
 	Seccomp []bpf.RawInstruction `json:"seccomp,omitempty"`
 }
 
-func startPayload(msg initMessage, sock *os.File) error {
+func startPayload(msg initMessage, sock *os.File, root int) error {
 	cfg, filter := msg.Config, msg.Seccomp
 	// The process is now in the payload cgroup everywhere: a cgroup namespace
 	// made now has "payload" as its root in every hierarchy (on a v1/hybrid host
@@ -78,8 +94,10 @@ func startPayload(msg initMessage, sock *os.File) error {
 		return fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
 	unix.Umask(0)
-	root := rundir.Dir(cfg.RuntimeDir).RootMount()
-	master, err := setupRoot(cfg, root)
+	if err := enterRoot(root); err != nil {
+		return err
+	}
+	master, err := mountOwn(cfg)
 	if err != nil {
 		return err
 	}
@@ -93,11 +111,8 @@ func startPayload(msg initMessage, sock *os.File) error {
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 		return fmt.Errorf("set hostname %q: %w", cfg.Hostname, err)
 	}
-	if err := pivotRoot(root); err != nil {
-		return err
-	}
 	if cfg.Console == "pty" {
-		if err := attachConsole(); err != nil {
+		if err := attachConsole(cfg.Boot); err != nil {
 			return err
 		}
 	}
@@ -130,16 +145,37 @@ func startPayload(msg initMessage, sock *os.File) error {
 	return fmt.Errorf("exec %s: %w", path, err)
 }
 
-// pivotRoot makes root the process's / and drops the host's tree from the mount
-// namespace. pivot_root(".", ".") stacks the old root on top of the new one, so
-// no directory for it is needed inside the machine, and unmounting "." then
-// detaches the old root (runc and nspawn do the same).
-func pivotRoot(root string) error {
-	if err := unix.Chdir(root); err != nil {
-		return fmt.Errorf("chdir %s: %w", root, err)
+// enterRoot makes the tree the supervisor built (root, a descriptor of its
+// root directory in the supervisor's mount namespace, which this process
+// shares until now) this process's /: a mount namespace of its own, copied
+// from that one, in which every mount the supervisor made is locked when the
+// machine has a user namespace of its own; then the root itself, through a
+// recursive bind of it (pivot_root refuses a locked mount as the new root,
+// and the top of a fresh bind is not locked), and the supervisor's tree
+// detached. pivot_root(".", ".") stacks the old root on top of the new one,
+// so no directory for it is needed inside the machine (runc and nspawn do
+// the same).
+func enterRoot(root int) error {
+	if err := unix.Fchdir(root); err != nil {
+		return fmt.Errorf("enter the machine's root: %w", err)
+	}
+	unix.Close(root)
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("unshare the mount namespace: %w", err)
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("clone the machine's root: %w", err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, ".", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach the machine's root: %w", err)
+	}
+	if err := unix.Fchdir(tree); err != nil {
+		return err
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root into %s: %w", root, err)
+		return fmt.Errorf("pivot_root into the machine's root: %w", err)
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the host's root: %w", err)
@@ -147,17 +183,28 @@ func pivotRoot(root string) error {
 	return unix.Chdir("/")
 }
 
-// attachConsole makes /dev/console (the pty slave) the controlling terminal and
-// stdio of PID 1, as a kernel console would be.
-func attachConsole() error {
+// attachConsole makes /dev/console (the pty slave) the stdio of PID 1 and,
+// for a booted init, its controlling terminal, as a kernel console would be.
+// berth's reaper leaves the terminal free for the command, which leads its
+// own session on it: taking a terminal another session holds needs
+// CAP_SYS_ADMIN on the host, which a machine with private users lacks.
+func attachConsole(ctty bool) error {
 	if _, err := unix.Setsid(); err != nil && err != unix.EPERM {
 		return fmt.Errorf("setsid: %w", err)
 	}
-	fd, err := unix.Open("/dev/console", unix.O_RDWR, 0)
+	flags := unix.O_RDWR
+	if !ctty {
+		// A session leader opening a terminal takes it as its controlling
+		// one unless told not to.
+		flags |= unix.O_NOCTTY
+	}
+	fd, err := unix.Open("/dev/console", flags, 0)
 	if err != nil {
 		return fmt.Errorf("open /dev/console: %w", err)
 	}
-	_ = unix.IoctlSetInt(fd, unix.TIOCSCTTY, 0)
+	if ctty {
+		_ = unix.IoctlSetInt(fd, unix.TIOCSCTTY, 0)
+	}
 	for i := 0; i < 3; i++ {
 		if err := unix.Dup3(fd, i, 0); err != nil {
 			return fmt.Errorf("dup console: %w", err)

@@ -3,7 +3,6 @@ package container
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -96,70 +95,16 @@ var baseDevices = []struct {
 	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
 }
 
-// setupRoot mounts the machine's root at root (in this process's new mount
-// namespace) and everything systemd's Container Interface asks for below it. It
-// returns the console's pty master when the console is a pty.
-func setupRoot(cfg Config, root string) (*os.File, error) {
-	// Nothing mounted from here on may propagate back to the host.
-	if err := mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
-		return nil, err
-	}
-	if err := mountRoot(cfg, root); err != nil {
-		return nil, err
-	}
-	master, err := setupDev(cfg, root)
-	if err != nil {
-		return nil, err
-	}
-	run, err := setupRunTmp(cfg, root)
-	if err != nil {
-		return nil, err
-	}
-	if err := setupSys(root); err != nil {
-		return nil, err
-	}
-	if err := setupProc(cfg, root, run); err != nil {
-		return nil, err
-	}
-	for i, m := range cfg.Mounts {
-		if err := userMount(root, m); err != nil {
-			return nil, fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
-		}
-	}
-	if cfg.Root.ReadOnly {
-		if err := mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			return nil, fmt.Errorf("read-only root: %w", err)
-		}
-	}
-	return master, nil
-}
-
-// mountRoot mounts the root itself: a bind of root.dir, or the overlay of
-// root.overlay.
-func mountRoot(cfg Config, root string) error {
-	if o := cfg.Root.Overlay; o != nil {
-		data := "lowerdir=" + strings.Join(o.Lower, ":") + ",upperdir=" + o.Upper + ",workdir=" + o.Work
-		if err := mount("overlay", root, "overlay", 0, data); err != nil {
-			return fmt.Errorf("overlay root: %w", err)
-		}
-		return nil
-	}
-	if err := mount(cfg.Root.Dir, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("root %s: %w", cfg.Root.Dir, err)
-	}
-	return nil
-}
-
-// setupDev makes /dev: a private tmpfs with only harmless character devices,
-// the usual links, a devpts of the machine's own, shm, mqueue and the
-// console.
-func setupDev(cfg Config, root string) (*os.File, error) {
+// setupDev makes /dev: a private tmpfs owned by the machine's root (uid on
+// the host) with only harmless character devices, the usual links, shm, and
+// the mount points of the devpts, mqueue and console the init stage mounts.
+func setupDev(cfg Config, root string, uid uint32) error {
 	dev, err := mkdirIn(root, "/dev", 0o755)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=4m,nr_inodes=64k"); err != nil {
-		return nil, err
+	if err := mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=4m,nr_inodes=64k"+owner(uid)); err != nil {
+		return err
 	}
 	devs := baseDevices
 	if cfg.AllowTun {
@@ -172,84 +117,108 @@ func setupDev(cfg Config, root string) (*os.File, error) {
 	for _, d := range devs {
 		p := filepath.Join(dev, d.name)
 		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
-			return nil, fmt.Errorf("mknod /dev/%s: %w", d.name, err)
+			return fmt.Errorf("mknod /dev/%s: %w", d.name, err)
 		}
 	}
 	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"} {
 		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, d := range []string{"pts", "shm", "mqueue"} {
 		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	if err := mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"+owner(uid)); err != nil {
+		return err
+	}
+	if cfg.Console == "pty" {
+		// The console's mount point: the init stage binds its pty on it.
+		if err := os.WriteFile(filepath.Join(dev, "console"), nil, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// owner is the mount option that gives a tmpfs's root to the machine's root.
+func owner(uid uint32) string {
+	if uid == 0 {
+		return ""
+	}
+	return fmt.Sprintf(",uid=%d,gid=%d", uid, uid)
+}
+
+// mountOwn mounts what belongs to the machine's own namespaces, after it
+// moved into its root: the cgroup2 of its cgroup namespace, a devpts
+// instance (its user namespace's) and the mqueue of its IPC namespace; and
+// the console pty, whose master it returns.
+func mountOwn(cfg Config) (*os.File, error) {
+	if err := mount("cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
+		return nil, fmt.Errorf("cgroup2 for the guest: %w", err)
+	}
 	// gid=5 is the tty group of every common distribution (nspawn assumes it too).
-	if err := mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620,gid=5"); err != nil {
+	if err := mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620,gid=5"); err != nil {
 		return nil, err
 	}
-	if err := mount("tmpfs", filepath.Join(dev, "shm"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"); err != nil {
+	if err := mount("mqueue", "/dev/mqueue", "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, err
 	}
-	if err := mount("mqueue", filepath.Join(dev, "mqueue"), "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, err
+	// /tmp and the definition's tmpfs mounts are the guest's own, not
+	// locked: its systemd unmounts them at poweroff as on any host.
+	if err := tmpfsMount("/", Mount{Type: "tmpfs", Target: "/tmp", Mode: 0o1777}, 0); err != nil {
+		return nil, fmt.Errorf("/tmp: %w", err)
+	}
+	for i, m := range cfg.Mounts {
+		if m.Type != "tmpfs" {
+			continue
+		}
+		if err := tmpfsMount("/", m, 0); err != nil {
+			return nil, fmt.Errorf("mounts[%d] (tmpfs on %s): %w", i, m.Target, err)
+		}
 	}
 	if cfg.Console != "pty" {
 		return nil, nil
 	}
-	return consolePty(dev)
+	return consolePty("/dev")
 }
 
-// setupRunTmp mounts /run (with /run/host) and /tmp; it returns /run's path.
-func setupRunTmp(cfg Config, root string) (string, error) {
+// setupRun mounts /run (with /run/host), owned by the machine's root; it
+// returns /run's path.
+func setupRun(cfg Config, root string, uid uint32) (string, error) {
 	run, err := mkdirIn(root, "/run", 0o755)
 	if err != nil {
 		return "", err
 	}
-	if err := mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=20%,nr_inodes=800k"); err != nil {
+	if err := mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=20%,nr_inodes=800k"+owner(uid)); err != nil {
 		return "", err
 	}
 	if err := setupRunHost(cfg, filepath.Join(run, "host")); err != nil {
-		return "", err
-	}
-	tmp, err := mkdirIn(root, "/tmp", 0o1777)
-	if err != nil {
-		return "", err
-	}
-	if err := mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=1777"); err != nil {
 		return "", err
 	}
 	return run, nil
 }
 
 // setupSys mounts /sys read-only (that is how systemd and udev know they are
-// in a container), with the machine's cgroup namespace's cgroup2 on
-// /sys/fs/cgroup, writable: the guest's systemd manages its own subtree
-// there. See docs/runtime.md for why the guest gets the unified layout.
+// in a container) for the calling thread's network namespace. The init stage
+// mounts its cgroup namespace's cgroup2 on /sys/fs/cgroup, writable: the
+// guest's systemd manages its own subtree there. See docs/runtime.md for why
+// the guest gets the unified layout.
 func setupSys(root string) error {
 	sys, err := mkdirIn(root, "/sys", 0o555)
 	if err != nil {
 		return err
 	}
-	if err := mount("sysfs", sys, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		return err
-	}
-	if err := mount("cgroup2", filepath.Join(sys, "fs/cgroup"), "cgroup2", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("cgroup2 for the guest: %w", err)
-	}
-	return nil
+	return mount("sysfs", sys, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, "")
 }
 
 // setupProc mounts the /proc of the new PID namespace: /proc/sys read-only
 // (its net/ subtree stays writable with a private network), a boot ID of the
 // machine's own, kernel internals masked, nspawn's read-only directories.
 func setupProc(cfg Config, root, run string) error {
-	proc, err := mkdirIn(root, "/proc", 0o555)
+	proc, err := inRoot(root, "/proc")
 	if err != nil {
-		return err
-	}
-	if err := mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
 		return err
 	}
 	psys := filepath.Join(proc, "sys")
@@ -363,57 +332,29 @@ func setupRunHost(cfg Config, dir string) error {
 	return bindRO(dir, true)
 }
 
-// userMount adds one of the definition's mounts, with the target resolved inside
-// the root.
-func userMount(root string, m Mount) error {
-	switch m.Type {
-	case "bind":
-		st, err := os.Stat(m.Source)
-		if err != nil {
-			return err
-		}
-		var target string
-		if st.IsDir() {
-			target, err = mkdirIn(root, m.Target, 0o755)
-		} else {
-			target, err = touchIn(root, m.Target)
-		}
-		if err != nil {
-			return err
-		}
-		if tst, err := os.Stat(target); err == nil && tst.IsDir() != st.IsDir() {
-			return fmt.Errorf("cannot bind a %s on a %s", kindOf(st), kindOf(tst))
-		}
-		if err := mount(m.Source, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return err
-		}
-		if m.ReadOnly {
-			return readOnlyRec(target)
-		}
-		return nil
-	case "tmpfs":
-		target, err := mkdirIn(root, m.Target, 0o755)
-		if err != nil {
-			return err
-		}
-		mode := m.Mode
-		if mode == 0 {
-			mode = 0o755
-		}
-		opts := []string{"mode=" + strconv.FormatUint(uint64(mode), 8)}
-		if m.Size > 0 {
-			opts = append(opts, "size="+strconv.FormatInt(m.Size, 10))
-		}
-		if m.Options != "" {
-			opts = append(opts, m.Options)
-		}
-		fl := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
-		if m.ReadOnly {
-			fl |= unix.MS_RDONLY
-		}
-		return mount("tmpfs", target, "tmpfs", fl, strings.Join(opts, ","))
+// tmpfsMount mounts a tmpfs at m.Target inside root, its root owned by uid
+// (on the host) when not 0.
+func tmpfsMount(root string, m Mount, uid uint32) error {
+	target, err := mkdirIn(root, m.Target, 0o755)
+	if err != nil {
+		return err
 	}
-	return errors.New("unknown mount type")
+	mode := m.Mode
+	if mode == 0 {
+		mode = 0o755
+	}
+	opts := []string{"mode=" + strconv.FormatUint(uint64(mode), 8)}
+	if m.Size > 0 {
+		opts = append(opts, "size="+strconv.FormatInt(m.Size, 10))
+	}
+	if m.Options != "" {
+		opts = append(opts, m.Options)
+	}
+	fl := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if m.ReadOnly {
+		fl |= unix.MS_RDONLY
+	}
+	return mount("tmpfs", target, "tmpfs", fl, strings.Join(opts, ",")+owner(uid))
 }
 
 func kindOf(st fs.FileInfo) string {

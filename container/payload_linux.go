@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,8 +26,15 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	defer parent.Close()
 	cmd := s.initStageCmd(child)
 	s.setState(func(st *State) { st.Phase, st.Boots, st.ReadyAt = PhaseStarting, boot, time.Time{} })
+	// The init stage shares this thread's mount namespace, M0, until it is
+	// released: the tree is built there.
+	if err := s.enterM0(); err != nil {
+		child.Close()
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		child.Close()
+		s.leaveM0()
 		return nil, fmt.Errorf("start payload: %w", err)
 	}
 	child.Close()
@@ -44,19 +50,25 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	abort := func(err error) (<-chan *os.ProcessState, error) {
 		_ = cmd.Process.Kill()
 		<-exitCh
+		s.leaveM0()
 		return nil, err
 	}
 	s.log.Debug("payload process started", "pid", pid)
-	if err := movePID(s.hs, filepath.Join(path, "payload"), pid); err != nil {
+	if err := s.placePayload(path, pid); err != nil {
 		return abort(err)
 	}
+	root, err := s.buildTree(pid)
+	if err != nil {
+		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
+	}
+	defer root.Close()
 	if s.hooks.Network != nil && cfg.NetworkMode == "private" {
 		if err := s.hooks.Network(ctx, pid); err != nil {
 			return abort(fmt.Errorf("network: %w", err))
 		}
 	}
 	msg, _ := json.Marshal(initMessage{Config: cfg, Seccomp: s.seccomp})
-	if _, err := parent.Write(msg); err != nil {
+	if err := unix.Sendmsg(int(parent.Fd()), msg, unix.UnixRights(int(root.Fd())), nil, 0); err != nil {
 		return abort(fmt.Errorf("release payload: %w", err))
 	}
 	kind, err := s.readInitStage(parent)
@@ -74,12 +86,26 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 }
 
 // initStageCmd is the payload's first process: this binary again (from its
-// read-only clone), in new namespaces, with the sync socket as fd 3.
+// read-only clone), in new namespaces, with the sync socket as fd 3. It has
+// no mount namespace of its own yet (it unshares one once its tree is
+// built), and, with Users, a user namespace whose root is the machine's
+// range's first ID on the host.
 func (s *supervisor) initStageCmd(sync *os.File) *exec.Cmd {
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	flags := uintptr(unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
 	if s.cfg.NetworkMode == "private" {
 		flags |= unix.CLONE_NEWNET
 	}
+	attr := &syscall.SysProcAttr{Pdeathsig: unix.SIGKILL}
+	if u := s.cfg.Users; u != nil {
+		flags |= unix.CLONE_NEWUSER
+		ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(u.Base), Size: int(u.Size)}}
+		attr.UidMappings, attr.GidMappings = ids, ids
+		// The guest's init sets its own groups; and without Credential the
+		// process would run as the overflow user, with no capabilities.
+		attr.GidMappingsEnableSetgroups = true
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	attr.Cloneflags = flags
 	cmd := &exec.Cmd{
 		Path: selfExe(),
 		Args: []string{"berth-init " + s.cfg.Name},
@@ -87,12 +113,9 @@ func (s *supervisor) initStageCmd(sync *os.File) *exec.Cmd {
 		// supervisor cgroup's CPU limit files open for as long as it runs,
 		// host files the application-mode reaper would carry into the
 		// machine (reachable as /proc/1/fd/N).
-		Env:        []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
-		ExtraFiles: []*os.File{sync},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Pdeathsig:  unix.SIGKILL,
-		},
+		Env:         []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		ExtraFiles:  []*os.File{sync},
+		SysProcAttr: attr,
 	}
 	if s.cfg.Console == "passthrough" {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

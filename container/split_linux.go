@@ -116,3 +116,45 @@ func restoreCgroups(hs []hierarchy, own map[string]string) {
 		_ = os.WriteFile(filepath.Join(h.dir(p), "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
 	}
 }
+
+// placePayload moves the init stage (pid) into the machine's payload cgroup
+// in every hierarchy. With Users, the payload's cgroup2 directory and the
+// files the kernel lists for delegation are handed to the machine's root, as
+// systemd delegates a subtree (and nspawn -U does): the guest's systemd
+// manages its own cgroups below it. The machine's cgroup (its limits, its
+// device fence) and every v1 hierarchy stay the host's.
+func (s *supervisor) placePayload(path string, pid int) error {
+	payload := filepath.Join(path, "payload")
+	if err := movePID(s.hs, payload, pid); err != nil {
+		return err
+	}
+	u := s.cfg.Users
+	if u == nil {
+		return nil
+	}
+	for _, h := range s.hs {
+		if !h.Unified {
+			continue
+		}
+		dir := h.dir(payload)
+		for _, f := range append([]string{""}, delegateFiles()...) {
+			p := filepath.Join(dir, f)
+			if err := os.Lchown(p, int(u.Base), int(u.Base)); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("delegate %s to the machine's root: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// delegateFiles are the cgroup2 files a delegated subtree's owner writes:
+// the kernel's list (/sys/kernel/cgroup/delegate), or the one it has had
+// since Linux 4.15 where it has none.
+func delegateFiles() []string {
+	if b, err := os.ReadFile("/sys/kernel/cgroup/delegate"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			return f
+		}
+	}
+	return []string{"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"}
+}

@@ -47,6 +47,10 @@ type supervisor struct {
 	hs      []hierarchy
 	console *consoleHub
 	term    *ConsoleIO
+	// hostMnt is the host's mount namespace, for the supervisor's thread to
+	// return to from the one it builds each boot's tree in (tree_linux.go);
+	// -1 until it first leaves.
+	hostMnt int
 
 	mu         sync.Mutex
 	writeMu    sync.Mutex // serialises state.json writes
@@ -111,6 +115,7 @@ func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (E
 		term:    term,
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
+		hostMnt: -1,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -313,6 +318,13 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 		return nil, err
 	}
 	cleanup.Add(func() { notify.Close(); os.Remove(rundir.Dir(dir).NotifySocket()) })
+	if u := s.cfg.Users; u != nil {
+		// connect(2) needs write permission on the socket: the guest's
+		// systemd is the machine's root.
+		if err := os.Lchown(rundir.Dir(dir).NotifySocket(), int(u.Base), int(u.Base)); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+	}
 	readyCh := make(chan struct{}, 4)
 	go s.readNotify(notify, readyCh)
 
@@ -332,7 +344,7 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 	if err := os.MkdirAll(rootDir, 0o755); err != nil {
 		return nil, err
 	}
-	cleanup.Add(func() { os.Remove(rootDir) })
+	cleanup.Add(func() { os.Remove(rootDir); removeEmptyTree(rundir.Dir(dir).Layers()) })
 	return readyCh, nil
 }
 
@@ -343,6 +355,7 @@ func (s *supervisor) bootLoop(ctx context.Context, path string, readyCh <-chan s
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
+	defer s.leaveM0()
 	var reboots []time.Time
 	for boot := 1; ; boot++ {
 		exitCh, err := s.startPayload(ctx, path, boot)

@@ -47,6 +47,7 @@ const (
 	controlSocketFile = "control.sock"      // the supervisor's control socket
 	notifySocketFile  = "notify"            // the guest's sd_notify socket, /run/host/notify inside
 	rootMountFile     = "root"              // the mount point of the root in the payload's namespace
+	layersDir         = "layers"            // the mount points of an overlay root's idmapped layers
 	supervisorLogFile = "supervisor.log"    // a detached supervisor's own output
 	stateTempPattern  = ".state.json.tmp-*" // state.json being replaced
 )
@@ -76,9 +77,13 @@ func (d Dir) ControlSocket() string { return d.file(controlSocketFile) }
 // NotifySocket is the guest's sd_notify socket (/run/host/notify inside).
 func (d Dir) NotifySocket() string { return d.file(notifySocketFile) }
 
-// RootMount is the mount point of the machine's root inside the payload's
-// mount namespace (an empty directory on the host).
+// RootMount is the mount point of the machine's root in the mount namespace
+// its supervisor builds the tree in (an empty directory on the host).
 func (d Dir) RootMount() string { return d.file(rootMountFile) }
+
+// Layers holds the mount points of an overlay root's idmapped layers in that
+// mount namespace (empty directories on the host).
+func (d Dir) Layers() string { return d.file(layersDir) }
 
 // SupervisorLog is a detached supervisor's own log.
 func (d Dir) SupervisorLog() string { return d.file(supervisorLogFile) }

@@ -1,0 +1,366 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/berthd/berth/internal/rundir"
+
+	"golang.org/x/sys/unix"
+)
+
+// The machine's tree is built by the supervisor, as host root, in a mount
+// namespace of its own (M0), on the supervisor's locked thread: the root (an
+// overlay over idmapped layers, or an idmapped bind of a directory), /dev with
+// real device nodes, /run, /tmp, /run/host, /proc of the machine's PID
+// namespace with its masks, /sys of its network namespace, and the
+// definition's mounts. The init stage was cloned from that thread without a
+// mount namespace of its own; once released it unshares one (M1), a copy of
+// M0 that belongs to its user namespace, so that every mount built here is
+// locked in it: a guest root cannot unmount or remount any of them
+// (docs/runtime.md, "Private users"). Mounts that belong to the machine's
+// own namespaces (cgroup2, devpts, mqueue) are made by the init stage.
+
+// enterM0 gives the calling (locked) thread a fresh mount namespace of its
+// own, a slave copy of the host's: mounts made in it never reach the host,
+// and nothing built for an earlier boot is in it.
+func (s *supervisor) enterM0() error {
+	if s.hostMnt < 0 {
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("unshare the filesystem context: %w", err)
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("the host's mount namespace: %w", err)
+		}
+		s.hostMnt = fd
+	} else if err := unix.Setns(s.hostMnt, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("back to the host's mount namespace: %w", err)
+	}
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("a mount namespace for the machine's tree: %w", err)
+	}
+	return mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, "")
+}
+
+// leaveM0 returns the thread to the host's mount namespace, so the tree of
+// the boot that ended is freed with the last process that held it.
+func (s *supervisor) leaveM0() {
+	if s.hostMnt >= 0 {
+		_ = unix.Setns(s.hostMnt, unix.CLONE_NEWNS)
+	}
+}
+
+// tree is one boot's build of the machine's tree.
+type tree struct {
+	cfg    Config
+	root   string // where the root is attached in M0
+	pid    int    // the init stage, on the host
+	userns int    // its user namespace; -1 without Users
+	uid    uint32 // the machine's root on the host
+}
+
+// buildTree builds the machine's tree for the init stage pid and returns an
+// O_PATH descriptor of its root, for the init stage to move into.
+func (s *supervisor) buildTree(pid int) (*os.File, error) {
+	t := &tree{cfg: s.cfg, root: rundir.Dir(s.cfg.RuntimeDir).RootMount(), pid: pid, userns: -1}
+	if u := s.cfg.Users; u != nil {
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("the machine's user namespace: %w", err)
+		}
+		defer unix.Close(fd)
+		t.userns, t.uid = fd, u.Base
+		if err := makeLayerDirs(s.cfg); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	asUser(t.uid, func() { err = t.build() })
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(t.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open the machine's root: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "root"), nil
+}
+
+func (t *tree) build() error {
+	if err := t.mountRoot(); err != nil {
+		return err
+	}
+	if err := setupDev(t.cfg, t.root, t.uid); err != nil {
+		return err
+	}
+	run, err := setupRun(t.cfg, t.root, t.uid)
+	if err != nil {
+		return err
+	}
+	if err := t.mountProc(); err != nil {
+		return err
+	}
+	if err := setupProc(t.cfg, t.root, run); err != nil {
+		return err
+	}
+	if err := t.mountSys(); err != nil {
+		return err
+	}
+	for i, m := range t.cfg.Mounts {
+		if err := t.userMount(m); err != nil {
+			return fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
+		}
+	}
+	if t.cfg.Root.ReadOnly {
+		if err := unix.MountSetattr(unix.AT_FDCWD, t.root, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+			return fmt.Errorf("read-only root: %w", err)
+		}
+	}
+	return nil
+}
+
+// asUser runs fn with the calling thread's filesystem IDs set to uid (the
+// machine's root on the host) and its capabilities kept
+// (SECBIT_NO_SETUID_FIXUP): what it creates in the machine's idmapped root or
+// in its tmpfs mounts then belongs to the machine's root, and the overlay
+// records that mounter. Only this thread changes: raw system calls, not the
+// all-threads wrappers.
+func asUser(uid uint32, fn func()) {
+	if uid == 0 {
+		fn()
+		return
+	}
+	const secbitNoSetuidFixup = 1 << 2
+	_, _, _ = unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0)
+	_, _, _ = unix.RawSyscall(unix.SYS_SETFSGID, uintptr(uid), 0, 0)
+	_, _, _ = unix.RawSyscall(unix.SYS_SETFSUID, uintptr(uid), 0, 0)
+	defer func() {
+		_, _, _ = unix.RawSyscall(unix.SYS_SETFSUID, 0, 0, 0)
+		_, _, _ = unix.RawSyscall(unix.SYS_SETFSGID, 0, 0, 0)
+		_, _, _ = unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, 0, 0)
+	}()
+	fn()
+}
+
+// mountRoot attaches the machine's root at t.root: the overlay over its
+// layers, or a bind of its directory; idmapped into the machine's range
+// unless the root was shifted on disk.
+func (t *tree) mountRoot() error {
+	idmap := t.userns >= 0 && !t.cfg.Users.Shifted
+	o := t.cfg.Root.Overlay
+	if o == nil {
+		return t.bind(t.cfg.Root.Dir, t.root, idmap, 0)
+	}
+	lower, upper, work := o.Lower, o.Upper, o.Work
+	if idmap {
+		// Each layer is an idmapped clone attached in M0 (which nobody else
+		// sees), and overlayfs is mounted over those: Linux 5.19.
+		layers := rundir.Dir(t.cfg.RuntimeDir).Layers()
+		lower = nil
+		for i, l := range o.Lower {
+			at := filepath.Join(layers, strconv.Itoa(i))
+			if err := t.bind(l, at, true, unix.MOUNT_ATTR_RDONLY); err != nil {
+				return fmt.Errorf("image layer %s: %w", l, err)
+			}
+			lower = append(lower, at)
+		}
+		if filepath.Dir(o.Upper) != filepath.Dir(o.Work) {
+			return fmt.Errorf("overlay root: upper %s and work %s must be in one directory to be idmapped", o.Upper, o.Work)
+		}
+		state := filepath.Join(layers, "state")
+		if err := t.bind(filepath.Dir(o.Upper), state, true, 0); err != nil {
+			return fmt.Errorf("the machine's layer: %w", err)
+		}
+		upper, work = filepath.Join(state, filepath.Base(o.Upper)), filepath.Join(state, filepath.Base(o.Work))
+	}
+	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if err := mount("overlay", t.root, "overlay", 0, data); err != nil {
+		return fmt.Errorf("overlay root: %w", err)
+	}
+	return nil
+}
+
+// makeLayerDirs makes the mount points of an overlay root's idmapped layers
+// in the runtime directory, owned by the host's root (the tree is built with
+// the machine's IDs).
+func makeLayerDirs(cfg Config) error {
+	if cfg.Root.Overlay == nil || cfg.Users.Shifted {
+		return nil
+	}
+	layers := rundir.Dir(cfg.RuntimeDir).Layers()
+	for i := range cfg.Root.Overlay.Lower {
+		if err := os.MkdirAll(filepath.Join(layers, strconv.Itoa(i)), 0o700); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(layers, "state"), 0o700)
+}
+
+// bind attaches a recursive clone of src at dst, idmapped
+// into the machine's range when idmap, with attr set (MOUNT_ATTR_RDONLY …)
+// on it and every mount below it.
+func (t *tree) bind(src, dst string, idmap bool, attr uint64) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("clone %s: %w", src, err)
+	}
+	defer unix.Close(fd)
+	ma := &unix.MountAttr{Attr_set: attr}
+	if idmap {
+		ma.Attr_set |= unix.MOUNT_ATTR_IDMAP
+		ma.Userns_fd = uint64(t.userns)
+	}
+	if ma.Attr_set != 0 {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, ma); err != nil {
+			return fmt.Errorf("%s: %w", idmapError(src, idmap), err)
+		}
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach %s on %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// idmapError says what failed setting a clone's attributes.
+func idmapError(src string, idmap bool) string {
+	if !idmap {
+		return "mount attributes of " + src
+	}
+	var st unix.Statfs_t
+	_ = unix.Statfs(src, &st)
+	return fmt.Sprintf("idmap %s (filesystem type %#x; idmapped mounts need Linux 5.12 and a filesystem that supports them)", src, st.Type)
+}
+
+// mountProc mounts the /proc of the machine's PID namespace at the root's
+// /proc. proc takes the PID namespace of the process that mounts it, so a
+// helper (this binary again, stage mountproc) forked from this thread after
+// it joined the machine's PID namespace for its children does the mount: it
+// is in M0, with host credentials, and the guest's init has not run yet.
+func (t *tree) mountProc() error {
+	proc, err := mkdirIn(t.root, "/proc", 0o555)
+	if err != nil {
+		return err
+	}
+	hostPid, err := unix.Open("/proc/thread-self/ns/pid_for_children", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("the host's PID namespace: %w", err)
+	}
+	defer unix.Close(hostPid)
+	pidns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", t.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("the machine's PID namespace: %w", err)
+	}
+	defer unix.Close(pidns)
+	if err := unix.Setns(pidns, unix.CLONE_NEWPID); err != nil {
+		return fmt.Errorf("join the machine's PID namespace: %w", err)
+	}
+	defer mustSetns(hostPid, unix.CLONE_NEWPID, "PID")
+	cmd := exec.Command(selfExe())
+	cmd.Args = []string{"berth-mountproc " + t.cfg.Name}
+	cmd.Env = []string{stageEnv + "=" + procStage, procTargetEnv + "=" + proc}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mount /proc: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// The proc helper's stage and where it mounts.
+const (
+	procStage     = "mountproc"
+	procTargetEnv = "_BERTH_PROC"
+)
+
+// mountProcStage is the proc helper: PID 2 of the machine's PID namespace
+// for as long as one mount(2) takes.
+func mountProcStage() {
+	if err := mount("proc", os.Getenv(procTargetEnv), "proc", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// mountSys mounts /sys read-only for the machine's network namespace (sysfs
+// shows the mounter's), joining it for the one call.
+func (t *tree) mountSys() error {
+	if t.cfg.NetworkMode != "private" {
+		return setupSys(t.root)
+	}
+	hostNet, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("the host's network namespace: %w", err)
+	}
+	defer unix.Close(hostNet)
+	netns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", t.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("the machine's network namespace: %w", err)
+	}
+	defer unix.Close(netns)
+	if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("join the machine's network namespace: %w", err)
+	}
+	defer mustSetns(hostNet, unix.CLONE_NEWNET, "network")
+	return setupSys(t.root)
+}
+
+// mustSetns returns the supervisor's thread to the host's namespace it
+// joined another of for one step. Were that to fail, everything the
+// supervisor does next would happen in the machine's namespace: stop.
+func mustSetns(fd, nstype int, what string) {
+	if err := unix.Setns(fd, nstype); err != nil {
+		panic(fmt.Sprintf("berth: cannot return the supervisor to the host's %s namespace: %v", what, err))
+	}
+}
+
+// userMount adds one of the definition's mounts, its target resolved inside
+// the root: a bind (idmapped when asked and the machine has a range of its
+// own, read-only with every mount below it when asked), or a tmpfs owned by
+// the machine's root.
+func (t *tree) userMount(m Mount) error {
+	if m.Type == "tmpfs" {
+		return nil // the init stage's (mountOwn)
+	}
+	st, err := os.Stat(m.Source)
+	if err != nil {
+		return err
+	}
+	var target string
+	if st.IsDir() {
+		target, err = mkdirIn(t.root, m.Target, 0o755)
+	} else {
+		target, err = touchIn(t.root, m.Target)
+	}
+	if err != nil {
+		return err
+	}
+	if tst, err := os.Stat(target); err == nil && tst.IsDir() != st.IsDir() {
+		return fmt.Errorf("cannot bind a %s on a %s", kindOf(st), kindOf(tst))
+	}
+	idmap := m.Idmap && t.userns >= 0
+	if idmap && m.ReadOnly {
+		return t.bind(m.Source, target, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	}
+	if err := t.bind(m.Source, target, idmap, 0); err != nil {
+		return err
+	}
+	if m.ReadOnly {
+		return readOnlyRec(target)
+	}
+	return nil
+}
+
+// removeEmptyTree removes dir and the empty directories below it (mount
+// points that were only ever used in a mount namespace that is gone).
+func removeEmptyTree(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			removeEmptyTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	_ = unix.Rmdir(dir)
+}
