@@ -40,7 +40,9 @@ type State struct {
 	// policy is placed, and its system call filter.
 	DeviceFence string `json:"deviceFence,omitempty"`
 	Seccomp     string `json:"seccomp,omitempty"`
-	Phase       string `json:"phase"`
+	// Users is the machine's range of host IDs; nil: it has the host's.
+	Users *Users `json:"users,omitempty"`
+	Phase string `json:"phase"`
 	// Init is the kind of PID 1: "systemd", "busybox", "init" (another init) or
 	// "app" (an application under berth's reaper).
 	Init      string      `json:"init,omitempty"`

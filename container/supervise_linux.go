@@ -222,7 +222,7 @@ func (s *supervisor) claim() error {
 	start, _ := ProcessStartTime(os.Getpid())
 	s.setState(func(st *State) {
 		*st = State{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(), SupervisorStart: start,
-			Driver: s.driver.Name(), Phase: PhaseStarting, StartedAt: time.Now().UTC()}
+			Driver: s.driver.Name(), Phase: PhaseStarting, StartedAt: time.Now().UTC(), Users: cfg.Users}
 	})
 	return nil
 }

@@ -99,6 +99,7 @@ func (m *Manager) status(d *spec.Set, o *plan.Observed, recs map[string]store.Re
 			st.Cgroup, st.Driver, st.Addresses = om.Cgroup, om.Driver, om.Addresses
 			st.Seccomp, st.DeviceFence = om.Seccomp, om.DeviceFence
 		}
+		st.Users = om.Users
 		if om.RootImage != "" && st.Image == "" {
 			st.Image = om.RootImage
 		}

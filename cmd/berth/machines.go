@@ -240,6 +240,11 @@ func printStatus(w io.Writer, s *api.MachineStatus) {
 	}
 	row("Seccomp", s.Seccomp)
 	row("Devices", s.DeviceFence)
+	if s.Users != nil {
+		row("Users", s.Users.String())
+	} else if s.SupervisorPID != 0 {
+		row("Users", "the host's (privateUsers: false: the machine's root is the host's root)")
+	}
 	row("Limits", kv(s.Limits))
 	row("Usage", kv(s.Usage))
 	if s.LastExit != nil {

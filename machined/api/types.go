@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -44,6 +45,9 @@ type MachineStatus struct {
 	// system call filter, and where its device policy sits.
 	Seccomp     string `json:"seccomp,omitempty"`
 	DeviceFence string `json:"deviceFence,omitempty"`
+	// Users is the machine's range of host UIDs and GIDs (privateUsers);
+	// nil when its root is the host's root.
+	Users *Users `json:"users,omitempty"`
 
 	LastExit  *ExitInfo `json:"lastExit,omitempty"`
 	Restarts  int       `json:"restarts,omitempty"`
@@ -53,6 +57,26 @@ type MachineStatus struct {
 	// Filled by Status only.
 	Console []string `json:"console,omitempty"`
 	Events  []Event  `json:"events,omitempty"`
+}
+
+// Users is a machine's range of host UIDs and GIDs: its 0…Size-1 are the
+// host's Base…Base+Size-1.
+type Users struct {
+	Base uint32 `json:"base"`
+	Size uint32 `json:"size"`
+	// Root says how the running machine's root maps into the range:
+	// "idmapped" (mounted so, files on disk stay 0…65535) or "shifted" (its
+	// files were shifted into the range once); empty while it is stopped
+	// (the range is kept for it).
+	Root string `json:"root,omitempty"`
+}
+
+func (u *Users) String() string {
+	s := fmt.Sprintf("host UIDs and GIDs %d-%d", u.Base, u.Base+u.Size-1)
+	if u.Root != "" {
+		return s + ", root " + u.Root
+	}
+	return s + " (kept while the machine is stopped)"
 }
 
 // NetworkStatus is one network as `berth network list` shows it.

@@ -18,6 +18,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/machined/events"
@@ -34,8 +35,9 @@ type Host struct {
 	paths  config.Paths
 	images *rootfs.Store
 	leases *netconf.Leases
-	driver string      // "systemd" or "cgroupfs": which the supervisors use
-	events *events.Log // where long work reports progress (image builds)
+	users  *userns.Store // the machines' ranges of host IDs
+	driver string        // "systemd" or "cgroupfs": which the supervisors use
+	events *events.Log   // where long work reports progress (image builds)
 
 	netMu sync.Mutex // one netlink/nftables change at a time
 }
@@ -55,7 +57,7 @@ func Open(p config.Paths) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{paths: p, images: images, leases: leases, driver: supervisor.DetectDriver()}, nil
+	return &Host{paths: p, images: images, leases: leases, users: userns.Open(p.StateDir), driver: supervisor.DetectDriver()}, nil
 }
 
 func (h *Host) DriverName() string { return h.driver }
@@ -101,6 +103,14 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		logErr(ctx, "cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
+	if m.PrivateUsers.Private() {
+		base, pinned := m.PrivateUsers.Pinned()
+		r, err := h.users.Assign(m.Name, base, pinned)
+		if err != nil {
+			return fmt.Errorf("machine %q: %w", m.Name, err)
+		}
+		cfg.Users = &container.Users{Base: r.Base, Size: userns.Size}
+	}
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
@@ -198,7 +208,8 @@ func (h *Host) RemoveRoot(ctx context.Context, name string) error {
 			_ = h.leases.Release(l.Network, name)
 		}
 	}
-	return nil
+	// Its files are gone: the range may go to another machine.
+	return h.users.Release(name)
 }
 
 func (h *Host) Wait(ctx context.Context, name string) (api.ExitInfo, error) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/netconf"
@@ -158,6 +159,12 @@ func fillRunning(om *plan.ObservedMachine, r *observed) {
 	om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
 	om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
 	om.Seccomp, om.DeviceFence = r.st.Seccomp, r.st.DeviceFence
+	if u := r.st.Users; u != nil {
+		om.Users = &api.Users{Base: u.Base, Size: u.Size, Root: "idmapped"}
+		if u.Shifted {
+			om.Users.Root = "shifted"
+		}
+	}
 	if r.w == nil {
 		return
 	}
@@ -184,6 +191,15 @@ func (h *Host) observeStore(o *plan.Observed) error {
 			o.Machines[r.Machine] = om
 		}
 		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy, om.RootPath = true, r.Image, r.Digest, string(r.Strategy), r.Path
+	}
+	ranges, err := h.users.All()
+	if err != nil {
+		return err
+	}
+	for name, r := range ranges {
+		if om := o.Machines[name]; om != nil && om.Users == nil {
+			om.Users = &api.Users{Base: r.Base, Size: userns.Size}
+		}
 	}
 	imgs, err := h.images.Images()
 	if err != nil {

@@ -48,8 +48,11 @@ type ObservedMachine struct {
 	SupervisorPID, LeaderPID int
 	Cgroup, Driver           string
 	Seccomp, DeviceFence     string
-	Addresses                []string
-	RootPath                 string
+	// Users is the machine's range of host IDs: the running machine's, or
+	// the one recorded for it while it is stopped.
+	Users     *api.Users
+	Addresses []string
+	RootPath  string
 
 	HasRoot      bool
 	RootImage    string
