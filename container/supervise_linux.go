@@ -89,11 +89,6 @@ func SuperviseConsole(ctx context.Context, cfg Config, hooks Hooks, term Console
 }
 
 func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (ExitStatus, error) {
-	// The payload is started with Pdeathsig, which the kernel ties to the
-	// thread that forked it: keep this goroutine on one thread that lives as
-	// long as the machine.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -124,7 +119,24 @@ func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (E
 	if s.driver == nil {
 		s.driver = CgroupfsDriver{}
 	}
-	return s.run(ctx)
+	// The payload is started with Pdeathsig, which the kernel ties to the
+	// thread that forked it, and each boot's tree is built in a mount
+	// namespace of that thread's own: the machine is run by a goroutine
+	// locked to a thread of its own that never goes back to the scheduler
+	// (the runtime ends it with the goroutine), so no other goroutine ever
+	// runs in that thread's namespaces or filesystem context.
+	type result struct {
+		st  ExitStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		st, err := s.run(ctx)
+		done <- result{st, err}
+	}()
+	r := <-done
+	return r.st, r.err
 }
 
 func (s *supervisor) snapshot() State {

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
+	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
 )
@@ -24,6 +26,7 @@ import (
 // bootOpts are berth boot's flags.
 type bootOpts struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
+	privateUsers                                              string
 	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
 	memoryMax                                                 string
 	pidsMax                                                   int64
@@ -66,7 +69,8 @@ The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the
 	f.StringVar(&bootFlags.hostname, "hostname", "", "hostname inside (default: the name)")
 	f.StringVar(&bootFlags.init, "init", "", "init to boot (a path inside the machine)")
 	f.BoolVarP(&bootFlags.boot, "boot", "b", false, "boot even when arguments follow -- (they go to the init)")
-	f.StringArrayVar(&bootFlags.binds, "bind", nil, "bind mount SRC[:DST[:ro]] from the host (repeatable)")
+	f.StringArrayVar(&bootFlags.binds, "bind", nil, "bind mount SRC[:DST[:OPTIONS]] from the host, OPTIONS ro, rw, idmap (default: the host's owners inside), noidmap (repeatable)")
+	f.StringVarP(&bootFlags.privateUsers, "private-users", "U", "pick", "pick: a private range of 65536 UIDs and GIDs, its root idmapped (like nspawn -U); a multiple of 65536: that range; off: the machine's root is the host's root")
 	f.StringArrayVar(&bootFlags.tmpfs, "tmpfs", nil, "mount a tmpfs on DST (repeatable)")
 	f.StringArrayVarP(&bootFlags.setenv, "setenv", "E", nil, "KEY=VALUE for the init or command (repeatable)")
 	f.StringArrayVar(&bootFlags.capAdd, "capability", nil, "add a capability to the bounding set (repeatable, or 'all')")
@@ -221,6 +225,9 @@ func bootConfig(args []string) (container.Config, error) {
 	if err := bootOptions(&cfg, f); err != nil {
 		return cfg, err
 	}
+	if cfg.Users, err = bootUsers(f.privateUsers, name); err != nil {
+		return cfg, err
+	}
 	base, err := filepath.Abs(cliPaths().RuntimeDir)
 	if err != nil {
 		return cfg, fmt.Errorf("boot: --runtime-dir: %w", err)
@@ -267,6 +274,29 @@ func bootOptions(cfg *container.Config, f bootOpts) error {
 	return nil
 }
 
+// bootUsers gives the machine its range of host IDs (recorded under the
+// state directory, as berthd's machines' are), or none with off.
+func bootUsers(flag, name string) (*container.Users, error) {
+	var base uint32
+	pinned := false
+	switch strings.ToLower(flag) {
+	case "off", "no", "false":
+		return nil, nil
+	case "pick", "yes", "true", "":
+	default:
+		n, err := strconv.ParseUint(flag, 0, 32)
+		if err != nil || n == 0 || n%userns.Size != 0 {
+			return nil, fmt.Errorf("boot: --private-users %q: want pick, off or the first UID of a range (a multiple of 65536 above 0)", flag)
+		}
+		base, pinned = uint32(n), true
+	}
+	r, err := userns.Open(cliPaths().StateDir).Assign(name, base, pinned)
+	if err != nil {
+		return nil, fmt.Errorf("boot: --private-users: %w", err)
+	}
+	return &container.Users{Base: r.Base, Size: userns.Size}, nil
+}
+
 // machineID picks the machine ID as nspawn does: the flag, else the tree's own
 // /etc/machine-id, else (berth's addition) one derived from the name, so that
 // the same machine keeps its ID across boots.
@@ -288,7 +318,7 @@ func machineID(flag, dir, name string) (string, error) {
 
 func parseBind(s string) (container.Mount, error) {
 	parts := strings.Split(s, ":")
-	m := container.Mount{Type: "bind", Source: parts[0]}
+	m := container.Mount{Type: "bind", Source: parts[0], Idmap: true}
 	switch len(parts) {
 	case 1:
 		m.Target = parts[0]
@@ -296,15 +326,20 @@ func parseBind(s string) (container.Mount, error) {
 		m.Target = parts[1]
 	case 3:
 		m.Target = parts[1]
-		switch parts[2] {
-		case "ro":
-			m.ReadOnly = true
-		case "rw":
-		default:
-			return m, fmt.Errorf("boot: --bind %q: the option after the second ':' must be ro or rw", s)
+		for _, o := range strings.Split(parts[2], ",") {
+			switch o {
+			case "ro":
+				m.ReadOnly = true
+			case "rw":
+			case "idmap":
+			case "noidmap":
+				m.Idmap = false
+			default:
+				return m, fmt.Errorf("boot: --bind %q: the options after the second ':' are ro or rw, idmap or noidmap", s)
+			}
 		}
 	default:
-		return m, fmt.Errorf("boot: --bind %q: want SRC[:DST[:ro]]", s)
+		return m, fmt.Errorf("boot: --bind %q: want SRC[:DST[:OPTIONS]]", s)
 	}
 	if m.Target == "" {
 		m.Target = m.Source

@@ -20,10 +20,12 @@ func TestParseBind(t *testing.T) {
 		want container.Mount
 		err  bool
 	}{
-		{"/srv/data", container.Mount{Type: "bind", Source: "/srv/data", Target: "/srv/data"}, false},
-		{"/srv/data:/data", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data"}, false},
-		{"/srv/data:/data:ro", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", ReadOnly: true}, false},
-		{"/srv/data:/data:rw", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data"}, false},
+		{"/srv/data", container.Mount{Type: "bind", Source: "/srv/data", Target: "/srv/data", Idmap: true}, false},
+		{"/srv/data:/data", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", Idmap: true}, false},
+		{"/srv/data:/data:ro", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", ReadOnly: true, Idmap: true}, false},
+		{"/srv/data:/data:rw", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", Idmap: true}, false},
+		{"/srv/data:/data:ro,noidmap", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", ReadOnly: true}, false},
+		{"/srv/data:/data:idmap", container.Mount{Type: "bind", Source: "/srv/data", Target: "/data", Idmap: true}, false},
 		{"/srv/data:/data:rx", container.Mount{}, true},
 		{"/srv/data:data", container.Mount{}, true},
 		{"/a:/b:ro:x", container.Mount{}, true},
