@@ -11,6 +11,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,5 +98,24 @@ func TestEnterHandsNoFiles(t *testing.T) {
 	}
 	if !strings.Contains(tty.String(), "/dev/pts/") {
 		t.Errorf("tty enter: %q", tty.String())
+	}
+}
+
+// BenchmarkEnter measures one enter of /bin/true into a running busybox
+// machine, from the request to the exit code.
+func BenchmarkEnter(b *testing.B) {
+	testenv.SkipUnlessRoot(b)
+	cfg := newConfig(b, "enterbench")
+	cfg.Boot = true
+	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(b), ReadOnly: true}
+	m := machinetest.Start(b, cfg, container.Hooks{})
+	m.WaitPhase(b, container.PhaseRunning, 1)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		code, err := container.Enter(ctx, cfg.RuntimeDir, container.EnterOptions{Command: []string{"/bin/true"}})
+		if err != nil || code != 0 {
+			b.Fatalf("enter: %d, %v", code, err)
+		}
 	}
 }
