@@ -88,16 +88,8 @@ func capMask(add, drop []string, privateNet bool) (uint64, error) {
 // berth would survive the drop from the bounding set, and ambient ones would
 // reach a non-root program.
 func dropBoundingSet(keep uint64) error {
-	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
-		if keep&(1<<uint(c)) != 0 {
-			continue
-		}
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
-			if err == unix.EINVAL { // the running kernel does not know this capability
-				continue
-			}
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
-		}
+	if c, e := dropBounding(keep); e != 0 {
+		return fmt.Errorf("drop capability %d from the bounding set: %w", c, e)
 	}
 	return clearInheritable()
 }
@@ -106,20 +98,13 @@ func dropBoundingSet(keep uint64) error {
 // capability sets (capabilities are per thread: this must run on the thread
 // that execs or forks).
 func clearInheritable() error {
-	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && err != unix.EINVAL {
-		return fmt.Errorf("clear the ambient capabilities: %w", err)
+	if e := clearAmbient(); e != 0 {
+		return fmt.Errorf("clear the ambient capabilities: %w", e)
 	}
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var hdr unix.CapUserHeader
 	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read capabilities: %w", err)
-	}
-	if data[0].Inheritable == 0 && data[1].Inheritable == 0 {
-		return nil
-	}
-	data[0].Inheritable, data[1].Inheritable = 0, 0
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("clear the inheritable capabilities: %w", err)
+	if e := capsWithin(^uint64(0), &hdr, &data); e != 0 {
+		return fmt.Errorf("clear the inheritable capabilities: %w", e)
 	}
 	return nil
 }
@@ -129,19 +114,10 @@ func clearInheritable() error {
 // from this thread into the machine holds nothing beyond the machine's set
 // from its first instruction, not only after its exec.
 func limitToBounding(keep uint64) error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var hdr unix.CapUserHeader
 	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read capabilities: %w", err)
-	}
-	lo, hi := uint32(keep), uint32(keep>>32)
-	data[0].Effective &= lo
-	data[0].Permitted &= lo
-	data[1].Effective &= hi
-	data[1].Permitted &= hi
-	data[0].Inheritable, data[1].Inheritable = 0, 0
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("limit capabilities to the machine's bounding set: %w", err)
+	if e := capsWithin(keep, &hdr, &data); e != 0 {
+		return fmt.Errorf("limit capabilities to the machine's bounding set: %w", e)
 	}
 	return nil
 }

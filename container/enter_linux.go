@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +37,7 @@ func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions) {
 		fail(fmt.Errorf("machine %q has not started yet", s.cfg.Name))
 		return
 	}
-	st, err := s.startEntered(leader.Pid, *opts)
+	st, err := startEntered(enterTarget{pid: leader.Pid, users: s.cfg.Users, seccomp: s.seccomp}, *opts)
 	if err != nil {
 		fail(fmt.Errorf("enter machine %q: %w", s.cfg.Name, err))
 		return
@@ -91,6 +90,8 @@ func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions) {
 	writeLine(conn, execEvent{Exit: &code})
 }
 
+// writeLine sends v as one JSON line, giving up after 5 s on a caller that
+// does not read.
 func writeLine(conn net.Conn, v any) {
 	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = json.NewEncoder(conn).Encode(v)
@@ -105,77 +106,187 @@ type entered struct {
 	names  []string
 }
 
-// startEntered starts a command in the machine whose PID 1 is leaderPID.
-//
-// Go runs many threads, and setns(CLONE_NEWNS) refuses a thread that shares
-// its filesystem context (root, cwd) with others. So a goroutine locks itself
-// to a fresh OS thread, unshares CLONE_FS on it, joins the machine's
-// namespaces with one setns() on a pidfd of PID 1 (which also cannot race a
-// reused PID), moves that one thread into PID 1's v1 cgroups ("tasks"), cuts
-// its capabilities to the machine's bounding set and forks the command from
-// that thread; the cgroup2 placement is atomic through
-// clone3(CLONE_INTO_CGROUP). The thread is never handed back to the Go
-// scheduler: the goroutine ends locked, and the runtime destroys it.
-func (s *supervisor) startEntered(leaderPID int, opts EnterOptions) (*entered, error) {
-	pidfd, err := unix.PidfdOpen(leaderPID, 0)
+// enterTarget is the machine a command is entered into.
+type enterTarget struct {
+	pid     int                  // its PID 1, on the host
+	users   *Users               // its user namespace; nil: the host's
+	seccomp []bpf.RawInstruction // its system call filter; nil: none
+}
+
+// startEntered starts a command in the machine t: in PID 1's cgroups and
+// namespaces, as the machine's root, with PID 1's bounding set and the
+// machine's filter, on a new pty or pipes. Everything is prepared here,
+// through a pidfd of PID 1 (which cannot race a reused PID) and PID 1's root
+// (/proc/PID/root, so the machine's files are read as the guest sees them);
+// the raw fork (rawfork_linux.go) only applies it.
+func startEntered(t enterTarget, opts EnterOptions) (*entered, error) {
+	pidfd, err := unix.PidfdOpen(t.pid, 0)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pidfd of PID 1: %w", err)
 	}
 	defer unix.Close(pidfd)
-	place, err := readProcCgroups(leaderPID)
+	root, err := unix.Open("/proc/"+strconv.Itoa(t.pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("root of PID 1: %w", err)
+	}
+	defer unix.Close(root)
+	s, err := prepareFork(pidfd, t)
+	defer s.release()
 	if err != nil {
 		return nil, err
 	}
-	bnd, err := readCapBnd(leaderPID)
+	// What was read through /proc/PID was PID 1's if it still lives now.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		return nil, fmt.Errorf("PID 1 is gone: %w", err)
+	}
+	cmd, err := resolveCommand(root, opts)
 	if err != nil {
 		return nil, err
 	}
-	type result struct {
-		e   *entered
-		err error
+	e, stdio, err := newStreams(root, opts, t.users)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan result, 1)
-	var enter func()
-	enter = func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			// The main thread is never destroyed (the runtime parks it for
-			// good instead), so it must not be the one that changes: it
-			// would stay in the machine's namespaces and cgroups. Hold it and
-			// let a goroutine on another thread do the work.
-			done := make(chan struct{})
-			go func() { enter(); close(done) }()
-			<-done
-			runtime.UnlockOSThread()
-			return
+	err = s.setCommand(cmd, stdio, opts.TTY)
+	var pid int
+	if err == nil {
+		pid, err = s.start()
+	}
+	for _, f := range stdio {
+		f.Close() // the command has its own copies now
+	}
+	if err != nil {
+		for _, f := range e.caller {
+			f.Close()
 		}
-		// No UnlockOSThread: this thread is about to be changed for good,
-		// and the runtime destroys it when the goroutine ends.
-		e, err := enterAndStart(pidfd, place, bnd, s.seccomp, opts)
-		ch <- result{e, err}
+		return nil, fmt.Errorf("start %s: %w", cmd.argv[0], err)
 	}
-	go enter()
-	r := <-ch
-	return r.e, r.err
+	e.proc, err = os.FindProcess(pid)
+	return e, err
 }
 
-// procCgroups is where a process lives: v1 hierarchy mount → path, and the
-// cgroup2 path.
-type procCgroups struct {
-	v1      map[string]string
-	unified string
-	hasV2   bool
+// prepareFork fills in what the raw fork needs of the machine: its
+// namespaces, cgroup files, bounding set and filter. The spec is never nil:
+// release it whatever the error.
+func prepareFork(pidfd int, t enterTarget) (*forkSpec, error) {
+	s := &forkSpec{pidfd: uintptr(pidfd), zero: [1]byte{'0'}, sigAll: ^uint64(0), filter: sockFprog(t.seccomp)}
+	s.nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
+	own, err := ownUserns(t.pid)
+	switch {
+	case err != nil:
+		return s, err
+	case own != (t.users != nil):
+		return s, fmt.Errorf("PID 1 in a user namespace of its own: %v, configured: %v", own, t.users != nil)
+	case own:
+		s.nsFlags |= unix.CLONE_NEWUSER
+		s.userns = true
+	}
+	if s.keep, err = readCapBnd(t.pid); err != nil {
+		return s, err
+	}
+	return s, s.openCgroups(t.pid)
 }
 
-func readProcCgroups(pid int) (procCgroups, error) {
-	pc := procCgroups{v1: map[string]string{}}
+// openCgroups opens what puts the first fork into PID 1's cgroups: the
+// cgroup2 directory, for clone3(CLONE_INTO_CGROUP), and "tasks" in each v1
+// hierarchy. Both are cheap: a fork into a cgroup and a single thread's move
+// ("0" to "tasks", and the intermediate is single-threaded: all of it) skip
+// the kernel's global thread-group lock, whose write side, taken by a write
+// to cgroup.procs, can wait for an RCU grace period (measured: 1 ms and
+// more per enter here). And both happen while the process is still in the
+// host's cgroup namespace, as the host's root.
+func (s *forkSpec) openCgroups(pid int) error {
+	v1, v2, err := cgroupsOf(pid)
+	if err != nil {
+		return err
+	}
+	if v2 != "" {
+		fd, err := unix.Open(v2, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("join cgroup: %w", &os.PathError{Op: "open", Path: v2, Err: err})
+		}
+		s.clone = cloneArgs{flags: unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
+	}
+	for _, p := range v1 {
+		fd, err := unix.Open(filepath.Join(p, "tasks"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("join cgroup: %w", &os.PathError{Op: "open", Path: p, Err: err})
+		}
+		s.cgroups, s.cgroupPaths = append(s.cgroups, uintptr(fd)), append(s.cgroupPaths, p)
+	}
+	return nil
+}
+
+// setCommand fills in the command and its fds 0, 1 and 2. A file whose fd
+// is below 3 is given a copy above 2 first, so that putting one in place
+// never overwrites another.
+func (s *forkSpec) setCommand(cmd command, stdio [3]*os.File, ctty bool) error {
+	var err error
+	if s.path, err = syscall.BytePtrFromString(cmd.path); err != nil {
+		return err
+	}
+	if s.dir, err = syscall.BytePtrFromString(cmd.dir); err != nil {
+		return err
+	}
+	if s.argv, err = syscall.SlicePtrFromStrings(cmd.argv); err != nil {
+		return err
+	}
+	if s.envv, err = syscall.SlicePtrFromStrings(cmd.env); err != nil {
+		return err
+	}
+	s.pathName, s.dirName, s.ctty = cmd.path, cmd.dir, ctty
+	for i, f := range stdio {
+		fd := int(f.Fd())
+		if fd < 3 {
+			if fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3); err != nil {
+				return err
+			}
+			s.raised = append(s.raised, fd)
+		}
+		s.stdio[i] = uintptr(fd)
+	}
+	return nil
+}
+
+// release closes what the spec holds open: the cgroups and the copies
+// of fds setCommand made.
+func (s *forkSpec) release() {
+	for _, fd := range s.cgroups {
+		unix.Close(int(fd))
+	}
+	if s.clone.flags&unix.CLONE_INTO_CGROUP != 0 {
+		unix.Close(int(s.clone.cgroup))
+	}
+	s.clone = cloneArgs{}
+	for _, fd := range s.raised {
+		unix.Close(fd)
+	}
+	s.cgroups, s.raised = nil, nil
+}
+
+// ownUserns reports whether pid is in another user namespace than this
+// process.
+func ownUserns(pid int) (bool, error) {
+	var self, other unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/user", &self); err != nil {
+		return false, err
+	}
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/user", &other); err != nil {
+		return false, fmt.Errorf("user namespace of PID 1: %w", err)
+	}
+	return self.Dev != other.Dev || self.Ino != other.Ino, nil
+}
+
+// cgroupsOf returns the host paths of process pid's cgroups: one per v1
+// hierarchy, and its cgroup2 cgroup ("" without cgroup2).
+func cgroupsOf(pid int) (v1 []string, v2 string, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
 	if err != nil {
-		return pc, err
+		return nil, "", err
 	}
 	hs, err := hierarchies()
 	if err != nil {
-		return pc, err
+		return nil, "", err
 	}
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		parts := strings.SplitN(l, ":", 3)
@@ -184,15 +295,16 @@ func readProcCgroups(pid int) (procCgroups, error) {
 		}
 		for _, h := range hs {
 			if h.Unified && parts[0] == "0" && parts[1] == "" {
-				pc.unified, pc.hasV2 = h.dir(parts[2]), true
+				v2 = h.dir(parts[2])
 			} else if !h.Unified && strings.Join(h.Controllers, ",") == parts[1] {
-				pc.v1[h.Mount] = h.dir(parts[2])
+				v1 = append(v1, h.dir(parts[2]))
 			}
 		}
 	}
-	return pc, nil
+	return v1, v2, nil
 }
 
+// readCapBnd is the bounding set of process pid.
 func readCapBnd(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
@@ -206,225 +318,42 @@ func readCapBnd(pid int) (uint64, error) {
 	return 0, errors.New("no CapBnd in /proc/PID/status")
 }
 
-// enterAndStart runs on a locked thread that it changes for good: it joins
-// the machine and starts the command from there.
-func enterAndStart(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawInstruction, opts EnterOptions) (*entered, error) {
-	// Open the cgroup2 directory while paths are still the host's.
-	cgfd := -1
-	if place.hasV2 {
-		fd, err := unix.Open(place.unified, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err == nil {
-			cgfd = fd
-			defer unix.Close(fd)
-		}
-	}
-	if err := joinMachine(pidfd, place, bnd, filter); err != nil {
-		return nil, err
-	}
-	// From here on, paths are the machine's.
-	return startCommand(opts, cgfd)
-}
-
-// joinMachine moves the calling thread into the machine: PID 1's v1 cgroups,
-// its namespaces, its bounding set (and no more in the thread's own sets: the
-// command is visible in the machine's PID namespace from its fork on, and
-// holds no more than the machine's set from then, not only after its exec),
-// and its system call filter, on this thread only: the command forked from it
-// inherits it.
-func joinMachine(pidfd int, place procCgroups, bnd uint64, filter []bpf.RawInstruction) error {
-	tid := strconv.Itoa(unix.Gettid())
-	for _, dir := range place.v1 {
-		if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(tid), 0); err != nil {
-			return fmt.Errorf("join cgroup %s: %w", dir, err)
-		}
-	}
-	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return fmt.Errorf("unshare fs: %w", err)
-	}
-	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
-	if err := unix.Setns(pidfd, flags); err != nil {
-		return fmt.Errorf("join namespaces: %w", err)
-	}
-	if err := dropBoundingSet(bnd); err != nil {
-		return err
-	}
-	if err := limitToBounding(bnd); err != nil {
-		return err
-	}
-	return loadSeccomp(filter, false)
-}
-
-// startCommand starts the command from a thread in the machine, in PID 1's
-// cgroup2 cgroup (cgfd, atomically through clone3), on a new pty or new
-// pipes.
-func startCommand(opts EnterOptions, cgfd int) (*entered, error) {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=berth"}
-	term := "TERM=dumb"
-	if opts.TTY {
-		term = "TERM=xterm-256color"
-	}
-	env = append(append(env, term), opts.Env...)
-	argv, dir := opts.Command, opts.Dir
-	if len(argv) == 0 {
-		// root's login shell, as the machine's own /etc/passwd says.
-		argv = []string{loginShell(), "-l"}
-		if dir == "" {
-			dir = "/root"
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-				dir = "/"
-			}
-		}
-	}
-	if dir == "" {
-		dir = "/"
-	}
-	path, err := lookPathIn(argv[0], env)
-	if err != nil {
-		return nil, err
-	}
-	sys := &syscall.SysProcAttr{}
-	if cgfd >= 0 {
-		sys.UseCgroupFD, sys.CgroupFD = true, cgfd
-	}
-	attr := &os.ProcAttr{Dir: dir, Env: env, Sys: sys}
-	e, child, err := newStreams(opts, attr)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		for _, f := range child {
-			f.Close()
-		}
-	}()
-	// Whatever this process holds without close-on-exec (files `berth
-	// boot`'s caller handed it, opened after the supervisor started) stays
-	// out of the machine: only attr.Files become the command's 0, 1 and 2.
-	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
-	p, err := os.StartProcess(path, argv, attr)
-	if err != nil {
-		for _, f := range e.caller {
-			f.Close()
-		}
-		return nil, fmt.Errorf("start %s: %w", argv[0], err)
-	}
-	e.proc = p
-	return e, nil
-}
-
 // newStreams makes the command's fds 0, 1 and 2: a pty in the machine's own
 // devpts, or pipes (stdout and stderr one pipe with MergeStderr). Only these:
 // the caller's files, a terminal among them, never reach the guest (TIOCSTI
-// into the caller's shell, an inherited pipe). It returns the caller's ends in
-// e and the command's ends, to close once it has them.
-func newStreams(opts EnterOptions, attr *os.ProcAttr) (e *entered, child []*os.File, err error) {
+// into the caller's shell, an inherited pipe). It returns the caller's ends
+// in e and the command's, to close once it has them.
+func newStreams(root int, opts EnterOptions, users *Users) (e *entered, stdio [3]*os.File, err error) {
 	e = &entered{}
 	if opts.TTY {
-		master, slave, err := openPtyHere(opts.Rows, opts.Cols)
+		master, slave, err := openPty(root, opts.Rows, opts.Cols, users)
 		if err != nil {
-			return nil, nil, err
+			return nil, stdio, err
 		}
 		e.caller, e.names = []*os.File{master}, []string{"pty"}
-		attr.Files = []*os.File{slave, slave, slave}
-		attr.Sys.Setsid, attr.Sys.Setctty, attr.Sys.Ctty = true, true, 0
-		return e, []*os.File{slave}, nil
+		return e, [3]*os.File{slave, slave, slave}, nil
 	}
 	n := 3
 	if opts.MergeStderr {
 		n = 2
 	}
-	var ends [3][2]*os.File
 	for i := 0; i < n; i++ {
 		r, w, err := os.Pipe()
 		if err != nil {
-			for _, f := range append(child, e.caller...) {
+			for _, f := range append(e.caller, stdio[:i]...) {
 				f.Close()
 			}
-			return nil, nil, err
+			return nil, [3]*os.File{}, err
 		}
-		ends[i] = [2]*os.File{r, w}
 		if i == 0 {
-			child, e.caller = append(child, r), append(e.caller, w)
+			stdio[0], e.caller = r, append(e.caller, w)
 		} else {
-			child, e.caller = append(child, w), append(e.caller, r)
+			stdio[i], e.caller = w, append(e.caller, r)
 		}
 	}
 	e.names = []string{"stdin", "stdout", "stderr"}[:n]
-	attr.Files = []*os.File{ends[0][0], ends[1][1], ends[1][1]}
-	if n == 3 {
-		attr.Files[2] = ends[2][1]
+	if n == 2 {
+		stdio[2] = stdio[1]
 	}
-	attr.Sys.Setpgid = true
-	return e, child, nil
-}
-
-// loginShell is root's shell in the machine, from its /etc/passwd, or
-// /bin/sh. It runs after the thread has joined the machine's mount namespace:
-// the guest's files are read as the guest sees them, never a host path a
-// planted symlink points to.
-func loginShell() string {
-	f, err := os.Open("/etc/passwd")
-	if err != nil {
-		return "/bin/sh"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ":")
-		if len(fields) == 7 && fields[0] == "root" && strings.HasPrefix(fields[6], "/") {
-			if st, err := os.Stat(fields[6]); err == nil && st.Mode().IsRegular() {
-				return fields[6]
-			}
-		}
-	}
-	return "/bin/sh"
-}
-
-// lookPathIn finds a program in the (already joined) machine's PATH.
-func lookPathIn(name string, env []string) (string, error) {
-	if strings.Contains(name, "/") {
-		if _, err := os.Stat(name); err != nil {
-			return "", fmt.Errorf("%s: not found in the machine", name)
-		}
-		return name, nil
-	}
-	pathVar := ""
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			pathVar = v
-		}
-	}
-	for _, d := range filepath.SplitList(pathVar) {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s: not found in the machine's PATH", name)
-}
-
-// openPtyHere opens a pty in the devpts of the mount namespace the thread is in.
-func openPtyHere(rows, cols uint16) (*os.File, *os.File, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open the machine's /dev/ptmx: %w", err)
-	}
-	fd := int(master.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	if rows > 0 && cols > 0 {
-		_ = unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
-	}
-	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
+	return e, stdio, nil
 }

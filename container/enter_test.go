@@ -11,6 +11,7 @@ import (
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/testenv/machinetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,4 +99,50 @@ func TestEnterHandsNoFiles(t *testing.T) {
 	if !strings.Contains(tty.String(), "/dev/pts/") {
 		t.Errorf("tty enter: %q", tty.String())
 	}
+}
+
+// BenchmarkEnter measures one enter of /bin/true into a running busybox
+// machine, from the request to the exit code: with the supervisor in this
+// process (as the tests run it), and detached (as berthd runs it: a small
+// process of its own).
+func BenchmarkEnter(b *testing.B) {
+	testenv.SkipUnlessRoot(b)
+	run := func(b *testing.B, runDir string) {
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			code, err := container.Enter(ctx, runDir, container.EnterOptions{Command: []string{"/bin/true"}})
+			if err != nil || code != 0 {
+				b.Fatalf("enter: %d, %v", code, err)
+			}
+		}
+	}
+	b.Run("in-process", func(b *testing.B) {
+		cfg := newConfig(b, "enterbench")
+		cfg.Boot = true
+		cfg.Root = container.Root{Dir: testenv.BusyboxGuest(b), ReadOnly: true}
+		m := machinetest.Start(b, cfg, container.Hooks{})
+		m.WaitPhase(b, container.PhaseRunning, 1)
+		run(b, cfg.RuntimeDir)
+	})
+	b.Run("detached", func(b *testing.B) {
+		cfg := newConfig(b, "enterbench")
+		cfg.Boot = true
+		cfg.Root = container.Root{Dir: testenv.BusyboxGuest(b), ReadOnly: true}
+		ctx := context.Background()
+		pid, err := container.SpawnDetached(ctx, cfg, "test-supervise")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			if c, err := container.Dial(cfg.RuntimeDir); err == nil {
+				_ = c.Kill(ctx, unix.SIGKILL, "all")
+			}
+			if container.WaitSupervisorGone(ctx, cfg.RuntimeDir, 15*time.Second) != nil {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		})
+		machinetest.WaitPhase(b, cfg.RuntimeDir, container.PhaseRunning, 1)
+		run(b, cfg.RuntimeDir)
+	})
 }

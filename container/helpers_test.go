@@ -65,7 +65,7 @@ type machine struct{ *machinetest.Machine }
 
 // newConfig returns a config for root with unique name, runtime dir and console
 // log under t.TempDir().
-func newConfig(t *testing.T, prefix string) container.Config {
+func newConfig(t testing.TB, prefix string) container.Config {
 	t.Helper()
 	tmp := t.TempDir()
 	name := testenv.UniqueName(prefix)

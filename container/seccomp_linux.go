@@ -29,20 +29,16 @@ func kernelHasSeccomp() bool {
 // all). It does not set no_new_privs: the caller holds CAP_SYS_ADMIN, and
 // setuid programs in the guest must keep working.
 func loadSeccomp(prog []bpf.RawInstruction, allThreads bool) error {
-	if len(prog) == 0 {
+	fprog := sockFprog(prog)
+	if fprog == nil {
 		return nil
 	}
-	filters := make([]unix.SockFilter, len(prog))
-	for i, in := range prog {
-		filters[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
-	}
-	fprog := unix.SockFprog{Len: uint16(len(filters)), Filter: &filters[0]}
 	var flags uintptr
 	if allThreads {
 		flags = unix.SECCOMP_FILTER_FLAG_TSYNC
 	}
-	r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
-	runtime.KeepAlive(filters)
+	r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(fprog)))
+	runtime.KeepAlive(fprog)
 	if e != 0 {
 		return fmt.Errorf("load the system call filter: %w", e)
 	}
@@ -50,4 +46,16 @@ func loadSeccomp(prog []bpf.RawInstruction, allThreads bool) error {
 		return fmt.Errorf("load the system call filter: thread %d could not take it", r)
 	}
 	return nil
+}
+
+// sockFprog is prog as seccomp(2) takes it; nil for no program.
+func sockFprog(prog []bpf.RawInstruction) *unix.SockFprog {
+	if len(prog) == 0 {
+		return nil
+	}
+	filters := make([]unix.SockFilter, len(prog))
+	for i, in := range prog {
+		filters[i] = unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K}
+	}
+	return &unix.SockFprog{Len: uint16(len(filters)), Filter: &filters[0]}
 }
