@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/osimage"
 
 	"golang.org/x/sys/unix"
@@ -164,19 +165,11 @@ type fsCaps struct {
 	overlay bool   // overlayfs exists and can use this filesystem as upper
 }
 
-var fsNames = map[int64]string{
-	0xef53: "ext4", 0x58465342: "xfs", unix.BTRFS_SUPER_MAGIC: "btrfs", 0x01021994: "tmpfs",
-	0x794c7630: "overlayfs", 0x6969: "nfs", 0x65735546: "fuse", 0xf2f52010: "f2fs", 0x2fc12fc1: "zfs",
-}
-
 func (s *Store) probe() fsCaps {
 	s.probeOnce.Do(func() {
 		var sfs unix.Statfs_t
 		if err := unix.Statfs(s.machines, &sfs); err == nil {
-			s.caps.fsType = fsNames[int64(sfs.Type)]
-			if s.caps.fsType == "" {
-				s.caps.fsType = fmt.Sprintf("filesystem 0x%x", sfs.Type)
-			}
+			s.caps.fsType = fsutil.TypeName(int64(sfs.Type))
 		}
 		s.caps.btrfs = isBtrfs(s.machines) && isBtrfs(s.images)
 		s.caps.reflink = s.probeReflink()
