@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/osimage"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +59,9 @@ type Root struct {
 	Created  time.Time `json:"created"`
 	// ClonedFrom names the machine this root was cloned from, if any.
 	ClonedFrom string `json:"clonedFrom,omitempty"`
+	// Shift is set when the root's owners were shifted into a machine's UID
+	// range (where its filesystem cannot be idmapped; see PrepareUsers).
+	Shift *Shift `json:"shift,omitempty"`
 
 	// Path is the machine's directory, STATE/machines/NAME.
 	Path string `json:"-"`
@@ -164,19 +168,11 @@ type fsCaps struct {
 	overlay bool   // overlayfs exists and can use this filesystem as upper
 }
 
-var fsNames = map[int64]string{
-	0xef53: "ext4", 0x58465342: "xfs", unix.BTRFS_SUPER_MAGIC: "btrfs", 0x01021994: "tmpfs",
-	0x794c7630: "overlayfs", 0x6969: "nfs", 0x65735546: "fuse", 0xf2f52010: "f2fs", 0x2fc12fc1: "zfs",
-}
-
 func (s *Store) probe() fsCaps {
 	s.probeOnce.Do(func() {
 		var sfs unix.Statfs_t
 		if err := unix.Statfs(s.machines, &sfs); err == nil {
-			s.caps.fsType = fsNames[int64(sfs.Type)]
-			if s.caps.fsType == "" {
-				s.caps.fsType = fmt.Sprintf("filesystem 0x%x", sfs.Type)
-			}
+			s.caps.fsType = fsutil.TypeName(int64(sfs.Type))
 		}
 		s.caps.btrfs = isBtrfs(s.machines) && isBtrfs(s.images)
 		s.caps.reflink = s.probeReflink()
@@ -432,6 +428,9 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.Shift != nil && r.Shift.To != nil {
+		return nil, errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then clone it", src)
+	}
 	if _, err := s.Root(dst); err == nil || !errors.Is(err, ErrNotFound) {
 		if err == nil {
 			return nil, errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", dst, dst)
@@ -444,8 +443,24 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	}
 	defer unlock()
 	start := time.Now()
+	// A shifted root's copy is owned as the original is: its record goes
+	// with it, and dst's first start shifts it into dst's range.
+	c := Root{Machine: dst, Image: r.Image, Digest: r.Digest, Strategy: r.Strategy, Created: time.Now().UTC(), ClonedFrom: src, Shift: r.Shift}
+	made, err := s.commitRoot(dst, "clone-", c, func(dir string) error { return s.cloneInto(ctx, r, dir) })
+	if err != nil {
+		return nil, err
+	}
+	if !made {
+		return nil, errorf(ErrExists, "machine %q got a root while it was being cloned", dst)
+	}
+	slog.Info("rootfs: machine root cloned", "machine", dst, "from", src, "strategy", r.Strategy, "took", time.Since(start).Round(time.Millisecond))
+	return s.Root(dst)
+}
+
+// cloneInto copies the root r into the work directory dir by its strategy.
+// A clone is a new machine: it gets its own machine ID at first boot.
+func (s *Store) cloneInto(ctx context.Context, r *Root, dir string) error {
 	rep := newReporter(progressFrom(ctx))
-	c := Root{Machine: dst, Image: r.Image, Digest: r.Digest, Strategy: r.Strategy, Created: time.Now().UTC(), ClonedFrom: src}
 	copyDir := func(from, to string, reflink bool) error {
 		if err := os.Mkdir(to, 0o755); err != nil {
 			return err
@@ -455,37 +470,29 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 		rep.finish(n)
 		return err
 	}
-	made, err := s.commitRoot(dst, "clone-", c, func(dir string) error {
-		// A clone is a new machine: it gets its own machine ID at first boot.
-		switch r.Strategy {
-		case StrategyOverlay:
-			if err := copyDir(r.Overlay.Upper, filepath.Join(dir, "upper"), s.probe().reflink); err != nil {
-				return err
-			}
-			if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(filepath.Join(dir, "upper"), r.Overlay.Lower)
-		case StrategyBtrfs:
-			if err := snapshotSubvolume(r.Dir, filepath.Join(dir, "rootfs")); err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
-		default:
-			if err := copyDir(r.Dir, filepath.Join(dir, "rootfs"), r.Strategy == StrategyReflink || s.probe().reflink); err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
+	tree := filepath.Join(dir, "rootfs")
+	switch r.Strategy {
+	case StrategyOverlay:
+		if err := copyDir(r.Overlay.Upper, filepath.Join(dir, "upper"), s.probe().reflink); err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return nil, err
+		if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
+			return err
+		}
+		return osimage.ResetMachineID(filepath.Join(dir, "upper"), r.Overlay.Lower)
+	case StrategyBtrfs:
+		if err := snapshotSubvolume(r.Dir, tree); err != nil {
+			return err
+		}
+	default:
+		if err := copyDir(r.Dir, tree, r.Strategy == StrategyReflink || s.probe().reflink); err != nil {
+			return err
+		}
 	}
-	if !made {
-		return nil, errorf(ErrExists, "machine %q got a root while it was being cloned", dst)
+	if err := osimage.ResetMachineID(tree, nil); err != nil {
+		return err
 	}
-	slog.Info("rootfs: machine root cloned", "machine", dst, "from", src, "strategy", r.Strategy, "took", time.Since(start).Round(time.Millisecond))
-	return s.Root(dst)
+	return ownLikeShift(tree, r.Shift, "etc/machine-id", "var/lib/dbus/machine-id")
 }
 
 // RemoveRoot deletes the machine's root when deleteData is true and returns the

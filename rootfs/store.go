@@ -88,17 +88,8 @@ func ValidName(name string) error { return rundir.CheckName(name) }
 // errorf formats an error of a class: errors.Is(err, class) holds, and the text is
 // only the message (no "not found:" suffix glued on). %w verbs in format still wrap.
 func errorf(class error, format string, args ...any) error {
-	err := fmt.Errorf(format, args...)
-	return &classedWrap{err: err, class: class}
+	return errdefs.Errorf(class, format, args...)
 }
-
-type classedWrap struct {
-	err   error
-	class error
-}
-
-func (c *classedWrap) Error() string   { return c.err.Error() }
-func (c *classedWrap) Unwrap() []error { return []error{c.err, c.class} }
 
 // workDir is a directory under a .tmp folder that one operation fills, holding
 // an flock on it for its whole life: cleanTemp removes only work directories

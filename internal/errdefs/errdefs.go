@@ -6,6 +6,7 @@ package errdefs
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -76,3 +77,18 @@ type classError struct {
 
 func (e *classError) Error() string        { return e.msg }
 func (e *classError) Is(target error) bool { return target == e.class }
+
+// Errorf formats an error of a class: errors.Is(err, class) holds while the
+// text is the message alone (no ": not supported" glued on). %w verbs in
+// format still wrap.
+func Errorf(class error, format string, args ...any) error {
+	return &classedError{err: fmt.Errorf(format, args...), class: class}
+}
+
+type classedError struct {
+	err   error
+	class error
+}
+
+func (c *classedError) Error() string   { return c.err.Error() }
+func (c *classedError) Unwrap() []error { return []error{c.err, c.class} }

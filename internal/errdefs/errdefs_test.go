@@ -24,3 +24,16 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("a plain error: %q %d", name, status)
 	}
 }
+
+// TestErrorf: the error is of its class and of what it wraps, and its text is
+// the message alone.
+func TestErrorf(t *testing.T) {
+	inner := errors.New("disk on fire")
+	err := Errorf(ErrUnsupported, "machine %q: %w", "web", inner)
+	if !errors.Is(err, ErrUnsupported) || !errors.Is(err, inner) || errors.Is(err, ErrInvalid) {
+		t.Errorf("Errorf's classes: %v", err)
+	}
+	if err.Error() != `machine "web": disk on fire` {
+		t.Errorf("Errorf's text: %q", err)
+	}
+}

@@ -104,3 +104,22 @@ func TestRotatingFile(t *testing.T) {
 		t.Errorf("write after close: %v", err)
 	}
 }
+
+// TestTypeName: known magics by name, cifs's also as the negative number a
+// signed 32-bit f_type gives, an unknown one by its hex.
+func TestTypeName(t *testing.T) {
+	for magic, want := range map[int64]string{
+		0xef53:                    "ext4",
+		0x858458f6:                "ramfs",
+		0xff534d42:                "cifs",
+		int64(int32(-0x00acb2be)): "cifs",
+		0x1234:                    "filesystem 0x1234",
+	} {
+		if got := TypeName(magic); got != want {
+			t.Errorf("TypeName(%#x) = %q, want %q", magic, got, want)
+		}
+	}
+	if got, err := TypeOf(t.TempDir()); err != nil || got == "" {
+		t.Errorf("TypeOf(a temporary directory) = %q, %v", got, err)
+	}
+}
