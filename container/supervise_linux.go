@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berthd/berth/internal/userns"
+
 	"github.com/berthd/berth/internal/rundir"
 
 	"github.com/berthd/berth/internal/revert"
@@ -202,6 +204,15 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 	}
 	if err := s.setupFilter(); err != nil {
 		return fail(err)
+	}
+	if u := s.cfg.Users; u != nil {
+		// systemd-nspawn -U's lock on the range, held for the machine's
+		// life, so that neither picks the other's range.
+		lock, err := userns.LockRange(u.Base)
+		if err != nil {
+			return fail(err)
+		}
+		cleanup.Add(lock.Release)
 	}
 	path, err := s.setupCgroups(ctx, cleanup)
 	if err != nil {

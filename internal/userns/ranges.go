@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -95,7 +94,7 @@ func (s *Store) Assign(name string, base uint32, pinned bool) (Range, error) {
 			}
 			out = Range{Base: base, Pinned: true, Since: time.Now().UTC()}
 		} else {
-			b, err := pick(name, taken, host)
+			b, err := pick(name, taken, host, lockedByOther)
 			if err != nil {
 				return err
 			}
@@ -191,17 +190,18 @@ func free(base uint32, taken []owner, host []Span) error {
 	return nil
 }
 
-// pick chooses a free range for name: the one its name hashes to within
-// [PickMin, PickMax), else the next free one after it (wrapping), as nspawn
-// derives its first candidate from the machine name.
-func pick(name string, taken []owner, host []Span) (uint32, error) {
+// pick chooses a free range for name: first the one systemd-nspawn -U
+// would try for that name (nspawnCandidate), then the next free one after it,
+// wrapping; a range is free when no machine has it recorded, none of the
+// host's users and subordinate ranges overlap it, and no running nspawn (or
+// other berth) holds its lock. nspawn tries random ranges after the first;
+// berth's sequence is deterministic, so the same state picks the same range.
+func pick(name string, taken []owner, host []Span, busy func(uint32) bool) (uint32, error) {
 	slots := (PickMax - PickMin) / Size
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	start := h.Sum32() % slots
+	start := (nspawnCandidate(name) - PickMin) / Size
 	for i := uint32(0); i < slots; i++ {
 		base := PickMin + (start+i)%slots*Size
-		if free(base, taken, host) == nil {
+		if free(base, taken, host) == nil && !busy(base) {
 			return base, nil
 		}
 	}

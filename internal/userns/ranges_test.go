@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -113,4 +114,33 @@ func TestCorruptStore(t *testing.T) {
 	if _, err := s.Assign("db", 0, false); err == nil || !strings.Contains(err.Error(), "is corrupt") {
 		t.Errorf("a corrupt store: %v", err)
 	}
+}
+
+func TestPickLikeNspawn(t *testing.T) {
+	NspawnLockDir = t.TempDir()
+	s := testStore(t)
+	// nspawn -U's first candidate for the name, while it is free.
+	if r, err := s.Assign("ubuntu", 0, false); err != nil || r.Base != 238288896 {
+		t.Fatalf("Assign(ubuntu) = %v, %v; want nspawn's 238288896", r, err)
+	}
+	// A range a running nspawn holds is skipped, and cannot be locked twice.
+	l, err := LockRange(nspawnCandidate("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockRange(nspawnCandidate("web")); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("second LockRange = %v, want a conflict", err)
+	}
+	if r, err := s.Assign("web", 0, false); err != nil || r.Base != nspawnCandidate("web")+Size {
+		t.Fatalf("Assign(web) with its range locked = %v, %v; want the next one", r, err)
+	}
+	l.Release()
+	if _, err := os.Stat(filepath.Join(NspawnLockDir, strconv.Itoa(int(nspawnCandidate("web"))))); !os.IsNotExist(err) {
+		t.Fatalf("lock file left after Release: %v", err)
+	}
+	l2, err := LockRange(nspawnCandidate("web"))
+	if err != nil {
+		t.Fatalf("LockRange after Release: %v", err)
+	}
+	l2.Release()
 }
