@@ -100,6 +100,8 @@ type Users struct {
 	// one-time shift where the filesystem cannot idmap): the root is mounted
 	// as it is. Otherwise the root's layers are idmapped into the range.
 	Shifted bool `json:"shifted,omitempty"`
+	// Why says why a shifted root is not idmapped (berth status shows it).
+	Why string `json:"why,omitempty"`
 }
 
 // Root is the machine's root filesystem: a directory, or an overlay that the

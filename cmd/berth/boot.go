@@ -225,7 +225,7 @@ func bootConfig(args []string) (container.Config, error) {
 	if err := bootOptions(&cfg, f); err != nil {
 		return cfg, err
 	}
-	if cfg.Users, err = bootUsers(f.privateUsers, name); err != nil {
+	if cfg.Users, err = bootUsers(f.privateUsers, name, dir); err != nil {
 		return cfg, err
 	}
 	base, err := filepath.Abs(cliPaths().RuntimeDir)
@@ -276,7 +276,7 @@ func bootOptions(cfg *container.Config, f bootOpts) error {
 
 // bootUsers gives the machine its range of host IDs (recorded under the
 // state directory, as berthd's machines' are), or none with off.
-func bootUsers(flag, name string) (*container.Users, error) {
+func bootUsers(flag, name, dir string) (*container.Users, error) {
 	var base uint32
 	pinned := false
 	switch strings.ToLower(flag) {
@@ -289,6 +289,12 @@ func bootUsers(flag, name string) (*container.Users, error) {
 			return nil, fmt.Errorf("boot: --private-users %q: want pick, off or the first UID of a range (a multiple of 65536 above 0)", flag)
 		}
 		base, pinned = uint32(n), true
+	}
+	// berth boot never shifts a directory it was given: a tree that cannot
+	// be idmapped is refused (nspawn -U would chown it for good).
+	if err := userns.Probe(dir); err != nil {
+		return nil, fmt.Errorf("boot: --private-users: the tree cannot be idmapped into the machine's user namespace: %w; "+
+			"boot it with --private-users=off (its root is then the host's root), or from a filesystem that can be idmapped (ext4, xfs, btrfs, tmpfs)", err)
 	}
 	r, err := userns.Open(cliPaths().StateDir).Assign(name, base, pinned)
 	if err != nil {

@@ -69,10 +69,15 @@ type Users struct {
 	// files were shifted into the range once); empty while it is stopped
 	// (the range is kept for it).
 	Root string `json:"root,omitempty"`
+	// Why says why a shifted root is not idmapped.
+	Why string `json:"why,omitempty"`
 }
 
 func (u *Users) String() string {
 	s := fmt.Sprintf("host UIDs and GIDs %d-%d", u.Base, u.Base+u.Size-1)
+	if u.Root != "" && u.Why != "" {
+		return s + ", root " + u.Root + " (" + u.Why + ")"
+	}
 	if u.Root != "" {
 		return s + ", root " + u.Root
 	}

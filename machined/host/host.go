@@ -103,13 +103,8 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		logErr(ctx, "cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
-	if m.PrivateUsers.Private() {
-		base, pinned := m.PrivateUsers.Pinned()
-		r, err := h.users.Assign(m.Name, base, pinned)
-		if err != nil {
-			return fmt.Errorf("machine %q: %w", m.Name, err)
-		}
-		cfg.Users = &container.Users{Base: r.Base, Size: userns.Size}
+	if cfg.Users, err = h.machineUsers(ctx, m); err != nil {
+		return err
 	}
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Network.Private() {
@@ -120,6 +115,33 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		w.Attachment, w.Network, w.Forwards = att, m.Network.Name, machineForwards(m, att)
 	}
 	return supervisor.Spawn(ctx, cfg, w)
+}
+
+// machineUsers gives a machine with private users its recorded range of
+// host IDs and readies its root for it (idmapped, or shifted once where its
+// filesystem cannot idmap); a machine without shifts a root shifted before
+// back to the owners it was made with.
+func (h *Host) machineUsers(ctx context.Context, m *spec.Machine) (*container.Users, error) {
+	idmap := rootfs.IdmapOptional
+	if m.Security.Idmap == spec.Required {
+		idmap = rootfs.IdmapRequired
+	}
+	if !m.PrivateUsers.Private() {
+		if _, err := h.images.PrepareUsers(ctx, m.Name, 0, idmap); err != nil {
+			return nil, fmt.Errorf("machine %q: root: %w", m.Name, err)
+		}
+		return nil, nil
+	}
+	base, pinned := m.PrivateUsers.Pinned()
+	r, err := h.users.Assign(m.Name, base, pinned)
+	if err != nil {
+		return nil, fmt.Errorf("machine %q: %w", m.Name, err)
+	}
+	u, err := h.images.PrepareUsers(ctx, m.Name, r.Base, idmap)
+	if err != nil {
+		return nil, fmt.Errorf("machine %q: root: %w", m.Name, err)
+	}
+	return &container.Users{Base: r.Base, Size: userns.Size, Shifted: u.Shifted, Why: u.Why}, nil
 }
 
 func (h *Host) StopMachine(ctx context.Context, name string, terminate bool) (*api.ExitInfo, error) {

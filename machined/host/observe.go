@@ -162,7 +162,7 @@ func fillRunning(om *plan.ObservedMachine, r *observed) {
 	if u := r.st.Users; u != nil {
 		om.Users = &api.Users{Base: u.Base, Size: u.Size, Root: "idmapped"}
 		if u.Shifted {
-			om.Users.Root = "shifted"
+			om.Users.Root, om.Users.Why = "shifted", u.Why
 		}
 	}
 	if r.w == nil {
