@@ -1213,7 +1213,133 @@ func tryUevent() (string, error) {
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
 		return "", noted(err, "bind")
 	}
-	return "bound to the kernel's uevent multicast group", nil
+	// Binding works in any network namespace: what the socket gets is the
+	// question. The kernel broadcasts a uevent tagged with a network
+	// namespace (a net device's) to that namespace alone, and an untagged
+	// one (every other device of the host) only to the network namespaces
+	// the initial user namespace owns (lib/kobject_uevent.c, uevent_net_init
+	// lists no other). So: who owns this one, and what arrives while a link
+	// of the machine's own is made.
+	initial, owner := netnsOwnerInitial()
+	own, foreign := listenUevents(fd)
+	d := "bound to the uevent multicast group; the network namespace " + owner + "; " + own
+	switch {
+	case len(foreign) > 0:
+		return d + "; uevents of the host arrived: " + strings.Join(foreign, ", "), nil
+	case initial:
+		return d + ": the host's uevents arrive here", nil
+	}
+	return "", noted(errors.New("no host uevents"), d+": the host's (untagged) uevents are not broadcast to it")
+}
+
+// nsGetUserns is NS_GET_USERNS (linux/nsfs.h): an fd of the user namespace
+// that owns a namespace.
+const nsGetUserns = 0xb701
+
+// initialUserNS says whether the probe's own user namespace is the initial
+// one: its uid_map is the identity of every ID, and it is the test's (the
+// host's).
+func initialUserNS() bool {
+	own, _ := os.Readlink("/proc/self/ns/user")
+	host := os.Getenv("BERTH_PROBE_HOST_USERNS")
+	return strings.Join(strings.Fields(readFile("/proc/self/uid_map")), " ") == "0 0 4294967295" && (host == "" || own == host)
+}
+
+// netnsOwnerInitial says whether the probe's network namespace is owned by
+// the initial user namespace, and by which one it is.
+func netnsOwnerInitial() (bool, string) {
+	nfd, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, fmt.Sprintf("(owner unknown: %v, so taken for the initial user namespace's)", err)
+	}
+	defer unix.Close(nfd)
+	ufd, err := unix.IoctlRetInt(nfd, nsGetUserns)
+	if err != nil {
+		// EPERM: the owner is outside the probe's scope, a user namespace
+		// above its own, maybe the initial one.
+		return true, fmt.Sprintf("is owned by a user namespace above the probe's (NS_GET_USERNS: %s), maybe the initial one", errName(err))
+	}
+	defer unix.Close(ufd)
+	var owner, self unix.Stat_t
+	if err := unix.Fstat(ufd, &owner); err != nil {
+		return true, fmt.Sprintf("(owner unknown: %v, so taken for the initial user namespace's)", err)
+	}
+	if err := unix.Stat("/proc/self/ns/user", &self); err != nil {
+		return true, fmt.Sprintf("(own user namespace unknown: %v, so taken for the initial one)", err)
+	}
+	name := fmt.Sprintf("user:[%d]", owner.Ino)
+	switch {
+	case owner.Ino != self.Ino || owner.Dev != self.Dev:
+		// In scope but not its own: a user namespace below the probe's,
+		// which the initial one never is.
+		return false, "is owned by " + name + ", a user namespace below the probe's"
+	case initialUserNS():
+		return true, "is owned by the initial user namespace (" + name + ")"
+	}
+	return false, "is owned by the machine's user namespace " + name + " (uid_map " +
+		strings.Join(strings.Fields(readFile("/proc/self/uid_map")), " ") + "), not the initial one"
+}
+
+// listenUevents makes a tun link of the machine's own (gone with its fd) and
+// reads what the bound socket fd gets for up to a second: the link's own
+// uevent (tagged with the machine's network namespace) shows the socket
+// receives, any uevent of a subsystem other than net is an untagged one of
+// the host.
+func listenUevents(fd int) (own string, foreign []string) {
+	own = "no tun link to make"
+	var link string
+	if tfd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0); err == nil {
+		defer unix.Close(tfd)
+		ifr, _ := unix.NewIfreq("bprobeu%d")
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(tfd, unix.TUNSETIFF, ifr); err != nil {
+			own = "TUNSETIFF: " + errName(err)
+		} else {
+			link = ifr.Name()
+			own = "the machine's own " + link + " made, its uevent did not arrive in a second"
+		}
+	} else {
+		own = "no /dev/net/tun (" + errName(err) + ")"
+	}
+	deadline := time.Now().Add(time.Second)
+	buf := make([]byte, 1<<16)
+	seen := map[string]bool{}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			break
+		}
+		fields := strings.Split(string(buf[:n]), "\x00")
+		env := map[string]string{}
+		for _, f := range fields[1:] {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				env[k] = v
+			}
+		}
+		switch env["SUBSYSTEM"] {
+		case "net", "queues":
+			if link != "" && env["ACTION"] == "add" && strings.HasSuffix(env["DEVPATH"], "/net/"+link) {
+				own = "the machine's own " + link + " made and its uevent arrived (tagged with this network namespace)"
+				link = "" // seen; keep reading what else comes until the deadline
+				deadline = time.Now().Add(100 * time.Millisecond)
+			}
+		default:
+			if ev := fields[0]; !seen[ev] && len(foreign) < 4 {
+				seen[ev] = true
+				foreign = append(foreign, ev)
+			}
+		}
+	}
+	return own, foreign
 }
 
 // /proc and /sys.
@@ -1407,6 +1533,7 @@ func tryMountFS(fstype string) func() (string, error) {
 }
 
 func tryBinfmt() (string, error) {
+	initial := initialUserNS()
 	return inPrivateMountNS(func() (string, error) {
 		dir, cleanup, err := tempDir("binfmt")
 		if err != nil {
@@ -1416,12 +1543,40 @@ func tryBinfmt() (string, error) {
 		if err := unix.Mount("binfmt_misc", dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			return "", err
 		}
-		fd, err := unix.Open(dir+"/register", unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return thenWritable("binfmt_misc mounted", "", noted(err, "register"))
+		// Since Linux 6.7 each user namespace mounts an instance of its own
+		// (fs/binfmt_misc.c keys the superblock by the mounter's user
+		// namespace), and an exec looks in its user namespace's instance,
+		// then its parents', up to the initial one's: only that one applies
+		// to the host's execs. The test holds the host's mounted and says
+		// which superblock it is.
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			return "", failf("stat the binfmt_misc mount: %v", err)
 		}
-		unix.Close(fd)
-		return "binfmt_misc mounted, register opened for writing (not written)", nil
+		sb := fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+		host := os.Getenv("BERTH_PROBE_HOST_BINFMT")
+		which := "superblock " + sb
+		switch {
+		case host == sb:
+			which += ", the host's instance's"
+		case host != "":
+			which += ", not the host's instance's (" + host + ")"
+		}
+		hosts := initial || host == sb
+		reg := "register opened for writing (not written)"
+		if fd, err := unix.Open(dir+"/register", unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
+			if hosts {
+				return thenWritable("binfmt_misc of the initial user namespace mounted ("+which+")", "", noted(err, "register"))
+			}
+			reg = "register: " + errName(err)
+		} else {
+			unix.Close(fd)
+		}
+		if !hosts {
+			return "", noted(errors.New("own instance"), "binfmt_misc mounted: the machine's user namespace's own instance ("+which+"), "+
+				reg+": what is registered there applies to execs in that user namespace only; the host's instance is not reachable")
+		}
+		return "binfmt_misc of the initial user namespace mounted (" + which + "), " + reg, nil
 	})
 }
 

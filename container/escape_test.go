@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -210,7 +211,7 @@ var escapeAttempts = []escapeAttempt{
 	{name: "netlink_audit", try: tryAudit, boot: deny, app: deny, users: deny, fix: bySeccomp,
 		why: "the audit subsystem is not namespaced (CAP_AUDIT_CONTROL is in the set); nspawn makes this socket EAFNOSUPPORT"},
 	{name: "netlink_uevent", try: tryUevent, boot: untilUsers, app: untilUsers, users: deny, fix: byUsers,
-		why: "the host's uevents reach every network namespace owned by the initial user namespace"},
+		why: "the host's uevents (untagged: every device but a net device) are broadcast to every network namespace owned by the initial user namespace, and only to those (lib/kobject_uevent.c): binding works anywhere, so the probe asks NS_GET_USERNS who owns its network namespace and watches what arrives while it makes a tun link (its tagged uevent shows the socket receives; any other is the host's); a user-namespaced machine's network namespace is made by the same clone as its user namespace, which owns it"},
 
 	// /proc and /sys.
 	{name: "write_sysrq_trigger", try: trySysrq, boot: deny, app: deny, users: deny, fix: byKernel,
@@ -238,7 +239,7 @@ var escapeAttempts = []escapeAttempt{
 	{name: "mount_securityfs", try: tryMountFS("securityfs"), boot: untilUsers, app: untilUsers, users: deny, fix: byUsers,
 		why: "securityfs holds the host's LSM and IMA policies"},
 	{name: "mount_binfmt_misc", try: tryBinfmt, boot: untilUsers, app: untilUsers, users: deny, fix: byUsers,
-		why: "binfmt_misc of the initial user namespace: an 'F' interpreter registered from inside runs for the host's own execs (register opened, not written)"},
+		why: "binfmt_misc of the initial user namespace: an 'F' interpreter registered from inside runs for the host's own execs (register opened, not written). Since Linux 6.7 a user namespace mounts an instance of its own (fs/binfmt_misc.c keys the superblock by user namespace) that applies only to execs in it and below: the test holds the host's instance mounted, and a user-namespaced machine's mount must be another superblock (reported denied, with its own register writable)"},
 	{name: "mount_host_disk", try: tryMountHostDisk, boot: deny, app: deny, users: deny, fix: byKernel,
 		why: "mounting the host's root block device (a node made for it)"},
 
@@ -365,10 +366,11 @@ func runEscape(t *testing.T, modes ...escapeMode) {
 		// A booted systemd reached READY=1.
 		em.st = machinetest.WaitPhase(t, em.cfg.RuntimeDir, container.PhaseRunning, 1)
 	}
+	binfmt := holdHostBinfmt(t)
 	for i, em := range ms {
 		other := ms[(i+1)%len(ms)].cfg.Name
 		t.Run(em.mode.name, func(t *testing.T) {
-			res := runProbe(t, em, other)
+			res := runProbe(t, em, other, binfmt...)
 			checkEscape(t, em, res)
 		})
 	}
@@ -472,10 +474,11 @@ func parseEscape(out string) map[string]escapeResult {
 // runProbe runs the suite in the machine: the probe entered as the machine's
 // root, then a guest file with '#!/proc/self/exe' entered from outside (the
 // probe plants it), then the checks made from the host.
-func runProbe(t *testing.T, em *escapeMachine, other string) map[string]escapeResult {
+func runProbe(t *testing.T, em *escapeMachine, other string, hostEnv ...string) map[string]escapeResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	env := append(probeHostEnv(t), "_BERTH_STAGE=escape", "BERTH_PROBE_OTHER="+other)
+	env = append(env, hostEnv...)
 	var out bytes.Buffer
 	t0 := time.Now()
 	code, err := container.Enter(ctx, em.cfg.RuntimeDir, container.EnterOptions{
@@ -512,7 +515,7 @@ func runProbe(t *testing.T, em *escapeMachine, other string) map[string]escapeRe
 // new mount of them applies again to their one superblock.
 func probeHostEnv(t *testing.T) []string {
 	var env []string
-	for _, ns := range []string{"pid", "mnt", "net", "cgroup"} {
+	for _, ns := range []string{"pid", "mnt", "net", "cgroup", "user"} {
 		l, err := os.Readlink("/proc/self/ns/" + ns)
 		if err != nil {
 			t.Fatal(err)
@@ -555,6 +558,52 @@ func probeHostEnv(t *testing.T) []string {
 		env = append(env, "BERTH_PROBE_OPTS_"+p[0]+"="+strings.Join(keep, ","))
 	}
 	return env
+}
+
+// holdHostBinfmt mounts the host's binfmt_misc (the initial user
+// namespace's instance) in a private mount namespace of a thread of its own,
+// held until the test ends, and returns its superblock for the probe
+// (BERTH_PROBE_HOST_BINFMT): the probe tells by it whether the instance it
+// mounts is the host's or one of the machine's own. A host that has it
+// mounted already shares that superblock; one that has not gets nothing new
+// that outlives the test (the instance's entries go with its last mount).
+func holdHostBinfmt(t *testing.T) []string {
+	dir := t.TempDir()
+	type held struct {
+		dev string
+		err error
+	}
+	got, release, gone := make(chan held, 1), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(gone)
+		// Never unlocked: the thread ends with the goroutine, and its mount
+		// namespace with it.
+		runtime.LockOSThread()
+		got <- func() held {
+			if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+				return held{err: err}
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return held{err: err}
+			}
+			if err := unix.Mount("binfmt_misc", dir, "binfmt_misc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				return held{err: err}
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(dir, &st); err != nil {
+				return held{err: err}
+			}
+			return held{dev: fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))}
+		}()
+		<-release
+	}()
+	t.Cleanup(func() { close(release); <-gone })
+	h := <-got
+	if h.err != nil {
+		t.Logf("the host's binfmt_misc: %v (the probe judges by its user namespace alone)", h.err)
+		return nil
+	}
+	return []string{"BERTH_PROBE_HOST_BINFMT=" + h.dev}
 }
 
 // hostDiskPath is the host's node of the disk the probe makes a node of.
