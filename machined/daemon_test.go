@@ -18,6 +18,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/testenv"
+	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/machined"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
@@ -334,6 +335,32 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	ranges := map[string]uint32{}
+	e.run("each machine has a user namespace and a range of its own", func(t *testing.T) {
+		seen := map[uint32]string{}
+		for _, n := range []string{a, b, c} {
+			u := e.status(n).Users
+			if u == nil || u.Size != userns.Size || u.Root != "idmapped" {
+				t.Fatalf("%s: users %+v, want an idmapped root in a range of 65536", n, u)
+			}
+			if o, ok := seen[u.Base]; ok {
+				t.Fatalf("%s and %s share the range at %d", n, o, u.Base)
+			}
+			seen[u.Base], ranges[n] = n, u.Base
+			out, _ := e.exec(n, "cat", "/proc/self/uid_map")
+			if f := strings.Fields(out); len(f) != 3 || f[0] != "0" || f[1] != strconv.Itoa(int(u.Base)) || f[2] != "65536" {
+				t.Fatalf("%s: uid_map %q, want 0 %d 65536", n, out, u.Base)
+			}
+		}
+		for _, n := range []string{a, b, c} {
+			for _, m := range []string{a, b, c} {
+				if d := int64(ranges[n]) - int64(ranges[m]); n != m && d > -userns.Size && d < userns.Size {
+					t.Fatalf("ranges of %s (%d) and %s (%d) overlap", n, ranges[n], m, ranges[m])
+				}
+			}
+		}
+	})
+
 	e.run("plan then reports no changes", func(t *testing.T) {
 		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
 		if err != nil {
@@ -432,6 +459,9 @@ func TestDaemon(t *testing.T) {
 			if s.State != api.StateRunning || !s.Since.Equal(since[n]) {
 				t.Fatalf("%s after restart: %s since %s, want running since %s", n, s.State, s.Since, since[n])
 			}
+			if s.Users == nil || s.Users.Base != ranges[n] {
+				t.Fatalf("%s after restart: users %+v, want the range at %d", n, s.Users, ranges[n])
+			}
 		}
 	})
 
@@ -459,6 +489,9 @@ func TestDaemon(t *testing.T) {
 		if _, err := e.api.Status(ctx, c); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("status of the removed machine: %v", err)
 		}
+		if r, ok, err := userns.Open(e.paths.StateDir).Get(c); err != nil || ok {
+			t.Fatalf("range of the removed machine kept: %v %v", r, err)
+		}
 	})
 
 	e.run("a hostname change reboots that machine only, which keeps running", func(t *testing.T) {
@@ -479,6 +512,9 @@ func TestDaemon(t *testing.T) {
 		}
 		if out, _ := e.exec(b, "hostname"); strings.TrimSpace(out) != "renamed" {
 			t.Fatalf("hostname after the restart: %q", out)
+		}
+		if s.Users == nil || s.Users.Base != ranges[b] {
+			t.Fatalf("after the restart: users %+v, want the range at %d", s.Users, ranges[b])
 		}
 		// A wrongly counted exit shows once the old run is over and a
 		// reconcile pass has followed: as a restart or hold, and in the log.

@@ -26,7 +26,7 @@ const (
 	maxInterfaceNameLen = 15 // IFNAMSIZ - 1
 	// DefaultPrivateUsers is a machine's user namespace setting when its
 	// definition has none.
-	DefaultPrivateUsers = PrivateUsersOff
+	DefaultPrivateUsers = PrivateUsersPick
 )
 
 // Default fills in every unset field of the machine that does not depend on other

@@ -192,7 +192,7 @@ func TestHashStable(t *testing.T) {
 	a := hash("a.yaml", m("network: {name: lan, ports: ['8080:80']}", "resources: {memoryMax: 512M}", "capabilities: {add: [NET_ADMIN, sys_time]}", "environment: {A: x, B: y}"))
 	same := []string{
 		hash("b.yaml", "# a comment\n\n"+m("resources:\n  memoryMax: 536870912  # bytes", "environment: {B: y, A: x}", "capabilities: {add: [CAP_SYS_TIME, net_admin, NET_ADMIN]}", "network:\n  ports:\n    - {hostPort: 8080, machinePort: 80, protocol: tcp}\n  name: lan")),
-		hash("c.yaml", "---\n"+m("state: running", "boot: true", "hostname: m", "stopTimeout: 30s", "restart: {policy: on-failure}", "privateUsers: false", "root: {strategy: auto, onImageChange: keep}", "network: {name: lan, ports: ['8080:80/tcp']}", "resources: {memoryMax: 0.5G}", "capabilities: {add: [NET_ADMIN, SYS_TIME]}", "environment: {A: x, B: y}")),
+		hash("c.yaml", "---\n"+m("state: running", "boot: true", "hostname: m", "stopTimeout: 30s", "restart: {policy: on-failure}", "privateUsers: pick", "root: {strategy: auto, onImageChange: keep}", "network: {name: lan, ports: ['8080:80/tcp']}", "resources: {memoryMax: 0.5G}", "capabilities: {add: [NET_ADMIN, SYS_TIME]}", "environment: {A: x, B: y}")),
 	}
 	for i, h := range same {
 		if h != a {
@@ -248,7 +248,7 @@ func TestDefaults(t *testing.T) {
 		{"port", mm.Network.Ports[0], Port{HostPort: 80, MachinePort: 80, Protocol: TCP}},
 		{"bind type", mm.Mounts[0].Type, MountBind},
 		{"tmpfs mode", mm.Mounts[1].Mode, FileMode(0o755)},
-		{"privateUsers", mm.PrivateUsers, PrivateUsersOff},
+		{"privateUsers", mm.PrivateUsers, PrivateUsersPick},
 		{"root", mm.Root, Root{Strategy: RootAuto, OnImageChange: ImageChangeKeep}},
 		{"resolvConf", mm.ResolvConf, ResolvConfHost},
 		{"app boot", set.Machine("app").Boot, false},
