@@ -311,19 +311,18 @@ func (l *netLab) throughput(pa, pb *benchNetns, t *netTimes) error {
 
 // report prints the figures of t and returns them to record.
 func (t *netTimes) report() map[string]any {
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	sSetup, sIP := netMedianDur(t.setup), netMedianDur(t.ip)
+	sSetup, sIP := median(t.setup), median(t.ip)
 	gbit := func(v float64) float64 { return v / 1e9 }
-	bw, vw := netMedianF(t.bridge.bps), netMedianF(t.veth.bps)
-	be, ve := netMedianF(t.bridge.eff), netMedianF(t.veth.eff)
-	gw, lw := netMedianF(t.guarded.bps), netMedianF(t.last.bps)
-	ge, le := netMedianF(t.guarded.eff), netMedianF(t.last.eff)
+	bw, vw := median(t.bridge.bps), median(t.veth.bps)
+	be, ve := median(t.bridge.eff), median(t.veth.eff)
+	gw, lw := median(t.guarded.bps), median(t.last.bps)
+	ge, le := median(t.guarded.eff), median(t.last.eff)
 	fmt.Printf("   setup per machine (median of %d): %.2f ms (leases %.2f, attach %.2f, rules %.2f); p90 %.2f ms; target < 20 ms\n",
-		netSetupRuns, ms(sSetup), ms(netMedianDur(t.alloc)), ms(netMedianDur(t.attach)), ms(netMedianDur(t.rules)), ms(netP90Dur(t.setup)))
+		netSetupRuns, ms(sSetup), ms(median(t.alloc)), ms(median(t.attach)), ms(median(t.rules)), ms(netP90Dur(t.setup)))
 	fmt.Printf("   the same links with ip(8): %.2f ms → berth's attach takes %.2fx the time of ip(8)'s commands\n",
-		ms(sIP), ms(netMedianDur(t.attach))/ms(sIP))
+		ms(sIP), ms(median(t.attach))/ms(sIP))
 	fmt.Printf("   the rules of all %d machines at once (median of %d): %.2f ms without anti-spoofing guards, %.2f ms with them\n",
-		netSetupRuns, netSetupRuns, ms(netMedianDur(t.rulesPlain)), ms(netMedianDur(t.rulesGuarded)))
+		netSetupRuns, netSetupRuns, ms(median(t.rulesPlain)), ms(median(t.rulesGuarded)))
 	fmt.Printf("   TCP throughput (iperf3, median of %d × %d s): bridge %.2f Gbit/s, plain veth pair %.2f Gbit/s → ratio %.3f\n",
 		netIperfRuns, netIperfSecs, gbit(bw), gbit(vw), bw/vw)
 	fmt.Printf("   CPU cost (bits per CPU-second of sender and receiver; steadier under load): bridge %.2f Gbit, veth %.2f Gbit → the bridge costs %.2fx the CPU per bit\n",
@@ -334,12 +333,12 @@ func (t *netTimes) report() map[string]any {
 	return map[string]any{
 		"setup_ms_median":            ms(sSetup),
 		"setup_ms_p90":               ms(netP90Dur(t.setup)),
-		"setup_leases_ms_median":     ms(netMedianDur(t.alloc)),
-		"setup_attach_ms_median":     ms(netMedianDur(t.attach)),
-		"setup_rules_ms_median":      ms(netMedianDur(t.rules)),
+		"setup_leases_ms_median":     ms(median(t.alloc)),
+		"setup_attach_ms_median":     ms(median(t.attach)),
+		"setup_rules_ms_median":      ms(median(t.rules)),
 		"setup_target_ms":            20,
 		"setup_ip8_ms_median":        ms(sIP),
-		"attach_vs_ip8_ratio":        ms(netMedianDur(t.attach)) / ms(sIP),
+		"attach_vs_ip8_ratio":        ms(median(t.attach)) / ms(sIP),
 		"tcp_bridge_gbps_median":     gbit(bw),
 		"tcp_veth_gbps_median":       gbit(vw),
 		"tcp_bridge_vs_veth_ratio":   bw / vw,
@@ -459,22 +458,10 @@ func (n *benchNetns) close() {
 	_ = n.cmd.Wait()
 }
 
-func netMedianDur(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func netP90Dur(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)*9/10]
-}
-
-func netMedianF(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func netMapF(v []float64, f func(float64) float64) []float64 {

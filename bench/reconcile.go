@@ -229,7 +229,7 @@ func (l *reconcileLab) measureNoop() (started time.Duration, noop []float64, err
 		if len(res.Results) != 0 {
 			return 0, nil, fmt.Errorf("a reconcile after apply was not a no-op: %v", res.Results)
 		}
-		noop = append(noop, float64(d.Microseconds())/1000)
+		noop = append(noop, ms(d))
 	}
 	return started, noop, nil
 }
@@ -250,28 +250,4 @@ func (l *reconcileLab) printLastPass() {
 	if last != "" {
 		fmt.Println("   last pass:", last[strings.Index(last, "load="):])
 	}
-}
-
-// rssKB is a process's resident set in KiB (VmRSS), 0 when unknown.
-func rssKB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

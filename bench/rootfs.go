@@ -123,7 +123,7 @@ func (b *rfBench) importTar() error {
 	}
 	d := time.Since(start)
 	fmt.Printf("   import of the small image as .tar.zst (cold): %v\n", d.Round(time.Millisecond))
-	b.figs["import_tar_zst_small_cold_ms"] = rfMs(d)
+	b.figs["import_tar_zst_small_cold_ms"] = ms(d)
 	return nil
 }
 
@@ -168,7 +168,7 @@ func (b *rfBench) timeAll(strategies []rootfs.Strategy) error {
 				}
 				med, lo, hi := rfStats(times)
 				fmt.Printf("   %-8s %-9s %-6s %10s %10s %10s\n", im.label, method, cache, rfRound(med), rfRound(lo), rfRound(hi))
-				b.figs[fmt.Sprintf("%s_%s_%s_ms", strings.ReplaceAll(method, "-", "_"), im.label, cache)] = rfMs(med)
+				b.figs[fmt.Sprintf("%s_%s_%s_ms", strings.ReplaceAll(method, "-", "_"), im.label, cache)] = ms(med)
 			}
 		}
 	}
@@ -250,8 +250,6 @@ func rfStats(ds []time.Duration) (med, lo, hi time.Duration) {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2], s[0], s[len(s)-1]
 }
-
-func rfMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func rfRound(d time.Duration) string {
 	switch {
