@@ -51,15 +51,12 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-boot-")
+	work, remove, err := newWorkDir("boot", "berth")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
+	defer remove()
 	berth := filepath.Join(work, "berth")
-	if err := buildBinaries(work, "berth"); err != nil {
-		return nil, err
-	}
 	root := filepath.Join(work, "root")
 	if out, err := exec.Command("cp", "-a", cache, root).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy the guest: %v\n%s", err, out)

@@ -94,14 +94,11 @@ func startReconcileLab(r *revert.Reverter) (*reconcileLab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the busybox guest: %w", err)
 	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-reconcile-")
+	work, remove, err := newWorkDir("reconcile", "berth", "berthd")
 	if err != nil {
 		return nil, err
 	}
-	r.Add(func() { os.RemoveAll(work) })
-	if err := buildBinaries(work, "berth", "berthd"); err != nil {
-		return nil, err
-	}
+	r.Add(remove)
 	netns := "berth-bench-" + strconv.Itoa(os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)

@@ -35,13 +35,13 @@ func benchRootfs() (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-rootfs-")
+	work, remove, err := newWorkDir("rootfs")
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		fmt.Println("   cleaning up", work)
-		os.RemoveAll(work)
+		remove()
 	}()
 	b := &rfBench{ctx: context.Background(), work: work}
 	if b.s, err = rootfs.Open(filepath.Join(work, "state")); err != nil {
