@@ -51,15 +51,12 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-boot-")
+	work, remove, err := newWorkDir("boot", "berth")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
+	defer remove()
 	berth := filepath.Join(work, "berth")
-	if err := buildBinaries(work, "berth"); err != nil {
-		return nil, err
-	}
 	root := filepath.Join(work, "root")
 	if out, err := exec.Command("cp", "-a", cache, root).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("copy the guest: %v\n%s", err, out)
@@ -99,18 +96,17 @@ func benchBoot() (map[string]any, error) {
 		}
 	}
 	figs := map[string]any{"runs": bootRuns, "conditions": "2 cores, shared with other test runs; medians; same root directory (a copy of the cached Debian 12 guest); private network namespace for both"}
-	med := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
 	for _, who := range []string{"berth", "nspawn"} {
 		r := res[who]
-		figs[who+"_boot_ms"] = round(med(r.boot))
-		figs[who+"_stop_ms"] = round(med(r.stop))
-		figs[who+"_rss_kib"] = round(med(r.rss))
+		figs[who+"_boot_ms"] = round(median(r.boot))
+		figs[who+"_stop_ms"] = round(median(r.stop))
+		figs[who+"_rss_kib"] = round(median(r.rss))
 		figs[who+"_boot_ms_all"] = r.boot
 		figs[who+"_stop_ms_all"] = r.stop
 	}
-	figs["boot_ratio"] = round2(med(res["berth"].boot) / med(res["nspawn"].boot))
-	figs["stop_ratio"] = round2(med(res["berth"].stop) / med(res["nspawn"].stop))
-	figs["rss_ratio"] = round2(med(res["berth"].rss) / med(res["nspawn"].rss))
+	figs["boot_ratio"] = round2(median(res["berth"].boot) / median(res["nspawn"].boot))
+	figs["stop_ratio"] = round2(median(res["berth"].stop) / median(res["nspawn"].stop))
+	figs["rss_ratio"] = round2(median(res["berth"].rss) / median(res["nspawn"].rss))
 	fmt.Printf("   %-8s %10s %10s %10s\n", "", "boot ms", "stop ms", "RSS KiB")
 	for _, who := range []string{"berth", "nspawn"} {
 		fmt.Printf("   %-8s %10.0f %10.0f %10.0f\n", who, figs[who+"_boot_ms"], figs[who+"_stop_ms"], figs[who+"_rss_kib"])
@@ -170,9 +166,9 @@ func bootOnce(cmd *exec.Cmd, out string) (bootMS, stopMS, rssKiB float64, err er
 		log, _ := os.ReadFile(out)
 		return 0, 0, 0, fmt.Errorf("exited before READY=1 (%v): %s", err, tailString(log, 1500))
 	}
-	bootMS = float64(time.Since(t0).Microseconds()) / 1000
+	bootMS = ms(time.Since(t0))
 	time.Sleep(500 * time.Millisecond)
-	rssKiB = float64(vmRSS(cmd.Process.Pid))
+	rssKiB = float64(rssKB(cmd.Process.Pid))
 	t1 := time.Now()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -181,19 +177,8 @@ func bootOnce(cmd *exec.Cmd, out string) (bootMS, stopMS, rssKiB float64, err er
 		_ = cmd.Process.Kill()
 		return 0, 0, 0, errors.New("did not stop within 60s of SIGTERM")
 	}
-	stopMS = float64(time.Since(t1).Microseconds()) / 1000
+	stopMS = ms(time.Since(t1))
 	return bootMS, stopMS, rssKiB, nil
-}
-
-func vmRSS(pid int) int {
-	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
 }
 
 // removeCgroups removes the bench's nspawn cgroup tree, deepest first.

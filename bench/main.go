@@ -83,6 +83,23 @@ func names() []string {
 	return ns
 }
 
+// newWorkDir makes a work directory for suite under /var/tmp and builds the
+// named commands of this module (if any) into it; remove removes it again.
+func newWorkDir(suite string, binaries ...string) (dir string, remove func(), err error) {
+	dir, err = os.MkdirTemp("/var/tmp", "berth-bench-"+suite+"-")
+	if err != nil {
+		return "", nil, err
+	}
+	remove = func() { os.RemoveAll(dir) }
+	if len(binaries) > 0 {
+		if err := buildBinaries(dir, binaries...); err != nil {
+			remove()
+			return "", nil, err
+		}
+	}
+	return dir, remove, nil
+}
+
 // buildBinaries builds the named commands of this module (cmd/NAME) into dir,
 // static, as `make build` does.
 func buildBinaries(dir string, names ...string) error {

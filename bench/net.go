@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berthd/berth/internal/revert"
 	"github.com/berthd/berth/netconf"
 )
 
@@ -52,195 +53,276 @@ func benchNet() (map[string]any, error) {
 			return nil, fmt.Errorf("%s is needed (hack/deps.sh installs it)", c)
 		}
 	}
-	ctx := context.Background()
+	r := revert.New()
+	defer r.Fail()
+	lab, err := openNetLab(r)
+	if err != nil {
+		return nil, err
+	}
+	var t netTimes
+	if err := lab.setupBerth(&t); err != nil {
+		return nil, err
+	}
+	if err := lab.setupIP(&t); err != nil {
+		return nil, err
+	}
+	pa, pb, err := newVethPair(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := lab.timeRules(&t); err != nil {
+		return nil, err
+	}
+	if err := lab.throughput(pa, pb, &t); err != nil {
+		return nil, err
+	}
+	// Leave nothing behind in the bench's host namespace (it goes away with
+	// its process anyway).
+	_ = lab.h.ApplyRules(lab.ctx, netconf.Ruleset{})
+	return t.report(), nil
+}
+
+// netLab stands in for the host of the net bench: a network namespace of its
+// own with a berth bridge and NAT network in it, the netconf handle and lease
+// file berthd would use there, and the namespaces standing in for machines.
+type netLab struct {
+	ctx      context.Context
+	host     *benchNetns
+	h        *netconf.Host
+	leases   *netconf.Leases
+	bridge   netconf.Bridge
+	nat      netconf.NATNetwork
+	machines []*benchNetns // the berth machines first, then the ip(8) ones
+	// The berth machines' port forwards, guards and IPv4 addresses.
+	fwds   []netconf.Forward
+	guards []netconf.Guard
+	addrs  []netip.Addr
+}
+
+// openNetLab makes the lab's host namespace with its bridge and lease file;
+// r undoes it all, the machines' namespaces included.
+func openNetLab(r *revert.Reverter) (*netLab, error) {
+	l := &netLab{ctx: context.Background()}
 	host, err := newBenchNetns()
 	if err != nil {
 		return nil, err
 	}
-	defer host.close()
-	h, err := netconf.Open(host.path)
-	if err != nil {
+	r.Add(host.close)
+	l.host = host
+	if l.h, err = netconf.Open(host.path); err != nil {
 		return nil, err
 	}
-	defer h.Close()
-	if err := netconf.SetupLoopback(ctx, host.pid); err != nil {
+	r.Add(func() { l.h.Close() })
+	if err := netconf.SetupLoopback(l.ctx, host.pid); err != nil {
 		return nil, err
 	}
 	stateDir, err := os.MkdirTemp("", "berth-bench-net-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(stateDir)
-	leases, err := netconf.OpenLeases(stateDir)
+	r.Add(func() { os.RemoveAll(stateDir) })
+	if l.leases, err = netconf.OpenLeases(stateDir); err != nil {
+		return nil, err
+	}
+	l.bridge = netconf.Bridge{Name: "br-bench", Network: "bench", Gateway4: netip.MustParsePrefix(netBenchNet4), Gateway6: netip.MustParsePrefix(netBenchNet6)}
+	if err := l.h.EnsureBridge(l.ctx, l.bridge); err != nil {
+		return nil, err
+	}
+	l.nat = netconf.NATNetwork{Name: "bench", Bridge: l.bridge.Name, Subnet4: l.bridge.Gateway4.Masked(), Subnet6: l.bridge.Gateway6.Masked(), Masquerade: true}
+	r.Add(func() {
+		for _, m := range l.machines {
+			m.close()
+		}
+	})
+	return l, nil
+}
+
+// newMachine makes the namespace of one more machine.
+func (l *netLab) newMachine() (*benchNetns, error) {
+	m, err := newBenchNetns()
 	if err != nil {
 		return nil, err
 	}
-	b := netconf.Bridge{Name: "br-bench", Network: "bench", Gateway4: netip.MustParsePrefix(netBenchNet4), Gateway6: netip.MustParsePrefix(netBenchNet6)}
-	if err := h.EnsureBridge(ctx, b); err != nil {
-		return nil, err
-	}
-	nat := netconf.NATNetwork{Name: "bench", Bridge: b.Name, Subnet4: b.Gateway4.Masked(), Subnet6: b.Gateway6.Masked(), Masquerade: true}
+	l.machines = append(l.machines, m)
+	return m, nil
+}
 
-	// Setup time: berth.
-	var machines []*benchNetns
-	defer func() {
-		for _, m := range machines {
-			m.close()
-		}
-	}()
-	var setup, alloc, attach, rules []time.Duration
-	var fwds []netconf.Forward
-	var guards []netconf.Guard
-	var addrs []netip.Addr
+// ruleset is the rules of all the berth machines so far, with or without
+// their anti-spoofing guards.
+func (l *netLab) ruleset(guards bool) netconf.Ruleset {
+	rs := netconf.Ruleset{Networks: []netconf.NATNetwork{l.nat}, Forwards: l.fwds}
+	if guards {
+		rs.Guards = l.guards
+	}
+	return rs
+}
+
+// netTimes are the net bench's measurements, in the order it takes them.
+type netTimes struct {
+	// Per berth machine: the whole setup and its leases, attach and rules steps.
+	setup, alloc, attach, rules []time.Duration
+	ip                          []time.Duration // per ip(8) machine
+	// The rules of all the machines at once, without and with the guards.
+	rulesPlain, rulesGuarded []time.Duration
+	// iperf3 over the bridge without the guards, with them (the first and the
+	// last two ports), and over a plain veth pair.
+	bridge, guarded, last, veth netTrials
+}
+
+// setupBerth attaches netSetupRuns machines one after the other as berthd
+// does it: leases, Attach, then the rules of all so far.
+func (l *netLab) setupBerth(t *netTimes) error {
+	b := l.bridge
 	for i := range netSetupRuns {
-		m, err := newBenchNetns()
+		m, err := l.newMachine()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		machines = append(machines, m)
 		name := fmt.Sprintf("bench%02d", i)
 		t0 := time.Now()
-		got, err := leases.AllocateAll("bench", name, []netconf.AddrRequest{
-			{Subnet: nat.Subnet4, Gateway: b.Gateway4.Addr()},
-			{Subnet: nat.Subnet6, Gateway: b.Gateway6.Addr()},
+		got, err := l.leases.AllocateAll("bench", name, []netconf.AddrRequest{
+			{Subnet: l.nat.Subnet4, Gateway: b.Gateway4.Addr()},
+			{Subnet: l.nat.Subnet6, Gateway: b.Gateway6.Addr()},
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a4, a6 := got[0], got[1]
 		t1 := time.Now()
 		att := netconf.Attachment{Machine: name, Bridge: b.Name, Addr4: a4, Addr6: a6, Gateway4: b.Gateway4.Addr(), Gateway6: b.Gateway6.Addr()}
-		if err := h.Attach(ctx, m.pid, att); err != nil {
-			return nil, err
+		if err := l.h.Attach(l.ctx, m.pid, att); err != nil {
+			return err
 		}
 		t2 := time.Now()
-		fwds = append(fwds, netconf.Forward{Machine: name, Proto: "tcp", HostPort: uint16(10000 + i), Addr: a4.Addr(), Port: 80})
-		guards = append(guards, att.Guard())
-		if err := h.ApplyRules(ctx, netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds, Guards: guards}); err != nil {
-			return nil, err
+		l.fwds = append(l.fwds, netconf.Forward{Machine: name, Proto: "tcp", HostPort: uint16(10000 + i), Addr: a4.Addr(), Port: 80})
+		l.guards = append(l.guards, att.Guard())
+		if err := l.h.ApplyRules(l.ctx, l.ruleset(true)); err != nil {
+			return err
 		}
 		t3 := time.Now()
-		setup, alloc, attach, rules = append(setup, t3.Sub(t0)), append(alloc, t1.Sub(t0)), append(attach, t2.Sub(t1)), append(rules, t3.Sub(t2))
-		addrs = append(addrs, a4.Addr())
+		t.setup, t.alloc, t.attach, t.rules = append(t.setup, t3.Sub(t0)), append(t.alloc, t1.Sub(t0)), append(t.attach, t2.Sub(t1)), append(t.rules, t3.Sub(t2))
+		l.addrs = append(l.addrs, a4.Addr())
 	}
+	return nil
+}
 
-	// Setup time: the same link work with ip(8).
-	var ipSetup []time.Duration
+// setupIP does the same link work as setupBerth's Attach with ip(8)
+// commands, the way shell hooks (nspawn's --network-veth wrapper scripts, LXC
+// hooks) do, for netSetupRuns more machines.
+func (l *netLab) setupIP(t *netTimes) error {
+	host := strconv.Itoa(l.host.pid)
 	for i := range netSetupRuns {
-		m, err := newBenchNetns()
+		m, err := l.newMachine()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		machines = append(machines, m)
 		veth := fmt.Sprintf("vi-%02d", i)
 		a4 := fmt.Sprintf("10.77.0.%d/24", 100+i)
 		a6 := fmt.Sprintf("fd77::%x/64", 0x100+i)
 		pid := strconv.Itoa(m.pid)
 		t0 := time.Now()
-		for _, c := range [][]string{
-			{"-t", strconv.Itoa(host.pid), "-n", "ip", "link", "add", veth, "type", "veth", "peer", "name", "host0", "netns", pid},
-			{"-t", strconv.Itoa(host.pid), "-n", "ip", "link", "set", veth, "master", b.Name, "up"},
+		if err := nsenterAll([][]string{
+			{"-t", host, "-n", "ip", "link", "add", veth, "type", "veth", "peer", "name", "host0", "netns", pid},
+			{"-t", host, "-n", "ip", "link", "set", veth, "master", l.bridge.Name, "up"},
 			{"-t", pid, "-n", "ip", "link", "set", "lo", "up"},
 			{"-t", pid, "-n", "ip", "link", "set", "host0", "up"},
 			{"-t", pid, "-n", "ip", "addr", "add", a4, "dev", "host0"},
 			{"-t", pid, "-n", "ip", "addr", "add", a6, "dev", "host0", "nodad"},
-			{"-t", pid, "-n", "ip", "route", "add", "default", "via", b.Gateway4.Addr().String()},
-			{"-t", pid, "-n", "ip", "-6", "route", "add", "default", "via", b.Gateway6.Addr().String()},
-		} {
-			if out, err := exec.Command("nsenter", c...).CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("nsenter %s: %v: %s", strings.Join(c, " "), err, out)
-			}
+			{"-t", pid, "-n", "ip", "route", "add", "default", "via", l.bridge.Gateway4.Addr().String()},
+			{"-t", pid, "-n", "ip", "-6", "route", "add", "default", "via", l.bridge.Gateway6.Addr().String()},
+		}); err != nil {
+			return err
 		}
-		ipSetup = append(ipSetup, time.Since(t0))
+		t.ip = append(t.ip, time.Since(t0))
 	}
+	return nil
+}
 
-	// Throughput: two berth machines over the bridge, and two namespaces
-	// joined by one veth pair.
-	pa, err := newBenchNetns()
-	if err != nil {
-		return nil, err
+// newVethPair makes two namespaces joined by one veth pair, netBenchHostA
+// and netBenchHostB at its ends: the least any bridged setup can cost. r
+// removes them.
+func newVethPair(r *revert.Reverter) (pa, pb *benchNetns, err error) {
+	if pa, err = newBenchNetns(); err != nil {
+		return nil, nil, err
 	}
-	defer pa.close()
-	pb, err := newBenchNetns()
-	if err != nil {
-		return nil, err
+	r.Add(pa.close)
+	if pb, err = newBenchNetns(); err != nil {
+		return nil, nil, err
 	}
-	defer pb.close()
-	for _, c := range [][]string{
-		{"-t", strconv.Itoa(pa.pid), "-n", "ip", "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", strconv.Itoa(pb.pid)},
-		{"-t", strconv.Itoa(pa.pid), "-n", "ip", "addr", "add", netBenchHostA + "/24", "dev", "p0"},
-		{"-t", strconv.Itoa(pb.pid), "-n", "ip", "addr", "add", netBenchHostB + "/24", "dev", "p1"},
-		{"-t", strconv.Itoa(pa.pid), "-n", "ip", "link", "set", "p0", "up"},
-		{"-t", strconv.Itoa(pb.pid), "-n", "ip", "link", "set", "p1", "up"},
-		{"-t", strconv.Itoa(pa.pid), "-n", "ip", "link", "set", "lo", "up"},
-		{"-t", strconv.Itoa(pb.pid), "-n", "ip", "link", "set", "lo", "up"},
-	} {
-		if out, err := exec.Command("nsenter", c...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("nsenter %s: %v: %s", strings.Join(c, " "), err, out)
-		}
-	}
-	// The rules step of the whole set, without and with the guards.
-	plain := netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds}
-	guarded := netconf.Ruleset{Networks: []netconf.NATNetwork{nat}, Forwards: fwds, Guards: guards}
-	var rulesPlain, rulesGuarded []time.Duration
+	r.Add(pb.close)
+	a, b := strconv.Itoa(pa.pid), strconv.Itoa(pb.pid)
+	err = nsenterAll([][]string{
+		{"-t", a, "-n", "ip", "link", "add", "p0", "type", "veth", "peer", "name", "p1", "netns", b},
+		{"-t", a, "-n", "ip", "addr", "add", netBenchHostA + "/24", "dev", "p0"},
+		{"-t", b, "-n", "ip", "addr", "add", netBenchHostB + "/24", "dev", "p1"},
+		{"-t", a, "-n", "ip", "link", "set", "p0", "up"},
+		{"-t", b, "-n", "ip", "link", "set", "p1", "up"},
+		{"-t", a, "-n", "ip", "link", "set", "lo", "up"},
+		{"-t", b, "-n", "ip", "link", "set", "lo", "up"},
+	})
+	return pa, pb, err
+}
+
+// timeRules times the rules step of all the berth machines at once, without
+// and with their guards, alternating.
+func (l *netLab) timeRules(t *netTimes) error {
 	for range netSetupRuns {
 		for _, c := range []struct {
 			rs  netconf.Ruleset
 			out *[]time.Duration
-		}{{plain, &rulesPlain}, {guarded, &rulesGuarded}} {
+		}{{l.ruleset(false), &t.rulesPlain}, {l.ruleset(true), &t.rulesGuarded}} {
 			t0 := time.Now()
-			if err := h.ApplyRules(ctx, c.rs); err != nil {
-				return nil, err
+			if err := l.h.ApplyRules(l.ctx, c.rs); err != nil {
+				return err
 			}
 			*c.out = append(*c.out, time.Since(t0))
 		}
 	}
+	return nil
+}
 
-	var bridgeBps, vethBps, bridgeEff, vethEff, guardBps, guardEff, lastBps, lastEff []float64
-	last := netSetupRuns - 1
+// throughput runs the iperf3 trials, alternating: two berth machines over
+// the bridge without the guards, with them (the first two ports, then the
+// last two), and the two ends of the veth pair pa–pb.
+func (l *netLab) throughput(pa, pb *benchNetns, t *netTimes) error {
+	m, last := l.machines, netSetupRuns-1
 	for range netIperfRuns {
-		if err := h.ApplyRules(ctx, plain); err != nil {
-			return nil, err
+		if err := l.h.ApplyRules(l.ctx, l.ruleset(false)); err != nil {
+			return err
 		}
-		r, err := netIperf(machines[0].pid, machines[1].pid, addrs[0].String())
-		if err != nil {
-			return nil, fmt.Errorf("iperf3 over the bridge: %w", err)
+		if err := t.bridge.run("the bridge", m[0].pid, m[1].pid, l.addrs[0].String()); err != nil {
+			return err
 		}
-		bridgeBps, bridgeEff = append(bridgeBps, r.bps), append(bridgeEff, r.bitsPerCPUSec)
-		if err := h.ApplyRules(ctx, guarded); err != nil {
-			return nil, err
+		if err := l.h.ApplyRules(l.ctx, l.ruleset(true)); err != nil {
+			return err
 		}
-		if r, err = netIperf(machines[0].pid, machines[1].pid, addrs[0].String()); err != nil {
-			return nil, fmt.Errorf("iperf3 over the bridge with guards: %w", err)
+		if err := t.guarded.run("the bridge with guards", m[0].pid, m[1].pid, l.addrs[0].String()); err != nil {
+			return err
 		}
-		guardBps, guardEff = append(guardBps, r.bps), append(guardEff, r.bitsPerCPUSec)
-		if r, err = netIperf(machines[last].pid, machines[last-1].pid, addrs[last].String()); err != nil {
-			return nil, fmt.Errorf("iperf3 over the bridge with guards, last ports: %w", err)
+		if err := t.last.run("the bridge with guards, last ports", m[last].pid, m[last-1].pid, l.addrs[last].String()); err != nil {
+			return err
 		}
-		lastBps, lastEff = append(lastBps, r.bps), append(lastEff, r.bitsPerCPUSec)
-		if r, err = netIperf(pa.pid, pb.pid, netBenchHostA); err != nil {
-			return nil, fmt.Errorf("iperf3 over a veth pair: %w", err)
+		if err := t.veth.run("a veth pair", pa.pid, pb.pid, netBenchHostA); err != nil {
+			return err
 		}
-		vethBps, vethEff = append(vethBps, r.bps), append(vethEff, r.bitsPerCPUSec)
 	}
+	return nil
+}
 
-	// Leave nothing behind in the bench's host namespace (it goes away with
-	// its process anyway).
-	_ = h.ApplyRules(ctx, netconf.Ruleset{})
-
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	sSetup, sIP := netMedianDur(setup), netMedianDur(ipSetup)
+// report prints the figures of t and returns them to record.
+func (t *netTimes) report() map[string]any {
+	sSetup, sIP := median(t.setup), median(t.ip)
 	gbit := func(v float64) float64 { return v / 1e9 }
-	bw, vw := netMedianF(bridgeBps), netMedianF(vethBps)
-	be, ve := netMedianF(bridgeEff), netMedianF(vethEff)
-	gw, lw := netMedianF(guardBps), netMedianF(lastBps)
-	ge, le := netMedianF(guardEff), netMedianF(lastEff)
+	bw, vw := median(t.bridge.bps), median(t.veth.bps)
+	be, ve := median(t.bridge.eff), median(t.veth.eff)
+	gw, lw := median(t.guarded.bps), median(t.last.bps)
+	ge, le := median(t.guarded.eff), median(t.last.eff)
 	fmt.Printf("   setup per machine (median of %d): %.2f ms (leases %.2f, attach %.2f, rules %.2f); p90 %.2f ms; target < 20 ms\n",
-		netSetupRuns, ms(sSetup), ms(netMedianDur(alloc)), ms(netMedianDur(attach)), ms(netMedianDur(rules)), ms(netP90Dur(setup)))
+		netSetupRuns, ms(sSetup), ms(median(t.alloc)), ms(median(t.attach)), ms(median(t.rules)), ms(netP90Dur(t.setup)))
 	fmt.Printf("   the same links with ip(8): %.2f ms → berth's attach takes %.2fx the time of ip(8)'s commands\n",
-		ms(sIP), ms(netMedianDur(attach))/ms(sIP))
+		ms(sIP), ms(median(t.attach))/ms(sIP))
 	fmt.Printf("   the rules of all %d machines at once (median of %d): %.2f ms without anti-spoofing guards, %.2f ms with them\n",
-		netSetupRuns, netSetupRuns, ms(netMedianDur(rulesPlain)), ms(netMedianDur(rulesGuarded)))
+		netSetupRuns, netSetupRuns, ms(median(t.rulesPlain)), ms(median(t.rulesGuarded)))
 	fmt.Printf("   TCP throughput (iperf3, median of %d × %d s): bridge %.2f Gbit/s, plain veth pair %.2f Gbit/s → ratio %.3f\n",
 		netIperfRuns, netIperfSecs, gbit(bw), gbit(vw), bw/vw)
 	fmt.Printf("   CPU cost (bits per CPU-second of sender and receiver; steadier under load): bridge %.2f Gbit, veth %.2f Gbit → the bridge costs %.2fx the CPU per bit\n",
@@ -250,34 +332,60 @@ func benchNet() (map[string]any, error) {
 	fmt.Printf("   (2 cores shared with other work: medians, alternating trials)\n")
 	return map[string]any{
 		"setup_ms_median":            ms(sSetup),
-		"setup_ms_p90":               ms(netP90Dur(setup)),
-		"setup_leases_ms_median":     ms(netMedianDur(alloc)),
-		"setup_attach_ms_median":     ms(netMedianDur(attach)),
-		"setup_rules_ms_median":      ms(netMedianDur(rules)),
+		"setup_ms_p90":               ms(netP90Dur(t.setup)),
+		"setup_leases_ms_median":     ms(median(t.alloc)),
+		"setup_attach_ms_median":     ms(median(t.attach)),
+		"setup_rules_ms_median":      ms(median(t.rules)),
 		"setup_target_ms":            20,
 		"setup_ip8_ms_median":        ms(sIP),
-		"attach_vs_ip8_ratio":        ms(netMedianDur(attach)) / ms(sIP),
+		"attach_vs_ip8_ratio":        ms(median(t.attach)) / ms(sIP),
 		"tcp_bridge_gbps_median":     gbit(bw),
 		"tcp_veth_gbps_median":       gbit(vw),
 		"tcp_bridge_vs_veth_ratio":   bw / vw,
 		"tcp_bridge_gbit_per_cpu_s":  gbit(be),
 		"tcp_veth_gbit_per_cpu_s":    gbit(ve),
 		"tcp_cpu_cost_ratio":         ve / be,
-		"tcp_bridge_gbps_all":        netMapF(bridgeBps, gbit),
+		"tcp_bridge_gbps_all":        netMapF(t.bridge.bps, gbit),
 		"tcp_guarded_gbps_median":    gbit(gw),
 		"tcp_guarded_vs_bridge":      gw / bw,
 		"tcp_guarded_cpu_cost":       be / ge,
 		"tcp_guarded_last_gbps":      gbit(lw),
 		"tcp_guarded_last_vs_bridge": lw / bw,
 		"tcp_guarded_last_cpu_cost":  be / le,
-		"tcp_guarded_gbps_all":       netMapF(guardBps, gbit),
-		"tcp_guarded_last_gbps_all":  netMapF(lastBps, gbit),
+		"tcp_guarded_gbps_all":       netMapF(t.guarded.bps, gbit),
+		"tcp_guarded_last_gbps_all":  netMapF(t.last.bps, gbit),
 		"guards":                     netSetupRuns,
-		"tcp_veth_gbps_all":          netMapF(vethBps, gbit),
+		"tcp_veth_gbps_all":          netMapF(t.veth.bps, gbit),
 		"runs_setup":                 netSetupRuns,
 		"runs_iperf":                 netIperfRuns,
 		"iperf_seconds":              netIperfSecs,
-	}, nil
+	}
+}
+
+// netTrials are the iperf3 trials of one path: bits per second, and bits per
+// CPU-second.
+type netTrials struct{ bps, eff []float64 }
+
+// run adds one trial from the namespace of client to a server in the
+// namespace of server; path names the path in its error.
+func (n *netTrials) run(path string, server, client int, addr string) error {
+	r, err := netIperf(server, client, addr)
+	if err != nil {
+		return fmt.Errorf("iperf3 over %s: %w", path, err)
+	}
+	n.bps, n.eff = append(n.bps, r.bps), append(n.eff, r.bitsPerCPUSec)
+	return nil
+}
+
+// nsenterAll runs nsenter(1) with each of cmds as its arguments, in order,
+// and stops at the first that fails.
+func nsenterAll(cmds [][]string) error {
+	for _, c := range cmds {
+		if out, err := exec.Command("nsenter", c...).CombinedOutput(); err != nil {
+			return fmt.Errorf("nsenter %s: %v: %s", strings.Join(c, " "), err, out)
+		}
+	}
+	return nil
 }
 
 // iperfResult is one trial: received bits per second, and bits received per
@@ -350,22 +458,10 @@ func (n *benchNetns) close() {
 	_ = n.cmd.Wait()
 }
 
-func netMedianDur(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func netP90Dur(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)*9/10]
-}
-
-func netMedianF(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func netMapF(v []float64, f func(float64) float64) []float64 {

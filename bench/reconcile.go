@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berthd/berth/internal/revert"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
@@ -38,142 +39,23 @@ const (
 //   - berthd's VmRSS with rssMachines running machines (and the per-machine
 //     supervisor RSS beside it).
 func benchReconcile() (map[string]any, error) {
-	busybox, err := testenv.BusyboxGuestDir()
-	if err != nil {
-		return nil, fmt.Errorf("the busybox guest: %w", err)
-	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-reconcile-")
+	r := revert.New()
+	defer r.Fail()
+	l, err := startReconcileLab(r)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
-	if err := buildBinaries(work, "berth", "berthd"); err != nil {
-		return nil, err
-	}
-	netns := "berth-bench-" + strconv.Itoa(os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", netns).Run()
-	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
-
-	paths := config.Paths{StateDir: filepath.Join(work, "state"), RuntimeDir: filepath.Join(work, "run"), LogDir: filepath.Join(work, "log")}
-	paths.Socket = filepath.Join(paths.RuntimeDir, "berthd.sock")
-	cfgPath := filepath.Join(work, "berthd.yaml")
-	cfg := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 1h\nparallelism: 8\n", paths.StateDir, paths.RuntimeDir, paths.LogDir)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(work, "berthd.log"))
+	rssDaemon, supRSS, err := l.measureRSS()
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	daemon := exec.Command("nsenter", "--net=/run/netns/"+netns, "--", filepath.Join(work, "berthd"), "--config", cfgPath)
-	daemon.Stdout, daemon.Stderr = logf, logf
-	daemon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := daemon.Start(); err != nil {
+	started, noop, err := l.measureNoop()
+	if err != nil {
 		return nil, err
-	}
-	ctx := context.Background()
-	var ctl *api.Client
-	for i := 0; ; i++ {
-		if ctl, err = api.Dial(ctx, paths.Socket); err == nil {
-			break
-		}
-		if i > 200 {
-			return nil, fmt.Errorf("berthd did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	defer func() {
-		// Forget the definitions: every machine stops, the bridge and table go.
-		_, _ = ctl.Apply(ctx, api.ApplyRequest{Path: filepath.Join(work, "defs"), Forget: true})
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		_, _ = daemon.Process.Wait()
-	}()
-
-	defs := filepath.Join(work, "defs")
-	if err := os.MkdirAll(defs, 0o755); err != nil {
-		return nil, err
-	}
-	write := func(n int) error {
-		var b strings.Builder
-		fmt.Fprintf(&b, "apiVersion: berth/v1\nkind: Image\nname: bb\ndirectory: %s\n---\napiVersion: berth/v1\nkind: Network\nname: bench\nsubnet: 10.96.0.0/22\n", busybox)
-		for i := 0; i < n; i++ {
-			fmt.Fprintf(&b, "---\napiVersion: berth/v1\nkind: Machine\nname: rb%d-%d\nimage: bb\nnetwork: {name: bench, ports: [\"%d:80\"]}\nresources: {memoryMax: 32M, pidsMax: 64}\n", i, os.Getpid(), 20000+i)
-		}
-		return os.WriteFile(filepath.Join(defs, "machines.yaml"), []byte(b.String()), 0o644)
-	}
-	apply := func() (time.Duration, *api.ApplyResult, error) {
-		start := time.Now()
-		res, err := ctl.Apply(ctx, api.ApplyRequest{Path: defs})
-		d := time.Since(start)
-		if err != nil {
-			return d, res, err
-		}
-		for _, r := range res.Results {
-			if r.Error != "" {
-				return d, res, fmt.Errorf("%s: %s", r.Action, r.Error)
-			}
-		}
-		return d, res, nil
-	}
-
-	// 20 machines: berthd's memory.
-	if err := write(rssMachines); err != nil {
-		return nil, err
-	}
-	if _, _, err := apply(); err != nil {
-		return nil, err
-	}
-	time.Sleep(2 * time.Second)
-	rssDaemon := rssKB(daemon.Process.Pid)
-	var supRSS []float64
-	ents, _ := os.ReadDir(filepath.Join(paths.RuntimeDir, "machines"))
-	for _, e := range ents {
-		var st struct {
-			SupervisorPID int `json:"supervisorPid"`
-		}
-		if b, err := os.ReadFile(filepath.Join(paths.RuntimeDir, "machines", e.Name(), "state.json")); err == nil && json.Unmarshal(b, &st) == nil {
-			supRSS = append(supRSS, float64(rssKB(st.SupervisorPID)))
-		}
-	}
-
-	// 100 machines: the no-op reconcile.
-	if err := write(reconcileMachines); err != nil {
-		return nil, err
-	}
-	startAll := time.Now()
-	if _, _, err := apply(); err != nil {
-		return nil, err
-	}
-	started := time.Since(startAll)
-	var noop []float64
-	for i := 0; i < reconcileRuns; i++ {
-		d, res, err := apply()
-		if err != nil {
-			return nil, err
-		}
-		if len(res.Results) != 0 {
-			return nil, fmt.Errorf("a reconcile after apply was not a no-op: %v", res.Results)
-		}
-		noop = append(noop, float64(d.Microseconds())/1000)
 	}
 	slices.Sort(noop)
 	slices.Sort(supRSS)
-	// berthd logs each pass's phases at debug level (BERTH_LOG_LEVEL=debug).
-	if b, err := os.ReadFile(filepath.Join(work, "berthd.log")); err == nil {
-		var last string
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "reconcile pass") {
-				last = l
-			}
-		}
-		if last != "" {
-			fmt.Println("   last pass:", last[strings.Index(last, "load="):])
-		}
-	}
+	l.printLastPass()
 	figs := map[string]any{
 		"machines_noop":         reconcileMachines,
 		"noop_reconcile_ms_p50": noop[len(noop)/2],
@@ -192,26 +74,177 @@ func benchReconcile() (map[string]any, error) {
 	return figs, nil
 }
 
-// rssKB is a process's resident set in KiB (VmRSS), 0 when unknown.
-func rssKB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	return 0
+// reconcileLab is a berthd built from this tree, running in a network
+// namespace of its own with its state, runtime and log directories and its
+// definitions in a work directory.
+type reconcileLab struct {
+	ctx     context.Context
+	busybox string // the guest's root, the machines' image
+	work    string
+	paths   config.Paths
+	daemon  *exec.Cmd
+	ctl     *api.Client
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
+// startReconcileLab builds berth and berthd into a new work directory and
+// starts berthd in a new network namespace; r stops it again, its machines
+// forgotten first, and removes the namespace and the directory.
+func startReconcileLab(r *revert.Reverter) (*reconcileLab, error) {
+	busybox, err := testenv.BusyboxGuestDir()
+	if err != nil {
+		return nil, fmt.Errorf("the busybox guest: %w", err)
 	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+	work, remove, err := newWorkDir("reconcile", "berth", "berthd")
+	if err != nil {
+		return nil, err
+	}
+	r.Add(remove)
+	netns := "berth-bench-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add: %v: %s", err, out)
+	}
+	r.Add(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
+	l := &reconcileLab{ctx: context.Background(), busybox: busybox, work: work}
+	if err := l.startDaemon(r, netns); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(l.defs(), 0o755); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// startDaemon starts berthd in netns, its log in the work directory, and
+// waits for its API; r forgets the definitions (every machine stops, the
+// bridge and table go) and stops berthd.
+func (l *reconcileLab) startDaemon(r *revert.Reverter, netns string) error {
+	l.paths = config.Paths{StateDir: filepath.Join(l.work, "state"), RuntimeDir: filepath.Join(l.work, "run"), LogDir: filepath.Join(l.work, "log")}
+	l.paths.Socket = filepath.Join(l.paths.RuntimeDir, "berthd.sock")
+	cfgPath := filepath.Join(l.work, "berthd.yaml")
+	cfg := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 1h\nparallelism: 8\n", l.paths.StateDir, l.paths.RuntimeDir, l.paths.LogDir)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(l.work, "berthd.log"))
+	if err != nil {
+		return err
+	}
+	r.Add(func() { logf.Close() })
+	l.daemon = exec.Command("nsenter", "--net=/run/netns/"+netns, "--", filepath.Join(l.work, "berthd"), "--config", cfgPath)
+	l.daemon.Stdout, l.daemon.Stderr = logf, logf
+	l.daemon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := l.daemon.Start(); err != nil {
+		return err
+	}
+	r.Add(func() {
+		_ = l.daemon.Process.Signal(syscall.SIGTERM)
+		_, _ = l.daemon.Process.Wait()
+	})
+	for i := 0; ; i++ {
+		if l.ctl, err = api.Dial(l.ctx, l.paths.Socket); err == nil {
+			break
+		}
+		if i > 200 {
+			return fmt.Errorf("berthd did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.Add(func() { _, _ = l.ctl.Apply(l.ctx, api.ApplyRequest{Path: l.defs(), Forget: true}) })
+	return nil
+}
+
+// defs is the directory of the definitions berthd is asked to apply.
+func (l *reconcileLab) defs() string { return filepath.Join(l.work, "defs") }
+
+// write declares n busybox machines, each with a port forward, on one network.
+func (l *reconcileLab) write(n int) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: berth/v1\nkind: Image\nname: bb\ndirectory: %s\n---\napiVersion: berth/v1\nkind: Network\nname: bench\nsubnet: 10.96.0.0/22\n", l.busybox)
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "---\napiVersion: berth/v1\nkind: Machine\nname: rb%d-%d\nimage: bb\nnetwork: {name: bench, ports: [\"%d:80\"]}\nresources: {memoryMax: 32M, pidsMax: 64}\n", i, os.Getpid(), 20000+i)
+	}
+	return os.WriteFile(filepath.Join(l.defs(), "machines.yaml"), []byte(b.String()), 0o644)
+}
+
+// apply asks berthd to apply the definitions, as `berth apply` does, and
+// times it; an action that failed is an error.
+func (l *reconcileLab) apply() (time.Duration, *api.ApplyResult, error) {
+	start := time.Now()
+	res, err := l.ctl.Apply(l.ctx, api.ApplyRequest{Path: l.defs()})
+	d := time.Since(start)
+	if err != nil {
+		return d, res, err
+	}
+	for _, r := range res.Results {
+		if r.Error != "" {
+			return d, res, fmt.Errorf("%s: %s", r.Action, r.Error)
+		}
+	}
+	return d, res, nil
+}
+
+// measureRSS starts rssMachines machines and reads berthd's RSS and each
+// supervisor's, in KiB.
+func (l *reconcileLab) measureRSS() (daemon int, supervisors []float64, err error) {
+	if err := l.write(rssMachines); err != nil {
+		return 0, nil, err
+	}
+	if _, _, err := l.apply(); err != nil {
+		return 0, nil, err
+	}
+	time.Sleep(2 * time.Second)
+	daemon = rssKB(l.daemon.Process.Pid)
+	ents, _ := os.ReadDir(filepath.Join(l.paths.RuntimeDir, "machines"))
+	for _, e := range ents {
+		var st struct {
+			SupervisorPID int `json:"supervisorPid"`
+		}
+		if b, err := os.ReadFile(filepath.Join(l.paths.RuntimeDir, "machines", e.Name(), "state.json")); err == nil && json.Unmarshal(b, &st) == nil {
+			supervisors = append(supervisors, float64(rssKB(st.SupervisorPID)))
+		}
+	}
+	return daemon, supervisors, nil
+}
+
+// measureNoop starts the machines up to reconcileMachines in one apply, then
+// times reconcileRuns applies that must change nothing (in ms).
+func (l *reconcileLab) measureNoop() (started time.Duration, noop []float64, err error) {
+	if err := l.write(reconcileMachines); err != nil {
+		return 0, nil, err
+	}
+	startAll := time.Now()
+	if _, _, err := l.apply(); err != nil {
+		return 0, nil, err
+	}
+	started = time.Since(startAll)
+	for i := 0; i < reconcileRuns; i++ {
+		d, res, err := l.apply()
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(res.Results) != 0 {
+			return 0, nil, fmt.Errorf("a reconcile after apply was not a no-op: %v", res.Results)
+		}
+		noop = append(noop, ms(d))
+	}
+	return started, noop, nil
+}
+
+// printLastPass prints the phase timings of berthd's last reconcile pass,
+// which it logs at debug level (BERTH_LOG_LEVEL=debug).
+func (l *reconcileLab) printLastPass() {
+	b, err := os.ReadFile(filepath.Join(l.work, "berthd.log"))
+	if err != nil {
+		return
+	}
+	var last string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "reconcile pass") {
+			last = line
+		}
+	}
+	if last != "" {
+		fmt.Println("   last pass:", last[strings.Index(last, "load="):])
+	}
 }

@@ -35,74 +35,124 @@ func benchRootfs() (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Debian 12 guest: %w", err)
 	}
-	work, err := os.MkdirTemp("/var/tmp", "berth-bench-rootfs-")
+	work, remove, err := newWorkDir("rootfs")
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		fmt.Println("   cleaning up", work)
-		os.RemoveAll(work)
+		remove()
 	}()
-	ctx := context.Background()
-	s, err := rootfs.Open(filepath.Join(work, "state"))
+	b := &rfBench{ctx: context.Background(), work: work}
+	if b.s, err = rootfs.Open(filepath.Join(work, "state")); err != nil {
+		return nil, err
+	}
+	b.figs = map[string]any{"warm_runs": rootfsWarmRuns, "cold_runs": rootfsColdRuns}
+	if err := b.importImages(guest); err != nil {
+		return nil, err
+	}
+	if err := b.importTar(); err != nil {
+		return nil, err
+	}
+	def, strategies, err := b.strategies()
 	if err != nil {
 		return nil, err
 	}
-	figs := map[string]any{"warm_runs": rootfsWarmRuns, "cold_runs": rootfsColdRuns}
-
-	// The big image: the guest plus a second copy of its /usr.
-	big := filepath.Join(work, "big")
-	if err := rfRun("cp", "-a", guest, big); err != nil {
+	if err := b.timeAll(strategies); err != nil {
 		return nil, err
+	}
+	b.ratios(def)
+	fmt.Println("   (2 cores shared with other work: medians; copy includes a syncfs, cp -a does not;")
+	fmt.Println("    target: default < 50 ms, flat in image size)")
+	return b.figs, nil
+}
+
+// rfBench is the rootfs bench under way: the store under test in its work
+// directory, the images imported into it, and the figures so far.
+type rfBench struct {
+	ctx    context.Context
+	work   string
+	s      *rootfs.Store
+	images []*rfImage
+	figs   map[string]any
+	n      int // roots made so far, for their names
+}
+
+// rfImage is one of the bench's images: the tree it was imported from.
+type rfImage struct {
+	label, tree string
+	img         *rootfs.Image
+}
+
+// importImages imports guest as the small image and, as the large one, guest
+// with a second copy of its /usr.
+func (b *rfBench) importImages(guest string) error {
+	big := filepath.Join(b.work, "big")
+	if err := rfRun("cp", "-a", guest, big); err != nil {
+		return err
 	}
 	if err := rfRun("cp", "-a", filepath.Join(guest, "usr"), filepath.Join(big, "usr2")); err != nil {
-		return nil, err
+		return err
 	}
-	type image struct {
-		label, tree string
-		img         *rootfs.Image
-	}
-	images := []*image{{label: "small", tree: guest}, {label: "large", tree: big}}
-	for _, im := range images {
+	b.images = []*rfImage{{label: "small", tree: guest}, {label: "large", tree: big}}
+	for _, im := range b.images {
 		start := time.Now()
-		im.img, err = s.Import(ctx, "bench-"+im.label, rootfs.Dir{Path: im.tree}, rootfs.ImportOptions{})
+		var err error
+		im.img, err = b.s.Import(b.ctx, "bench-"+im.label, rootfs.Dir{Path: im.tree}, rootfs.ImportOptions{})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		fmt.Printf("   image %s: %s, %d files (import from a directory: %v)\n", im.label, rfHuman(im.img.Size), im.img.Files, time.Since(start).Round(time.Millisecond))
-		figs["image_"+im.label+"_bytes"] = im.img.Size
-		figs["image_"+im.label+"_files"] = im.img.Files
+		b.figs["image_"+im.label+"_bytes"] = im.img.Size
+		b.figs["image_"+im.label+"_files"] = im.img.Files
 	}
-	// The archive import of the 250 MB image, for the record.
-	if tarball := filepath.Join(testenv.CacheDir(), "debian12-rootfs.tar.zst"); rfExists(tarball) {
-		rfDropCaches()
-		start := time.Now()
-		if _, err := s.Import(ctx, "bench-tar", rootfs.Tar{Location: tarball}, rootfs.ImportOptions{}); err != nil {
-			return nil, err
-		}
-		d := time.Since(start)
-		fmt.Printf("   import of the small image as .tar.zst (cold): %v\n", d.Round(time.Millisecond))
-		figs["import_tar_zst_small_cold_ms"] = rfMs(d)
-	}
+	return nil
+}
 
-	def, err := s.CreateRoot(ctx, "bench-probe", images[0].img.Digest, rootfs.StrategyAuto)
-	if err != nil {
-		return nil, err
+// importTar times the archive import of the small image from the test
+// cache's .tar.zst, cold, for the record; without the archive it does nothing.
+func (b *rfBench) importTar() error {
+	tarball := filepath.Join(testenv.CacheDir(), "debian12-rootfs.tar.zst")
+	if !rfExists(tarball) {
+		return nil
 	}
-	figs["default_strategy"] = string(def.Strategy)
+	rfDropCaches()
+	start := time.Now()
+	if _, err := b.s.Import(b.ctx, "bench-tar", rootfs.Tar{Location: tarball}, rootfs.ImportOptions{}); err != nil {
+		return err
+	}
+	d := time.Since(start)
+	fmt.Printf("   import of the small image as .tar.zst (cold): %v\n", d.Round(time.Millisecond))
+	b.figs["import_tar_zst_small_cold_ms"] = ms(d)
+	return nil
+}
+
+// strategies finds the store's default strategy on this filesystem (by making
+// one root with StrategyAuto) and returns it with the strategies to time:
+// overlay and copy, the default first when it is neither.
+func (b *rfBench) strategies() (rootfs.Strategy, []rootfs.Strategy, error) {
+	def, err := b.s.CreateRoot(b.ctx, "bench-probe", b.images[0].img.Digest, rootfs.StrategyAuto)
+	if err != nil {
+		return "", nil, err
+	}
+	b.figs["default_strategy"] = string(def.Strategy)
 	strategies := []rootfs.Strategy{rootfs.StrategyOverlay, rootfs.StrategyCopy}
 	if def.Strategy != rootfs.StrategyOverlay {
 		strategies = append([]rootfs.Strategy{def.Strategy}, strategies...)
 	}
+	return def.Strategy, strategies, nil
+}
 
-	n := 0
+// timeAll prints the table of root-making times: warm then cold, each image,
+// cp -a then each strategy.
+func (b *rfBench) timeAll(strategies []rootfs.Strategy) error {
 	fmt.Printf("   %-8s %-9s %-6s %10s %10s %10s\n", "image", "method", "cache", "median", "min", "max")
 	for _, cold := range []bool{false, true} {
 		cache, runs := "warm", rootfsWarmRuns
 		if cold {
 			cache, runs = "cold", rootfsColdRuns
 		}
-		for _, im := range images {
+		for _, im := range b.images {
 			methods := append([]string{}, "cp-a")
 			for _, st := range strategies {
 				methods = append(methods, string(st))
@@ -110,55 +160,65 @@ func benchRootfs() (map[string]any, error) {
 			for _, method := range methods {
 				var times []time.Duration
 				for i := 0; i < runs; i++ {
-					n++
-					// Write back what earlier runs left dirty first: a root's
-					// metadata is fsynced, and on ext4 that waits for every
-					// other dirty block the journal commit orders before it.
-					_ = exec.Command("sync").Run()
-					if cold {
-						rfDropCaches()
-					} else if i == 0 {
-						rfWarm(im.tree, im.img.Path)
-					}
-					var d time.Duration
-					if method == "cp-a" {
-						dst := filepath.Join(work, fmt.Sprintf("cp-%d", n))
-						start := time.Now()
-						if err := rfRun("cp", "-a", im.tree, dst); err != nil {
-							return nil, err
-						}
-						d = time.Since(start)
-					} else {
-						start := time.Now()
-						if _, err := s.CreateRoot(ctx, fmt.Sprintf("bench-%d", n), im.img.Digest, rootfs.Strategy(method)); err != nil {
-							return nil, err
-						}
-						d = time.Since(start)
+					d, err := b.timeOne(im, method, cold, i == 0)
+					if err != nil {
+						return err
 					}
 					times = append(times, d)
 				}
 				med, lo, hi := rfStats(times)
 				fmt.Printf("   %-8s %-9s %-6s %10s %10s %10s\n", im.label, method, cache, rfRound(med), rfRound(lo), rfRound(hi))
-				figs[fmt.Sprintf("%s_%s_%s_ms", strings.ReplaceAll(method, "-", "_"), im.label, cache)] = rfMs(med)
+				b.figs[fmt.Sprintf("%s_%s_%s_ms", strings.ReplaceAll(method, "-", "_"), im.label, cache)] = ms(med)
 			}
 		}
 	}
+	return nil
+}
+
+// timeOne times making one root from im by method ("cp-a" or a strategy),
+// after dropping the caches (cold) or, on a case's first run, warming them.
+func (b *rfBench) timeOne(im *rfImage, method string, cold, first bool) (time.Duration, error) {
+	b.n++
+	// Write back what earlier runs left dirty first: a root's metadata is
+	// fsynced, and on ext4 that waits for every other dirty block the journal
+	// commit orders before it.
+	_ = exec.Command("sync").Run()
+	if cold {
+		rfDropCaches()
+	} else if first {
+		rfWarm(im.tree, im.img.Path)
+	}
+	if method == "cp-a" {
+		dst := filepath.Join(b.work, fmt.Sprintf("cp-%d", b.n))
+		start := time.Now()
+		if err := rfRun("cp", "-a", im.tree, dst); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	start := time.Now()
+	if _, err := b.s.CreateRoot(b.ctx, fmt.Sprintf("bench-%d", b.n), im.img.Digest, rootfs.Strategy(method)); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// ratios prints and records how many times faster the default strategy is
+// than cp -a, for each image, warm and cold.
+func (b *rfBench) ratios(def rootfs.Strategy) {
 	for _, cache := range []string{"warm", "cold"} {
-		for _, im := range images {
+		for _, im := range b.images {
 			k := func(m string) float64 {
-				v, _ := figs[fmt.Sprintf("%s_%s_%s_ms", m, im.label, cache)].(float64)
+				v, _ := b.figs[fmt.Sprintf("%s_%s_%s_ms", m, im.label, cache)].(float64)
 				return v
 			}
-			if d := k(string(def.Strategy)); d > 0 {
+			if d := k(string(def)); d > 0 {
 				r := k("cp_a") / d
-				figs[fmt.Sprintf("ratio_cp_a_over_default_%s_%s", im.label, cache)] = r
-				fmt.Printf("   %s %s: default (%s) %.2f ms, cp -a %.0f ms: %.0f× faster\n", im.label, cache, def.Strategy, d, k("cp_a"), r)
+				b.figs[fmt.Sprintf("ratio_cp_a_over_default_%s_%s", im.label, cache)] = r
+				fmt.Printf("   %s %s: default (%s) %.2f ms, cp -a %.0f ms: %.0f× faster\n", im.label, cache, def, d, k("cp_a"), r)
 			}
 		}
 	}
-	fmt.Println("   (2 cores shared with other work: medians; copy includes a syncfs, cp -a does not;")
-	fmt.Println("    target: default < 50 ms, flat in image size)")
-	return figs, nil
 }
 
 func rfRun(name string, args ...string) error {
@@ -190,8 +250,6 @@ func rfStats(ds []time.Duration) (med, lo, hi time.Duration) {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2], s[0], s[len(s)-1]
 }
-
-func rfMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func rfRound(d time.Duration) string {
 	switch {
