@@ -27,7 +27,9 @@ func testUsers(t *testing.T) *container.Users {
 // an idmapped overlay root: it is root inside and its range's first ID on
 // the host, what it makes lands 0-owned on disk, a bound host file keeps its
 // owner (idmapped) or shows the unmapped view, a read-only bind stays
-// read-only, and the masks on /proc and /sys cannot be undone.
+// read-only (remounted in place or bound afresh in a mount namespace of its
+// own), and the masks on /proc and /sys cannot be undone nor /proc/sys and
+// /sys remounted read-write.
 func TestPrivateUsers(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	lower := testenv.BusyboxGuest(t)
@@ -58,6 +60,19 @@ func TestPrivateUsers(t *testing.T) {
 		`umount /proc/sys 2>/dev/null || echo "umount-proc-sys-denied"`,
 		`umount -l /proc 2>/dev/null || echo "umount-proc-denied"`,
 		`mount -o remount,rw /sys 2>/dev/null || echo "remount-sys-denied"`,
+		// A read-only mount locked by the user namespace stays read-only:
+		// remounted in place (the superblock's way and the bind's), and as
+		// a fresh (recursive: /proc/sys has locked mounts under it) bind of
+		// it in a mount namespace of its own.
+		`mount -o remount,rw /mnt/ro 2>/dev/null && echo "ro-remount-ALLOWED" || echo "ro-remount-denied"`,
+		`mount -o remount,bind,rw /mnt/ro 2>/dev/null && echo "ro-remount-bind-ALLOWED" || echo "ro-remount-bind-denied"`,
+		`touch /mnt/ro/nope 2>/dev/null && echo "ro-WRITABLE-after-remount" || echo "ro-still-read-only"`,
+		`mount -o remount,rw /proc/sys 2>/dev/null && echo "remount-proc-sys-ALLOWED" || echo "remount-proc-sys-denied"`,
+		`mount -o remount,bind,rw /proc/sys 2>/dev/null && echo "remount-bind-proc-sys-ALLOWED" || echo "remount-bind-proc-sys-denied"`,
+		`mount -o remount,bind,rw /sys 2>/dev/null && echo "remount-bind-sys-ALLOWED" || echo "remount-bind-sys-denied"`,
+		`rebind() { unshare -m sh -c "mkdir -p /tmp/rb && mount -o rbind $1 /tmp/rb 2>/dev/null || { echo rebind-$2-bind-refused; exit; }; echo rebind-$2-bound; mount -o remount,bind,rw /tmp/rb 2>/dev/null && echo rebind-$2-remount-ALLOWED || echo rebind-$2-remount-denied; awk '\$5 == \"/tmp/rb\" { print \"opts\", \"rebind-$2\", \$6 }' /proc/self/mountinfo"; }`,
+		`rebind /mnt/ro ro; rebind /proc/sys proc-sys; rebind /sys sys`,
+		`awk '$5 == "/mnt/ro" || $5 == "/proc/sys" || $5 == "/sys" { print "opts", $5, $6 }' /proc/self/mountinfo`,
 		`mknod /dev/sda1 b 8 1 2>/dev/null || echo "mknod-denied"`,
 		`echo ready; read x`,
 	}, "; ")
@@ -81,9 +96,22 @@ func TestPrivateUsers(t *testing.T) {
 		"id=0:0", fmt.Sprintf("map= 0 %d 65536", cfg.Users.Base), "made", "idmapped=1000 plain=65534",
 		"shared-new", "ro-denied", "tmp=0",
 		"umount-proc-sys-denied", "umount-proc-denied", "remount-sys-denied", "mknod-denied",
+		"ro-remount-denied", "ro-remount-bind-denied", "ro-still-read-only",
+		"remount-proc-sys-denied", "remount-bind-proc-sys-denied", "remount-bind-sys-denied",
+		"rebind-ro-bound", "rebind-ro-remount-denied", "rebind-proc-sys-bound", "rebind-proc-sys-remount-denied",
+		"rebind-sys-bound", "rebind-sys-remount-denied",
+		"opts rebind-ro ro", "opts rebind-proc-sys ro", "opts rebind-sys ro", "opts /mnt/ro ro", "opts /proc/sys ro", "opts /sys ro",
 	} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("the guest did not say %q; console:\n%s", want, log)
+		}
+	}
+	for _, l := range strings.Split(string(log), "\n") {
+		l = strings.TrimSpace(l)
+		f := strings.Fields(l)
+		if strings.Contains(l, "ALLOWED") || strings.Contains(l, "WRITABLE") ||
+			(len(f) == 3 && f[0] == "opts" && f[2] != "ro" && !strings.HasPrefix(f[2], "ro,")) {
+			t.Errorf("the guest undid a read-only mount: %s", l)
 		}
 	}
 	upper := cfg.Root.Overlay.Upper
