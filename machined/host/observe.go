@@ -197,7 +197,7 @@ func (h *Host) observeStore(o *plan.Observed) error {
 		return err
 	}
 	for name, r := range ranges {
-		if om := o.Machines[name]; om != nil && om.Users == nil {
+		if om := o.Machines[name]; om != nil && om.Users == nil && !om.Running {
 			om.Users = &api.Users{Base: r.Base, Size: userns.Size}
 		}
 	}
