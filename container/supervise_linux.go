@@ -206,6 +206,9 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 		return fail(err)
 	}
 	if u := s.cfg.Users; u != nil {
+		if err := userns.KernelSupportsUserNamespaces(); err != nil {
+			return fail(fmt.Errorf("private users: %w; set privateUsers: false to run its root as the host's root", err))
+		}
 		// systemd-nspawn -U's lock on the range, held for the machine's
 		// life, so that neither picks the other's range.
 		lock, err := userns.LockRange(u.Base)

@@ -3,6 +3,8 @@ package userns
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 
 	"github.com/berthd/berth/internal/errdefs"
@@ -82,4 +84,17 @@ func cannotIdmap(path, op string, err error) error {
 		why = fmt.Sprintf("and Linux %s has no mount_setattr(2) (idmapped mounts need Linux 5.12 or newer)", KernelRelease())
 	}
 	return errdefs.Errorf(errdefs.ErrUnsupported, "%s is on %s, %s (%s: %v)", path, fsType, why, op, err)
+}
+
+// KernelSupportsUserNamespaces returns nil when this kernel lets berth make
+// user namespaces, else an error matching ErrUnsupported that says why: a
+// kernel built without them, or a sysctl that forbids them.
+func KernelSupportsUserNamespaces() error {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return errdefs.Errorf(errdefs.ErrUnsupported, "this kernel (Linux %s) has no user namespaces (CONFIG_USER_NS)", KernelRelease())
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return errdefs.Errorf(errdefs.ErrUnsupported, "user namespaces are turned off on this host (/proc/sys/user/max_user_namespaces is 0)")
+	}
+	return nil
 }
