@@ -246,20 +246,11 @@ func (t *tree) mountProc() error {
 	if err != nil {
 		return err
 	}
-	hostPid, err := unix.Open("/proc/thread-self/ns/pid_for_children", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	back, err := t.joinNS("pid_for_children", "pid", unix.CLONE_NEWPID, "PID")
 	if err != nil {
-		return fmt.Errorf("the host's PID namespace: %w", err)
+		return err
 	}
-	defer unix.Close(hostPid)
-	pidns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", t.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("the machine's PID namespace: %w", err)
-	}
-	defer unix.Close(pidns)
-	if err := unix.Setns(pidns, unix.CLONE_NEWPID); err != nil {
-		return fmt.Errorf("join the machine's PID namespace: %w", err)
-	}
-	defer mustSetns(hostPid, unix.CLONE_NEWPID, "PID")
+	defer back()
 	cmd := exec.Command(selfExe())
 	cmd.Args = []string{"berth-mountproc " + t.cfg.Name}
 	cmd.Env = []string{stageEnv + "=" + procStage, procTargetEnv + "=" + proc}
@@ -290,26 +281,37 @@ func (t *tree) mountSys() error {
 	if t.cfg.NetworkMode != "private" {
 		return setupSys(t.root)
 	}
-	hostNet, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	back, err := t.joinNS("net", "net", unix.CLONE_NEWNET, "network")
 	if err != nil {
-		return fmt.Errorf("the host's network namespace: %w", err)
+		return err
 	}
-	defer unix.Close(hostNet)
-	netns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", t.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("the machine's network namespace: %w", err)
-	}
-	defer unix.Close(netns)
-	if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("join the machine's network namespace: %w", err)
-	}
-	defer mustSetns(hostNet, unix.CLONE_NEWNET, "network")
+	defer back()
 	return setupSys(t.root)
 }
 
 // mustSetns returns the supervisor's thread to the host's namespace it
 // joined another of for one step. Were that to fail, everything the
 // supervisor does next would happen in the machine's namespace: stop.
+// joinNS moves the supervisor's thread into the machine's namespace of one
+// type (own: the thread's link for it, theirs: PID 1's) and returns what
+// brings it back to the host's; a failure to come back panics (mustSetns).
+func (t *tree) joinNS(own, theirs string, nstype int, what string) (back func(), err error) {
+	host, err := unix.Open("/proc/thread-self/ns/"+own, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("the host's %s namespace: %w", what, err)
+	}
+	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", t.pid, theirs), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Setns(ns, nstype)
+		unix.Close(ns)
+	}
+	if err != nil {
+		unix.Close(host)
+		return nil, fmt.Errorf("join the machine's %s namespace: %w", what, err)
+	}
+	return func() { mustSetns(host, nstype, what); unix.Close(host) }, nil
+}
+
 func mustSetns(fd, nstype int, what string) {
 	if err := unix.Setns(fd, nstype); err != nil {
 		panic(fmt.Sprintf("berth: cannot return the supervisor to the host's %s namespace: %v", what, err))

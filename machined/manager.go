@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -132,7 +133,7 @@ func (m *Manager) loadDesired(ctx context.Context, extra *sources.Snapshot) (*sp
 		return set, errs
 	}
 	if len(errs) > 0 {
-		if !sameStrings(errs, m.defErrs) {
+		if !slices.Equal(errs, m.defErrs) {
 			for _, e := range errs {
 				m.events.Emit(api.Event{Kind: api.EvDefinitionError, Message: e})
 			}
@@ -143,18 +144,6 @@ func (m *Manager) loadDesired(ctx context.Context, extra *sources.Snapshot) (*sp
 	m.defErrs = nil
 	m.desired = set
 	return set, nil
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (m *Manager) records() map[string]store.Record {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,25 +52,13 @@ func TestPlanShift(t *testing.T) {
 				t.Errorf("%s: %v is not ErrUnsupported", tc.name, err)
 			}
 		}
-		if !equalSteps(steps, tc.steps) || u.Shifted != tc.shifted || !strings.Contains(got, tc.whyOrErr) || (tc.whyOrErr == "") != (got == "") {
+		if !slices.Equal(steps, tc.steps) || u.Shifted != tc.shifted || !strings.Contains(got, tc.whyOrErr) || (tc.whyOrErr == "") != (got == "") {
 			t.Errorf("%s: steps %v, %+v, %v; want %v, shifted %v, %q", tc.name, steps, u, err, tc.steps, tc.shifted, tc.whyOrErr)
 		}
 		if err == nil && u.Base != tc.base {
 			t.Errorf("%s: base %d, want %d", tc.name, u.Base, tc.base)
 		}
 	}
-}
-
-func equalSteps(a, b []shiftStep) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // owner returns the owner of a file in a root, not following a link.
