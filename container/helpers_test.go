@@ -46,6 +46,18 @@ func probe() {
 		res("mount-host-root", unix.Mount("/dev/vda", "/mnt", "ext4", 0, ""))
 		res("sysrq", os.WriteFile("/proc/sysrq-trigger", []byte("h"), 0))
 		res("settime", unix.ClockSettime(unix.CLOCK_REALTIME, &unix.Timespec{Sec: 1}))
+	case "tun":
+		// A tun link in the machine's network namespace, gone with the fd.
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err == nil {
+			ifr, _ := unix.NewIfreq("probe%d")
+			ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+			err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+			unix.Close(fd)
+		} else {
+			err = &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
+		}
+		res("tun", err)
 	case "alloc":
 		n, _ := strconv.Atoi(os.Args[2])
 		var keep [][]byte
