@@ -57,6 +57,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	if err := s.placePayload(path, pid); err != nil {
 		return abort(err)
 	}
+	raiseFileLimit(pid)
 	root, err := s.buildTree(pid)
 	if err != nil {
 		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
@@ -227,4 +228,27 @@ func (s *supervisor) waitPayload(ctx context.Context, exitCh <-chan *os.ProcessS
 			s.killAll(path)
 		}
 	}
+}
+
+// guestNoFile is the open-files limit a machine's init starts with, as
+// systemd-nspawn@.service gives its containers (LimitNOFILE=524288, soft
+// 1024): a root in a user namespace cannot raise its hard limit itself, and
+// the guest's systemd and dbus-daemon ask for more than a service's default.
+var guestNoFile = unix.Rlimit{Cur: 1024, Max: 524288}
+
+// raiseFileLimit gives the init stage guestNoFile's hard limit where the
+// supervisor's own is lower; the soft limit stays what a process expects
+// (select(2) breaks above 1024). A failure only costs the guest the higher
+// limit (a supervisor without CAP_SYS_RESOURCE, as in some sandboxes, cannot
+// raise it).
+func raiseFileLimit(pid int) {
+	var cur unix.Rlimit
+	if unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &cur) != nil || cur.Max >= guestNoFile.Max {
+		return
+	}
+	want := guestNoFile
+	if cur.Cur > want.Cur {
+		want.Cur = cur.Cur
+	}
+	_ = unix.Prlimit(pid, unix.RLIMIT_NOFILE, &want, nil) // EPERM without CAP_SYS_RESOURCE
 }

@@ -6,12 +6,14 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // testUsers is a range of host IDs for one test's machine, in a part of
@@ -52,6 +54,7 @@ func TestPrivateUsers(t *testing.T) {
 	script := strings.Join([]string{
 		`echo "id=$(id -u):$(id -g)"`,
 		`echo "map=$(cat /proc/self/uid_map | tr -s ' ')"`,
+		`echo "nofile=$(ulimit -Hn)"`,
 		`touch /made-inside && chown 1000:1000 /made-inside && echo made`,
 		`echo "idmapped=$(stat -c %u /mnt/idmapped/users-file) plain=$(stat -c %u /mnt/plain/users-file)"`,
 		`touch /mnt/idmapped/new && echo "shared-new"`,
@@ -93,7 +96,7 @@ func TestPrivateUsers(t *testing.T) {
 	log, _ := os.ReadFile(cfg.ConsoleLog)
 	t.Logf("console:\n%s", log)
 	for _, want := range []string{
-		"id=0:0", fmt.Sprintf("map= 0 %d 65536", cfg.Users.Base), "made", "idmapped=1000 plain=65534",
+		"id=0:0", fmt.Sprintf("map= 0 %d 65536", cfg.Users.Base), "nofile=" + wantNoFile(t), "made", "idmapped=1000 plain=65534",
 		"shared-new", "ro-denied", "tmp=0",
 		"umount-proc-sys-denied", "umount-proc-denied", "remount-sys-denied", "mknod-denied",
 		"ro-remount-denied", "ro-remount-bind-denied", "ro-still-read-only",
@@ -176,4 +179,23 @@ func TestPrivateUsersBoot(t *testing.T) {
 		t.Errorf("a unit failed:\n%s", log)
 	}
 	t.Logf("console:\n%s", log)
+}
+
+// wantNoFile is the hard open-files limit a machine's init gets: nspawn's
+// 524288, where this process may raise hard limits (CAP_SYS_RESOURCE), else
+// the limit it has.
+func wantNoFile(t *testing.T) string {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Max >= 524288 {
+		return strconv.FormatUint(lim.Max, 10)
+	}
+	if err := unix.Prlimit(0, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: lim.Cur, Max: lim.Max + 1}, nil); err != nil {
+		t.Logf("this process cannot raise its hard open-files limit (%v): the machine keeps %d", err, lim.Max)
+		return strconv.FormatUint(lim.Max, 10)
+	}
+	_ = unix.Prlimit(0, unix.RLIMIT_NOFILE, &lim, nil) // lowering is always allowed
+	return "524288"
 }
