@@ -69,7 +69,7 @@ func TestPrivateUsersInTestHost(t *testing.T) {
 					break
 				}
 				if time.Since(start) > 60*time.Second {
-					t.Fatalf("%s: %s is not running:\n%s\n%s", what, m, exec("berth", "list"), exec("journalctl", "-u", "berthd", "--no-pager", "-n", "30"))
+					t.Fatalf("%s: %s is not running:\n%s\n%s\n%s", what, m, exec("berth", "list"), out, exec("journalctl", "-u", "berthd", "--no-pager", "-n", "30", "-o", "verbose", "--output-fields=MESSAGE,MACHINE,ERR"))
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
