@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/berthd/berth/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -13,13 +12,17 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berthd/berth/internal/revert"
+	"github.com/berthd/berth/internal/testenv"
 )
 
 func init() {
-	register("boot", "boot to READY=1 and poweroff of the Debian 12 systemd guest: berth boot vs systemd-nspawn -b on the same root, supervisor RSS", benchBoot)
+	register("boot", "boot to READY=1 and poweroff of the Debian 12 systemd guest: berth boot vs systemd-nspawn -b on the same root, with and without private users, supervisor RSS", benchBoot)
 }
 
-// bootRuns is the number of measured runs of each (BENCH_BOOT_RUNS overrides).
+// bootRuns is the number of measured runs of each variant (BENCH_BOOT_RUNS
+// overrides).
 var bootRuns = 7
 
 func init() {
@@ -28,9 +31,30 @@ func init() {
 	}
 }
 
-// benchBoot boots the cached Debian 12 minbase+systemd guest (a fresh copy,
-// the same directory for both) with `berth boot` and with `systemd-nspawn -b`,
-// alternating, bootRuns times each after one warm-up each, and reports medians:
+// bootVariant is one way of booting the guest; key names its figures.
+type bootVariant struct {
+	key, label string
+	berth      bool     // berth boot, else systemd-nspawn
+	flags      []string // added to the manager's command line
+}
+
+// name is the variant's machine name stem (machine names have no '_').
+func (v bootVariant) name() string { return strings.ReplaceAll(v.key, "_", "-") }
+
+var (
+	// berth boot's default is a private range of UIDs (--private-users=pick).
+	vBerth    = bootVariant{key: "berth", label: "berth boot (-U pick)", berth: true}
+	vBerthOff = bootVariant{key: "berth_off", label: "berth boot -U off", berth: true, flags: []string{"--private-users=off"}}
+	vNspawn   = bootVariant{key: "nspawn", label: "nspawn -b"}
+	// nspawn -U is --private-users=pick --private-users-ownership=auto:
+	// an idmapped root where the kernel and filesystem allow, else a
+	// recursive chown of the tree to the range picked.
+	vNspawnU = bootVariant{key: "nspawn_u", label: "nspawn -U -b", flags: []string{"-U"}}
+)
+
+// benchBoot boots the cached Debian 12 minbase+systemd guest with `berth
+// boot` and with `systemd-nspawn -b`, each with and without private users,
+// and reports medians:
 //
 //   - boot: from starting the process to the guest's READY=1 (systemd sends it
 //     when startup finished, i.e. is-system-running = running); both managers
@@ -39,9 +63,44 @@ func init() {
 //     manager's exit, which both do only once every guest process is gone;
 //   - rss: VmRSS of the manager process half a second after READY=1.
 //
-// Both get a private network namespace (berth's default; nspawn
+// Steady state: every variant boots a copy of the guest that it booted
+// before (a warm-up), bootRuns times, alternating, under a name it keeps.
+//
+// All get a private network namespace (berth's default; nspawn
 // --private-network), and their console goes to a file.
 func benchBoot() (map[string]any, error) {
+	r := revert.New()
+	defer r.Fail()
+	l, err := startBootLab(r)
+	if err != nil {
+		return nil, err
+	}
+	steady, err := l.steady()
+	if err != nil {
+		return nil, err
+	}
+	figs := steadyFigures(steady)
+	l.checkLocks()
+	return figs, nil
+}
+
+// bootLab is one run of the suite: its work directory with the berth built
+// from this tree, berth's runtime and state directories, the cgroup nspawn
+// runs in, and the steady-state roots (copies of the cached guest, which is
+// itself only ever read).
+type bootLab struct {
+	cache, work, berth, run, state, cg string
+	// root is booted by the variants that never change its owners (berth
+	// always idmaps); rootU by nspawn -U, which may chown it.
+	root, rootU string
+	// locks are nspawn's range locks there were before the run.
+	locks []string
+}
+
+// startBootLab builds berth into a new work directory and copies the guest
+// twice into it; r removes the directory, the runtime directory and the
+// cgroups.
+func startBootLab(r *revert.Reverter) (*bootLab, error) {
 	for _, c := range []string{"systemd-nspawn", "cp"} {
 		if _, err := exec.LookPath(c); err != nil {
 			return nil, fmt.Errorf("%s is not installed (hack/deps.sh installs it)", c)
@@ -55,64 +114,90 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer remove()
-	berth := filepath.Join(work, "berth")
-	root := filepath.Join(work, "root")
-	if out, err := exec.Command("cp", "-a", cache, root).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("copy the guest: %v\n%s", err, out)
+	r.Add(remove)
+	pid := strconv.Itoa(os.Getpid())
+	l := &bootLab{cache: cache, work: work, berth: filepath.Join(work, "berth"),
+		// berth's runtime directory for these boots (each machine's is
+		// RUN/machines/NAME, which berth boot removes itself).
+		run: filepath.Join("/run", "berth-bench-"+pid),
+		// Its state directory: the machines' ranges of UIDs.
+		state: filepath.Join(work, "state"),
+		// nspawn with --keep-unit makes payload/supervisor cgroups where
+		// it is started: it runs in cgroups of its own, removed afterwards.
+		cg:   "berth-bench-" + pid,
+		root: filepath.Join(work, "root"), rootU: filepath.Join(work, "root-nspawn-u"),
+		locks: nspawnLocks(),
 	}
-	// nspawn with --keep-unit makes payload/supervisor cgroups where it is
-	// started: give it a cgroup of its own that we remove afterwards.
-	cg := "berth-bench-" + strconv.Itoa(os.Getpid())
-	defer removeCgroups(cg)
-	// berth's runtime directory for these boots (each machine's is
-	// RUN/machines/NAME, which berth boot removes itself).
-	run := filepath.Join("/run", "berth-bench-"+strconv.Itoa(os.Getpid()))
-	defer os.RemoveAll(run)
+	r.Add(func() { os.RemoveAll(l.run) })
+	r.Add(func() { removeCgroups(l.cg) })
+	for _, dst := range []string{l.root, l.rootU} {
+		if err := copyTree(cache, dst); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
 
-	type result struct{ boot, stop, rss []float64 }
-	res := map[string]*result{"berth": {}, "nspawn": {}}
+// command is the command line that boots root as machine name. Each nspawn
+// run gets a cgroup of its own, cg: nspawn -U hands its payload cgroup to the
+// range it picked, which an earlier run's cgroups left there would refuse.
+func (l *bootLab) command(v bootVariant, root, name, cg string) *exec.Cmd {
+	if v.berth {
+		args := []string{"--state-dir", l.state, "--runtime-dir", l.run, "boot", "-D", root, "--name", name,
+			"--network", "none", "--console-log", filepath.Join(l.work, name+".console.log")}
+		return exec.Command(l.berth, append(args, v.flags...)...)
+	}
+	args := []string{"-c", `for h in unified systemd; do mkdir -p /sys/fs/cgroup/$h/` + cg + ` && echo $$ > /sys/fs/cgroup/$h/` + cg + `/cgroup.procs; done; exec "$@"`, "sh",
+		"systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network", "--notify-ready=yes",
+		"--console=read-only", "-D", root, "-M", name}
+	args = append(append(args, v.flags...), "-b")
+	return exec.Command("/bin/sh", args...)
+}
+
+// bootSeries is one variant's measured runs.
+type bootSeries struct{ boot, stop, rss []float64 }
+
+// boot boots root once with v as machine name, its output in RUN.out, and
+// removes the run's cgroups after.
+func (l *bootLab) boot(v bootVariant, root, name, run string, into *bootSeries) error {
+	cg := l.cg + "/" + run
+	defer removeCgroups(cg)
+	b, s, rss, err := bootOnce(l.command(v, root, name, cg), filepath.Join(l.work, run+".out"))
+	if err != nil {
+		return err
+	}
+	if into != nil {
+		into.boot, into.stop, into.rss = append(into.boot, b), append(into.stop, s), append(into.rss, rss)
+	}
+	return nil
+}
+
+// steadyVariants are the steady-state variants, in the order they alternate.
+var steadyVariants = []bootVariant{vBerth, vNspawn, vBerthOff, vNspawnU}
+
+// steady boots each steady-state variant once to warm up, then bootRuns
+// times, the variants alternating, each under one name throughout.
+func (l *bootLab) steady() (map[string]*bootSeries, error) {
+	res := map[string]*bootSeries{}
+	for _, v := range steadyVariants {
+		res[v.key] = &bootSeries{}
+	}
 	for i := -1; i < bootRuns; i++ {
-		for _, who := range []string{"berth", "nspawn"} {
-			name := fmt.Sprintf("bench%d-%s", i+1, who)
-			var cmd *exec.Cmd
-			if who == "berth" {
-				cmd = exec.Command(berth, "boot", "-D", root, "--name", name, "--network", "none",
-					"--runtime-dir", run,
-					"--console-log", filepath.Join(work, name+".console.log"))
-			} else {
-				cmd = exec.Command("/bin/sh", "-c", `for h in unified systemd; do mkdir -p /sys/fs/cgroup/$h/`+cg+` && echo $$ > /sys/fs/cgroup/$h/`+cg+`/cgroup.procs; done; exec "$@"`, "sh",
-					"systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network", "--notify-ready=yes",
-					"--console=read-only", "-D", root, "-M", name, "-b")
+		for _, v := range steadyVariants {
+			root := l.root
+			if v.key == vNspawnU.key {
+				root = l.rootU
 			}
-			b, s, rss, err := bootOnce(cmd, filepath.Join(work, name+".out"))
-			if err != nil {
-				return nil, fmt.Errorf("%s run %d: %w", who, i+1, err)
+			into := res[v.key]
+			if i < 0 {
+				into = nil
 			}
-			if i >= 0 {
-				r := res[who]
-				r.boot, r.stop, r.rss = append(r.boot, b), append(r.stop, s), append(r.rss, rss)
+			if err := l.boot(v, root, "bench-"+v.name(), fmt.Sprintf("steady%d-%s", i+1, v.name()), into); err != nil {
+				return nil, fmt.Errorf("%s run %d: %w", v.label, i+1, err)
 			}
 		}
 	}
-	figs := map[string]any{"runs": bootRuns, "conditions": "2 cores, shared with other test runs; medians; same root directory (a copy of the cached Debian 12 guest); private network namespace for both"}
-	for _, who := range []string{"berth", "nspawn"} {
-		r := res[who]
-		figs[who+"_boot_ms"] = round(median(r.boot))
-		figs[who+"_stop_ms"] = round(median(r.stop))
-		figs[who+"_rss_kib"] = round(median(r.rss))
-		figs[who+"_boot_ms_all"] = r.boot
-		figs[who+"_stop_ms_all"] = r.stop
-	}
-	figs["boot_ratio"] = round2(median(res["berth"].boot) / median(res["nspawn"].boot))
-	figs["stop_ratio"] = round2(median(res["berth"].stop) / median(res["nspawn"].stop))
-	figs["rss_ratio"] = round2(median(res["berth"].rss) / median(res["nspawn"].rss))
-	fmt.Printf("   %-8s %10s %10s %10s\n", "", "boot ms", "stop ms", "RSS KiB")
-	for _, who := range []string{"berth", "nspawn"} {
-		fmt.Printf("   %-8s %10.0f %10.0f %10.0f\n", who, figs[who+"_boot_ms"], figs[who+"_stop_ms"], figs[who+"_rss_kib"])
-	}
-	fmt.Printf("   %-8s %10.2f %10.2f %10.2f   (berth / nspawn; lower is better)\n", "ratio", figs["boot_ratio"], figs["stop_ratio"], figs["rss_ratio"])
-	return figs, nil
+	return res, nil
 }
 
 // bootOnce starts cmd with a notify socket, waits for READY=1, samples the
@@ -207,3 +292,34 @@ func tailString(b []byte, n int) string {
 
 func round(v float64) float64  { return float64(int64(v + 0.5)) }
 func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
+
+// copyTree copies src to dst (a new path) as cp -a does, sharing blocks where
+// the filesystem can, and writes the copy back so that a boot after it does
+// not wait for its writeback.
+func copyTree(src, dst string) error {
+	if err := rfRun("cp", "-a", "--reflink=auto", src, dst); err != nil {
+		return err
+	}
+	return exec.Command("sync", "-f", dst).Run()
+}
+
+// nspawnLocks lists nspawn's (and berth's) range locks, held while a
+// machine with private users runs.
+func nspawnLocks() []string {
+	es, _ := os.ReadDir("/run/systemd/nspawn-uid")
+	var ns []string
+	for _, e := range es {
+		ns = append(ns, e.Name())
+	}
+	return ns
+}
+
+// checkLocks warns of range locks that were not there before the run: every
+// machine here has stopped, so each should have removed its own.
+func (l *bootLab) checkLocks() {
+	for _, n := range nspawnLocks() {
+		if !slices.Contains(l.locks, n) {
+			fmt.Printf("   warning: /run/systemd/nspawn-uid/%s was left behind\n", n)
+		}
+	}
+}
