@@ -18,16 +18,21 @@ import (
 )
 
 func init() {
-	register("boot", "boot to READY=1 and poweroff of the Debian 12 systemd guest: berth boot vs systemd-nspawn -b on the same root, with and without private users, supervisor RSS", benchBoot)
+	register("boot", "boot to READY=1 and poweroff of the Debian 12 systemd guest: berth boot vs systemd-nspawn -b on the same root, with and without private users, first and steady-state starts, supervisor RSS", benchBoot)
 }
 
-// bootRuns is the number of measured runs of each variant (BENCH_BOOT_RUNS
-// overrides).
-var bootRuns = 7
+// bootRuns is the number of measured runs of each steady-state variant
+// (BENCH_BOOT_RUNS overrides); firstRuns of each first start, on a fresh copy
+// each (BENCH_BOOT_FIRST_RUNS overrides, default bootRuns).
+var bootRuns, firstRuns = 7, 0
 
 func init() {
 	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_RUNS")); err == nil && n > 0 {
 		bootRuns = n
+	}
+	firstRuns = bootRuns
+	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_FIRST_RUNS")); err == nil && n > 0 {
+		firstRuns = n
 	}
 }
 
@@ -50,6 +55,8 @@ var (
 	// an idmapped root where the kernel and filesystem allow, else a
 	// recursive chown of the tree to the range picked.
 	vNspawnU = bootVariant{key: "nspawn_u", label: "nspawn -U -b", flags: []string{"-U"}}
+	// nspawn's chown, forced: what -U does where it cannot idmap the root.
+	vNspawnUChown = bootVariant{key: "nspawn_u_chown", label: "nspawn -U (chown)", flags: []string{"-U", "--private-users-ownership=chown"}}
 )
 
 // benchBoot boots the cached Debian 12 minbase+systemd guest with `berth
@@ -65,6 +72,8 @@ var (
 //
 // Steady state: every variant boots a copy of the guest that it booted
 // before (a warm-up), bootRuns times, alternating, under a name it keeps.
+// First start: a fresh copy of the guest, and of the guest with about 500 MB
+// of files more, never booted, under a new name (see firstStarts).
 //
 // All get a private network namespace (berth's default; nspawn
 // --private-network), and their console goes to a file.
@@ -79,7 +88,16 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	trees, err := l.trees(r)
+	if err != nil {
+		return nil, err
+	}
+	first, chowned, err := l.firstStarts(trees)
+	if err != nil {
+		return nil, err
+	}
 	figs := steadyFigures(steady)
+	firstFigures(figs, first, chowned, trees)
 	l.checkLocks()
 	return figs, nil
 }
