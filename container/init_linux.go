@@ -26,6 +26,10 @@ import (
 //	                   put this process in the machine's payload cgroup in every
 //	                   hierarchy and run the Network hook: receiving it is the
 //	                   go-ahead.
+//	init → supervisor: "binds" once it has a mount namespace of its own, when
+//	                   the definition has binds; the supervisor attaches
+//	                   them there (attachBinds) and answers "binds attached"
+//	                   (or "error: TEXT", then kills it)
 //	init → supervisor: "console" with the pty master as SCM_RIGHTS (pty console)
 //	init → supervisor: "exec KIND" just before execve; the socket is
 //	                   close-on-exec, so EOF after it means the exec worked
@@ -94,7 +98,7 @@ func startPayload(msg initMessage, sock *os.File, root int) error {
 		return fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
 	unix.Umask(0)
-	if err := enterRoot(root); err != nil {
+	if err := enterRoot(root, hasBind(cfg.Mounts)); err != nil {
 		return err
 	}
 	master, err := mountOwn(cfg)
@@ -155,13 +159,18 @@ func startPayload(msg initMessage, sock *os.File, root int) error {
 // detached. pivot_root(".", ".") stacks the old root on top of the new one,
 // so no directory for it is needed inside the machine (runc and nspawn do
 // the same).
-func enterRoot(root int) error {
+func enterRoot(root int, binds bool) error {
 	if err := unix.Fchdir(root); err != nil {
 		return fmt.Errorf("enter the machine's root: %w", err)
 	}
 	unix.Close(root)
 	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("unshare the mount namespace: %w", err)
+	}
+	if binds {
+		if err := awaitBinds(); err != nil {
+			return err
+		}
 	}
 	tree, err := unix.OpenTree(unix.AT_FDCWD, ".", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
@@ -181,6 +190,23 @@ func enterRoot(root int) error {
 		return fmt.Errorf("detach the host's root: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// awaitBinds has the supervisor attach the definition's binds in this
+// process's new mount namespace (attachBinds) and waits until it has.
+func awaitBinds() error {
+	if _, err := unix.Write(syncFD, []byte("binds")); err != nil {
+		return fmt.Errorf("ask for the binds: %w", err)
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Read(syncFD, buf)
+	if err != nil {
+		return fmt.Errorf("wait for the binds: %w", err)
+	}
+	if reply := string(buf[:n]); reply != "binds attached" {
+		return fmt.Errorf("binds: %s", reply)
+	}
+	return nil
 }
 
 // attachConsole makes /dev/console (the pty slave) the stdio of PID 1 and,

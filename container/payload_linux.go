@@ -72,7 +72,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 	if err := unix.Sendmsg(int(parent.Fd()), msg, unix.UnixRights(int(root.Fd())), nil, 0); err != nil {
 		return abort(fmt.Errorf("release payload: %w", err))
 	}
-	kind, err := s.readInitStage(parent)
+	kind, err := s.readInitStage(parent, pid)
 	if err != nil {
 		return abort(err)
 	}
@@ -150,7 +150,7 @@ func (s *supervisor) initExeced(pid int, kind string, boot int) {
 
 // readInitStage reads the init stage's messages until its socket closes on
 // exec; it returns the kind of init exec'd.
-func (s *supervisor) readInitStage(sock *os.File) (string, error) {
+func (s *supervisor) readInitStage(sock *os.File, pid int) (string, error) {
 	fd := int(sock.Fd())
 	tv := unix.Timeval{Sec: 60}
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
@@ -172,6 +172,14 @@ func (s *supervisor) readInitStage(sock *os.File) (string, error) {
 				return "", errors.New("payload setup: the init stage ended without a word (see the supervisor's log)")
 			}
 			return kind, nil
+		case msg == "binds":
+			if err := s.attachBinds(pid); err != nil {
+				_, _ = unix.Write(fd, []byte("error: "+err.Error()))
+				return "", err
+			}
+			if _, err := unix.Write(fd, []byte("binds attached")); err != nil {
+				return "", fmt.Errorf("payload setup: %w", err)
+			}
 		case msg == "console":
 			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
 			if err != nil || len(cms) == 0 {

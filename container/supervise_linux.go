@@ -370,7 +370,7 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 	if err := os.MkdirAll(rootDir, 0o755); err != nil {
 		return nil, err
 	}
-	cleanup.Add(func() { os.Remove(rootDir); removeEmptyTree(rundir.Dir(dir).Layers()) })
+	cleanup.Add(func() { os.Remove(rootDir); removeEmptyTree(rundir.Dir(dir).Layers()); removeBindStages(rundir.Dir(dir)) })
 	return readyCh, nil
 }
 

@@ -79,6 +79,9 @@ func (s *supervisor) buildTree(pid int) (*os.File, error) {
 			return nil, err
 		}
 	}
+	if err := makeBindStages(s.cfg); err != nil {
+		return nil, err
+	}
 	var err error
 	asUser(t.uid, func() { err = t.build() })
 	if err != nil {
@@ -112,7 +115,7 @@ func (t *tree) build() error {
 		return err
 	}
 	for i, m := range t.cfg.Mounts {
-		if err := t.userMount(m); err != nil {
+		if err := t.userMount(i, m); err != nil {
 			return fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)
 		}
 	}
@@ -318,39 +321,141 @@ func mustSetns(fd, nstype int, what string) {
 	}
 }
 
-// userMount adds one of the definition's mounts, its target resolved inside
-// the root: a bind (idmapped when asked and the machine has a range of its
-// own, read-only with every mount below it when asked), or a tmpfs owned by
-// the machine's root.
-func (t *tree) userMount(m Mount) error {
+// userMount makes one of the definition's binds at its stage outside the
+// root (idmapped when asked and the machine has a range of its own,
+// read-only with every mount below it when asked); attachBinds puts it in
+// place. tmpfs mounts are the init stage's (mountOwn).
+//
+// Why the detour: a bind made here and copied into the init stage's mount
+// namespace is locked there as a whole, so the guest could not unmount it at
+// shutdown (systemd's "Failed unmounting"). A clone of the locked copy, made
+// in that namespace, is not locked at its top, so the guest may unmount it,
+// but keeps the locks on its flags: a read-only bind stays read-only.
+func (t *tree) userMount(i int, m Mount) error {
 	if m.Type == "tmpfs" {
-		return nil // the init stage's (mountOwn)
+		return nil
 	}
-	st, err := os.Stat(m.Source)
-	if err != nil {
-		return err
-	}
-	var target string
-	if st.IsDir() {
-		target, err = mkdirIn(t.root, m.Target, 0o755)
-	} else {
-		target, err = touchIn(t.root, m.Target)
-	}
-	if err != nil {
-		return err
-	}
-	if tst, err := os.Stat(target); err == nil && tst.IsDir() != st.IsDir() {
-		return fmt.Errorf("cannot bind a %s on a %s", kindOf(st), kindOf(tst))
-	}
+	stage := rundir.Dir(t.cfg.RuntimeDir).BindStage(i)
 	idmap := m.Idmap && t.userns >= 0
 	if idmap && m.ReadOnly {
-		return t.bind(m.Source, target, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+		return t.bind(m.Source, stage, true, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	}
-	if err := t.bind(m.Source, target, idmap, 0); err != nil {
+	if err := t.bind(m.Source, stage, idmap, 0); err != nil {
 		return err
 	}
 	if m.ReadOnly {
-		return readOnlyRec(target)
+		return readOnlyRec(stage)
+	}
+	return nil
+}
+
+// makeBindStages makes an empty mount point for each bind (a directory or a
+// file, as its source is) under the runtime directory, as host root.
+func makeBindStages(cfg Config) error {
+	d := rundir.Dir(cfg.RuntimeDir)
+	removeBindStages(d)
+	if !hasBind(cfg.Mounts) {
+		return nil
+	}
+	if err := os.MkdirAll(d.BindStages(), 0o700); err != nil {
+		return err
+	}
+	for i, m := range cfg.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return fmt.Errorf("mounts[%d] (bind on %s): %w", i, m.Target, err)
+		}
+		if st.IsDir() {
+			err = os.Mkdir(d.BindStage(i), 0o700)
+		} else {
+			err = os.WriteFile(d.BindStage(i), nil, 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("mounts[%d] (bind on %s): %w", i, m.Target, err)
+		}
+	}
+	return nil
+}
+
+// removeBindStages removes the stages' mount points (empty on the host: the
+// binds on them were only ever in a mount namespace that is gone).
+func removeBindStages(d rundir.Dir) {
+	ents, _ := os.ReadDir(d.BindStages())
+	for _, e := range ents {
+		_ = os.Remove(filepath.Join(d.BindStages(), e.Name()))
+	}
+	_ = os.Remove(d.BindStages())
+}
+
+func hasBind(ms []Mount) bool {
+	for _, m := range ms {
+		if m.Type == "bind" {
+			return true
+		}
+	}
+	return false
+}
+
+// attachBinds puts each staged bind in place, in the mount namespace the init
+// stage has just made its own (a copy of M0 in which the stages are locked):
+// on the supervisor's thread, as host root, it clones each stage there and
+// attaches the clone at its target, resolved inside the root and made (as the
+// machine's root) when missing, in the definition's order, so a bind below
+// another lands in it. The init stage's root clone then carries them.
+func (s *supervisor) attachBinds(pid int) error {
+	if !hasBind(s.cfg.Mounts) {
+		return nil
+	}
+	t := &tree{cfg: s.cfg, root: rundir.Dir(s.cfg.RuntimeDir).RootMount(), pid: pid}
+	if u := s.cfg.Users; u != nil {
+		t.uid = u.Base
+	}
+	back, err := t.joinNS("mnt", "mnt", unix.CLONE_NEWNS, "mount")
+	if err != nil {
+		return err
+	}
+	defer back()
+	for i, m := range s.cfg.Mounts {
+		if m.Type != "bind" {
+			continue
+		}
+		if err := t.attachBind(i, m); err != nil {
+			return fmt.Errorf("mounts[%d] (bind on %s): %w", i, m.Target, err)
+		}
+	}
+	return nil
+}
+
+func (t *tree) attachBind(i int, m Mount) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, rundir.Dir(t.cfg.RuntimeDir).BindStage(i), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("clone the staged bind: %w", err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	var target string
+	asUser(t.uid, func() {
+		if isDir {
+			target, err = mkdirIn(t.root, m.Target, 0o755)
+		} else {
+			target, err = touchIn(t.root, m.Target)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if tst, err := os.Stat(target); err == nil && tst.IsDir() != isDir {
+		return fmt.Errorf("cannot bind a %s on a %s", map[bool]string{true: "directory", false: "file"}[isDir], kindOf(tst))
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach on %s: %w", target, err)
 	}
 	return nil
 }

@@ -77,6 +77,8 @@ func TestPrivateUsers(t *testing.T) {
 		`rebind /mnt/ro ro; rebind /proc/sys proc-sys; rebind /sys sys`,
 		`awk '$5 == "/mnt/ro" || $5 == "/proc/sys" || $5 == "/sys" { print "opts", $5, $6 }' /proc/self/mountinfo`,
 		`mknod /dev/sda1 b 8 1 2>/dev/null || echo "mknod-denied"`,
+		// The guest's own shutdown unmounts the binds it was given.
+		`umount /mnt/plain && echo "bind-unmounted"`,
 		`echo ready; read x`,
 	}, "; ")
 	cfg.Args = []string{"/bin/sh", "-c", script}
@@ -96,7 +98,7 @@ func TestPrivateUsers(t *testing.T) {
 	log, _ := os.ReadFile(cfg.ConsoleLog)
 	t.Logf("console:\n%s", log)
 	for _, want := range []string{
-		"id=0:0", fmt.Sprintf("map= 0 %d 65536", cfg.Users.Base), "nofile=" + wantNoFile(t), "made", "idmapped=1000 plain=65534",
+		"id=0:0", fmt.Sprintf("map= 0 %d 65536", cfg.Users.Base), "nofile=" + wantNoFile(t), "bind-unmounted", "made", "idmapped=1000 plain=65534",
 		"shared-new", "ro-denied", "tmp=0",
 		"umount-proc-sys-denied", "umount-proc-denied", "remount-sys-denied", "mknod-denied",
 		"ro-remount-denied", "ro-remount-bind-denied", "ro-still-read-only",

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/berthd/berth/internal/errdefs"
@@ -48,6 +49,7 @@ const (
 	notifySocketFile  = "notify"            // the guest's sd_notify socket, /run/host/notify inside
 	rootMountFile     = "root"              // the mount point of the root in the payload's namespace
 	layersDir         = "layers"            // the mount points of an overlay root's idmapped layers
+	bindsDir          = "binds"             // where the definition's binds wait for the init stage
 	supervisorLogFile = "supervisor.log"    // a detached supervisor's own output
 	stateTempPattern  = ".state.json.tmp-*" // state.json being replaced
 )
@@ -84,6 +86,14 @@ func (d Dir) RootMount() string { return d.file(rootMountFile) }
 // Layers holds the mount points of an overlay root's idmapped layers in that
 // mount namespace (empty directories on the host).
 func (d Dir) Layers() string { return d.file(layersDir) }
+
+// BindStage is where the i-th of the machine's mounts (a bind) is made in that
+// mount namespace, outside the root, for the init stage to attach in its own
+// (an empty directory or file on the host).
+func (d Dir) BindStage(i int) string { return filepath.Join(d.file(bindsDir), strconv.Itoa(i)) }
+
+// BindStages holds every BindStage.
+func (d Dir) BindStages() string { return d.file(bindsDir) }
 
 // SupervisorLog is a detached supervisor's own log.
 func (d Dir) SupervisorLog() string { return d.file(supervisorLogFile) }
