@@ -4,7 +4,8 @@
 set -eu
 
 pkgs="debootstrap systemd-container busybox-static nftables iproute2 iperf3 \
-      xz-utils zstd tar git ca-certificates curl util-linux procps btrfs-progs xfsprogs"
+      xz-utils zstd tar git ca-certificates curl util-linux procps btrfs-progs xfsprogs \
+      runc umoci"
 
 missing=""
 for p in $pkgs; do
