@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -52,32 +53,60 @@ func capMask(add, drop []string, privateNet bool) (uint64, error) {
 	if privateNet {
 		m |= 1 << unix.CAP_NET_ADMIN
 	}
-	parse := func(field, s string) (uint64, error) {
-		n := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "cap_")
-		if n == "all" {
-			return 1<<(unix.CAP_LAST_CAP+1) - 1, nil
-		}
-		c, ok := capNames[n]
-		if !ok {
-			return 0, fmt.Errorf("%s: unknown capability %q (see capabilities(7), e.g. CAP_NET_ADMIN)", field, s)
-		}
-		return 1 << uint(c), nil
-	}
 	for _, s := range add {
-		b, err := parse("capAdd", s)
+		b, err := capBits("capAdd", s)
 		if err != nil {
 			return 0, err
 		}
 		m |= b
 	}
 	for _, s := range drop {
-		b, err := parse("capDrop", s)
+		b, err := capBits("capDrop", s)
 		if err != nil {
 			return 0, err
 		}
 		m &^= b
 	}
 	return m, nil
+}
+
+// capBits is the bit of capability s (case-insensitive, with or without
+// "CAP_"), or every bit for "all"; field names the field in the error.
+func capBits(field, s string) (uint64, error) {
+	n := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "cap_")
+	if n == "all" {
+		return 1<<(unix.CAP_LAST_CAP+1) - 1, nil
+	}
+	c, ok := capNames[n]
+	if !ok {
+		return 0, fmt.Errorf("%s: unknown capability %q (see capabilities(7), e.g. CAP_NET_ADMIN)", field, s)
+	}
+	return 1 << uint(c), nil
+}
+
+// CanonicalCapability returns capability s (as capAdd takes it) in the
+// form "CAP_NET_ADMIN", or an error for a name berth does not know.
+func CanonicalCapability(s string) (string, error) {
+	n := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "cap_")
+	if _, ok := capNames[n]; !ok {
+		return "", fmt.Errorf("unknown capability %q (see capabilities(7), e.g. CAP_NET_ADMIN)", s)
+	}
+	return "CAP_" + strings.ToUpper(n), nil
+}
+
+// DefaultCapabilities is the bounding set of a machine without capAdd and
+// capDrop, in the form "CAP_NET_ADMIN", sorted: with privateNet (its own
+// network namespace) CAP_NET_ADMIN is in it.
+func DefaultCapabilities(privateNet bool) []string {
+	m, _ := capMask(nil, nil, privateNet)
+	var out []string
+	for n, c := range capNames {
+		if m&(1<<uint(c)) != 0 {
+			out = append(out, "CAP_"+strings.ToUpper(n))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // dropBoundingSet removes every capability not in keep from the calling
