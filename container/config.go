@@ -44,10 +44,34 @@ type Config struct {
 	// Args are the init's arguments when booting, or the command (Args[0] is the
 	// program) in application mode.
 	Args []string `json:"args,omitempty"`
-	// Env is extra KEY=VALUE environment for the init or command.
+	// Env is extra KEY=VALUE environment for the init or command; a key
+	// berth sets too (PATH, TERM, HOME …) takes this value.
 	Env      []string `json:"env,omitempty"`
 	Hostname string   `json:"hostname,omitempty"` // default: Name
 	Mounts   []Mount  `json:"mounts,omitempty"`
+	// WorkingDir is where the init or command starts, a path inside the
+	// machine (default /). The command enters it as its User.
+	WorkingDir string `json:"workingDir,omitempty"`
+	// User runs the application-mode command as this user instead of the
+	// machine's root (an OCI bundle's process.user). nil: root.
+	User *User `json:"user,omitempty"`
+	// AmbientCaps are capabilities the application-mode command holds in its
+	// ambient set, so that a non-root User keeps them across exec (an OCI
+	// bundle's process.capabilities.ambient). Each must be in the bounding
+	// set.
+	AmbientCaps []string `json:"ambientCaps,omitempty"`
+	// NoNewPrivileges sets no_new_privs on the init or command: setuid
+	// programs and file capabilities grant nothing in the machine.
+	NoNewPrivileges bool `json:"noNewPrivileges,omitempty"`
+	// Rlimits are PID 1's resource limits, set before the init or command
+	// starts; every process of the machine inherits them.
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+	// MaskedPaths and ReadOnlyPaths are paths below /proc and /sys that are
+	// masked (an empty, inaccessible file or directory bound on them) or made
+	// read-only, on top of berth's own masks; a path the kernel does not have
+	// is skipped.
+	MaskedPaths   []string `json:"maskedPaths,omitempty"`
+	ReadOnlyPaths []string `json:"readOnlyPaths,omitempty"`
 	// Resources are applied to the machine's cgroup by the cgroup driver.
 	Resources Resources `json:"resources,omitempty"`
 	// CapAdd and CapDrop adjust nspawn's default bounding set ("CAP_NET_ADMIN" or
@@ -214,7 +238,7 @@ func dashedUUID(u string) string {
 // withDefaults returns cfg with defaults filled in and checks it. Errors name the
 // field and what to change.
 func (cfg Config) withDefaults() (Config, error) {
-	for _, step := range []func() error{cfg.checkIdentity, cfg.checkProcess, cfg.setModes, cfg.checkIsolation, cfg.setRuntime} {
+	for _, step := range []func() error{cfg.checkIdentity, cfg.checkProcess, cfg.setModes, cfg.checkIsolation, cfg.checkCredentials, cfg.setRuntime} {
 		if err := step(); err != nil {
 			return cfg, fmt.Errorf("machine %q: %w: %v", cfg.Name, ErrInvalid, err)
 		}

@@ -130,11 +130,19 @@ func startPayload(msg initMessage, sock *os.File, root int) error {
 		return err
 	}
 	unix.Umask(0o022)
+	if err := setProcessLimits(cfg); err != nil {
+		return err
+	}
 	// Nothing the supervisor's own parent left open (without close-on-exec)
 	// goes on into the guest.
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if kind == "app" {
 		return runReaper(cfg, path, argv, env, sock, caps, filter)
+	}
+	if cfg.WorkingDir != "" {
+		if err := unix.Chdir(cfg.WorkingDir); err != nil {
+			return fmt.Errorf("workingDir %s: %w", cfg.WorkingDir, err)
+		}
 	}
 	// Every thread: the exec happens on this one, but the filter must be in
 	// place on the one that execs whatever the runtime does meanwhile.
@@ -294,7 +302,12 @@ func payloadEnv(cfg Config, kind string) []string {
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"container=berth",
 		"container_uuid=" + dashedUUID(cfg.UUID),
-		"HOME=/root",
+	}
+	// Root's home and name; another user's berth does not know (an OCI
+	// bundle's process.env gives them).
+	asRoot := cfg.User == nil || cfg.User.UID == 0
+	if asRoot {
+		env = append(env, "HOME=/root")
 	}
 	if cfg.Console == "pty" {
 		env = append(env, "TERM=vt220")
@@ -304,10 +317,11 @@ func payloadEnv(cfg Config, kind string) []string {
 	if kind == "systemd" {
 		env = append(env, "NOTIFY_SOCKET=/run/host/notify")
 	}
-	if kind == "app" {
+	if kind == "app" && asRoot {
 		env = append(env, "USER=root", "LOGNAME=root")
 	}
-	return append(env, cfg.Env...)
+	// cfg.Env overrides berth's own (PATH, TERM, HOME …): one of each.
+	return mergeEnv(append(env, cfg.Env...))
 }
 
 // runReaper is PID 1 in application mode: a minimal init (nspawn's stub-pid1
@@ -324,7 +338,7 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File, caps 
 	sigs := make(chan os.Signal, 16)
 	fwd := []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCHLD}
 	signal.Notify(sigs, fwd...)
-	attr := &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{}}
+	attr := &syscall.ProcAttr{Env: env, Dir: cfg.WorkingDir, Files: []uintptr{0, 1, 2}, Sys: commandCredentials(cfg)}
 	if cfg.Console == "pty" {
 		// The command leads its own session on the console, so a Ctrl-C typed on
 		// an attached console reaches it (and not this reaper).
@@ -343,7 +357,7 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File, caps 
 	}
 	pid, err := syscall.ForkExec(path, argv, attr)
 	if err != nil {
-		return fmt.Errorf("start %s: %w", path, err)
+		return fmt.Errorf("start %s%s: %w", path, startedAs(cfg), err)
 	}
 	if err := shedPrivileges(caps); err != nil {
 		_ = unix.Kill(pid, unix.SIGKILL)

@@ -58,6 +58,9 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		return abort(err)
 	}
 	raiseFileLimit(pid)
+	if err := applyRlimits(pid, cfg.Rlimits); err != nil {
+		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
+	}
 	root, err := s.buildTree(pid)
 	if err != nil {
 		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))

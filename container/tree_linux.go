@@ -114,6 +114,9 @@ func (t *tree) build() error {
 	if err := t.mountSys(); err != nil {
 		return err
 	}
+	if err := maskPaths(t.cfg, t.root, run); err != nil {
+		return err
+	}
 	for i, m := range t.cfg.Mounts {
 		if err := t.userMount(i, m); err != nil {
 			return fmt.Errorf("mounts[%d] (%s on %s): %w", i, m.Type, m.Target, err)

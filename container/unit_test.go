@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +69,19 @@ func TestCapMask(t *testing.T) {
 	if _, err := capMask([]string{"CAP_FLY"}, nil, false); err == nil || !strings.Contains(err.Error(), "CAP_FLY") {
 		t.Errorf("unknown capability: %v", err)
 	}
+	if n, err := CanonicalCapability("net_Admin"); n != "CAP_NET_ADMIN" || err != nil {
+		t.Errorf("CanonicalCapability: %q, %v", n, err)
+	}
+	if _, err := CanonicalCapability("all"); err == nil {
+		t.Error("CanonicalCapability accepts all")
+	}
+	host, own := DefaultCapabilities(false), DefaultCapabilities(true)
+	if len(own) != len(host)+1 || !slices.Contains(own, "CAP_NET_ADMIN") || slices.Contains(host, "CAP_NET_ADMIN") || !slices.IsSorted(host) {
+		t.Errorf("DefaultCapabilities: %q, %q", host, own)
+	}
+	if m, _ := capMask(host, nil, false); m != def {
+		t.Errorf("DefaultCapabilities(false) as capAdd: %x, want %x", m, def)
+	}
 }
 
 func TestConfigValidation(t *testing.T) {
@@ -101,6 +115,27 @@ func TestConfigValidation(t *testing.T) {
 		{"bind source", func(c *Config) { c.Mounts = []Mount{{Type: "bind", Source: "/nonexistent", Target: "/x"}} }, "mounts[0].source"},
 		{"capability", func(c *Config) { c.CapAdd = []string{"bogus"} }, "capAdd"},
 		{"runtime dir", func(c *Config) { c.RuntimeDir = "" }, "runtimeDir"},
+		{"user when booting", func(c *Config) { c.User = &User{UID: 1} }, "user: only for application mode"},
+		{"user outside the range", func(c *Config) {
+			c.Boot, c.Args, c.Users, c.User = false, []string{"/bin/sh"}, &Users{Base: 1 << 20}, &User{UID: 1000, GID: 65536}
+		}, "user.gid 65536: the machine's user namespace has the IDs 0…65535 only"},
+		{"group outside the range", func(c *Config) {
+			c.Boot, c.Args, c.Users, c.User = false, []string{"/bin/sh"}, &Users{Base: 1 << 20}, &User{Groups: []uint32{5, 70000}}
+		}, "user.groups[1] 70000"},
+		{"user -1", func(c *Config) { c.Boot, c.Args, c.User = false, []string{"/bin/sh"}, &User{UID: 1<<32 - 1} }, "user.uid: 4294967295 is no ID"},
+		{"ambient when booting", func(c *Config) { c.AmbientCaps = []string{"CAP_KILL"} }, "ambientCaps: only for application mode"},
+		{"ambient unknown", func(c *Config) { c.Boot, c.Args, c.AmbientCaps = false, []string{"/bin/sh"}, []string{"CAP_BOGUS"} }, "ambientCaps[0]: unknown capability"},
+		{"ambient outside the bounding set", func(c *Config) {
+			c.Boot, c.Args, c.AmbientCaps = false, []string{"/bin/sh"}, []string{"cap_sys_module"}
+		}, "ambientCaps[0] \"cap_sys_module\": not in the machine's bounding set"},
+		{"relative working dir", func(c *Config) { c.WorkingDir = "tmp" }, "workingDir \"tmp\""},
+		{"unclean working dir", func(c *Config) { c.WorkingDir = "/tmp/../etc" }, "workingDir"},
+		{"rlimit type", func(c *Config) { c.Rlimits = []Rlimit{{Type: "RLIMIT_BOGUS"}} }, "rlimits[0]: type \"RLIMIT_BOGUS\": want one of RLIMIT_AS,"},
+		{"rlimit twice", func(c *Config) { c.Rlimits = []Rlimit{{Type: "nofile"}, {Type: "RLIMIT_NOFILE"}} }, "rlimits[1]: type \"RLIMIT_NOFILE\" given twice"},
+		{"rlimit soft above hard", func(c *Config) { c.Rlimits = []Rlimit{{Type: "RLIMIT_CORE", Soft: 2, Hard: 1}} }, "rlimits[0]: RLIMIT_CORE: soft limit 2 above the hard limit 1"},
+		{"masked outside /proc and /sys", func(c *Config) { c.MaskedPaths = []string{"/etc/shadow"} }, "maskedPaths[0] \"/etc/shadow\""},
+		{"masked /proc itself", func(c *Config) { c.MaskedPaths = []string{"/proc"} }, "maskedPaths[0]"},
+		{"read-only unclean", func(c *Config) { c.ReadOnlyPaths = []string{"/proc/../etc"} }, "readOnlyPaths[0]"},
 		{"long runtime dir", func(c *Config) { c.RuntimeDir = "/" + strings.Repeat("x", 100) }, "too long"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -111,6 +146,33 @@ func TestConfigValidation(t *testing.T) {
 				t.Errorf("got %v, want an ErrInvalid mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigProcess: the process fields a valid config may set, and the
+// environment: a key given in env replaces berth's own in its place, and a
+// user other than root gets no HOME, USER or LOGNAME of root's.
+func TestConfigProcess(t *testing.T) {
+	good := Config{Name: "web", UUID: strings.Repeat("ab", 16), Root: Root{Dir: t.TempDir()}, Args: []string{"/bin/sh"},
+		RuntimeDir: "/run/berth/machines/web", Users: &Users{Base: 1 << 20},
+		User: &User{UID: 1000, GID: 1000, Groups: []uint32{10, 65535}}, AmbientCaps: []string{"CAP_NET_BIND_SERVICE", "kill"},
+		WorkingDir: "/srv", NoNewPrivileges: true,
+		Rlimits:     []Rlimit{{Type: "RLIMIT_NOFILE", Soft: 1024, Hard: 4096}, {Type: "core", Soft: 0, Hard: ^uint64(0)}},
+		MaskedPaths: []string{"/proc/sched_debug", "/sys/firmware"}, ReadOnlyPaths: []string{"/proc/sys"}}
+	if _, err := good.withDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	env := payloadEnv(Config{UUID: strings.Repeat("ab", 16), Console: "passthrough", Env: []string{"PATH=/opt/bin", "A=1", "A=2"}}, "app")
+	if env[0] != "PATH=/opt/bin" || strings.Count(strings.Join(env, "\n"), "PATH=") != 1 || env[len(env)-1] != "A=2" ||
+		!slices.Contains(env, "HOME=/root") || !slices.Contains(env, "USER=root") {
+		t.Errorf("root's environment: %q", env)
+	}
+	env = payloadEnv(Config{UUID: strings.Repeat("ab", 16), Console: "passthrough", User: &User{UID: 1000}, Env: []string{"HOME=/home/u"}}, "app")
+	if slices.Contains(env, "HOME=/root") || slices.Contains(env, "USER=root") || !slices.Contains(env, "HOME=/home/u") {
+		t.Errorf("a user's environment: %q", env)
+	}
+	if got := mergeEnv([]string{"A=1", "B=2", "A=3", "C"}); !slices.Equal(got, []string{"A=3", "B=2", "C"}) {
+		t.Errorf("mergeEnv: %q", got)
 	}
 }
 
