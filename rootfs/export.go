@@ -38,6 +38,9 @@ func (s *Store) Export(ctx context.Context, name string, w io.Writer, c Compress
 	if err != nil {
 		return err
 	}
+	if img.Kind == ImageKindOCI {
+		return errorf(ErrUnsupported, "export image %q: it is an OCI image of %d layers, which export cannot write as one tree yet", name, len(img.Layers))
+	}
 	zw, err := compressWriter(w, c)
 	if err != nil {
 		return err

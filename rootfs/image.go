@@ -32,9 +32,23 @@ type Image struct {
 	Files    int64     `json:"files"` // number of files, directories and links
 	Created  time.Time `json:"created"`
 	// Path is the tree: the overlay lower directory of machines made from it.
-	Path string `json:"path"`
+	// Empty for an OCI image, whose trees are its layers (Lowers).
+	Path string `json:"path,omitempty"`
 	// UsedBy lists the machines whose roots were made from this digest.
 	UsedBy []string `json:"usedBy,omitempty"`
+
+	// Kind is ImageKindOCI for an OCI image, whose layers are stored apart
+	// and shared with other images; empty for a single tree. The fields
+	// below are an OCI image's: Digest is then its manifest's digest and
+	// Size the disk usage of its layers, each once.
+	Kind     string `json:"kind,omitempty"`
+	Ref      string `json:"ref,omitempty"`      // what was pulled (docker.io/library/debian:bookworm)
+	Platform string `json:"platform,omitempty"` // os/architecture[/variant]
+	// Layers, lowest first, as in the manifest.
+	Layers []ImageLayer `json:"layers,omitempty"`
+	// Shared is the part of Size in layers that other stored images use too.
+	Shared int64        `json:"shared,omitempty"`
+	Config *ImageConfig `json:"config,omitempty"`
 }
 
 // ImportOptions tune Import.
@@ -53,6 +67,14 @@ type digestMeta struct {
 	Size    int64     `json:"size"`
 	Files   int64     `json:"files"`
 	Created time.Time `json:"created"`
+
+	// An OCI image's (Kind ImageKindOCI): no rootfs/ beside, its layers in
+	// the layer store.
+	Kind     string       `json:"kind,omitempty"`
+	Ref      string       `json:"ref,omitempty"`
+	Platform string       `json:"platform,omitempty"`
+	Layers   []layerRef   `json:"layers,omitempty"`
+	Config   *ImageConfig `json:"config,omitempty"`
 }
 
 // nameRef is STATE/images/names/NAME.json.
@@ -79,6 +101,9 @@ func (s *Store) namePath(name string) string {
 // visible. An image whose digest is already stored is not stored twice. The
 // digest name referred to before stays while machine roots use it and is
 // removed otherwise.
+//
+// A Layered source (an OCI image) is resolved instead, and only the layers
+// the store lacks are unpacked (layers.go); its digest is the manifest's.
 func (s *Store) Import(ctx context.Context, name string, src Source, opts ImportOptions) (*Image, error) {
 	if err := ValidName(name); err != nil {
 		return nil, fmt.Errorf("image: %w", err)
@@ -94,6 +119,9 @@ func (s *Store) Import(ctx context.Context, name string, src Source, opts Import
 		fn = progressFrom(ctx)
 	}
 	rep := newReporter(fn)
+	if l, ok := src.(Layered); ok {
+		return s.importLayered(ctx, name, l, opts, rep)
+	}
 	log := slog.With("image", name, "source", src.String())
 	start := time.Now()
 
@@ -138,19 +166,29 @@ func (s *Store) Import(ctx context.Context, name string, src Source, opts Import
 		log.Info("rootfs: image content already stored", "digest", sum.digest)
 	}
 	syncDir(filepath.Dir(final))
-	old, _ := s.readRef(name)
 	ref := nameRef{Name: name, Digest: sum.digest, Source: src.String(), SpecHash: opts.SpecHash, Created: now}
-	if err := writeJSON(s.namePath(name), ref); err != nil {
+	if err := s.moveName(ref); err != nil {
 		return nil, fmt.Errorf("image %q: %w", name, err)
-	}
-	if old != nil && old.Digest != sum.digest {
-		if _, err := s.gcDigest(old.Digest); err != nil {
-			log.Warn("rootfs: cannot remove the image's previous content", "digest", old.Digest, "err", err)
-		}
 	}
 	rep.finish(0)
 	log.Info("rootfs: image imported", "digest", sum.digest, "size", sum.size, "took", time.Since(start).Round(time.Millisecond))
 	return s.image(ref)
+}
+
+// moveName points ref.Name at ref.Digest, then removes the content the name
+// referred to before unless something still uses it. The caller holds the
+// store lock exclusively.
+func (s *Store) moveName(ref nameRef) error {
+	old, _ := s.readRef(ref.Name)
+	if err := writeJSON(s.namePath(ref.Name), ref); err != nil {
+		return err
+	}
+	if old != nil && old.Digest != ref.Digest {
+		if _, err := s.gcDigest(old.Digest); err != nil {
+			slog.Warn("rootfs: cannot remove the image's previous content", "image", ref.Name, "digest", old.Digest, "err", err)
+		}
+	}
+	return nil
 }
 
 // syncTree flushes a freshly written tree to disk before it is renamed into
@@ -241,12 +279,37 @@ func (s *Store) imageOnly(ref nameRef) (*Image, error) {
 	}
 	img := &Image{Name: ref.Name, Digest: ref.Digest, Source: ref.Source, SpecHash: ref.SpecHash,
 		Size: m.Size, Files: m.Files, Created: ref.Created, Path: filepath.Join(s.digestDir(ref.Digest), "rootfs")}
+	if m.Kind == ImageKindOCI {
+		if err := s.describeLayers(img, m); err != nil {
+			return nil, fmt.Errorf("image %q: %w", ref.Name, err)
+		}
+	}
 	return img, nil
 }
 
 // Image returns the image name refers to, or an error matching ErrNotFound. A
 // digest (sha256:HEX) names stored content directly, with or without a name.
 func (s *Store) Image(name string) (*Image, error) {
+	ref, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	img, err := s.image(*ref)
+	if err != nil {
+		return nil, err
+	}
+	if img.Kind == ImageKindOCI {
+		users, err := s.layerUsers()
+		if err != nil {
+			return nil, err
+		}
+		markShared([]*Image{img}, users)
+	}
+	return img, nil
+}
+
+// imageNamed is Image without Shared, which costs a read of every image.
+func (s *Store) imageNamed(name string) (*Image, error) {
 	ref, err := s.lookup(name)
 	if err != nil {
 		return nil, err
@@ -284,7 +347,7 @@ func (s *Store) Images() ([]Image, error) {
 		if !ok || ValidName(name) != nil {
 			continue
 		}
-		img, err := s.Image(name)
+		img, err := s.imageNamed(name)
 		if err != nil {
 			slog.Warn("rootfs: skipping unreadable image", "image", name, "err", err)
 			continue
@@ -300,12 +363,17 @@ func (s *Store) Images() ([]Image, error) {
 		if named[d] {
 			continue
 		}
-		img, err := s.Image(d)
+		img, err := s.imageNamed(d)
 		if err != nil {
 			continue
 		}
 		out = append(out, *img)
 	}
+	ptrs := make([]*Image, len(out))
+	for i := range out {
+		ptrs[i] = &out[i]
+	}
+	markShared(ptrs, usersOf(ptrs))
 	return out, nil
 }
 
@@ -371,21 +439,31 @@ func quoteAll(ss []string) []string {
 }
 
 // gcDigest removes stored content that no name and no machine root refers to,
-// returning the bytes freed. The caller holds the store lock exclusively.
+// and the layers only it used, returning the bytes freed. The caller holds
+// the store lock exclusively.
 func (s *Store) gcDigest(digest string) (int64, error) {
+	removed, size, err := s.removeDigest(digest)
+	if err != nil || !removed {
+		return size, err
+	}
+	_, freed, err := s.gcLayers()
+	return size + freed, err
+}
+
+// removeDigest is gcDigest but for the layers.
+func (s *Store) removeDigest(digest string) (removed bool, size int64, err error) {
 	if used, err := s.digestUsed(digest); err != nil || used {
-		return 0, err
+		return false, 0, err
 	}
 	m, err := s.readDigest(digest)
-	size := int64(0)
-	if err == nil {
+	if err == nil && m.Kind != ImageKindOCI { // an OCI image's record is small; its layers are counted apart
 		size = m.Size
 	}
 	if err := s.discardDir(s.digestDir(digest), "remove-image-"); err != nil {
-		return 0, fmt.Errorf("image content %s: %w", digest, err)
+		return false, 0, fmt.Errorf("image content %s: %w", digest, err)
 	}
 	slog.Info("rootfs: removed image content", "digest", digest, "size", size)
-	return size, nil
+	return true, size, nil
 }
 
 // digestUsed reports whether a name or a machine root refers to digest.
@@ -436,11 +514,14 @@ func (s *Store) discardDir(p, prefix string) error {
 // PruneResult tells what Prune removed.
 type PruneResult struct {
 	Digests []string `json:"digests"`
-	Freed   int64    `json:"freed"`
+	// Layers are the diff IDs of the layers removed.
+	Layers []string `json:"layers,omitempty"`
+	Freed  int64    `json:"freed"`
 }
 
-// Prune removes stored content that no name and no machine root refers to, and
-// the work directories of interrupted operations.
+// Prune removes stored content that no name and no machine root refers to,
+// the layers that no stored image, no machine root and no import in progress
+// uses, and the work directories of interrupted operations.
 func (s *Store) Prune() (PruneResult, error) {
 	var res PruneResult
 	s.cleanTemp()
@@ -461,12 +542,15 @@ func (s *Store) Prune() (PruneResult, error) {
 		if used {
 			continue
 		}
-		freed, err := s.gcDigest(d)
+		_, freed, err := s.removeDigest(d)
 		if err != nil {
 			return res, err
 		}
 		res.Digests = append(res.Digests, d)
 		res.Freed += freed
 	}
-	return res, nil
+	layers, freed, err := s.gcLayers()
+	res.Layers = layers
+	res.Freed += freed
+	return res, err
 }

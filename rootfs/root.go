@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,6 +63,10 @@ type Root struct {
 	// Shift is set when the root's owners were shifted into a machine's UID
 	// range (where its filesystem cannot be idmapped; see PrepareUsers).
 	Shift *Shift `json:"shift,omitempty"`
+	// Layers are the diff IDs, lowest first, of the OCI image layers an
+	// overlay root has as its lower dirs (each once): the store keeps them
+	// while the root exists.
+	Layers []string `json:"layers,omitempty"`
 
 	// Path is the machine's directory, STATE/machines/NAME.
 	Path string `json:"-"`
@@ -72,7 +77,8 @@ type Root struct {
 }
 
 // Overlay is an overlayfs root: the image's tree as the only, read-only lower
-// layer, and the machine's own upper and work directories.
+// layer (or an OCI image's layers), and the machine's own upper and work
+// directories.
 type Overlay struct {
 	Lower []string // uppermost first, as in lowerdir=
 	Upper string
@@ -128,6 +134,12 @@ func (s *Store) Root(machine string) (*Root, error) {
 			Lower: []string{filepath.Join(s.digestDir(r.Digest), "rootfs")},
 			Upper: filepath.Join(dir, "upper"),
 			Work:  filepath.Join(dir, "work"),
+		}
+		if len(r.Layers) > 0 {
+			r.Overlay.Lower = make([]string, len(r.Layers))
+			for i, id := range r.Layers {
+				r.Overlay.Lower[len(r.Layers)-1-i] = s.layerTree(id)
+			}
 		}
 	case StrategyBtrfs, StrategyReflink, StrategyCopy:
 		r.Dir = filepath.Join(dir, "rootfs")
@@ -281,7 +293,7 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 	if err != nil {
 		return nil, fmt.Errorf("machine %q: %w", machine, err)
 	}
-	st, err := chooseStrategy(strategy, s.probe(), isSubvolume(img.Path))
+	st, err := imageStrategy(strategy, s.probe(), img)
 	if err != nil {
 		return nil, fmt.Errorf("machine %q: %w", machine, err)
 	}
@@ -290,33 +302,10 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 	if img.Name == "" {
 		r.Image = img.Digest
 	}
-	rep := newReporter(progressFrom(ctx))
-	made, err := s.commitRoot(machine, "create-", r, func(dir string) error {
-		switch st {
-		case StrategyOverlay:
-			if err := makeOverlayDirs(dir, img.Path); err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(filepath.Join(dir, "upper"), []string{img.Path})
-		case StrategyBtrfs:
-			if err := snapshotSubvolume(img.Path, filepath.Join(dir, "rootfs")); err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
-		default:
-			tree := filepath.Join(dir, "rootfs")
-			if err := os.Mkdir(tree, 0o755); err != nil {
-				return err
-			}
-			rep.start("copy", img.Size)
-			n, err := copyTree(ctx, img.Path, tree, copyOptions{reflink: st == StrategyReflink, progress: rep.update})
-			rep.finish(n)
-			if err != nil {
-				return err
-			}
-			return osimage.ResetMachineID(tree, nil)
-		}
-	})
+	if st == StrategyOverlay && img.Kind == ImageKindOCI {
+		r.Layers = uniqueLayers(img.layerIDs())
+	}
+	made, err := s.commitRoot(machine, "create-", r, func(dir string) error { return buildRoot(ctx, img, st, dir) })
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +313,44 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 		slog.Info("rootfs: machine root created", "machine", machine, "image", r.Image, "digest", r.Digest, "strategy", st, "took", time.Since(start).Round(time.Microsecond))
 	}
 	return s.Root(machine)
+}
+
+// buildRoot fills the machine directory dir with a root of img by st.
+func buildRoot(ctx context.Context, img *Image, st Strategy, dir string) error {
+	lowers := img.Lowers()
+	switch st {
+	case StrategyOverlay:
+		if err := makeOverlayDirs(dir, lowers[0]); err != nil {
+			return err
+		}
+		return osimage.ResetMachineID(filepath.Join(dir, "upper"), lowers)
+	case StrategyBtrfs:
+		if err := snapshotSubvolume(img.Path, filepath.Join(dir, "rootfs")); err != nil {
+			return err
+		}
+		return osimage.ResetMachineID(filepath.Join(dir, "rootfs"), nil)
+	}
+	tree := filepath.Join(dir, "rootfs")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		return err
+	}
+	rep := newReporter(progressFrom(ctx))
+	rep.start("copy", img.Size)
+	opts := copyOptions{reflink: st == StrategyReflink, progress: rep.update}
+	var n int64
+	var err error
+	if img.Kind == ImageKindOCI {
+		lowest := slices.Clone(lowers)
+		slices.Reverse(lowest)
+		n, err = flattenLayers(ctx, lowest, tree, opts)
+	} else {
+		n, err = copyTree(ctx, img.Path, tree, opts)
+	}
+	rep.finish(n)
+	if err != nil {
+		return err
+	}
+	return osimage.ResetMachineID(tree, nil)
 }
 
 // makeOverlayDirs makes the upper and work directories of an overlay root. The
@@ -352,6 +379,9 @@ func makeOverlayDirs(dir, lower string) error {
 		return err
 	}
 	for _, x := range xs {
+		if strings.HasPrefix(x.name, "trusted.overlay.") {
+			continue // an opaque top layer must not make the upper directory hide the layers
+		}
 		if err := unix.Lsetxattr(upper, x.name, x.value, 0); err != nil && err != unix.ENOTSUP {
 			return &os.PathError{Op: "setxattr " + x.name, Path: upper, Err: err}
 		}
@@ -445,7 +475,7 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	start := time.Now()
 	// A shifted root's copy is owned as the original is: its record goes
 	// with it, and dst's first start shifts it into dst's range.
-	c := Root{Machine: dst, Image: r.Image, Digest: r.Digest, Strategy: r.Strategy, Created: time.Now().UTC(), ClonedFrom: src, Shift: r.Shift}
+	c := Root{Machine: dst, Image: r.Image, Digest: r.Digest, Strategy: r.Strategy, Created: time.Now().UTC(), ClonedFrom: src, Shift: r.Shift, Layers: r.Layers}
 	made, err := s.commitRoot(dst, "clone-", c, func(dir string) error { return s.cloneInto(ctx, r, dir) })
 	if err != nil {
 		return nil, err

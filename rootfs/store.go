@@ -29,7 +29,10 @@ var (
 //	STATE/images/.lock             store lock (flock): shared while a root is being made
 //	                               from an image, exclusive while images are removed
 //	STATE/images/.tmp/             work directories of imports in progress
-//	STATE/images/sha256/HEX/       one immutable image: rootfs/ and image.json
+//	STATE/images/sha256/HEX/       one immutable image: rootfs/ and image.json, or
+//	                               an OCI image's image.json alone (HEX: the manifest's)
+//	STATE/images/layers/sha256/HEX/ one OCI image layer (HEX: its diff ID), shared
+//	                               by the images that have it: layer.json and tree/
 //	STATE/images/names/NAME.json   a name → digest reference
 //	STATE/machines/.tmp/           roots being made, cloned or deleted
 //	STATE/machines/NAME/           one machine root: root.json, .lock, and rootfs/
@@ -59,7 +62,7 @@ func Open(stateDir string) (*Store, error) {
 		return nil, fmt.Errorf("state dir %s: %w", stateDir, err)
 	}
 	s := &Store{dir: abs, images: filepath.Join(abs, "images"), machines: filepath.Join(abs, "machines")}
-	for _, d := range []string{s.images, s.tmpImages(), filepath.Join(s.images, "sha256"), filepath.Join(s.images, "names"), s.machines, s.tmpMachines()} {
+	for _, d := range []string{s.images, s.tmpImages(), filepath.Join(s.images, "sha256"), s.layersDir(), filepath.Join(s.images, "names"), s.machines, s.tmpMachines()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state dir %s: %w", abs, err)
 		}
