@@ -114,7 +114,15 @@ func overlayUsers(r *Root, base uint32) (Users, error) {
 		return Users{}, nil
 	}
 	err := userns.KernelSupportsIdmappedOverlay()
+	// Idmapping is a filesystem's property: the layers of an OCI image, all
+	// in the store, are probed once (a probe forks a namespace holder).
+	probed := map[uint64]bool{}
 	for _, dir := range append([]string{r.Overlay.Upper}, r.Overlay.Lower...) {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil && probed[st.Dev] {
+			continue
+		}
+		probed[st.Dev] = true
 		if err == nil {
 			err = userns.Probe(dir)
 		}
