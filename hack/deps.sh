@@ -5,7 +5,7 @@ set -eu
 
 pkgs="debootstrap systemd-container busybox-static nftables iproute2 iperf3 \
       xz-utils zstd tar git ca-certificates curl util-linux procps btrfs-progs xfsprogs \
-      runc umoci"
+      runc umoci skopeo"
 
 missing=""
 for p in $pkgs; do
