@@ -184,8 +184,7 @@ func (t *tree) mountRoot() error {
 		}
 		upper, work = filepath.Join(state, filepath.Base(o.Upper)), filepath.Join(state, filepath.Base(o.Work))
 	}
-	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
-	if err := mount("overlay", t.root, "overlay", 0, data); err != nil {
+	if err := mountOverlay(t.root, lower, upper, work); err != nil {
 		return fmt.Errorf("overlay root: %w", err)
 	}
 	return nil
