@@ -38,6 +38,9 @@ var fieldSections = []struct {
 	{"Image", "", reflect.TypeFor[Image]()},
 	{"Image: tar", "tar.", reflect.TypeFor[TarSource]()},
 	{"Image: debootstrap", "debootstrap.", reflect.TypeFor[Debootstrap]()},
+	{"Image: registry", "registry.", reflect.TypeFor[RegistrySource]()},
+	{"Image: ociLayout", "ociLayout.", reflect.TypeFor[OCILayoutSource]()},
+	{"Image: dockerArchive", "dockerArchive.", reflect.TypeFor[DockerArchiveSource]()},
 }
 
 func typeName(t reflect.Type, enum []string) string {

@@ -46,11 +46,11 @@ func Schema() []byte {
 		props["kind"] = map[string]any{"const": k.kind}
 		s["required"] = append([]string{"apiVersion", "kind"}, s["required"].([]string)...)
 		if k.kind == KindImage {
-			s["oneOf"] = []any{
-				map[string]any{"required": []string{"directory"}},
-				map[string]any{"required": []string{"tar"}},
-				map[string]any{"required": []string{"debootstrap"}},
+			var one []any
+			for _, src := range imageSources {
+				one = append(one, map[string]any{"required": []string{src}})
 			}
+			s["oneOf"] = one
 		}
 		g.defs[k.kind] = s
 		branches = append(branches, map[string]any{

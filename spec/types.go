@@ -262,14 +262,18 @@ type Network struct {
 func (n *Network) Masquerade() bool { return n.NAT == nil || *n.NAT }
 
 // Image is a named, immutable root filesystem that machine roots are made from. It
-// has exactly one source: Directory, Tar or Debootstrap.
+// has exactly one source: Directory, Tar, Debootstrap (one tree), or Registry,
+// OCILayout, DockerArchive (an OCI image: a stack of layers, each stored once).
 type Image struct {
 	Source Source `json:"-"`
 
-	Name        string       `json:"name" doc:"Image name: a DNS label, at most 63 characters." required:"true" format:"name"`
-	Directory   string       `json:"directory,omitempty" doc:"Source: an existing root filesystem tree on the host, copied into the image store (absolute path)." format:"abspath"`
-	Tar         *TarSource   `json:"tar,omitempty" doc:"Source: a tar archive of a root filesystem (.tar, .tar.gz, .tgz, .tar.xz, .tar.zst), from a path or an http(s) URL."`
-	Debootstrap *Debootstrap `json:"debootstrap,omitempty" doc:"Source: a Debian (or derivative) tree built with debootstrap."`
+	Name          string               `json:"name" doc:"Image name: a DNS label, at most 63 characters." required:"true" format:"name"`
+	Directory     string               `json:"directory,omitempty" doc:"Source: an existing root filesystem tree on the host, copied into the image store (absolute path)." format:"abspath"`
+	Tar           *TarSource           `json:"tar,omitempty" doc:"Source: a tar archive of a root filesystem (.tar, .tar.gz, .tgz, .tar.xz, .tar.zst), from a path or an http(s) URL."`
+	Debootstrap   *Debootstrap         `json:"debootstrap,omitempty" doc:"Source: a Debian (or derivative) tree built with debootstrap."`
+	Registry      *RegistrySource      `json:"registry,omitempty" doc:"Source: an OCI image in a registry (Docker Hub, ghcr.io, quay.io, one of your own), pulled layer by layer; a layer another image has is stored once."`
+	OCILayout     *OCILayoutSource     `json:"ociLayout,omitempty" doc:"Source: an OCI image in an OCI image layout directory, as skopeo copy … oci:DIR:TAG, umoci or buildah write it."`
+	DockerArchive *DockerArchiveSource `json:"dockerArchive,omitempty" doc:"Source: an OCI image in a docker save archive (or podman save, skopeo copy … docker-archive:FILE)."`
 }
 
 // TarSource is a tar archive; exactly one of Path and URL is set.
@@ -286,6 +290,28 @@ type Debootstrap struct {
 	Mirror   string   `json:"mirror,omitempty" doc:"Archive URL. Default http://deb.debian.org/debian."`
 	Variant  string   `json:"variant,omitempty" enum:"minbase,buildd,fakechroot,standard" doc:"debootstrap --variant. Default minbase; standard means debootstrap's default set."`
 	Packages []string `json:"packages,omitempty" doc:"Extra packages (--include), e.g. systemd, dbus, iproute2."`
+}
+
+// RegistrySource is an image in an OCI distribution registry.
+type RegistrySource struct {
+	Ref      string `json:"ref" doc:"Image reference: [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST], e.g. docker.io/library/debian:bookworm (without a registry Docker Hub's, without a tag or digest :latest). Pin the digest (REPOSITORY@sha256:…) so every host and every rebuild get the same image: a tag can move, and berth plan says so." required:"true"`
+	Platform string `json:"platform,omitempty" doc:"os/architecture[/variant] of the image, e.g. linux/arm64 or linux/arm/v7: the one taken from a multi-platform index, and what a single image must be for. Default: the host's."`
+	AuthFile string `json:"authFile,omitempty" doc:"Absolute path of a credentials file (containers-auth.json as podman login writes it, or a docker config.json), asked before the usual places: ~/.docker/config.json, $DOCKER_CONFIG, $REGISTRY_AUTH_FILE, containers/auth.json." format:"abspath"`
+	Insecure bool   `json:"insecure,omitempty" doc:"Allow plain HTTP, and HTTPS with a certificate that is not verified. Default false: verified HTTPS only, on loopback and private networks too."`
+}
+
+// OCILayoutSource is an image in an OCI image layout directory.
+type OCILayoutSource struct {
+	Path     string `json:"path" doc:"Absolute path of the layout: the directory with index.json, oci-layout and blobs/." required:"true" format:"abspath"`
+	Ref      string `json:"ref,omitempty" doc:"The image's name in the layout (its org.opencontainers.image.ref.name annotation: the TAG of skopeo's oci:DIR:TAG). Default: the layout's only image."`
+	Platform string `json:"platform,omitempty" doc:"os/architecture[/variant] of the image, taken from a multi-platform index and checked on a single image. Default: the host's."`
+}
+
+// DockerArchiveSource is an image in a docker save archive.
+type DockerArchiveSource struct {
+	Path     string `json:"path" doc:"Absolute path of the archive (uncompressed: decompress a .tar.gz first)." required:"true" format:"abspath"`
+	Ref      string `json:"ref,omitempty" doc:"The image's tag in the archive, e.g. debian:bookworm. Default: the archive's only image."`
+	Platform string `json:"platform,omitempty" doc:"os/architecture[/variant] the image must be for. Default: the host's."`
 }
 
 // Set is every definition loaded in one run, each kind sorted by name.

@@ -5,7 +5,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -23,9 +22,6 @@ import (
 var (
 	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 	envRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	suiteRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
-	packageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // checkName reports a name that is missing or is not a DNS label: names become
@@ -470,86 +466,6 @@ func broadcast(p netip.Prefix) netip.Addr {
 	host := uint32(1)<<(32-p.Bits()) - 1
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
-var tarExts = []string{".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst"}
-
-func validateImage(d *doc, i *Image) {
-	checkName(d, "name", i.Name, "image")
-	var sources []string
-	for _, s := range []string{"directory", "tar", "debootstrap"} {
-		if d.has(s) {
-			sources = append(sources, s)
-		}
-	}
-	switch len(sources) {
-	case 0:
-		d.errorf("", "an image needs a source: directory, tar or debootstrap")
-	case 1:
-	default:
-		for _, s := range sources[1:] {
-			d.errorf(s, "an image has exactly one source, and %s is set too", sources[0])
-		}
-	}
-	if d.has("directory") {
-		if i.Directory == "" {
-			d.errorf("directory", "is empty: give the absolute path of a root filesystem tree")
-		} else if checkAbs(d, "directory", i.Directory) && path.Clean(i.Directory) == "/" {
-			d.errorf("directory", "the host's own root cannot be an image")
-		}
-	}
-	if t := i.Tar; t != nil {
-		var name string
-		switch {
-		case t.Path != "" && t.URL != "":
-			d.errorf("tar.url", "give either path or url, not both")
-		case t.Path != "":
-			checkAbs(d, "tar.path", t.Path)
-			name = t.Path
-		case t.URL != "":
-			u, err := url.Parse(t.URL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				d.errorf("tar.url", "%q is not an http:// or https:// URL", t.URL)
-			} else {
-				name = u.Path
-			}
-		default:
-			d.errorf("tar", "give the archive's path or url")
-		}
-		if name != "" && !slices.ContainsFunc(tarExts, func(ext string) bool { return strings.HasSuffix(name, ext) }) {
-			field := "tar.path"
-			if t.URL != "" {
-				field = "tar.url"
-			}
-			d.errorf(field, "%q does not end in a known archive type (%s)", name, strings.Join(tarExts, ", "))
-		}
-		if t.SHA256 != "" && !sha256RE.MatchString(t.SHA256) {
-			d.errorf("tar.sha256", "%q is not a SHA-256: write 64 lowercase hex digits (sha256sum FILE)", t.SHA256)
-		}
-	}
-	if b := i.Debootstrap; b != nil {
-		if b.Suite == "" {
-			d.errorf("debootstrap.suite", "missing: name the release, e.g. bookworm")
-		} else if !suiteRE.MatchString(b.Suite) {
-			d.errorf("debootstrap.suite", "%q is not a suite name (e.g. bookworm, stable)", b.Suite)
-		}
-		if b.Mirror != "" {
-			u, err := url.Parse(b.Mirror)
-			if err != nil || !slices.Contains([]string{"http", "https", "file"}, u.Scheme) || (u.Scheme != "file" && u.Host == "") {
-				d.errorf("debootstrap.mirror", "%q is not an http://, https:// or file:// URL", b.Mirror)
-			}
-		}
-		seen := map[string]int{}
-		for j, p := range b.Packages {
-			f := fmt.Sprintf("debootstrap.packages[%d]", j)
-			if !packageRE.MatchString(p) {
-				d.errorf(f, "%q is not a Debian package name", p)
-			} else if k, dup := seen[p]; dup {
-				d.errorf(f, "%s is already listed at packages[%d]", p, k)
-			}
-			seen[p] = j
-		}
-	}
 }
 
 // canonicalMAC writes a MAC address the one way (lowercase, colons), leaving text
