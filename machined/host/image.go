@@ -39,6 +39,15 @@ func ImageSource(img *spec.Image) (rootfs.Source, error) {
 	case img.Debootstrap != nil:
 		db := img.Debootstrap
 		return rootfs.Debootstrap{Suite: db.Suite, Mirror: db.Mirror, Variant: db.Variant, Packages: db.Packages}, nil
+	case img.Registry != nil:
+		r := img.Registry
+		return rootfs.Registry{Ref: r.Ref, Platform: r.Platform, AuthFile: r.AuthFile, Insecure: r.Insecure}, nil
+	case img.OCILayout != nil:
+		o := img.OCILayout
+		return rootfs.OCILayout{Path: o.Path, Ref: o.Ref, Platform: o.Platform}, nil
+	case img.DockerArchive != nil:
+		a := img.DockerArchive
+		return rootfs.DockerArchive{Path: a.Path, Ref: a.Ref, Platform: a.Platform}, nil
 	}
 	return nil, fmt.Errorf("image %q: no source", img.Name)
 }
