@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/berthd/berth/machined/api"
@@ -154,13 +155,32 @@ func (b *planner) networks() {
 func (b *planner) images() {
 	for _, img := range b.d.Images {
 		oi, ok := b.o.Images[img.Name]
+		reason := ""
 		switch {
 		case !ok:
-			b.add(api.Action{Op: api.OpBuild, Kind: api.KindImage, Name: img.Name, Reason: "not in the image store"})
+			reason = "not in the image store"
 		case oi.SpecHash != "" && oi.SpecHash != img.Hash():
-			b.add(api.Action{Op: api.OpBuild, Kind: api.KindImage, Name: img.Name, Reason: "its definition changed"})
+			reason = "its definition changed"
+		default:
+			continue
 		}
+		b.add(api.Action{Op: api.OpBuild, Kind: api.KindImage, Name: img.Name, Reason: reason, Changes: pullNotes(img)})
 	}
+}
+
+// pullNotes say what building an image pulls from a registry: the digest a
+// pinned reference names, or that a tag can move and how to pin it.
+func pullNotes(img *spec.Image) []string {
+	r := img.Registry
+	if r == nil {
+		return nil
+	}
+	if d := r.Digest(); d != "" {
+		repo, _, _ := strings.Cut(r.Ref, "@")
+		return []string{"pull " + repo + " pinned to " + d}
+	}
+	return []string{"pull " + r.Ref + ": a tag, which can move to another image; pin its digest (" + r.Ref +
+		"@sha256:…) so that every host and every rebuild get the same image"}
 }
 
 // exits: machines that ended while berthd was not running. The restart policy

@@ -12,6 +12,9 @@ import (
 	"github.com/berthd/berth/spec"
 )
 
+// pinned is a digest a registry reference is pinned to.
+const pinned = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 // planBase is testdata/base.yaml: a network, an image and web on it.
 var planBase = func() string {
 	b, err := os.ReadFile("testdata/base.yaml")
@@ -136,6 +139,14 @@ func TestBuildPlan(t *testing.T) {
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:aaa", SpecHash: "old"}
 			},
 			want: []string{"build image deb", "note machine web"}, changes: true},
+		{name: "registry image pinned: the plan shows its digest",
+			defs: strings.Replace(planBase, "debootstrap: {suite: bookworm}", "registry: {ref: 'docker.io/library/debian@"+pinned+"'}", 1),
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) { delete(o.Images, "deb") },
+			want: []string{"build image deb", "note machine web"}, changes: true, detail: "pull docker.io/library/debian pinned to " + pinned},
+		{name: "registry image by tag: the plan recommends pinning",
+			defs: strings.Replace(planBase, "debootstrap: {suite: bookworm}", "registry: {ref: 'docker.io/library/debian:bookworm'}", 1),
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) { delete(o.Images, "deb") },
+			want: []string{"build image deb", "note machine web"}, changes: true, detail: "a tag, which can move to another image; pin its digest (docker.io/library/debian:bookworm@sha256:…)"},
 		{name: "image changed, recreate asked: recreate",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				d.Machine("web").Root.OnImageChange = spec.ImageChangeRecreate
