@@ -282,17 +282,21 @@ func wantErr(t *testing.T, err error, parts ...string) {
 }
 
 
-// startTLSRegistry is a registry on HTTPS with a certificate berth is made
-// to trust, holding img as test/tls:v1.
-func startTLSRegistry(t *testing.T, img v1.Image) string {
+// startTLSRegistry is a registry on HTTPS, holding img as test/tls:v1, with
+// a certificate berth is made to trust when trust is set.
+func startTLSRegistry(t *testing.T, img v1.Image, trust bool) string {
 	t.Helper()
-	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewUnstartedServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
-	old := registryRootCAs
-	registryRootCAs = pool
-	t.Cleanup(func() { registryRootCAs = old })
+	if trust {
+		pool := x509.NewCertPool()
+		pool.AddCert(srv.Certificate())
+		old := registryRootCAs
+		registryRootCAs = pool
+		t.Cleanup(func() { registryRootCAs = old })
+	}
 	ref := strings.TrimPrefix(srv.URL, "https://") + "/test/tls:v1"
 	r, err := name.ParseReference(ref)
 	if err != nil {

@@ -167,7 +167,7 @@ func newRegistryTransport(insecure bool) *registryTransport {
 
 func (t *registryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" && !t.insecure {
-		return nil, errorf(ErrInvalid, "%s serves plain HTTP, which berth does not use unless the registry is marked insecure", req.URL.Host)
+		return nil, errorf(ErrInvalid, "berth uses plain HTTP only with a registry marked insecure")
 	}
 	// The request lives in a context of its own, which the idle timer cancels.
 	ctx, cancel := context.WithCancelCause(req.Context())

@@ -166,19 +166,32 @@ func TestRegistryMediaTypes(t *testing.T) {
 	wantErr(t, err, ref, "layer 2/2 sha256:", `media type "application/vnd.example.data" is not a tar layer`)
 }
 
-// TestRegistryHTTPS: plain HTTP only when the registry is marked insecure;
-// a registry with a certificate berth trusts needs nothing.
+// TestRegistryHTTPS: plain HTTP, or a certificate berth cannot verify, only
+// when the registry is marked insecure; a registry with a certificate berth
+// trusts needs nothing.
 func TestRegistryHTTPS(t *testing.T) {
 	reg := newTestRegistry(t)
 	img := testImage(t, hostPlat, tarLayer(t, compression.GZip, file("a", "b")))
 	ref, _ := reg.push(t, "test/http:v1", img)
 	_, err := Registry{Ref: ref}.Resolve(context.Background())
-	wantErr(t, err, ref, "serves plain HTTP", "insecure")
+	wantErr(t, err, ref, "server gave HTTP response to HTTPS client", "plain HTTP only with a registry marked insecure")
 
-	tlsRef := startTLSRegistry(t, img)
-	li, err := Registry{Ref: tlsRef}.Resolve(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkImage(t, li, img, hostPlat)
+	t.Run("trusted", func(t *testing.T) {
+		tlsRef := startTLSRegistry(t, img, true)
+		li, err := Registry{Ref: tlsRef}.Resolve(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkImage(t, li, img, hostPlat)
+	})
+	t.Run("unknown certificate", func(t *testing.T) {
+		selfRef := startTLSRegistry(t, img, false)
+		_, err = Registry{Ref: selfRef}.Resolve(context.Background())
+		wantErr(t, err, selfRef, "certificate")
+		li, err := Registry{Ref: selfRef, Insecure: true}.Resolve(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkImage(t, li, img, hostPlat)
+	})
 }
