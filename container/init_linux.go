@@ -352,7 +352,7 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File, caps 
 	if err := loadSeccomp(filter, true); err != nil {
 		return err
 	}
-	if err := limitToBounding(caps); err != nil {
+	if err := limitToBounding(caps | credentialCaps(cfg)); err != nil {
 		return err
 	}
 	pid, err := syscall.ForkExec(path, argv, attr)

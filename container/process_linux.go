@@ -69,6 +69,18 @@ func commandCredentials(cfg Config) *syscall.SysProcAttr {
 	return sys
 }
 
+// credentialCaps are the capabilities the command's fork needs, beyond the
+// bounding set, to become cfg.User (setgroups, setgid, setuid): a bounding
+// set without them, as an OCI bundle's often is, must still let the
+// command change its user. Its exec drops them again: root's permitted set
+// after it is the bounding set, another user's its ambient set.
+func credentialCaps(cfg Config) uint64 {
+	if cfg.User == nil {
+		return 0
+	}
+	return 1<<unix.CAP_SETUID | 1<<unix.CAP_SETGID
+}
+
 // startedAs says, for an error, as whom and where the command was started
 // when that is not root in /.
 func startedAs(cfg Config) string {

@@ -23,7 +23,7 @@ func TestApplicationProcess(t *testing.T) {
 		`echo "ids=$(id -u):$(id -g) groups=$(id -G)"`,
 		`echo "pwd=$(pwd)"`,
 		`echo "nofile=$(ulimit -Sn)/$(ulimit -Hn) core=$(ulimit -Hc)"`,
-		`grep -E '^(NoNewPrivs|CapAmb|CapEff):' /proc/self/status | tr -d '\t'`,
+		`grep -E '^(NoNewPrivs|CapAmb|CapEff|CapPrm):' /proc/self/status | tr -d '\t'`,
 		`echo "cmdline=[$(cat /proc/cmdline 2>&1)]"`,
 		`echo "firmware=[$(ls /sys/firmware 2>&1)]"`,
 		// berth's own writable /proc/sys/net, then the read-only one on it.
@@ -47,6 +47,9 @@ func TestApplicationProcess(t *testing.T) {
 			cfg.Args = []string{"/bin/sh", "-c", script}
 			cfg.User = &container.User{UID: 1000, GID: 1001, Groups: []uint32{1002, 1003}}
 			cfg.AmbientCaps = []string{"CAP_NET_BIND_SERVICE"}
+			// The command still becomes its user (the reaper's fork
+			// keeps what that needs), and holds neither afterwards.
+			cfg.CapDrop = []string{"CAP_SETUID", "CAP_SETGID"}
 			cfg.WorkingDir = "/tmp"
 			cfg.NoNewPrivileges = tc.nnp
 			cfg.Rlimits = []container.Rlimit{{Type: "RLIMIT_NOFILE", Soft: 1000, Hard: 2000}, {Type: "core", Soft: 0, Hard: 0}}
@@ -61,7 +64,7 @@ func TestApplicationProcess(t *testing.T) {
 			nnp := map[bool]string{true: "NoNewPrivs:1", false: "NoNewPrivs:0"}[tc.nnp]
 			for _, want := range []string{
 				"ids=1000:1001 groups=1001 1002 1003", "pwd=/tmp", "nofile=1000/2000 core=0", nnp,
-				"CapAmb:0000000000000400", "CapEff:0000000000000400",
+				"CapAmb:0000000000000400", "CapEff:0000000000000400", "CapPrm:0000000000000400",
 				"/proc/cmdline': Permission denied]", "/sys/firmware': Permission denied]", "proc-sys-net ro", "home= user=",
 			} {
 				if !strings.Contains(log, want) {
