@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/berthd/berth/container"
@@ -26,7 +27,7 @@ import (
 // bootOpts are berth boot's flags.
 type bootOpts struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
-	privateUsers                                              string
+	privateUsers, ociBundle                                   string
 	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
 	memoryMax                                                 string
 	pidsMax                                                   int64
@@ -39,7 +40,7 @@ var bootFlags bootOpts
 
 func newBootCmd() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "boot -D DIR [flags] [-- COMMAND [ARG...] | --boot -- INIT-ARG...]",
+		Use:   "boot {-D DIR | --oci-bundle DIR} [flags] [-- COMMAND [ARG...] | --boot -- INIT-ARG...]",
 		Short: "Run a machine from a directory in the foreground (like systemd-nspawn -D DIR -b)",
 		Long: `Run a machine from a directory in the foreground, no daemon needed.
 
@@ -54,16 +55,26 @@ an application then gets berth's own stdin, stdout and stderr, byte for byte.
 SIGTERM or SIGINT to berth powers the machine off cleanly (then kills it after
 --stop-timeout). berth exits with the machine's exit code: 0 after a poweroff.
 
+With --oci-bundle DIR, runs an OCI runtime bundle (DIR/config.json and the root
+filesystem it names, as runc spec or umoci unpack make it) as systemd-nspawn
+--oci-bundle does: its process, user, environment, working directory, terminal,
+hostname, mounts, namespaces, ID mappings, capabilities, rlimits and resources. A field
+of config.json that berth cannot carry out is an error that names it. Flags given
+beside it override the bundle (--hostname, --memory-max, --network …) or add to it
+(--bind, --setenv, --capability …); a command after -- replaces process.args.
+
 The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the global
 --runtime-dir, default /run/berth); berth removes it when the machine ends, if it made it.`,
 		Example: `  berth boot -D /var/lib/machines/web
   berth boot -D ./root --bind /srv/data:/data:ro --memory-max 512M
-  berth boot -D ./root -- /bin/sh -c 'echo hello from $(hostname)'`,
+  berth boot -D ./root -- /bin/sh -c 'echo hello from $(hostname)'
+  berth boot --oci-bundle ./bundle`,
 		Args: cobra.ArbitraryArgs,
 		RunE: runBoot,
 	}
 	f := c.Flags()
-	f.StringVarP(&bootFlags.dir, "directory", "D", "", "root directory of the machine (required)")
+	f.StringVarP(&bootFlags.dir, "directory", "D", "", "root directory of the machine (this or --oci-bundle is required)")
+	f.StringVar(&bootFlags.ociBundle, "oci-bundle", "", "run the OCI runtime bundle in DIR (config.json and its rootfs), as systemd-nspawn --oci-bundle=")
 	f.StringVarP(&bootFlags.name, "name", "M", "", "machine name (default: the directory's name)")
 	f.StringVar(&bootFlags.machineID, "machine-id", "", "machine ID, 32 hex digits (default: the tree's /etc/machine-id, else derived from the name)")
 	f.StringVar(&bootFlags.hostname, "hostname", "", "hostname inside (default: the name)")
@@ -89,7 +100,7 @@ The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the
 }
 
 func runBoot(cmd *cobra.Command, args []string) error {
-	cfg, err := bootConfig(args)
+	cfg, err := bootConfigFor(cmd.Flags(), args)
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
@@ -99,7 +110,8 @@ func runBoot(cmd *cobra.Command, args []string) error {
 	debug.SetMemoryLimit(16 << 20)
 
 	interactive := term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd()))
-	if !cfg.Boot && !interactive {
+	// A bundle's process.terminal chose the console already.
+	if cfg.Console == "" && !cfg.Boot && !interactive {
 		cfg.Console = "passthrough"
 	}
 	// The supervisor's progress is for logs, not for the person at the
@@ -178,12 +190,21 @@ func superviseTerminal(ctx context.Context, cfg container.Config, hooks containe
 	return st, err
 }
 
+// bootConfigFor is the machine berth boot runs: a bundle's with
+// --oci-bundle, else the flags' (bootConfig).
+func bootConfigFor(fs *pflag.FlagSet, args []string) (container.Config, error) {
+	if bootFlags.ociBundle != "" {
+		return ociBootConfig(fs, args)
+	}
+	return bootConfig(args)
+}
+
 // bootConfig turns the flags into a machine config; errors name the flag.
 func bootConfig(args []string) (container.Config, error) {
 	f := bootFlags
 	var cfg container.Config
 	if f.dir == "" {
-		return cfg, fmt.Errorf("boot: -D DIR is required (the machine's root directory)")
+		return cfg, fmt.Errorf("boot: -D DIR is required (the machine's root directory), or --oci-bundle DIR")
 	}
 	dir, err := filepath.Abs(f.dir)
 	if err != nil {
@@ -290,15 +311,25 @@ func bootUsers(flag, name, dir string) (*container.Users, error) {
 		}
 		base, pinned = uint32(n), true
 	}
-	// berth boot never shifts a directory it was given: a tree that cannot
-	// be idmapped is refused (nspawn -U would chown it for good).
+	u, err := assignUsers(base, pinned, name, dir)
+	if err != nil {
+		return nil, fmt.Errorf("boot: --private-users: %w", err)
+	}
+	return u, nil
+}
+
+// assignUsers records the machine's range of host IDs (base, or one berth
+// picks when base is 0 and not pinned) for the tree dir, idmapped into it.
+// berth boot never shifts a directory it was given: a tree that cannot be
+// idmapped is refused (nspawn -U would chown it for good).
+func assignUsers(base uint32, pinned bool, name, dir string) (*container.Users, error) {
 	if err := userns.Probe(dir); err != nil {
-		return nil, fmt.Errorf("boot: --private-users: the tree cannot be idmapped into the machine's user namespace: %w; "+
+		return nil, fmt.Errorf("the tree cannot be idmapped into the machine's user namespace: %w; "+
 			"boot it with --private-users=off (its root is then the host's root), or from a filesystem that can be idmapped (ext4, xfs, btrfs, tmpfs)", err)
 	}
 	r, err := userns.Open(cliPaths().StateDir).Assign(name, base, pinned)
 	if err != nil {
-		return nil, fmt.Errorf("boot: --private-users: %w", err)
+		return nil, err
 	}
 	return &container.Users{Base: r.Base, Size: userns.Size}, nil
 }
