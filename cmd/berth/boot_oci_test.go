@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"os"
 	"os/exec"
@@ -131,9 +132,69 @@ func TestBootOCIBundle(t *testing.T) {
 		m := []map[string]any{{"containerID": 0, "hostID": base, "size": 65536}}
 		obj(spec, "linux")["uidMappings"], obj(spec, "linux")["gidMappings"] = m, m
 	})
-	code, out, stderr = runStdout(t, "--runtime-dir", run1, "--state-dir", t.TempDir(), "boot", "--oci-bundle", dir, "--console-log", logf)
-	if want := "uid=0(root) gid=0(root)\n 0 " + strconv.FormatUint(uint64(base), 10) + " 65536\n0\n"; code != 0 || out != want {
+	state := t.TempDir()
+	want := "uid=0(root) gid=0(root)\n 0 " + strconv.FormatUint(uint64(base), 10) + " 65536\n0\n"
+	code, out, stderr = runStdout(t, "--runtime-dir", run1, "--state-dir", state, "boot", "--oci-bundle", dir, "--console-log", logf)
+	if code != 0 || out != want {
 		t.Errorf("a bundle with a range of its own: exit %d, stdout %q, want %q (stderr %q)", code, out, want, stderr)
+	}
+	// A rootfs owned by the range on disk, as runc needs it, is mounted as
+	// it is (not idmapped a second time): the same inside.
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", base, base), filepath.Join(dir, "rootfs")).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	code, out, stderr = runStdout(t, "--runtime-dir", run1, "--state-dir", state, "boot", "--oci-bundle", dir, "--console-log", logf)
+	if code != 0 || out != want {
+		t.Errorf("a rootfs owned by the range: exit %d, stdout %q, want %q (stderr %q)", code, out, want, stderr)
+	}
+}
+
+// TestBootOCIUsers: which users a bundle's machine gets: none without a
+// user namespace, the mappings' range, shifted when the rootfs is owned by
+// it on disk, idmapped otherwise, one berth picks without mappings, and
+// --private-users over all of it.
+func TestBootOCIUsers(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	saved, savedState := bootFlags, globals.stateDir
+	t.Cleanup(func() { bootFlags, globals.stateDir = saved, savedState })
+	globals.stateDir = t.TempDir()
+	const base = 0x62000000
+	dir := ociTestBundle(t, func(spec map[string]any) {
+		l := obj(spec, "linux")
+		l["namespaces"] = append(l["namespaces"].([]any), map[string]any{"type": "user"})
+		m := []map[string]any{{"containerID": 0, "hostID": base, "size": 65536}}
+		l["uidMappings"], l["gidMappings"] = m, m
+	})
+	users := func(args ...string) *container.Users {
+		t.Helper()
+		c := newBootCmd()
+		if err := c.ParseFlags(append([]string{"--oci-bundle", dir}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := ociBootConfig(c.Flags(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Users
+	}
+	if u := users(); u == nil || u.Base != base || u.Shifted {
+		t.Errorf("idmapped: %+v", u)
+	}
+	if err := os.Chown(filepath.Join(dir, "rootfs"), base, base); err != nil {
+		t.Fatal(err)
+	}
+	if u := users(); u == nil || u.Base != base || !u.Shifted || !strings.Contains(u.Why, "owned by its linux.uidMappings range") {
+		t.Errorf("shifted: %+v", u)
+	}
+	if u := users("--private-users", "off"); u != nil {
+		t.Errorf("--private-users off: %+v", u)
+	}
+	editSpec(t, dir, func(spec map[string]any) {
+		delete(obj(spec, "linux"), "uidMappings")
+		delete(obj(spec, "linux"), "gidMappings")
+	})
+	if u := users("--name", "picked"); u == nil || u.Base == 0 || u.Base == base || u.Shifted {
+		t.Errorf("picked: %+v", u)
 	}
 }
 
