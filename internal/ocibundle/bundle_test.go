@@ -258,3 +258,28 @@ func merge(dst, src map[string]any) {
 		}
 	}
 }
+
+// FuzzParse: config.json from anyone never panics the conversion, and what
+// it refuses is always of class invalid.
+func FuzzParse(f *testing.F) {
+	for _, n := range []string{"runc-spec.json", "runc-spec-rootless.json", "umoci-unpack.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	dir := f.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs/bin"), 0o755); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := Parse("config.json", data, dir)
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("%v: not of class invalid", err)
+		}
+		if err == nil && (b == nil || b.Config.Root.Dir == "" || len(b.Config.Args) == 0) {
+			t.Errorf("accepted without a root or a process: %+v", b)
+		}
+	})
+}
