@@ -281,7 +281,6 @@ func wantErr(t *testing.T, err error, parts ...string) {
 	}
 }
 
-
 // startTLSRegistry is a registry on HTTPS, holding img as test/tls:v1, with
 // a certificate berth is made to trust when trust is set.
 func startTLSRegistry(t *testing.T, img v1.Image, trust bool) string {
