@@ -50,12 +50,15 @@ const (
 
 // layerMeta is STATE/images/layers/sha256/HEX/layer.json.
 type layerMeta struct {
-	DiffID   string    `json:"diffID"`
-	Digest   string    `json:"digest,omitempty"`   // the blob it was unpacked from
-	BlobSize int64     `json:"blobSize,omitempty"` // that blob's size
-	Size     int64     `json:"size"`               // disk usage of the tree
-	Files    int64     `json:"files"`
-	Created  time.Time `json:"created"`
+	DiffID   string `json:"diffID"`
+	Digest   string `json:"digest,omitempty"`   // the blob it was unpacked from
+	BlobSize int64  `json:"blobSize,omitempty"` // that blob's size
+	Size     int64  `json:"size"`               // disk usage of the tree
+	Files    int64  `json:"files"`
+	// OpaqueRoot: the layer's root is opaque (./.wh..wh..opq), hiding every
+	// layer below it.
+	OpaqueRoot bool      `json:"opaqueRoot,omitempty"`
+	Created    time.Time `json:"created"`
 }
 
 // layerRef is one layer in an image record, lowest first.
@@ -74,6 +77,8 @@ type ImageLayer struct {
 	Files    int64  `json:"files"`
 	// Shared says another stored image uses the layer too.
 	Shared bool `json:"shared,omitempty"`
+	// OpaqueRoot says the layer hides every layer below it.
+	OpaqueRoot bool `json:"opaqueRoot,omitempty"`
 	// Path is the unpacked tree, an overlay lower dir.
 	Path string `json:"path"`
 }
@@ -89,8 +94,8 @@ func (s *Store) layerTree(diffID string) string {
 }
 
 // Lowers returns the image's trees as overlay lower dirs, uppermost first: the
-// layers of an OCI image (a layer repeated is kept only where it is
-// uppermost, which shows the same), or the one tree of another image.
+// layers of an OCI image that make its root (stack), or the one tree of
+// another image.
 func (img *Image) Lowers() []string {
 	if img.Kind != ImageKindOCI {
 		return []string{img.Path}
@@ -99,12 +104,31 @@ func (img *Image) Lowers() []string {
 	for _, l := range img.Layers {
 		paths[l.DiffID] = l.Path
 	}
-	ids := uniqueLayers(img.layerIDs())
+	ids := img.stack()
 	out := make([]string, len(ids))
 	for i, id := range ids {
 		out[len(ids)-1-i] = paths[id]
 	}
 	return out
+}
+
+// stack is the diff IDs, lowest first, of the layers a root of the image
+// needs: none below the uppermost layer whose root is opaque (overlayfs
+// does not look at a lower root's opaque marker, so those layers go), and
+// each once, where it is uppermost (what it shows lower down it shows again
+// higher up, and overlayfs refuses a directory twice).
+func (img *Image) stack() []string {
+	from := 0
+	for i, l := range img.Layers {
+		if l.OpaqueRoot {
+			from = i
+		}
+	}
+	ids := make([]string, 0, len(img.Layers)-from)
+	for _, l := range img.Layers[from:] {
+		ids = append(ids, l.DiffID)
+	}
+	return uniqueLayers(ids)
 }
 
 func (img *Image) layerIDs() []string {
@@ -116,8 +140,7 @@ func (img *Image) layerIDs() []string {
 }
 
 // uniqueLayers drops the lower repetitions of a layer in a stack, lowest
-// first: what a layer shows lower down it shows again higher up, and
-// overlayfs refuses a directory twice.
+// first.
 func uniqueLayers(ids []string) []string {
 	seen := map[string]bool{}
 	var rev []string
@@ -311,7 +334,8 @@ func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, rep *re
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	meta := layerMeta{DiffID: l.DiffID, Digest: l.Digest, BlobSize: l.Size, Size: sum.size, Files: sum.files, Created: time.Now().UTC()}
+	meta := layerMeta{DiffID: l.DiffID, Digest: l.Digest, BlobSize: l.Size, Size: sum.size, Files: sum.files,
+		OpaqueRoot: sum.opaqueRoot, Created: time.Now().UTC()}
 	if err := writeJSON(filepath.Join(wd.path, layerMetaFile), meta); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}

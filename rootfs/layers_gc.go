@@ -25,7 +25,7 @@ func (s *Store) describeLayers(img *Image, m *digestMeta) error {
 			return err
 		}
 		img.Layers = append(img.Layers, ImageLayer{DiffID: l.DiffID, Digest: l.Digest, BlobSize: l.Size,
-			Size: lm.Size, Files: lm.Files, Path: s.layerTree(l.DiffID)})
+			Size: lm.Size, Files: lm.Files, OpaqueRoot: lm.OpaqueRoot, Path: s.layerTree(l.DiffID)})
 	}
 	return nil
 }

@@ -422,3 +422,46 @@ func sortedIDs(li *LayeredImage) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// TestLayerStack: a layer whose root is opaque hides every layer below it,
+// and a layer repeated counts once, where it is uppermost; overlay and
+// flattened roots agree.
+func TestLayerStack(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	ctx := ctxT(t)
+	s := openStore(t)
+	a, b := makeTar(t, file("a", "a"), file("both", "from a")), makeTar(t, file("b", "b"), file("both", "from b"))
+	for _, tc := range []struct {
+		name   string
+		layers [][]byte
+		want   string // the root's files
+		lowers int
+	}{
+		{"opaque-root", [][]byte{baseLayer(t), makeTar(t, opaque(""), file("only", "only")), a}, "a both only", 2},
+		{"repeated", [][]byte{a, b, a}, "a b both", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.Import(ctx, tc.name, newStack("stack/"+tc.name, tc.layers...), ImportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.CreateRoot(ctx, tc.name+"-o", tc.name, StrategyOverlay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Overlay.Lower) != tc.lowers {
+				t.Errorf("lowers %v, want %d", r.Overlay.Lower, tc.lowers)
+			}
+			got := inOverlay(t, r, `cd "$R"; echo $(ls); cat both`)
+			if want := tc.want + "\nfrom a"; got != want {
+				t.Errorf("overlay root shows %q, want %q", got, want)
+			}
+			c, err := s.CreateRoot(ctx, tc.name+"-c", tc.name, StrategyCopy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flat, merged := listDir(t, c.Dir), inOverlay(t, r, listScript); flat != merged {
+				t.Errorf("the flattened copy and the overlay differ:\n%s", testenv.Diff(merged, flat))
+			}
+		})
+	}
+}

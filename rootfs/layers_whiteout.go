@@ -32,8 +32,9 @@ const (
 
 // layerSum is what convertWhiteouts learns about a layer.
 type layerSum struct {
-	size  int64 // disk usage, each inode once
-	files int64
+	size       int64 // disk usage, each inode once
+	files      int64
+	opaqueRoot bool // ./.wh..wh..opq: the layer hides every layer below
 }
 
 // convertWhiteouts turns the OCI whiteouts of the unpacked layer at tree into
@@ -46,6 +47,7 @@ func convertWhiteouts(ctx context.Context, tree string) (layerSum, error) {
 	err := walkTree(ctx, tree, func(n *node) error {
 		if n.rel != "" && strings.HasPrefix(n.name, whiteoutPrefix) {
 			changed[parentRel(n.rel)] = true
+			sum.opaqueRoot = sum.opaqueRoot || n.rel == whiteoutOpaque
 			return convertWhiteout(n)
 		}
 		sum.files++

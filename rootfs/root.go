@@ -303,7 +303,7 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 		r.Image = img.Digest
 	}
 	if st == StrategyOverlay && img.Kind == ImageKindOCI {
-		r.Layers = uniqueLayers(img.layerIDs())
+		r.Layers = img.stack()
 	}
 	made, err := s.commitRoot(machine, "create-", r, func(dir string) error { return buildRoot(ctx, img, st, dir) })
 	if err != nil {
