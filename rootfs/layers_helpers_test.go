@@ -24,6 +24,8 @@ type stackSource struct {
 	layers []stackLayer
 	config ImageConfig
 	opened atomic.Int32 // Layer.Open calls
+	// resolve, when set, is Resolve.
+	resolve func() (*LayeredImage, error)
 }
 
 type stackLayer struct {
@@ -61,6 +63,9 @@ func gzipped(b []byte) []byte {
 // Resolve describes the stack; its "manifest digest" is the hash of the ref
 // and the diff IDs, so two stacks of other layers are other images.
 func (s *stackSource) Resolve(ctx context.Context) (*LayeredImage, error) {
+	if s.resolve != nil {
+		return s.resolve()
+	}
 	li := &LayeredImage{Ref: s.ref, Platform: "linux/amd64", Config: s.config}
 	manifest := s.ref
 	for _, l := range s.layers {

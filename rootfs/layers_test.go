@@ -1,7 +1,9 @@
 package rootfs
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -463,5 +465,44 @@ func TestLayerStack(t *testing.T) {
 				t.Errorf("the flattened copy and the overlay differ:\n%s", testenv.Diff(merged, flat))
 			}
 		})
+	}
+}
+
+// TestLayeredImportResumes: an import cancelled in its second layer leaves
+// the first layer stored and nothing else; the next import opens only the
+// second.
+func TestLayeredImportResumes(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	ctx := ctxT(t)
+	s := openStore(t)
+	src := newStack("resume", baseLayer(t), changeLayer(t))
+	li, _ := src.Resolve(ctx)
+	cctx, cancel := context.WithCancel(ctx)
+	open := li.Layers[1].Open
+	stalled := &stackSource{ref: src.ref}
+	stalled.resolve = func() (*LayeredImage, error) {
+		l := *li
+		l.Layers = slices.Clone(li.Layers)
+		l.Layers[1].Open = func(c context.Context, count func(int64)) (io.ReadCloser, error) {
+			cancel() // the user presses Ctrl-C while the layer downloads
+			return open(c, count)
+		}
+		return &l, nil
+	}
+	if _, err := s.Import(cctx, "resume", stalled, ImportOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled import: %v", err)
+	}
+	if got := storedLayers(t, s); !slices.Equal(got, []string{li.Layers[0].DiffID}) {
+		t.Errorf("layers after the cancel: %v, want the first", got)
+	}
+	if left := storeLeftovers(t, s); len(left) != 0 {
+		t.Errorf("work directories left: %v", left)
+	}
+	before := src.opened.Load()
+	if _, err := s.Import(ctx, "resume", src, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.opened.Load() - before; n != 1 {
+		t.Errorf("the resumed import opened %d layers, want 1", n)
 	}
 }
