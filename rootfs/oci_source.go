@@ -259,7 +259,13 @@ func fromConfig(ref string, raw []byte, want wantPlatform, n int) (*LayeredImage
 		return nil, nil, errorf(ErrInvalid, "%s: the manifest lists %d layers but the config %d diff IDs: the image is corrupt", ref, n, len(cfg.RootFS.DiffIDs))
 	}
 	have := platform{os: cfg.OS, arch: cfg.Architecture, variant: cfg.Variant}
-	if have.arch != "" && !want.matches(have) {
+	// A config that names no variant does not say which it is for (an
+	// index's entry often does, and was matched already).
+	check := have
+	if check.variant == "" {
+		check.variant = want.variant
+	}
+	if have.arch != "" && !want.matches(check) {
 		return nil, nil, errorf(ErrInvalid, "%s: the image is for %s, not %s: name its platform to use it anyway", ref, have, want.describe())
 	}
 	if have.arch == "" {

@@ -120,10 +120,11 @@ func fromV1(p *v1.Platform) platform {
 }
 
 // choosePlatform picks the image for w from an index: the one of exactly its
-// variant first (an amd64 host takes linux/amd64 before linux/amd64/v3),
-// else the first that matches. An index without one is an error that lists
+// variant first (an amd64 host takes linux/amd64 before linux/amd64/v3, a
+// platform of linux/arm linux/arm/v7 before v6), else the first that matches. An index without one is an error that lists
 // what it has.
 func choosePlatform(ref string, im *v1.IndexManifest, w wantPlatform) (v1.Descriptor, error) {
+	exact := func(p platform) bool { return normVariant(p.arch, p.variant) == normVariant(w.arch, w.variant) }
 	var have []string
 	best, unnamed := -1, -1
 	for i, d := range im.Manifests {
@@ -141,7 +142,7 @@ func choosePlatform(ref string, im *v1.IndexManifest, w wantPlatform) (v1.Descri
 		if !d.MediaType.IsImage() || !w.matches(p) {
 			continue
 		}
-		if best < 0 || p.variant == w.variant && fromV1(im.Manifests[best].Platform).variant != w.variant {
+		if best < 0 || exact(p) && !exact(fromV1(im.Manifests[best].Platform)) {
 			best = i
 		}
 	}

@@ -106,6 +106,14 @@ func TestRegistryIndex(t *testing.T) {
 	wantErr(t, err, ref, "no image for linux/riscv64", "only for linux/amd64, linux/arm64/v8")
 	_, err = Registry{Ref: ref, Platform: "linux/arm/v7", Insecure: true}.Resolve(context.Background())
 	wantErr(t, err, "no image for linux/arm/v7")
+	// The index says v8; the image's config names no variant.
+	li, err = Registry{Ref: ref, Platform: "linux/arm64/v8", Insecure: true}.Resolve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImage(t, li, arm, "linux/arm64/v8")
+	_, err = Registry{Ref: ref, Platform: "linux/arm64/v9", Insecure: true}.Resolve(context.Background())
+	wantErr(t, err, "no image for linux/arm64/v9")
 }
 
 // TestRegistryPlatformOfImage: a single image for another platform than the
