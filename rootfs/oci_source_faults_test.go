@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 )
@@ -223,3 +224,38 @@ func TestRegistryCorruptBlob(t *testing.T) {
 		t.Errorf("served whole again: %v", err)
 	}
 }
+
+// TestAuthKeys: the keys of an auth file, however docker login and podman
+// login write them, and the order they are looked up in.
+func TestAuthKeys(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://index.docker.io/v1/":   "docker.io",
+		"index.docker.io":               "docker.io",
+		"docker.io":                     "docker.io",
+		"registry-1.docker.io/library":  "docker.io/library",
+		"docker.io/library/debian":      "docker.io/library/debian",
+		"https://ghcr.io":               "ghcr.io",
+		"http://127.0.0.1:5000/v2/":     "127.0.0.1:5000",
+		"registry.example.org:5000/":    "registry.example.org:5000",
+		"registry.example.org/team/app": "registry.example.org/team/app",
+	} {
+		if got := authKey(in); got != want {
+			t.Errorf("authKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for ref, want := range map[string]string{
+		"debian:bookworm":                         "docker.io/library/debian docker.io/library docker.io",
+		"registry.example.org:5000/team/app/x:1":  "registry.example.org:5000/team/app/x registry.example.org:5000/team/app registry.example.org:5000/team registry.example.org:5000",
+		"ghcr.io/owner/image@sha256:" + sha256Hex: "ghcr.io/owner/image ghcr.io/owner ghcr.io",
+	} {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(authKeys(r.Context()), " "); got != want {
+			t.Errorf("authKeys(%s) = %s, want %s", ref, got, want)
+		}
+	}
+}
+
+var sha256Hex = strings.Repeat("ab", 32)
