@@ -232,7 +232,7 @@ func (s *Store) importLayered(ctx context.Context, name string, src Layered, opt
 		return nil, fmt.Errorf("image %q: %w", name, err)
 	}
 	if err := checkLayered(li); err != nil {
-		return nil, fmt.Errorf("image %q (%s): %w", name, li.Ref, err)
+		return nil, fmt.Errorf("image %q (%s): %w", name, src, err)
 	}
 	what := fmt.Sprintf("image %q (%s)", name, li.Ref)
 	wd, err := newWorkDir(s.tmpImages(), "import-"+name+"-")

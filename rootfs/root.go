@@ -88,7 +88,9 @@ type Overlay struct {
 // MountData is the data argument of mount(2) for the overlay: `mount -t overlay
 // overlay -o DATA TARGET`. index=off keeps the upper directory self-contained
 // (no file handles recorded in the work directory), which is what lets a clone
-// copy the upper directory alone and mount it over the same lower.
+// copy the upper directory alone and mount it over the same lower. The
+// options of more than about 38 layers of the store do not fit in the page
+// mount(2) takes: the machine's supervisor mounts those through fsconfig.
 func (o *Overlay) MountData() string {
 	lowers := make([]string, len(o.Lower))
 	for i, l := range o.Lower {
