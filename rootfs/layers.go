@@ -446,5 +446,5 @@ func (s *Store) commitImage(name string, wd *workDir, meta digestMeta, specHash 
 		return nil, err
 	}
 	rep.finish(0)
-	return s.image(ref)
+	return s.Image(name)
 }
