@@ -111,6 +111,13 @@ const rootMetaFile = "root.json"
 
 func (s *Store) machineDir(machine string) string { return filepath.Join(s.machines, machine) }
 
+// HasRoot says whether the machine has a root in the store under stateDir,
+// without opening the store (which would make its directories).
+func HasRoot(stateDir, machine string) bool {
+	_, err := os.Stat(filepath.Join(stateDir, "machines", machine, rootMetaFile))
+	return err == nil
+}
+
 // Root returns the machine's root, or an error matching ErrNotFound when it has
 // none.
 func (s *Store) Root(machine string) (*Root, error) {

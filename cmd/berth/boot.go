@@ -20,6 +20,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/userns"
+	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
 )
@@ -127,6 +128,9 @@ func runBoot(cmd *cobra.Command, args []string) error {
 		return &exitError{code: 1, err: err}
 	}
 	defer release()
+	if cfg.Users != nil {
+		defer releaseBootRange(cfg.Name)
+	}
 	ctx, kill := context.WithCancel(context.Background())
 	defer kill()
 	// On a systemd host the machine gets its scope and systemd-machined
@@ -332,6 +336,20 @@ func assignUsers(base uint32, pinned bool, name, dir string) (*container.Users, 
 		return nil, err
 	}
 	return &container.Users{Base: r.Base, Size: userns.Size}, nil
+}
+
+// releaseBootRange forgets the range of a machine that berth boot ran from
+// a tree of the caller's: its files stay owned 0…65535 (the tree is
+// idmapped), so nothing needs the range kept, and names of one-off boots
+// would pile up. The range of a machine berthd keeps a root for stays.
+func releaseBootRange(name string) {
+	stateDir := cliPaths().StateDir
+	if rootfs.HasRoot(stateDir, name) {
+		return
+	}
+	if err := userns.Open(stateDir).Release(name); err != nil {
+		slog.Warn("cannot forget the machine's UID range", "machine", name, "err", err)
+	}
 }
 
 // machineID picks the machine ID as nspawn does: the flag, else the tree's own

@@ -12,6 +12,7 @@ import (
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/testenv/machinetest"
+	"github.com/berthd/berth/internal/userns"
 )
 
 func TestParseBind(t *testing.T) {
@@ -98,9 +99,12 @@ func TestMain(m *testing.M) {
 }
 
 // bootRuntimeDir makes a berth runtime directory for a test (short: it holds
-// unix sockets) with a file in it that no boot may remove.
+// unix sockets) with a file in it that no boot may remove, and a state
+// directory of the test's own (the machines' UID ranges go there, not into
+// this host's).
 func bootRuntimeDir(t *testing.T) (dir, keep string) {
 	t.Helper()
+	t.Setenv("BERTH_STATE_DIR", t.TempDir())
 	dir, err := os.MkdirTemp("/run", "berth-boot-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +149,10 @@ func TestBootCommand(t *testing.T) {
 		t.Errorf("file written through the bind mount: %q", b)
 	}
 	intact("after an application")
+	// The one-off boot's range is forgotten: its tree stays owned 0…65535.
+	if all, err := userns.Open(os.Getenv("BERTH_STATE_DIR")).All(); err != nil || len(all) != 0 {
+		t.Errorf("UID ranges kept after berth boot ended: %v, %v", all, err)
+	}
 
 	done := make(chan int, 1)
 	go func() {
