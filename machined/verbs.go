@@ -103,7 +103,7 @@ func (m *Manager) status(d *spec.Set, o *plan.Observed, recs map[string]store.Re
 		if om.RootImage != "" && st.Image == "" {
 			st.Image = om.RootImage
 		}
-		st.ImageDigest = om.RootDigest
+		st.ImageDigest, st.ImageRef = om.RootDigest, om.RootRef
 		st.RootStrategy = om.RootStrategy
 		if om.Running {
 			switch om.Phase {

@@ -217,6 +217,9 @@ func printStatus(w io.Writer, s *api.MachineStatus) {
 		img += ")"
 	}
 	row("Image", img)
+	if s.ImageRef != "" {
+		row("Pulled from", s.ImageRef)
+	}
 	row("Root", s.Root)
 	net := s.Network
 	if len(s.Addresses) > 0 {

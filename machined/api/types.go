@@ -22,16 +22,18 @@ type MachineStatus struct {
 	Declared bool   `json:"declared"`
 	// Desired is the state the definition asks for ("running" or "stopped");
 	// empty for a machine that is not (or no longer) declared.
-	Desired     string    `json:"desired,omitempty"`
-	Hold        *Hold     `json:"hold,omitempty"`
-	Image       string    `json:"image,omitempty"`
-	ImageDigest string    `json:"imageDigest,omitempty"`
-	Network     string    `json:"network,omitempty"`
-	Addresses   []string  `json:"addresses,omitempty"`
-	Ports       []string  `json:"ports,omitempty"`
-	Since       time.Time `json:"since,omitzero"`
-	ReadySince  time.Time `json:"readySince,omitzero"`
-	Source      string    `json:"source,omitempty"` // file:line of the definition
+	Desired     string `json:"desired,omitempty"`
+	Hold        *Hold  `json:"hold,omitempty"`
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"imageDigest,omitempty"`
+	// ImageRef is the OCI reference the machine's image was pulled from.
+	ImageRef   string    `json:"imageRef,omitempty"`
+	Network    string    `json:"network,omitempty"`
+	Addresses  []string  `json:"addresses,omitempty"`
+	Ports      []string  `json:"ports,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	ReadySince time.Time `json:"readySince,omitzero"`
+	Source     string    `json:"source,omitempty"` // file:line of the definition
 
 	SupervisorPID int            `json:"supervisorPID,omitempty"`
 	LeaderPID     int            `json:"leaderPID,omitempty"`

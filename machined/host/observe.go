@@ -205,8 +205,15 @@ func (h *Host) observeStore(o *plan.Observed) error {
 	if err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
+	refs := map[string]string{}
 	for _, i := range imgs {
 		o.Images[i.Name] = plan.ObservedImage{Name: i.Name, Digest: i.Digest, SpecHash: i.SpecHash}
+		if i.Ref != "" {
+			refs[i.Digest] = i.Ref
+		}
+	}
+	for _, om := range o.Machines {
+		om.RootRef = refs[om.RootDigest]
 	}
 	return nil
 }

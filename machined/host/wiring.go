@@ -43,7 +43,7 @@ func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) contain
 	if c.Boot {
 		c.Args = m.InitArgs
 	} else {
-		c.Args = m.Command
+		c.Args, c.WorkingDir = m.Command, m.WorkDir
 	}
 	if m.Network.Name == spec.NetworkHost {
 		c.NetworkMode = "host"

@@ -58,6 +58,7 @@ type ObservedMachine struct {
 	HasRoot      bool
 	RootImage    string
 	RootDigest   string
+	RootRef      string // the OCI reference the root's image was pulled from
 	RootStrategy string
 }
 
