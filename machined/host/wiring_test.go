@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 )
@@ -57,5 +58,15 @@ network: lan
 	}
 	if err := rs.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestContainerConfigApp: an application machine's command, working
+// directory and environment reach the container.
+func TestContainerConfigApp(t *testing.T) {
+	m := &spec.Machine{Name: "app", Command: []string{"/bin/app", "-v"}, WorkDir: "/srv", Environment: map[string]string{"B": "2", "A": "1"}}
+	c := containerConfig(config.Paths{StateDir: "/s", RuntimeDir: "/r", LogDir: "/l"}, m, nil)
+	if c.Boot || !slices.Equal(c.Args, m.Command) || c.WorkingDir != "/srv" || !slices.Equal(c.Env, []string{"A=1", "B=2"}) {
+		t.Errorf("boot %v args %q dir %q env %q", c.Boot, c.Args, c.WorkingDir, c.Env)
 	}
 }
