@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Generalize makes a freshly installed tree an image rather than one
@@ -82,15 +84,47 @@ func ResetMachineID(upper string, lowers []string) error {
 	return nil
 }
 
-// find returns the path of rel in the first layer that has it.
+// find returns the path of rel in the first layer that has it ("" when none
+// has it), as overlayfs merges layers (uppermost first): a whiteout (a 0/0
+// character device) at rel or on its way hides it, and an opaque directory
+// on its way hides the layers below.
 func find(layers []string, rel string) string {
+	parts := strings.Split(filepath.Clean(rel), string(filepath.Separator))
 	for _, l := range layers {
-		p := filepath.Join(l, rel)
-		if _, err := os.Lstat(p); err == nil {
-			return p
+		hidden := false
+		for i := range parts {
+			p := filepath.Join(append([]string{l}, parts[:i+1]...)...)
+			st, err := os.Lstat(p)
+			if err != nil {
+				break
+			}
+			if st.Mode()&fs.ModeCharDevice != 0 {
+				if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Rdev == 0 {
+					return ""
+				}
+			}
+			if i == len(parts)-1 {
+				return p
+			}
+			if st.IsDir() && isOpaque(p) {
+				hidden = true
+			}
+		}
+		if hidden {
+			return ""
 		}
 	}
 	return ""
+}
+
+// Find is find for other packages: where the merged view of layers
+// (uppermost first) has rel, or "".
+func Find(layers []string, rel string) string { return find(layers, rel) }
+
+func isOpaque(dir string) bool {
+	buf := make([]byte, 2)
+	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", buf)
+	return err == nil && n == 1 && buf[0] == 'y'
 }
 
 // CopyUpDir makes dir (and its parents) in the upper layer with the owner and

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func write(t *testing.T, p, s string, mode os.FileMode) {
@@ -68,6 +70,35 @@ func TestGeneralize(t *testing.T) {
 	for _, gone := range []string{"etc/hostname", "etc/resolv.conf"} {
 		if _, err := os.Lstat(filepath.Join(root, gone)); !os.IsNotExist(err) {
 			t.Errorf("%s kept", gone)
+		}
+	}
+}
+
+// TestFindMerged: find sees the layers as overlayfs merges them.
+func TestFindMerged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (whiteouts are device nodes, opaque marks trusted xattrs)")
+	}
+	low, mid, top := t.TempDir(), t.TempDir(), t.TempDir()
+	write(t, filepath.Join(low, "etc/resolv.conf"), "low\n", 0o644)
+	write(t, filepath.Join(low, "etc/hostname"), "low\n", 0o644)
+	write(t, filepath.Join(low, "var/lib/x"), "low\n", 0o644)
+	if err := os.MkdirAll(filepath.Join(mid, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(mid, "etc/resolv.conf"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(top, "var/lib"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(top, "var"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	layers := []string{top, mid, low}
+	for rel, want := range map[string]string{"etc/resolv.conf": "", "etc/hostname": filepath.Join(low, "etc/hostname"), "var/lib/x": "", "var/lib": filepath.Join(top, "var/lib")} {
+		if got := Find(layers, rel); got != want {
+			t.Errorf("Find(%s) = %q, want %q", rel, got, want)
 		}
 	}
 }

@@ -49,11 +49,7 @@ func writeResolvConf(root *rootfs.Root, rc netconf.ResolvConf) error {
 		_, err := netconf.WriteResolvConf(upper, rc)
 		return err
 	}
-	for _, lower := range root.Overlay.Lower {
-		p := filepath.Join(lower, "etc/resolv.conf")
-		if _, err := os.Lstat(p); err != nil {
-			continue
-		}
+	if p := osimage.Find(root.Overlay.Lower, "etc/resolv.conf"); p != "" {
 		// The image's file: berth writes over it (in the upper layer) only when
 		// it is berth's own or the definition asks; netconf's rule, applied to
 		// the lower file, says which.
@@ -64,7 +60,6 @@ func writeResolvConf(root *rootfs.Root, rc netconf.ResolvConf) error {
 		if !mine && !rc.Replace {
 			return nil
 		}
-		break
 	}
 	if err := osimage.CopyUpDir(root.Overlay.Lower, upper, "etc"); err != nil {
 		return err
