@@ -5,6 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,26 +36,32 @@ func CompressionFor(name string) (Compression, error) {
 // Export writes the image as a tar archive, compressed as asked, that Import
 // turns back into the same digest: entries in the digest's order, numeric
 // owners, PAX records for nanosecond mtimes and xattrs, hard links as links.
+// An OCI image is written as one tree: its layers flattened, lowest first, as
+// a copy root of it is (in a work directory of the store, removed after).
 func (s *Store) Export(ctx context.Context, name string, w io.Writer, c Compression) error {
 	img, err := s.Image(name)
 	if err != nil {
 		return err
 	}
+	rep := newReporter(progressFrom(ctx))
+	tree := img.Path
 	if img.Kind == ImageKindOCI {
-		return errorf(ErrUnsupported, "export image %q: it is an OCI image of %d layers, which export cannot write as one tree yet", name, len(img.Layers))
+		wd, err := s.leaseExport(img)
+		if err != nil {
+			return fmt.Errorf("export image %q: %w", name, err)
+		}
+		defer wd.discard()
+		if tree, err = flattenForExport(ctx, img, wd, rep); err != nil {
+			return fmt.Errorf("export image %q: flatten its layers: %w", name, err)
+		}
 	}
 	zw, err := compressWriter(w, c)
 	if err != nil {
 		return err
 	}
-	x := &exporter{
-		rep:   newReporter(progressFrom(ctx)),
-		tw:    tar.NewWriter(zw),
-		first: map[inode]string{},
-		buf:   make([]byte, 1<<20),
-	}
+	x := newExporter(zw, rep, false)
 	x.rep.start("export", img.Size)
-	if err := walkTree(ctx, img.Path, x.entry, nil); err != nil {
+	if err := walkTree(ctx, tree, x.entry, nil); err != nil {
 		return fmt.Errorf("export image %q: %w", name, err)
 	}
 	if err := x.tw.Close(); err != nil {
@@ -63,6 +72,42 @@ func (s *Store) Export(ctx context.Context, name string, w io.Writer, c Compress
 	}
 	x.rep.finish(x.done)
 	return nil
+}
+
+// leaseExport makes the work directory of an export of the OCI image img,
+// holding a lease on its layers so that a prune meanwhile keeps them (as an
+// import's does).
+func (s *Store) leaseExport(img *Image) (*workDir, error) {
+	wd, err := newWorkDir(s.tmpImages(), "export-"+img.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(wd.path, leaseFile), img.layerIDs()); err != nil {
+		wd.discard()
+		return nil, err
+	}
+	for _, l := range img.Layers {
+		if _, err := os.Stat(l.Path); err != nil {
+			wd.discard()
+			return nil, fmt.Errorf("layer %s: %w", l.DiffID, err)
+		}
+	}
+	return wd, nil
+}
+
+// flattenForExport applies the layers of img to a tree in wd and returns it.
+// File data is cloned where the filesystem can (reflink), else copied.
+func flattenForExport(ctx context.Context, img *Image, wd *workDir, rep *reporter) (string, error) {
+	tree := filepath.Join(wd.path, "rootfs")
+	if err := makeTreeDir(tree); err != nil {
+		return "", err
+	}
+	lowest := slices.Clone(img.Lowers())
+	slices.Reverse(lowest)
+	rep.start("flatten", img.Size)
+	n, err := flattenLayers(ctx, lowest, tree, copyOptions{reflink: true, progress: rep.update})
+	rep.finish(n)
+	return tree, err
 }
 
 // compressWriter wraps w in the compressor c names. Closing it flushes the
@@ -97,12 +142,23 @@ type exporter struct {
 	first map[inode]string // the first name of each hard-linked inode
 	buf   []byte           // for copying file contents
 	done  int64            // bytes of file contents written
+	// layer: the tree is an unpacked OCI layer of the store, whose
+	// overlayfs whiteouts and opaque directories go back to the OCI
+	// markers (export_oci.go).
+	layer bool
+}
+
+func newExporter(w io.Writer, rep *reporter, layer bool) *exporter {
+	return &exporter{rep: rep, tw: tar.NewWriter(w), first: map[inode]string{}, buf: make([]byte, 1<<20), layer: layer}
 }
 
 // entry writes node n: a hard link to the first name of an inode already
 // written, or a header of its type with its xattrs and, for a file, its
 // contents.
 func (x *exporter) entry(n *node) error {
+	if x.layer && n.rel != "" && isWhiteout(&n.st) {
+		return x.whiteout(n)
+	}
 	hdr := &tar.Header{
 		Name:    "./" + n.rel,
 		Mode:    int64(n.st.Mode & 07777),
@@ -127,6 +183,9 @@ func (x *exporter) entry(n *node) error {
 		return err
 	}
 	for _, a := range xs {
+		if x.layer && strings.HasPrefix(a.name, "trusted.overlay.") {
+			continue // overlayfs's own: the opaque marker, below
+		}
 		if hdr.PAXRecords == nil {
 			hdr.PAXRecords = map[string]string{}
 		}
@@ -134,6 +193,9 @@ func (x *exporter) entry(n *node) error {
 	}
 	if err := x.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("%s: %w", n.rel, err)
+	}
+	if x.layer && n.isDir() && isOpaque(n.fd) {
+		return x.opaque(n)
 	}
 	if hdr.Typeflag != tar.TypeReg {
 		return nil
