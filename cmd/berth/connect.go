@@ -144,8 +144,8 @@ func interruptible() (context.Context, context.CancelFunc) {
 }
 
 // storeWork runs long work on the store: with its progress shown on cmd's
-// stderr, and a context that Ctrl-C cancels. The progress line is ended when
-// work returns, so that what follows starts on a line of its own.
+// stderr, and a context that Ctrl-C cancels. The progress display is ended
+// when work returns, so that what follows starts on a line of its own.
 func storeWork(cmd *cobra.Command, work func(ctx context.Context, s *rootfs.Store) error) error {
 	s, err := openStore()
 	if err != nil {
@@ -154,6 +154,7 @@ func storeWork(cmd *cobra.Command, work func(ctx context.Context, s *rootfs.Stor
 	ctx, cancel := interruptible()
 	defer cancel()
 	pr := newProgress(cmd.ErrOrStderr())
-	defer pr.Done()
-	return work(rootfs.WithProgress(ctx, pr.Rootfs()), s)
+	err = work(rootfs.WithProgress(ctx, pr.Rootfs()), s)
+	pr.End(err)
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,91 +12,64 @@ import (
 	"github.com/berthd/berth/rootfs"
 )
 
-// progress shows long work to a person: on a terminal one line redrawn in
-// place with a bar ("extract [#######-----]  58%  146 MiB/250 MiB  92 MiB/s"),
-// elsewhere (logs, CI, pipes) plain lines at each step's start, every 10% and
-// at its end. It writes to stderr so that stdout stays for results and JSON.
+// progress shows long work to a person. On a terminal each step (a layer of
+// an image pulled, a copy, hashing the tree) gets a bar of its own, stacked
+// and redrawn in place by mpb (progress_bars.go):
+//
+//	layer sha256:1f7a0c3e9b2d [=========>-----]  61%  12 MiB / 20 MiB  8.1 MiB/s  ETA 1s
+//
+// Elsewhere (logs, CI, pipes) it writes plain lines (progress_lines.go): one
+// at each step's start and end, and between them one line at most every few
+// seconds. It writes to stderr so that stdout stays for results and JSON.
 // Any verb can use it: Update for counted work, Message for a step's own
-// output lines, Done before printing anything else.
+// output lines, End before printing anything else.
 type progress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	tty   bool
-	width int
-
-	phase     string
-	start     time.Time
-	lastDraw  time.Time
-	lastTenth int64
-	drawn     bool // a redrawable line is on screen
+	mu   sync.Mutex
+	view progressView
 }
 
-// newProgress returns a progress writer for w (the command's stderr): a bar
+// progressView is how progress is shown: bars or lines. Its methods are
+// called under progress's lock, with the time of the report.
+type progressView interface {
+	// update reports done of total bytes of phase (total 0: unknown).
+	update(phase string, done, total int64, now time.Time)
+	// message shows a line of phase's own output.
+	message(phase, msg string, now time.Time)
+	// end finishes the display: the steps left open end as done (ok) or
+	// as stopped where they were.
+	end(ok bool, now time.Time)
+}
+
+// newProgress returns a progress writer for w (the command's stderr): bars
 // when w is a terminal.
 func newProgress(w io.Writer) *progress {
-	p := &progress{w: w, width: 80}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fd := int(f.Fd())
-		p.tty = true
-		if w, _, err := term.GetSize(fd); err == nil && w > 20 {
-			p.width = w
-		}
+		return &progress{view: newBarView(w)}
 	}
-	return p
+	return &progress{view: newLineView(w)}
 }
 
 // Update reports done of total units of phase (total 0: unknown), in bytes.
 func (p *progress) Update(phase string, done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
-	newPhase := phase != p.phase
-	if newPhase {
-		p.endLine()
-		p.phase, p.start, p.lastTenth = phase, now, -1
-	}
-	if p.tty {
-		if !newPhase && now.Sub(p.lastDraw) < 100*time.Millisecond && done != total {
-			return
-		}
-		p.lastDraw = now
-		p.draw(p.barLine(done, total, now))
-		return
-	}
-	// Plain lines: the start, each tenth, the end.
-	tenth := int64(-1)
-	if total > 0 {
-		tenth = done * 10 / total
-	}
-	if newPhase || (total > 0 && tenth > p.lastTenth) {
-		p.lastTenth = tenth
-		fmt.Fprintln(p.w, p.plainLine(done, total, now))
-	}
+	p.view.update(phase, done, total, time.Now())
 }
 
 // Message shows a line of a step's own output (debootstrap's "Unpacking
-// systemd..."): replacing the bar's line on a terminal, as a line otherwise.
+// systemd...", a layer's "already stored").
 func (p *progress) Message(phase, msg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if phase != p.phase {
-		p.endLine()
-		p.phase, p.start, p.lastTenth = phase, time.Now(), -1
-	}
-	line := phase + ": " + msg
-	if p.tty {
-		p.draw(line)
-		return
-	}
-	fmt.Fprintln(p.w, line)
+	p.view.message(phase, msg, time.Now())
 }
 
-// Done ends the redrawn line, if any, so that other output starts on its own.
-func (p *progress) Done() {
+// End ends the display, so that other output starts on a line of its own:
+// after a failure (err) the bars stay where they stopped.
+func (p *progress) End(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.endLine()
-	p.phase = ""
+	p.view.end(err == nil, time.Now())
 }
 
 // Rootfs adapts the progress to rootfs's reports.
@@ -111,45 +83,40 @@ func (p *progress) Rootfs() rootfs.ProgressFunc {
 	}
 }
 
-func (p *progress) draw(line string) {
-	if r := []rune(line); len(r) > p.width-1 {
-		line = string(r[:p.width-1])
+// rate renders the speed of done bytes in el ("8.1 MiB/s"), or "" while too
+// little time passed to tell.
+func rate(done int64, el time.Duration) string {
+	if el < 500*time.Millisecond || done <= 0 {
+		return ""
 	}
-	fmt.Fprintf(p.w, "\r\x1b[K%s", line)
-	p.drawn = true
+	return humanBytes(int64(float64(done)/el.Seconds())) + "/s"
 }
 
-func (p *progress) endLine() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-		p.drawn = false
+// eta renders the time left at the speed so far ("12s"), or "".
+func eta(done, total int64, el time.Duration) string {
+	if el < 500*time.Millisecond || done <= 0 || total <= done {
+		return ""
 	}
+	left := time.Duration(float64(el) * float64(total-done) / float64(done))
+	if left < 10*time.Second {
+		return left.Round(100 * time.Millisecond).String()
+	}
+	return left.Round(time.Second).String()
 }
 
-func (p *progress) barLine(done, total int64, now time.Time) string {
-	rate := ""
-	if el := now.Sub(p.start).Seconds(); el > 0.5 && done > 0 {
-		rate = "  " + humanBytes(int64(float64(done)/el)) + "/s"
+// took renders how long a step took: 40ms, 2.5s, 1m12s.
+func took(el time.Duration) string {
+	if el < time.Second {
+		return el.Round(time.Millisecond).String()
 	}
+	return el.Round(100 * time.Millisecond).String()
+}
+
+func percent(done, total int64) int64 {
 	if total <= 0 {
-		return fmt.Sprintf("%-11s %s%s", p.phase, humanBytes(done), rate)
+		return 0
 	}
-	pct := min(done*100/total, 100)
-	barw := max(10, min(40, p.width-55))
-	fill := int(int64(barw) * min(done, total) / total)
-	return fmt.Sprintf("%-11s [%s%s] %3d%%  %s/%s%s", p.phase, strings.Repeat("#", fill), strings.Repeat("-", barw-fill),
-		pct, humanBytes(done), humanBytes(total), rate)
-}
-
-func (p *progress) plainLine(done, total int64, now time.Time) string {
-	el := now.Sub(p.start).Round(100 * time.Millisecond)
-	if total <= 0 {
-		if done == 0 {
-			return p.phase + ": started"
-		}
-		return fmt.Sprintf("%s: %s (%s)", p.phase, humanBytes(done), el)
-	}
-	return fmt.Sprintf("%s: %d%% (%s of %s, %s)", p.phase, min(done*100/total, 100), humanBytes(done), humanBytes(total), el)
+	return min(done*100/total, 100)
 }
 
 // humanBytes renders a byte count for people: 512 B, 3.4 KiB, 250 MiB, 1.2 GiB.
