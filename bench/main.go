@@ -22,7 +22,7 @@ type suite struct {
 }
 
 // suites is filled by the init functions of the files in this directory, one file
-// per area (boot.go, rootfs.go, net.go, reconcile.go …).
+// per area (boot.go, rootfs.go, net.go, reconcile.go, oci.go …).
 var suites = map[string]suite{}
 
 func register(name, about string, run func() (map[string]any, error)) {
