@@ -20,27 +20,9 @@ import (
 // silent switch to local mode (two managers owning the same names).
 func TestCLIUsesRunningBerthd(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
-	dir := t.TempDir()
-	runDir := filepath.Join(dir, "run")
-	daemonState, otherState := filepath.Join(dir, "berthd-state"), filepath.Join(dir, "other-state")
-	p := config.Paths{StateDir: daemonState, RuntimeDir: runDir, LogDir: filepath.Join(dir, "log"), Socket: filepath.Join(runDir, "berthd.sock")}
-	for _, d := range []string{runDir, p.LogDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m, err := machined.OpenLocal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- api.Serve(ctx, p.Socket, m) }()
-	t.Cleanup(func() { cancel(); <-served })
-	testenv.Eventually(t, 5*time.Second, func() error {
-		_, err := os.Stat(p.Socket)
-		return err
-	})
+	p := startBerthd(t)
+	dir, runDir, daemonState := filepath.Dir(p.RuntimeDir), p.RuntimeDir, p.StateDir
+	otherState := filepath.Join(dir, "other-state")
 	defs := filepath.Join(dir, "defs")
 	if err := os.MkdirAll(defs, 0o755); err != nil {
 		t.Fatal(err)
@@ -72,4 +54,33 @@ func TestCLIUsesRunningBerthd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(otherState, "images")); err == nil {
 		t.Errorf("apply with another --state-dir wrote into it locally")
 	}
+}
+
+// startBerthd serves berthd's API in this process, on the socket of a
+// runtime directory of its own (--runtime-dir), with a state directory of its
+// own, until the test ends.
+func startBerthd(t *testing.T) config.Paths {
+	t.Helper()
+	dir := t.TempDir()
+	runDir := filepath.Join(dir, "run")
+	p := config.Paths{StateDir: filepath.Join(dir, "berthd-state"), RuntimeDir: runDir, LogDir: filepath.Join(dir, "log"),
+		Socket: filepath.Join(runDir, "berthd.sock")}
+	for _, d := range []string{runDir, p.LogDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := machined.OpenLocal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- api.Serve(ctx, p.Socket, m) }()
+	t.Cleanup(func() { cancel(); <-served })
+	testenv.Eventually(t, 5*time.Second, func() error {
+		_, err := os.Stat(p.Socket)
+		return err
+	})
+	return p
 }

@@ -23,9 +23,13 @@ func newImageCmd() *cobra.Command {
 		Short: "Manage images: the read-only root filesystems machines are made from",
 		Long: `Images are immutable root filesystem trees in the store (STATE/images), named and
 identified by the digest of their content. A machine's root is made from an image
-once and then persists; rebuilding an image does not change existing machines.`,
+once and then persists; rebuilding an image does not change existing machines.
+
+An OCI image (berth image pull, or an Image definition's registry, ociLayout or
+dockerArchive) is kept as its layers, each stored once whatever images share it,
+and identified by its manifest's digest; a machine's root is an overlay of them.`,
 	}
-	c.AddCommand(newImageImportCmd(), newImageBuildCmd(), newImageListCmd(), newImageRemoveCmd(),
+	c.AddCommand(newImageImportCmd(), newImagePullCmd(), newImageBuildCmd(), newImageListCmd(), newImageRemoveCmd(),
 		newImageExportCmd(), newImagePruneCmd())
 	return c
 }
@@ -80,7 +84,9 @@ func newImageBuildCmd() *cobra.Command {
 		Use:   "build -f FILE [NAME...]",
 		Short: "Build the images an Image definition declares",
 		Long: `Build the images that FILE (a YAML file or a directory of them) declares with
-kind: Image — from a directory, a tar archive or debootstrap — or only those named.`,
+kind: Image — from a directory, a tar archive, debootstrap, or an OCI image in a
+registry, an OCI layout or a docker archive (pulled as berth image pull does) —
+or only those named.`,
 		Example: `  berth image build -f images/debian.yaml
   berth image build -f examples/ debian-12`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -159,7 +165,7 @@ func importImage(cmd *cobra.Command, name string, src rootfs.Source, specHash st
 		img, err = s.Import(ctx, name, src, rootfs.ImportOptions{SpecHash: specHash})
 		took = time.Since(start)
 		if err != nil && ctx.Err() != nil {
-			return fmt.Errorf("image %q: interrupted; nothing was stored", name)
+			return fmt.Errorf("image %q: interrupted; nothing was stored (the layers stored whole stay for the next pull)", name)
 		}
 		return err
 	})
@@ -167,18 +173,38 @@ func importImage(cmd *cobra.Command, name string, src rootfs.Source, specHash st
 		return err
 	}
 	return outputOf(cmd).print(img, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "image %s: %s (%s, %d files) in %s\n", img.Name, img.Digest, humanBytes(img.Size), img.Files,
-			took.Round(100*time.Millisecond))
+		_, err := fmt.Fprintln(w, importedText(img, took))
 		return err
 	})
+}
+
+// importedText is the line an import prints:
+//
+//	image tiny: sha256:… (12 KiB, 5 files) in 0.1s
+//	image debian: docker.io/library/debian:bookworm sha256:… [linux/amd64]: 1 layer, 117 MiB in 9.2s
+func importedText(img *rootfs.Image, took time.Duration) string {
+	t := took.Round(100 * time.Millisecond)
+	if img.Kind != rootfs.ImageKindOCI {
+		return fmt.Sprintf("image %s: %s (%s, %d files) in %s", img.Name, img.Digest, humanBytes(img.Size), img.Files, t)
+	}
+	s := fmt.Sprintf("image %s: %s %s [%s]: %s, %s", img.Name, img.Ref, img.Digest, img.Platform, plural(len(img.Layers), "layer"), humanBytes(img.Size))
+	if img.Shared > 0 {
+		s += fmt.Sprintf(" (%s of it shared with other images)", humanBytes(img.Shared))
+	}
+	return s + " in " + t.String()
 }
 
 func newImageListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List images: NAME DIGEST SIZE CREATED USED-BY",
-		Args:    cobra.NoArgs,
+		Short:   "List images: NAME DIGEST SOURCE SIZE SHARED LAYERS CREATED USED-BY",
+		Long: `List the images: their name, digest, where they came from (an OCI image's
+reference, a tree's directory, archive or debootstrap suite), their disk usage
+(an OCI image's layers, each once), the part of it in layers that other images
+share, their number of layers (an OCI image's), when they were made and the
+machines made from them. -o json has everything, an OCI image's layers too.`,
+		Args: cobra.NoArgs,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
 			imgs, err := s.Images()
 			if err != nil {
@@ -189,7 +215,7 @@ func newImageListCmd() *cobra.Command {
 				return err
 			}
 			if len(imgs) == 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "No images. Import one with: berth image import NAME DIR|FILE|URL")
+				fmt.Fprintln(cmd.ErrOrStderr(), "No images. Import one with: berth image import NAME DIR|FILE|URL, or pull one: berth image pull REF")
 			}
 			return nil
 		}),
@@ -197,14 +223,19 @@ func newImageListCmd() *cobra.Command {
 }
 
 // imageHeader and imageRow are berth image list's table.
-var imageHeader = []string{"NAME", "DIGEST", "SIZE", "CREATED", "USED-BY"}
+var imageHeader = []string{"NAME", "DIGEST", "SOURCE", "SIZE", "SHARED", "LAYERS", "CREATED", "USED-BY"}
 
 func imageRow(i rootfs.Image) []string {
 	name := i.Name
 	if name == "" {
 		name = "<old>" // content that no name points to any more
 	}
-	return []string{name, shortDigest(i.Digest), humanBytes(i.Size), ago(i.Created), dash(strings.Join(i.UsedBy, ","))}
+	source, shared, layers := i.Source, "-", "-"
+	if i.Kind == rootfs.ImageKindOCI {
+		source, shared, layers = i.Ref, humanBytes(i.Shared), fmt.Sprint(len(i.Layers))
+	}
+	source, _, _ = strings.Cut(source, "#sha256=") // a tar's pinned sum: in -o json
+	return []string{name, shortDigest(i.Digest), dash(source), humanBytes(i.Size), shared, layers, ago(i.Created), dash(strings.Join(i.UsedBy, ","))}
 }
 
 func newImageRemoveCmd() *cobra.Command {
@@ -226,73 +257,10 @@ func newImageRemoveCmd() *cobra.Command {
 	}
 }
 
-func newImageExportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "export NAME FILE",
-		Short: "Write an image as a tar archive (.tar, .tar.gz, .tar.xz, .tar.zst; - for zstd on stdout)",
-		Long: `Write an image as a tar archive that berth image import turns back into the same
-digest: numeric owners, modes, xattrs, hard links, device nodes and nanosecond
-times are kept. The compression follows FILE's name; FILE "-" writes zstd to stdout.`,
-		Example: `  berth image export debian-12 debian-12.tar.zst`,
-		Args:    cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name, file := args[0], args[1]
-			var size int64
-			err := storeWork(cmd, func(ctx context.Context, s *rootfs.Store) error {
-				if file == "-" {
-					return s.Export(ctx, name, cmd.OutOrStdout(), rootfs.CompressZstd)
-				}
-				var err error
-				size, err = exportFile(ctx, s, name, file)
-				return err
-			})
-			if err != nil || file == "-" {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "exported image %s to %s (%s)\n", name, file, humanBytes(size))
-			return nil
-		},
-	}
-}
-
-// exportFile writes the image name to file, compressed as file's name says,
-// and returns the archive's size. The archive is written beside file and
-// renamed at the end: an interrupted export leaves no truncated archive under
-// the name.
-func exportFile(ctx context.Context, s *rootfs.Store, name, file string) (int64, error) {
-	c, err := rootfs.CompressionFor(file)
-	if err != nil {
-		return 0, err
-	}
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if err := s.Export(ctx, name, f, c); err != nil {
-		return 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	if err := f.Close(); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(f.Name(), file); err != nil {
-		return 0, err
-	}
-	fi, err := os.Stat(file)
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
-}
-
 func newImagePruneCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "prune",
-		Short: "Remove image content that no name and no machine uses",
+		Short: "Remove image content and layers that no name and no machine uses",
 		Args:  cobra.NoArgs,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
 			res, err := s.Prune()
@@ -302,11 +270,17 @@ func newImagePruneCmd() *cobra.Command {
 			if res.Digests == nil {
 				res.Digests = []string{}
 			}
+			if res.Layers == nil {
+				res.Layers = []string{}
+			}
 			return outputOf(cmd).print(res, func(w io.Writer) error {
 				for _, d := range res.Digests {
-					fmt.Fprintf(w, "removed %s\n", d)
+					fmt.Fprintf(w, "removed image %s\n", d)
 				}
-				_, err := fmt.Fprintf(w, "freed %s\n", humanBytes(res.Freed))
+				for _, l := range res.Layers {
+					fmt.Fprintf(w, "removed layer %s\n", l)
+				}
+				_, err := fmt.Fprintf(w, "freed %s: %s, %s\n", humanBytes(res.Freed), plural(len(res.Digests), "image"), plural(len(res.Layers), "layer"))
 				return err
 			})
 		}),
