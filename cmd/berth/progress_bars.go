@@ -63,7 +63,7 @@ func (v *barView) bar(phase string, total int64, now time.Time) *phaseBar {
 	if total > 0 {
 		b.bar = v.p.New(total, mpb.BarStyle(), opts...)
 	} else {
-		b.bar = v.p.New(0, mpb.SpinnerStyle().PositionLeft(), opts...) // how much is unknown: a spinner
+		b.bar = v.p.New(0, mpb.SpinnerStyle().PositionLeft(), append(opts, mpb.BarFillerClearOnComplete())...) // how much is unknown: a spinner
 	}
 	v.bars = append(v.bars, b)
 	return b
