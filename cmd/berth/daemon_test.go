@@ -58,7 +58,7 @@ func TestCLIUsesRunningBerthd(t *testing.T) {
 
 // startBerthd serves berthd's API in this process, on the socket of a
 // runtime directory of its own (--runtime-dir), with a state directory of its
-// own, until the test ends.
+// own, until the test ends; it returns once the API answers.
 func startBerthd(t *testing.T) config.Paths {
 	t.Helper()
 	dir := t.TempDir()
@@ -78,8 +78,13 @@ func startBerthd(t *testing.T) config.Paths {
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(ctx, p.Socket, m) }()
 	t.Cleanup(func() { cancel(); <-served })
+	// Answering, not only bound: a socket file is there before listen(2),
+	// and a CLI that cannot connect works locally (on this host's state).
 	testenv.Eventually(t, 5*time.Second, func() error {
-		_, err := os.Stat(p.Socket)
+		c, err := api.Dial(ctx, p.Socket)
+		if err == nil {
+			_, err = c.Daemon(ctx)
+		}
 		return err
 	})
 	return p

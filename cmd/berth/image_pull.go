@@ -56,9 +56,11 @@ image goes into its store.`,
 			}
 			if len(args) == 2 {
 				name = args[1]
-			}
-			if err := rootfs.ValidName(name); err != nil {
-				return fmt.Errorf("image pull %s: %w: give the image's name after the reference", args[0], err)
+				if err := rootfs.ValidName(name); err != nil {
+					return fmt.Errorf("image pull %s: %w", args[0], err)
+				}
+			} else if name == "" {
+				return fmt.Errorf("image pull %s: no image name can be made of it: give one after the reference (berth image pull REF NAME)", args[0])
 			}
 			return importImage(cmd, name, src, "")
 		},
