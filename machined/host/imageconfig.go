@@ -12,14 +12,17 @@ import (
 	"github.com/berthd/berth/spec"
 )
 
-// initCandidates are where berth looks for a guest's init (container's
-// pickInit, in order).
-var initCandidates = []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"}
+// systemdPaths are where an image that boots keeps systemd (container's
+// pickInit looks there first, then at /sbin/init).
+var systemdPaths = []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd"}
 
 // imageDefaults fills what a machine's definition leaves to its image's OCI
-// config, as an OCI runtime would: a machine without a command boots the
-// image's init when the image has one (an OS image: systemd), and otherwise
-// runs the image's Entrypoint and Cmd in application mode; the image's Env
+// config, as an OCI runtime would: a machine without a command boots an
+// image that has systemd (an OS image) or the definition's init, and
+// otherwise runs the image's Entrypoint and Cmd in application mode (an
+// image with neither boots its /sbin/init, if it has one: busybox's or
+// alpine's /sbin/init alone does not make an application image an OS
+// image to boot); the image's Env
 // comes first and the definition's environment wins; in application mode
 // the image's WorkingDir (unless the definition has workingDir), User
 // (resolved in the image's own /etc/passwd and /etc/group) and StopSignal.
@@ -29,12 +32,15 @@ func imageDefaults(c *container.Config, m *spec.Machine, img *rootfs.Image, stac
 		return nil
 	}
 	ic := img.Config
-	if len(m.Command) == 0 && !hasInit(stack, m.Init) {
-		args := append(append([]string(nil), ic.Entrypoint...), ic.Cmd...)
-		if len(args) == 0 {
-			return fmt.Errorf("image %s has neither an init (%s) nor a command (Entrypoint, Cmd): give the machine a command", imageName(img), strings.Join(initCandidates, ", "))
+	args := append(append([]string(nil), ic.Entrypoint...), ic.Cmd...)
+	if len(m.Command) == 0 && !boots(stack, m.Init) {
+		switch {
+		case len(args) > 0:
+			c.Boot, c.Args = false, args
+		case !rootfs.ExistsMerged(stack, "/sbin/init"):
+			return fmt.Errorf("image %s has neither an init (%s, /sbin/init) nor a command (Entrypoint, Cmd): give the machine a command",
+				imageName(img), strings.Join(systemdPaths, ", "))
 		}
-		c.Boot, c.Args = false, args
 	}
 	c.Env = mergeEnv(ic.Env, c.Env)
 	if c.Boot {
@@ -67,11 +73,13 @@ func imageName(img *rootfs.Image) string {
 	return img.Name
 }
 
-func hasInit(stack []string, init string) bool {
+// boots says whether a machine without a command boots this root: the
+// definition names an init, or the root has systemd.
+func boots(stack []string, init string) bool {
 	if init != "" {
-		return rootfs.ExistsMerged(stack, init)
+		return true
 	}
-	for _, p := range initCandidates {
+	for _, p := range systemdPaths {
 		if rootfs.ExistsMerged(stack, p) {
 			return true
 		}

@@ -72,6 +72,17 @@ func TestImageDefaults(t *testing.T) {
 	if err := imageDefaults(&c, &spec.Machine{Name: "os"}, img, []string{osTree}); err != nil || !c.Boot || c.User != nil {
 		t.Errorf("an image with systemd: boot %v user %+v, %v; want it booted", c.Boot, c.User, err)
 	}
+	// busybox's /sbin/init does not make an application image bootable.
+	bb := writeTree(t, map[string]string{"sbin/init": "", "etc/passwd": "app:x:1000:1000::/srv:/bin/sh\n"})
+	c = container.Config{Boot: true}
+	if err := imageDefaults(&c, &spec.Machine{Name: "bb"}, img, []string{bb}); err != nil || c.Boot {
+		t.Errorf("an application image with /sbin/init: boot %v, %v; want its command", c.Boot, err)
+	}
+	c = container.Config{Boot: true}
+	noCmd := &rootfs.Image{Name: "bb", Config: &rootfs.ImageConfig{}}
+	if err := imageDefaults(&c, &spec.Machine{Name: "bb"}, noCmd, []string{bb}); err != nil || !c.Boot {
+		t.Errorf("an image with /sbin/init and no command: boot %v, %v; want it booted", c.Boot, err)
+	}
 	bare := &rootfs.Image{Name: "bare", Config: &rootfs.ImageConfig{}}
 	if err := imageDefaults(&container.Config{Boot: true}, &spec.Machine{Name: "x"}, bare, []string{t.TempDir()}); err == nil ||
 		!strings.Contains(err.Error(), "give the machine a command") {

@@ -195,8 +195,10 @@ func readXattrs(p string) (map[string]string, error) {
 
 // Entry is one member of a small layer made in memory (Layer).
 type Entry struct {
-	Name string // a directory's ends in /
-	Body string // a file's content
+	Name     string // a directory's ends in /
+	Body     string // a file's content
+	UID, GID int    // owner (default root)
+	Mode     int64  // permission bits; 0: 0644 for a file, 0755 for a directory
 }
 
 // Dir, File, Whiteout and Opaque are a layer's entries: a directory, a
@@ -219,9 +221,12 @@ func Layer(comp compression.Compression, ents ...Entry) (v1.Layer, error) {
 	tw := tar.NewWriter(cw)
 	mtime := time.Unix(1700000000, 0)
 	for _, e := range ents {
-		hdr := &tar.Header{Name: e.Name, Mode: 0o644, Typeflag: tar.TypeReg, Size: int64(len(e.Body)), ModTime: mtime}
+		hdr := &tar.Header{Name: e.Name, Mode: 0o644, Typeflag: tar.TypeReg, Size: int64(len(e.Body)), ModTime: mtime, Uid: e.UID, Gid: e.GID}
 		if strings.HasSuffix(e.Name, "/") {
 			hdr.Mode, hdr.Typeflag, hdr.Size = 0o755, tar.TypeDir, 0
+		}
+		if e.Mode != 0 {
+			hdr.Mode = e.Mode
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err
