@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,10 @@ func init() {
 // ociRuns is how many pulls of each side are timed (BENCH_OCI_RUNS
 // overrides); ociRootRuns how many second roots.
 var ociRuns, ociRootRuns = 5, 7
+
+// ociProfile, from BENCH_OCI_CPUPROFILE, is where berth's pulls write a CPU
+// profile each: FILE.1, FILE.2 … (`go tool pprof` takes them together).
+var ociProfile = os.Getenv("BENCH_OCI_CPUPROFILE")
 
 func init() {
 	if n, err := strconv.Atoi(os.Getenv("BENCH_OCI_RUNS")); err == nil && n > 0 {
@@ -227,6 +232,11 @@ func (b *ociBench) berthPull(tag string) (s *rootfs.Store, imp, root time.Durati
 	if s, err = rootfs.Open(b.dir("berth")); err != nil {
 		return nil, 0, 0, err
 	}
+	stop, err := b.profile()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer stop()
 	start := time.Now()
 	if _, err := s.Import(b.ctx, "debian-"+tag, rootfs.Registry{Ref: b.refs[tag], Insecure: true}, rootfs.ImportOptions{}); err != nil {
 		return nil, 0, 0, err
@@ -237,6 +247,23 @@ func (b *ociBench) berthPull(tag string) (s *rootfs.Store, imp, root time.Durati
 		return nil, 0, 0, err
 	}
 	return s, imp, time.Since(start), nil
+}
+
+// profile starts a CPU profile of the pull that follows when
+// BENCH_OCI_CPUPROFILE asks for one, and returns what stops it.
+func (b *ociBench) profile() (stop func(), err error) {
+	if ociProfile == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", ociProfile, b.n))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // skopeoCopy copies debian:tag from the registry into the OCI layout dir,
