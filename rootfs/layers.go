@@ -321,8 +321,8 @@ func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, rep *re
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer wd.discard()
-	tree := filepath.Join(wd.path, layerTreeDir)
-	if err := makeTreeDir(tree); err != nil {
+	tree, err := makeLayerTree(wd)
+	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	rep.start(LayerPhase(l), l.Size)
