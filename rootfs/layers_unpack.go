@@ -1,6 +1,12 @@
 package rootfs
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,3 +61,141 @@ func spreadInodes(fd int) {
 	_ = unix.IoctlSetPointerInt(fd, unix.FS_IOC_SETFLAGS, flags|fsTopdirFL)
 }
 
+// unpackLayer extracts the layer's uncompressed stream into tree and checks
+// its sha256 against the diff ID: every byte, the tar's end and any padding
+// after it included. count receives the compressed bytes read.
+//
+// The stream is read (downloaded, its blob hashed, decompressed, hashed
+// again) by a goroutine of its own, a few chunks ahead of the extraction,
+// which spends its time in the kernel creating files: on two cores or more
+// the two overlap.
+func unpackLayer(ctx context.Context, l Layer, tree string, count func(int64)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rc, err := l.Open(ctx, count)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	r := readAhead(ctx, cancel, rc, h)
+	defer r.Close()
+	if err := extractTar(ctx, r, tree); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("read archive: %w", err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != l.DiffID {
+		return errorf(ErrInvalid, "its content's sha256 is %s, not the diff ID %s the image's config names: "+
+			"the blob is corrupt or does not belong to the image; nothing of it was stored", got, l.DiffID)
+	}
+	return nil
+}
+
+// Read-ahead chunks: enough to keep the reader busy while the extractor
+// creates a directory full of small files, little enough per layer.
+const (
+	aheadChunks    = 4
+	aheadChunkSize = 512 << 10
+)
+
+// aheadReader reads src ahead of its reader in a goroutine, hashing every
+// byte into h as it goes. What src returned, data and then its error, comes
+// out in the same order; h holds the whole stream once Read returned io.EOF.
+type aheadReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc // stops src's reads
+	full   chan []byte        // chunks read, in order; closed after the last
+	free   chan []byte        // chunks to fill
+	stop   chan struct{}
+	done   chan struct{} // closed when the goroutine returned
+	err    error         // src's error (io.EOF at its end), read once full is closed
+	cur    []byte
+	off    int
+	closed bool
+}
+
+func readAhead(ctx context.Context, cancel context.CancelFunc, src io.Reader, h hash.Hash) *aheadReader {
+	a := &aheadReader{ctx: ctx, cancel: cancel, full: make(chan []byte, aheadChunks), free: make(chan []byte, aheadChunks),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	for range aheadChunks {
+		a.free <- make([]byte, aheadChunkSize)
+	}
+	go a.fill(src, h)
+	return a
+}
+
+// fill is the goroutine: it fills free chunks from src and hands them on.
+func (a *aheadReader) fill(src io.Reader, h hash.Hash) {
+	defer close(a.done)
+	defer close(a.full)
+	for {
+		var buf []byte
+		select {
+		case buf = <-a.free:
+		case <-a.stop:
+			return
+		}
+		n, err := readChunk(src, buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			select {
+			case a.full <- buf[:n]:
+			case <-a.stop:
+				return
+			}
+		}
+		if err != nil {
+			a.err = err
+			return
+		}
+	}
+}
+
+// readChunk reads into buf until it is full or src fails (io.EOF at its
+// end). Unlike io.ReadFull it passes every error on as it is: a
+// decompressor's io.ErrUnexpectedEOF is a truncated stream, not its end.
+func readChunk(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := src.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (a *aheadReader) Read(p []byte) (int, error) {
+	for a.off == len(a.cur) {
+		if a.cur != nil {
+			a.free <- a.cur[:cap(a.cur)] // never blocks: free holds every chunk
+			a.cur = nil
+		}
+		select {
+		case buf, ok := <-a.full:
+			if !ok {
+				return 0, a.err
+			}
+			a.cur, a.off = buf, 0
+		case <-a.ctx.Done():
+			return 0, a.ctx.Err()
+		}
+	}
+	n := copy(p, a.cur[a.off:])
+	a.off += n
+	return n, nil
+}
+
+// Close stops the goroutine and waits for it: src may be closed then.
+func (a *aheadReader) Close() error {
+	if !a.closed {
+		a.closed = true
+		a.cancel()
+		close(a.stop)
+	}
+	<-a.done
+	return nil
+}
