@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -241,18 +240,8 @@ func (s *Store) importLayered(ctx context.Context, name string, src Layered, opt
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	for i, l := range li.Layers {
-		phase := LayerPhase(l)
-		if have[l.DiffID] {
-			rep.start(phase, l.Size)
-			rep.message("already stored")
-			rep.finish(l.Size)
-			continue
-		}
-		if err := s.storeLayer(ctx, li, i, rep); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		have[l.DiffID] = true
+	if err := s.storeLayers(ctx, li, have, rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	meta, err := s.layeredMeta(li, src.String())
 	if err != nil {
@@ -310,7 +299,7 @@ func (s *Store) readLayer(diffID string) (*layerMeta, error) {
 // extractor's safety for hostile archives) and checked against the diff ID;
 // then the OCI whiteouts become overlayfs ones, the tree is flushed and
 // renamed into place. A failure leaves nothing of the layer.
-func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, rep *reporter) error {
+func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, prog *layerProgress) error {
 	l := li.Layers[i]
 	what := fmt.Sprintf("layer %d of %d (%s)", i+1, len(li.Layers), layerLabel(l))
 	wd, err := newWorkDir(s.tmpImages(), "layer-"+strings.TrimPrefix(l.DiffID, "sha256:")[:12]+"-")
@@ -322,9 +311,7 @@ func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, rep *re
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	rep.start(LayerPhase(l), l.Size)
-	var done atomic.Int64
-	if err := unpackLayer(ctx, l, tree, func(n int64) { rep.update(done.Add(n)) }); err != nil {
+	if err := unpackLayer(ctx, l, tree, func(n int64) { prog.add(i, n) }); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	sum, err := convertWhiteouts(ctx, tree)
@@ -350,7 +337,7 @@ func (s *Store) storeLayer(ctx context.Context, li *LayeredImage, i int, rep *re
 		return fmt.Errorf("%s: store: %w", what, &os.PathError{Op: "rename", Path: final, Err: err})
 	}
 	syncDir(filepath.Dir(final))
-	rep.finish(max(done.Load(), l.Size))
+	prog.end(i)
 	return nil
 }
 
