@@ -39,7 +39,6 @@ func init() {
 		runtime.LockOSThread()
 	}
 	RegisterStage(initStage, payloadInit)
-	RegisterStage(procStage, mountProcStage)
 }
 
 // Reexec runs a re-executed stage of the berth binary (the payload's init stage,

@@ -3,10 +3,8 @@ package container
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/berthd/berth/internal/rundir"
 
@@ -243,9 +241,9 @@ func idmapError(src string, idmap bool) string {
 
 // mountProc mounts the /proc of the machine's PID namespace at the root's
 // /proc. proc takes the PID namespace of the process that mounts it, so a
-// helper (this binary again, stage mountproc) forked from this thread after
-// it joined the machine's PID namespace for its children does the mount: it
-// is in M0, with host credentials, and the guest's init has not run yet.
+// helper forked from this thread after it joined the machine's PID namespace
+// for its children does the mount (mountProcAt): it is in M0, with host
+// credentials, and the guest's init has not run yet.
 func (t *tree) mountProc() error {
 	proc, err := mkdirIn(t.root, "/proc", 0o555)
 	if err != nil {
@@ -256,28 +254,10 @@ func (t *tree) mountProc() error {
 		return err
 	}
 	defer back()
-	cmd := exec.Command(selfExe())
-	cmd.Args = []string{"berth-mountproc " + t.cfg.Name}
-	cmd.Env = []string{stageEnv + "=" + procStage, procTargetEnv + "=" + proc}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("mount /proc: %v: %s", err, strings.TrimSpace(string(out)))
+	if err := mountProcAt(proc); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
 	}
 	return nil
-}
-
-// The proc helper's stage and where it mounts.
-const (
-	procStage     = "mountproc"
-	procTargetEnv = "_BERTH_PROC"
-)
-
-// mountProcStage is the proc helper: PID 2 of the machine's PID namespace
-// for as long as one mount(2) takes.
-func mountProcStage() {
-	if err := mount("proc", os.Getenv(procTargetEnv), "proc", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV, ""); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 }
 
 // mountSys mounts /sys read-only for the machine's network namespace (sysfs
