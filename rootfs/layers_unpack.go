@@ -1,11 +1,11 @@
 package rootfs
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -65,10 +65,10 @@ func spreadInodes(fd int) {
 // its sha256 against the diff ID: every byte, the tar's end and any padding
 // after it included. count receives the compressed bytes read.
 //
-// The stream is read (downloaded, its blob hashed, decompressed, hashed
-// again) by a goroutine of its own, a few chunks ahead of the extraction,
-// which spends its time in the kernel creating files: on two cores or more
-// the two overlap.
+// The stream is read (downloaded, its blob checked, decompressed) by a
+// goroutine of its own, a few chunks ahead of the extraction, which spends
+// its time in the kernel creating files: on two cores or more the two
+// overlap. The extraction's goroutine hashes what it takes.
 func unpackLayer(ctx context.Context, l Layer, tree string, count func(int64)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -77,9 +77,10 @@ func unpackLayer(ctx context.Context, l Layer, tree string, count func(int64)) e
 		return err
 	}
 	defer rc.Close()
+	ahead := readAhead(ctx, cancel, rc)
+	defer ahead.Close()
 	h := sha256.New()
-	r := readAhead(ctx, cancel, rc, h)
-	defer r.Close()
+	r := io.TeeReader(ahead, h)
 	if err := extractTar(ctx, r, tree); err != nil {
 		return err
 	}
@@ -100,9 +101,8 @@ const (
 	aheadChunkSize = 512 << 10
 )
 
-// aheadReader reads src ahead of its reader in a goroutine, hashing every
-// byte into h as it goes. What src returned, data and then its error, comes
-// out in the same order; h holds the whole stream once Read returned io.EOF.
+// aheadReader reads src ahead of its reader, in a goroutine. What src
+// returned, data and then its error, comes out in the same order.
 type aheadReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc // stops src's reads
@@ -116,18 +116,20 @@ type aheadReader struct {
 	closed bool
 }
 
-func readAhead(ctx context.Context, cancel context.CancelFunc, src io.Reader, h hash.Hash) *aheadReader {
+// readAhead starts reading src; cancel must stop src's reads (it cancels
+// the context src reads with).
+func readAhead(ctx context.Context, cancel context.CancelFunc, src io.Reader) *aheadReader {
 	a := &aheadReader{ctx: ctx, cancel: cancel, full: make(chan []byte, aheadChunks), free: make(chan []byte, aheadChunks),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	for range aheadChunks {
 		a.free <- make([]byte, aheadChunkSize)
 	}
-	go a.fill(src, h)
+	go a.fill(src)
 	return a
 }
 
 // fill is the goroutine: it fills free chunks from src and hands them on.
-func (a *aheadReader) fill(src io.Reader, h hash.Hash) {
+func (a *aheadReader) fill(src io.Reader) {
 	defer close(a.done)
 	defer close(a.full)
 	for {
@@ -135,14 +137,15 @@ func (a *aheadReader) fill(src io.Reader, h hash.Hash) {
 		select {
 		case buf = <-a.free:
 		case <-a.stop:
+			a.err = a.stopped()
 			return
 		}
 		n, err := readChunk(src, buf)
 		if n > 0 {
-			h.Write(buf[:n])
 			select {
 			case a.full <- buf[:n]:
 			case <-a.stop:
+				a.err = a.stopped()
 				return
 			}
 		}
@@ -152,6 +155,9 @@ func (a *aheadReader) fill(src io.Reader, h hash.Hash) {
 		}
 	}
 }
+
+// stopped is the error of reads after Close.
+func (a *aheadReader) stopped() error { return cmp.Or(a.ctx.Err(), io.ErrClosedPipe) }
 
 // readChunk reads into buf until it is full or src fails (io.EOF at its
 // end). Unlike io.ReadFull it passes every error on as it is: a
@@ -172,7 +178,7 @@ func (a *aheadReader) Read(p []byte) (int, error) {
 	for a.off == len(a.cur) {
 		if a.cur != nil {
 			a.free <- a.cur[:cap(a.cur)] // never blocks: free holds every chunk
-			a.cur = nil
+			a.cur, a.off = nil, 0
 		}
 		select {
 		case buf, ok := <-a.full:

@@ -41,13 +41,21 @@ func (b *layerBlob) errorf(format string, args ...any) error {
 // something that is not a tar before its end: a reader whose tar fails
 // learns whether the blob was at fault by reading the rest of the stream
 // (io.Copy to io.Discard), whose error then names the digest mismatch.
+//
+// The blob is read and checked by a goroutine of its own, ahead of the
+// decompressor, so that its download and digest do not hold up the
+// decompression (which takes the longest of a layer's unpacking).
 func (b *layerBlob) Open(ctx context.Context, count func(n int64)) (io.ReadCloser, error) {
-	raw, err := b.open(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	rawBlob, err := b.open(ctx)
 	if err != nil {
+		cancel()
 		return nil, b.errorf("%v", err)
 	}
-	v := &blobVerifier{r: raw, b: b, h: sha256.New(), count: count}
-	br := bufio.NewReaderSize(v, 256<<10)
+	v := &blobVerifier{r: rawBlob, b: b, h: sha256.New(), count: count}
+	ahead := readAhead(ctx, cancel, v)
+	raw := &aheadCloser{ahead: ahead, raw: rawBlob}
+	br := bufio.NewReaderSize(ahead, 256<<10)
 	head, err := br.Peek(6)
 	if err != nil && err != io.EOF {
 		raw.Close()
@@ -116,6 +124,17 @@ func (s *layerStream) Read(p []byte) (int, error) {
 func (s *layerStream) Close() error {
 	s.dec.Close()
 	return s.raw.Close()
+}
+
+// aheadCloser closes a blob read ahead: the goroutine that reads it first.
+type aheadCloser struct {
+	ahead *aheadReader
+	raw   io.Closer
+}
+
+func (c *aheadCloser) Close() error {
+	c.ahead.Close()
+	return c.raw.Close()
 }
 
 // errBlob marks the verifier's errors, which already name the layer.
