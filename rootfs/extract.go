@@ -94,7 +94,12 @@ type extractor struct {
 	cacheFd int
 	dirs    map[string]unix.Timespec // directory mtimes to set at the end
 	warned  map[string]bool
+	buf     []byte // makeFile's copy buffer, one for the whole archive
 }
+
+// copyBufSize is the size of the extractor's copy buffer: a write system
+// call per 256 KiB of a file at most.
+const copyBufSize = 256 << 10
 
 // extractTar unpacks the tar stream r into the existing, empty directory dest.
 func extractTar(ctx context.Context, r io.Reader, dest string) error {
@@ -247,7 +252,13 @@ func (x *extractor) makeFile(pfd int, name, rel string, hdr *tar.Header, mode ui
 	}
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
-	if _, err := io.Copy(f, r); err != nil {
+	if x.buf == nil {
+		x.buf = make([]byte, copyBufSize)
+	}
+	// Hiding f's ReadFrom makes the copy use the buffer: ReadFrom would
+	// find no file to copy from and fall back to a copy with a buffer of
+	// its own, made anew for every file.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, r, x.buf); err != nil {
 		return fmt.Errorf("write %s: %w", rel, err)
 	}
 	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
@@ -336,8 +347,9 @@ func (x *extractor) nodeMeta(pfd int, name, rel string, hdr *tar.Header, mode ui
 			return &os.PathError{Op: "chmod", Path: rel, Err: err}
 		}
 	}
-	p := fmt.Sprintf("/proc/self/fd/%d/%s", pfd, name)
-	if err := x.setXattrs(hdr, rel, func(n string, v []byte) error { return unix.Lsetxattr(p, n, v, 0) }); err != nil {
+	if err := x.setXattrs(hdr, rel, func(n string, v []byte) error {
+		return unix.Lsetxattr(fmt.Sprintf("/proc/self/fd/%d/%s", pfd, name), n, v, 0)
+	}); err != nil {
 		return err
 	}
 	return x.times(pfd, name, rel, hdr)
@@ -393,6 +405,9 @@ func entryXattrs(hdr *tar.Header) map[string][]byte {
 // (redirects, metacopy, opaque) would change what the machine sees.
 func (x *extractor) setXattrs(hdr *tar.Header, rel string, set func(string, []byte) error) error {
 	xs := entryXattrs(hdr)
+	if len(xs) == 0 {
+		return nil
+	}
 	names := make([]string, 0, len(xs))
 	for n := range xs {
 		names = append(names, n)
