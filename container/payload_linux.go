@@ -14,9 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// startPayload starts the payload's init stage, places it, runs the Network
-// hook, releases it and waits until it has exec'd the guest's init.
-func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<-chan *os.ProcessState, error) {
+// startPayload starts the payload's init stage, builds its tree, places it
+// in its cgroups once cg has made them, runs the Network hook, releases it
+// and waits until it has exec'd the guest's init. The init stage does
+// nothing before it is released.
+func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int) (<-chan *os.ProcessState, error) {
 	cfg := s.cfg
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -54,9 +56,7 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		return nil, err
 	}
 	s.log.Debug("payload process started", "pid", pid)
-	if err := s.placePayload(path, pid); err != nil {
-		return abort(err)
-	}
+	cg.offer(pid)
 	raiseFileLimit(pid)
 	if err := applyRlimits(pid, cfg.Rlimits); err != nil {
 		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
@@ -66,6 +66,10 @@ func (s *supervisor) startPayload(ctx context.Context, path string, boot int) (<
 		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
 	}
 	defer root.Close()
+	if err := s.place(cg, pid); err != nil {
+		return abort(err)
+	}
+	path := cg.path
 	if s.hooks.Network != nil && cfg.NetworkMode == "private" {
 		if err := s.hooks.Network(ctx, pid); err != nil {
 			return abort(fmt.Errorf("network: %w", err))

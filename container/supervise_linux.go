@@ -217,10 +217,13 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 		}
 		cleanup.Add(lock.Release)
 	}
-	path, err := s.setupCgroups(ctx, cleanup)
+	hs, err := hierarchies()
 	if err != nil {
 		return fail(err)
 	}
+	s.hs = hs
+	cg := s.startCgroups(ctx)
+	cleanup.Add(cg.undo)
 	if err := s.setupConsole(cleanup); err != nil {
 		return fail(err)
 	}
@@ -228,7 +231,7 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 	if err != nil {
 		return fail(err)
 	}
-	st, err := s.bootLoop(ctx, path, readyCh)
+	st, err := s.bootLoop(ctx, cg, readyCh)
 	if err != nil {
 		return fail(err)
 	}
@@ -271,15 +274,80 @@ func (s *supervisor) setupFilter() error {
 	return nil
 }
 
+// cgroupSetup is setupCgroups running beside the payload's start: the
+// cgroups' making and the supervisor's move into its own take milliseconds
+// (a v1 migration waits for an RCU grace period), and the init stage's start
+// (a fork and exec, a Go runtime) and the tree need no cgroup. The first
+// boot's init stage is placed by the setup right after the supervisor's move
+// when it has started by then (offer): a migration soon after another waits
+// for no further grace period.
+type cgroupSetup struct {
+	done chan struct{}
+	r    *revert.Reverter
+	path string
+	err  error
+
+	pid      chan int // offered by the first boot's startPayload
+	placed   int      // the pid the setup placed, if any
+	placeErr error
+}
+
+// startCgroups runs setupCgroups in a goroutine of its own.
+func (s *supervisor) startCgroups(ctx context.Context) *cgroupSetup {
+	c := &cgroupSetup{done: make(chan struct{}), r: revert.New(), pid: make(chan int, 1)}
+	go func() {
+		defer close(c.done)
+		if c.path, c.err = s.setupCgroups(ctx, c.r); c.err != nil {
+			return
+		}
+		select {
+		case pid := <-c.pid:
+			c.placed, c.placeErr = pid, s.placePayload(c.path, pid)
+		default:
+		}
+	}()
+	return c
+}
+
+// offer hands the setup the init stage to place, while it still runs.
+func (c *cgroupSetup) offer(pid int) {
+	select {
+	case <-c.done:
+	case c.pid <- pid:
+	default:
+	}
+}
+
+// wait returns the machine's cgroup path once the setup has ended.
+func (c *cgroupSetup) wait() (string, error) {
+	<-c.done
+	return c.path, c.err
+}
+
+// place puts the init stage pid in the payload cgroups, unless the setup
+// already has.
+func (s *supervisor) place(c *cgroupSetup, pid int) error {
+	path, err := c.wait()
+	if err != nil {
+		return err
+	}
+	if c.placed == pid {
+		return c.placeErr
+	}
+	return s.placePayload(path, pid)
+}
+
+// undo waits for the setup to end and undoes what it did.
+func (c *cgroupSetup) undo() {
+	<-c.done
+	c.r.Fail()
+}
+
 // setupCgroups makes the machine's cgroup through the driver, with its
 // limits and device fence, and splits it into supervisor and payload.
 func (s *supervisor) setupCgroups(ctx context.Context, cleanup *revert.Reverter) (string, error) {
 	cfg := s.cfg
-	hs, err := hierarchies()
-	if err != nil {
-		return "", err
-	}
-	s.hs = hs
+	hs := s.hs
 	own, err := ownCgroups()
 	if err != nil {
 		return "", err
@@ -370,21 +438,29 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 	if err := os.MkdirAll(rootDir, 0o755); err != nil {
 		return nil, err
 	}
-	cleanup.Add(func() { os.Remove(rootDir); removeEmptyTree(rundir.Dir(dir).Layers()); removeBindStages(rundir.Dir(dir)) })
+	cleanup.Add(func() {
+		os.Remove(rootDir)
+		removeEmptyTree(rundir.Dir(dir).Layers())
+		removeBindStages(rundir.Dir(dir))
+	})
 	return readyCh, nil
 }
 
 // bootLoop boots the payload until it ends for good: a reboot inside the
 // guest starts it again, in the same cgroup, at most rebootLimit times within
 // rebootWindow.
-func (s *supervisor) bootLoop(ctx context.Context, path string, readyCh <-chan struct{}) (ExitStatus, error) {
+func (s *supervisor) bootLoop(ctx context.Context, cg *cgroupSetup, readyCh <-chan struct{}) (ExitStatus, error) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	defer signal.Stop(sigs)
 	defer s.leaveM0()
 	var reboots []time.Time
 	for boot := 1; ; boot++ {
-		exitCh, err := s.startPayload(ctx, path, boot)
+		exitCh, err := s.startPayload(ctx, cg, boot)
+		path, cgErr := cg.wait()
+		if cgErr != nil {
+			return ExitStatus{}, cgErr
+		}
 		if err != nil {
 			s.killPayload(path)
 			return ExitStatus{}, err
