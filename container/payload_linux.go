@@ -141,7 +141,7 @@ func (s *supervisor) initExeced(pid int, kind string, boot int) {
 	}
 	now := time.Now().UTC()
 	s.mu.Lock()
-	s.kind = kind
+	s.kind, s.held = kind, false
 	s.mu.Unlock()
 	s.setState(func(st *State) {
 		st.LeaderPID, st.Init, st.Phase, st.BootedAt = pid, kind, phase, now

@@ -54,9 +54,14 @@ type supervisor struct {
 	// -1 until it first leaves.
 	hostMnt int
 
-	mu         sync.Mutex
-	writeMu    sync.Mutex // serialises state.json writes
-	state      State
+	mu      sync.Mutex
+	writeMu sync.Mutex // serialises state.json writes
+	state   State
+	// held: state.json is not written between the claim and the first
+	// boot's init, whose write carries every change made meanwhile (each
+	// write costs a file's creation and rename on the start path, and
+	// nothing reads the details of a machine still starting).
+	held       bool
 	seccomp    []bpf.RawInstruction // the machine's filter, for processes entered later
 	leader     *os.Process
 	kind       string
@@ -141,21 +146,31 @@ func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (E
 	return r.st, r.err
 }
 
+// holdState holds state.json's writes back (see held) or lets them go on;
+// the next change written carries the ones held.
+func (s *supervisor) holdState(hold bool) {
+	s.mu.Lock()
+	s.held = hold
+	s.mu.Unlock()
+}
+
 func (s *supervisor) snapshot() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state
 }
 
-// setState changes the state under the lock and writes state.json.
+// setState changes the state under the lock and writes state.json, unless
+// writes are held (holdState).
 func (s *supervisor) setState(f func(*State)) {
 	s.mu.Lock()
 	before, _ := json.Marshal(s.state)
 	f(&s.state)
 	st := s.state
 	after, _ := json.Marshal(st)
+	held := s.held
 	s.mu.Unlock()
-	if bytes.Equal(before, after) {
+	if held || bytes.Equal(before, after) {
 		return
 	}
 	// Writers take turns and each writes the latest state, so a slower
@@ -186,6 +201,7 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 			s.killTimer.Stop()
 		}
 		s.mu.Unlock()
+		s.holdState(false)
 		s.setState(func(x *State) {
 			x.Phase, x.Exit, x.ExitedAt, x.LeaderPID = PhaseExited, &st, time.Now().UTC(), 0
 		})
@@ -201,9 +217,6 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 		err = fmt.Errorf("machine %q: %w", s.cfg.Name, err)
 		s.log.Error("start failed", "err", err)
 		return finish(ExitStatus{Code: 1, Reason: ReasonFailed, Error: err.Error()}), err
-	}
-	if err := s.setupFilter(); err != nil {
-		return fail(err)
 	}
 	if u := s.cfg.Users; u != nil {
 		if err := userns.KernelSupportsUserNamespaces(); err != nil {
@@ -224,6 +237,9 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 	s.hs = hs
 	cg := s.startCgroups(ctx)
 	cleanup.Add(cg.undo)
+	if err := s.setupFilter(); err != nil {
+		return fail(err)
+	}
 	if err := s.setupConsole(cleanup); err != nil {
 		return fail(err)
 	}
@@ -253,6 +269,7 @@ func (s *supervisor) claim() error {
 		*st = State{Name: cfg.Name, UUID: cfg.UUID, SupervisorPID: os.Getpid(), SupervisorStart: start,
 			Driver: s.driver.Name(), Phase: PhaseStarting, StartedAt: time.Now().UTC(), Users: cfg.Users}
 	})
+	s.holdState(true)
 	return nil
 }
 
