@@ -8,11 +8,16 @@ import (
 	"sync/atomic"
 )
 
+// maxLayersAtOnce bounds the layers unpacked at once, beside GOMAXPROCS:
+// each holds a few MiB of buffers, and more at once do not make the disk
+// faster.
+const maxLayersAtOnce = 8
+
 // storeLayers stores the layers of li the store lacks (not in have), several
-// at once: up to GOMAXPROCS, lowest first, each in a work directory of its
-// own, so that one layer's download and decompression overlap another's
-// extraction, which waits on the kernel. A layer whose diff ID comes twice is
-// stored once.
+// at once: up to GOMAXPROCS (and maxLayersAtOnce), lowest first, each in a
+// work directory of its own, so that one layer's download and decompression
+// overlap another's extraction, which waits on the kernel. A layer whose diff
+// ID comes twice is stored once.
 //
 // A failure starts no further layer but lets those under way finish, as a
 // pull one layer at a time would have stored the layers before the one that
@@ -23,7 +28,7 @@ func (s *Store) storeLayers(ctx context.Context, li *LayeredImage, have map[stri
 	errs := make([]error, len(li.Layers))
 	var failed atomic.Bool
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	sem := make(chan struct{}, min(max(1, runtime.GOMAXPROCS(0)), maxLayersAtOnce))
 	for _, i := range prog.todo() {
 		sem <- struct{}{}
 		if failed.Load() {
