@@ -339,7 +339,7 @@ func (o *ociEnv) stopRegistryMidPull(t *testing.T, machines []string) {
 		}
 		return nil
 	})
-	for _, want := range []string{`image "debian-big"`, "layer 3 of 3", blob} {
+	for _, want := range []string{".yaml:1: ", `image "debian-big"`, "layer 3 of 3", blob} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the build's error does not name %s: %q", want, msg)
 		}

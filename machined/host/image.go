@@ -22,6 +22,11 @@ func (h *Host) BuildImage(ctx context.Context, img *spec.Image) error {
 		return err
 	}
 	_, err = h.images.Import(ctx, img.Name, src, rootfs.ImportOptions{SpecHash: img.Hash(), Progress: progressReporter(ctx, img.Name, h.events)})
+	if err != nil && img.Source.File != "" {
+		// Located at the definition, as a validation error is: a platform
+		// the index lacks, a tag the layout lacks, a bad archive.
+		return fmt.Errorf("%s:%d: %w", img.Source.File, img.Source.Line, err)
+	}
 	return err
 }
 
