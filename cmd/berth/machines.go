@@ -208,18 +208,8 @@ func printStatus(w io.Writer, s *api.MachineStatus) {
 	} else {
 		row("Definition", "none (not declared)")
 	}
-	img := s.Image
-	if s.ImageDigest != "" {
-		img += " (" + shortDigest(s.ImageDigest)
-		if s.RootStrategy != "" {
-			img += ", " + s.RootStrategy + " root"
-		}
-		img += ")"
-	}
-	row("Image", img)
-	if s.ImageRef != "" {
-		row("Pulled from", s.ImageRef)
-	}
+	row("Image", imageLine(s))
+	row("Pulled from", s.ImageRef)
 	row("Root", s.Root)
 	net := s.Network
 	if len(s.Addresses) > 0 {
@@ -275,6 +265,20 @@ func printStatus(w io.Writer, s *api.MachineStatus) {
 			fmt.Fprintf(w, "  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Message)
 		}
 	}
+}
+
+// imageLine is the image a machine's root was made from, with its digest and
+// how the root is made.
+func imageLine(s *api.MachineStatus) string {
+	img := s.Image
+	if s.ImageDigest != "" {
+		img += " (" + shortDigest(s.ImageDigest)
+		if s.RootStrategy != "" {
+			img += ", " + s.RootStrategy + " root"
+		}
+		img += ")"
+	}
+	return img
 }
 
 func kv(m map[string]any) string {
