@@ -308,6 +308,18 @@ func (s *Store) Image(name string) (*Image, error) {
 	return img, nil
 }
 
+// ImageOf is the image a root was made from (its digest), as Image
+// describes it but without UsedBy and Shared: those read every root and
+// every image, which a machine's start, needing only the image's layers and
+// config, must not pay for.
+func (s *Store) ImageOf(r *Root) (*Image, error) {
+	ref, err := s.lookup(r.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return s.imageOnly(*ref)
+}
+
 // imageNamed is Image without Shared, which costs a read of every image.
 func (s *Store) imageNamed(name string) (*Image, error) {
 	ref, err := s.lookup(name)

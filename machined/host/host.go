@@ -103,7 +103,7 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		logErr(ctx, "cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}
 	cfg := containerConfig(h.paths, m, root)
-	if img, err := h.images.Image(root.Digest); err == nil {
+	if img, err := h.images.ImageOf(root); err == nil {
 		if err := imageDefaults(&cfg, m, img, root.Stack()); err != nil {
 			return fmt.Errorf("machine %q: %w", m.Name, err)
 		}
