@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,14 +205,7 @@ func testDebianMachine(t *testing.T, privateUsers bool) {
 	t.Run("console", func(t *testing.T) {
 		// The console is the guest's getty: an empty line gets a new
 		// prompt, a name typed on it is echoed and asked a password for.
-		c, err := container.Dial(cfg.RuntimeDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, writing, err := c.Attach(context.Background(), true)
-		if err != nil || !writing {
-			t.Fatalf("attach: %v (writing %v)", err, writing)
-		}
+		_, conn := attachWriter(t, cfg.RuntimeDir)
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 		var seen bytes.Buffer
@@ -477,14 +471,7 @@ func TestBusybox(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "bb-host\ninit\n hook0\n") || !strings.Contains(out, "Read-only") {
 		t.Errorf("inside (exit %d):\n%s", code, out)
 	}
-	c, err := container.Dial(cfg.RuntimeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, writing, err := c.Attach(context.Background(), true)
-	if err != nil || !writing {
-		t.Fatalf("attach: %v (writing %v)", err, writing)
-	}
+	c, conn := attachWriter(t, cfg.RuntimeDir)
 	defer conn.Close()
 	// One writer at a time: a second client only reads.
 	conn2, writing2, err := c.Attach(context.Background(), true)
@@ -790,4 +777,18 @@ func TestCycles(t *testing.T) {
 		}
 		t.Errorf("runtime dir holds %v", names)
 	}
+}
+
+// attachWriter attaches to a running machine's console as its writer.
+func attachWriter(t *testing.T, dir string) (*container.Client, net.Conn) {
+	t.Helper()
+	c, err := container.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, writing, err := c.Attach(context.Background(), true)
+	if err != nil || !writing {
+		t.Fatalf("attach: %v (writing %v)", err, writing)
+	}
+	return c, conn
 }
