@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -73,14 +74,23 @@ berth is the command line, in the style of machinectl.`,
 // execute runs berth with args, its output to stdout and stderr, and returns
 // its exit status.
 func execute(args []string, stdout, stderr io.Writer) int {
+	return executeContext(context.Background(), args, stdout, stderr)
+}
+
+// executeContext is execute with a context whose end stops the verb (a
+// berth logs -f, in a test).
+func executeContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rootCmd.SetArgs(args)
+	// cobra keeps the context of an earlier Execute in each verb (tests run
+	// many in one process): this one's for all.
+	setContext(rootCmd, ctx)
 	if stdout != os.Stdout {
 		// Left unset, cobra writes its own notices (an unknown help topic and
 		// the usage after it) to the process's stderr; set, to this writer.
 		rootCmd.SetOut(stdout)
 	}
 	rootCmd.SetErr(stderr)
-	return exitCode(rootCmd.Execute(), stderr)
+	return exitCode(rootCmd.ExecuteContext(ctx), stderr)
 }
 
 // forEach does a verb's work on each of names, going on past failures: each
@@ -116,4 +126,12 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "berth:", err)
 	return 1
+}
+
+// setContext sets ctx as the context of cmd and of all its verbs.
+func setContext(cmd *cobra.Command, ctx context.Context) {
+	cmd.SetContext(ctx)
+	for _, c := range cmd.Commands() {
+		setContext(c, ctx)
+	}
 }
