@@ -48,7 +48,7 @@ needed.`,
   berth shell web systemctl is-system-running
   echo hello | berth shell web sh -c 'cat > /tmp/x'`,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: completeMachines,
+		ValidArgsFunction: completeMachine,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			runDir, err := machineRunDir(args[0])
 			if err != nil {
