@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -342,24 +341,13 @@ func consoleInstead(cmd *cobra.Command, name, why string, lf logsFlags, matches 
 func printConsole(cmd *cobra.Command, name, why string, lf logsFlags) error {
 	p := rundir.ConsoleLog(cliPaths().LogDir, name)
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) && !lf.follow {
-		return neverRan(cmd.Context(), name)
+		return unknownOr(cmd.Context(), name, fmt.Errorf("machine %q has never run here: it has no journal and no console log", name))
 	}
 	if why != "" {
 		why = ": " + why
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "-- console of %s%s --\n", name, why)
 	return printLog(cmd, p, lf.lines, lf.follow)
-}
-
-// neverRan is the error for a machine with neither a journal nor a console
-// log: unknown, or declared and never started.
-func neverRan(ctx context.Context, name string) error {
-	if ctl, err := connect(ctx); err == nil {
-		if _, err := ctl.Status(ctx, name); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("machine %q has never run here: it has no journal and no console log", name)
 }
 
 // exitStatus is berth's result for a command that ended with code.

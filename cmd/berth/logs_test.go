@@ -267,7 +267,13 @@ image: bb
 		t.Errorf("logs --since of a busybox guest = %d %q", code, errs)
 	}
 
-	// Unknown machines are named.
+	// Unknown machines are named, a stopped one said to be.
+	if code, _, errs := run(t, rt, "shell", deb, "true"); code != 1 || !strings.Contains(errs, fmt.Sprintf("machine %q is not running", deb)) {
+		t.Errorf("shell of a stopped machine = %d %q", code, errs)
+	}
+	if code, _, errs := run(t, rt, "shell", "nosuch", "true"); code != 1 || !strings.Contains(errs, `"nosuch"`) || !strings.Contains(errs, "not found") {
+		t.Errorf("shell nosuch = %d %q", code, errs)
+	}
 	if code, _, errs := run(t, rt, "logs", "nosuch"); code != 1 || !strings.Contains(errs, `"nosuch"`) || !strings.Contains(errs, "not found") {
 		t.Errorf("logs nosuch = %d %q", code, errs)
 	}

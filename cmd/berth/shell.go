@@ -24,6 +24,17 @@ func machineRunDir(name string) (string, error) {
 	return rundir.For(cliPaths().RuntimeDir, name).Path(), nil
 }
 
+// unknownOr is the manager's error for machine name when it knows no such
+// machine (not declared, not running, no root), or else err.
+func unknownOr(ctx context.Context, name string, err error) error {
+	if ctl, cerr := connect(ctx); cerr == nil {
+		if _, serr := ctl.Status(ctx, name); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
 // shellFlags are berth shell's flags.
 type shellFlags struct {
 	env        []string
@@ -60,7 +71,7 @@ needed.`,
 			}
 			code, err := enterMachine(cmd.Context(), runDir, command, sf)
 			if errors.Is(err, container.ErrNotRunning) {
-				return fmt.Errorf("machine %q is not running", args[0])
+				return unknownOr(cmd.Context(), args[0], fmt.Errorf("machine %q is not running", args[0]))
 			}
 			if err != nil {
 				return err
