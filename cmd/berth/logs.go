@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -51,7 +53,8 @@ inside the root: a symbolic link the guest made is never followed. A volatile
 journal (/run/log/journal) ends with the machine. MATCHes are journalctl's
 FIELD=VALUE matches ("+" between them: or).
 
---console prints the console log instead (/var/log/berth/NAME.console.log).
+--console prints the console log instead (/var/log/berth/NAME.console.log, or
+where berthd's logDir has it).
 Without -n, the last 200 lines are printed (the journal's: all of them since
 --since, when given); -n 0 prints all. -o json prints the journal as
 journalctl -o json does: one object per line.`,
@@ -339,7 +342,7 @@ func consoleInstead(cmd *cobra.Command, name, why string, lf logsFlags, matches 
 // printConsole prints machine name's console log, after a line on stderr
 // that says so (and why, when it stands in for the journal).
 func printConsole(cmd *cobra.Command, name, why string, lf logsFlags) error {
-	p := rundir.ConsoleLog(cliPaths().LogDir, name)
+	p := consoleLogPath(name)
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) && !lf.follow {
 		return unknownOr(cmd.Context(), name, fmt.Errorf("machine %q has never run here: it has no journal and no console log", name))
 	}
@@ -348,6 +351,18 @@ func printConsole(cmd *cobra.Command, name, why string, lf logsFlags) error {
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "-- console of %s%s --\n", name, why)
 	return printLog(cmd, p, lf.lines, lf.follow)
+}
+
+// consoleLogPath is where machine name's console log is: where its
+// supervisor writes it (its config.json, as berthd's logDir placed it), or
+// else in the log directory.
+func consoleLogPath(name string) string {
+	var cfg container.Config
+	if b, err := os.ReadFile(rundir.For(cliPaths().RuntimeDir, name).Config()); err == nil &&
+		json.Unmarshal(b, &cfg) == nil && filepath.IsAbs(cfg.ConsoleLog) {
+		return cfg.ConsoleLog
+	}
+	return rundir.ConsoleLog(cliPaths().LogDir, name)
 }
 
 // exitStatus is berth's result for a command that ended with code.

@@ -17,6 +17,7 @@ import (
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/testenv/machinetest"
+	"golang.org/x/sys/unix"
 )
 
 // TestJournalctlArgs: berth logs' flags as journalctl takes them, values
@@ -258,7 +259,51 @@ image: bb
 		t.Errorf("logs with the journal replaced by links to host files = %d\nstderr %q\nstdout %s", code, errs, testenv.Tail(out, 2000))
 	}
 
-	// busybox: the console, said so; journal-only flags refused.
+	// Only a volatile journal (no /var/log/journal: a whiteout over the
+	// image's): read inside while the machine runs, gone once it stops.
+	if err := os.RemoveAll(filepath.Join(upper, "var/log/journal")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(upper, "var/log/journal"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(t, rt, "start", deb); code != 0 {
+		t.Fatalf("start = %d %q %q", code, out, errs)
+	}
+	testenv.Eventually(t, machinetest.Timeout, func() error {
+		if st, err := container.ReadState(debDir); err != nil || !st.SupervisorAlive() || st.Phase != container.PhaseRunning {
+			return fmt.Errorf("%s is not running again: %+v %v", deb, st, err)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		code, out, errs := run(t, rt, "logs", deb, "-n", "0", "_PID=1")
+		if code != 0 || errs != journalNote || !strings.Contains(out, "Reached target") || strings.Contains(out, token) {
+			return fmt.Errorf("logs of a machine with a volatile journal = %d\nstderr %q\nstdout %s", code, errs, testenv.Tail(out, 2000))
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(upper, "var/log/journal")); err == nil {
+		if fi, _ := os.Lstat(filepath.Join(upper, "var/log/journal")); fi.Mode()&os.ModeCharDevice == 0 {
+			t.Fatalf("the guest made /var/log/journal again: %v", fi.Mode())
+		}
+	}
+	if code, out, errs := run(t, rt, "stop", deb); code != 0 {
+		t.Fatalf("stop = %d %q %q", code, out, errs)
+	}
+	testenv.Eventually(t, 60*time.Second, func() error {
+		if st, err := container.ReadState(debDir); err == nil && st.SupervisorAlive() {
+			return fmt.Errorf("%s still runs: %s", deb, st.Phase)
+		}
+		return nil
+	})
+	if code, _, errs := run(t, rt, "logs", deb); code != 0 || errs != "-- console of "+deb+": "+deb+" is stopped and has no persistent journal --\n" {
+		t.Errorf("logs of a stopped machine whose journal was volatile = %d %q", code, errs)
+	}
+
+	// busybox: the console (where berthd writes it, whatever the CLI's log
+	// directory), said so; journal-only flags refused.
+	t.Setenv("BERTH_LOG_DIR", filepath.Join(p.LogDir, "not-here"))
 	code, out, errs = run(t, rt, "logs", bb)
 	if code != 0 || errs != "-- console of "+bb+": "+bb+" has no journal --\n" || out == "" {
 		t.Errorf("logs of a busybox guest = %d %q %q", code, errs, out)
