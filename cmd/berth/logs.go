@@ -96,7 +96,7 @@ func showLogs(cmd *cobra.Command, name string, matches []string, lf logsFlags) e
 	}
 	jsonOut := outputOf(cmd).json
 	if lf.console {
-		if err := consoleFlags(name, "--console", lf, matches, jsonOut); err != nil {
+		if err := consoleFlags(name, "--console asks for its console log", lf, matches, jsonOut); err != nil {
 			return err
 		}
 		return printConsole(cmd, name, "", lf)
@@ -327,7 +327,7 @@ func consoleFlags(name, why string, lf logsFlags, matches []string, jsonOut bool
 	if len(journalOnly) == 0 {
 		return nil
 	}
-	return fmt.Errorf("machine %q: %s: the console log has no fields or times: %s need a journal", name, why, strings.Join(journalOnly, ", "))
+	return fmt.Errorf("machine %q: %s, and a console log has no fields or times: drop %s", name, why, strings.Join(journalOnly, ", "))
 }
 
 // consoleInstead prints the console log of a machine whose journal cannot

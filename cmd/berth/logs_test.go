@@ -174,7 +174,7 @@ image: bb
 			}
 		}
 	}
-	if code, _, errs := run(t, rt, "logs", deb, "--console", "-u", "x"); code != 1 || !strings.Contains(errs, "need a journal") {
+	if code, _, errs := run(t, rt, "logs", deb, "--console", "-u", "x"); code != 1 || !strings.Contains(errs, "a console log has no fields or times: drop -u") {
 		t.Errorf("logs --console -u = %d %q", code, errs)
 	}
 	if code, out, errs := run(t, rt, "logs", deb, "--console", "-n", "0"); code != 0 || errs != "-- console of "+deb+" --\n" || out == "" {
