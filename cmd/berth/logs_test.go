@@ -161,6 +161,11 @@ image: bb
 			}
 		}
 	}
+	start := time.Now()
+	if code, out, _ := run(t, rt, "logs", deb); code != 0 || strings.Count(out, "\n") < 20 {
+		t.Errorf("logs (the last 200 lines) = %d, %d lines", code, strings.Count(out, "\n"))
+	}
+	t.Logf("berth logs of the running machine (the last 200 lines, read inside it): %s", time.Since(start).Round(time.Millisecond))
 	if code, out, _ := run(t, rt, "logs", deb, "-n", "5"); code != 0 || strings.Count(out, "\n") != 5 {
 		t.Errorf("logs -n 5 = %d, %d lines:\n%s", code, strings.Count(out, "\n"), out)
 	}
@@ -216,6 +221,11 @@ image: bb
 		return nil
 	})
 	stoppedNote := "-- journal of " + deb + " (stopped: its persistent journal) --\n"
+	start = time.Now()
+	if code, out, _ := run(t, rt, "logs", deb); code != 0 || strings.Count(out, "\n") < 20 {
+		t.Errorf("logs of the stopped machine (the last 200 lines) = %d, %d lines", code, strings.Count(out, "\n"))
+	}
+	t.Logf("berth logs of the stopped machine (the last 200 lines, from its root): %s", time.Since(start).Round(time.Millisecond))
 	code, out, errs := run(t, rt, "logs", deb, "-n", "0")
 	if code != 0 || errs != stoppedNote || !strings.Contains(out, token) || !strings.Contains(out, "Reached target") {
 		t.Errorf("logs of the stopped machine = %d\nstderr %q\nstdout %s", code, errs, testenv.Tail(out, 2000))
