@@ -237,6 +237,28 @@ image: bb
 		t.Errorf("logs -f of a stopped machine = %d %q", code, errs)
 	}
 
+	// The host's journalctl gets the files as descriptors it can read, and
+	// runs as nobody with no capability but reading them.
+	fake, err := os.MkdirTemp("/run", "berth-logs-test-") // nobody can reach it, unlike t.TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(fake) })
+	if err := os.Chmod(fake, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nid -u; grep CapEff /proc/self/status\nfor a; do case $a in --file=*) head -c 8 \"${a#--file=}\"; echo;; esac; done\n"
+	if err := os.WriteFile(filepath.Join(fake, "journalctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", fake+":"+os.Getenv("PATH"))
+	code, out, errs = run(t, rt, "logs", deb)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) < 3 || lines[0] != "65534" ||
+		lines[1] != "CapEff:\t0000000000000004" || slices.ContainsFunc(lines[2:], func(l string) bool { return l != "LPKSHHRH" }) {
+		t.Errorf("the host's journalctl as berth runs it = %d\nstdout %q\nstderr %q\nwant uid 65534, CAP_DAC_READ_SEARCH only, journal files", code, out, errs)
+	}
+	t.Setenv("PATH", strings.TrimPrefix(os.Getenv("PATH"), fake+":"))
+
 	// The guest replaced its journal with links to host files: none is read.
 	upper := filepath.Join(p.StateDir, "machines", deb, "upper")
 	ids, _ := os.ReadDir(filepath.Join(upper, "var/log/journal"))
