@@ -164,3 +164,35 @@ func openPty(root int, rows, cols uint16, users *Users) (master, slave *os.File,
 	}
 	return master, slave, nil
 }
+
+// MachineHas reports whether the running machine of runDir has something at
+// one of paths as the guest sees them: resolved in its PID 1's root with
+// openat2(RESOLVE_IN_ROOT), so a symbolic link the guest planted never makes
+// berth look at a host file. It is how berth logs tells a guest that keeps a
+// journal. It fails with ErrNotRunning when no machine runs there.
+func MachineHas(runDir string, paths ...string) (bool, error) {
+	st, err := ReadState(runDir)
+	if err != nil || !st.SupervisorAlive() || st.LeaderPID <= 0 || st.Phase == PhaseExited {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	pidfd, err := unix.PidfdOpen(st.LeaderPID, 0)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	defer unix.Close(pidfd)
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", st.LeaderPID), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("root of the machine's PID 1: %w", err)
+	}
+	defer unix.Close(root)
+	// The root opened was PID 1's if it still lives now.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	for _, p := range paths {
+		if _, err := statInRoot(root, p); err == nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -13,7 +13,9 @@ func newNetworkCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List the declared networks: bridge, subnet, machines",
-		Args:    cobra.NoArgs,
+		Example: `  berth network list
+  berth network list -o json`,
+		Args: cobra.NoArgs,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
 			nets, err := ctl.Networks(cmd.Context())
 			if err != nil {
