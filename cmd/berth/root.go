@@ -66,6 +66,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
 	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
 	root.AddCommand(newBootCmd(), newShellCmd(), newLogsCmd())
+	root.AddCommand(newCopyCmds()...)
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
 	return root
 }
