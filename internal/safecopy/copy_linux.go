@@ -31,6 +31,7 @@ type copier struct {
 	// relative to it, so the others become hard links again.
 	dstTop int
 	links  map[fileKey]string
+	mv     mover
 }
 
 type fileKey struct{ dev, ino uint64 }
@@ -292,7 +293,7 @@ func (c *copier) file(fd int, st *unix.Stat_t, n node) error {
 // fill writes the temporary file dst: the contents of src, then owner, mode
 // and times.
 func (c *copier) fill(dst, src int, st *unix.Stat_t, n node) error {
-	if err := copyData(c.ctx, dst, src, st.Size); err != nil {
+	if err := c.mv.copyData(c.ctx, dst, src, st.Size); err != nil {
 		if errors.Is(err, errShrank) {
 			return fmt.Errorf("%s: %w", c.srcWhere(n.srcPath), err)
 		}

@@ -20,7 +20,11 @@ const chunk = 16 << 20
 // where the kernel can (in-kernel, or a reflink), else by read and write; the
 // file is then extended to size. A sparse 2 GiB image costs what its data
 // does.
-func copyData(ctx context.Context, dst, src int, size int64) error {
+//
+// One mover serves a whole copy: its buffer is reused, and once the kernel
+// refused copy_file_range between the two sides (EXDEV from an overlay) it is
+// not asked again for every file.
+func (mv *mover) copyData(ctx context.Context, dst, src int, size int64) error {
 	var off int64
 	for off < size {
 		data, err := unix.Seek(src, off, unix.SEEK_DATA)
@@ -36,7 +40,7 @@ func copyData(ctx context.Context, dst, src int, size int64) error {
 		if data >= size {
 			break
 		}
-		if err := copyRange(ctx, dst, src, data, hole-data); err != nil {
+		if err := mv.copyRange(ctx, dst, src, data, hole-data); err != nil {
 			return err
 		}
 		off = hole
@@ -44,16 +48,21 @@ func copyData(ctx context.Context, dst, src int, size int64) error {
 	return unix.Ftruncate(dst, size)
 }
 
+// mover moves file data; its zero value is ready.
+type mover struct {
+	buf     []byte // for read and write; nil until copy_file_range failed
+	noRange bool   // copy_file_range does not work between the two sides
+}
+
 // copyRange copies n bytes at off from src to dst, at the same offset.
-func copyRange(ctx context.Context, dst, src int, off, n int64) error {
-	var buf []byte
+func (mv *mover) copyRange(ctx context.Context, dst, src int, off, n int64) error {
 	end := off + n
 	for off < end {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		want := min(end-off, chunk)
-		if buf == nil {
+		if !mv.noRange {
 			in, out := off, off
 			k, err := unix.CopyFileRange(src, &in, dst, &out, int(want), 0)
 			switch {
@@ -66,11 +75,15 @@ func copyRange(ctx context.Context, dst, src int, off, n int64) error {
 				continue
 			case errors.Is(err, unix.EXDEV), errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS),
 				errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EPERM), errors.Is(err, unix.EBADF):
-				buf = make([]byte, 1<<20) // not between these files: by hand
+				mv.noRange = true // not between these files: by hand
 			default:
 				return err
 			}
 		}
+		if mv.buf == nil {
+			mv.buf = make([]byte, 1<<20)
+		}
+		buf := mv.buf
 		k, err := unix.Pread(src, buf[:min(want, int64(len(buf)))], off)
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			continue
