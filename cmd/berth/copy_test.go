@@ -36,12 +36,18 @@ func inMachine(t *testing.T, runDir string, command ...string) string {
 // lead nowhere on the host, and the errors a person gets.
 func TestCopyToFromMachine(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
+	// Directories of its own, as flags: their defaults were read when the
+	// command line was made, and another test's flags may linger until the
+	// next run resets them.
 	state := t.TempDir()
-	// The flag, not $BERTH_STATE_DIR: the flag's default was read when the
-	// command line was made.
+	runtime, err := os.MkdirTemp("/run", "berth-copy-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runtime) })
 	run := func(t *testing.T, args ...string) (int, string, string) {
 		t.Helper()
-		return run(t, append([]string{"--state-dir", state}, args...)...)
+		return run(t, append([]string{"--state-dir", state, "--runtime-dir", runtime}, args...)...)
 	}
 	name := testenv.UniqueName("cp")
 	defs := t.TempDir()
@@ -53,7 +59,7 @@ func TestCopyToFromMachine(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runDir := rundir.For(cliPaths().RuntimeDir, name).Path()
+	runDir := rundir.For(runtime, name).Path()
 	t.Cleanup(func() {
 		run(t, "stop", name)
 		// The root and every record are in the test's state directory.
@@ -188,5 +194,62 @@ func TestCopyToFromMachine(t *testing.T) {
 	code, _, errs := run(t, "copy-to", "no-such-machine", site, "/")
 	if code != 1 || !strings.Contains(errs, `machine "no-such-machine" is not running and has no root`) {
 		t.Errorf("copy-to an unknown machine = %d: %s", code, errs)
+	}
+}
+
+// TestCopyWithBerthd: a machine berthd started is copied to and from by the
+// CLI alone, running and stopped (its root found in berthd's state
+// directory, which the CLI learns from berthd).
+func TestCopyWithBerthd(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	p := startBerthd(t)
+	name := testenv.UniqueName("cpd")
+	defs := filepath.Join(filepath.Dir(p.RuntimeDir), "defs")
+	if err := os.MkdirAll(defs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	doc := "apiVersion: berth/v1\nkind: Image\nname: bb\ndirectory: " + testenv.BusyboxGuest(t) +
+		"\n---\napiVersion: berth/v1\nkind: Machine\nname: " + name + "\nimage: bb\n"
+	if err := os.WriteFile(filepath.Join(defs, "m.yaml"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runDir := rundir.For(p.RuntimeDir, name).Path()
+	t.Cleanup(func() {
+		run(t, "--runtime-dir", p.RuntimeDir, "stop", name)
+		_ = container.WaitSupervisorGone(context.Background(), runDir, 20*time.Second)
+		os.Remove(rundir.ConsoleLog(p.LogDir, name))
+	})
+	if code, out, errs := run(t, "--runtime-dir", p.RuntimeDir, "apply", defs); code != 0 {
+		t.Fatalf("apply = %d:\n%s%s", code, out, errs)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		st, err := container.ReadState(runDir)
+		if err == nil && st.Phase != container.PhaseRunning {
+			err = fmt.Errorf("phase %s", st.Phase)
+		}
+		return err
+	})
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("through berthd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(t, "--runtime-dir", p.RuntimeDir, "copy-to", name, src, "/f"); code != 0 {
+		t.Fatalf("copy-to = %d:\n%s%s", code, out, errs)
+	}
+	if got := inMachine(t, runDir, "cat", "/f"); got != "through berthd" {
+		t.Errorf("inside: %q", got)
+	}
+	if code, out, errs := run(t, "--runtime-dir", p.RuntimeDir, "stop", name); code != 0 {
+		t.Fatalf("stop = %d:\n%s%s", code, out, errs)
+	}
+	if err := container.WaitSupervisorGone(context.Background(), runDir, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "f")
+	if code, o, errs := run(t, "--runtime-dir", p.RuntimeDir, "copy-from", name, "/f", out); code != 0 {
+		t.Fatalf("copy-from the stopped machine = %d:\n%s%s", code, o, errs)
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != "through berthd" {
+		t.Errorf("copied out %q, %v", b, err)
 	}
 }
