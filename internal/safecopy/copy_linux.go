@@ -36,9 +36,10 @@ type copier struct {
 
 type fileKey struct{ dev, ino uint64 }
 
-// testHookStat, when set, runs after each source entry was opened and
-// checked: tests swap what is at its name there.
-var testHookStat func(srcPath string)
+// testHook, when set, runs before each source entry is opened (at "open")
+// and once it was opened and checked (at "stat"): tests swap, remove or
+// truncate what is at its name there.
+var testHook func(at, srcPath string)
 
 // where names a source or destination path for messages: "web:/etc/x"
 // inside the machine, the path itself on the host.
@@ -74,6 +75,9 @@ func (c *copier) entry(n node) error {
 	if err := c.ctx.Err(); err != nil {
 		return err
 	}
+	if testHook != nil {
+		testHook("open", n.srcPath)
+	}
 	// O_PATH with O_NOFOLLOW opens the entry itself, whatever it is, without
 	// opening it: no FIFO blocks, no device is touched, a symbolic link is
 	// the link.
@@ -89,8 +93,8 @@ func (c *copier) entry(n node) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return &os.PathError{Op: "stat", Path: c.srcWhere(n.srcPath), Err: err}
 	}
-	if testHookStat != nil {
-		testHookStat(n.srcPath)
+	if testHook != nil {
+		testHook("stat", n.srcPath)
 	}
 	kind := st.Mode & unix.S_IFMT
 	if !c.toGuest && (kind == unix.S_IFDIR || kind == unix.S_IFREG) {

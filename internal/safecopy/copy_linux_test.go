@@ -231,9 +231,9 @@ func TestSwappedNames(t *testing.T) {
 	host := t.TempDir()
 	write(t, filepath.Join(host, "secret"), "host secret", 0o600)
 	write(t, filepath.Join(root, "d/file"), "guest data", 0o644)
-	t.Cleanup(func() { testHookStat = nil })
-	testHookStat = func(p string) {
-		if p == "/d/file" {
+	t.Cleanup(func() { testHook = nil })
+	testHook = func(at, p string) {
+		if at == "stat" && p == "/d/file" {
 			if err := os.Rename(filepath.Join(root, "d/file"), filepath.Join(root, "moved")); err != nil {
 				t.Error(err)
 			}
@@ -258,8 +258,8 @@ func TestSwappedNames(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(root, "in"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	testHookStat = func(p string) {
-		if p == filepath.Join(src, "b") {
+	testHook = func(at, p string) {
+		if at == "stat" && p == filepath.Join(src, "b") {
 			if err := os.Rename(filepath.Join(root, "in/tree"), filepath.Join(root, "in/old")); err != nil {
 				t.Error(err)
 			}
@@ -510,3 +510,36 @@ func TestThreadCredentialsDoNotLeak(t *testing.T) {
 }
 
 const fsImmutableFL = 0x10 // FS_IMMUTABLE_FL, linux/fs.h
+
+// A file that vanishes or shrinks while the copy runs is an error naming
+// it, and leaves no file under its name.
+func TestVanishedAndShrunk(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	root, g := guestTree(t, Guest{})
+	write(t, filepath.Join(root, "d/a"), "a", 0o644)
+	write(t, filepath.Join(root, "d/b"), strings.Repeat("b", 1<<20), 0o644)
+	t.Cleanup(func() { testHook = nil })
+	testHook = func(at, p string) {
+		if at == "open" && p == "/d/a" {
+			os.Remove(filepath.Join(root, "d/a"))
+		}
+	}
+	out := t.TempDir()
+	if _, err := CopyFrom(context.Background(), g, "/d", out, Options{}); err == nil || !strings.Contains(err.Error(), "web:/d/a: vanished while it was copied") {
+		t.Errorf("vanished: %v", err)
+	}
+	testHook = func(at, p string) {
+		if at == "stat" && p == "/d/b" {
+			if err := os.Truncate(filepath.Join(root, "d/b"), 10); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	out = t.TempDir()
+	if _, err := CopyFrom(context.Background(), g, "/d/b", out, Options{}); err == nil || !strings.Contains(err.Error(), "web:/d/b: it shrank while it was copied") {
+		t.Errorf("shrunk: %v", err)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Errorf("left %v", ents)
+	}
+}

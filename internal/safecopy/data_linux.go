@@ -45,6 +45,15 @@ func (mv *mover) copyData(ctx context.Context, dst, src int, size int64) error {
 		}
 		off = hole
 	}
+	// The end of a file is a hole to SEEK_DATA too: a file truncated
+	// meanwhile would come out padded with zeros.
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return err
+	}
+	if st.Size < size {
+		return errShrank
+	}
 	return unix.Ftruncate(dst, size)
 }
 
