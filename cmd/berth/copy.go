@@ -75,7 +75,11 @@ func newCopyCmd(verb, short, long, example string) *cobra.Command {
 			if len(args) == 0 {
 				return completeMachines(cmd, args, toComplete)
 			}
-			return nil, cobra.ShellCompDirectiveDefault // a host path
+			// The host's side is completed as files; the machine's is not.
+			if hostSide := (verb == "copy-to") == (len(args) == 1); hostSide {
+				return nil, cobra.ShellCompDirectiveDefault
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, src, dst := args[0], args[1], ""

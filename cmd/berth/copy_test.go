@@ -253,3 +253,22 @@ func TestCopyWithBerthd(t *testing.T) {
 		t.Errorf("copied out %q, %v", b, err)
 	}
 }
+
+// TestCopyCompletion: the host's side of a copy completes as files, the
+// machine's side does not (a host file name there would mislead).
+func TestCopyCompletion(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"copy-to", "web", "./s"}, ":0"},
+		{[]string{"copy-to", "web", "./s", "/e"}, ":4"},
+		{[]string{"copy-from", "web", "/e"}, ":4"},
+		{[]string{"copy-from", "web", "/etc", "./o"}, ":0"},
+	} {
+		_, out, _ := run(t, append([]string{"__complete"}, c.args...)...)
+		if !strings.Contains(out, c.want+"\n") {
+			t.Errorf("%v: %q, want directive %s", c.args, out, c.want)
+		}
+	}
+}
