@@ -33,13 +33,20 @@ func inMachine(t *testing.T, runDir string, command ...string) string {
 // TestCopyToFromMachine copies into and out of a busybox machine with private
 // users (the default), running and then stopped: owners as the guest and the
 // disk see them, the guest's own files back on the host, planted links that
-// lead nowhere on the host, and the errors a person gets.
+// lead nowhere on the host, and the errors a person gets. Its root is an
+// overlay, a directory (idmapped), or a directory shifted on disk (ramfs
+// cannot be idmapped).
 func TestCopyToFromMachine(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
+	t.Run("overlay", func(t *testing.T) { copyToFromMachine(t, "overlay", t.TempDir(), false) })
+	t.Run("copy", func(t *testing.T) { copyToFromMachine(t, "copy", t.TempDir(), false) })
+	t.Run("shifted", func(t *testing.T) { copyToFromMachine(t, "copy", testenv.MountFS(t, "ramfs", ""), true) })
+}
+
+func copyToFromMachine(t *testing.T, strategy, state string, shifted bool) {
 	// Directories of its own, as flags: their defaults were read when the
 	// command line was made, and another test's flags may linger until the
 	// next run resets them.
-	state := t.TempDir()
 	runtime, err := os.MkdirTemp("/run", "berth-copy-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +60,7 @@ func TestCopyToFromMachine(t *testing.T) {
 	defs := t.TempDir()
 	for f, doc := range map[string]string{
 		"i.yaml": "apiVersion: berth/v1\nkind: Image\nname: bb\ndirectory: " + testenv.BusyboxGuest(t) + "\n",
-		"m.yaml": "apiVersion: berth/v1\nkind: Machine\nname: " + name + "\nimage: bb\n",
+		"m.yaml": "apiVersion: berth/v1\nkind: Machine\nname: " + name + "\nimage: bb\nroot: {strategy: " + strategy + "}\n",
 	} {
 		if err := os.WriteFile(filepath.Join(defs, f), []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
@@ -77,8 +84,20 @@ func TestCopyToFromMachine(t *testing.T) {
 		}
 		return err
 	})
-	if st.Users == nil {
-		t.Fatal("the machine has no user namespace of its own")
+	if st.Users == nil || st.Users.Shifted != shifted {
+		t.Fatalf("the machine's users: %+v, want a range, shifted %v", st.Users, shifted)
+	}
+	// Where the root's files are on disk, and the owner there of the
+	// machine's user N.
+	tree := filepath.Join(state, "machines", name, "rootfs")
+	if strategy == "overlay" {
+		tree = filepath.Join(state, "machines", name, "upper")
+	}
+	onDisk := func(n uint32) uint32 {
+		if shifted {
+			return st.Users.Base + n
+		}
+		return n
 	}
 
 	host := t.TempDir()
@@ -115,10 +134,10 @@ func TestCopyToFromMachine(t *testing.T) {
 		if got := inMachine(t, runDir, "cat", "/site/sub/link"); got != "hello" {
 			t.Errorf("inside, the link reads %q", got)
 		}
-		// The overlay's upper directory holds the machine's own IDs.
+		// The disk holds the machine's own IDs, or the range's when shifted.
 		var ds unix.Stat_t
-		if err := unix.Lstat(filepath.Join(state, "machines", name, "upper/site/index.html"), &ds); err != nil || ds.Uid != 1000 {
-			t.Errorf("on disk: uid %d, %v; want 1000", ds.Uid, err)
+		if err := unix.Lstat(filepath.Join(tree, "site/index.html"), &ds); err != nil || ds.Uid != onDisk(1000) {
+			t.Errorf("on disk: uid %d, %v; want %d", ds.Uid, err, onDisk(1000))
 		}
 		// Into the guest's own tmpfs /tmp, through its mounts.
 		if code, out, errs := run(t, "copy-to", name, filepath.Join(site, "index.html"), "/tmp/i"); code != 0 {
@@ -170,8 +189,8 @@ func TestCopyToFromMachine(t *testing.T) {
 			t.Fatalf("copy-to a stopped machine = %d:\n%s%s", code, out, errs)
 		}
 		var ds unix.Stat_t
-		if err := unix.Lstat(filepath.Join(state, "machines", name, "upper/site2/index.html"), &ds); err != nil || ds.Uid != 1000 || ds.Gid != 1001 {
-			t.Errorf("on disk: %d:%d, %v; want 1000:1001", ds.Uid, ds.Gid, err)
+		if err := unix.Lstat(filepath.Join(tree, "site2/index.html"), &ds); err != nil || ds.Uid != onDisk(1000) || ds.Gid != onDisk(1001) {
+			t.Errorf("on disk: %d:%d, %v; want %d:%d", ds.Uid, ds.Gid, err, onDisk(1000), onDisk(1001))
 		}
 		out := filepath.Join(t.TempDir(), "back")
 		if code, o, errs := run(t, "copy-from", name, "/site", out); code != 0 {
