@@ -29,6 +29,14 @@ type Mounted struct {
 // with ErrBusy while the machine runs (or a clone, remove or another copy
 // holds its root), with ErrNotFound when it has no root.
 func (s *Store) MountStopped(machine string) (*Mounted, error) {
+	return s.mountStopped(machine, false)
+}
+
+// mountStopped is MountStopped; readOnly mounts an overlay root read-only,
+// its upper directory as one more lower layer (nothing is written to it, no
+// work directory either; overlayfs honours its whiteouts and opaque
+// directories as in the machine's own mount).
+func (s *Store) mountStopped(machine string, readOnly bool) (*Mounted, error) {
 	lock, err := s.lockRoot(machine, "")
 	if err != nil {
 		return nil, err
@@ -36,7 +44,7 @@ func (s *Store) MountStopped(machine string) (*Mounted, error) {
 	m := &Mounted{lock: lock}
 	r, err := s.Root(machine)
 	if err == nil {
-		err = m.open(r)
+		err = m.open(r, readOnly)
 	}
 	if err != nil {
 		lock.Unlock()
@@ -45,9 +53,9 @@ func (s *Store) MountStopped(machine string) (*Mounted, error) {
 	return m, nil
 }
 
-func (m *Mounted) open(r *Root) error {
+func (m *Mounted) open(r *Root, readOnly bool) error {
 	if sh := r.Shift; sh != nil {
-		if sh.To != nil {
+		if sh.To != nil && !readOnly {
 			return errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it", r.Machine)
 		}
 		m.Shift = sh.Base
@@ -60,7 +68,11 @@ func (m *Mounted) open(r *Root) error {
 		m.Root = os.NewFile(uintptr(fd), r.Dir)
 		return nil
 	}
-	fd, err := mountOverlayDetached(r.Overlay)
+	lower, upper, work, attr := r.Overlay.Lower, r.Overlay.Upper, r.Overlay.Work, 0
+	if readOnly {
+		lower, upper, work, attr = r.Stack(), "", "", unix.MOUNT_ATTR_RDONLY
+	}
+	fd, err := mountOverlayDetached(lower, upper, work, attr)
 	if err != nil {
 		return fmt.Errorf("machine %q: mount its overlay root: %w", r.Machine, err)
 	}
@@ -83,11 +95,13 @@ func (m *Mounted) Close() error {
 	return err
 }
 
-// mountOverlayDetached is `mount -t overlay overlay -o MountData()` by
+// mountOverlayDetached is `mount -t overlay overlay -o
+// lowerdir=…,upperdir=…,workdir=…` (no upper and work when upper is "") by
 // fsopen, fsconfig and fsmount, without the move_mount that would attach
-// it: the mount is reachable only through the descriptor returned. nodev,
-// nosuid and noexec: berth reads and writes files there, nothing more.
-func mountOverlayDetached(o *Overlay) (int, error) {
+// it: the mount is reachable only through the descriptor returned, and gone
+// with the last one. nodev, nosuid and noexec (and attr): berth reads and
+// writes files there, nothing more.
+func mountOverlayDetached(lowerDirs []string, upper, work string, attr int) (int, error) {
 	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return -1, fmt.Errorf("fsopen overlay: %w", err)
@@ -99,12 +113,12 @@ func mountOverlayDetached(o *Overlay) (int, error) {
 		}
 		return nil
 	}
-	for i, l := range o.Lower {
+	for i, l := range lowerDirs {
 		err := set("lowerdir+", l)
 		if i == 0 && errors.Is(err, unix.EINVAL) {
 			// Before Linux 6.8: the layers as one option.
-			lowers := make([]string, len(o.Lower))
-			for j, l := range o.Lower {
+			lowers := make([]string, len(lowerDirs))
+			for j, l := range lowerDirs {
 				lowers[j] = escapeOverlayPath(l)
 			}
 			err = set("lowerdir", strings.Join(lowers, ":"))
@@ -117,15 +131,17 @@ func mountOverlayDetached(o *Overlay) (int, error) {
 			return -1, err
 		}
 	}
-	for _, kv := range [][2]string{{"upperdir", o.Upper}, {"workdir", o.Work}, {"index", "off"}} {
-		if err := set(kv[0], kv[1]); err != nil {
-			return -1, err
+	if upper != "" {
+		for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}, {"index", "off"}} {
+			if err := set(kv[0], kv[1]); err != nil {
+				return -1, err
+			}
 		}
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {
 		return -1, fmt.Errorf("fsconfig create: %w%s", err, fsutil.ContextLog(fd))
 	}
-	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC|attr)
 	if err != nil {
 		return -1, fmt.Errorf("fsmount: %w%s", err, fsutil.ContextLog(fd))
 	}

@@ -21,94 +21,31 @@ import (
 // (openat2 RESOLVE_IN_ROOT): a symbolic link the guest made never leads to a
 // host file.
 type RootReader struct {
-	machine string
-	root    int // an O_PATH descriptor of the root's top directory
-	lock    *RootLock
+	m *Mounted
 }
 
 // ReadRoot opens the root of machine, which must be stopped, for reading. It
 // fails with ErrNotFound when the machine has no root and ErrBusy when it is
 // running.
 func (s *Store) ReadRoot(machine string) (*RootReader, error) {
-	r, err := s.Root(machine)
+	m, err := s.mountStopped(machine, true)
 	if err != nil {
-		return nil, err
-	}
-	lock, err := s.LockRoot(machine)
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	if r.Overlay != nil {
-		fd, err = mountReadOnly(r.Stack())
-	} else {
-		fd, err = unix.Open(r.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			err = &fs.PathError{Op: "open", Path: r.Dir, Err: err}
-		}
-	}
-	if err != nil {
-		lock.Unlock()
 		return nil, fmt.Errorf("machine %q: open its root: %w", machine, err)
 	}
-	return &RootReader{machine: machine, root: fd, lock: lock}, nil
-}
-
-// mountReadOnly mounts the trees of stack (uppermost first) as one read-only
-// overlay, detached, and returns an O_PATH descriptor of its top: `mount -t
-// overlay -o ro,lowerdir=UPPER:LOWER…` with no mount point. The machine's
-// upper directory is a lower layer here, so nothing is written to it (no
-// work directory either); overlayfs honours its whiteouts and opaque
-// directories as it does the machine's own mount.
-func mountReadOnly(stack []string) (int, error) {
-	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsopen overlay: %w", err)
-	}
-	defer unix.Close(fd)
-	escaped := make([]string, len(stack))
-	for i, l := range stack {
-		escaped[i] = escapeOverlayPath(l)
-	}
-	// fsconfig takes strings of up to 256 bytes; beyond, one layer at a time
-	// (lowerdir+, Linux 6.8).
-	if joined := strings.Join(escaped, ":"); len(joined) < 256 {
-		err = unix.FsconfigSetString(fd, "lowerdir", joined)
-	} else {
-		for _, l := range stack {
-			if err = unix.FsconfigSetString(fd, "lowerdir+", l); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		return -1, fmt.Errorf("fsconfig lowerdir: %w", err)
-	}
-	if err := unix.FsconfigCreate(fd); err != nil {
-		return -1, fmt.Errorf("fsconfig create: %w", err)
-	}
-	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
-	if err != nil {
-		return -1, fmt.Errorf("fsmount: %w", err)
-	}
-	return mfd, nil
+	return &RootReader{m: m}, nil
 }
 
 // Close releases the root: its lock, and the overlay mount once no file
 // opened from it remains open.
 func (r *RootReader) Close() error {
-	if r.root >= 0 {
-		unix.Close(r.root)
-		r.root = -1
-	}
-	return r.lock.Unlock()
+	return r.m.Close()
 }
 
 // resolve is openat2 of rel inside the root: symbolic links are resolved as
 // the machine would (never above its root), magic links (/proc/self/…) not
 // at all, and a symbolic link at rel itself is refused (O_NOFOLLOW).
 func (r *RootReader) resolve(rel string, flags int) (int, error) {
-	fd, err := unix.Openat2(r.root, strings.TrimLeft(filepath.Clean("/"+rel), "/"), &unix.OpenHow{
+	fd, err := unix.Openat2(int(r.m.Root.Fd()), strings.TrimLeft(filepath.Clean("/"+rel), "/"), &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
