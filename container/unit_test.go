@@ -264,7 +264,7 @@ func TestConsoleSlowReaders(t *testing.T) {
 	srv, cli := net.Pipe()
 	defer cli.Close()
 	greeting := make(chan struct{})
-	go h.attach(srv, true, func(bool) {
+	go h.attach(srv, true, 0, 0, func(bool, string) {
 		close(greeting)
 		_, _ = srv.Write([]byte("hello\n")) // blocks: the client does not read
 	})
