@@ -63,7 +63,7 @@ needed.`,
 			}
 			code, err := enterMachine(cmd.Context(), runDir, command, sf)
 			if errors.Is(err, container.ErrNotRunning) {
-				return fmt.Errorf("machine %q is not running", args[0])
+				return notRunning(args[0])
 			}
 			if err != nil {
 				return err
