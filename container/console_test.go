@@ -183,3 +183,92 @@ func TestConsole(t *testing.T) {
 		t.Errorf("left behind:\n%s", strings.Join(l, "\n"))
 	}
 }
+
+// login runs container.Login on m with a pipe for its input; it returns how
+// the machine served it, the pty's name, the output and a way to type.
+type loginSession struct {
+	how, tty string
+	out      *lockedBuffer
+	in       *io.PipeWriter
+	cancel   context.CancelFunc
+	done     chan struct{}
+	code     int
+	err      error
+}
+
+func startLogin(t *testing.T, runDir string) *loginSession {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	s := &loginSession{out: &lockedBuffer{}, in: pw, cancel: cancel, done: make(chan struct{})}
+	started := make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.code, s.err = container.Login(ctx, runDir, container.EnterOptions{Stdin: pr, Stdout: s.out, Rows: 30, Cols: 90},
+			func(how, tty string) { s.how, s.tty = how, tty; close(started) })
+	}()
+	t.Cleanup(func() { s.end(t) })
+	select {
+	case <-started:
+	case <-s.done:
+		t.Fatalf("login: %d, %v", s.code, s.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("login did not start")
+	}
+	return s
+}
+
+func (s *loginSession) send(t *testing.T, text string) {
+	t.Helper()
+	if _, err := s.in.Write([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// end detaches (as ^]^]^] does) and waits for Login to return.
+func (s *loginSession) end(t *testing.T) {
+	s.cancel()
+	s.in.Close()
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Error("login did not return after its context ended")
+	}
+}
+
+// TestLoginBusybox logs in to a guest without systemd: its login program on
+// a new pty, or root's shell on one when it has none.
+func TestLoginBusybox(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	cfg := newConfig(t, "bblogin")
+	cfg.Boot = true
+	cfg.Hostname = "bb-login"
+	overlayRoot(t, &cfg, testenv.BusyboxGuest(t))
+	m := start(t, cfg)
+	m.WaitPhase(t, container.PhaseRunning, 1)
+
+	s := startLogin(t, cfg.RuntimeDir)
+	if s.how != container.LoginProgram {
+		t.Errorf("busybox guest with /bin/login: got %q, want %q", s.how, container.LoginProgram)
+	}
+	waitFor(t, "busybox login", s.out, "bb-login login: ")
+	s.end(t)
+
+	// Without a login program: root's shell, on a pty of the machine's.
+	if out, code := m.sh(t, "rm /bin/login"); code != 0 {
+		t.Fatalf("rm /bin/login: %s", out)
+	}
+	s = startLogin(t, cfg.RuntimeDir)
+	if s.how != container.LoginShell {
+		t.Errorf("busybox guest without login: got %q, want %q", s.how, container.LoginShell)
+	}
+	s.send(t, "tty; echo in-$((40+2)); exit 5\n")
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the shell did not exit: %q", s.out.String())
+	}
+	if s.code != 5 || s.err != nil || !strings.Contains(s.out.String(), "/dev/pts/") || !strings.Contains(s.out.String(), "in-42") {
+		t.Errorf("root's shell: exit %d, %v, output %q", s.code, s.err, s.out.String())
+	}
+}
