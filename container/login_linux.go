@@ -89,7 +89,11 @@ func (s *supervisor) serveGetty(conn *net.UnixConn, pid int, opts EnterOptions) 
 		return
 	}
 	unit := "container-getty@" + strconv.FormatUint(uint64(n), 10) + ".service"
-	if err := s.systemctl(pid, "start", unit); err != nil {
+	// restart, not start: a getty of this unit still active belongs to an
+	// earlier pty of the same number, already gone (its session has not
+	// ended yet, or it is restarting after the hangup): it must not get
+	// this one's prompt or keep this pty's unit running after the session.
+	if err := s.systemctl(pid, "restart", unit); err != nil {
 		master.Close()
 		fail(err)
 		return

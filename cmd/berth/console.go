@@ -41,7 +41,7 @@ the machine stops, saying how it ended. No daemon is needed.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConsole(cmd.Context(), args[0], readOnly)
+			return runConsole(cmd.Context(), args[0], readOnly, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	c.Flags().BoolVar(&readOnly, "read-only", false, "watch the console without typing into it")
@@ -64,8 +64,9 @@ func termSize() (rows, cols uint16) {
 }
 
 // runConsole attaches to machine name's console until the machine stops,
-// the user detaches or berth gets SIGINT, SIGTERM or SIGHUP.
-func runConsole(ctx context.Context, name string, readOnly bool) error {
+// the user detaches or berth gets SIGINT, SIGTERM or SIGHUP: the console to
+// out, berth's own lines to errOut, os.Stdin typed into it.
+func runConsole(ctx context.Context, name string, readOnly bool, out, errOut io.Writer) error {
 	runDir, err := machineRunDir(name)
 	if err != nil {
 		return err
@@ -106,7 +107,7 @@ func runConsole(ctx context.Context, name string, readOnly bool) error {
 		end("detached")
 	}()
 	go func() {
-		_, _ = io.Copy(os.Stdout, conn)
+		_, _ = io.Copy(out, conn)
 		end("ended")
 	}()
 	switch {
@@ -117,9 +118,9 @@ func runConsole(ctx context.Context, name string, readOnly bool) error {
 		}
 		defer term.Restore(int(os.Stdin.Fd()), old)
 		if readOnly {
-			fmt.Fprintf(os.Stderr, "Watching the console of machine %s (read-only). Press ^] three times within 1s, or Ctrl-C, to detach.\r\n", name)
+			fmt.Fprintf(errOut, "Watching the console of machine %s (read-only). Press ^] three times within 1s, or Ctrl-C, to detach.\r\n", name)
 		} else {
-			fmt.Fprintf(os.Stderr, "Connected to the console of machine %s. Press ^] three times within 1s to detach.\r\n", name)
+			fmt.Fprintf(errOut, "Connected to the console of machine %s. Press ^] three times within 1s to detach.\r\n", name)
 			resized, stop := notifyResized()
 			defer stop()
 			go func() {
@@ -143,18 +144,18 @@ func runConsole(ctx context.Context, name string, readOnly bool) error {
 	why := <-over
 	conn.Close()
 	if interactive {
-		fmt.Fprint(os.Stderr, "\r\n")
+		fmt.Fprint(errOut, "\r\n")
 	}
 	switch why {
 	case "detached":
 		if interactive {
-			fmt.Fprintf(os.Stderr, "Detached from the console of machine %s; it keeps running.\r\n", name)
+			fmt.Fprintf(errOut, "Detached from the console of machine %s; it keeps running.\r\n", name)
 		}
 	case "ended":
 		if st, err := container.ReadState(runDir); err == nil && st.Exit != nil {
-			fmt.Fprintf(os.Stderr, "Machine %s ended: %s.\r\n", name, *st.Exit)
+			fmt.Fprintf(errOut, "Machine %s ended: %s.\r\n", name, *st.Exit)
 		} else {
-			fmt.Fprintf(os.Stderr, "The console of machine %s closed: its supervisor ended.\r\n", name)
+			fmt.Fprintf(errOut, "The console of machine %s closed: its supervisor ended.\r\n", name)
 		}
 	}
 	return nil

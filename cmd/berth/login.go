@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,13 +32,14 @@ systemd host, machinectl login NAME works for berth's machines too.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runLogin(cmd.Context(), args[0])
+			return runLogin(cmd.Context(), args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 }
 
-// runLogin relays this terminal to a login prompt in machine name.
-func runLogin(ctx context.Context, name string) error {
+// runLogin relays this terminal (os.Stdin, out) to a login prompt in machine
+// name; berth's own lines go to errOut.
+func runLogin(ctx context.Context, name string, out, errOut io.Writer) error {
 	runDir, err := machineRunDir(name)
 	if err != nil {
 		return err
@@ -45,7 +47,7 @@ func runLogin(ctx context.Context, name string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	interactive := term.IsTerminal(int(os.Stdin.Fd()))
-	opts := container.EnterOptions{Stdin: os.Stdin, Stdout: os.Stdout}
+	opts := container.EnterOptions{Stdin: os.Stdin, Stdout: out}
 	if t := os.Getenv("TERM"); t != "" {
 		opts.Env = []string{"TERM=" + t}
 	}
@@ -75,24 +77,24 @@ func runLogin(ctx context.Context, name string) error {
 		exit := "Press ^] three times within 1s to exit the session."
 		switch how {
 		case container.LoginGetty:
-			fmt.Fprintf(os.Stderr, "Connected to machine %s (its getty on %s). %s\r\n", name, tty, exit)
+			fmt.Fprintf(errOut, "Connected to machine %s (its getty on %s). %s\r\n", name, tty, exit)
 		case container.LoginProgram:
-			fmt.Fprintf(os.Stderr, "Machine %s runs no systemd: its login program on a new pty. %s\r\n", name, exit)
+			fmt.Fprintf(errOut, "Machine %s runs no systemd: its login program on a new pty. %s\r\n", name, exit)
 		default:
-			fmt.Fprintf(os.Stderr, "Machine %s runs no systemd and has no login program: root's shell on a new pty. %s\r\n", name, exit)
+			fmt.Fprintf(errOut, "Machine %s runs no systemd and has no login program: root's shell on a new pty. %s\r\n", name, exit)
 		}
 	})
 	switch {
 	case errors.Is(err, container.ErrNotRunning):
 		return notRunning(name)
 	case ctx.Err() != nil:
-		fmt.Fprintf(os.Stderr, "\r\nConnection to machine %s closed.\r\n", name)
+		fmt.Fprintf(errOut, "\r\nConnection to machine %s closed.\r\n", name)
 		return nil
 	case err != nil:
 		return fmt.Errorf("machine %q: %w", name, err)
 	case code != 0:
 		return &exitError{code: code}
 	}
-	fmt.Fprintf(os.Stderr, "\r\nConnection to machine %s terminated.\r\n", name)
+	fmt.Fprintf(errOut, "\r\nConnection to machine %s terminated.\r\n", name)
 	return nil
 }
