@@ -117,12 +117,30 @@ func (s *supervisor) serveGetty(conn *net.UnixConn, pid int, opts EnterOptions) 
 func (s *supervisor) systemctl(pid int, verb, unit string) error {
 	out, code, err := s.runInMachine(pid, 30*time.Second, "systemctl", "--no-block", verb, unit)
 	if err == nil && code != 0 {
-		err = fmt.Errorf("exit code %d: %s", code, strings.TrimSpace(out))
+		err = fmt.Errorf("exit code %d: %s", code, printable(out, 400))
 	}
 	if err != nil {
 		return fmt.Errorf("systemctl %s %s in the machine: %w", verb, unit, err)
 	}
 	return nil
+}
+
+// printable is the guest's text s fit for a person's terminal: no control
+// characters (a newline becomes a space), at most max characters.
+func printable(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t':
+			return ' '
+		case r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if r := []rune(s); len(r) > max {
+		s = string(r[:max]) + "…"
+	}
+	return s
 }
 
 // runInMachine runs argv in the machine whose PID 1 is pid, as berth shell

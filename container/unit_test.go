@@ -476,3 +476,15 @@ func TestConsoleWriterRules(t *testing.T) {
 		t.Errorf("resize while berth boot's terminal owns the size: %v", err)
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"Failed to restart x.service: Unit x.service not found.\n": "Failed to restart x.service: Unit x.service not found.",
+		"a\x1b]0;owned\x07b\nc\r":                                  "a]0;ownedb c",
+		strings.Repeat("y", 500):                                   strings.Repeat("y", 400) + "…",
+	} {
+		if got := printable(in, 400); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
