@@ -21,13 +21,14 @@ import (
 // after it. berth console attaches one writer, sized as its terminal, and a
 // read-only watcher who sees the same; a second writer is refused naming the
 // first; both detach and the machine runs on; a watcher sees it stop and
-// says so.
+// says so. A machine berth boot runs on a terminal is watched the same way,
+// and its console's writer is that terminal.
 func TestConsoleAndLoginInTestHost(t *testing.T) {
 	testenv.SkipIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	guest := testenv.DebianGuest(t)
-	h, _, exec := bootWithBerth(ctx, t, Options{BindRO: []string{guest + ":/srv/guest"}})
+	guest, busybox := testenv.DebianGuest(t), testenv.BusyboxGuest(t)
+	h, _, exec := bootWithBerth(ctx, t, Options{BindRO: []string{guest + ":/srv/guest", busybox + ":/srv/busybox"}})
 	def := "apiVersion: berth/v1\nkind: Image\nname: debian12\ndirectory: /srv/guest\n---\n" +
 		"apiVersion: berth/v1\nkind: Machine\nname: c1\nimage: debian12\n"
 	if err := os.WriteFile(filepath.Join(h.Dir, "etc/berth/machines/c1.yaml"), []byte(def), 0o644); err != nil {
@@ -122,6 +123,24 @@ func TestConsoleAndLoginInTestHost(t *testing.T) {
 	if out := exec("berth", "status", "c1", "-o", "json"); !strings.Contains(out, `"state": "running"`) && !strings.Contains(out, `"state":"running"`) {
 		t.Errorf("c1 after the console's clients detached:\n%s", out)
 	}
+
+	// berth boot on a terminal types into its console: berth console
+	// watches, and may not write.
+	exec("sh", "-c", `cp -a /srv/busybox /var/tmp/bb && printf '::sysinit:/etc/init.d/rcS\n::respawn:-/bin/sh\n' > /var/tmp/bb/etc/inittab`)
+	b := open("berth", "boot", "-D", "/var/tmp/bb", "--name", "bb")
+	_ = step(b, "Press Ctrl-] three times within 1s to kill it.", "") &&
+		step(b, "berth-busybox-booted", "echo boot-$((2*3))\r") &&
+		step(b, "boot-6", "")
+	r = open("berth", "console", "--read-only", "bb")
+	_ = step(r, "Watching the console of machine bb (read-only)", "")
+	if out, err := h.Exec(ctx, "berth", "console", "bb"); err == nil || !strings.Contains(string(out), "already has a writer (berth boot's terminal, PID ") {
+		t.Errorf("berth console of a machine berth boot runs on a terminal: %v\n%s", err, out)
+	}
+	_ = step(b, "", "echo again-$((1+1))\r") && step(r, "again-2", "\x03")
+	ended(r)
+	exec("machinectl", "terminate", "bb") // busybox init takes no SIGRTMIN+4 (machinectl poweroff)
+	_ = step(b, "Machine bb ended: ", "")
+	ended(b)
 
 	// A watcher sees the machine stop.
 	r = open("berth", "console", "--read-only", "c1")
