@@ -115,10 +115,12 @@ func TestConsole(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	begin := time.Now()
 	type_("echo con$((6*7))sole; stty size\n")
 	for what, b := range map[string]*lockedBuffer{"reader 1": out1, "reader 2": out2, "writer": outW} {
 		waitFor(t, what, b, "con42sole")
 	}
+	t.Logf("a command typed on the console: its output on all three clients %v later", time.Since(begin))
 	waitFor(t, "writer", outW, "33 101")
 
 	c, err := container.Dial(m.Config.RuntimeDir)

@@ -242,12 +242,14 @@ func testDebianMachine(t *testing.T, privateUsers bool) {
 	t.Run("login", func(t *testing.T) {
 		// As machinectl login: the guest's getty on a new pty of its own
 		// devpts, stopped again when the session ends.
+		begin := time.Now()
 		s := startLogin(t, cfg.RuntimeDir)
 		if s.how != container.LoginGetty || !strings.HasPrefix(s.tty, "/dev/pts/") {
 			t.Fatalf("login: %q on %q, want a getty on /dev/pts/N", s.how, s.tty)
 		}
 		unit := "container-getty@" + strings.TrimPrefix(s.tty, "/dev/pts/") + ".service"
 		waitFor(t, "login", s.out, "login: ")
+		t.Logf("login prompt on %s %v after the request", s.tty, time.Since(begin))
 		if out, _ := m.sh(t, "systemctl is-active "+unit+"; stat -c %U:%G "+s.tty); out != "active\nroot:tty\n" {
 			t.Errorf("%s, %s in the machine:\n%s", unit, s.tty, out)
 		}

@@ -79,9 +79,12 @@ func TestConsoleAndLoginInTestHost(t *testing.T) {
 	}
 
 	for _, args := range [][]string{{"machinectl", "login", "c1"}, {"berth", "login", "c1"}} {
+		begin := time.Now()
 		s := open(args...)
-		_ = step(s, "Connected to machine c1", "\r") &&
-			step(s, "c1 login: ", "root\r") &&
+		_ = step(s, "Connected to machine c1", "") &&
+			step(s, "c1 login: ", "")
+		t.Logf("%s: the login prompt %v after the command started", s.name, time.Since(begin))
+		_ = s.Send("root\r") == nil &&
 			step(s, "Password: ", "berth-test\r") &&
 			step(s, "# ", "echo uid=$(id -u) tty=$(tty); exit\r") &&
 			step(s, "uid=0 tty=/dev/pts/", "") &&
