@@ -23,8 +23,8 @@ func newConsoleCmd() *cobra.Command {
 		Use:   "console NAME",
 		Short: "Attach to a running machine's console; ^] three times within 1s detaches",
 		Long: `console attaches this terminal to the console of a running machine (what its
-init and getty print, what berth logs keeps), held by the machine's supervisor:
-started by berthd or by berth boot alike. Several may watch at once; one at a
+init and getty print, what berth logs keeps), which the machine's supervisor
+holds: of a machine berthd started or one berth boot runs. Several may watch at once; one at a
 time types into it, the first that attaches (with berth boot on a terminal,
 that terminal). A second writer is refused with the PID of the first:
 --read-only watches without typing. The writer's terminal size is the
