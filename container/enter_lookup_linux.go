@@ -16,6 +16,9 @@ import (
 // and symbolic links resolve as they do in the guest, never to a host file a
 // planted link points to, and no magic link (/proc/self/root …) leads out.
 
+// machinePath is the PATH a command entered into a machine starts with.
+const machinePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // command is a command to start in a machine: the program's path there, its
 // argv, environment and working directory.
 type command struct {
@@ -30,7 +33,7 @@ type command struct {
 // program looked up in the machine's PATH, and without a command root's
 // login shell from the machine's /etc/passwd, in /root.
 func resolveCommand(root int, opts EnterOptions) (command, error) {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=berth"}
+	env := []string{"PATH=" + machinePath, "HOME=/root", "container=berth"}
 	term := "TERM=dumb"
 	if opts.TTY {
 		term = "TERM=xterm-256color"

@@ -67,7 +67,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newLifecycleCmds()...)
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
 	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
-	root.AddCommand(newBootCmd(), newShellCmd(), newLogsCmd())
+	root.AddCommand(newBootCmd(), newShellCmd(), newConsoleCmd(), newLoginCmd(), newLogsCmd())
 	root.AddCommand(newCopyCmds()...)
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
 	// cobra adds its completion verbs when it first runs: now, so that they

@@ -123,7 +123,7 @@ func TestUnknownVerbs(t *testing.T) {
 		}
 		// One letter off a verb it has: that verb is suggested.
 		for _, c := range g.Commands() {
-			if len(c.Name()) < 4 || c.Name() == "help" {
+			if len(c.Name()) < 4 || c.Name() == "help" || c.Hidden {
 				continue
 			}
 			typo := c.Name()[:len(c.Name())-1]
