@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
+	"github.com/berthd/berth/units"
 )
 
 // knownNetworks are the networks berth made on this host (name → bridge), kept
@@ -65,10 +67,48 @@ func (h *Host) EnsureNetwork(ctx context.Context, n *spec.Network) error {
 	if err := h.setKnownNetwork(n.Name, n.Bridge); err != nil {
 		return err
 	}
-	return h.withNet(func(nh *netconf.Host) error { return nh.EnsureBridge(ctx, bridgeOf(n)) })
+	if err := h.withNet(func(nh *netconf.Host) error { return nh.EnsureBridge(ctx, bridgeOf(n)) }); err != nil {
+		return err
+	}
+	rc := resolverConfig(h.paths.RuntimeDir, n)
+	if rc == nil {
+		return supervisor.StopResolver(ctx, h.paths.RuntimeDir, n.Name)
+	}
+	if err := supervisor.EnsureResolver(ctx, h.paths.RuntimeDir, *rc, h.driver); err != nil {
+		return err
+	}
+	if h.driver == supervisor.DriverSystemd {
+		// The host finds the machines too (ping web.berth); a host without
+		// systemd-resolved needs the line docs/networking.md gives.
+		logErr(ctx, "cannot give systemd-resolved the network's DNS server", n.Name, h.resolvedLink(ctx, n.Bridge, rc))
+	}
+	return nil
+}
+
+// resolvedLink gives systemd-resolved, when it runs, the network's resolver
+// as the DNS server of its bridge, for the network's domain.
+func (h *Host) resolvedLink(ctx context.Context, bridge string, rc *netconf.ResolverConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sd, err := units.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer sd.Close()
+	if !sd.ResolvedAvailable(ctx) {
+		return nil
+	}
+	ifc, err := net.InterfaceByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", bridge, err)
+	}
+	return sd.SetLinkDNS(ctx, ifc.Index, rc.Listen, rc.Domain)
 }
 
 func (h *Host) RemoveNetwork(ctx context.Context, name string) error {
+	if err := supervisor.RemoveNetworkDir(ctx, h.paths.RuntimeDir, name); err != nil {
+		return err
+	}
 	known, _ := h.knownNetworks()
 	bridge := known[name]
 	if bridge == "" {
