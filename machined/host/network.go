@@ -215,6 +215,10 @@ func (h *Host) NetworkStatus(ctx context.Context, d *spec.Set) []api.NetworkStat
 			ns.Gateway = n.Gateway.String()
 		}
 		ns.Present = present[n.Name]
+		if n.ResolverOn() {
+			ns.Domain = n.Resolver.Domain
+			ns.Resolver = supervisor.ResolverRunning(h.paths.RuntimeDir, n.Name)
+		}
 		for _, m := range d.Machines {
 			if m.Network.Name == n.Name {
 				ns.Machines = append(ns.Machines, m.Name)
