@@ -16,6 +16,7 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/netconf"
@@ -74,13 +75,21 @@ func (h *Host) EnsureNetwork(ctx context.Context, n *spec.Network) error {
 	if rc == nil {
 		return supervisor.StopResolver(ctx, h.paths.RuntimeDir, n.Name)
 	}
+	log := logctx.From(ctx).With("network", n.Name)
 	if err := supervisor.EnsureResolver(ctx, h.paths.RuntimeDir, *rc, h.driver); err != nil {
-		return err
+		// The machines still start, without names: a resolver that cannot
+		// run (port 53 taken by another DNS server) must not keep a network
+		// that worked before from coming up. It stays drift, reported by
+		// berth plan and retried by every reconcile.
+		log.Warn("the network's DNS resolver does not run; its machines get no names", "err", err)
+		return nil
 	}
 	if h.driver == supervisor.DriverSystemd {
 		// The host finds the machines too (ping web.berth); a host without
 		// systemd-resolved needs the line docs/networking.md gives.
-		logErr(ctx, "cannot give systemd-resolved the network's DNS server", n.Name, h.resolvedLink(ctx, n.Bridge, rc))
+		if err := h.resolvedLink(ctx, n.Bridge, rc); err != nil {
+			log.Warn("cannot give systemd-resolved the network's DNS server", "err", err)
+		}
 	}
 	return nil
 }

@@ -107,9 +107,13 @@ directory: /srv/i
 		"b": "[9.9.9.9] [] ",
 		"c": "[] [] ",
 	} {
-		rc := resolvConf(set, set.Machine(name))
+		rc := resolvConf(set, set.Machine(name), true)
 		if got := fmt.Sprint(rc.Servers, " ", rc.Search, " ", rc.Source); got != want {
 			t.Errorf("machine %s: %s, want %s", name, got, want)
 		}
+	}
+	// A resolver that could not start: the host's servers, not a silent gateway.
+	if rc := resolvConf(set, set.Machine("a"), false); len(rc.Servers) != 0 || len(rc.Search) != 0 {
+		t.Errorf("machine a without its resolver: %+v", rc)
 	}
 }
