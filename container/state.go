@@ -100,7 +100,11 @@ func writeState(runDir string, s State) error {
 // PID exists and started at the recorded time (so a reused PID is not taken for
 // it).
 func (s State) SupervisorAlive() bool {
-	return procstat.Alive(s.SupervisorPID, s.SupervisorStart)
+	if s.SupervisorPID <= 0 {
+		return false
+	}
+	st, err := ProcessStartTime(s.SupervisorPID)
+	return err == nil && st == s.SupervisorStart
 }
 
 // ProcessStartTime returns field 22 of /proc/PID/stat: when the process started,

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +108,28 @@ subnet6: fd97::/64
 			t.Fatalf("the resolver was restarted with berthd: PID %d, then %d", resolverPID, got)
 		}
 		if err := resolves(b, bAddr); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	e.run("a killed resolver is drift: the next reconcile starts another, which finds the names", func(t *testing.T) {
+		if err := syscall.Kill(resolverPID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 5*time.Second, func() error {
+			p, err := e.api.Plan(context.Background(), api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+			if err != nil || !strings.Contains(p.String(), "the DNS resolver of network lan is not running") {
+				return fmt.Errorf("plan after the resolver was killed: %v, %v", p, err)
+			}
+			return nil
+		})
+		if _, err := e.api.Apply(context.Background(), api.ApplyRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if resolverPID = e.resolverPID(); resolverPID == 0 {
+			t.Fatal("no new resolver")
+		}
+		if err := resolves(b+".berth", bAddr); err != nil {
 			t.Fatal(err)
 		}
 	})

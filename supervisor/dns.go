@@ -218,7 +218,7 @@ func resolverStage() {
 	if err != nil {
 		die(fmt.Errorf("network %q: DNS resolver: %w", d.Name(), err))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("network", f.Network)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	lock, err := os.OpenFile(d.DNSLock(), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err == nil {
 		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
@@ -253,9 +253,9 @@ func resolverStage() {
 	report("ok")
 	select {
 	case <-ctx.Done():
-		log.Info("resolver stopping")
+		log.Info("resolver stopping", "network", f.Network)
 	case <-r.Done():
-		log.Info("resolver ended", "err", r.Err())
+		log.Info("resolver ended", "network", f.Network, "err", r.Err())
 	}
 	r.Close()
 	if p, _ := readResolverPID(d); p.PID == os.Getpid() {
