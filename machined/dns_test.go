@@ -96,6 +96,13 @@ subnet6: fd97::/64
 	var resolverPID int
 	e.run("names resolve while berthd is down, and its restart keeps the resolver", func(t *testing.T) {
 		resolverPID = e.resolverPID()
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", resolverPID)); err == nil {
+			for _, l := range strings.Split(string(st), "\n") {
+				if strings.HasPrefix(l, "VmRSS:") {
+					t.Logf("the resolver's %s", strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
 		e.killDaemon()
 		if err := resolves(b+".berth", bAddr); err != nil {
 			t.Fatalf("with berthd down: %v", err)

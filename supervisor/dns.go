@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -199,6 +200,10 @@ func StopResolvers(ctx context.Context, runtimeDir string) error {
 // systemd host, serves, records its PID, and runs until SIGTERM or until
 // the network's runtime directory goes.
 func resolverStage() {
+	// One per network, for the host's whole uptime: keep it lean, as a
+	// supervisor is.
+	debug.SetGCPercent(25)
+	debug.SetMemoryLimit(16 << 20)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	ready := os.NewFile(3, "ready")
 	report := func(msg string) {
