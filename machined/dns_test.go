@@ -98,7 +98,7 @@ subnet6: fd97::/64
 		resolverPID = e.resolverPID()
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", resolverPID)); err == nil {
 			for _, l := range strings.Split(string(st), "\n") {
-				if strings.HasPrefix(l, "VmRSS:") {
+				if strings.HasPrefix(l, "VmRSS:") || strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
 					t.Logf("the resolver's %s", strings.Join(strings.Fields(l), " "))
 				}
 			}
@@ -159,8 +159,30 @@ subnet6: fd97::/64
 		testenv.Eventually(t, 5*time.Second, func() error { return resolves(b+".berth", e.status(b).Addresses[0]) })
 	})
 
-	e.run("removing the network stops its resolver", func(t *testing.T) {
-		for _, f := range []string{"a.yaml", "b.yaml", "network.yaml"} {
+	e.run("a machine that moves to another network leaves this one's names", func(t *testing.T) {
+		e.write("network2.yaml", "apiVersion: berth/v1\nkind: Network\nname: lan2\nsubnet: 10.95.0.0/24\n")
+		e.write("b.yaml", bbMachine(b, "network: lan2\n"))
+		e.apply()
+		testenv.Eventually(t, 20*time.Second, func() error {
+			s := e.status(b)
+			if s.State != api.StateRunning || len(s.Addresses) == 0 || !strings.HasPrefix(s.Addresses[0], "10.95.") {
+				return fmt.Errorf("b is %s at %v, want running on lan2", s.State, s.Addresses)
+			}
+			return nil
+		})
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if out, code := lookup(b + ".berth"); code == 0 || !strings.Contains(out, "NXDOMAIN") {
+				return fmt.Errorf("nslookup %s.berth on lan after b moved to lan2: exit %d:\n%s", b, code, out)
+			}
+			return nil
+		})
+		if _, err := os.Stat(filepath.Join(e.paths.RuntimeDir, "networks", "lan2", "names", b)); err != nil {
+			t.Fatalf("b has no name record on lan2: %v", err)
+		}
+	})
+
+	e.run("removing the networks stops their resolvers", func(t *testing.T) {
+		for _, f := range []string{"a.yaml", "b.yaml", "network.yaml", "network2.yaml"} {
 			if err := os.Remove(filepath.Join(e.dir, "defs", f)); err != nil {
 				t.Fatal(err)
 			}
@@ -170,8 +192,10 @@ subnet6: fd97::/64
 			if procstat.Alive(resolverPID, e.resolverStart) {
 				return fmt.Errorf("the resolver (PID %d) still runs", resolverPID)
 			}
-			if _, err := os.Stat(filepath.Join(e.paths.RuntimeDir, "networks", "lan")); err == nil {
-				return fmt.Errorf("the network's runtime directory is still there")
+			for _, n := range []string{"lan", "lan2"} {
+				if _, err := os.Stat(filepath.Join(e.paths.RuntimeDir, "networks", n)); err == nil {
+					return fmt.Errorf("the runtime directory of network %s is still there", n)
+				}
 			}
 			return nil
 		})
