@@ -149,19 +149,22 @@ func v2IOSettings(dir string, p placement) []cgroupSetting {
 	return sets
 }
 
+// v1Throttles are the v1 blkio throttle files and the limit each holds.
+var v1Throttles = []struct {
+	file string
+	of   func(IOLimit) uint64
+}{
+	{"blkio.throttle.read_bps_device", func(l IOLimit) uint64 { return l.ReadBps }},
+	{"blkio.throttle.write_bps_device", func(l IOLimit) uint64 { return l.WriteBps }},
+	{"blkio.throttle.read_iops_device", func(l IOLimit) uint64 { return l.ReadIOPS }},
+	{"blkio.throttle.write_iops_device", func(l IOLimit) uint64 { return l.WriteIOPS }},
+}
+
 // v1ThrottleSettings are the blkio.throttle.* lines: "MAJ:MIN N" sets a
 // limit, "MAJ:MIN 0" takes one back.
 func v1ThrottleSettings(dir string, p placement) []cgroupSetting {
 	var sets []cgroupSetting
-	for _, t := range []struct {
-		file string
-		of   func(IOLimit) uint64
-	}{
-		{"blkio.throttle.read_bps_device", func(l IOLimit) uint64 { return l.ReadBps }},
-		{"blkio.throttle.write_bps_device", func(l IOLimit) uint64 { return l.WriteBps }},
-		{"blkio.throttle.read_iops_device", func(l IOLimit) uint64 { return l.ReadIOPS }},
-		{"blkio.throttle.write_iops_device", func(l IOLimit) uint64 { return l.WriteIOPS }},
-	} {
+	for _, t := range v1Throttles {
 		f := filepath.Join(dir, t.file)
 		for _, d := range limitedDisks(f) {
 			if !hasDisk(p.io, d) {
@@ -245,4 +248,57 @@ func v1CpusetSettings(dir string, cpus cpuset.Set) ([]cgroupSetting, error) {
 // parent's itself, so one write does; "" gives the parent's CPUs.
 func v2CpusetSettings(dir string, cpus cpuset.Set) []cgroupSetting {
 	return []cgroupSetting{{filepath.Join(dir, "cpuset.cpus"), cpus.String()}}
+}
+
+// mirrorThrottles copies the v1 blkio throttle limits of the machine's
+// cgroup at path to every cgroup below it (the supervisor's, the payload's,
+// any the guest made). On a v1 hierarchy blk-throttle is not hierarchical: a
+// limit holds only for the processes of the cgroup it is written in, and the
+// machine's processes all live in its children. Either driver sets the
+// limits on the machine's cgroup (systemd on its scope); the supervisor calls
+// this after the split and after each live update. cgroup2 needs nothing.
+func mirrorThrottles(hs []hierarchy, path string) error {
+	for _, h := range hs {
+		if h.Unified || !h.has("blkio") {
+			continue
+		}
+		top := h.dir(path)
+		var below []string
+		_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != top {
+				below = append(below, p)
+			}
+			return nil
+		})
+		for _, t := range v1Throttles {
+			b, err := os.ReadFile(filepath.Join(top, t.file))
+			if err != nil {
+				continue // no blk-throttle in this kernel
+			}
+			want := map[string]bool{}
+			var lines []string
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				if f := strings.Fields(l); len(f) == 2 {
+					want[f[0]] = true
+					lines = append(lines, l)
+				}
+			}
+			for _, d := range below {
+				f := filepath.Join(d, t.file)
+				for _, disk := range limitedDisks(f) {
+					if !want[disk] {
+						if err := writeFile(f, disk+" 0"); err != nil {
+							return err
+						}
+					}
+				}
+				for _, l := range lines {
+					if err := writeFile(f, l); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
