@@ -204,3 +204,36 @@ func expectFile(t *testing.T, file, want string) {
 		t.Errorf("%s = %q, want %q", file, got, want)
 	}
 }
+
+// TestPlacementStartErrors: a machine whose device is missing or whose CPU
+// is offline does not start; the error names the machine, the field and the
+// device or CPU, and no cgroup of it is left.
+func TestPlacementStartErrors(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	parent := "/" + testenv.UniqueName("berth-place")
+	dirs := testenv.CgroupDirs(t, parent)
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			_ = unix.Rmdir(d)
+		}
+	})
+	d := container.CgroupfsDriver{Parent: parent}
+	for _, tc := range []struct {
+		r    container.Resources
+		want string
+	}{
+		{container.Resources{IO: []container.IOLimit{{Device: "/dev/berth-no-such-disk", WriteBps: 1}}},
+			`machine "bad": cgroup ` + parent + `/bad: resources.io: /dev/berth-no-such-disk: no such device on this host`},
+		{container.Resources{CPUSet: "4095"}, `machine "bad": cgroup ` + parent + `/bad: resources.cpuset: CPU 4095 not online on this host`},
+	} {
+		_, err := d.Create(context.Background(), container.CgroupMachine{Name: "bad", Resources: tc.r})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Create with %+v: %v, want %q", tc.r, err, tc.want)
+		}
+		for _, dir := range dirs {
+			if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
+				t.Errorf("%s left behind", filepath.Join(dir, "bad"))
+			}
+		}
+	}
+}
