@@ -29,12 +29,7 @@ func TestIOAndCPUPlacement(t *testing.T) {
 		}
 	}
 	data := t.TempDir()
-	var st unix.Stat_t
-	if err := unix.Stat(data, &st); err != nil {
-		t.Fatal(err)
-	}
-	disk := diskOf(t, st.Dev)
-	dev := deviceNode(t, disk)
+	dev, disk := testenv.DiskOf(t, data)
 	ncpu := onlineCPUs(t)
 	first, second := "0", "0"
 	if ncpu > 1 {
@@ -131,40 +126,6 @@ func TestIOAndCPUPlacement(t *testing.T) {
 			t.Errorf("update with %+v: %v, want %q", bad.r, err, bad.want)
 		}
 	}
-}
-
-// diskOf is the "MAJ:MIN" of the whole disk holding device number dev.
-func diskOf(t *testing.T, dev uint64) string {
-	t.Helper()
-	num := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
-	sys := "/sys/dev/block/" + num
-	if _, err := os.Stat(sys); err != nil {
-		t.Skipf("skipping: the test's directory is not on a block device (%s)", num)
-	}
-	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
-		b, err := os.ReadFile(filepath.Join(sys, "..", "dev"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	return num
-}
-
-// deviceNode finds the block device node of disk ("MAJ:MIN") in /dev.
-func deviceNode(t *testing.T, disk string) string {
-	t.Helper()
-	ents, _ := os.ReadDir("/dev")
-	for _, e := range ents {
-		var st unix.Stat_t
-		p := filepath.Join("/dev", e.Name())
-		if unix.Stat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK &&
-			fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)) == disk {
-			return p
-		}
-	}
-	t.Skipf("skipping: disk %s has no node in /dev", disk)
-	return ""
 }
 
 func onlineCPUs(t *testing.T) int {
