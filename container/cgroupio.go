@@ -53,6 +53,11 @@ func resolvePlacement(r Resources) (placement, error) {
 		if err != nil {
 			return p, fmt.Errorf("resources.io: %w", err)
 		}
+		for _, o := range p.io {
+			if o.disk == disk {
+				return p, fmt.Errorf("resources.io: %s and %s are on one disk (%s), which the kernel throttles as a whole: give it one entry", o.Device, l.Device, disk)
+			}
+		}
 		p.io = append(p.io, diskLimit{disk, l})
 	}
 	if r.CPUSet == "" {

@@ -179,12 +179,24 @@ func TestPlacementStartErrors(t *testing.T) {
 		}
 	})
 	d := container.CgroupfsDriver{Parent: parent}
+	node, disk := testenv.DiskOf(t, t.TempDir())
+	// A second node of the same disk, as udev's /dev/block/MAJ:MIN is.
+	alias := filepath.Join(t.TempDir(), "alias")
+	var st unix.Stat_t
+	if err := unix.Stat(node, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(alias, unix.S_IFBLK|0o600, int(st.Rdev)); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		r    container.Resources
 		want string
 	}{
 		{container.Resources{IO: []container.IOLimit{{Device: "/dev/berth-no-such-disk", WriteBps: 1}}},
 			`machine "bad": cgroup ` + parent + `/bad: resources.io: /dev/berth-no-such-disk: no such device on this host`},
+		{container.Resources{IO: []container.IOLimit{{Device: node, WriteBps: 1}, {Device: alias, ReadBps: 1}}},
+			"resources.io: " + node + " and " + alias + " are on one disk (" + disk + ")"},
 		{container.Resources{CPUSet: "4095"}, `machine "bad": cgroup ` + parent + `/bad: resources.cpuset: CPU 4095 not online on this host`},
 	} {
 		_, err := d.Create(context.Background(), container.CgroupMachine{Name: "bad", Resources: tc.r})
