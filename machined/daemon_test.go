@@ -410,7 +410,7 @@ func TestDaemon(t *testing.T) {
 		cg := e.status(a).Cgroup
 		for file, want := range map[string]string{
 			"blkio/" + cg + "/payload/blkio.throttle.write_bps_device": disk + " 2097152",
-			"cpuset/" + cg + "/payload/cpuset.cpus":                   "0",
+			"cpuset/" + cg + "/payload/cpuset.cpus":                    "0",
 		} {
 			if b, _ := os.ReadFile("/sys/fs/cgroup/" + file); strings.TrimSpace(string(b)) != want {
 				t.Errorf("%s = %q, want %q", file, b, want)
