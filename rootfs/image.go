@@ -478,7 +478,8 @@ func (s *Store) removeDigest(digest string) (removed bool, size int64, err error
 	return true, size, nil
 }
 
-// digestUsed reports whether a name or a machine root refers to digest.
+// digestUsed reports whether a name, a machine root or a snapshot of one
+// refers to digest.
 func (s *Store) digestUsed(digest string) (bool, error) {
 	ents, err := os.ReadDir(filepath.Join(s.images, "names"))
 	if err != nil {
@@ -500,7 +501,11 @@ func (s *Store) digestUsed(digest string) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, nil
+	snapDigests, _, err := s.snapshotUsers()
+	if err != nil {
+		return false, err
+	}
+	return snapDigests[digest], nil
 }
 
 // discardDir makes the directory p disappear at once (a rename into a locked
@@ -531,9 +536,9 @@ type PruneResult struct {
 	Freed  int64    `json:"freed"`
 }
 
-// Prune removes stored content that no name and no machine root refers to,
-// the layers that no stored image, no machine root and no import in progress
-// uses, and the work directories of interrupted operations.
+// Prune removes stored content that no name, no machine root and no snapshot
+// refers to, the layers that no stored image, no machine root, no snapshot and
+// no import in progress uses, and the work directories of interrupted operations.
 func (s *Store) Prune() (PruneResult, error) {
 	var res PruneResult
 	s.cleanTemp()
