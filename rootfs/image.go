@@ -450,7 +450,7 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-// gcDigest removes stored content that no name and no machine root refers to,
+// gcDigest removes stored content that no name, machine root or snapshot refers to,
 // and the layers only it used, returning the bytes freed. The caller holds
 // the store lock exclusively.
 func (s *Store) gcDigest(digest string) (int64, error) {
