@@ -219,52 +219,68 @@ func TestSnapshotLayers(t *testing.T) {
 	}
 }
 
-// TestSnapshotBtrfs: on btrfs a snapshot of a btrfs root is a subvolume
-// snapshot (taken in constant time), restores and clones by snapshots too.
-func TestSnapshotBtrfs(t *testing.T) {
-	mnt := loopFS(t, "btrfs", "-q")
-	ctx := ctxT(t)
-	s := openStoreAt(t, filepath.Join(mnt, "state"))
-	if _, err := s.Import(ctx, "tiny", Dir{Path: smallTree(t)}, ImportOptions{}); err != nil {
-		t.Fatal(err)
+// TestSnapshotOtherFilesystems: on btrfs a snapshot of a btrfs root is a
+// subvolume snapshot (taken in constant time), and restores and clones by
+// snapshots too; on xfs with reflinks a reflink root's snapshot is a copy of
+// file clones. Each is independent of the root.
+func TestSnapshotOtherFilesystems(t *testing.T) {
+	for _, tc := range []struct {
+		fstype string
+		mkfs   []string
+		want   Strategy
+	}{
+		{"btrfs", []string{"-q"}, StrategyBtrfs},
+		{"xfs", []string{"-q", "-m", "reflink=1"}, StrategyReflink},
+	} {
+		t.Run(tc.fstype, func(t *testing.T) {
+			mnt := loopFS(t, tc.fstype, tc.mkfs...)
+			ctx := ctxT(t)
+			s := openStoreAt(t, filepath.Join(mnt, "state"))
+			if _, err := s.Import(ctx, "tiny", Dir{Path: smallTree(t)}, ImportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.CreateRoot(ctx, "m", "tiny", StrategyAuto)
+			if err != nil || r.Strategy != tc.want {
+				t.Fatalf("root = %+v, %v", r, err)
+			}
+			writeFile(t, filepath.Join(r.Dir, "etc/hostname"), []byte("before"))
+			sn, err := s.CreateSnapshot(ctx, "m", "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s snapshot in %v", tc.want, sn.Took.Round(time.Microsecond))
+			if tc.want == StrategyBtrfs && !isSubvolume(filepath.Join(sn.Path, "rootfs")) {
+				t.Error("the snapshot of a btrfs root is not a subvolume")
+			}
+			writeFile(t, filepath.Join(r.Dir, "etc/hostname"), []byte("after"))
+			if b, _ := os.ReadFile(filepath.Join(sn.Path, "rootfs/etc/hostname")); string(b) != "before" {
+				t.Errorf("the snapshot changed with the root: %q", b)
+			}
+			if _, err := s.RestoreSnapshot(ctx, "m", "s1"); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(r.Dir, "etc/hostname")); string(b) != "before" {
+				t.Errorf("restored root: hostname %q", b)
+			}
+			if tc.want == StrategyBtrfs && !isSubvolume(r.Dir) {
+				t.Error("the restored btrfs root is not a subvolume")
+			}
+			c, err := s.CloneSnapshot(ctx, "m", "s1", "c")
+			if err != nil || c.Strategy != tc.want || (tc.want == StrategyBtrfs && !isSubvolume(c.Dir)) {
+				t.Fatalf("clone = %+v, %v", c, err)
+			}
+			for _, m := range []string{"m", "c"} {
+				if _, err := s.RemoveRoot(m, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.RemoveSnapshot("m", "s1"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.RemoveImage("tiny"); err != nil {
+				t.Fatal(err)
+			}
+			assertClean(t, s)
+		})
 	}
-	r, err := s.CreateRoot(ctx, "m", "tiny", StrategyAuto)
-	if err != nil || r.Strategy != StrategyBtrfs {
-		t.Fatalf("root = %+v, %v", r, err)
-	}
-	writeFile(t, filepath.Join(r.Dir, "etc/hostname"), []byte("before"))
-	sn, err := s.CreateSnapshot(ctx, "m", "s1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("btrfs snapshot in %v", sn.Took.Round(time.Microsecond))
-	if !isSubvolume(filepath.Join(sn.Path, "rootfs")) {
-		t.Error("the snapshot of a btrfs root is not a subvolume")
-	}
-	writeFile(t, filepath.Join(r.Dir, "etc/hostname"), []byte("after"))
-	if b, _ := os.ReadFile(filepath.Join(sn.Path, "rootfs/etc/hostname")); string(b) != "before" {
-		t.Errorf("the snapshot changed with the root: %q", b)
-	}
-	if _, err := s.RestoreSnapshot(ctx, "m", "s1"); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(r.Dir, "etc/hostname")); string(b) != "before" || !isSubvolume(r.Dir) {
-		t.Errorf("restored root: hostname %q, subvolume %v", b, isSubvolume(r.Dir))
-	}
-	c, err := s.CloneSnapshot(ctx, "m", "s1", "c")
-	if err != nil || !isSubvolume(c.Dir) {
-		t.Fatalf("clone = %+v, %v", c, err)
-	}
-	for _, m := range []string{"m", "c"} {
-		if _, err := s.RemoveRoot(m, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.RemoveSnapshot("m", "s1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.RemoveImage("tiny"); err != nil {
-		t.Fatal(err)
-	}
-	assertClean(t, s)
 }
