@@ -466,22 +466,12 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	if err := ValidName(dst); err != nil {
 		return nil, fmt.Errorf("machine: %w", err)
 	}
-	lock, err := s.lockRoot(src, "clone it")
+	r, lock, err := s.stoppedRoot(src, "clone it")
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	r, err := s.Root(src)
-	if err != nil {
-		return nil, err
-	}
-	if r.Shift != nil && r.Shift.To != nil {
-		return nil, errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then clone it", src)
-	}
-	if _, err := s.Root(dst); err == nil || !errors.Is(err, ErrNotFound) {
-		if err == nil {
-			return nil, errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", dst, dst)
-		}
+	if err := s.noRoot(dst); err != nil {
 		return nil, err
 	}
 	unlock, err := s.storeLock(false)
@@ -502,6 +492,37 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	}
 	slog.Info("rootfs: machine root cloned", "machine", dst, "from", src, "strategy", r.Strategy, "took", time.Since(start).Round(time.Millisecond))
 	return s.Root(dst)
+}
+
+// stoppedRoot takes the root lock of the stopped machine (refusing, if it
+// runs, to do action: "clone it") and reads its root, refusing one midway
+// through a shift of its owners.
+func (s *Store) stoppedRoot(machine, action string) (*Root, *RootLock, error) {
+	lock, err := s.lockRoot(machine, action)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := s.Root(machine)
+	if err == nil && r.Shift != nil && r.Shift.To != nil {
+		err = errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then %s", machine, action)
+	}
+	if err != nil {
+		lock.Unlock()
+		return nil, nil, err
+	}
+	return r, lock, nil
+}
+
+// noRoot fails unless machine has no root yet (a clone's destination).
+func (s *Store) noRoot(machine string) error {
+	_, err := s.Root(machine)
+	if err == nil {
+		return errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", machine, machine)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // cloneInto copies the root r into the work directory dir by its strategy.

@@ -102,18 +102,11 @@ func (s *Store) CreateSnapshot(ctx context.Context, machine, snap string) (*Snap
 	if err := ValidName(snap); err != nil {
 		return nil, fmt.Errorf("machine %q: snapshot name: %w", machine, err)
 	}
-	lock, err := s.lockRoot(machine, "snapshot it")
+	r, lock, err := s.stoppedRoot(machine, "snapshot it")
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	r, err := s.Root(machine)
-	if err != nil {
-		return nil, err
-	}
-	if r.Shift != nil && r.Shift.To != nil {
-		return nil, errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then snapshot it", machine)
-	}
 	unlock, err := s.snapshotLock(machine, false)
 	if err != nil {
 		return nil, err
@@ -271,25 +264,11 @@ func (s *Store) RemoveSnapshot(machine, snap string) (int64, error) {
 // or recreated) gets one from the snapshot.
 func (s *Store) RestoreSnapshot(ctx context.Context, machine, snap string) (*Root, error) {
 	start := time.Now()
-	unlockSnap, err := s.snapshotLock(machine, false)
+	sn, release, err := s.readSnapshot(machine, snap)
 	if err != nil {
 		return nil, err
 	}
-	defer unlockSnap()
-	sn, err := s.Snapshot(machine, snap)
-	if err != nil {
-		return nil, err
-	}
-	// The image content the snapshot names must not go while the root is
-	// switched to it.
-	unlock, err := s.storeLock(false)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := s.snapshotBase(sn); err != nil {
-		return nil, err
-	}
+	defer release()
 	rec := Root{Machine: machine, Image: sn.Image, Digest: sn.Digest, Strategy: sn.Strategy, Layers: sn.Layers, Shift: sn.Shift, Created: time.Now().UTC()}
 	lock, err := s.lockRoot(machine, "restore a snapshot")
 	if errors.Is(err, ErrNotFound) {
@@ -355,6 +334,32 @@ func (s *Store) RestoreSnapshot(ctx context.Context, machine, snap string) (*Roo
 	return s.Root(machine)
 }
 
+// readSnapshot reads the machine's snapshot snap for a copy of it (a restore,
+// a clone, an export), holding until release the snapshot lock (it cannot be
+// removed meanwhile) and the store lock, shared (the image content it sits
+// on, checked to be there, cannot go either).
+func (s *Store) readSnapshot(machine, snap string) (sn *Snapshot, release func(), err error) {
+	unlockSnap, err := s.snapshotLock(machine, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sn, err = s.Snapshot(machine, snap); err != nil {
+		unlockSnap()
+		return nil, nil, err
+	}
+	unlock, err := s.storeLock(false)
+	if err != nil {
+		unlockSnap()
+		return nil, nil, err
+	}
+	release = func() { unlock(); unlockSnap() }
+	if err := s.snapshotBase(sn); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return sn, release, nil
+}
+
 // snapshotBase checks that the image content and layers an overlay snapshot
 // sits on are still stored.
 func (s *Store) snapshotBase(sn *Snapshot) error {
@@ -375,29 +380,14 @@ func (s *Store) CloneSnapshot(ctx context.Context, src, snap, dst string) (*Root
 	if err := ValidName(dst); err != nil {
 		return nil, fmt.Errorf("machine: %w", err)
 	}
-	unlockSnap, err := s.snapshotLock(src, false)
+	if err := s.noRoot(dst); err != nil {
+		return nil, err
+	}
+	sn, release, err := s.readSnapshot(src, snap)
 	if err != nil {
 		return nil, err
 	}
-	defer unlockSnap()
-	sn, err := s.Snapshot(src, snap)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.Root(dst); err == nil || !errors.Is(err, ErrNotFound) {
-		if err == nil {
-			return nil, errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", dst, dst)
-		}
-		return nil, err
-	}
-	unlock, err := s.storeLock(false)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if err := s.snapshotBase(sn); err != nil {
-		return nil, err
-	}
+	defer release()
 	start := time.Now()
 	c := Root{Machine: dst, Image: sn.Image, Digest: sn.Digest, Strategy: sn.Strategy, Created: time.Now().UTC(), ClonedFrom: src, Shift: sn.Shift, Layers: sn.Layers}
 	made, err := s.commitRoot(dst, "clone-", c, func(dir string) error { return s.cloneInto(ctx, s.asRoot(sn), dir) })
@@ -417,23 +407,11 @@ func (s *Store) CloneSnapshot(ctx context.Context, src, snap, dst string) (*Root
 // compressed as asked, with the machine's own owners (a shifted root's
 // unshifted): what berth image import takes as an image.
 func (s *Store) ExportSnapshot(ctx context.Context, machine, snap string, w io.Writer, c Compression) error {
-	unlockSnap, err := s.snapshotLock(machine, false)
+	sn, release, err := s.readSnapshot(machine, snap)
 	if err != nil {
 		return err
 	}
-	defer unlockSnap()
-	sn, err := s.Snapshot(machine, snap)
-	if err != nil {
-		return err
-	}
-	unlock, err := s.storeLock(false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := s.snapshotBase(sn); err != nil {
-		return err
-	}
+	defer release()
 	r := s.asRoot(sn)
 	dirfd, root := unix.AT_FDCWD, r.Dir
 	if r.Overlay != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,12 +18,8 @@ import (
 func TestSnapshotVerbs(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	state := t.TempDir()
-	tree := filepath.Join(t.TempDir(), "tree")
-	if out, err := exec.Command("sh", "-c", `mkdir -p "$1/etc" "$1/bin" && echo 'ID=tiny' > "$1/etc/os-release" && echo x > "$1/bin/sh"`, "sh", tree).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
 	st := "--state-dir=" + state
-	if code, out, errs := run(t, st, "image", "import", "tiny", tree); code != 0 {
+	if code, out, errs := run(t, st, "image", "import", "tiny", tinyTree(t)); code != 0 {
 		t.Fatalf("import: %d %q %q", code, out, errs)
 	}
 	s, err := rootfs.Open(state)
