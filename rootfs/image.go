@@ -34,7 +34,8 @@ type Image struct {
 	// Path is the tree: the overlay lower directory of machines made from it.
 	// Empty for an OCI image, whose trees are its layers (Lowers).
 	Path string `json:"path,omitempty"`
-	// UsedBy lists the machines whose roots were made from this digest.
+	// UsedBy lists the machines whose roots were made from this digest, and
+	// the snapshots of roots made from it as MACHINE@SNAP.
 	UsedBy []string `json:"usedBy,omitempty"`
 
 	// Kind is ImageKindOCI for an OCI image, whose layers are stored apart
@@ -266,6 +267,12 @@ func (s *Store) image(ref nameRef) (*Image, error) {
 	for _, r := range roots {
 		if r.Digest == ref.Digest {
 			img.UsedBy = append(img.UsedBy, r.Machine)
+		}
+	}
+	sns, _ := s.Snapshots("")
+	for _, sn := range sns {
+		if sn.Digest == ref.Digest {
+			img.UsedBy = append(img.UsedBy, sn.Machine+"@"+sn.Name)
 		}
 	}
 	return img, nil

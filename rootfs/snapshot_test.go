@@ -121,6 +121,9 @@ func TestSnapshotOverlay(t *testing.T) {
 	if list, err := s.Snapshots("m"); err != nil || len(list) != 1 || list[0].Name != "s1" {
 		t.Errorf("Snapshots(m) = %+v, %v", list, err)
 	}
+	if got, _ := s.Image("big"); strings.Join(got.UsedBy, ",") != "c,m,m@s1" {
+		t.Errorf("UsedBy = %v, want the roots and the snapshot", got.UsedBy)
+	}
 
 	// The image and the roots go: the snapshot keeps the image content.
 	for _, m := range []string{"m", "c"} {
