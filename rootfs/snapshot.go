@@ -238,15 +238,18 @@ func (s *Store) snapshots(machine string, strict bool) ([]Snapshot, error) {
 // RemoveSnapshot deletes the machine's snapshot snap and returns the bytes it
 // took. The image content and layers only it kept go at the next prune.
 func (s *Store) RemoveSnapshot(machine, snap string) (int64, error) {
-	sn, err := s.Snapshot(machine, snap)
-	if err != nil {
-		return 0, err
+	if _, err := s.Snapshot(machine, snap); err != nil {
+		return 0, err // before the lock, which makes the machine's snapshot directory
 	}
 	unlock, err := s.snapshotLock(machine, true)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
+	sn, err := s.Snapshot(machine, snap)
+	if err != nil {
+		return 0, err // removed meanwhile
+	}
 	if err := s.discardDir(sn.Path, "remove-snapshot-"+machine+"-"); err != nil {
 		return 0, fmt.Errorf("machine %q: remove snapshot %q: %w", machine, snap, err)
 	}
