@@ -267,3 +267,11 @@ func profileSchema(s, props map[string]any) {
 		"description": "Profile name: a DNS label, at most 63 characters; machines list it in profiles."}
 	s["required"] = []string{"name"}
 }
+
+// imageFromProfiles lets a Machine's schema leave image to its profiles: a
+// machine names its image or lists profiles (the decoder checks that one of
+// them gives it).
+func imageFromProfiles(s map[string]any) {
+	s["required"] = slices.DeleteFunc(s["required"].([]string), func(f string) bool { return f == "image" })
+	s["anyOf"] = []any{map[string]any{"required": []string{"image"}}, map[string]any{"required": []string{"profiles"}}}
+}

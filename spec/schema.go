@@ -45,8 +45,11 @@ func Schema() []byte {
 		props := s["properties"].(map[string]any)
 		props["apiVersion"] = map[string]any{"const": APIVersion}
 		props["kind"] = map[string]any{"const": k.kind}
-		if k.kind == KindProfile {
+		switch k.kind {
+		case KindProfile:
 			profileSchema(s, props)
+		case KindMachine:
+			imageFromProfiles(s)
 		}
 		s["required"] = append([]string{"apiVersion", "kind"}, s["required"].([]string)...)
 		if k.kind == KindImage {
