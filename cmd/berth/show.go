@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -80,6 +82,7 @@ func printDefinition(w io.Writer, def *api.Definition) error {
 	}
 	body := n.Content[0]
 	blockStyle(body)
+	writeSizes(body, reflect.TypeFor[spec.Machine]())
 	annotate(body, "", def.Origins, 1)
 	str := func(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s} }
 	body.Content = append([]*yaml.Node{str("apiVersion"), str(spec.APIVersion), str("kind"), str(spec.KindMachine)}, body.Content...)
@@ -97,6 +100,35 @@ func blockStyle(n *yaml.Node) {
 	n.Style = 0
 	for _, c := range n.Content {
 		blockStyle(c)
+	}
+}
+
+// writeSizes writes the sizes in n, the JSON of a value of type t, as a
+// definition does (512M rather than 536870912).
+func writeSizes(n *yaml.Node, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == reflect.TypeFor[spec.Size]():
+		if v, err := strconv.ParseInt(n.Value, 10, 64); err == nil && n.Kind == yaml.ScalarNode {
+			n.Value, n.Tag = spec.Size(v).String(), "!!str"
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for _, c := range n.Content {
+			writeSizes(c, t.Elem())
+		}
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			fields[name] = t.Field(i).Type
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if ft, ok := fields[n.Content[i].Value]; ok {
+				writeSizes(n.Content[i+1], ft)
+			}
+		}
 	}
 }
 
