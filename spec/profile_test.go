@@ -10,18 +10,6 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 )
 
-const profileImage = `apiVersion: berth/v1
-kind: Image
-name: deb
-directory: /srv/deb
----
-apiVersion: berth/v1
-kind: Network
-name: lan
-subnet: 10.87.0.0/24
----
-`
-
 // profileA and profileB set overlapping fields, so the order they are listed
 // in shows.
 const profileA = `apiVersion: berth/v1
@@ -46,7 +34,7 @@ mounts: [{type: tmpfs, target: /b}]
 
 func mustLoadProfiles(t *testing.T, machine string) *Machine {
 	t.Helper()
-	set, err := Parse("p.yaml", []byte(profileImage+profileA+profileB+machine))
+	set, err := Parse("p.yaml", []byte(base+profileA+profileB+machine))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +44,7 @@ func mustLoadProfiles(t *testing.T, machine string) *Machine {
 // TestProfileMerge: profiles apply in order, the machine's own fields last;
 // mappings merge key by key, lists and scalars replace.
 func TestProfileMerge(t *testing.T) {
-	m := mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: deb\nprofiles: [a, b]\nenvironment: {C: \"3\"}\n")
+	m := mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: img\nprofiles: [a, b]\nenvironment: {C: \"3\"}\n")
 	if m.Resources.MemoryMax != 512<<20 || m.Resources.CPUs != 2 {
 		t.Errorf("resources %+v: want memoryMax from a, cpus from b", m.Resources)
 	}
@@ -70,7 +58,7 @@ func TestProfileMerge(t *testing.T) {
 		t.Errorf("capabilities.add %v: a's, which b does not set", m.Capabilities.Add)
 	}
 
-	m = mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: deb\nprofiles: [b, a]\nmounts: []\n")
+	m = mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: img\nprofiles: [b, a]\nmounts: []\n")
 	if m.Resources.CPUs != 1 || m.Environment["B"] != "1" {
 		t.Errorf("profiles [b, a]: cpus %v, B=%s; want a's (listed last)", m.Resources.CPUs, m.Environment["B"])
 	}
@@ -79,7 +67,7 @@ func TestProfileMerge(t *testing.T) {
 	}
 
 	// network: NAME in the machine is {name: NAME}: the profile's ports stay.
-	m = mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: deb\nprofiles: [a]\nnetwork: lan\n")
+	m = mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: img\nprofiles: [a]\nnetwork: lan\n")
 	if m.Network.Name != "lan" || len(m.Network.Ports) != 1 {
 		t.Errorf("network %+v: want lan with a's port", m.Network)
 	}
@@ -88,7 +76,7 @@ func TestProfileMerge(t *testing.T) {
 // TestProfileOrigins: each field says where it was written: in the machine,
 // in a profile (its file and line), or nowhere (a default).
 func TestProfileOrigins(t *testing.T) {
-	m := mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: deb\nprofiles: [a, b]\nresources: {pidsMax: 100}\n")
+	m := mustLoadProfiles(t, "apiVersion: berth/v1\nkind: Machine\nname: web\nimage: img\nprofiles: [a, b]\nresources: {pidsMax: 100}\n")
 	for path, want := range map[string]string{
 		"name":                "p.yaml:29",
 		"resources":           "p.yaml:32",
@@ -112,31 +100,14 @@ func TestProfileOrigins(t *testing.T) {
 // change to a profile changes the hashes of exactly the machines using it;
 // moving a field between a profile and a machine changes none.
 func TestProfileHash(t *testing.T) {
-	const machines = `apiVersion: berth/v1
-kind: Machine
-name: web
-image: deb
-profiles: [small]
----
-apiVersion: berth/v1
-kind: Machine
-name: db
-image: deb
-profiles: [small]
----
-apiVersion: berth/v1
-kind: Machine
-name: solo
-image: deb
-resources: {memoryMax: 512M}
----
-apiVersion: berth/v1
-kind: Profile
-name: small
-`
+	doc := func(name, fields string) string {
+		return "apiVersion: berth/v1\nkind: Machine\nname: " + name + "\nimage: img\n" + fields + "\n---\n"
+	}
+	machines := doc("web", "profiles: [small]") + doc("db", "profiles: [small]") + doc("solo", "resources: {memoryMax: 512M}") +
+		"apiVersion: berth/v1\nkind: Profile\nname: small\n"
 	hashes := func(defs string) map[string]string {
 		t.Helper()
-		set, err := Parse("h.yaml", []byte(profileImage+defs))
+		set, err := Parse("h.yaml", []byte(base+defs))
 		if err != nil {
 			t.Fatal(err)
 		}
