@@ -178,7 +178,7 @@ func (d *doc) mergeNodes(base, over *yaml.Node, path string) *yaml.Node {
 	if path == "network" {
 		base, over = d.expandName(base), d.expandName(over)
 	}
-	if base.Kind != yaml.MappingNode || over.Kind != yaml.MappingNode {
+	if base.Kind != yaml.MappingNode || over.Kind != yaml.MappingNode || strings.Count(path, ".") >= maxMergeDepth {
 		return over
 	}
 	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: over.Line, Column: over.Column}
@@ -204,6 +204,11 @@ func (d *doc) mergeNodes(base, over *yaml.Node, path string) *yaml.Node {
 	}
 	return out
 }
+
+// maxMergeDepth bounds the merge: the language nests three levels deep, and
+// aliases that refer to their own mapping would otherwise merge forever (the
+// decoder reports the cycle).
+const maxMergeDepth = 16
 
 // expandName turns the shorthand network: NAME into {name: NAME}, located
 // where NAME was written.

@@ -2,7 +2,10 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -153,5 +156,62 @@ func TestProfileErrors(t *testing.T) {
 		if e.Profile == "small" && !slices.Equal(e.Machines, []string{"db", "web"}) {
 			t.Errorf("%v: machines %q, want [db web]", e, e.Machines)
 		}
+	}
+}
+
+// BenchmarkLoad1000Profiles is BenchmarkLoad1000 with what the machines have
+// in common in a profile: 1,000 machines merged with it, each decoded once
+// every file is read.
+func BenchmarkLoad1000Profiles(b *testing.B) {
+	dir := b.TempDir()
+	write := func(name, data string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	write("base.yaml", "apiVersion: berth/v1\nkind: Image\nname: img\ndebootstrap: {suite: bookworm, packages: [systemd, dbus]}\n---\n"+
+		"apiVersion: berth/v1\nkind: Network\nname: lan\nsubnet: 10.80.0.0/16\n---\n"+
+		"apiVersion: berth/v1\nkind: Profile\nname: web\nimage: img\nnetwork: {name: lan}\n"+
+		"environment: {ROLE: web}\nresources: {memoryMax: 512M, cpus: 0.5, pidsMax: 512}\nrestart: {policy: always}\ncapabilities: {drop: [SYS_TIME]}\n")
+	for i := range 1000 {
+		write(fmt.Sprintf("m%04d.yaml", i), fmt.Sprintf(`apiVersion: berth/v1
+kind: Machine
+name: m%04d
+profiles: [web]
+network:
+  address: 10.80.%d.%d
+  ports:
+    - %d:80
+mounts:
+  - source: /srv/m%04d
+    target: /var/www
+    readOnly: true
+  - type: tmpfs
+    target: /scratch
+    size: 64M
+environment:
+  INDEX: "%d"
+`, i, i/200, i%200+2, 10000+i, i, i))
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		set, err := Load(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(set.Machines) != 1000 || set.Machines[0].Resources.MemoryMax != 512<<20 {
+			b.Fatalf("%d machines", len(set.Machines))
+		}
+	}
+}
+
+// TestProfileAliasCycle: a mapping that contains itself, in a profile and in
+// the machine, ends in errors, not in a merge that never ends.
+func TestProfileAliasCycle(t *testing.T) {
+	_, err := Parse("c.yaml", []byte(base+profileA+
+		"apiVersion: berth/v1\nkind: Profile\nname: loop\nresources: &r {memoryMax: 1G, cpus: *r}\n---\n"+
+		"apiVersion: berth/v1\nkind: Machine\nname: web\nimage: img\nprofiles: [loop]\nresources: &s {cpus: *s}\n"))
+	if err == nil || !strings.Contains(err.Error(), "resources.cpus") {
+		t.Errorf("cyclic aliases: %v", err)
 	}
 }
