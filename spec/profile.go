@@ -280,3 +280,12 @@ func imageFromProfiles(s map[string]any) {
 	s["required"] = slices.DeleteFunc(s["required"].([]string), func(f string) bool { return f == "image" })
 	s["anyOf"] = []any{map[string]any{"required": []string{"image"}}, map[string]any{"required": []string{"profiles"}}}
 }
+
+// inProfiles is what a "missing" message adds for a machine with profiles:
+// the field may be written in either place.
+func inProfiles(m *Machine) string {
+	if len(m.Profiles) == 0 {
+		return ""
+	}
+	return " (here or in one of its profiles: " + strings.Join(m.Profiles, ", ") + ")"
+}

@@ -74,6 +74,19 @@ func TestProfileMerge(t *testing.T) {
 	if m.Network.Name != "lan" || len(m.Network.Ports) != 1 {
 		t.Errorf("network %+v: want lan with a's port", m.Network)
 	}
+	// And the other way round: a profile's network: NAME, the machine's address.
+	set, err := Parse("p.yaml", []byte(base+"apiVersion: berth/v1\nkind: Profile\nname: c\nnetwork: lan\n---\n"+
+		"apiVersion: berth/v1\nkind: Machine\nname: web\nprofiles: [c]\nnetwork: {address: 10.87.0.9}\n"))
+	if err == nil || !strings.Contains(err.Error(), "image: missing: name the Image the machine's root is made from (here or in one of its profiles: c)") {
+		t.Errorf("a machine without an image, in it or its profiles: %v", err)
+	}
+	if set, err = Parse("p.yaml", []byte(base+"apiVersion: berth/v1\nkind: Profile\nname: c\nnetwork: lan\nimage: img\n---\n"+
+		"apiVersion: berth/v1\nkind: Machine\nname: web\nprofiles: [c]\nnetwork: {address: 10.87.0.9}\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n := set.Machines[0].Network; n.Name != "lan" || n.Address.Addr().String() != "10.87.0.9" {
+		t.Errorf("network %+v: want the profile's lan with the machine's address", n)
+	}
 }
 
 // TestProfileOrigins: each field says where it was written: in the machine,
