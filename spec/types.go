@@ -35,6 +35,7 @@ type Machine struct {
 
 	Name     string   `json:"name" doc:"Machine name: a DNS label (lowercase letters, digits, '-'), at most 63 characters. Names the root directory, the scope machine-NAME.scope and the host veth." required:"true" format:"name"`
 	Image    string   `json:"image" doc:"Name of the Image document the machine's root is made from (once; the root then persists)." required:"true" format:"name"`
+	Profiles []string `json:"profiles,omitempty" doc:"Profile documents whose fields the machine takes, applied in order, the machine's own fields last: mappings merge key by key, lists and single values replace. See Profiles in docs/definitions.md."`
 	State    State    `json:"state,omitempty" enum:"running,stopped" doc:"Desired state. Default running."`
 	Boot     bool     `json:"boot,omitempty" doc:"Run the guest's init as PID 1 (like systemd-nspawn -b). Default true unless command is set."`
 	Command  []string `json:"command,omitempty" doc:"Application mode: run this argv as PID 1 instead of booting init (like systemd-nspawn without -b)."`
@@ -55,6 +56,11 @@ type Machine struct {
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
 	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
+
+	// Origins is where each field was written (a path: resources,
+	// resources.memoryMax), in the machine's document or a profile's; a field
+	// missing here has its default. Not part of the definition or its hash.
+	Origins map[string]Origin `json:"-"`
 }
 
 // State is a machine's desired state.
@@ -349,6 +355,7 @@ type Set struct {
 	Machines []*Machine `json:"machines"`
 	Networks []*Network `json:"networks"`
 	Images   []*Image   `json:"images"`
+	Profiles []*Profile `json:"profiles,omitempty"`
 }
 
 // Machine returns the machine named name, or nil.

@@ -92,7 +92,7 @@ var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET"}
 func validateMachine(d *doc, m *Machine) {
 	checkName(d, "name", m.Name, "machine")
 	if m.Image == "" {
-		d.errorf("image", "missing: name the Image the machine's root is made from")
+		d.errorf("image", "missing: name the Image the machine's root is made from%s", inProfiles(m))
 	} else {
 		checkName(d, "image", m.Image, "image")
 	}

@@ -49,7 +49,7 @@ func TestRules(t *testing.T) {
 		{"no apiVersion", "kind: Machine\nname: x\n", []string{"apiVersion: missing"}},
 		{"wrong apiVersion", "apiVersion: berth/v2\nkind: Machine\n", []string{`apiVersion: "berth/v2" is not a known apiVersion`}},
 		{"no kind", "apiVersion: berth/v1\nname: x\n", []string{"kind: missing"}},
-		{"misspelled kind", "apiVersion: berth/v1\nkind: machine\n", []string{`kind: "machine" is not a kind of document: use Machine, Network, Image; did you mean "Machine"?`}},
+		{"misspelled kind", "apiVersion: berth/v1\nkind: machine\n", []string{`kind: "machine" is not a kind of document: use Machine, Network, Image, Profile; did you mean "Machine"?`}},
 		{"document not a mapping", "- a\n- b\n", []string{"a document must be a mapping"}},
 		{"unknown field with suggestion", m("hostnam: x"), []string{`hostnam: unknown field, did you mean "hostname"?`}},
 		{"unknown field without suggestion", m("zzzzzz: x"), []string{"zzzzzz: unknown field (known: name, image"}},

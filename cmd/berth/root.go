@@ -63,7 +63,7 @@ berth is the command line, in the style of machinectl.`,
 	f.StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
 	globals.flags = f
 
-	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
+	root.AddCommand(newListCmd(), newStatusCmd(), newShowCmd(), newKillCmd())
 	root.AddCommand(newLifecycleCmds()...)
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
 	root.AddCommand(newImageCmd(), newCloneCmd(), newSnapshotCmd(), newRemoveCmd(), newNetworkCmd())
