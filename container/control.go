@@ -20,7 +20,7 @@ var ErrNotRunning = fmt.Errorf("machine is not running: %w", errdefs.ErrConflict
 
 // request is one control request; each connection carries exactly one.
 type request struct {
-	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait exec
+	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait exec bind
 	Signal    int        `json:"signal,omitempty"`
 	Whom      string     `json:"whom,omitempty"` // kill: "leader" (default) or "all"
 	Resources *Resources `json:"resources,omitempty"`
@@ -28,6 +28,7 @@ type request struct {
 	// Exec is the command of an exec request: the connection then carries
 	// its streams' fds (SCM_RIGHTS), the caller's signals and its exit.
 	Exec *EnterOptions `json:"exec,omitempty"`
+	Bind *BindOptions  `json:"bind,omitempty"`
 }
 
 type response struct {
@@ -36,6 +37,7 @@ type response struct {
 	State   *State      `json:"state,omitempty"`
 	Exit    *ExitStatus `json:"exit,omitempty"`
 	Writing bool        `json:"writing,omitempty"` // attach: this client may type
+	Bind    *BindResult `json:"bind,omitempty"`
 }
 
 // Client talks to one machine's supervisor over RUN/machines/NAME/control.sock.
@@ -256,6 +258,12 @@ func (s *supervisor) handle(conn net.Conn) {
 		resp = response{OK: st.Exit != nil, Exit: st.Exit}
 		if st.Exit == nil {
 			resp.Error = "supervisor is closing"
+		}
+	case "bind":
+		if req.Bind == nil {
+			err = errors.New("bind: what to bind is missing")
+		} else {
+			resp.Bind, err = s.bind(*req.Bind)
 		}
 	case "exec":
 		_ = conn.SetWriteDeadline(time.Time{})
