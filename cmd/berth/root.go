@@ -67,6 +67,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
 	root.AddCommand(newBootCmd(), newShellCmd(), newLogsCmd())
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
+	root.AddCommand(newBindCmd())
 	return root
 }
 
