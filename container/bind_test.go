@@ -22,7 +22,8 @@ import (
 // read-only bind refuses writes and, with private users, the guest's root
 // can neither remount it writable nor unmount a mount below it to see what
 // it covers; a symlink the guest planted at the target never leads outside
-// the machine's root; --mkdir makes the target as the machine's root; the
+// the machine's root, nor does a guest that covered /run/host get anything
+// but an error; --mkdir makes the target as the machine's root; the
 // errors name what is wrong; an earlier supervisor's leftover propagation
 // directory is cleaned at start, and nothing stays mounted on the host once
 // the machine has stopped.
@@ -76,6 +77,10 @@ func testBind(t *testing.T, private bool) {
 		r, err := c.Bind(ctx, o)
 		t.Logf("bind %s on %s (ro %v, mkdir %v): %v in %v", o.Source, o.Target, o.ReadOnly, o.Mkdir, err, time.Since(t0))
 		return r, err
+	}
+	incoming, _ := m.sh(t, `mkdir /run/host/incoming/x 2>/dev/null && echo INCOMING-WRITABLE; ls /run/host/incoming >/dev/null 2>&1 || echo incoming-closed`)
+	if strings.Contains(incoming, "INCOMING-WRITABLE") || private != strings.Contains(incoming, "incoming-closed") {
+		t.Errorf("the guest's /run/host/incoming: %q", incoming)
 	}
 	if out, code := m.sh(t, `test -d /run/host/incoming && ln -s ../../../../../../..`+outside+` /tmp/escape && mkdir -p /srv/landing && ln -s /srv/landing /tmp/tolink && touch /tmp/afile && echo ok`); code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("the guest's setup: %d %s", code, out)
@@ -167,6 +172,18 @@ func testBind(t *testing.T, private bool) {
 		if f := strings.Fields(l); len(f) > 4 && (f[4] == outside || f[4] == "/srv/landing" || strings.HasPrefix(f[4], prop+"/")) {
 			t.Errorf("a bind landed on the host: %s", l)
 		}
+	}
+
+	// A guest that covers /run/host gets no bind, and never has its own
+	// mount moved for the one it hid.
+	if out, code := m.sh(t, `mount -t tmpfs none /run/host && echo covered`); code != 0 {
+		t.Fatalf("cover /run/host: %d %s", code, out)
+	}
+	if _, err := bind(container.BindOptions{Source: share, Target: "/mnt/rw"}); err == nil || !strings.Contains(err.Error(), "did not arrive") {
+		t.Errorf("a bind into a machine that covered /run/host: %v", err)
+	}
+	if ents, _ := os.ReadDir(prop); len(ents) > 0 {
+		t.Errorf("%s keeps %v after a failed bind", prop, ents)
 	}
 
 	noErr(t, c.Poweroff(ctx))
