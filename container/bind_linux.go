@@ -34,11 +34,15 @@ import (
 //     namespace, so what propagates into it arrives locked (CL_UNPRIVILEGED):
 //     the guest's root can neither clear its read-only, nosuid or nodev nor
 //     unmount what is mounted below it to see what it covers.
+//   - The source's clone is private before it goes into the propagation
+//     directory: on a systemd host its mounts are shared, and a clone stays
+//     in their peer groups, so its unmount there would propagate to the
+//     host's own mounts below the source.
 //   - The mover, a thread of the supervisor in M1, clones the arrival (a
-//     clone keeps the locks on the flags) and attaches the clone at the
-//     target, which is resolved inside the machine's root; then the host
-//     unmounts the propagation directory's copy, which takes the arrivals
-//     with it.
+//     clone keeps the locks on the flags), makes the clone private and
+//     attaches it at the target, which is resolved inside the machine's
+//     root; then the host unmounts the propagation directory's copy, which
+//     takes the arrivals with it and nothing else.
 //
 // systemd-machined 252 refuses BindMountMachine for a machine whose UIDs
 // are shifted ("Can't bind mount on container with user namespacing
@@ -153,7 +157,11 @@ func (s *supervisor) bindIn(o BindOptions) (*BindResult, error) {
 			attr |= unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV // as a definition's read-only idmapped bind
 		}
 	}
-	src, err := cloneTree(o.Source, ns.user, attr)
+	// Private: a clone of a mount in a peer group (every mount of a systemd
+	// host is shared) would stay in it, and the unmount of its copy in the
+	// propagation directory would propagate to the host's own mounts below
+	// the source.
+	src, err := cloneTree(o.Source, ns.user, attr, unix.MS_PRIVATE)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, fmt.Errorf("the source %s does not exist", o.Source)
 	}
@@ -290,6 +298,11 @@ func attachArrival(root int, name string, src *unix.Stat_t, o BindOptions, uid u
 		return fmt.Errorf("clone the bind in the machine: %w", err)
 	}
 	defer unix.Close(clone)
+	// Out of the arrival's peer group, so that its unmount on the host does
+	// not propagate to the bind, nor anything else later.
+	if err := unix.MountSetattr(clone, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Propagation: unix.MS_PRIVATE}); err != nil {
+		return fmt.Errorf("make the bind private: %w", err)
+	}
 	// The guest may have covered /run/host with mounts of its own: only the
 	// source's own root is taken.
 	var st unix.Stat_t

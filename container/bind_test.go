@@ -24,7 +24,8 @@ import (
 // it covers; a symlink the guest planted at the target never leads outside
 // the machine's root, nor does a guest that covered /run/host get anything
 // but an error; --mkdir makes the target as the machine's root; the
-// errors name what is wrong; an earlier supervisor's leftover propagation
+// errors name what is wrong; the bind is private (the host's mounts below
+// the source neither follow it in later nor are unmounted by it); an earlier supervisor's leftover propagation
 // directory is cleaned at start, and nothing stays mounted on the host once
 // the machine has stopped.
 func TestBind(t *testing.T) {
@@ -52,6 +53,7 @@ func testBind(t *testing.T, private bool) {
 	noErr(t, unix.Mount("tmpfs", covered, "tmpfs", 0, "size=1m"))
 	t.Cleanup(func() { _ = unix.Unmount(covered, unix.MNT_DETACH) })
 	noErr(t, os.WriteFile(filepath.Join(covered, "cover"), nil, 0o644))
+	noErr(t, os.Mkdir(filepath.Join(share, "later"), 0o755))
 	// Outside the machine: a directory a guest symlink names.
 	outside := t.TempDir()
 
@@ -104,7 +106,14 @@ func testBind(t *testing.T, private bool) {
 	if _, err := bind(container.BindOptions{Source: share, Target: "/tmp/tolink"}); err != nil {
 		t.Fatal(err)
 	}
+	// A host mount made below the source later stays the host's: the bind
+	// is private (as a definition's binds are).
+	later := filepath.Join(share, "later")
+	noErr(t, unix.Mount("tmpfs", later, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(later, unix.MNT_DETACH) })
+	noErr(t, os.WriteFile(filepath.Join(later, "late"), nil, 0o644))
 	script := strings.Join([]string{
+		`test -e /mnt/rw/later/late && echo LATE-PROPAGATED || echo late-private`,
 		`echo "owner=$(stat -c %u:%g /mnt/rw/owned) mnt=$(stat -c %u /mnt)"`,
 		`touch /mnt/rw/made-inside && echo rw-write-ok`,
 		`touch /mnt/ro/nope 2>&1 | grep -q "Read-only file system" && echo ro-erofs`,
@@ -116,7 +125,7 @@ func testBind(t *testing.T, private bool) {
 	}, "; ")
 	out, _ := m.sh(t, script)
 	t.Logf("guest:\n%s", out)
-	want := []string{"owner=1000:1000", "rw-write-ok", "ro-erofs", "file-content", "tolink-in-guest-srv", "file-unmounted"}
+	want := []string{"late-private", "owner=1000:1000", "rw-write-ok", "ro-erofs", "file-content", "tolink-in-guest-srv", "file-unmounted"}
 	if private {
 		// The guest's root is not the host's: the read-only bind and the
 		// mount below it are locked.
@@ -160,6 +169,12 @@ func testBind(t *testing.T, private bool) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), cfg.Name) {
 			t.Errorf("%s: error %v, want one naming the machine and saying %q", tc.what, err, tc.want)
 		}
+	}
+	// The host's own mount below the source is still there: the unmount of
+	// the bind's copy in the propagation directory did not reach it (it
+	// would, through a peer group, had the clone not been made private).
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); !strings.Contains(string(mi), " "+covered+" ") {
+		t.Errorf("the host's mount on %s is gone after the binds", covered)
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) > 0 {
 		t.Errorf("the host directory the guest's symlink names got %v", ents)
