@@ -258,26 +258,47 @@ func arrivalName() (string, error) {
 	return "bind-" + hex.EncodeToString(b[:]), nil
 }
 
-// inMountNS runs fn on a thread of its own in the mount namespace ns. A Go
-// process is multi-threaded, and setns(CLONE_NEWNS) needs a filesystem
-// context of the caller's own: the thread unshares it first. The thread is
-// never unlocked, so the runtime ends it with fn and no other goroutine ever
-// runs in the machine's namespace.
+// inMountNS runs fn in the mount namespace ns, on a thread of its own
+// (onOwnThread). A Go process is multi-threaded, and setns(CLONE_NEWNS)
+// needs a filesystem context of the caller's own: the thread unshares it
+// first.
 func inMountNS(ns int, fn func() error) error {
-	errc := make(chan error, 1)
+	var err error
+	onOwnThread(func() {
+		if err = unix.Unshare(unix.CLONE_FS); err != nil {
+			err = fmt.Errorf("unshare the filesystem context: %w", err)
+			return
+		}
+		if err = unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+			err = fmt.Errorf("join the machine's mount namespace: %w", err)
+			return
+		}
+		err = fn()
+	})
+	return err
+}
+
+// onOwnThread runs fn on a thread locked to it and never handed back: the
+// runtime ends the thread with fn, so no other goroutine ever runs in the
+// namespaces or filesystem context fn moved it to. It is never the main
+// thread, whose namespaces are the whole process's in /proc/self
+// (mountinfo, ns/*) and which the runtime parks rather than ends.
+func onOwnThread(fn func()) {
+	done := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			errc <- fmt.Errorf("unshare the filesystem context: %w", err)
+		if unix.Gettid() == unix.Getpid() {
+			// Held, busy, by this goroutine, the main thread cannot run the
+			// next one; then it is handed back as it was.
+			onOwnThread(fn)
+			runtime.UnlockOSThread()
+			close(done)
 			return
 		}
-		if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
-			errc <- fmt.Errorf("join the machine's mount namespace: %w", err)
-			return
-		}
-		errc <- fn()
+		defer close(done)
+		fn()
 	}()
-	return <-errc
+	<-done
 }
 
 // attachArrival runs in the machine's mount namespace: it clones the bind
