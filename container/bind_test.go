@@ -173,7 +173,7 @@ func testBind(t *testing.T, private bool) {
 	// The host's own mount below the source is still there: the unmount of
 	// the bind's copy in the propagation directory did not reach it (it
 	// would, through a peer group, had the clone not been made private).
-	if mi, _ := os.ReadFile("/proc/self/mountinfo"); !strings.Contains(string(mi), " "+covered+" ") {
+	if mi, _ := os.ReadFile(hostMountinfo); !strings.Contains(string(mi), " "+covered+" ") {
 		t.Errorf("the host's mount on %s is gone after the binds", covered)
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) > 0 {
@@ -182,7 +182,7 @@ func testBind(t *testing.T, private bool) {
 	if ents, _ := os.ReadDir(prop); len(ents) > 0 {
 		t.Errorf("%s keeps %v after the binds", prop, ents)
 	}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	mi, _ := os.ReadFile(hostMountinfo)
 	for _, l := range strings.Split(string(mi), "\n") {
 		if f := strings.Fields(l); len(f) > 4 && (f[4] == outside || f[4] == "/srv/landing" || strings.HasPrefix(f[4], prop+"/")) {
 			t.Errorf("a bind landed on the host: %s", l)
@@ -208,7 +208,7 @@ func testBind(t *testing.T, private bool) {
 	if _, err := os.Lstat(prop); err == nil {
 		t.Errorf("%s is still there after the machine stopped", prop)
 	}
-	mi, _ = os.ReadFile("/proc/self/mountinfo")
+	mi, _ = os.ReadFile(hostMountinfo)
 	if strings.Contains(string(mi), prop) {
 		t.Errorf("mounts left on the host:\n%s", grepLines(string(mi), prop))
 	}
@@ -223,3 +223,10 @@ func noErr(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// hostMountinfo is the host's mount table, as its PID 1 sees it: this
+// process's own main thread may be a supervisor's, in a machine's mount
+// namespace M0 (a goroutine locked to a thread runs each machine, and the
+// runtime may give it the main thread), and /proc/self shows the main
+// thread's.
+const hostMountinfo = "/proc/1/mountinfo"
