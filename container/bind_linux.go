@@ -365,9 +365,8 @@ func kindName(dir bool) string {
 // With mkdir, missing components are made: directories, and for a file
 // bind an empty file at the end.
 func resolveTarget(root int, target string, mkdir, dir bool) (int, error) {
-	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
 	rel := strings.TrimPrefix(filepath.Clean(target), "/")
-	fd, err := unix.Openat2(root, rel, how)
+	fd, err := openInRoot(root, rel, unix.O_PATH)
 	if err == nil {
 		return fd, nil
 	}
@@ -380,7 +379,7 @@ func resolveTarget(root int, target string, mkdir, dir bool) (int, error) {
 	comps := strings.Split(rel, "/")
 	for i := range comps {
 		sub := strings.Join(comps[:i+1], "/")
-		if fd, err = unix.Openat2(root, sub, how); err == nil {
+		if fd, err = openInRoot(root, sub, unix.O_PATH); err == nil {
 			if i == len(comps)-1 {
 				return fd, nil
 			}
@@ -394,7 +393,7 @@ func resolveTarget(root int, target string, mkdir, dir bool) (int, error) {
 		if parent == "" {
 			parent = "."
 		}
-		pfd, err := unix.Openat2(root, parent, how)
+		pfd, err := openInRoot(root, parent, unix.O_PATH)
 		if err != nil {
 			return -1, fmt.Errorf("%s in the machine: %w", parent, err)
 		}
@@ -410,7 +409,7 @@ func resolveTarget(root int, target string, mkdir, dir bool) (int, error) {
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, fmt.Errorf("make /%s in the machine: %w", sub, err)
 		}
-		if fd, err = unix.Openat2(root, sub, how); err != nil {
+		if fd, err = openInRoot(root, sub, unix.O_PATH); err != nil {
 			// EEXIST above and still nothing: a symlink to nowhere.
 			return -1, fmt.Errorf("/%s in the machine (a symlink to a missing path?): %w", sub, err)
 		}
