@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +25,8 @@ import (
 // are fed through a consoleReader, so none of them can hold up the pump.
 //
 // Several clients may read; one at a time may write (the first that asks).
+// A foreground terminal that types (berth boot on a terminal) is that writer
+// for as long as the machine runs: clients then only read.
 type consoleHub struct {
 	mu      sync.Mutex
 	master  *os.File
@@ -32,7 +35,13 @@ type consoleHub struct {
 	size    func() (rows, cols uint16)
 	clients map[*consoleClient]bool
 	writer  *consoleClient
-	closed  bool
+	// termWrites: the foreground terminal types into the console (and owns
+	// its size); no client may write.
+	termWrites bool
+	// rows and cols are the size the writing client asked for, kept for the
+	// next boot's console.
+	rows, cols uint16
+	closed     bool
 	// retiring is set once the payload is gone: the pump then stops at the
 	// first EIO, after draining what the guest wrote last, and closes pumped.
 	retiring bool
@@ -43,6 +52,7 @@ type consoleHub struct {
 type consoleClient struct {
 	conn net.Conn
 	out  *consoleReader
+	pid  int // the client's PID (SO_PEERCRED), to name the writer to others
 }
 
 func newConsoleHub(log *fsutil.RotatingFile, out io.Writer, size func() (uint16, uint16)) *consoleHub {
@@ -71,17 +81,54 @@ func (h *consoleHub) setMaster(m *os.File) {
 	go h.pump(m, done)
 }
 
-// resize gives the console pty the foreground terminal's size (the guest gets
-// SIGWINCH).
+// resize gives the console pty the foreground terminal's size, or the one the
+// writing client asked for last (the guest gets SIGWINCH).
 func (h *consoleHub) resize() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.size == nil || h.master == nil {
+	if h.master == nil {
 		return
 	}
-	if rows, cols := h.size(); rows > 0 && cols > 0 {
+	rows, cols := h.rows, h.cols
+	if h.size != nil {
+		rows, cols = h.size()
+	}
+	if rows > 0 && cols > 0 {
 		_ = unix.IoctlSetWinsize(int(h.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
 	}
+}
+
+// setSize is a client's resize request: only the writer's terminal sizes the
+// console (readers see it as the writer does), and never while a
+// foreground terminal owns it.
+func (h *consoleHub) setSize(pid int, rows, cols uint16) error {
+	h.mu.Lock()
+	switch {
+	case h.size != nil:
+		h.mu.Unlock()
+		return errors.New("resize: the console's size follows berth boot's terminal")
+	case h.writer == nil || h.writer.pid != pid:
+		h.mu.Unlock()
+		return errors.New("resize: only the console's writer sets its size")
+	}
+	h.rows, h.cols = rows, cols
+	h.mu.Unlock()
+	h.resize()
+	return nil
+}
+
+// writerLocked names who types into the console, for a client refused
+// writing ("" when no one does).
+func (h *consoleHub) writerLocked() string {
+	switch {
+	case h.termWrites:
+		return "berth boot's terminal, PID " + strconv.Itoa(os.Getpid())
+	case h.writer != nil && h.writer.pid > 0:
+		return "PID " + strconv.Itoa(h.writer.pid)
+	case h.writer != nil:
+		return "another client"
+	}
+	return ""
 }
 
 // retire lets the current pump drain the console and waits (briefly) for it:
@@ -160,30 +207,45 @@ func (h *consoleHub) Write(p []byte) (int, error) {
 
 // attach streams the console to conn and, if write is true and no one else
 // writes, conn's input to the console, until conn closes or the hub does.
+// A writer's rows and cols (when not 0) size the console.
 //
-// hello is written to conn first, once it is known whether this client writes,
-// and before any console output (which waits in the client's queue meanwhile).
-func (h *consoleHub) attach(conn net.Conn, write bool, hello func(writing bool)) {
-	c := &consoleClient{conn: conn}
+// hello is written to conn first, once it is known whether this client writes
+// (and if not, who does), and before any console output (which waits in the
+// client's queue meanwhile).
+//
+// A client that shuts down only its writing side (berth console at the end
+// of a piped stdin) stops being the writer and goes on reading.
+func (h *consoleHub) attach(conn net.Conn, write bool, rows, cols uint16, hello func(writing bool, writer string)) {
+	c := &consoleClient{conn: conn, pid: peerPID(conn)}
 	c.out = newConsoleReader(conn, func() { conn.Close() })
-	writing := false
+	writing, writer := false, ""
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		conn.Close()
 		return
 	}
-	if write && h.writer == nil {
+	if write && h.writer == nil && !h.termWrites {
 		h.writer = c
 		writing = true
+		if rows > 0 && cols > 0 && h.size == nil {
+			h.rows, h.cols = rows, cols
+		}
+	} else if write {
+		writer = h.writerLocked()
 	}
 	h.clients[c] = true
 	h.mu.Unlock()
-	hello(writing)
+	if writing {
+		h.resize()
+	}
+	hello(writing, writer)
 	go c.out.run()
 	buf := make([]byte, 4096)
+	var err error
 	for {
-		n, err := conn.Read(buf)
+		var n int
+		n, err = conn.Read(buf)
 		if n > 0 && writing {
 			_, _ = h.Write(buf[:n])
 		}
@@ -191,14 +253,70 @@ func (h *consoleHub) attach(conn net.Conn, write bool, hello func(writing bool))
 			break
 		}
 	}
+	h.release(c)
+	// Half-closed: keep feeding it until it goes (a write fails, or it is
+	// seen gone) or the hub closes.
+	halfClosed := errors.Is(err, io.EOF) && !peerGone(conn)
+	for halfClosed {
+		select {
+		case <-c.out.done:
+			halfClosed = false
+		case <-time.After(2 * time.Second):
+			halfClosed = !peerGone(conn)
+		}
+	}
 	h.mu.Lock()
 	delete(h.clients, c)
+	h.mu.Unlock()
+	c.out.close()
+	conn.Close()
+}
+
+// release makes c no longer the writer.
+func (h *consoleHub) release(c *consoleClient) {
+	h.mu.Lock()
 	if h.writer == c {
 		h.writer = nil
 	}
 	h.mu.Unlock()
-	c.out.close()
-	conn.Close()
+}
+
+// peerPID is the PID of the process at the other end of a unix socket (0 if
+// unknown).
+func peerPID(conn net.Conn) int {
+	pid := 0
+	withFd(conn, func(fd int) {
+		if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
+// peerGone reports whether the other end of conn has closed it altogether
+// (not only shut down its writing side): the kernel then reports a hangup.
+func peerGone(conn net.Conn) bool {
+	gone := true
+	withFd(conn, func(fd int) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil {
+			gone = n > 0 && fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
+}
+
+// withFd calls f with conn's file descriptor, when it is a unix socket.
+func withFd(conn net.Conn, f func(fd int)) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { f(int(fd)) })
 }
 
 // consoleFlush is how long close waits for the terminal and the clients to

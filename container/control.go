@@ -20,13 +20,17 @@ var ErrNotRunning = fmt.Errorf("machine is not running: %w", errdefs.ErrConflict
 
 // request is one control request; each connection carries exactly one.
 type request struct {
-	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach wait exec bind
+	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach resize wait exec login bind
 	Signal    int        `json:"signal,omitempty"`
 	Whom      string     `json:"whom,omitempty"` // kill: "leader" (default) or "all"
 	Resources *Resources `json:"resources,omitempty"`
 	Write     bool       `json:"write,omitempty"` // attach: ask to be the console's writer
+	// Rows and Cols: attach (as the writer) and resize: the console's size.
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
 	// Exec is the command of an exec request: the connection then carries
 	// its streams' fds (SCM_RIGHTS), the caller's signals and its exit.
+	// A login request carries the pty's size and environment in it.
 	Exec *EnterOptions `json:"exec,omitempty"`
 	Bind *BindOptions  `json:"bind,omitempty"`
 }
@@ -38,6 +42,7 @@ type response struct {
 	Exit    *ExitStatus `json:"exit,omitempty"`
 	Writing bool        `json:"writing,omitempty"` // attach: this client may type
 	Bind    *BindResult `json:"bind,omitempty"`
+	Writer  string      `json:"writer,omitempty"` // attach: who types, when it is not this client
 }
 
 // Client talks to one machine's supervisor over RUN/machines/NAME/control.sock.
@@ -162,19 +167,41 @@ func (c *Client) Wait(ctx context.Context) (ExitStatus, error) {
 // console's output from now on, writing to it types into the console when
 // writing is true (one writer at a time; later ones only read).
 func (c *Client) Attach(ctx context.Context, write bool) (conn net.Conn, writing bool, err error) {
-	conn, err = c.conn(ctx)
+	conn, a, err := c.AttachConsole(ctx, AttachOptions{Write: write})
+	return conn, a.Writing, err
+}
+
+// AttachOptions say how to attach to the console.
+type AttachOptions struct {
+	// Write asks to type into the console; the first client that asks does
+	// (and no client while berth boot's terminal types).
+	Write bool
+	// Rows and Cols size the console pty when this client writes.
+	Rows, Cols uint16
+}
+
+// Attached tells how a client was attached to the console.
+type Attached struct {
+	Writing bool   // this client types into the console
+	Writer  string // who types instead, when this client asked and may not
+}
+
+// AttachConsole is Attach with options; closing the connection's writing
+// side (CloseWrite) gives up writing and goes on reading.
+func (c *Client) AttachConsole(ctx context.Context, opts AttachOptions) (net.Conn, Attached, error) {
+	conn, err := c.conn(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, Attached{}, err
 	}
-	if err := json.NewEncoder(conn).Encode(request{Op: "attach", Write: write}); err != nil {
+	if err := json.NewEncoder(conn).Encode(request{Op: "attach", Write: opts.Write, Rows: opts.Rows, Cols: opts.Cols}); err != nil {
 		conn.Close()
-		return nil, false, err
+		return nil, Attached{}, err
 	}
 	// Read the answer byte by byte: the console stream follows it directly.
 	line, err := readLine(conn)
 	if err != nil {
 		conn.Close()
-		return nil, false, fmt.Errorf("attach: %w", err)
+		return nil, Attached{}, fmt.Errorf("attach: %w", err)
 	}
 	var resp response
 	if err := json.Unmarshal(line, &resp); err != nil || !resp.OK {
@@ -182,9 +209,17 @@ func (c *Client) Attach(ctx context.Context, write bool) (conn net.Conn, writing
 		if err == nil {
 			err = errors.New(resp.Error)
 		}
-		return nil, false, fmt.Errorf("attach: %w", err)
+		return nil, Attached{}, fmt.Errorf("attach: %w", err)
 	}
-	return conn, resp.Writing, nil
+	return conn, Attached{Writing: resp.Writing, Writer: resp.Writer}, nil
+}
+
+// Resize gives the console pty a new size (the guest gets SIGWINCH). Only
+// the client attached as the writer may: it is the one whose terminal the
+// guest draws for; the supervisor tells it by the caller's PID.
+func (c *Client) Resize(ctx context.Context, rows, cols uint16) error {
+	_, err := c.call(ctx, request{Op: "resize", Rows: rows, Cols: cols})
+	return err
 }
 
 func readLine(conn net.Conn) ([]byte, error) {
@@ -267,7 +302,7 @@ func (s *supervisor) handle(conn net.Conn) {
 		}
 	case "exec":
 		_ = conn.SetWriteDeadline(time.Time{})
-		s.serveExec(conn, req.Exec)
+		s.serveExec(conn, req.Exec, "")
 		return
 	case "attach":
 		// The answer says whether this client may type; then the connection
@@ -276,10 +311,20 @@ func (s *supervisor) handle(conn net.Conn) {
 			writeResp(conn, response{Error: "this machine's console is not a pty (console: passthrough)"})
 			return
 		}
-		s.console.attach(conn, req.Write, func(writing bool) {
-			writeResp(conn, response{OK: true, Writing: writing})
+		s.console.attach(conn, req.Write, req.Rows, req.Cols, func(writing bool, writer string) {
+			writeResp(conn, response{OK: true, Writing: writing, Writer: writer})
 			_ = conn.SetWriteDeadline(time.Time{})
 		})
+		return
+	case "resize":
+		if s.console == nil {
+			err = errors.New("resize: this machine's console is not a pty (console: passthrough)")
+		} else {
+			err = s.console.setSize(peerPID(conn), req.Rows, req.Cols)
+		}
+	case "login":
+		_ = conn.SetWriteDeadline(time.Time{})
+		s.serveLogin(conn, req.Exec)
 		return
 	default:
 		err = fmt.Errorf("unknown request %q", req.Op)

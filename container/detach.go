@@ -62,23 +62,10 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 		return 0, err
 	}
 	defer r.Close()
-	env := []string{}
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "_BERTH_") && !strings.HasPrefix(e, "NOTIFY_SOCKET=") {
-			env = append(env, e)
-		}
-	}
-	env = append(env, stageEnv+"="+stage, runDirEnv+"="+cfg.RuntimeDir, readyFDEnv+"=3")
-	cmd := &exec.Cmd{
-		Path:        selfExe(),
-		Args:        []string{"berth-supervisor " + cfg.Name},
-		Env:         env,
-		Dir:         "/",
-		Stdout:      logf,
-		Stderr:      logf,
-		ExtraFiles:  []*os.File{w},
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-	}
+	cmd := StageCommand(stage, "berth-supervisor "+cfg.Name, runDirEnv+"="+cfg.RuntimeDir, readyFDEnv+"=3")
+	cmd.Path = selfExe()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return 0, fmt.Errorf("machine %q: start supervisor: %w", cfg.Name, err)
@@ -109,6 +96,27 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 		tail = tail[len(tail)-2000:]
 	}
 	return 0, fmt.Errorf("machine %q: the supervisor ended before the machine started (%v); its log:\n%s", cfg.Name, rerr, tail)
+}
+
+// StageCommand is this binary re-executed in stage, detached: in a session
+// of its own, in /, named argv0 in ps, with the caller's environment less
+// berth's own stage variables and NOTIFY_SOCKET (berthd's, not the stage's),
+// plus env.
+func StageCommand(stage, argv0 string, env ...string) *exec.Cmd {
+	var full []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "_BERTH_") && !strings.HasPrefix(e, "NOTIFY_SOCKET=") {
+			full = append(full, e)
+		}
+	}
+	full = append(full, stageEnv+"="+stage)
+	return &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        []string{argv0},
+		Env:         append(full, env...),
+		Dir:         "/",
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
 }
 
 // LoadDetachedConfig reads the config of the detached supervisor this process

@@ -59,6 +59,10 @@ type execReply struct {
 	// Streams names the fds that come with the reply, in order: "pty", or
 	// "stdin", "stdout" and "stderr".
 	Streams []string `json:"streams,omitempty"`
+	// Login is what a login request got (LoginGetty, LoginProgram,
+	// LoginShell), and TTY the pty's name in the machine for a getty.
+	Login string `json:"login,omitempty"`
+	TTY   string `json:"tty,omitempty"`
 }
 
 // execEvent is a later line on an exec connection: the command's end from the
@@ -77,10 +81,41 @@ type execEvent struct {
 // process only relays. When ctx ends or this process goes away, the command
 // and its process group are killed.
 func Enter(ctx context.Context, runDir string, opts EnterOptions) (int, error) {
+	return enter(ctx, runDir, "exec", opts, nil)
+}
+
+// What a login request gets (Login's started).
+const (
+	LoginGetty   = "getty" // a systemd guest's container-getty@N.service on the pty
+	LoginProgram = "login" // the machine's login program on the pty
+	LoginShell   = "shell" // root's login shell: the machine has no login program
+)
+
+// Login gives this process a login prompt on a new pty in the running
+// machine of runDir, as `machinectl login` does: opts carries the terminal
+// (Stdin, Stdout, Size, Resized, Env; Command is ignored). started is told
+// what the machine runs on the pty (LoginGetty, LoginProgram or LoginShell)
+// and, for a getty, the pty's name, before anything is relayed.
+//
+// A getty session lasts until ctx ends (the caller detaches: the supervisor
+// then stops the getty) or the machine stops (0, nil); logging out gets a
+// new prompt, as with machinectl login. A login program or shell ends with
+// its exit code, as Enter.
+func Login(ctx context.Context, runDir string, opts EnterOptions, started func(how, tty string)) (int, error) {
+	opts.TTY, opts.Command = true, nil
+	return enter(ctx, runDir, "login", opts, started)
+}
+
+// enter sends an exec or login request and relays until it is over.
+func enter(ctx context.Context, runDir, op string, opts EnterOptions, started func(how, tty string)) (int, error) {
+	what := "enter machine"
+	if op == "login" {
+		what = "login"
+	}
 	c := &Client{runDir: runDir}
 	conn, err := c.conn(ctx)
 	if err != nil {
-		return -1, fmt.Errorf("enter machine: %w", err)
+		return -1, fmt.Errorf("%s: %w", what, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
@@ -89,9 +124,9 @@ func Enter(ctx context.Context, runDir string, opts EnterOptions) (int, error) {
 		if ctx.Err() != nil {
 			return -1, ctx.Err()
 		}
-		return -1, fmt.Errorf("enter machine: %w", err)
+		return -1, fmt.Errorf("%s: %w", what, err)
 	}
-	streams, rest, err := requestExec(conn, &opts)
+	reply, streams, rest, err := requestExec(conn, op, &opts)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,6 +135,12 @@ func Enter(ctx context.Context, runDir string, opts EnterOptions) (int, error) {
 			f.Close()
 		}
 	}()
+	if started != nil {
+		started(reply.Login, reply.TTY)
+	}
+	if reply.Login == LoginGetty {
+		return relayGetty(ctx, conn, streams["pty"], opts)
+	}
 	copies := relayStreams(streams, opts)
 	if opts.Signals != nil {
 		go passSignals(conn, opts.Signals)
@@ -122,13 +163,67 @@ func Enter(ctx context.Context, runDir string, opts EnterOptions) (int, error) {
 	return *ev.Exit, nil
 }
 
+// relayGetty relays between the caller's terminal and the master of a
+// getty's pty until ctx ends or the supervisor closes conn (the machine
+// stopped). The getty hangs the pty up at each logout and a new one opens
+// it again: reading the master fails with EIO meanwhile, which is waited
+// out, as machinectl's pty forwarder does (PTY_FORWARD_IGNORE_VHANGUP).
+func relayGetty(ctx context.Context, conn net.Conn, m *os.File, opts EnterOptions) (int, error) {
+	if m == nil {
+		return -1, errors.New("login: the supervisor sent no pty")
+	}
+	ended := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, conn) // the supervisor sends nothing more
+		close(ended)
+	}()
+	if opts.Stdin != nil {
+		go func() { _, _ = io.Copy(m, opts.Stdin) }()
+	}
+	resizeOn(m, opts)
+	out := opts.Stdout
+	if out == nil {
+		out = io.Discard
+	}
+	go func() {
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := m.Read(buf)
+			if n > 0 {
+				if _, werr := out.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				if !errors.Is(err, syscall.EIO) {
+					return
+				}
+				select {
+				case <-ended:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	select {
+	case <-ended:
+		if ctx.Err() != nil {
+			return -1, ctx.Err()
+		}
+		return 0, nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
 // requestExec sends the exec request and returns the caller's ends of the
 // command's streams, by name, and what the connection already held after the
 // supervisor's answer.
-func requestExec(conn net.Conn, opts *EnterOptions) (map[string]*os.File, io.Reader, error) {
+func requestExec(conn net.Conn, op string, opts *EnterOptions) (execReply, map[string]*os.File, io.Reader, error) {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
-		return nil, nil, errors.New("control connection is not a unix socket")
+		return execReply{}, nil, nil, errors.New("control connection is not a unix socket")
 	}
 	if opts.TTY && opts.Size != nil {
 		opts.Rows, opts.Cols = opts.Size()
@@ -136,8 +231,8 @@ func requestExec(conn net.Conn, opts *EnterOptions) (map[string]*os.File, io.Rea
 	if opts.Stderr != nil && opts.Stderr == opts.Stdout {
 		opts.MergeStderr = true
 	}
-	if err := json.NewEncoder(conn).Encode(request{Op: "exec", Exec: opts}); err != nil {
-		return nil, nil, err
+	if err := json.NewEncoder(conn).Encode(request{Op: op, Exec: opts}); err != nil {
+		return execReply{}, nil, nil, err
 	}
 	reply, files, rest, err := readExecReply(uc)
 	closeAll := func() {
@@ -148,19 +243,19 @@ func requestExec(conn net.Conn, opts *EnterOptions) (map[string]*os.File, io.Rea
 	switch {
 	case err != nil:
 		closeAll()
-		return nil, nil, err
+		return reply, nil, nil, err
 	case !reply.OK:
 		closeAll()
-		return nil, nil, errors.New(reply.Error)
+		return reply, nil, nil, errors.New(reply.Error)
 	case len(files) != len(reply.Streams):
 		closeAll()
-		return nil, nil, fmt.Errorf("%d streams announced, %d received", len(reply.Streams), len(files))
+		return reply, nil, nil, fmt.Errorf("%d streams announced, %d received", len(reply.Streams), len(files))
 	}
 	streams := map[string]*os.File{}
 	for i, n := range reply.Streams {
 		streams[n] = files[i]
 	}
-	return streams, rest, nil
+	return reply, streams, rest, nil
 }
 
 // relayStreams copies between the caller's reader and writers and the
@@ -180,14 +275,7 @@ func relayStreams(streams map[string]*os.File, opts EnterOptions) *sync.WaitGrou
 			go func() { _, _ = io.Copy(m, opts.Stdin) }()
 		}
 		pump(opts.Stdout, m)
-		if opts.Resized != nil && opts.Size != nil {
-			go func() {
-				for range opts.Resized {
-					r, c := opts.Size()
-					_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: r, Col: c})
-				}
-			}()
-		}
+		resizeOn(m, opts)
 		return &copies
 	}
 	if w := streams["stdin"]; w != nil {
@@ -203,6 +291,20 @@ func relayStreams(streams map[string]*os.File, opts EnterOptions) *sync.WaitGrou
 		pump(opts.Stderr, e)
 	}
 	return &copies
+}
+
+// resizeOn gives the pty master m the caller's terminal size each time it
+// changes.
+func resizeOn(m *os.File, opts EnterOptions) {
+	if opts.Resized == nil || opts.Size == nil {
+		return
+	}
+	go func() {
+		for range opts.Resized {
+			r, c := opts.Size()
+			_ = unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: r, Col: c})
+		}
+	}()
 }
 
 // passSignals sends the caller's signals on to the command.

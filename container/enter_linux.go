@@ -21,7 +21,9 @@ import (
 // command in the machine, hands the caller its ends of the command's pty or
 // pipes, passes on the caller's signals, and sends the exit code when the
 // command has ended. The caller going away kills the command's process group.
-func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions) {
+//
+// login, when not "", is what a login request runs (execReply.Login).
+func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions, login string) {
 	uc, _ := conn.(*net.UnixConn)
 	fail := func(err error) {
 		writeLine(conn, execReply{Error: err.Error()})
@@ -46,7 +48,7 @@ func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions) {
 	for i, f := range st.caller {
 		fds[i] = int(f.Fd())
 	}
-	b, _ := json.Marshal(execReply{OK: true, Streams: st.names})
+	b, _ := json.Marshal(execReply{OK: true, Streams: st.names, Login: login})
 	_, _, err = uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(fds...), nil)
 	for _, f := range st.caller {
 		f.Close()
@@ -79,15 +81,21 @@ func (s *supervisor) serveExec(conn net.Conn, opts *EnterOptions) {
 	}()
 	ps, _ := st.proc.Wait()
 	close(ended)
-	code := -1
-	if ps != nil {
-		ws := ps.Sys().(syscall.WaitStatus)
-		code = ws.ExitStatus()
-		if ws.Signaled() {
-			code = 128 + int(ws.Signal())
-		}
-	}
+	code := exitCode(ps)
 	writeLine(conn, execEvent{Exit: &code})
+}
+
+// exitCode is a command's exit code as a shell gives it: 128+N when signal
+// N ended it, -1 when unknown.
+func exitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return -1
+	}
+	ws := ps.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }
 
 // writeLine sends v as one JSON line, giving up after 5 s on a caller that
@@ -125,9 +133,9 @@ func startEntered(t enterTarget, opts EnterOptions) (*entered, error) {
 		return nil, fmt.Errorf("pidfd of PID 1: %w", err)
 	}
 	defer unix.Close(pidfd)
-	root, err := unix.Open("/proc/"+strconv.Itoa(t.pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := openRootOf(t.pid)
 	if err != nil {
-		return nil, fmt.Errorf("root of PID 1: %w", err)
+		return nil, err
 	}
 	defer unix.Close(root)
 	s, err := prepareFork(pidfd, t)

@@ -16,6 +16,9 @@ import (
 // and symbolic links resolve as they do in the guest, never to a host file a
 // planted link points to, and no magic link (/proc/self/root …) leads out.
 
+// machinePath is the PATH a command entered into a machine starts with.
+const machinePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // command is a command to start in a machine: the program's path there, its
 // argv, environment and working directory.
 type command struct {
@@ -30,7 +33,7 @@ type command struct {
 // program looked up in the machine's PATH, and without a command root's
 // login shell from the machine's /etc/passwd, in /root.
 func resolveCommand(root int, opts EnterOptions) (command, error) {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "container=berth"}
+	env := []string{"PATH=" + machinePath, "HOME=/root", "container=berth"}
 	term := "TERM=dumb"
 	if opts.TTY {
 		term = "TERM=xterm-256color"
@@ -168,4 +171,36 @@ func openPty(root int, rows, cols uint16, users *Users) (master, slave *os.File,
 		}
 	}
 	return master, slave, nil
+}
+
+// MachineHas reports whether the running machine of runDir has something at
+// one of paths as the guest sees them: resolved in its PID 1's root with
+// openat2(RESOLVE_IN_ROOT), so a symbolic link the guest planted never makes
+// berth look at a host file. It is how berth logs tells a guest that keeps a
+// journal. It fails with ErrNotRunning when no machine runs there.
+func MachineHas(runDir string, paths ...string) (bool, error) {
+	st, err := ReadState(runDir)
+	if err != nil || !st.SupervisorAlive() || st.LeaderPID <= 0 || st.Phase == PhaseExited {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	pidfd, err := unix.PidfdOpen(st.LeaderPID, 0)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	defer unix.Close(pidfd)
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", st.LeaderPID), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("root of the machine's PID 1: %w", err)
+	}
+	defer unix.Close(root)
+	// The root opened was PID 1's if it still lives now.
+	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
+		return false, fmt.Errorf("%s: %w", runDir, ErrNotRunning)
+	}
+	for _, p := range paths {
+		if _, err := statInRoot(root, p); err == nil {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -239,6 +239,34 @@ func testDebianMachine(t *testing.T, privateUsers bool) {
 			t.Errorf("the console's getty did not take a name: %q", seen.String())
 		}
 	})
+	t.Run("login", func(t *testing.T) {
+		// As machinectl login: the guest's getty on a new pty of its own
+		// devpts, stopped again when the session ends.
+		begin := time.Now()
+		s := startLogin(t, cfg.RuntimeDir)
+		if s.how != container.LoginGetty || !strings.HasPrefix(s.tty, "/dev/pts/") {
+			t.Fatalf("login: %q on %q, want a getty on /dev/pts/N", s.how, s.tty)
+		}
+		unit := "container-getty@" + strings.TrimPrefix(s.tty, "/dev/pts/") + ".service"
+		waitFor(t, "login", s.out, "login: ")
+		t.Logf("login prompt on %s %v after the request", s.tty, time.Since(begin))
+		if out, _ := m.sh(t, "systemctl is-active "+unit+"; stat -c %U:%G "+s.tty); out != "active\nroot:tty\n" {
+			t.Errorf("%s, %s in the machine:\n%s", unit, s.tty, out)
+		}
+		// agetty drops what was typed in the first 100 ms of a prompt.
+		time.Sleep(500 * time.Millisecond)
+		s.send(t, "berth-login-check\r")
+		waitFor(t, "login", s.out, "Password:")
+		s.end(t)
+		if err := testenv.Poll(10*time.Second, func() error {
+			if out, _ := m.sh(t, "systemctl is-active "+unit); strings.TrimSpace(out) != "inactive" {
+				return fmt.Errorf("%s is %s", unit, out)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("after the session: %v", err)
+		}
+	})
 	t.Run("mounts", func(t *testing.T) {
 		out, code := m.sh(t, "findmnt -no FSTYPE,OPTIONS /scratch; findmnt -no OPTIONS /data; touch /data/x 2>&1")
 		if code == 0 || !strings.Contains(out, "tmpfs") || !strings.Contains(out, "size=8192k") || !strings.Contains(out, "Read-only file system") {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/berthd/berth/internal/fsutil"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +40,7 @@ func fsmountOverlay(target string, lower []string, upper, work string) error {
 	defer unix.Close(fd)
 	set := func(key, value string) error {
 		if err := unix.FsconfigSetString(fd, key, value); err != nil {
-			return fmt.Errorf("fsconfig %s=%s: %w%s", key, value, err, fsLog(fd))
+			return fmt.Errorf("fsconfig %s=%s: %w%s", key, value, err, fsutil.ContextLog(fd))
 		}
 		return nil
 	}
@@ -57,33 +59,15 @@ func fsmountOverlay(target string, lower []string, upper, work string) error {
 		return err
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {
-		return fmt.Errorf("fsconfig create: %w%s", err, fsLog(fd))
+		return fmt.Errorf("fsconfig create: %w%s", err, fsutil.ContextLog(fd))
 	}
 	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("fsmount: %w%s", err, fsLog(fd))
+		return fmt.Errorf("fsmount: %w%s", err, fsutil.ContextLog(fd))
 	}
 	defer unix.Close(mfd)
 	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("move_mount on %s: %w", target, err)
 	}
 	return nil
-}
-
-// fsLog returns the messages the kernel left on a filesystem context ("e
-// overlayfs: …"), for an error.
-func fsLog(fd int) string {
-	var msgs []string
-	buf := make([]byte, 1024)
-	for range 16 {
-		n, err := unix.Read(fd, buf)
-		if err != nil || n <= 0 {
-			break
-		}
-		msgs = append(msgs, strings.TrimSpace(string(buf[:n])))
-	}
-	if len(msgs) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(msgs, "; ") + ")"
 }

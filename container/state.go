@@ -3,14 +3,12 @@ package container
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/berthd/berth/internal/procstat"
 	"github.com/berthd/berth/internal/rundir"
 )
 
@@ -111,24 +109,7 @@ func (s State) SupervisorAlive() bool {
 
 // ProcessStartTime returns field 22 of /proc/PID/stat: when the process started,
 // in clock ticks after boot.
-func ProcessStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces and parentheses: fields are
-	// counted after its last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc/PID/stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); field 22 is f[19].
-	if len(f) < 20 {
-		return 0, errors.New("short /proc/PID/stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
+func ProcessStartTime(pid int) (uint64, error) { return procstat.StartTime(pid) }
 
 // WaitSupervisorGone waits until the supervisor of a machine that has ended
 // (it may still be removing its cgroup) is gone, so a restart does not collide

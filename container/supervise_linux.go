@@ -415,6 +415,7 @@ func (s *supervisor) setupConsole(cleanup *revert.Reverter) error {
 	s.console = newConsoleHub(clog, out, size)
 	cleanup.Add(s.console.close)
 	if s.term != nil && s.term.In != nil {
+		s.console.termWrites = true
 		go func() { _, _ = io.Copy(s.console, s.term.In) }()
 	}
 	if s.term != nil && s.term.Resized != nil {

@@ -334,6 +334,16 @@ func (t *tree) userMount(i int, m Mount) error {
 	if m.Type == "tmpfs" {
 		return nil
 	}
+	// The mount point is made now, while the root may still be written
+	// (a read-only root is made so at the end of build), and found again by
+	// attachBind.
+	st, err := os.Stat(m.Source)
+	if err != nil {
+		return err
+	}
+	if _, err := t.mountPoint(m.Target, st.IsDir()); err != nil {
+		return err
+	}
 	stage := rundir.Dir(t.cfg.RuntimeDir).BindStage(i)
 	idmap := m.Idmap && t.userns >= 0
 	if idmap && m.ReadOnly {
@@ -439,14 +449,7 @@ func (t *tree) attachBind(i int, m Mount) error {
 		return err
 	}
 	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	var target string
-	asUser(t.uid, func() {
-		if isDir {
-			target, err = mkdirIn(t.root, m.Target, 0o755)
-		} else {
-			target, err = touchIn(t.root, m.Target)
-		}
-	})
+	target, err := t.mountPoint(m.Target, isDir)
 	if err != nil {
 		return err
 	}
@@ -457,6 +460,21 @@ func (t *tree) attachBind(i int, m Mount) error {
 		return fmt.Errorf("attach on %s: %w", target, err)
 	}
 	return nil
+}
+
+// mountPoint makes (or finds) the mount point of a bind at target in the
+// root, a directory or a file as its source is, owned by the machine's root.
+func (t *tree) mountPoint(target string, isDir bool) (string, error) {
+	var p string
+	var err error
+	asUser(t.uid, func() {
+		if isDir {
+			p, err = mkdirIn(t.root, target, 0o755)
+		} else {
+			p, err = touchIn(t.root, target)
+		}
+	})
+	return p, err
 }
 
 // removeEmptyTree removes dir and the empty directories below it (mount

@@ -264,7 +264,7 @@ func TestConsoleSlowReaders(t *testing.T) {
 	srv, cli := net.Pipe()
 	defer cli.Close()
 	greeting := make(chan struct{})
-	go h.attach(srv, true, func(bool) {
+	go h.attach(srv, true, 0, 0, func(bool, string) {
 		close(greeting)
 		_, _ = srv.Write([]byte("hello\n")) // blocks: the client does not read
 	})
@@ -434,5 +434,57 @@ func TestInitTakes(t *testing.T) {
 	defer func() { _ = sleep.Process.Kill(); _ = sleep.Wait() }()
 	if initTakes(sleep.Process.Pid, unix.SIGUSR2) {
 		t.Error("a signal sleep neither handles nor blocks is seen as taken")
+	}
+}
+
+// TestConsoleWriterRules: the first client that asks writes, a later one is
+// told who does; while berth boot's terminal types, no client writes; only
+// the writer sizes the console, never while a terminal owns its size.
+func TestConsoleWriterRules(t *testing.T) {
+	attach := func(h *consoleHub, write bool) (bool, string, net.Conn) {
+		srv, cli := net.Pipe()
+		t.Cleanup(func() { cli.Close() })
+		type hello struct {
+			writing bool
+			writer  string
+		}
+		got := make(chan hello, 1)
+		go h.attach(srv, write, 0, 0, func(w bool, who string) { got <- hello{w, who} })
+		r := <-got
+		return r.writing, r.writer, cli
+	}
+	h := newConsoleHub(nil, nil, nil)
+	if w, _, _ := attach(h, true); !w {
+		t.Error("the first writer may not write")
+	}
+	if w, who, _ := attach(h, true); w || who != "another client" {
+		t.Errorf("second writer: writing %v, told %q", w, who)
+	}
+	if w, who, _ := attach(h, false); w || who != "" {
+		t.Errorf("a reader: writing %v, told %q", w, who)
+	}
+	if err := h.setSize(os.Getpid(), 30, 100); err == nil {
+		t.Error("a client that is not the writer resized the console")
+	}
+
+	boot := newConsoleHub(nil, io.Discard, func() (uint16, uint16) { return 24, 80 })
+	boot.termWrites = true
+	if w, who, _ := attach(boot, true); w || !strings.HasPrefix(who, "berth boot's terminal, PID ") {
+		t.Errorf("a client while berth boot's terminal types: writing %v, told %q", w, who)
+	}
+	if err := boot.setSize(0, 30, 100); err == nil || !strings.Contains(err.Error(), "berth boot's terminal") {
+		t.Errorf("resize while berth boot's terminal owns the size: %v", err)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"Failed to restart x.service: Unit x.service not found.\n": "Failed to restart x.service: Unit x.service not found.",
+		"a\x1b]0;owned\x07b\nc\r":                                  "a]0;ownedb c",
+		strings.Repeat("y", 500):                                   strings.Repeat("y", 400) + "…",
+	} {
+		if got := printable(in, 400); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -2,9 +2,10 @@
 # What a new user checks after the README's main job, run by CI after `make
 # test` on the clean clone: `make demo` brings every example machine to
 # running, the web machine answers through its port forward on localhost (both
-# loopback families), `berth plan examples/` has nothing left to do; then
-# `make demo-down` takes away the bridge, berth's nftables tables, the veths,
-# the supervisors, their cgroups and every mount the demo made.
+# loopback families), machines resolve each other by name, `berth plan
+# examples/` has nothing left to do; then `make demo-down` takes away the
+# bridge, berth's nftables tables, the veths, the supervisors, the network's
+# resolver, their cgroups and every mount the demo made.
 set -eu
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -52,6 +53,17 @@ for url in http://localhost:8080/ http://127.0.0.1:8080/ 'http://[::1]:8080/'; d
 	echo "ok: $url"
 done
 
+say "machines find each other by name through the network's resolver"
+i=0
+until "$BERTH" shell alpha -- getent hosts beta.berth 2>/dev/null | grep -q '^10\.87\.0\.12 '; do
+	i=$((i + 1))
+	[ "$i" -gt 50 ] && fail "alpha cannot resolve beta.berth: $("$BERTH" shell alpha -- getent hosts beta.berth 2>&1)"
+	sleep 0.2
+done
+"$BERTH" shell alpha -- getent hosts beta.berth
+"$BERTH" shell alpha -- getent hosts 10.87.0.12 | grep -q 'beta\.berth' || fail "alpha cannot look 10.87.0.12 up by address"
+echo "ok: beta.berth and 10.87.0.12 from alpha"
+
 say "berth plan examples/ has nothing to do"
 if ! "$BERTH" plan examples/; then
 	fail "berth plan examples/ exited $? after the demo"
@@ -74,6 +86,7 @@ for m in $machines; do
 	[ -S /run/berth/machines/"$m"/control.sock ] && fail "machine $m still has a supervisor socket"
 done
 if ps -eo args | grep -q '^berth-supervisor '; then fail "supervisors are still running: $(ps -eo pid,args | grep 'berth-supervisor ')"; fi
+if ps -eo args | grep -q '^berth-dns '; then fail "network resolvers are still running: $(ps -eo pid,args | grep 'berth-dns ')"; fi
 mounts >/tmp/demo-check.mounts.after
 if ! diff /tmp/demo-check.mounts.before /tmp/demo-check.mounts.after; then
 	fail "mounts changed across the demo (above: < gone, > new)"

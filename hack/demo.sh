@@ -85,7 +85,7 @@ up() {
 	cat <<'EOF'
 
 Try:  bin/berth status web          bin/berth shell web
-      bin/berth shell alpha ping -c1 10.87.0.12
+      bin/berth shell alpha ping -c1 beta   (or beta.berth, 10.87.0.12)
       bin/berth logs -f hello       bin/berth events
 Undo: make demo-down
 EOF

@@ -23,6 +23,7 @@ import (
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
+	"github.com/berthd/berth/supervisor"
 )
 
 // The test binary is also berthd (stage test-berthd), each machine's supervisor
@@ -59,6 +60,8 @@ type env struct {
 	paths  config.Paths
 	daemon *exec.Cmd
 	api    *api.Client
+	// resolverStart is the start time of the resolver resolverPID found.
+	resolverStart uint64
 }
 
 func newEnv(t *testing.T, extraConfig string) *env {
@@ -167,6 +170,10 @@ func (e *env) teardown() {
 			_ = c.Terminate(ctx)
 			_, _ = c.Wait(ctx)
 		}
+	}
+	// The networks' resolvers outlive berthd, as they must: stop them.
+	if err := supervisor.StopResolvers(ctx, e.paths.RuntimeDir); err != nil {
+		e.t.Errorf("stop the resolvers: %v", err)
 	}
 	if e.t.Failed() {
 		log, _ := os.ReadFile(filepath.Join(e.dir, "berthd.log"))

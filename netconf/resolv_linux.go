@@ -19,6 +19,7 @@ type ResolvConf struct {
 	Machine string       // for messages and the file's header
 	Servers []netip.Addr // the network's DNS servers; empty: the host's
 	Search  []string     // search domains; with no Servers, empty means the host's
+	Source  string       // where Servers come from, for the file's header; default "the network's DNS servers"
 	// Replace lets berth replace a guest file it did not write (the machine's
 	// definition asks for it). Without it such a file is left alone.
 	Replace bool
@@ -168,7 +169,10 @@ func writeAt(dir int, name string, data []byte) error {
 
 func resolvContent(rc ResolvConf) ([]byte, error) {
 	var b bytes.Buffer
-	servers, search, source := rc.Servers, rc.Search, "the network's DNS servers"
+	servers, search, source := rc.Servers, rc.Search, rc.Source
+	if source == "" {
+		source = "the network's DNS servers"
+	}
 	if len(servers) == 0 {
 		files := rc.HostFiles
 		if len(files) == 0 {

@@ -69,16 +69,16 @@ func machineNetwork(d *doc, set *Set, m *Machine, networks map[string]*entry) *N
 }
 
 // checkOnNetwork reports what machine m asks of its Network that the Network
-// does not have: an IPv6 forward needs a subnet6, resolvConf: network needs dns
-// servers.
+// does not have: an IPv6 forward needs a subnet6, resolvConf: network needs the
+// network's resolver or dns servers.
 func checkOnNetwork(d *doc, m *Machine, n *Network) {
 	for i, p := range m.Network.Ports {
 		if p.HostAddress.Is6() && !n.Subnet6.IsValid() {
 			d.errorf(fmt.Sprintf("network.ports[%d]", i), "forwards from the IPv6 address %s, but network %q has no subnet6 to forward to", p.HostAddress, n.Name)
 		}
 	}
-	if m.ResolvConf == ResolvConfNetwork && len(n.DNS) == 0 {
-		d.errorf("resolvConf", "network %q lists no dns servers; add dns to it or use host", n.Name)
+	if m.ResolvConf == ResolvConfNetwork && len(n.DNS) == 0 && !n.ResolverOn() {
+		d.errorf("resolvConf", "network %q has its resolver off and lists no dns servers; turn its resolver on, add dns to it, or use host", n.Name)
 	}
 }
 

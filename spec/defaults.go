@@ -123,6 +123,16 @@ func (n *Network) Default() {
 		on := true
 		n.NAT = &on
 	}
+	if n.Resolver == nil {
+		n.Resolver = &Resolver{}
+	}
+	if n.Resolver.Enabled == nil {
+		on := true
+		n.Resolver.Enabled = &on
+	}
+	if n.Resolver.Domain == "" {
+		n.Resolver.Domain = DefaultDomain
+	}
 }
 
 // Default fills in debootstrap's mirror and variant.
@@ -153,8 +163,8 @@ func (s *Set) Default() {
 }
 
 // defaultRefs applies the machine defaults that depend on the machine's Network:
-// a static address gets the subnet's prefix length, and resolvConf follows
-// whether the network lists DNS servers.
+// a static address gets the subnet's prefix length, and resolvConf is network
+// when the network has a resolver or lists DNS servers.
 func (s *Set) defaultRefs() {
 	for _, m := range s.Machines {
 		n := s.Network(m.Network.Name)
@@ -168,7 +178,7 @@ func (s *Set) defaultRefs() {
 			m.Network.Address6 = netip.PrefixFrom(a.Addr(), n.Subnet6.Bits())
 		}
 		if m.ResolvConf == "" {
-			if len(n.DNS) > 0 {
+			if n.ResolverOn() || len(n.DNS) > 0 {
 				m.ResolvConf = ResolvConfNetwork
 			} else {
 				m.ResolvConf = ResolvConfHost

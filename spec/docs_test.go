@@ -35,6 +35,7 @@ var fieldSections = []struct {
 	{"Machine: security", "security.", reflect.TypeFor[Security]()},
 	{"Machine: root", "root.", reflect.TypeFor[Root]()},
 	{"Network", "", reflect.TypeFor[Network]()},
+	{"Network: resolver", "resolver.", reflect.TypeFor[Resolver]()},
 	{"Image", "", reflect.TypeFor[Image]()},
 	{"Image: tar", "tar.", reflect.TypeFor[TarSource]()},
 	{"Image: debootstrap", "debootstrap.", reflect.TypeFor[Debootstrap]()},

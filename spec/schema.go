@@ -76,6 +76,7 @@ var formats = map[string]map[string]any{
 	"name":    {"pattern": rundir.NamePattern, "maxLength": rundir.MaxNameLen},
 	"abspath": {"pattern": "^/"},
 	"ifname":  {"pattern": `^[^/:\s]+$`, "maxLength": maxInterfaceNameLen},
+	"domain":  {"pattern": domainPattern, "maxLength": maxDomainLen},
 }
 
 var (

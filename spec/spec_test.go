@@ -250,13 +250,15 @@ func TestDefaults(t *testing.T) {
 		{"tmpfs mode", mm.Mounts[1].Mode, FileMode(0o755)},
 		{"privateUsers", mm.PrivateUsers, PrivateUsersPick},
 		{"root", mm.Root, Root{Strategy: RootAuto, OnImageChange: ImageChangeKeep}},
-		{"resolvConf", mm.ResolvConf, ResolvConfHost},
+		{"resolvConf", mm.ResolvConf, ResolvConfNetwork},
 		{"app boot", set.Machine("app").Boot, false},
 		{"app network", set.Machine("app").Network.Name, NetworkNone},
 		{"app resolvConf", set.Machine("app").ResolvConf, ResolvConfOff},
 		{"bridge", set.Network("lan").Bridge, "br-lan"},
 		{"gateway", set.Network("lan").Gateway.String(), "10.87.0.1"},
 		{"nat", set.Network("lan").Masquerade(), true},
+		{"resolver", set.Network("lan").ResolverOn(), true},
+		{"resolver domain", set.Network("lan").Resolver.Domain, DefaultDomain},
 		{"long bridge", len(set.Network("a-network-with-a-long-name").Bridge) <= 15, true},
 		{"gateway6", set.Network("a-network-with-a-long-name").Gateway6.String(), "fd99::1"},
 		{"mirror", set.Image("deb").Debootstrap.Mirror, DefaultMirror},
@@ -280,7 +282,7 @@ func TestDefaults(t *testing.T) {
 	}
 	byHand.Networks[0].Subnet = set.Network("lan").Subnet
 	byHand.Default()
-	if byHand.Machines[0].ResolvConf != ResolvConfHost || byHand.Networks[0].Bridge != "br-lan" {
+	if byHand.Machines[0].ResolvConf != ResolvConfNetwork || byHand.Networks[0].Bridge != "br-lan" {
 		t.Errorf("Set.Default: %+v %+v", byHand.Machines[0], byHand.Networks[0])
 	}
 }

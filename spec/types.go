@@ -54,7 +54,7 @@ type Machine struct {
 	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: pick (true, the default) gives the machine a private range of 65536 UIDs and GIDs, like systemd-nspawn -U: root in the machine is an unprivileged user on the host, and its root is idmapped (never chowned). A number pins the range's first UID (a multiple of 65536). false: the machine's root is the host's root, like systemd-nspawn without -U."`
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
-	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's dns servers), host (a copy of the host's). Default: network when the Network lists dns servers, host for other Networks and for host networking, off for none."`
+	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
 }
 
 // State is a machine's desired state.
@@ -255,8 +255,25 @@ type Network struct {
 	Subnet6  netip.Prefix `json:"subnet6,omitzero" doc:"Optional IPv6 subnet, e.g. fd87::/64."`
 	Gateway6 netip.Addr   `json:"gateway6,omitzero" doc:"The bridge's IPv6 address. Default: the first host of subnet6."`
 	NAT      *bool        `json:"nat,omitempty" doc:"Masquerade the machines' traffic to the outside. Default true."`
-	DNS      []netip.Addr `json:"dns,omitempty" doc:"DNS servers written to the machines' /etc/resolv.conf (see the machine's resolvConf)."`
+	DNS      []netip.Addr `json:"dns,omitempty" doc:"Upstream DNS servers: where the network's resolver forwards the names it does not know (default: the host's resolvers), or, with the resolver off, the servers written to the machines' /etc/resolv.conf (see the machine's resolvConf)."`
+	Resolver *Resolver    `json:"resolver,omitempty" doc:"berth's DNS server on the gateway address, which answers for the network's machines by name. Default: on, domain berth."`
 }
+
+// Resolver is berth's DNS server on a network's gateway: it answers A, AAAA
+// and PTR queries for the machines attached to the network (NAME and
+// NAME.DOMAIN) and forwards every other query.
+type Resolver struct {
+	Enabled *bool  `json:"enabled,omitempty" doc:"Run the resolver. Default true; false leaves the machines with the dns servers (or the host's)."`
+	Domain  string `json:"domain,omitempty" doc:"The domain of the machines' names: web is also web.DOMAIN, and the machines' resolv.conf searches it. Lowercase DNS labels joined by dots. Default berth." format:"domain"`
+}
+
+// ResolverOn reports whether the network runs berth's resolver (the default).
+func (n *Network) ResolverOn() bool {
+	return n.Resolver == nil || n.Resolver.Enabled == nil || *n.Resolver.Enabled
+}
+
+// DefaultDomain is the domain of the machines' names when a network names none.
+const DefaultDomain = "berth"
 
 // Masquerade reports whether NAT is on (the default when NAT is unset).
 func (n *Network) Masquerade() bool { return n.NAT == nil || *n.NAT }

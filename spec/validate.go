@@ -412,6 +412,45 @@ func validateNetwork(d *doc, n *Network) {
 	if checkSubnet(d, "subnet6", n.Subnet6, 6) && n.Gateway6.IsValid() {
 		checkHostAddr(d, "gateway6", n.Gateway6, n.Subnet6, "subnet6")
 	}
+	if n.Resolver != nil && d.has("resolver.domain") {
+		if msg := checkDomain(n.Resolver.Domain); msg != "" {
+			d.errorf("resolver.domain", "%s", msg)
+		}
+	}
+}
+
+// The machines' domain on a network: lowercase DNS labels joined by dots,
+// at most 253 characters in all (RFC 1035), no trailing dot.
+const (
+	domainPattern = `^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`
+	maxDomainLen  = 253
+)
+
+var domainRE = regexp.MustCompile(domainPattern)
+
+// checkDomain says what is wrong with a network's resolver domain, or "".
+// The reverse-lookup trees (arpa) are the resolver's own, and local is
+// multicast DNS's (RFC 6762): a name there would never reach the resolver
+// on a host that runs an mDNS responder.
+func checkDomain(s string) string {
+	last := s[strings.LastIndexByte(s, '.')+1:]
+	switch {
+	case s == "":
+		return "is empty; leave it out for the default " + DefaultDomain
+	case len(s) > maxDomainLen:
+		return fmt.Sprintf("%q is %d characters long: at most %d are allowed", s, len(s), maxDomainLen)
+	case !domainRE.MatchString(s):
+		msg := fmt.Sprintf("%q is not a domain: use lowercase DNS labels (letters, digits, '-') joined by dots, without a trailing dot", s)
+		if l := strings.TrimSuffix(strings.ToLower(s), "."); domainRE.MatchString(l) {
+			msg += fmt.Sprintf("; did you mean %q?", l)
+		}
+		return msg
+	case slices.ContainsFunc(strings.Split(s, "."), func(l string) bool { return len(l) > 63 }):
+		return fmt.Sprintf("%q has a label longer than 63 characters", s)
+	case last == "arpa" || last == "local":
+		return fmt.Sprintf("%q is in .%s, which is not for machine names; choose another domain, e.g. %s", s, last, DefaultDomain)
+	}
+	return ""
 }
 
 // checkSubnet reports a subnet (subnet: IPv4, subnet6: IPv6) that is not in CIDR

@@ -53,6 +53,7 @@ func stageHooks(ctx context.Context, cfg container.Config) (container.Hooks, err
 	h.Network = networkHook(cfg, w)
 	if w.Attachment != nil {
 		loopbackProxyHooks(&h, w.Forwards)
+		nameRecordHooks(&h, cfg, w)
 	}
 	if w.Driver == DriverSystemd {
 		if err := systemdHooks(ctx, &h, cfg, w.Attachment, slog.Default()); err != nil {
@@ -134,6 +135,43 @@ func loopbackProxyHooks(h *container.Hooks, fwds []netconf.Forward) {
 		}
 		if nh != nil {
 			_ = nh.Close()
+		}
+		if stopped != nil {
+			stopped(ctx, st)
+		}
+	}
+}
+
+// nameRecordHooks keep the machine's name record in its network's runtime
+// directory (RUN/networks/NET/names/MACHINE) while the machine runs: written
+// once the network hook has attached it, at every boot, and removed when
+// the machine stops. The network's resolver answers from these records, so
+// names follow machines with or without berthd.
+func nameRecordHooks(h *container.Hooks, cfg container.Config, w *Wiring) {
+	if w.Network == "" {
+		return
+	}
+	dir := rundir.ForNetwork(rundir.Dir(cfg.RuntimeDir).RuntimeRoot(), w.Network).Names()
+	att := *w.Attachment
+	network := h.Network
+	h.Network = func(ctx context.Context, pid int) error {
+		if err := network(ctx, pid); err != nil {
+			return err
+		}
+		rec, err := att.Record(os.Getpid())
+		if err == nil {
+			err = netconf.WriteNameRecord(dir, rec)
+		}
+		if err != nil {
+			// The machine runs without its name rather than not at all.
+			slog.WarnContext(ctx, "the machine's name is not published to its network's resolver", "machine", cfg.Name, "err", err)
+		}
+		return nil
+	}
+	stopped := h.Stopped
+	h.Stopped = func(ctx context.Context, st container.ExitStatus) {
+		if err := netconf.RemoveNameRecord(dir, cfg.Name, os.Getpid()); err != nil {
+			slog.WarnContext(ctx, "remove the machine's name record", "machine", cfg.Name, "err", err)
 		}
 		if stopped != nil {
 			stopped(ctx, st)

@@ -229,3 +229,52 @@ func (s *Systemd) ScopeState(ctx context.Context, unit string) (string, error) {
 	st, _ := v.(string)
 	return st, nil
 }
+
+// HelperScope is the transient scope of one of berth's helper processes that
+// must outlive berthd.service (a network's DNS resolver): a scope of its own
+// in system.slice, so restarting or stopping berthd.service leaves it alone.
+type HelperScope struct {
+	Unit        string // e.g. berth-dns-lan.scope (HelperScopeName)
+	Description string
+	PID         int
+}
+
+// HelperScopeName is the scope unit of a helper: berth-KIND-NAME.scope with
+// NAME escaped.
+func HelperScopeName(kind, name string) string {
+	return "berth-" + kind + "-" + EscapeUnitName(name) + ".scope"
+}
+
+// HelperScopeProperties returns the properties of a helper's scope; pure,
+// table-tested. The helper stops on SIGTERM (systemctl stop), and a failed or
+// finished scope is collected at once so it never blocks the name.
+func HelperScopeProperties(sc HelperScope) ([]sddbus.Property, error) {
+	if sc.Unit == "" || sc.PID <= 0 {
+		return nil, fmt.Errorf("helper scope %q: needs a unit name and a process (PID %d)", sc.Unit, sc.PID)
+	}
+	return []sddbus.Property{
+		prop("PIDs", []uint32{uint32(sc.PID)}),
+		prop("Slice", "system.slice"),
+		prop("Description", sc.Description),
+		prop("CollectMode", "inactive-or-failed"),
+		prop("After", []string{"network.target"}),
+	}, nil
+}
+
+// StartHelperScope moves the helper process into its own transient scope
+// (systemd-run --scope --unit=UNIT --slice=system.slice) and waits until
+// systemd has started it. A scope of that name left from an earlier helper
+// that is gone is an error from systemd: the caller stops it first.
+func (s *Systemd) StartHelperScope(ctx context.Context, sc HelperScope) error {
+	props, err := HelperScopeProperties(sc)
+	if err != nil {
+		return err
+	}
+	if err := s.startTransient(ctx, sc.Unit, props); err != nil {
+		if isBusError(err, errUnitExists) {
+			return fmt.Errorf("scope %s already exists (systemctl status %s)", sc.Unit, sc.Unit)
+		}
+		return fmt.Errorf("start scope %s: %w", sc.Unit, err)
+	}
+	return nil
+}

@@ -135,6 +135,29 @@ func TestScopeProperties(t *testing.T) {
 	}
 }
 
+// A helper's scope (a network's resolver) is its own, in system.slice, not
+// berthd.service's: restarting berthd leaves it.
+func TestHelperScopeProperties(t *testing.T) {
+	if got := HelperScopeName("dns", "lan-1"); got != `berth-dns-lan\x2d1.scope` {
+		t.Errorf("HelperScopeName = %s", got)
+	}
+	ps, err := HelperScopeProperties(HelperScope{Unit: "berth-dns-lan.scope", Description: "d", PID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := propMap(ps)
+	for k, v := range map[string]any{"PIDs": []uint32{42}, "Slice": "system.slice", "Description": "d", "CollectMode": "inactive-or-failed"} {
+		if !reflect.DeepEqual(got[k], v) {
+			t.Errorf("%s = %#v, want %#v", k, got[k], v)
+		}
+	}
+	for _, bad := range []HelperScope{{PID: 1}, {Unit: "x.scope"}} {
+		if _, err := HelperScopeProperties(bad); err == nil {
+			t.Errorf("HelperScopeProperties(%+v) succeeded", bad)
+		}
+	}
+}
+
 func TestUnitFilesGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name string

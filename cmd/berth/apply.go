@@ -20,7 +20,10 @@ func newPlanCmd() *cobra.Command {
 		Use:     "plan [PATH]",
 		Aliases: []string{"diff"},
 		Short:   "Show what apply would do; exit 0 with no changes, 2 with changes, 1 on errors",
-		Args:    cobra.MaximumNArgs(1),
+		Example: `  berth plan machines/
+  berth plan --prune -o json machines/
+  berth plan                # all sources, as berthd would`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
 			req := api.PlanRequest{Prune: prune}
 			if len(args) == 1 {
@@ -58,6 +61,9 @@ apply (plan/apply, as in a CI pipeline); directories listed in berthd.yaml are
 watched instead and apply on their own. Without PATH, apply reconciles every
 source now. --forget PATH drops what was applied from PATH: its machines are no
 longer declared and stop (their roots stay unless --prune).`,
+		Example: `  berth apply machines/
+  berth apply --forget machines/
+  berth apply               # reconcile every source now`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
 			req := api.ApplyRequest{Prune: prune, Forget: forget}
@@ -108,7 +114,10 @@ func newEventsCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "events",
 		Short: "Show the event log (machines started, stopped, failed, drift fixed …); -f follows it",
-		Args:  cobra.NoArgs,
+		Example: `  berth events
+  berth events -f -M web
+  berth events -o json`,
+		Args: cobra.NoArgs,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

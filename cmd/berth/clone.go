@@ -21,7 +21,7 @@ and the image layer is shared; a btrfs root is snapshotted. Declare DST (a Machi
 definition with name DST) to run it; berth keeps the cloned root.`,
 		Example:           `  berth clone web web-staging`,
 		Args:              cobra.ExactArgs(2),
-		ValidArgsFunction: completeMachines,
+		ValidArgsFunction: completeMachine,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r *rootfs.Root
 			var took time.Duration

@@ -103,6 +103,36 @@ func completeMachines(cmd *cobra.Command, _ []string, _ string) ([]string, cobra
 	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
+// completeMachine completes the one machine name of a verb (berth logs
+// NAME, berth shell NAME COMMAND): nothing after it.
+func completeMachine(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return completeMachines(cmd, args, toComplete)
+}
+
+// completeImages completes image names for the shell (berth image remove
+// NAME…, berth image export NAME FILE: only NAME).
+func completeImages(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 && cmd.Name() == "export" {
+		return nil, cobra.ShellCompDirectiveDefault // FILE
+	}
+	s, err := openStore()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	for _, img := range imgs {
+		names = append(names, img.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
 // withAPI is the RunE of a verb that works through berth's API: run gets
 // berthd's, or a manager's in this process (see connect).
 func withAPI(run func(cmd *cobra.Command, ctl api.API, args []string) error) func(*cobra.Command, []string) error {

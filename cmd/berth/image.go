@@ -89,6 +89,7 @@ registry, an OCI layout or a docker archive (pulled as berth image pull does) â€
 or only those named.`,
 		Example: `  berth image build -f images/debian.yaml
   berth image build -f examples/ debian-12`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if file == "" {
 				// A usage error: exit code 2 means "changes pending" (plan).
@@ -142,9 +143,11 @@ func buildImage(cmd *cobra.Command, img *spec.Image, force bool) error {
 	if !force {
 		if s, err := openStore(); err == nil {
 			if have, err := s.Image(img.Name); err == nil && have.SpecHash == img.Hash() {
-				fmt.Fprintf(cmd.OutOrStdout(), "image %s is up to date (built from this definition %s); --force builds it again\n",
-					img.Name, have.Created.Local().Format("2006-01-02 15:04"))
-				return nil
+				return outputOf(cmd).print(have, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "image %s is up to date (built from this definition %s); --force builds it again\n",
+						img.Name, have.Created.Local().Format("2006-01-02 15:04"))
+					return err
+				})
 			}
 		}
 	}
@@ -204,6 +207,8 @@ reference, a tree's directory, archive or debootstrap suite), their disk usage
 (an OCI image's layers, each once), the part of it in layers that other images
 share, their number of layers (an OCI image's), when they were made and the
 machines made from them. -o json has everything, an OCI image's layers too.`,
+		Example: `  berth image list
+  berth image list -o json`,
 		Args: cobra.NoArgs,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
 			imgs, err := s.Images()
@@ -240,19 +245,34 @@ func imageRow(i rootfs.Image) []string {
 
 func newImageRemoveCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "remove NAME...",
-		Aliases: []string{"rm"},
-		Short:   "Remove images (refused while a machine was made from one)",
-		Args:    cobra.MinimumNArgs(1),
+		Use:               "remove NAME...",
+		Aliases:           []string{"rm"},
+		Short:             "Remove images (refused while a machine was made from one)",
+		Example:           `  berth image remove debian-12 old`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: completeImages,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
-			return forEach(cmd, args, func(name string) error {
+			o := outputOf(cmd)
+			type removedImage struct {
+				Image string `json:"image"`
+				Freed int64  `json:"freed"`
+			}
+			var done []removedImage
+			err := forEach(cmd, args, func(name string) error {
 				freed, err := s.RemoveImage(name)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed image %s (freed %s)\n", name, humanBytes(freed))
+				done = append(done, removedImage{name, freed})
+				if !o.json {
+					fmt.Fprintf(o.w, "removed image %s (freed %s)\n", name, humanBytes(freed))
+				}
 				return nil
 			})
+			if o.json {
+				_ = o.print(done, nil)
+			}
+			return err
 		}),
 	}
 }
@@ -261,7 +281,9 @@ func newImagePruneCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "prune",
 		Short: "Remove image content and layers that no name and no machine uses",
-		Args:  cobra.NoArgs,
+		Example: `  berth image prune
+  berth image prune -o json`,
+		Args: cobra.NoArgs,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
 			res, err := s.Prune()
 			if err != nil {

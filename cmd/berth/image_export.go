@@ -38,7 +38,8 @@ files, and an image pulled from berth's layout exports to the same again.`,
   berth image export alpine --format oci /srv/oci/alpine
   berth image export alpine oci:/srv/oci:alpine-3.20
   skopeo inspect oci:/srv/oci:alpine-3.20`,
-		Args: cobra.ExactArgs(2),
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeImages,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, target := args[0], args[1]
 			if rest, ok := strings.CutPrefix(target, "oci:"); ok {

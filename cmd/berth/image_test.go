@@ -78,11 +78,21 @@ func TestImageVerbs(t *testing.T) {
 	if code, out, _ = run(t, st, "remove", "--delete-data=false", "m2"); code != 0 || !strings.Contains(out, "is kept; add --delete-data") {
 		t.Errorf("remove without --delete-data: %d %q", code, out)
 	}
+	var kept []removed
+	if code, out, _ = run(t, st, "-o", "json", "remove", "m2"); code != 0 || json.Unmarshal([]byte(out), &kept) != nil ||
+		len(kept) != 1 || kept[0].Machine != "m2" || kept[0].Deleted || kept[0].Size <= 0 {
+		t.Errorf("remove -o json without --delete-data: %d %q", code, out)
+	}
 	if code, out, errs = run(t, st, "remove", "--delete-data", "m1", "m2"); code != 0 || strings.Count(out, "deleted its root (freed") != 2 {
 		t.Errorf("remove --delete-data: %d %q %q", code, out, errs)
 	}
-	if code, out, _ = run(t, st, "image", "remove", "tiny", "again"); code != 0 || !strings.Contains(out, "removed image again") {
-		t.Errorf("remove images: %d %q", code, out)
+	var gone []struct {
+		Image string
+		Freed int64
+	}
+	if code, out, _ = run(t, st, "-o", "json", "image", "remove", "tiny", "again"); code != 0 || json.Unmarshal([]byte(out), &gone) != nil ||
+		len(gone) != 2 || gone[0].Image != "tiny" || gone[1].Image != "again" {
+		t.Errorf("image remove -o json: %d %q", code, out)
 	}
 	if code, out, _ = run(t, st, "-o", "table", "image", "prune"); code != 0 || !strings.Contains(out, "freed") {
 		t.Errorf("prune: %d %q", code, out)

@@ -37,6 +37,9 @@ service is enabled with the same links systemctl enable makes.
 
 --dry-run prints every file and action instead. berth uninstall removes exactly
 what install wrote; configuration and machine data stay.`,
+		Example: `  berth install --dry-run
+  berth install
+  berth install --root /srv/image --prefix /usr`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := planInstall(prefix, root)
@@ -66,6 +69,8 @@ removes the files berth install recorded in /etc/berth/install.manifest: the
 binaries, the unit file and its enablement links. /etc/berth (configuration,
 definitions) and /var/lib/berth (machine roots, images) are kept. Machines that
 are running keep running, in their own scopes; stop them first if they should not.`,
+		Example: `  berth uninstall --dry-run
+  berth uninstall`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runUninstall(cmd.OutOrStdout(), root, dryRun)

@@ -16,7 +16,9 @@ func newListCmd() *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List machines: declared, running, or with a root",
-		Args:    cobra.NoArgs,
+		Example: `  berth list
+  berth list -o json`,
+		Args: cobra.NoArgs,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
 			list, err := ctl.List(cmd.Context())
 			if err != nil {
@@ -39,7 +41,11 @@ func newStatusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status [NAME]",
 		Short: "Show a machine's state, addresses, limits, usage, console and events; without NAME, berthd's",
-		Args:  cobra.MaximumNArgs(1),
+		Example: `  berth status web
+  berth status web -o json
+  berth status              # berthd: its sources, definition errors`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeMachine,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {
 			if len(args) == 0 {
 				d, err := ctl.Daemon(cmd.Context())
@@ -59,21 +65,23 @@ func newStatusCmd() *cobra.Command {
 
 // lifecycleVerbs are the verbs that change machines' states by name, as
 // machinectl's do.
-var lifecycleVerbs = []struct{ use, short, verb string }{
-	{"start NAME...", "Start machines (lifts a hold)", "start"},
-	{"stop NAME...", "Power machines off cleanly and hold them stopped until berth start or release", "stop"},
-	{"poweroff NAME...", "Same as stop", "poweroff"},
-	{"reboot NAME...", "Reboot machines (SIGINT to the guest init)", "reboot"},
-	{"terminate NAME...", "Stop machines at once (SIGKILL) and hold them stopped", "terminate"},
-	{"release NAME...", "Lift a hold: the definitions rule the machine again", "release"},
-	{"recreate NAME...", "Make a machine's root anew from its image (its data is lost) and start it", "recreate"},
+var lifecycleVerbs = []struct{ use, short, verb, example string }{
+	{"start NAME...", "Start machines (lifts a hold)", "start", "  berth start web db"},
+	{"stop NAME...", "Power machines off cleanly and hold them stopped until berth start or release", "stop", "  berth stop web"},
+	{"poweroff NAME...", "Same as stop", "poweroff", "  berth poweroff web"},
+	{"reboot NAME...", "Reboot machines (SIGINT to the guest init)", "reboot", "  berth reboot web"},
+	{"terminate NAME...", "Stop machines at once (SIGKILL) and hold them stopped", "terminate", "  berth terminate web"},
+	{"release NAME...", "Lift a hold: the definitions rule the machine again", "release", "  berth release web"},
+	{"recreate NAME...", "Make a machine's root anew from its image (its data is lost) and start it", "recreate", "  berth recreate --yes web"},
 }
 
 // newLifecycleCmds makes the command of each of lifecycleVerbs.
 func newLifecycleCmds() []*cobra.Command {
 	var cmds []*cobra.Command
 	for _, v := range lifecycleVerbs {
-		cmds = append(cmds, newLifecycleCmd(v.use, v.short, v.verb))
+		c := newLifecycleCmd(v.use, v.short, v.verb)
+		c.Example = v.example
+		cmds = append(cmds, c)
 	}
 	return cmds
 }
@@ -115,8 +123,10 @@ func newLifecycleCmd(use, short, verb string) *cobra.Command {
 func newKillCmd() *cobra.Command {
 	var signal, whom string
 	c := &cobra.Command{
-		Use:               "kill NAME...",
-		Short:             "Send a signal to machines (default SIGTERM to all processes, like machinectl kill)",
+		Use:   "kill NAME...",
+		Short: "Send a signal to machines (default SIGTERM to all processes, like machinectl kill)",
+		Example: `  berth kill web
+  berth kill -s SIGHUP --kill-whom leader web`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, args []string) error {

@@ -12,8 +12,10 @@ func newNetworkCmd() *cobra.Command {
 	c.AddCommand(&cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
-		Short:   "List the declared networks: bridge, subnet, machines",
-		Args:    cobra.NoArgs,
+		Short:   "List the declared networks: bridge, subnet, the machines' DNS domain, machines",
+		Example: `  berth network list
+  berth network list -o json`,
+		Args: cobra.NoArgs,
 		RunE: withAPI(func(cmd *cobra.Command, ctl api.API, _ []string) error {
 			nets, err := ctl.Networks(cmd.Context())
 			if err != nil {
@@ -26,7 +28,7 @@ func newNetworkCmd() *cobra.Command {
 }
 
 // networkHeader and networkRow are berth network list's table.
-var networkHeader = []string{"NAME", "BRIDGE", "SUBNET", "MACHINES"}
+var networkHeader = []string{"NAME", "BRIDGE", "SUBNET", "DNS", "MACHINES"}
 
 func networkRow(n api.NetworkStatus) []string {
 	subnet := n.Subnet
@@ -37,5 +39,9 @@ func networkRow(n api.NetworkStatus) []string {
 	if !n.Present {
 		bridge += " (absent)"
 	}
-	return []string{n.Name, bridge, subnet, dash(strings.Join(n.Machines, ","))}
+	dns := n.Domain
+	if dns != "" && !n.Resolver {
+		dns += " (not running)"
+	}
+	return []string{n.Name, bridge, subnet, dash(dns), dash(strings.Join(n.Machines, ","))}
 }

@@ -8,6 +8,14 @@ import (
 	"github.com/berthd/berth/rootfs"
 )
 
+// removed is what berth remove did to one machine, for -o json: its root
+// deleted, or kept and its size.
+type removed struct {
+	Machine string `json:"machine"`
+	Deleted bool   `json:"deleted"`
+	Size    int64  `json:"size"`
+}
+
 func newRemoveCmd() *cobra.Command {
 	var deleteData bool
 	c := &cobra.Command{
@@ -23,13 +31,18 @@ root is deleted. A running machine is refused: stop it first. remove stops nothi
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeMachines,
 		RunE: withStore(func(cmd *cobra.Command, s *rootfs.Store, args []string) error {
-			return forEach(cmd, args, func(name string) error {
+			o := outputOf(cmd)
+			var done []removed
+			err := forEach(cmd, args, func(name string) error {
 				size, err := s.RemoveRoot(name, false) // only measures
 				if err != nil {
 					return err
 				}
 				if !deleteData {
-					fmt.Fprintf(cmd.OutOrStdout(), "machine %s: its root (%s) is kept; add --delete-data to delete it\n", name, humanBytes(size))
+					done = append(done, removed{Machine: name, Size: size})
+					if !o.json {
+						fmt.Fprintf(o.w, "machine %s: its root (%s) is kept; add --delete-data to delete it\n", name, humanBytes(size))
+					}
 					return nil
 				}
 				// Through berth's API: a machine still declared is refused
@@ -42,9 +55,16 @@ root is deleted. A running machine is refused: stop it first. remove stops nothi
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed machine %s: deleted its root (freed %s)\n", name, humanBytes(size))
+				done = append(done, removed{Machine: name, Size: size, Deleted: true})
+				if !o.json {
+					fmt.Fprintf(o.w, "removed machine %s: deleted its root (freed %s)\n", name, humanBytes(size))
+				}
 				return nil
 			})
+			if o.json {
+				_ = o.print(done, nil)
+			}
+			return err
 		}),
 	}
 	c.Flags().BoolVar(&deleteData, "delete-data", false, "delete the machine's root filesystem")

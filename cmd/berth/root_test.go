@@ -92,3 +92,88 @@ func TestExecute(t *testing.T) {
 		}
 	}
 }
+
+// commands are every command of berth's tree under cmd, cmd included, but
+// cobra's help (it has no verbs of its own).
+func commands(cmd *cobra.Command) []*cobra.Command {
+	all := []*cobra.Command{cmd}
+	for _, c := range cmd.Commands() {
+		if c.Name() != "help" {
+			all = append(all, commands(c)...)
+		}
+	}
+	return all
+}
+
+// TestUnknownVerbs: a mistyped verb is an error in every command group of
+// the tree, as at the top (exit 1, "unknown command", what it may have
+// meant), never the group's help with exit 0: a script must not believe it
+// worked. New groups are held to it by the walk.
+func TestUnknownVerbs(t *testing.T) {
+	groups := 0
+	for _, g := range commands(rootCmd) {
+		if !g.HasSubCommands() {
+			continue
+		}
+		groups++
+		path := strings.Fields(g.CommandPath())[1:]
+		code, out, errs := run(t, append(path, "bogus")...)
+		if want := fmt.Sprintf("berth: unknown command %q for %q", "bogus", g.CommandPath()); code != 1 || !strings.HasPrefix(errs, want) || out != "" {
+			t.Errorf("berth %s bogus = %d\nstdout %q\nstderr %q\nwant 1, stderr starting %q", g.CommandPath(), code, out, errs, want)
+		}
+		// One letter off a verb it has: that verb is suggested.
+		for _, c := range g.Commands() {
+			if len(c.Name()) < 4 || c.Name() == "help" || c.Hidden {
+				continue
+			}
+			typo := c.Name()[:len(c.Name())-1]
+			if code, _, errs := run(t, append(path, typo)...); code != 1 || !strings.Contains(errs, "Did you mean this?\n\t"+c.Name()) {
+				t.Errorf("berth %s %s = %d, stderr %q: want %q suggested", g.CommandPath(), typo, code, errs, c.Name())
+			}
+			break
+		}
+		// The group alone: its help.
+		if len(path) > 0 {
+			if code, out, _ := run(t, path...); code != 0 || !strings.Contains(out, "Available Commands:") {
+				t.Errorf("berth %s = %d, %q: want its help", g.CommandPath(), code, out)
+			}
+		}
+	}
+	if groups < 3 {
+		t.Errorf("only %d command groups in the tree", groups)
+	}
+}
+
+// TestVerbsHelp: every verb says how to use it (an Example in --help),
+// takes only the arguments it has (a verb without any refuses one),
+// completes the machine or image it names, for every verb in the tree, new
+// ones included.
+func TestVerbsHelp(t *testing.T) {
+	// Verbs whose first argument names something new, not one to complete.
+	creates := map[string]bool{"berth image import": true}
+	for _, c := range commands(rootCmd) {
+		if !c.Runnable() || c.Hidden || c.HasSubCommands() {
+			continue // a group's own RunE only refuses unknown verbs
+		}
+		path := c.CommandPath()
+		if !strings.Contains(c.Example, path+" ") && !strings.HasSuffix(c.Example, path) {
+			t.Errorf("%s has no Example of it for --help: %q", path, c.Example)
+		}
+		if c.Args == nil {
+			t.Errorf("%s does not say which arguments it takes (Args)", path)
+			continue
+		}
+		use := strings.Fields(c.Use)
+		if len(use) == 1 && c.ValidateArgs([]string{"extra"}) == nil {
+			t.Errorf("%s takes no arguments but accepts one", path)
+		}
+		if len(use) > 1 && !creates[path] {
+			switch strings.Trim(use[1], "[].") {
+			case "NAME", "SRC":
+				if c.ValidArgsFunction == nil {
+					t.Errorf("%s takes %s but does not complete it", path, use[1])
+				}
+			}
+		}
+	}
+}

@@ -15,7 +15,8 @@ editors with the YAML language server. Save it and point your files at it:
   berth schema > berth.schema.json
 
   # yaml-language-server: $schema=berth.schema.json   (first line of a definition)`,
-		Args: cobra.NoArgs,
+		Example: `  berth schema > berth.schema.json`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := cmd.OutOrStdout().Write(spec.Schema())
 			return err

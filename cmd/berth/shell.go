@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -25,6 +22,17 @@ func machineRunDir(name string) (string, error) {
 		return "", err
 	}
 	return rundir.For(cliPaths().RuntimeDir, name).Path(), nil
+}
+
+// unknownOr is the manager's error for machine name when it knows no such
+// machine (not declared, not running, no root), or else err.
+func unknownOr(ctx context.Context, name string, err error) error {
+	if ctl, cerr := connect(ctx); cerr == nil {
+		if _, serr := ctl.Status(ctx, name); serr != nil {
+			return serr
+		}
+	}
+	return err
 }
 
 // shellFlags are berth shell's flags.
@@ -51,7 +59,7 @@ needed.`,
   berth shell web systemctl is-system-running
   echo hello | berth shell web sh -c 'cat > /tmp/x'`,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: completeMachines,
+		ValidArgsFunction: completeMachine,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			runDir, err := machineRunDir(args[0])
 			if err != nil {
@@ -63,7 +71,7 @@ needed.`,
 			}
 			code, err := enterMachine(cmd.Context(), runDir, command, sf)
 			if errors.Is(err, container.ErrNotRunning) {
-				return fmt.Errorf("machine %q is not running", args[0])
+				return unknownOr(cmd.Context(), args[0], fmt.Errorf("machine %q is not running", args[0]))
 			}
 			if err != nil {
 				return err
@@ -119,95 +127,4 @@ func enterMachine(ctx context.Context, runDir string, command []string, sf shell
 		signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
 	}
 	return container.Enter(ctx, runDir, opts)
-}
-
-func newLogsCmd() *cobra.Command {
-	var follow bool
-	var lines int
-	c := &cobra.Command{
-		Use:               "logs NAME",
-		Short:             "Print a machine's console log; -f follows it",
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: completeMachines,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			p := rundir.ConsoleLog(cliPaths().LogDir, args[0])
-			return printLog(cmd, p, lines, follow)
-		},
-	}
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what the console writes")
-	c.Flags().IntVarP(&lines, "lines", "n", 200, "how many of the last lines to print first (0: all)")
-	return c
-}
-
-// printLog prints the last lines of a console log (with its rotated .1 before
-// it when needed) and, when follow, what is appended, across rotations.
-func printLog(cmd *cobra.Command, path string, lines int, follow bool) error {
-	out := cmd.OutOrStdout()
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		if !follow {
-			return fmt.Errorf("no console log at %s (has the machine ever run?)", path)
-		}
-	} else if err != nil {
-		return err
-	}
-	if f != nil {
-		data, _ := io.ReadAll(f)
-		if lines > 0 {
-			if n := strings.Count(string(data), "\n"); n < lines {
-				if old, err := os.ReadFile(path + ".1"); err == nil {
-					data = append(old, data...)
-				}
-			}
-			data = lastLines(data, lines)
-		}
-		_, _ = out.Write(data)
-	}
-	if !follow {
-		if f != nil {
-			f.Close()
-		}
-		return nil
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	buf := make([]byte, 32<<10)
-	for {
-		if f != nil {
-			n, _ := f.Read(buf)
-			if n > 0 {
-				_, _ = out.Write(buf[:n])
-				continue
-			}
-			// Rotated? Then the path names a new, shorter file.
-			if st, err := os.Stat(path); err == nil {
-				if cur, err := f.Stat(); err == nil && !os.SameFile(st, cur) {
-					f.Close()
-					f, _ = os.Open(path)
-					continue
-				}
-			}
-		} else if nf, err := os.Open(path); err == nil {
-			f = nf
-			continue
-		}
-		select {
-		case <-sigs:
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func lastLines(data []byte, n int) []byte {
-	count := 0
-	for i := len(data) - 1; i >= 0; i-- {
-		if data[i] == '\n' && i != len(data)-1 {
-			count++
-			if count == n {
-				return data[i+1:]
-			}
-		}
-	}
-	return data
 }

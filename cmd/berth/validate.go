@@ -20,6 +20,7 @@ error with file:line:column and the field. It needs neither root nor berthd.
 Exit status: 0 when the set is valid, 1 when it is not.`,
 		Example: `  berth validate examples/
   berth validate -o json machines/web.yaml networks/`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				args = []string{"."}

@@ -253,3 +253,52 @@ func shortHash(name string) string {
 	sum := sha256.Sum256([]byte("berth-ifname\x00" + name))
 	return lowerBase32.EncodeToString(sum[:])[:hashLen]
 }
+
+// NetworksDir is the folder of the networks' runtime directories.
+const NetworksDir = "networks"
+
+// NetDir is one network's runtime directory, RUNTIME/networks/NAME: its DNS
+// resolver's files and the name records of the machines attached to it.
+type NetDir string
+
+// ForNetwork is the runtime directory of network name under berth's runtime
+// directory.
+func ForNetwork(runtimeDir, name string) NetDir {
+	return NetDir(filepath.Join(runtimeDir, NetworksDir, name))
+}
+
+// Path is the directory itself.
+func (d NetDir) Path() string { return string(d) }
+
+// Name is the network's name: the directory's.
+func (d NetDir) Name() string { return filepath.Base(string(d)) }
+
+// The files of a network's runtime directory, and who writes them.
+const (
+	namesDir      = "names"    // one record per attached machine (the machine's supervisor)
+	dnsConfigFile = "dns.json" // the resolver's configuration (machined)
+	dnsStateFile  = "dns.pid"  // the running resolver's PID and start time (the resolver)
+	dnsLockFile   = "dns.lock" // held by the running resolver for its life
+	dnsLogFile    = "dns.log"  // the resolver's own output
+)
+
+// Names is the folder of the name records, one file per machine.
+func (d NetDir) Names() string { return filepath.Join(string(d), namesDir) }
+
+// NameRecord is the record of machine's names and addresses on the network.
+func (d NetDir) NameRecord(machine string) string { return filepath.Join(d.Names(), machine) }
+
+// DNSConfig is dns.json: the configuration the resolver runs with.
+func (d NetDir) DNSConfig() string { return filepath.Join(string(d), dnsConfigFile) }
+
+// DNSState is dns.pid: the resolver's PID and start time.
+func (d NetDir) DNSState() string { return filepath.Join(string(d), dnsStateFile) }
+
+// DNSLock is dns.lock, which the running resolver holds.
+func (d NetDir) DNSLock() string { return filepath.Join(string(d), dnsLockFile) }
+
+// DNSLog is the resolver's own log.
+func (d NetDir) DNSLog() string { return filepath.Join(string(d), dnsLogFile) }
+
+// RuntimeRoot is berth's runtime directory the machine's directory is in.
+func (d Dir) RuntimeRoot() string { return filepath.Dir(filepath.Dir(string(d))) }

@@ -143,6 +143,17 @@ func TestExamplesInTestHost(t *testing.T) {
 	if out, err := h.Exec(ctx, "berth", "shell", "alpha", "ping", "-c1", "-W2", "10.87.0.12"); err != nil {
 		t.Errorf("alpha cannot reach beta over the bridge: %v\n%s", err, out)
 	}
+	// The network's resolver, in a scope of its own: alpha finds beta by name.
+	resolves := func(when string) {
+		t.Helper()
+		if out, err := h.Exec(ctx, "berth", "shell", "alpha", "getent", "hosts", "beta.berth"); err != nil || !strings.Contains(string(out), "10.87.0.12") {
+			t.Errorf("%s: alpha cannot resolve beta.berth: %v\n%s", when, err, out)
+		}
+		if out, _ := h.Exec(ctx, "systemctl", "is-active", "berth-dns-demo.scope"); strings.TrimSpace(string(out)) != "active" {
+			t.Errorf("%s: berth-dns-demo.scope is %s", when, out)
+		}
+	}
+	resolves("first apply")
 
 	// A limit changed in the definition changes the scope's property live.
 	webLeader := list()["web"].LeaderPID
@@ -172,6 +183,7 @@ func TestExamplesInTestHost(t *testing.T) {
 			t.Errorf("after systemctl restart berthd, %s is %s with leader %d (was %d)", m, l.State, l.LeaderPID, before[m].LeaderPID)
 		}
 	}
+	resolves("after systemctl restart berthd")
 
 	// Power the host off and boot it again: every machine comes back.
 	start := time.Now()
@@ -186,6 +198,7 @@ func TestExamplesInTestHost(t *testing.T) {
 	all := waitAll("after the reboot")
 	t.Logf("test host boot to all machines running: %v (host booted in %v, machines running %v later)",
 		(time.Since(start)).Round(time.Millisecond), h.BootTime.Round(time.Millisecond), all.Round(time.Millisecond))
+	resolves("after the reboot")
 	for _, m := range []string{"web", "alpha", "beta"} {
 		if got := exec("berth", "shell", m, "cat", "/root/data.txt"); !strings.Contains(got, "kept-"+m) {
 			t.Errorf("%s lost its data over the host's reboot: %q", m, got)

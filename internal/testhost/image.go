@@ -1,6 +1,7 @@
 package testhost
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/berthd/berth/internal/testenv"
@@ -21,4 +22,13 @@ var Packages = []string{
 func Image(t testing.TB) string {
 	t.Helper()
 	return testenv.Debootstrap(t, "testhost", "bookworm", Packages)
+}
+
+// ResolvedImage is Image with systemd-resolved as well (a cache of its own,
+// testhost-resolved): the host resolver berth gives its networks' DNS
+// servers to. It is apart because resolved changes the host's resolv.conf,
+// which the other tests' hosts keep as debootstrap left it.
+func ResolvedImage(t testing.TB) string {
+	t.Helper()
+	return testenv.Debootstrap(t, "testhost-resolved", "bookworm", append(slices.Clone(Packages), "systemd-resolved"))
 }

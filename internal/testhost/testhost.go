@@ -41,6 +41,8 @@ type Options struct {
 	// outer host binds them all to v1, so limits show in systemctl show but are not
 	// enforced.
 	Hybrid bool
+	// Resolved boots a host that runs systemd-resolved (ResolvedImage).
+	Resolved bool
 }
 
 // Host is one test host.
@@ -75,6 +77,9 @@ func New(t testing.TB, opt Options) *Host {
 	testenv.SkipUnlessRoot(t)
 	testenv.RequireCommand(t, "systemd-nspawn", "nsenter")
 	image := Image(t)
+	if opt.Resolved {
+		image = ResolvedImage(t)
+	}
 	if opt.Name == "" {
 		opt.Name = testenv.UniqueName("th")
 	}

@@ -96,6 +96,10 @@ type NetworkStatus struct {
 	NAT      bool     `json:"nat"`
 	Present  bool     `json:"present"`
 	Machines []string `json:"machines"`
+	// Domain is the machines' domain when the network has its resolver on;
+	// Resolver says whether that resolver runs.
+	Domain   string `json:"domain,omitempty"`
+	Resolver bool   `json:"resolver"`
 }
 
 // DaemonStatus describes berthd itself.

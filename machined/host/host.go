@@ -98,7 +98,7 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 			}
 		}
 	}
-	if rc := resolvConf(d, m); rc != nil {
+	if rc := resolvConf(d, m, m.Network.Private() && supervisor.ResolverRunning(h.paths.RuntimeDir, m.Network.Name)); rc != nil {
 		// A machine without name servers still boots: warn rather than fail.
 		logErr(ctx, "cannot write the guest's /etc/resolv.conf", m.Name, writeResolvConf(root, *rc))
 	}

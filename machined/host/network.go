@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,11 +16,13 @@ import (
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/errdefs"
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/internal/logctx"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
+	"github.com/berthd/berth/units"
 )
 
 // knownNetworks are the networks berth made on this host (name → bridge), kept
@@ -65,10 +68,56 @@ func (h *Host) EnsureNetwork(ctx context.Context, n *spec.Network) error {
 	if err := h.setKnownNetwork(n.Name, n.Bridge); err != nil {
 		return err
 	}
-	return h.withNet(func(nh *netconf.Host) error { return nh.EnsureBridge(ctx, bridgeOf(n)) })
+	if err := h.withNet(func(nh *netconf.Host) error { return nh.EnsureBridge(ctx, bridgeOf(n)) }); err != nil {
+		return err
+	}
+	rc := resolverConfig(h.paths.RuntimeDir, n)
+	if rc == nil {
+		return supervisor.StopResolver(ctx, h.paths.RuntimeDir, n.Name)
+	}
+	log := logctx.From(ctx).With("network", n.Name)
+	if err := supervisor.EnsureResolver(ctx, h.paths.RuntimeDir, *rc, h.driver); err != nil {
+		// The machines still start, without names: a resolver that cannot
+		// run (port 53 taken by another DNS server) must not keep a network
+		// that worked before from coming up. It stays drift, reported by
+		// berth plan and retried by every reconcile.
+		log.Warn("the network's DNS resolver does not run; its machines get no names", "err", err)
+		return nil
+	}
+	if h.driver == supervisor.DriverSystemd {
+		// The host finds the machines too (ping web.berth); a host without
+		// systemd-resolved needs the line docs/networking.md gives.
+		if err := h.resolvedLink(ctx, n.Bridge, rc); err != nil {
+			log.Warn("cannot give systemd-resolved the network's DNS server", "err", err)
+		}
+	}
+	return nil
+}
+
+// resolvedLink gives systemd-resolved, when it runs, the network's resolver
+// as the DNS server of its bridge, for the network's domain.
+func (h *Host) resolvedLink(ctx context.Context, bridge string, rc *netconf.ResolverConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sd, err := units.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer sd.Close()
+	if !sd.ResolvedAvailable(ctx) {
+		return nil
+	}
+	ifc, err := net.InterfaceByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", bridge, err)
+	}
+	return sd.SetLinkDNS(ctx, ifc.Index, rc.Listen, rc.Domain)
 }
 
 func (h *Host) RemoveNetwork(ctx context.Context, name string) error {
+	if err := supervisor.RemoveNetworkDir(ctx, h.paths.RuntimeDir, name); err != nil {
+		return err
+	}
 	known, _ := h.knownNetworks()
 	bridge := known[name]
 	if bridge == "" {
@@ -175,6 +224,10 @@ func (h *Host) NetworkStatus(ctx context.Context, d *spec.Set) []api.NetworkStat
 			ns.Gateway = n.Gateway.String()
 		}
 		ns.Present = present[n.Name]
+		if n.ResolverOn() {
+			ns.Domain = n.Resolver.Domain
+			ns.Resolver = supervisor.ResolverRunning(h.paths.RuntimeDir, n.Name)
+		}
 		for _, m := range d.Machines {
 			if m.Network.Name == n.Name {
 				ns.Machines = append(ns.Machines, m.Name)

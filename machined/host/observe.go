@@ -228,6 +228,12 @@ func (h *Host) observeNetworks(ctx context.Context, nh *netconf.Host, d *spec.Se
 		if err != nil {
 			on.Drift = append(on.Drift, err.Error())
 		}
+		if rc := resolverConfig(h.paths.RuntimeDir, n); rc != nil {
+			on.Drift = append(on.Drift, supervisor.ResolverDrift(h.paths.RuntimeDir, *rc)...)
+		} else if supervisor.ResolverRunning(h.paths.RuntimeDir, n.Name) {
+			on.Drift = append(on.Drift, fmt.Sprintf("the DNS resolver of network %s runs, but the network has it off", n.Name))
+		}
+		on.Correct = on.Correct && len(on.Drift) == 0
 		o.Networks[n.Name] = on
 	}
 	known, _ := h.knownNetworks()

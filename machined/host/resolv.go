@@ -2,6 +2,7 @@ package host
 
 import (
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -13,14 +14,25 @@ import (
 )
 
 // resolvConf says what the machine's /etc/resolv.conf should hold, or nil
-// when berth leaves it alone.
-func resolvConf(d *spec.Set, m *spec.Machine) *netconf.ResolvConf {
+// when berth leaves it alone. resolving says whether the network's resolver
+// runs: when it could not start, the machine gets the servers it would get
+// without it, rather than a server that does not answer.
+func resolvConf(d *spec.Set, m *spec.Machine, resolving bool) *netconf.ResolvConf {
 	switch m.ResolvConf {
 	case spec.ResolvConfNetwork:
-		// The network's servers (the host's when it names none). A guest's own
-		// file is never replaced: berth writes a missing one or its own.
+		// The network's resolver on its gateway, or the network's servers
+		// (the host's when it names none). A guest's own file is never
+		// replaced: berth writes a missing one or its own.
 		rc := &netconf.ResolvConf{Machine: m.Name}
-		if n := d.Network(m.Network.Name); n != nil {
+		n := d.Network(m.Network.Name)
+		switch {
+		case n == nil:
+		case n.ResolverOn() && n.Gateway.IsValid() && resolving:
+			rc.Servers, rc.Search, rc.Source = []netip.Addr{n.Gateway}, []string{n.Resolver.Domain}, "the network's resolver"
+			if n.Gateway6.IsValid() && n.Subnet6.IsValid() {
+				rc.Servers = append(rc.Servers, n.Gateway6)
+			}
+		default:
 			rc.Servers = n.DNS
 		}
 		return rc

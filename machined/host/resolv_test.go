@@ -1,6 +1,7 @@
 package host
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
+	"github.com/berthd/berth/spec"
 )
 
 // writeResolvConf on an overlay root (not mounted on the host) decides from the
@@ -53,5 +55,65 @@ func TestWriteResolvConfOverlay(t *testing.T) {
 				t.Errorf("the image was changed: %q", got)
 			}
 		})
+	}
+}
+
+// resolvConf points a machine on a network with a resolver at its gateway
+// and domain, and otherwise at the network's servers or the host's.
+func TestResolvConfFor(t *testing.T) {
+	set, err := spec.Parse("x.yaml", []byte(`apiVersion: berth/v1
+kind: Network
+name: lan
+subnet: 10.87.0.0/24
+subnet6: fd87::/64
+resolver: {domain: lab}
+---
+apiVersion: berth/v1
+kind: Network
+name: quiet
+subnet: 10.88.0.0/24
+dns: [9.9.9.9]
+resolver: {enabled: false}
+---
+apiVersion: berth/v1
+kind: Machine
+name: a
+image: i
+network: lan
+---
+apiVersion: berth/v1
+kind: Machine
+name: b
+image: i
+network: quiet
+---
+apiVersion: berth/v1
+kind: Machine
+name: c
+image: i
+network: lan
+resolvConf: host
+---
+apiVersion: berth/v1
+kind: Image
+name: i
+directory: /srv/i
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"a": "[10.87.0.1 fd87::1] [lab] the network's resolver",
+		"b": "[9.9.9.9] [] ",
+		"c": "[] [] ",
+	} {
+		rc := resolvConf(set, set.Machine(name), true)
+		if got := fmt.Sprint(rc.Servers, " ", rc.Search, " ", rc.Source); got != want {
+			t.Errorf("machine %s: %s, want %s", name, got, want)
+		}
+	}
+	// A resolver that could not start: the host's servers, not a silent gateway.
+	if rc := resolvConf(set, set.Machine("a"), false); len(rc.Servers) != 0 || len(rc.Search) != 0 {
+		t.Errorf("machine a without its resolver: %+v", rc)
 	}
 }

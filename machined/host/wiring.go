@@ -91,6 +91,27 @@ func bridgeOf(n *spec.Network) netconf.Bridge {
 	return b
 }
 
+// resolverConfig is what the network's DNS resolver runs with, or nil when
+// the network has it off (or has no gateway to answer on).
+func resolverConfig(runtimeDir string, n *spec.Network) *netconf.ResolverConfig {
+	if !n.ResolverOn() || !n.Gateway.IsValid() {
+		return nil
+	}
+	c := &netconf.ResolverConfig{Network: n.Name, Domain: n.Resolver.Domain,
+		Listen: []netip.Addr{n.Gateway}, Subnets: []netip.Prefix{n.Subnet},
+		NamesDir: rundir.ForNetwork(runtimeDir, n.Name).Names()}
+	if n.Gateway6.IsValid() && n.Subnet6.IsValid() {
+		c.Listen = append(c.Listen, n.Gateway6)
+		c.Subnets = append(c.Subnets, n.Subnet6)
+	}
+	for _, a := range n.DNS {
+		if !slices.Contains(c.Listen, a) { // never forward to itself
+			c.Upstreams = append(c.Upstreams, a)
+		}
+	}
+	return c
+}
+
 // ruleset is the whole nftables ruleset the definitions need, given which
 // machines run and their attachments: the networks, the port forwards of the
 // running machines, and an anti-spoofing guard on the port of every running

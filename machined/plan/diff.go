@@ -30,6 +30,10 @@ func diffMachine(old, new *spec.Machine) machineDiff {
 	d.later = append(diffJSON("restart", old.Restart, new.Restart),
 		diffJSON("stopTimeout", old.StopTimeout, new.StopTimeout)...)
 	d.later = append(d.later, diffJSON("root.onImageChange", old.Root.OnImageChange, new.Root.OnImageChange)...)
+	// resolv.conf is written before the guest boots; a running guest keeps what
+	// it has until its next start (and an upgrade that changes the default,
+	// such as the network's resolver, restarts nothing).
+	d.later = append(d.later, diffJSON("resolvConf", old.ResolvConf, new.ResolvConf)...)
 	d.restart = diffJSON("", restartRelevant(old), restartRelevant(new))
 	return d
 }
@@ -47,6 +51,7 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	c.Restart = spec.Restart{}
 	c.StopTimeout = 0
 	c.Root.OnImageChange = ""
+	c.ResolvConf = ""
 	return c
 }
 
@@ -59,7 +64,7 @@ func LiveUpdated(old, m *spec.Machine) spec.Machine {
 	}
 	r := restartRelevant(old)
 	r.Resources, r.Network.Ports, r.Network.AntiSpoofing = m.Resources, m.Network.Ports, m.Network.AntiSpoofing
-	r.Restart, r.StopTimeout, r.Root.OnImageChange = m.Restart, m.StopTimeout, m.Root.OnImageChange
+	r.Restart, r.StopTimeout, r.Root.OnImageChange, r.ResolvConf = m.Restart, m.StopTimeout, m.Root.OnImageChange, m.ResolvConf
 	r.Source, r.State, r.Image = m.Source, m.State, old.Image
 	return r
 }

@@ -147,7 +147,7 @@ func (b *planner) networks() {
 		case !ok || !on.Present:
 			b.add(api.Action{Op: api.OpCreate, Kind: api.KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s with %s", n.Bridge, n.Gateway)})
 		case !on.Correct:
-			b.add(api.Action{Op: api.OpRepair, Kind: api.KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s is not as declared", n.Bridge), Changes: on.Drift})
+			b.add(api.Action{Op: api.OpRepair, Kind: api.KindNetwork, Name: n.Name, Reason: fmt.Sprintf("bridge %s or its DNS resolver is not as declared", n.Bridge), Changes: on.Drift})
 		}
 	}
 }
