@@ -2,7 +2,6 @@ package testhost
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,22 +29,7 @@ func TestBindInTestHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(h.Dir, "etc/berth/machines/bind.yaml"), []byte(def), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for _, m := range []string{"bu", "bh"} {
-		for {
-			out, _ := h.Exec(ctx, "berth", "status", m, "-o", "json")
-			var st struct {
-				State string `json:"state"`
-			}
-			if json.Unmarshal(out, &st) == nil && st.State == "running" {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s is not running:\n%s\n%s", m, out, exec("journalctl", "-u", "berthd", "--no-pager", "-n", "30"))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	waitRunning(ctx, t, h, 90*time.Second, "bu", "bh")
 	exec("sh", "-c", "mkdir -p /srv/share && echo from-the-host > /srv/share/f && chown 1000:1000 /srv/share/f")
 	in := func(m, script string) (string, error) {
 		out, err := h.Exec(ctx, "berth", "shell", m, "/bin/sh", "-c", script)
@@ -90,7 +74,7 @@ func TestBindInTestHost(t *testing.T) {
 	}
 
 	exec("berth", "stop", "bu", "bh")
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mi := exec("findmnt", "-rn", "-o", "TARGET")
 		ls, _ := h.Exec(ctx, "ls", "/run/systemd/nspawn/propagate")
