@@ -70,6 +70,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newBootCmd(), newShellCmd(), newConsoleCmd(), newLoginCmd(), newLogsCmd())
 	root.AddCommand(newCopyCmds()...)
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
+	root.AddCommand(newBindCmd())
 	// cobra adds its completion verbs when it first runs: now, so that they
 	// are held to the same rules as the others.
 	root.InitDefaultCompletionCmd()
