@@ -71,6 +71,9 @@ type supervisor struct {
 	// request (kill): PID 1 dying of one of them was killed, not crashed.
 	requested uint64
 	killTimer *time.Timer
+	// endStatus is set when the supervisor itself ended the payload (endFor):
+	// how its exit is recorded.
+	endStatus *ExitStatus
 
 	done    chan struct{} // closed when the exit status is known
 	closing chan struct{} // closed when the supervisor is about to return
@@ -483,7 +486,9 @@ func (s *supervisor) bootLoop(ctx context.Context, cg *cgroupSetup, readyCh <-ch
 			s.killPayload(path)
 			return ExitStatus{}, err
 		}
+		stopWatchers := s.startWatchers(path)
 		ws := s.waitPayload(ctx, exitCh, readyCh, sigs, path)
+		stopWatchers()
 		s.log.Debug("payload exited", "status", ws.String())
 		s.killPayload(path)
 		if s.console != nil {
