@@ -138,3 +138,19 @@ func TestHealthCheckKills(t *testing.T) {
 		t.Fatalf("exit %+v, %v", ex, err)
 	}
 }
+
+// TestHealthCheckBooted: a booted guest (busybox's init) has health checks
+// too.
+func TestHealthCheckBooted(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	cfg := newConfig(t, "bbhealth")
+	cfg.Boot = true
+	cfg.Root = container.Root{Dir: testenv.BusyboxGuest(t), ReadOnly: true}
+	cfg.HealthCheck = &container.HealthCheck{Command: []string{"cat", "/proc/1/comm"},
+		Interval: 100 * time.Millisecond, Timeout: time.Second, Retries: 1}
+	m := start(t, cfg)
+	st := m.WaitState(t, "healthy", func(st container.State) bool { return st.Health != nil && st.Health.Status == container.HealthHealthy })
+	if st.Init != "busybox" || st.Health.LastOutput != "init" {
+		t.Errorf("init %q, health %+v", st.Init, *st.Health)
+	}
+}
