@@ -1,7 +1,6 @@
 package container_test
 
 import (
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -12,21 +11,8 @@ import (
 )
 
 func init() {
-	// notify runs inside a machine and sends each argument as one datagram
-	// to $NOTIFY_SOCKET, as systemd-notify does (busybox has none).
-	container.RegisterStage("notify", func() {
-		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
-		if err != nil {
-			os.Stderr.WriteString("notify: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		for _, m := range os.Args[1:] {
-			if _, err := c.Write([]byte(m)); err != nil {
-				os.Exit(1)
-			}
-		}
-		os.Exit(0)
-	})
+	// notify runs inside a machine: a systemd-notify for busybox guests.
+	container.RegisterStage("notify", testenv.SendNotify)
 }
 
 // appConfig is a busybox application machine running script, with the test

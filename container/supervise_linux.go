@@ -440,6 +440,14 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 			return nil, fmt.Errorf("notify socket: %w", err)
 		}
 	}
+	if s.cfg.Readiness == ReadinessNotify && s.cfg.User != nil && s.cfg.User.UID != 0 {
+		// An application that runs as another user sends READY=1 too
+		// (connect(2) needs write permission); whatever it sends is only
+		// about this machine.
+		if err := os.Chmod(rundir.Dir(dir).NotifySocket(), 0o666); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+	}
 	readyCh := make(chan struct{}, 4)
 	go s.readNotify(notify, readyCh)
 

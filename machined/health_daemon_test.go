@@ -3,7 +3,6 @@ package machined_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -15,21 +14,8 @@ import (
 )
 
 func init() {
-	// test-notify runs inside a machine and sends each argument as one
-	// datagram to $NOTIFY_SOCKET, as systemd-notify does (busybox has none).
-	container.RegisterStage("test-notify", func() {
-		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "notify:", err)
-			os.Exit(1)
-		}
-		for _, m := range os.Args[1:] {
-			if _, err := c.Write([]byte(m)); err != nil {
-				os.Exit(1)
-			}
-		}
-		os.Exit(0)
-	})
+	// test-notify runs inside a machine: a systemd-notify for busybox guests.
+	container.RegisterStage("test-notify", testenv.SendNotify)
 }
 
 // appMachine is a busybox application machine with the test binary as
