@@ -95,6 +95,27 @@ func TestHealthAndReadiness(t *testing.T) {
 		if h := e.status(sick).Health; h.LastOutput != "disk on fire" || h.FailingStreak < 2 {
 			t.Errorf("health %+v", h)
 		}
+		// What the checks cost the supervisor: its memory beside one
+		// without a check (ready's), after some 20 checks.
+		time.Sleep(2 * time.Second)
+		for _, name := range []string{sick, ready} {
+			s := e.status(name)
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.SupervisorPID))
+			if err != nil {
+				continue
+			}
+			var rss []string
+			for _, l := range strings.Split(string(st), "\n") {
+				if strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
+					rss = append(rss, strings.Join(strings.Fields(l), " "))
+				}
+			}
+			checks := 0
+			if s.Health != nil {
+				checks = s.Health.Checks
+			}
+			t.Logf("supervisor of %s (%d checks, the last took %s): %s", name, checks, lastDuration(s.Health), strings.Join(rss, ", "))
+		}
 	})
 	e.run("restart on unhealthy", func(t *testing.T) {
 		testenv.Eventually(t, 60*time.Second, func() error {
@@ -121,4 +142,11 @@ func hasEvent(evs []api.Event, kind, msg string) error {
 		seen = append(seen, ev.Kind+": "+ev.Message)
 	}
 	return fmt.Errorf("no %s event with %q among:\n%s", kind, msg, strings.Join(seen, "\n"))
+}
+
+func lastDuration(h *api.Health) string {
+	if h == nil {
+		return "-"
+	}
+	return h.LastDuration
 }
