@@ -96,6 +96,19 @@ type Resources struct {
 	CPUWeight  int     `json:"cpuWeight,omitempty" doc:"Relative CPU share (CPUWeight=), 1 to 10000; the system default is 100."`
 	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max) of the machine, berth's supervisor included (about 10 tasks). Default 16384 (as systemd-nspawn@.service), so a fork bomb stops inside the machine; at least 32, at most 4194304."`
 	IOWeight   int     `json:"ioWeight,omitempty" doc:"Relative block I/O share (IOWeight=), 1 to 10000; the system default is 100."`
+	// I/O limits and CPU placement (issue 16, item 6).
+	IO     []IOLimit `json:"io,omitempty" doc:"Bandwidth and IOPS limits per block device (IOReadBandwidthMax= etc., io.max or blkio.throttle.*), changed live."`
+	CPUSet string    `json:"cpuset,omitempty" doc:"CPUs the machine may run on (AllowedCPUs=, cpuset.cpus), as the kernel lists them: 0-1 or 0,2-3. Every CPU must be online when the machine starts or changes. Changed live."`
+}
+
+// IOLimit limits a machine's I/O on one block device of the host. A zero field
+// means no limit of that kind.
+type IOLimit struct {
+	Device         string `json:"device" required:"true" doc:"Block device node on the host, for example /dev/vda; a partition (/dev/vda1) limits its whole disk, as the kernel throttles disks. Resolved to its major:minor when the machine starts or changes; a missing device is a start error."`
+	ReadBandwidth  Size   `json:"readBandwidth,omitempty" doc:"Bytes per second read from the device (IOReadBandwidthMax=, rbps), for example 10M."`
+	WriteBandwidth Size   `json:"writeBandwidth,omitempty" doc:"Bytes per second written to the device (IOWriteBandwidthMax=, wbps), for example 1M."`
+	ReadIOPS       int    `json:"readIOPS,omitempty" doc:"Read operations per second (IOReadIOPSMax=, riops)."`
+	WriteIOPS      int    `json:"writeIOPS,omitempty" doc:"Write operations per second (IOWriteIOPSMax=, wiops)."`
 }
 
 // MachineNetwork attaches a machine to a network.

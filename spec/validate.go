@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/berthd/berth/internal/cpuset"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/syscalls"
 )
@@ -275,6 +276,12 @@ func validateResources(d *doc, r *Resources) {
 	}
 	if r.PidsMax > MaxPidsMax {
 		d.errorf("resources.pidsMax", "%d is more than the kernel allows (%d, PID_MAX_LIMIT)", r.PidsMax, MaxPidsMax)
+	}
+	validateIOLimits(d, r.IO)
+	if d.has("resources.cpuset") {
+		if _, err := cpuset.Parse(r.CPUSet); err != nil {
+			d.errorf("resources.cpuset", "%v", err)
+		}
 	}
 }
 

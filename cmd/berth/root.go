@@ -66,7 +66,7 @@ berth is the command line, in the style of machinectl.`,
 	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
 	root.AddCommand(newLifecycleCmds()...)
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
-	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
+	root.AddCommand(newImageCmd(), newCloneCmd(), newSnapshotCmd(), newRemoveCmd(), newNetworkCmd())
 	root.AddCommand(newBootCmd(), newShellCmd(), newConsoleCmd(), newLoginCmd(), newLogsCmd())
 	root.AddCommand(newCopyCmds()...)
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
