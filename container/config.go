@@ -114,6 +114,16 @@ type Config struct {
 	// them such a machine is refused (never a silent downgrade).
 	SeccompOptional     bool `json:"seccompOptional,omitempty"`
 	DeviceFenceOptional bool `json:"deviceFenceOptional,omitempty"`
+
+	// Readiness "notify": the application gets $NOTIFY_SOCKET and the machine
+	// is booting until it sends READY=1, as a Type=notify service; it is
+	// killed (reason ReasonNotReady) when ReadyTimeout passes first. ""
+	// (none): running once the command is exec'd.
+	Readiness    string        `json:"readiness,omitempty"`
+	ReadyTimeout time.Duration `json:"readyTimeout,omitempty"`
+	// HealthCheck is a command the supervisor runs inside the machine over
+	// and over; nil: none.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 
 // Users is a machine's range of host UIDs and GIDs.
@@ -193,6 +203,9 @@ type Started struct {
 	Boots         int    // 1 for the first boot, 2 after the first reboot …
 }
 
+// ReadinessNotify is Config.Readiness for an application that sends READY=1.
+const ReadinessNotify = "notify"
+
 // Exit reasons.
 const (
 	ReasonPoweroff   = "poweroff"          // the guest powered off or halted (exit 0)
@@ -201,6 +214,8 @@ const (
 	ReasonCrashed    = "crashed"           // PID 1 died of a signal berth did not send
 	ReasonRebootLoop = "reboot loop ended" // too many reboots in a short time
 	ReasonFailed     = "failed"            // the supervisor could not start it
+	ReasonUnhealthy  = "unhealthy"         // its health check failed Retries times and KillUnhealthy asked for a kill
+	ReasonNotReady   = "not ready"         // readiness notify: no READY=1 within ReadyTimeout
 )
 
 // ExitStatus is how a machine ended. Code is the machine's exit code: 0 after a

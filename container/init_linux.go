@@ -314,7 +314,7 @@ func payloadEnv(cfg Config, kind string) []string {
 	} else if t := os.Getenv("TERM"); t != "" {
 		env = append(env, "TERM="+t)
 	}
-	if kind == "systemd" {
+	if kind == "systemd" || (kind == "app" && cfg.Readiness == ReadinessNotify) {
 		env = append(env, "NOTIFY_SOCKET=/run/host/notify")
 	}
 	if kind == "app" && asRoot {

@@ -22,7 +22,11 @@ const sigRTMin3 = unix.Signal(34 + 3)
 func (s *supervisor) classify(ps *os.ProcessState) (ExitStatus, bool) {
 	s.mu.Lock()
 	how := payloadEnd{killed: s.killedByUs, stopping: s.stopping, kind: s.kind, requested: s.requested}
+	end := s.endStatus
 	s.mu.Unlock()
+	if end != nil {
+		return *end, false
+	}
 	ws, _ := ps.Sys().(syscall.WaitStatus)
 	return classify(ws, how)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -22,6 +23,9 @@ func listenNotify(runDir string) (*net.UnixConn, error) {
 	return c, nil
 }
 
+// maxNotifyStatus is how much of a STATUS= message state.json keeps.
+const maxNotifyStatus = 256
+
 func (s *supervisor) readNotify(c *net.UnixConn, ready chan<- struct{}) {
 	buf := make([]byte, 4096)
 	for {
@@ -31,6 +35,11 @@ func (s *supervisor) readNotify(c *net.UnixConn, ready chan<- struct{}) {
 		}
 		sc := bufio.NewScanner(bytes.NewReader(buf[:n]))
 		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "STATUS="); ok {
+				status := cleanGuestText([]byte(v), maxNotifyStatus)
+				s.setState(func(st *State) { st.Status = status })
+				continue
+			}
 			switch sc.Text() {
 			case "READY=1":
 				select {

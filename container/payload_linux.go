@@ -47,7 +47,7 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 		exitCh <- cmd.ProcessState
 	}()
 	s.mu.Lock()
-	s.leader, s.stopping, s.killedByUs, s.requested = cmd.Process, false, false, 0
+	s.leader, s.stopping, s.killedByUs, s.requested, s.endStatus = cmd.Process, false, false, 0, nil
 	s.mu.Unlock()
 	abort := func(err error) (<-chan *os.ProcessState, error) {
 		_ = cmd.Process.Kill()
@@ -132,11 +132,11 @@ func (s *supervisor) initStageCmd(sync *os.File) *exec.Cmd {
 }
 
 // initExeced records that PID 1 runs the guest's init of kind: booting
-// until READY=1 for systemd, running at once for the others (only systemd
-// speaks sd_notify).
+// until READY=1 for systemd and for an application with readiness notify,
+// running at once for the others.
 func (s *supervisor) initExeced(pid int, kind string, boot int) {
 	phase := PhaseBooting
-	if kind != "systemd" {
+	if kind != "systemd" && !(kind == "app" && s.cfg.Readiness == ReadinessNotify) {
 		phase = PhaseRunning
 	}
 	now := time.Now().UTC()

@@ -50,6 +50,10 @@ type State struct {
 	ReadyAt   time.Time   `json:"readyAt,omitzero"`
 	ExitedAt  time.Time   `json:"exitedAt,omitzero"`
 	Exit      *ExitStatus `json:"exit,omitempty"`
+	// Status is the guest's last STATUS= on the notify socket, cleaned.
+	Status string `json:"status,omitempty"`
+	// Health is the last health check's outcome; nil without a healthCheck.
+	Health *Health `json:"health,omitempty"`
 }
 
 // ReadState reads RUN/machines/NAME/state.json.

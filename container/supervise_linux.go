@@ -71,6 +71,9 @@ type supervisor struct {
 	// request (kill): PID 1 dying of one of them was killed, not crashed.
 	requested uint64
 	killTimer *time.Timer
+	// endStatus is set when the supervisor itself ended the payload (endFor):
+	// how its exit is recorded.
+	endStatus *ExitStatus
 
 	done    chan struct{} // closed when the exit status is known
 	closing chan struct{} // closed when the supervisor is about to return
@@ -444,6 +447,14 @@ func (s *supervisor) setupSockets(cleanup *revert.Reverter) (<-chan struct{}, er
 			return nil, fmt.Errorf("notify socket: %w", err)
 		}
 	}
+	if s.cfg.Readiness == ReadinessNotify && s.cfg.User != nil && s.cfg.User.UID != 0 {
+		// An application that runs as another user sends READY=1 too
+		// (connect(2) needs write permission); whatever it sends is only
+		// about this machine.
+		if err := os.Chmod(rundir.Dir(dir).NotifySocket(), 0o666); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+	}
 	readyCh := make(chan struct{}, 4)
 	go s.readNotify(notify, readyCh)
 
@@ -490,7 +501,9 @@ func (s *supervisor) bootLoop(ctx context.Context, cg *cgroupSetup, readyCh <-ch
 			s.killPayload(path)
 			return ExitStatus{}, err
 		}
+		stopWatchers := s.startWatchers(path)
 		ws := s.waitPayload(ctx, exitCh, readyCh, sigs, path)
+		stopWatchers()
 		s.log.Debug("payload exited", "status", ws.String())
 		s.killPayload(path)
 		if s.console != nil {

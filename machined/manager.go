@@ -476,6 +476,7 @@ func (m *Manager) watch(name string) {
 			m.mu.Unlock()
 			cancel()
 		}()
+		go m.watchLive(ctx, name)
 		ex, err := m.host.Wait(ctx, name)
 		if ctx.Err() != nil {
 			return // unwatched: whoever did it handles the exit

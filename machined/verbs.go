@@ -98,6 +98,7 @@ func (m *Manager) status(d *spec.Set, o *plan.Observed, recs map[string]store.Re
 			st.SupervisorPID, st.LeaderPID = om.SupervisorPID, om.LeaderPID
 			st.Cgroup, st.Driver, st.Addresses = om.Cgroup, om.Driver, om.Addresses
 			st.Seccomp, st.DeviceFence = om.Seccomp, om.DeviceFence
+			st.Health, st.NotifyStatus = om.Health, om.NotifyStatus
 		}
 		st.Users = om.Users
 		if om.RootImage != "" && st.Image == "" {

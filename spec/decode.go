@@ -242,6 +242,7 @@ func init() {
 			v.Set(reflect.ValueOf(MachineNetwork{Name: n.Value}))
 			return nil
 		}},
+		reflect.TypeFor[Readiness](): {scalarOnly: true, decode: decodeReadiness},
 		reflect.TypeFor[Port](): {scalarOnly: true, decode: func(n *yaml.Node, v reflect.Value) error {
 			p, err := ParsePort(n.Value)
 			if err != nil {

@@ -103,6 +103,7 @@ func (m *Machine) Default() {
 	if m.Root.OnImageChange == "" {
 		m.Root.OnImageChange = ImageChangeKeep
 	}
+	m.defaultHealth()
 	if m.ResolvConf == "" {
 		switch m.Network.Name {
 		case NetworkNone:

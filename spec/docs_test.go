@@ -35,6 +35,8 @@ var fieldSections = []struct {
 	{"Machine: capabilities", "capabilities.", reflect.TypeFor[Capabilities]()},
 	{"Machine: security", "security.", reflect.TypeFor[Security]()},
 	{"Machine: root", "root.", reflect.TypeFor[Root]()},
+	{"Machine: readiness", "readiness.", reflect.TypeFor[Readiness]()},
+	{"Machine: healthCheck", "healthCheck.", reflect.TypeFor[HealthCheck]()},
 	{"Network", "", reflect.TypeFor[Network]()},
 	{"Network: resolver", "resolver.", reflect.TypeFor[Resolver]()},
 	{"Image", "", reflect.TypeFor[Image]()},

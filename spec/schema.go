@@ -127,6 +127,7 @@ func init() {
 				g.ref(reflect.TypeFor[MachineNetwork]()),
 			}}
 		},
+		reflect.TypeFor[Readiness](): readinessSchema,
 		reflect.TypeFor[Port](): func(g *schemaGen) map[string]any {
 			return map[string]any{"anyOf": []any{
 				map[string]any{"type": "integer", "minimum": 1, "maximum": 65535},

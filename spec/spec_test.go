@@ -41,8 +41,8 @@ func TestBrokenFiles(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir("testdata/broken")
-	if len(entries) != 11 {
-		t.Errorf("testdata/broken has %d files, want 11", len(entries))
+	if len(entries) != 12 {
+		t.Errorf("testdata/broken has %d files, want 12", len(entries))
 	}
 	for _, de := range entries {
 		if !files[de.Name()] {

@@ -55,7 +55,11 @@ type Machine struct {
 	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: pick (true, the default) gives the machine a private range of 65536 UIDs and GIDs, like systemd-nspawn -U: root in the machine is an unprivileged user on the host, and its root is idmapped (never chowned). A number pins the range's first UID (a multiple of 65536). false: the machine's root is the host's root, like systemd-nspawn without -U."`
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
-	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
+	// Readiness and health (spec/health.go).
+	Readiness   Readiness    `json:"readiness,omitzero" doc:"When an application-mode machine counts as running: none (once its command is exec'd, the default) or notify (once it sends READY=1 on $NOTIFY_SOCKET). A string is short for {type: STRING}."`
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty" doc:"A command berth's supervisor runs inside the running machine every interval (application or boot mode): berth list shows running (unhealthy) after retries failures in a row, and restart.onUnhealthy restarts it then."`
+
+	ResolvConf ResolvConf `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
 
 	// Origins is where each field was written (a path: resources,
 	// resources.memoryMax), in the machine's document or a profile's; a field
@@ -77,6 +81,8 @@ type Restart struct {
 	MaxRetries int           `json:"maxRetries,omitempty" doc:"Give up after this many restarts in a row without a successful run; 0 (default) retries forever with back-off."`
 	Backoff    Duration      `json:"backoff,omitempty" doc:"Delay before the first restart, doubled after each further failure. Default 1s."`
 	MaxBackoff Duration      `json:"maxBackoff,omitempty" doc:"Upper bound of the delay between restarts. Default 5m."`
+	// OnUnhealthy: see spec/health.go.
+	OnUnhealthy bool `json:"onUnhealthy,omitempty" doc:"Kill the machine once its healthCheck makes it unhealthy; the exit (reason unhealthy) counts as a failure, so policy on-failure or always restarts it with the usual back-off. Needs a healthCheck. Default false: an unhealthy machine is only reported."`
 }
 
 // RestartPolicy says when a machine that exited is started again.

@@ -151,6 +151,7 @@ func machineRow(s api.MachineStatus) []string {
 	if s.Hold != nil && s.State == api.StateStopped {
 		state += " (held)"
 	}
+	state += healthNote(s)
 	addr := "-"
 	if len(s.Addresses) > 0 {
 		addr = strings.Join(s.Addresses, ",")
@@ -247,6 +248,10 @@ func printStatus(w io.Writer, s *api.MachineStatus) {
 		row("Users", s.Users.String())
 	} else if s.SupervisorPID != 0 {
 		row("Users", "the host's (privateUsers: false: the machine's root is the host's root)")
+	}
+	row("Status", s.NotifyStatus)
+	if h := s.Health; h != nil {
+		row("Health", healthLine(h))
 	}
 	row("Limits", kv(s.Limits))
 	row("Usage", kv(s.Usage))

@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -27,4 +29,22 @@ func NotifySocket(t testing.TB) (addr string, next func() string) {
 		}
 		return string(buf[:n])
 	}
+}
+
+// SendNotify is a re-exec stage for test binaries bound into a machine: it
+// sends each argument as one datagram to $NOTIFY_SOCKET, as systemd-notify
+// does (busybox has none), and exits 0, or 1 on a failure.
+func SendNotify() {
+	c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "notify:", err)
+		os.Exit(1)
+	}
+	for _, m := range os.Args[1:] {
+		if _, err := c.Write([]byte(m)); err != nil {
+			fmt.Fprintln(os.Stderr, "notify:", err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(0)
 }

@@ -67,7 +67,7 @@ func TestExamplesInTestHost(t *testing.T) {
 		}
 		return out
 	}
-	machines := []string{"alpha", "beta", "hello", "web"}
+	machines := []string{"alpha", "beta", "hello", "ticker", "web"}
 	waitAll := func(what string) time.Duration {
 		t.Helper()
 		start := time.Now()
@@ -158,6 +158,35 @@ func TestExamplesInTestHost(t *testing.T) {
 		}
 	}
 	resolves("first apply")
+	// ticker is running only after its systemd-notify --ready; its health
+	// check passes over its loopback, and its history is the supervisor's.
+	tickerHealth := func() (status string, checks int, notify string) {
+		t.Helper()
+		var s struct {
+			Health *struct {
+				Status string `json:"status"`
+				Checks int    `json:"checks"`
+			} `json:"health"`
+			NotifyStatus string `json:"notifyStatus"`
+		}
+		if err := json.Unmarshal([]byte(exec("berth", "status", "ticker", "-o", "json")), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Health == nil {
+			return "", 0, s.NotifyStatus
+		}
+		return s.Health.Status, s.Health.Checks, s.NotifyStatus
+	}
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		status, _, notify := tickerHealth()
+		if status == "healthy" && notify == "serving on 127.0.0.1:8081" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("ticker: health %q, STATUS= %q after 40s:\n%s", status, notify, exec("berth", "status", "ticker"))
+			break
+		}
+	}
 
 	// A limit changed in the definition changes the scope's property live.
 	webLeader := list()["web"].LeaderPID
@@ -181,7 +210,11 @@ func TestExamplesInTestHost(t *testing.T) {
 	}
 	// systemctl restart berthd leaves the machines running.
 	before := list()
+	_, checksBefore, _ := tickerHealth()
 	exec("systemctl", "restart", "berthd")
+	if _, checks, _ := tickerHealth(); checks < checksBefore {
+		t.Errorf("ticker's health checks went from %d to %d over a restart of berthd", checksBefore, checks)
+	}
 	for _, m := range machines {
 		if l := list()[m]; l.State != "running" || l.LeaderPID != before[m].LeaderPID {
 			t.Errorf("after systemctl restart berthd, %s is %s with leader %d (was %d)", m, l.State, l.LeaderPID, before[m].LeaderPID)
@@ -194,7 +227,7 @@ func TestExamplesInTestHost(t *testing.T) {
 	if err := h.Poweroff(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("test host with the four examples powered off in %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("test host with the examples powered off in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	if err := h.Boot(ctx); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,11 @@ type MachineStatus struct {
 	// nil when its root is the host's root.
 	Users *Users `json:"users,omitempty"`
 
+	// Health is the running machine's last health check (health.go);
+	// NotifyStatus its last sd_notify STATUS=.
+	Health       *Health `json:"health,omitempty"`
+	NotifyStatus string  `json:"notifyStatus,omitempty"`
+
 	LastExit  *ExitInfo `json:"lastExit,omitempty"`
 	Restarts  int       `json:"restarts,omitempty"`
 	LastError string    `json:"lastError,omitempty"`

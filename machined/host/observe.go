@@ -159,6 +159,7 @@ func fillRunning(om *plan.ObservedMachine, r *observed) {
 	om.SupervisorPID, om.LeaderPID = r.st.SupervisorPID, r.st.LeaderPID
 	om.Cgroup, om.Driver = r.st.CgroupPath, r.st.Driver
 	om.Seccomp, om.DeviceFence = r.st.Seccomp, r.st.DeviceFence
+	om.Health, om.NotifyStatus = apiHealth(r.st.Health), r.st.Status
 	if u := r.st.Users; u != nil {
 		om.Users = &api.Users{Base: u.Base, Size: u.Size, Root: "idmapped"}
 		if u.Shifted {

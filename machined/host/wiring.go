@@ -48,6 +48,7 @@ func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) contain
 	if m.Network.Name == spec.NetworkHost {
 		c.NetworkMode = "host"
 	}
+	healthConfig(&c, m)
 	for k, v := range m.Environment {
 		c.Env = append(c.Env, k+"="+v)
 	}

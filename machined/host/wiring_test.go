@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/spec"
@@ -68,5 +70,24 @@ func TestContainerConfigApp(t *testing.T) {
 	c := containerConfig(config.Paths{StateDir: "/s", RuntimeDir: "/r", LogDir: "/l"}, m, nil)
 	if c.Boot || !slices.Equal(c.Args, m.Command) || c.WorkingDir != "/srv" || !slices.Equal(c.Env, []string{"A=1", "B=2"}) {
 		t.Errorf("boot %v args %q dir %q env %q", c.Boot, c.Args, c.WorkingDir, c.Env)
+	}
+}
+
+// TestContainerConfigHealth: readiness notify and the health check reach
+// the supervisor, restart.onUnhealthy as its kill.
+func TestContainerConfigHealth(t *testing.T) {
+	m := &spec.Machine{Name: "app", Command: []string{"/bin/app"}, Readiness: spec.Readiness{Type: spec.ReadinessNotify},
+		HealthCheck: &spec.HealthCheck{Command: []string{"/bin/check"}}, Restart: spec.Restart{OnUnhealthy: true}}
+	m.Default()
+	c := containerConfig(config.Paths{StateDir: "/s", RuntimeDir: "/r", LogDir: "/l"}, m, nil)
+	if c.Readiness != container.ReadinessNotify || c.ReadyTimeout != 90*time.Second {
+		t.Errorf("readiness %q, timeout %s", c.Readiness, c.ReadyTimeout)
+	}
+	if h := c.HealthCheck; h == nil || !slices.Equal(h.Command, []string{"/bin/check"}) || h.Interval != 30*time.Second ||
+		h.Timeout != 30*time.Second || h.Retries != 3 || !h.KillUnhealthy {
+		t.Errorf("health check %+v", h)
+	}
+	if c := containerConfig(config.Paths{}, &spec.Machine{Name: "plain"}, nil); c.Readiness != "" || c.HealthCheck != nil {
+		t.Errorf("a machine without them: %q %+v", c.Readiness, c.HealthCheck)
 	}
 }

@@ -27,7 +27,7 @@ func diffMachine(old, new *spec.Machine) machineDiff {
 	d.live = diffJSON("resources", old.Resources, new.Resources)
 	d.ports = append(diffJSON("network.ports", old.Network.Ports, new.Network.Ports),
 		diffJSON("network.antiSpoofing", old.Network.Guarded(), new.Network.Guarded())...)
-	d.later = append(diffJSON("restart", old.Restart, new.Restart),
+	d.later = append(diffJSON("restart", laterRestart(old.Restart), laterRestart(new.Restart)),
 		diffJSON("stopTimeout", old.StopTimeout, new.StopTimeout)...)
 	d.later = append(d.later, diffJSON("root.onImageChange", old.Root.OnImageChange, new.Root.OnImageChange)...)
 	// resolv.conf is written before the guest boots; a running guest keeps what
@@ -49,7 +49,7 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	c.Resources = spec.Resources{}
 	c.Network.Ports = nil
 	c.Network.AntiSpoofing = nil
-	c.Restart = spec.Restart{}
+	c.Restart = spec.Restart{OnUnhealthy: m.Restart.OnUnhealthy} // the supervisor's, from the start
 	c.StopTimeout = 0
 	c.Root.OnImageChange = ""
 	c.ResolvConf = ""
@@ -67,6 +67,15 @@ func LiveUpdated(old, m *spec.Machine) spec.Machine {
 	r.Resources, r.Network.Ports, r.Network.AntiSpoofing = m.Resources, m.Network.Ports, m.Network.AntiSpoofing
 	r.Restart, r.StopTimeout, r.Root.OnImageChange, r.ResolvConf = m.Restart, m.StopTimeout, m.Root.OnImageChange, m.ResolvConf
 	r.Source, r.State, r.Image = m.Source, m.State, old.Image
+	r.Restart.OnUnhealthy = old.Restart.OnUnhealthy
+	return r
+}
+
+// laterRestart is the part of the restart policy berthd reads at an exit:
+// all of it but onUnhealthy, which the supervisor acts on (a change restarts
+// the machine, as one of its health check does).
+func laterRestart(r spec.Restart) spec.Restart {
+	r.OnUnhealthy = false
 	return r
 }
 

@@ -54,6 +54,10 @@ type ObservedMachine struct {
 	Users     *api.Users
 	Addresses []string
 	RootPath  string
+	// Health and NotifyStatus: the running machine's last health check and
+	// sd_notify STATUS=.
+	Health       *api.Health
+	NotifyStatus string
 
 	HasRoot      bool
 	RootImage    string
