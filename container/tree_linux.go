@@ -60,6 +60,42 @@ type tree struct {
 	pid    int    // the init stage, on the host
 	userns int    // its user namespace; -1 without Users
 	uid    uint32 // the machine's root on the host
+	// upper and work are an ephemeral root's, on this boot's tmpfs.
+	upper, work string
+}
+
+// mountScratch mounts an ephemeral root's tmpfs in M0 and makes its upper
+// and work directories, owned by the host's root as an upper directory on
+// disk is (the idmapped bind of it maps them into the machine's range), or by
+// the machine's root when the range is shifted instead. The tmpfs is charged
+// to the machine's memory cgroup as the guest fills it; it is freed when the
+// last mount namespace holding it goes, whatever way the boot ends.
+func (t *tree) mountScratch() error {
+	o := t.cfg.Root.Overlay
+	if o == nil || o.Scratch == 0 {
+		return nil
+	}
+	dir := rundir.Dir(t.cfg.RuntimeDir).Scratch()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("ephemeral root: %w", err)
+	}
+	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", o.Scratch)); err != nil {
+		return fmt.Errorf("ephemeral root: tmpfs of %d bytes: %w", o.Scratch, err)
+	}
+	owner := 0
+	if u := t.cfg.Users; u != nil && u.Shifted {
+		owner = int(u.Base)
+	}
+	t.upper, t.work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	for _, d := range []string{t.upper, t.work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("ephemeral root: %w", err)
+		}
+		if err := os.Lchown(d, owner, owner); err != nil {
+			return fmt.Errorf("ephemeral root: %w", err)
+		}
+	}
+	return nil
 }
 
 // buildTree builds the machine's tree for the init stage pid and returns an
@@ -78,6 +114,9 @@ func (s *supervisor) buildTree(pid int) (*os.File, error) {
 		}
 	}
 	if err := makeBindStages(s.cfg); err != nil {
+		return nil, err
+	}
+	if err := t.mountScratch(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -161,6 +200,9 @@ func (t *tree) mountRoot() error {
 		return t.bind(t.cfg.Root.Dir, t.root, idmap, 0)
 	}
 	lower, upper, work := o.Lower, o.Upper, o.Work
+	if o.Scratch > 0 {
+		upper, work = t.upper, t.work
+	}
 	if idmap {
 		// Each layer is an idmapped clone attached in M0 (which nobody else
 		// sees), and overlayfs is mounted over those: Linux 5.19.
@@ -173,14 +215,14 @@ func (t *tree) mountRoot() error {
 			}
 			lower = append(lower, at)
 		}
-		if filepath.Dir(o.Upper) != filepath.Dir(o.Work) {
-			return fmt.Errorf("overlay root: upper %s and work %s must be in one directory to be idmapped", o.Upper, o.Work)
+		if filepath.Dir(upper) != filepath.Dir(work) {
+			return fmt.Errorf("overlay root: upper %s and work %s must be in one directory to be idmapped", upper, work)
 		}
 		state := filepath.Join(layers, "state")
-		if err := t.bind(filepath.Dir(o.Upper), state, true, 0); err != nil {
+		if err := t.bind(filepath.Dir(upper), state, true, 0); err != nil {
 			return fmt.Errorf("the machine's layer: %w", err)
 		}
-		upper, work = filepath.Join(state, filepath.Base(o.Upper)), filepath.Join(state, filepath.Base(o.Work))
+		upper, work = filepath.Join(state, filepath.Base(upper)), filepath.Join(state, filepath.Base(work))
 	}
 	if err := mountOverlay(t.root, lower, upper, work); err != nil {
 		return fmt.Errorf("overlay root: %w", err)
