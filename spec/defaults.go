@@ -98,6 +98,9 @@ func (m *Machine) Default() {
 	if m.Root.OnImageChange == "" {
 		m.Root.OnImageChange = ImageChangeKeep
 	}
+	if m.Root.Ephemeral && m.Root.EphemeralSize == 0 {
+		m.Root.EphemeralSize = DefaultEphemeralSize
+	}
 	if m.ResolvConf == "" {
 		switch m.Network.Name {
 		case NetworkNone:

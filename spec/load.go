@@ -306,6 +306,7 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 // equal the defaulted gateway). lists are the error lists the documents' errors
 // go to (one per file); build reports them all.
 func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
+	entries = expandCopies(entries)
 	for _, e := range entries {
 		switch {
 		case e.machine != nil:
@@ -329,6 +330,11 @@ func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
 			continue // reported as missing
 		}
 		if first, dup := names[name]; dup {
+			if e.machine != nil && (e.machine.Template != "" || first.machine.Template != "") {
+				field, msg := copyClash(e, first)
+				e.d.errorf(field, "%s", msg)
+				continue
+			}
 			e.d.errorf("name", "%s %q is already defined at %s:%d", e.kind, name, first.d.file, first.d.start.line)
 			continue
 		}
