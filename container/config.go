@@ -150,6 +150,9 @@ type Overlay struct {
 	Upper   string   `json:"upper,omitempty"`
 	Work    string   `json:"work,omitempty"`
 	Scratch int64    `json:"scratch,omitempty"`
+	// Seed is a directory on the host whose tree is copied onto the
+	// scratch layer at each boot (files berth gives the machine).
+	Seed string `json:"seed,omitempty"`
 }
 
 // Mount is a bind or tmpfs mount in the machine. Target is a path inside the
@@ -384,6 +387,9 @@ func (r Root) check() error {
 			return fmt.Errorf("root.overlay: lower, and upper and work (or scratch), are required")
 		}
 		paths := o.Lower
+		if o.Seed != "" {
+			paths = append(append([]string{}, o.Lower...), o.Seed)
+		}
 		if o.Scratch == 0 {
 			paths = append(append([]string{}, o.Lower...), o.Upper, o.Work)
 		}

@@ -95,7 +95,57 @@ func (t *tree) mountScratch() error {
 			return fmt.Errorf("ephemeral root: %w", err)
 		}
 	}
+	if o.Seed != "" {
+		if err := copySeed(o.Seed, t.upper, owner); err != nil {
+			return fmt.Errorf("ephemeral root: seed %s: %w", o.Seed, err)
+		}
+	}
 	return nil
+}
+
+// copySeed copies the tree seed (berth's own files, on the host) onto an
+// ephemeral root's upper directory: directories, regular files and symbolic
+// links, with their modes and owners shifted by base (the range's first ID
+// when the range is shifted, else 0).
+func copySeed(seed, upper string, base int) error {
+	return filepath.Walk(seed, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == seed {
+			return err
+		}
+		rel, err := filepath.Rel(seed, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(upper, rel)
+		st := fi.Sys().(*unix.Stat_t)
+		uid, gid := base+int(st.Uid), base+int(st.Gid)
+		switch {
+		case fi.IsDir():
+			err = os.Mkdir(dst, fi.Mode().Perm())
+		case fi.Mode().IsRegular():
+			var b []byte
+			if b, err = os.ReadFile(p); err == nil {
+				err = os.WriteFile(dst, b, fi.Mode().Perm())
+			}
+		case fi.Mode()&os.ModeSymlink != 0:
+			var to string
+			if to, err = os.Readlink(p); err == nil {
+				err = os.Symlink(to, dst)
+			}
+		default:
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(dst, uid, gid); err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return os.Chmod(dst, fi.Mode()&(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid))
+		}
+		return nil
+	})
 }
 
 // buildTree builds the machine's tree for the init stage pid and returns an

@@ -45,7 +45,8 @@ func stageHooks(ctx context.Context, cfg container.Config) (container.Hooks, err
 	// berthd.service runs with a lowered OOM score; the machines must not
 	// inherit that protection from it.
 	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
-	if w.StateDir != "" {
+	// An ephemeral machine has no root in the state directory to lock.
+	if w.StateDir != "" && (w.Spec == nil || !w.Spec.Root.Ephemeral) {
 		if err := lockRoot(&h, cfg.Name, w.StateDir); err != nil {
 			return h, err
 		}
