@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/berthd/berth/internal/rundir"
 
@@ -117,7 +118,10 @@ func copySeed(seed, upper string, base int) error {
 			return err
 		}
 		dst := filepath.Join(upper, rel)
-		st := fi.Sys().(*unix.Stat_t)
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no owner", p)
+		}
 		uid, gid := base+int(st.Uid), base+int(st.Gid)
 		switch {
 		case fi.IsDir():
