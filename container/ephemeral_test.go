@@ -2,10 +2,7 @@ package container_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +32,7 @@ func TestEphemeralRoot(t *testing.T) {
 			if users {
 				cfg.Users = testUsers(t)
 			}
-			before := treeSum(t, lower)
+			before := testenv.TreeSum(t, lower)
 			m := start(t, cfg)
 			m.WaitPhase(t, container.PhaseRunning, 1)
 			out, code := m.sh(t, `echo kept > /etc/ephemeral-mark && cat /etc/ephemeral-mark && id -u && df -k / | tail -1`)
@@ -69,7 +66,7 @@ func TestEphemeralRoot(t *testing.T) {
 			if _, err := m.Wait(t); err != nil {
 				t.Fatal(err)
 			}
-			if after := treeSum(t, lower); after != before {
+			if after := testenv.TreeSum(t, lower); after != before {
 				t.Errorf("the image changed under an ephemeral machine:\nbefore %s\nafter  %s", before, after)
 			}
 			mounts, err := os.ReadFile("/proc/self/mountinfo")
@@ -84,24 +81,4 @@ func TestEphemeralRoot(t *testing.T) {
 			}
 		})
 	}
-}
-
-// treeSum is a cheap fingerprint of a tree: every path with its size, mode
-// and modification time.
-func treeSum(t *testing.T, dir string) string {
-	t.Helper()
-	var b strings.Builder
-	n := 0
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		n++
-		b.WriteString(p + fi.Mode().String() + fi.ModTime().String())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%d entries, sha256 %x", n, sha256.Sum256([]byte(b.String())))
 }

@@ -2,13 +2,11 @@ package machined_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +38,7 @@ func TestEphemeralMachines(t *testing.T) {
 		if len(addr) == 0 || s.RootStrategy != "ephemeral" || s.Root != "" || s.Users == nil {
 			t.Fatalf("status: addresses %v, root %q %q, users %+v: want an address, an ephemeral root, a UID range", addr, s.RootStrategy, s.Root, s.Users)
 		}
-		imageSum = storeSum(t, e.paths.StateDir)
+		imageSum = testenv.TreeSum(t, filepath.Join(e.paths.StateDir, "images"))
 		if out, code := e.exec(name, "sh", "-c", "echo gone > /etc/mark && cat /etc/mark && df -k / | tail -1"); code != 0 || !strings.HasPrefix(out, "gone\n") || !strings.Contains(out, " 32768 ") {
 			t.Fatalf("write in the machine (exit %d): %q, want the file on a 32M layer", code, out)
 		}
@@ -78,7 +76,7 @@ func TestEphemeralMachines(t *testing.T) {
 		if ents, _ := os.ReadDir(filepath.Join(e.paths.StateDir, "machines")); slices.ContainsFunc(ents, func(d os.DirEntry) bool { return d.Name() == name }) {
 			t.Errorf("a root was made for an ephemeral machine")
 		}
-		if got := storeSum(t, e.paths.StateDir); got != imageSum {
+		if got := testenv.TreeSum(t, filepath.Join(e.paths.StateDir, "images")); got != imageSum {
 			t.Errorf("the image changed under an ephemeral machine:\nbefore %s\nafter  %s", imageSum, got)
 		}
 	})
@@ -144,25 +142,4 @@ func TestEphemeralMachines(t *testing.T) {
 		})
 		e.waitState(lab+"-2", api.StateRunning, 10*time.Second)
 	})
-}
-
-// storeSum fingerprints the image store: every path with its mode, size,
-// owner and modification and change times.
-func storeSum(t *testing.T, stateDir string) string {
-	t.Helper()
-	h := sha256.New()
-	n := 0
-	err := filepath.Walk(filepath.Join(stateDir, "images"), func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		n++
-		st := fi.Sys().(*syscall.Stat_t)
-		fmt.Fprintf(h, "%s %v %d %d:%d %v %v\n", p, fi.Mode(), fi.Size(), st.Uid, st.Gid, st.Mtim, st.Ctim)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%d entries, sha256 %x", n, h.Sum(nil))
 }

@@ -478,8 +478,12 @@ func (s *Store) removeDigest(digest string) (removed bool, size int64, err error
 	return true, size, nil
 }
 
-// digestUsed reports whether a name or a machine root refers to digest.
+// digestUsed reports whether a name or a machine root refers to digest, or
+// a running ephemeral machine uses it.
 func (s *Store) digestUsed(digest string) (bool, error) {
+	if s.imageInUse(digest) {
+		return true, nil
+	}
 	ents, err := os.ReadDir(filepath.Join(s.images, "names"))
 	if err != nil {
 		return false, err

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"crypto/sha256"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/berthd/berth/internal/testenv"
@@ -22,7 +19,7 @@ func TestBootEphemeral(t *testing.T) {
 	dir := testenv.CopyTree(t, testenv.BusyboxGuest(t))
 	run1, _ := bootRuntimeDir(t)
 	out := t.TempDir()
-	before := dirSum(t, dir)
+	before := testenv.TreeSum(t, dir)
 	name := testenv.UniqueName("bootx")
 	script := `echo mine > /etc/written && rm /bin/ls && cat /etc/written > /out/seen && ! test -e /bin/ls && ` +
 		`(dd if=/dev/zero of=/big bs=1M count=40 2>/dev/null; echo $? > /out/dd)`
@@ -37,7 +34,7 @@ func TestBootEphemeral(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(out, "dd")); strings.TrimSpace(string(b)) == "0" {
 		t.Errorf("writing 40M on a 16M ephemeral layer succeeded")
 	}
-	if after := dirSum(t, dir); after != before {
+	if after := testenv.TreeSum(t, dir); after != before {
 		t.Errorf("berth boot --ephemeral changed the directory:\nbefore %s\nafter  %s", before, after)
 	}
 	code, _, stderr = run(t, "--runtime-dir", run1, "boot", "-D", dir, "--name", name, "--ephemeral",
@@ -51,25 +48,4 @@ func TestBootEphemeral(t *testing.T) {
 	if code, _, stderr := run(t, "--runtime-dir", run1, "boot", "-D", dir, "-x", "--read-only", "--", "/bin/true"); code != 1 || !strings.Contains(stderr, "--ephemeral and --read-only") {
 		t.Errorf("--ephemeral with --read-only: exit %d, %q", code, stderr)
 	}
-}
-
-// dirSum fingerprints a tree: every path with its mode, size, owner and
-// modification and change times (not the access time: reading is fine).
-func dirSum(t *testing.T, dir string) string {
-	t.Helper()
-	h := sha256.New()
-	n := 0
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		n++
-		st := fi.Sys().(*syscall.Stat_t)
-		fmt.Fprintf(h, "%s %v %d %d:%d %v %v\n", p, fi.Mode(), fi.Size(), st.Uid, st.Gid, st.Mtim, st.Ctim)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%d entries, sha256 %x", n, h.Sum(nil))
 }

@@ -112,6 +112,9 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		ephemeralConfig(&cfg, m)
 	}
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
+	if m.Root.Ephemeral {
+		w.EphemeralImage = root.Digest
+	}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
 		if err != nil {

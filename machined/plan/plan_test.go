@@ -96,6 +96,11 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Spec.Hostname = "old"
 			},
 			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "hostname: old → web"},
+		{name: "made ephemeral: restart",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				d.Machine("web").Root.Ephemeral, d.Machine("web").Root.EphemeralSize = true, spec.DefaultEphemeralSize
+			},
+			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "root.ephemeral: false → true"},
 		{name: "machine died: start",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Running = false
