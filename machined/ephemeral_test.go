@@ -14,6 +14,7 @@ import (
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/machined/api"
+	"github.com/berthd/berth/netconf"
 )
 
 // TestEphemeralMachines: an ephemeral busybox machine under berthd loses
@@ -141,5 +142,25 @@ func TestEphemeralMachines(t *testing.T) {
 			return nil
 		})
 		e.waitState(lab+"-2", api.StateRunning, 10*time.Second)
+		// Nothing of an ephemeral copy is data: its lease and range go.
+		testenv.Eventually(t, 10*time.Second, func() error {
+			ls, err := netconf.OpenLeases(filepath.Join(e.paths.StateDir, "network"))
+			if err != nil {
+				return err
+			}
+			leases, err := ls.Leases()
+			if err != nil {
+				return err
+			}
+			for _, l := range leases {
+				if l.Machine == third {
+					return fmt.Errorf("%s keeps its lease %+v", third, l)
+				}
+			}
+			if _, ok, _ := userns.Open(e.paths.StateDir).Get(third); ok {
+				return fmt.Errorf("%s keeps its UID range", third)
+			}
+			return nil
+		})
 	})
 }

@@ -316,6 +316,12 @@ func (b *planner) undeclared(prune bool) {
 			}
 			b.add(api.Action{Op: api.OpStop, Kind: api.KindMachine, Name: n, Reason: reason, Needs: needs})
 		}
+		if om.Running && om.Spec != nil && om.Spec.Root.Ephemeral && !om.HasRoot {
+			// Nothing of it is data: its address lease goes with it.
+			b.add(api.Action{Op: api.OpRemove, Kind: api.KindMachine, Name: n, Reason: "no longer declared; ephemeral: its address lease and UID range are released",
+				Needs: append(needs, b.need(api.ID(api.OpStop, api.KindMachine, n))...)})
+			continue
+		}
 		if prune && om.HasRoot {
 			b.add(api.Action{Op: api.OpRemove, Kind: api.KindMachine, Name: n, Reason: "no longer declared: prune deletes its root",
 				Needs: append(needs, b.need(api.ID(api.OpStop, api.KindMachine, n))...)})

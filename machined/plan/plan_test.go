@@ -144,7 +144,7 @@ func TestBuildPlan(t *testing.T) {
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["lab-3"] = &ObservedMachine{Name: "lab-3", Running: true, Spec: &spec.Machine{Name: "lab-3", Root: spec.Root{Ephemeral: true}}}
 			},
-			want: []string{"stop machine lab-3", "update rules berth"}, changes: true, detail: "nothing of it is kept"},
+			want: []string{"stop machine lab-3", "remove machine lab-3", "update rules berth"}, changes: true, detail: "nothing of it is kept"},
 		{name: "ephemeral, image changed: a note, never a restart that loses its writes",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				d.Machine("web").Root.Ephemeral = true
