@@ -82,3 +82,38 @@ func TestEphemeralRoot(t *testing.T) {
 		})
 	}
 }
+
+// TestEphemeralDebian boots the Debian systemd guest on an ephemeral root
+// with private users (an idmapped tmpfs upper layer): systemd reaches
+// running, takes the machine ID berth gives it (the image's is empty), and
+// what it wrote at boot (the journal, machine-id) stays off the image.
+func TestEphemeralDebian(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	lower := testenv.DebianGuest(t)
+	cfg := newConfig(t, "ephdeb")
+	cfg.Boot = true
+	cfg.Root = container.Root{Overlay: &container.Overlay{Lower: []string{lower}, Scratch: 256 << 20}}
+	cfg.Users = testUsers(t)
+	before := testenv.TreeSum(t, lower)
+	m := start(t, cfg)
+	m.WaitPhase(t, container.PhaseRunning, 1)
+	out, code := m.sh(t, `cat /etc/machine-id; systemctl is-system-running 2>&1; true`)
+	if code != 0 || !strings.HasPrefix(out, cfg.UUID+"\n") {
+		t.Errorf("machine ID and state (exit %d): %q, want %s first", code, out, cfg.UUID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := container.Dial(cfg.RuntimeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Poweroff(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if after := testenv.TreeSum(t, lower); after != before {
+		t.Errorf("the Debian image changed under an ephemeral machine")
+	}
+}
