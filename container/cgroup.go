@@ -5,12 +5,14 @@ import "context"
 // Resources are a machine's resource limits in kernel terms. A zero field means
 // "no limit" (or the kernel's default weight).
 type Resources struct {
-	MemoryMax  int64   `json:"memoryMax,omitempty"`  // bytes (memory.max / memory.limit_in_bytes)
-	MemoryHigh int64   `json:"memoryHigh,omitempty"` // bytes (memory.high; v1: soft limit)
-	CPUs       float64 `json:"cpus,omitempty"`       // CPU quota in CPUs: 1.5 = 150% of one CPU
-	CPUWeight  uint64  `json:"cpuWeight,omitempty"`  // 1..10000, v2 scale (v1 shares derived)
-	PidsMax    int64   `json:"pidsMax,omitempty"`    // pids.max
-	IOWeight   uint64  `json:"ioWeight,omitempty"`   // 1..10000 (io.weight / blkio.weight)
+	MemoryMax  int64     `json:"memoryMax,omitempty"`  // bytes (memory.max / memory.limit_in_bytes)
+	MemoryHigh int64     `json:"memoryHigh,omitempty"` // bytes (memory.high; v1: soft limit)
+	CPUs       float64   `json:"cpus,omitempty"`       // CPU quota in CPUs: 1.5 = 150% of one CPU
+	CPUWeight  uint64    `json:"cpuWeight,omitempty"`  // 1..10000, v2 scale (v1 shares derived)
+	PidsMax    int64     `json:"pidsMax,omitempty"`    // pids.max
+	IOWeight   uint64    `json:"ioWeight,omitempty"`   // 1..10000 (io.weight / blkio.weight)
+	IO         []IOLimit `json:"io,omitempty"`         // per device (io.max / blkio.throttle.*)
+	CPUSet     string    `json:"cpuset,omitempty"`     // CPU list (cpuset.cpus), "" the parent's
 }
 
 // CgroupMachine describes the machine a CgroupDriver makes a cgroup for.

@@ -341,12 +341,20 @@ func writeFile(path, val string) error {
 // hierarchy has the controller, cgroup2 files where the unified hierarchy has it
 // enabled. A zero field resets the limit.
 func applyResources(hs []hierarchy, path string, r Resources) error {
+	p, err := resolvePlacement(r)
+	if err != nil {
+		return err
+	}
 	var sets []cgroupSetting
 	for _, h := range hs {
 		if h.Unified {
-			sets = append(sets, v2Settings(h.dir(path), r)...)
+			sets = append(sets, v2Settings(h.dir(path), r, p)...)
 		} else {
-			sets = append(sets, v1Settings(h, h.dir(path), r)...)
+			s, err := v1Settings(h, h.dir(path), r, p)
+			if err != nil {
+				return err
+			}
+			sets = append(sets, s...)
 		}
 	}
 	for _, s := range sets {
@@ -370,7 +378,7 @@ func limitOr(v int64, unlimited string) string {
 
 // v2Settings are r's files in a cgroup2 cgroup dir, for the controllers it
 // has.
-func v2Settings(dir string, r Resources) []cgroupSetting {
+func v2Settings(dir string, r Resources, p placement) []cgroupSetting {
 	ctrls, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
 	on := " " + strings.TrimSpace(string(ctrls)) + " "
 	var sets []cgroupSetting
@@ -390,14 +398,18 @@ func v2Settings(dir string, r Resources) []cgroupSetting {
 		set("cpu.max", q)
 		set("cpu.weight", strconv.FormatUint(cmp.Or(r.CPUWeight, 100), 10))
 	}
-	if strings.Contains(on, " io ") && r.IOWeight > 0 {
-		set("io.weight", "default "+strconv.FormatUint(r.IOWeight, 10))
+	if strings.Contains(on, " io ") {
+		sets = append(sets, ioWeightSettings(dir, r.IOWeight)...)
+		sets = append(sets, v2IOSettings(dir, p)...)
+	}
+	if strings.Contains(on, " cpuset ") {
+		sets = append(sets, v2CpusetSettings(dir, p.cpus)...)
 	}
 	return sets
 }
 
 // v1Settings are r's files in the v1 hierarchy h's cgroup dir.
-func v1Settings(h hierarchy, dir string, r Resources) []cgroupSetting {
+func v1Settings(h hierarchy, dir string, r Resources, p placement) ([]cgroupSetting, error) {
 	var sets []cgroupSetting
 	set := func(file, val string) { sets = append(sets, cgroupSetting{filepath.Join(dir, file), val}) }
 	switch {
@@ -407,11 +419,15 @@ func v1Settings(h hierarchy, dir string, r Resources) []cgroupSetting {
 		set("memory.limit_in_bytes", limitOr(r.MemoryMax, "-1"))
 	case h.has("pids"):
 		set("pids.max", limitOr(r.PidsMax, "max"))
-	case h.has("blkio") && r.IOWeight > 0:
-		// v1 weights are 10..1000, v2's 1..10000: keep it proportional.
-		if _, err := os.Stat(filepath.Join(dir, "blkio.weight")); err == nil {
-			set("blkio.weight", strconv.FormatUint(min(max(r.IOWeight/10, 10), 1000), 10))
+	case h.has("blkio"):
+		sets = append(sets, ioWeightSettings(dir, r.IOWeight)...)
+		sets = append(sets, v1ThrottleSettings(dir, p)...)
+	case h.has("cpuset"):
+		s, err := v1CpusetSettings(dir, p.cpus)
+		if err != nil {
+			return nil, err
 		}
+		sets = append(sets, s...)
 	}
 	if h.has("cpu") {
 		q := "-1"
@@ -422,7 +438,7 @@ func v1Settings(h hierarchy, dir string, r Resources) []cgroupSetting {
 		set("cpu.cfs_quota_us", q)
 		set("cpu.shares", strconv.FormatUint(cmp.Or(r.CPUWeight, 100)*1024/100, 10))
 	}
-	return sets
+	return sets, nil
 }
 
 // countProcs counts the processes in dir and below it (0 when dir is missing).

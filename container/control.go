@@ -20,7 +20,7 @@ var ErrNotRunning = fmt.Errorf("machine is not running: %w", errdefs.ErrConflict
 
 // request is one control request; each connection carries exactly one.
 type request struct {
-	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach resize wait exec login
+	Op        string     `json:"op"` // status poweroff reboot terminate kill update attach resize wait exec login bind
 	Signal    int        `json:"signal,omitempty"`
 	Whom      string     `json:"whom,omitempty"` // kill: "leader" (default) or "all"
 	Resources *Resources `json:"resources,omitempty"`
@@ -32,6 +32,7 @@ type request struct {
 	// its streams' fds (SCM_RIGHTS), the caller's signals and its exit.
 	// A login request carries the pty's size and environment in it.
 	Exec *EnterOptions `json:"exec,omitempty"`
+	Bind *BindOptions  `json:"bind,omitempty"`
 }
 
 type response struct {
@@ -40,7 +41,8 @@ type response struct {
 	State   *State      `json:"state,omitempty"`
 	Exit    *ExitStatus `json:"exit,omitempty"`
 	Writing bool        `json:"writing,omitempty"` // attach: this client may type
-	Writer  string      `json:"writer,omitempty"`  // attach: who types, when it is not this client
+	Bind    *BindResult `json:"bind,omitempty"`
+	Writer  string      `json:"writer,omitempty"` // attach: who types, when it is not this client
 }
 
 // Client talks to one machine's supervisor over RUN/machines/NAME/control.sock.
@@ -291,6 +293,12 @@ func (s *supervisor) handle(conn net.Conn) {
 		resp = response{OK: st.Exit != nil, Exit: st.Exit}
 		if st.Exit == nil {
 			resp.Error = "supervisor is closing"
+		}
+	case "bind":
+		if req.Bind == nil {
+			err = errors.New("bind: what to bind is missing")
+		} else {
+			resp.Bind, err = s.bind(*req.Bind)
 		}
 	case "exec":
 		_ = conn.SetWriteDeadline(time.Time{})

@@ -102,12 +102,17 @@ func lookPathIn(root int, name string, env []string) (string, error) {
 }
 
 // openInRoot opens p as the machine sees it (relative to its root, which a
-// relative p is relative to as well).
+// relative p is relative to as well). The kernel refuses a lookup that a
+// rename raced (EAGAIN): it is tried again, a bounded number of times (a
+// guest renaming without end gets the error).
 func openInRoot(root int, p string, flags int) (int, error) {
-	return unix.Openat2(root, p, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	for i := 0; ; i++ {
+		fd, err := unix.Openat2(root, p, how)
+		if (!errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR)) || i == 100 {
+			return fd, err
+		}
+	}
 }
 
 // statInRoot is stat(2) of p as the machine sees it.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/testenv"
 	"github.com/berthd/berth/internal/testenv/machinetest"
 	"golang.org/x/sys/unix"
@@ -137,7 +138,8 @@ func (m *machine) sh(t *testing.T, script string, env ...string) (string, int) {
 }
 
 // leaks lists what a machine may leave behind on the host: its cgroup in any
-// hierarchy, processes in it, mounts that mention its runtime dir or root.
+// hierarchy, processes in it, mounts that mention its runtime dir or root,
+// its propagation directory.
 func leaks(t *testing.T, cfg container.Config) []string {
 	t.Helper()
 	var out []string
@@ -163,6 +165,9 @@ func leaks(t *testing.T, cfg container.Config) []string {
 		if bytes.Contains(b, []byte("/berth/"+cfg.Name+"/")) || bytes.HasSuffix(bytes.TrimSpace(b), []byte("/berth/"+cfg.Name)) {
 			out = append(out, "process "+p)
 		}
+	}
+	if _, err := os.Lstat(rundir.Propagate(cfg.Name)); err == nil {
+		out = append(out, "propagation directory "+rundir.Propagate(cfg.Name))
 	}
 	for _, f := range []string{"control.sock", "notify", "root"} {
 		if _, err := os.Lstat(filepath.Join(cfg.RuntimeDir, f)); err == nil {

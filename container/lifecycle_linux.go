@@ -205,6 +205,9 @@ func (s *supervisor) update(r Resources) error {
 	if err := s.driver.Update(context.Background(), s.cfg.Name, path, r); err != nil {
 		return err
 	}
+	if err := mirrorThrottles(s.hs, path); err != nil {
+		return fmt.Errorf("machine %q: %w", s.cfg.Name, err)
+	}
 	s.mu.Lock()
 	s.cfg.Resources = r
 	s.mu.Unlock()

@@ -290,7 +290,8 @@ func consolePty(dev string) (*os.File, error) {
 
 // setupRunHost fills /run/host, the Container Interface's window to the host:
 // notify (the supervisor's sd_notify socket), os-release of the host,
-// container-manager, container-uuid and inaccessible/ nodes to mask files with.
+// container-manager, container-uuid, inaccessible/ nodes to mask files with,
+// and incoming/, where binds into the running machine arrive (bind_linux.go).
 // It is read-only to the guest.
 func setupRunHost(cfg Config, dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, "inaccessible"), 0o755); err != nil {
@@ -329,7 +330,13 @@ func setupRunHost(cfg Config, dir string) error {
 	if err := mount(rundir.Dir(cfg.RuntimeDir).NotifySocket(), notify, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("notify socket: %w", err)
 	}
-	return bindRO(dir, true)
+	if err := os.Mkdir(filepath.Join(dir, "incoming"), 0o700); err != nil {
+		return err
+	}
+	if err := bindRO(dir, true); err != nil {
+		return err
+	}
+	return mountIncoming(cfg.Name, filepath.Join(dir, "incoming"))
 }
 
 // tmpfsMount mounts a tmpfs at m.Target inside root, its root owned by uid

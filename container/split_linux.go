@@ -24,6 +24,9 @@ func (s *supervisor) splitCgroup(cg Cgroup) error {
 			}
 		}
 	}
+	if err := mirrorThrottles(s.hs, path); err != nil {
+		return err
+	}
 	if err := movePID(s.hs, filepath.Join(path, "supervisor"), os.Getpid()); err != nil {
 		return err
 	}

@@ -247,6 +247,13 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 	if err != nil {
 		return fail(err)
 	}
+	// Before the first boot's tree is made: the tree's copy of the host's
+	// namespace must hold it (bind_linux.go).
+	undoPropagate, err := setupPropagate(s.cfg.Name)
+	if err != nil {
+		return fail(err)
+	}
+	cleanup.Add(undoPropagate)
 	st, err := s.bootLoop(ctx, cg, readyCh)
 	if err != nil {
 		return fail(err)

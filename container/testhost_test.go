@@ -35,7 +35,7 @@ func TestOnPureCgroup2(t *testing.T) {
 	if err != nil || string(out) != "cgroup2fs\n" {
 		t.Fatalf("the test host is not pure cgroup2: %q, %v", out, err)
 	}
-	out, err = h.RunTestBinary(ctx, "^(TestBusybox|TestApplication|TestDeviceFilter|TestFirstStartRace|TestFailedStartLeavesNoCgroup)$")
+	out, err = h.RunTestBinary(ctx, "^(TestBusybox|TestApplication|TestDeviceFilter|TestFirstStartRace|TestFailedStartLeavesNoCgroup|TestBind)$")
 	t.Logf("inside the test host:\n%s", out)
 	if err != nil {
 		t.Fatalf("the machine tests failed on pure cgroup2: %v", err)

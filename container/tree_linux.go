@@ -304,25 +304,42 @@ func makeLayerDirs(cfg Config) error {
 // into the machine's range when idmap, with attr set (MOUNT_ATTR_RDONLY …)
 // on it and every mount below it.
 func (t *tree) bind(src, dst string, idmap bool, attr uint64) error {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	userns := -1
+	if idmap {
+		userns = t.userns
+	}
+	fd, err := cloneTree(src, userns, attr, 0)
 	if err != nil {
-		return fmt.Errorf("clone %s: %w", src, err)
+		return err
 	}
 	defer unix.Close(fd)
-	ma := &unix.MountAttr{Attr_set: attr}
-	if idmap {
-		ma.Attr_set |= unix.MOUNT_ATTR_IDMAP
-		ma.Userns_fd = uint64(t.userns)
-	}
-	if ma.Attr_set != 0 {
-		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, ma); err != nil {
-			return fmt.Errorf("%s: %w", idmapError(src, idmap), err)
-		}
-	}
 	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach %s on %s: %w", src, dst, err)
 	}
 	return nil
+}
+
+// cloneTree returns a detached recursive clone of src (attached nowhere yet),
+// idmapped into the user namespace userns unless it is -1, with attr set
+// (MOUNT_ATTR_RDONLY …) on it and every mount below it, and their
+// propagation changed to propagation (unix.MS_PRIVATE …) unless it is 0.
+func cloneTree(src string, userns int, attr, propagation uint64) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("clone %s: %w", src, err)
+	}
+	ma := &unix.MountAttr{Attr_set: attr, Propagation: propagation}
+	if userns >= 0 {
+		ma.Attr_set |= unix.MOUNT_ATTR_IDMAP
+		ma.Userns_fd = uint64(userns)
+	}
+	if ma.Attr_set != 0 || propagation != 0 {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, ma); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("%s: %w", idmapError(src, userns >= 0), err)
+		}
+	}
+	return fd, nil
 }
 
 // idmapError says what failed setting a clone's attributes.

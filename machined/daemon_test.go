@@ -395,6 +395,33 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	e.run("I/O limits and a CPU set apply live", func(t *testing.T) {
+		if !testenv.HasController(t, "blkio") || !testenv.HasController(t, "cpuset") {
+			t.Skip("skipping: no v1 blkio and cpuset controllers here")
+		}
+		node, disk := testenv.DiskOf(t, e.dir)
+		before := e.status(a)
+		e.write("a.yaml", bbMachine(a, "resources: {memoryMax: 96M, pidsMax: 200, cpuset: '0', io: [{device: "+node+", writeBandwidth: 2M}]}\n"))
+		p, err := e.api.Plan(ctx, api.PlanRequest{Path: filepath.Join(e.dir, "defs")})
+		if err != nil || len(p.Actions) != 1 || p.Actions[0].Op != api.OpUpdate || !strings.Contains(p.String(), "resources.cpuset: (unset) → 0") {
+			t.Fatalf("plan = %v, %v; want one live update of resources.cpuset and io", p, err)
+		}
+		e.apply()
+		cg := e.status(a).Cgroup
+		for file, want := range map[string]string{
+			"blkio/" + cg + "/payload/blkio.throttle.write_bps_device": disk + " 2097152",
+			"cpuset/" + cg + "/payload/cpuset.cpus":                    "0",
+		} {
+			if b, _ := os.ReadFile("/sys/fs/cgroup/" + file); strings.TrimSpace(string(b)) != want {
+				t.Errorf("%s = %q, want %q", file, b, want)
+			}
+		}
+		after := e.status(a)
+		if !after.Since.Equal(before.Since) || after.LeaderPID != before.LeaderPID {
+			t.Fatalf("machine restarted: since %s → %s, leader %d → %d", before.Since, after.Since, before.LeaderPID, after.LeaderPID)
+		}
+	})
+
 	e.run("anti-spoofing guards every machine and turns off live", func(t *testing.T) {
 		hasChain := func(name string) bool {
 			return strings.Contains(e.nsRun("nft", "list", "table", "bridge", "berth"), "chain machine-"+name+" {")

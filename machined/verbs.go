@@ -431,5 +431,11 @@ func limitsMap(r spec.Resources) map[string]any {
 	if r.IOWeight > 0 {
 		m["ioWeight"] = r.IOWeight
 	}
+	if len(r.IO) > 0 {
+		m["io"] = r.IO
+	}
+	if r.CPUSet != "" {
+		m["cpuset"] = r.CPUSet
+	}
 	return m
 }

@@ -146,6 +146,9 @@ type exporter struct {
 	// overlayfs whiteouts and opaque directories go back to the OCI
 	// markers (export_oci.go).
 	layer bool
+	// shift is subtracted from owners at or above it: a shifted machine
+	// root's range base, so the archive holds the machine's own IDs.
+	shift uint32
 }
 
 func newExporter(w io.Writer, rep *reporter, layer bool) *exporter {
@@ -162,8 +165,8 @@ func (x *exporter) entry(n *node) error {
 	hdr := &tar.Header{
 		Name:    "./" + n.rel,
 		Mode:    int64(n.st.Mode & 07777),
-		Uid:     int(n.st.Uid),
-		Gid:     int(n.st.Gid),
+		Uid:     int(unshift(n.st.Uid, x.shift)),
+		Gid:     int(unshift(n.st.Gid, x.shift)),
 		ModTime: time.Unix(n.st.Mtim.Sec, n.st.Mtim.Nsec),
 		Format:  tar.FormatPAX,
 	}
@@ -201,6 +204,15 @@ func (x *exporter) entry(n *node) error {
 		return nil
 	}
 	return x.contents(n, hdr.Size)
+}
+
+// unshift is id as the machine sees it when its root's owners were shifted
+// by base.
+func unshift(id, base uint32) uint32 {
+	if base > 0 && id >= base {
+		return id - base
+	}
+	return id
 }
 
 // setEntryType fills in what hdr needs for n's file type: a directory's

@@ -34,7 +34,8 @@ type Image struct {
 	// Path is the tree: the overlay lower directory of machines made from it.
 	// Empty for an OCI image, whose trees are its layers (Lowers).
 	Path string `json:"path,omitempty"`
-	// UsedBy lists the machines whose roots were made from this digest.
+	// UsedBy lists the machines whose roots were made from this digest, and
+	// the snapshots of roots made from it as MACHINE@SNAP.
 	UsedBy []string `json:"usedBy,omitempty"`
 
 	// Kind is ImageKindOCI for an OCI image, whose layers are stored apart
@@ -268,6 +269,12 @@ func (s *Store) image(ref nameRef) (*Image, error) {
 			img.UsedBy = append(img.UsedBy, r.Machine)
 		}
 	}
+	sns, _ := s.Snapshots("")
+	for _, sn := range sns {
+		if sn.Digest == ref.Digest {
+			img.UsedBy = append(img.UsedBy, sn.Machine+"@"+sn.Name)
+		}
+	}
 	return img, nil
 }
 
@@ -450,7 +457,7 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-// gcDigest removes stored content that no name and no machine root refers to,
+// gcDigest removes stored content that no name, machine root or snapshot refers to,
 // and the layers only it used, returning the bytes freed. The caller holds
 // the store lock exclusively.
 func (s *Store) gcDigest(digest string) (int64, error) {
@@ -478,8 +485,8 @@ func (s *Store) removeDigest(digest string) (removed bool, size int64, err error
 	return true, size, nil
 }
 
-// digestUsed reports whether a name or a machine root refers to digest, or
-// a running ephemeral machine uses it.
+// digestUsed reports whether a name, a machine root or a snapshot of one
+// refers to digest, or a running ephemeral machine uses it.
 func (s *Store) digestUsed(digest string) (bool, error) {
 	if s.imageInUse(digest) {
 		return true, nil
@@ -504,7 +511,11 @@ func (s *Store) digestUsed(digest string) (bool, error) {
 			return true, nil
 		}
 	}
-	return false, nil
+	snapDigests, _, err := s.snapshotUsers()
+	if err != nil {
+		return false, err
+	}
+	return snapDigests[digest], nil
 }
 
 // discardDir makes the directory p disappear at once (a rename into a locked
@@ -535,9 +546,9 @@ type PruneResult struct {
 	Freed  int64    `json:"freed"`
 }
 
-// Prune removes stored content that no name and no machine root refers to,
-// the layers that no stored image, no machine root and no import in progress
-// uses, and the work directories of interrupted operations.
+// Prune removes stored content that no name, no machine root and no snapshot
+// refers to, the layers that no stored image, no machine root, no snapshot and
+// no import in progress uses, and the work directories of interrupted operations.
 func (s *Store) Prune() (PruneResult, error) {
 	var res PruneResult
 	s.cleanTemp()

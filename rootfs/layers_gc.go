@@ -12,7 +12,7 @@ import (
 // Who uses a layer, and removing the ones nothing uses. A layer is used by
 // every stored image record that lists it (named or not: a record stays while
 // a machine root was made from it), by every overlay root whose lower dirs it
-// is (root.json's layers), and by every import in progress whose lease names
+// is (root.json's layers), by every snapshot of one (snapshot.json's), and by every import in progress whose lease names
 // it.
 
 // describeLayers fills in an OCI image's fields from its record and its
@@ -103,6 +103,13 @@ func (s *Store) usedLayers() (map[string]bool, error) {
 		for _, id := range r.Layers {
 			used[id] = true
 		}
+	}
+	_, snapLayers, err := s.snapshotUsers()
+	if err != nil {
+		return nil, err
+	}
+	for id := range snapLayers {
+		used[id] = true
 	}
 	leased, err := s.leasedLayers()
 	if err != nil {

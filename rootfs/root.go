@@ -140,15 +140,9 @@ func (s *Store) Root(machine string) (*Root, error) {
 	switch r.Strategy {
 	case StrategyOverlay:
 		r.Overlay = &Overlay{
-			Lower: []string{filepath.Join(s.digestDir(r.Digest), "rootfs")},
+			Lower: s.overlayLowers(r.Digest, r.Layers),
 			Upper: filepath.Join(dir, "upper"),
 			Work:  filepath.Join(dir, "work"),
-		}
-		if len(r.Layers) > 0 {
-			r.Overlay.Lower = make([]string, len(r.Layers))
-			for i, id := range r.Layers {
-				r.Overlay.Lower[len(r.Layers)-1-i] = s.layerTree(id)
-			}
 		}
 	case StrategyBtrfs, StrategyReflink, StrategyCopy:
 		r.Dir = filepath.Join(dir, "rootfs")
@@ -156,6 +150,20 @@ func (s *Store) Root(machine string) (*Root, error) {
 		return nil, fmt.Errorf("machine %q: %s names an unknown strategy %q", machine, filepath.Join(dir, rootMetaFile), r.Strategy)
 	}
 	return &r, nil
+}
+
+// overlayLowers is the lower dirs, uppermost first, of an overlay root made
+// from the image content digest (a plain image's tree) or from the OCI
+// layers (diff IDs, lowest first).
+func (s *Store) overlayLowers(digest string, layers []string) []string {
+	if len(layers) == 0 {
+		return []string{filepath.Join(s.digestDir(digest), "rootfs")}
+	}
+	lower := make([]string, len(layers))
+	for i, id := range layers {
+		lower[len(layers)-1-i] = s.layerTree(id)
+	}
+	return lower
 }
 
 // Roots lists every machine root, sorted by machine name.
@@ -448,22 +456,12 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	if err := ValidName(dst); err != nil {
 		return nil, fmt.Errorf("machine: %w", err)
 	}
-	lock, err := s.lockRoot(src, "clone it")
+	r, lock, err := s.stoppedRoot(src, "clone it")
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	r, err := s.Root(src)
-	if err != nil {
-		return nil, err
-	}
-	if r.Shift != nil && r.Shift.To != nil {
-		return nil, errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then clone it", src)
-	}
-	if _, err := s.Root(dst); err == nil || !errors.Is(err, ErrNotFound) {
-		if err == nil {
-			return nil, errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", dst, dst)
-		}
+	if err := s.noRoot(dst); err != nil {
 		return nil, err
 	}
 	unlock, err := s.storeLock(false)
@@ -486,9 +484,59 @@ func (s *Store) CloneRoot(ctx context.Context, src, dst string) (*Root, error) {
 	return s.Root(dst)
 }
 
+// stoppedRoot takes the root lock of the stopped machine (refusing, if it
+// runs, to do action: "clone it") and reads its root, refusing one midway
+// through a shift of its owners.
+func (s *Store) stoppedRoot(machine, action string) (*Root, *RootLock, error) {
+	lock, err := s.lockRoot(machine, action)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := s.Root(machine)
+	if err == nil && r.Shift != nil && r.Shift.To != nil {
+		err = errorf(ErrBusy, "machine %q: its root is midway through a shift of its owners (berth was stopped during it): start the machine once to complete it, then %s", machine, action)
+	}
+	if err != nil {
+		lock.Unlock()
+		return nil, nil, err
+	}
+	return r, lock, nil
+}
+
+// noRoot fails unless machine has no root yet (a clone's destination).
+func (s *Store) noRoot(machine string) error {
+	_, err := s.Root(machine)
+	if err == nil {
+		return errorf(ErrExists, "machine %q already has a root: pick another name, or remove it first (berth remove --delete-data %s)", machine, machine)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 // cloneInto copies the root r into the work directory dir by its strategy.
 // A clone is a new machine: it gets its own machine ID at first boot.
 func (s *Store) cloneInto(ctx context.Context, r *Root, dir string) error {
+	if err := s.copyRoot(ctx, r, dir); err != nil {
+		return err
+	}
+	if r.Overlay != nil {
+		return osimage.ResetMachineID(filepath.Join(dir, "upper"), r.Overlay.Lower)
+	}
+	tree := filepath.Join(dir, "rootfs")
+	if err := osimage.ResetMachineID(tree, nil); err != nil {
+		return err
+	}
+	return ownLikeShift(tree, r.Shift, "etc/machine-id", "var/lib/dbus/machine-id")
+}
+
+// copyRoot copies the root r's own trees into the directory dir as they are,
+// by its strategy: an overlay root's upper directory (and an empty work
+// directory: the image layers are shared), a btrfs root by a subvolume
+// snapshot, a reflink or copy root with file clones where the filesystem has
+// them. Clones, snapshots and restores are all this copy.
+func (s *Store) copyRoot(ctx context.Context, r *Root, dir string) error {
 	rep := newReporter(progressFrom(ctx))
 	copyDir := func(from, to string, reflink bool) error {
 		if err := os.Mkdir(to, 0o755); err != nil {
@@ -505,23 +553,11 @@ func (s *Store) cloneInto(ctx context.Context, r *Root, dir string) error {
 		if err := copyDir(r.Overlay.Upper, filepath.Join(dir, "upper"), s.probe().reflink); err != nil {
 			return err
 		}
-		if err := os.Mkdir(filepath.Join(dir, "work"), 0o700); err != nil {
-			return err
-		}
-		return osimage.ResetMachineID(filepath.Join(dir, "upper"), r.Overlay.Lower)
+		return os.Mkdir(filepath.Join(dir, "work"), 0o700)
 	case StrategyBtrfs:
-		if err := snapshotSubvolume(r.Dir, tree); err != nil {
-			return err
-		}
-	default:
-		if err := copyDir(r.Dir, tree, r.Strategy == StrategyReflink || s.probe().reflink); err != nil {
-			return err
-		}
+		return snapshotSubvolume(r.Dir, tree)
 	}
-	if err := osimage.ResetMachineID(tree, nil); err != nil {
-		return err
-	}
-	return ownLikeShift(tree, r.Shift, "etc/machine-id", "var/lib/dbus/machine-id")
+	return copyDir(r.Dir, tree, r.Strategy == StrategyReflink || s.probe().reflink)
 }
 
 // RemoveRoot deletes the machine's root when deleteData is true and returns the

@@ -37,6 +37,7 @@ var (
 //	STATE/machines/.tmp/           roots being made, cloned or deleted
 //	STATE/machines/NAME/           one machine root: root.json, .lock, and rootfs/
 //	                               (btrfs, reflink, copy) or upper/ + work/ (overlay)
+//	STATE/snapshots/NAME/SNAP/     one snapshot of a machine root (snapshot.go)
 //
 // Everything becomes visible by one rename from a .tmp directory, so a crash at
 // any moment leaves either the old state or the new one, plus a work directory

@@ -124,7 +124,13 @@ func readXattrs(what string, list func([]byte) (int, error), get func(string, []
 // after its contents. Neither callback may keep the node or its descriptors.
 // Sockets are skipped: they mean nothing in an image.
 func walkTree(ctx context.Context, root string, pre, post func(*node) error) error {
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	return walkTreeAt(ctx, unix.AT_FDCWD, root, pre, post)
+}
+
+// walkTreeAt is walkTree of the directory at root relative to the directory
+// descriptor dirfd (a detached mount's, with root ".").
+func walkTreeAt(ctx context.Context, dirfd int, root string, pre, post func(*node) error) error {
+	fd, err := unix.Openat(dirfd, root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: root, Err: err}
 	}

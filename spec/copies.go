@@ -81,7 +81,9 @@ func expandCopies(entries []*entry) []*entry {
 		for i := 1; i <= m.Copies; i++ {
 			c := *m
 			c.Name, c.Copies, c.Template, c.Copy = CopyName(m.Name, i), 0, m.Name, i
-			out = append(out, &entry{d: e.d, kind: e.kind, machine: &c})
+			ce := *e
+			ce.machine = &c
+			out = append(out, &ce)
 		}
 	}
 	return out

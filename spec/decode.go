@@ -19,8 +19,12 @@ import (
 // report all mistakes, and makes unknown keys, duplicate keys and type mismatches
 // errors instead of silent surprises.
 
-// pos is a line and column in a file (both 1-based).
-type pos struct{ line, col int }
+// pos is a line and column in a file (both 1-based). prof is the Profile whose
+// document the node is in, nil for the document being decoded.
+type pos struct {
+	line, col int
+	prof      *Profile
+}
 
 // maxNodes bounds the work on one document: YAML aliases can make a small file
 // expand into an enormous tree ("billion laughs").
@@ -34,6 +38,15 @@ type doc struct {
 	bad   map[string]bool // paths the decoder already reported
 	errs  *ErrorList
 	nodes int
+
+	// A Machine that lists profiles is decoded from a merged tree (profile.go):
+	// profiles are the ones applied, whose nodes are located in their own files;
+	// machine is the machine's name, for the errors a profile's field causes.
+	profiles []*Profile
+	merged   map[*yaml.Node]*Profile // mappings the merge made, by where they are located
+	machine  string
+	// self is set while a Profile document is checked on its own.
+	self *Profile
 }
 
 // has reports whether the field path was written in the document (even as null).
@@ -64,7 +77,14 @@ func (d *doc) errAt(p pos, path, format string, args ...any) {
 		d.bad = map[string]bool{}
 	}
 	d.bad[path] = true
-	*d.errs = append(*d.errs, &Error{File: d.file, Line: p.line, Col: p.col, Field: path, Msg: fmt.Sprintf(format, args...)})
+	e := &Error{File: d.file, Line: p.line, Col: p.col, Field: path, Msg: fmt.Sprintf(format, args...)}
+	switch {
+	case p.prof != nil:
+		e.File, e.Profile, e.Machines = p.prof.Source.File, p.prof.Name, []string{d.machine}
+	case d.self != nil:
+		e.Profile = d.self.Name // Machines: its users, filled in by build
+	}
+	*d.errs = append(*d.errs, e)
 }
 
 // parentPath drops the last element of a field path: a.b[2] → a.b → a → "".
@@ -83,7 +103,24 @@ func join(parent, name string) string {
 	return parent + "." + name
 }
 
-func nodePos(n *yaml.Node) pos { return pos{n.Line, n.Column} }
+func nodePos(n *yaml.Node) pos { return pos{line: n.Line, col: n.Column} }
+
+// pos is where node n was written: in the document, or in one of the profiles
+// merged into it.
+func (d *doc) pos(n *yaml.Node) pos {
+	p := nodePos(n)
+	if pr, ok := d.merged[n]; ok {
+		p.prof = pr
+		return p
+	}
+	for _, pr := range d.profiles {
+		if pr.nodes[n] {
+			p.prof = pr
+			break
+		}
+	}
+	return p
+}
 
 // fieldInfo describes one struct field of the language.
 type fieldInfo struct {
@@ -283,7 +320,7 @@ func (d *doc) resolve(n *yaml.Node) (*yaml.Node, bool) {
 	}
 	if d.nodes > maxNodes {
 		if d.nodes == maxNodes+1 {
-			d.errAt(nodePos(n), "", "the document expands to more than %d values (aliases?); split it up", maxNodes)
+			d.errAt(d.pos(n), "", "the document expands to more than %d values (aliases?); split it up", maxNodes)
 		}
 		return nil, false
 	}
@@ -296,14 +333,14 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 	if !ok {
 		return
 	}
-	d.at[path] = nodePos(n)
+	d.at[path] = d.pos(n)
 	if isNull(n) {
 		return
 	}
 	t := v.Type()
 	if c, ok := customs[t]; ok && (!c.scalarOnly || n.Kind == yaml.ScalarNode) {
 		if err := c.decode(n, v); err != nil {
-			d.errAt(nodePos(n), path, "%s", err.Error())
+			d.errAt(d.pos(n), path, "%s", err.Error())
 		}
 		return
 	}
@@ -314,7 +351,7 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 		v.Set(p)
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			d.errAt(nodePos(n), path, "expected a mapping, got %s", describe(n))
+			d.errAt(d.pos(n), path, "expected a mapping, got %s", describe(n))
 			return
 		}
 		d.decodeStruct(n, v, path, nil)
@@ -331,7 +368,7 @@ func (d *doc) decode(n *yaml.Node, v reflect.Value, path string, enum []string) 
 // list of enum strings).
 func (d *doc) decodeList(n *yaml.Node, v reflect.Value, path string, enum []string) {
 	if n.Kind != yaml.SequenceNode {
-		d.errAt(nodePos(n), path, "expected a list, got %s", describe(n))
+		d.errAt(d.pos(n), path, "expected a list, got %s", describe(n))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -346,7 +383,7 @@ func (d *doc) decodeList(n *yaml.Node, v reflect.Value, path string, enum []stri
 // a struct's field names, and each value its own path.
 func (d *doc) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.errAt(nodePos(n), path, "expected a mapping, got %s", describe(n))
+		d.errAt(d.pos(n), path, "expected a mapping, got %s", describe(n))
 		return
 	}
 	t := v.Type()
@@ -374,25 +411,25 @@ func (d *doc) decodeScalar(n *yaml.Node, v reflect.Value, path string, enum []st
 	switch v.Kind() {
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			d.errAt(nodePos(n), path, "expected a string, got %s", describe(n))
+			d.errAt(d.pos(n), path, "expected a string, got %s", describe(n))
 			return
 		}
 		if enum != nil && !slices.Contains(enum, n.Value) {
-			d.errAt(nodePos(n), path, "%s", enumMsg(n.Value, enum))
+			d.errAt(d.pos(n), path, "%s", enumMsg(n.Value, enum))
 			return
 		}
 		v.SetString(n.Value)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(n.Value)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || err != nil {
-			d.errAt(nodePos(n), path, "expected true or false, got %s", describe(n))
+			d.errAt(d.pos(n), path, "expected true or false, got %s", describe(n))
 			return
 		}
 		v.SetBool(b)
 	case reflect.Int:
 		i, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64)
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || err != nil || int64(int(i)) != i {
-			d.errAt(nodePos(n), path, "expected a whole number, got %s", describe(n))
+			d.errAt(d.pos(n), path, "expected a whole number, got %s", describe(n))
 			return
 		}
 		v.SetInt(i)
@@ -409,7 +446,7 @@ func (d *doc) decodeScalar(n *yaml.Node, v reflect.Value, path string, enum []st
 			err = typeError("")
 		}
 		if n.Kind != yaml.ScalarNode || err != nil {
-			d.errAt(nodePos(n), path, "expected a number, got %s", describe(n))
+			d.errAt(d.pos(n), path, "expected a number, got %s", describe(n))
 			return
 		}
 		v.SetFloat(f)
@@ -426,18 +463,18 @@ func (d *doc) key(k *yaml.Node, path string, seen map[string]pos) (string, bool)
 		return "", false
 	}
 	if k.Kind != yaml.ScalarNode || isNull(k) {
-		d.errAt(nodePos(k), path, "a key must be a plain string, not %s", describe(k))
+		d.errAt(d.pos(k), path, "a key must be a plain string, not %s", describe(k))
 		return "", false
 	}
 	if k.Value == "<<" && k.ShortTag() == "!!merge" {
-		d.errAt(nodePos(k), path, "merge keys (<<) are not supported; write the fields out or use one document per machine")
+		d.errAt(d.pos(k), path, "merge keys (<<) are not supported; write the fields out or use one document per machine")
 		return "", false
 	}
 	if p, dup := seen[k.Value]; dup {
-		d.errAt(nodePos(k), join(path, k.Value), "written twice in the same mapping (first at line %d)", p.line)
+		d.errAt(d.pos(k), join(path, k.Value), "written twice in the same mapping (first at line %d)", p.line)
 		return "", false
 	}
-	seen[k.Value] = nodePos(k)
+	seen[k.Value] = d.pos(k)
 	return k.Value, true
 }
 
@@ -460,7 +497,7 @@ func (d *doc) decodeStruct(n *yaml.Node, v reflect.Value, path string, skip []st
 			} else {
 				msg += " (known: " + strings.Join(si.names, ", ") + ")"
 			}
-			d.errAt(nodePos(kn), join(path, k), "%s", msg)
+			d.errAt(d.pos(kn), join(path, k), "%s", msg)
 			continue
 		}
 		f := si.fields[idx]

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berthd/berth/internal/cpuset"
 	"github.com/berthd/berth/internal/rundir"
 )
 
@@ -61,6 +62,10 @@ func (m *Machine) Default() {
 	}
 	if m.Resources.PidsMax == 0 {
 		m.Resources.PidsMax = DefaultPidsMax
+	}
+	// "0,1" and "0-1" are one set: the canonical spelling keeps the hash.
+	if cpus, err := cpuset.Parse(m.Resources.CPUSet); err == nil {
+		m.Resources.CPUSet = cpus.String()
 	}
 	if m.Security.Seccomp == "" {
 		m.Security.Seccomp = Required

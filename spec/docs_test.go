@@ -28,6 +28,7 @@ var fieldSections = []struct {
 	{"Machine", "", reflect.TypeFor[Machine]()},
 	{"Machine: restart", "restart.", reflect.TypeFor[Restart]()},
 	{"Machine: resources", "resources.", reflect.TypeFor[Resources]()},
+	{"Machine: resources.io[]", "resources.io[].", reflect.TypeFor[IOLimit]()},
 	{"Machine: network", "network.", reflect.TypeFor[MachineNetwork]()},
 	{"Machine: network.ports[]", "network.ports[].", reflect.TypeFor[Port]()},
 	{"Machine: mounts[]", "mounts[].", reflect.TypeFor[Mount]()},

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,6 +21,10 @@ type Error struct {
 	Col   int    `json:"col,omitempty"`
 	Field string `json:"field,omitempty"`
 	Msg   string `json:"message"`
+	// Profile is set when the mistake is in a Profile document (File is the
+	// profile's); Machines are the machines that use it and get the mistake.
+	Profile  string   `json:"profile,omitempty"`
+	Machines []string `json:"machines,omitempty"`
 }
 
 // Error formats the error as file:line:col: field: message, leaving out the parts
@@ -34,6 +39,14 @@ func (e *Error) Error() string {
 		}
 	}
 	b.WriteString(": ")
+	if e.Profile != "" {
+		fmt.Fprintf(&b, "in profile %s, ", e.Profile)
+		if len(e.Machines) == 0 {
+			b.WriteString("used by no machine: ")
+		} else {
+			b.WriteString("used by " + strings.Join(e.Machines, ", ") + ": ")
+		}
+	}
 	if e.Field != "" {
 		b.WriteString(e.Field)
 		b.WriteString(": ")
@@ -79,16 +92,34 @@ func (l *ErrorList) sort() {
 		if a.Field != b.Field {
 			return a.Field < b.Field
 		}
-		return a.Msg < b.Msg
+		if a.Msg != b.Msg {
+			return a.Msg < b.Msg
+		}
+		return a.Profile < b.Profile
 	})
 	out := s[:0]
 	for i, e := range s {
-		if i > 0 && *e == *s[i-1] {
+		if i > 0 && sameMistake(e, s[i-1]) {
+			// One mistake in a profile, found through several machines: one
+			// error naming them all.
+			last := out[len(out)-1]
+			last.Machines = mergeNames(last.Machines, e.Machines)
 			continue
 		}
 		out = append(out, e)
 	}
 	*l = out
+}
+
+func sameMistake(a, b *Error) bool {
+	return a.File == b.File && a.Line == b.Line && a.Col == b.Col && a.Field == b.Field && a.Msg == b.Msg && a.Profile == b.Profile
+}
+
+// mergeNames is the sorted union of two lists of names.
+func mergeNames(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // err returns the list as an error, or nil when it is empty (never a typed nil).

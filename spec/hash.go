@@ -12,7 +12,16 @@ import (
 // the file it lives in and spelling a default out do not change it; any change of
 // meaning does. berthd compares it with the hash it applied to detect drift; to
 // see what changed it compares the sub-structs (Resources, Network, Mounts, Root…).
-func (m *Machine) Hash() string { return hashOf(KindMachine, m) }
+//
+// The hash is over the effective definition, the machine's profiles merged in:
+// which profiles gave the fields is left out, so a change to a profile changes
+// the machines that use it, and moving a field between a profile and a machine
+// changes nothing.
+func (m *Machine) Hash() string {
+	c := *m
+	c.Profiles = nil
+	return hashOf(KindMachine, &c)
+}
 
 // Hash is the network's content hash (see Machine.Hash).
 func (n *Network) Hash() string { return hashOf(KindNetwork, n) }

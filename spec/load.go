@@ -184,6 +184,10 @@ type entry struct {
 	machine *Machine
 	network *Network
 	image   *Image
+	profile *Profile
+	// node is the document of a machine that lists profiles: it is decoded
+	// once every file is read (applyProfiles).
+	node *yaml.Node
 }
 
 func (e *entry) name() string {
@@ -192,12 +196,14 @@ func (e *entry) name() string {
 		return e.machine.Name
 	case e.network != nil:
 		return e.network.Name
+	case e.profile != nil:
+		return e.profile.Name
 	default:
 		return e.image.Name
 	}
 }
 
-var kinds = []string{KindMachine, KindNetwork, KindImage}
+var kinds = []string{KindMachine, KindNetwork, KindImage, KindProfile}
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?`)
 
@@ -285,6 +291,8 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 	case KindImage:
 		e.image = &Image{Source: Source{file, d.start.line, d.start.col}}
 		v = reflect.ValueOf(e.image).Elem()
+	case KindProfile:
+		return parseProfile(d, n)
 	case "":
 		d.errAt(d.start, "kind", "missing: say which kind of document this is (%s)", strings.Join(kinds, ", "))
 		return nil
@@ -296,8 +304,15 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 		d.errAt(kindPos, "kind", "%s", msg)
 		return nil
 	}
+	if e.machine != nil && hasKey(n, "profiles") {
+		e.node = n // its profiles may be in other files
+		return e
+	}
 	d.decodeStruct(n, v, "", []string{"apiVersion", "kind"})
 	e.validate()
+	if e.machine != nil {
+		e.machine.Origins = d.origins()
+	}
 	return e
 }
 
@@ -306,6 +321,7 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 // equal the defaulted gateway). lists are the error lists the documents' errors
 // go to (one per file); build reports them all.
 func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
+	applyProfiles(entries)
 	entries = expandCopies(entries)
 	for _, e := range entries {
 		switch {
@@ -346,11 +362,14 @@ func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
 			set.Networks = append(set.Networks, e.network)
 		case e.image != nil:
 			set.Images = append(set.Images, e.image)
+		case e.profile != nil:
+			set.Profiles = append(set.Profiles, e.profile)
 		}
 	}
 	sort.Slice(set.Machines, func(i, j int) bool { return set.Machines[i].Name < set.Machines[j].Name })
 	sort.Slice(set.Networks, func(i, j int) bool { return set.Networks[i].Name < set.Networks[j].Name })
 	sort.Slice(set.Images, func(i, j int) bool { return set.Images[i].Name < set.Images[j].Name })
+	sort.Slice(set.Profiles, func(i, j int) bool { return set.Profiles[i].Name < set.Profiles[j].Name })
 
 	crossCheck(set, byKind)
 	set.defaultRefs()
@@ -358,6 +377,7 @@ func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
 	for _, l := range lists {
 		errs = append(errs, *l...)
 	}
+	nameUsers(errs, byKind[KindProfile])
 	if err := errs.err(); err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ func Schema() []byte {
 		"$schema":     "http://json-schema.org/draft-07/schema#",
 		"$id":         SchemaID,
 		"title":       "berth definition (" + APIVersion + ")",
-		"description": "One berth document: a Machine, a Network or an Image. A file may hold several, separated by ---.",
+		"description": "One berth document: a Machine, a Network, an Image or a Profile. A file may hold several, separated by ---.",
 		"type":        "object",
 		"required":    []string{"apiVersion", "kind"},
 		"properties": map[string]any{
@@ -39,11 +39,18 @@ func Schema() []byte {
 		{KindMachine, reflect.TypeFor[Machine](), "A full-OS system container that boots its own init (or, with command, runs one program)."},
 		{KindNetwork, reflect.TypeFor[Network](), "A bridge on the host with a subnet that machines attach to."},
 		{KindImage, reflect.TypeFor[Image](), "A named root filesystem that machine roots are made from, with exactly one source."},
+		{KindProfile, reflect.TypeFor[Machine](), "A named set of Machine fields that machines take by listing it in profiles."},
 	} {
 		s := g.object(k.t, k.doc)
 		props := s["properties"].(map[string]any)
 		props["apiVersion"] = map[string]any{"const": APIVersion}
 		props["kind"] = map[string]any{"const": k.kind}
+		switch k.kind {
+		case KindProfile:
+			profileSchema(s, props)
+		case KindMachine:
+			imageFromProfiles(s)
+		}
 		s["required"] = append([]string{"apiVersion", "kind"}, s["required"].([]string)...)
 		if k.kind == KindImage {
 			var one []any

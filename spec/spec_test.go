@@ -493,6 +493,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(base + m("network: {name: lan, ports: ['[::1]:80:80/udp']}", "mounts: [&a {source: /a, target: /a}, *a]")))
 	f.Add([]byte("a: &a [*a]"))
+	f.Add([]byte(base + "apiVersion: berth/v1\nkind: Profile\nname: p\nnetwork: {name: lan, ports: [80]}\nresources: &r {cpus: 1}\n---\n" +
+		m("profiles: [p, q]", "network: lan", "resources: {memoryMax: 1G}")))
 	f.Add([]byte("apiVersion: berth/v1\nkind: Machine\nname: &x m\nimage: *x\nresources: {cpus: .inf}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		set, err := Parse("f.yaml", data)

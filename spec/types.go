@@ -35,6 +35,7 @@ type Machine struct {
 
 	Name     string   `json:"name" doc:"Machine name: a DNS label (lowercase letters, digits, '-'), at most 63 characters. Names the root directory, the scope machine-NAME.scope and the host veth." required:"true" format:"name"`
 	Image    string   `json:"image" doc:"Name of the Image document the machine's root is made from (once; the root then persists)." required:"true" format:"name"`
+	Profiles []string `json:"profiles,omitempty" doc:"Profile documents whose fields the machine takes, applied in order, the machine's own fields last: mappings merge key by key, lists and single values replace. See Profiles in docs/definitions.md."`
 	State    State    `json:"state,omitempty" enum:"running,stopped" doc:"Desired state. Default running."`
 	Boot     bool     `json:"boot,omitempty" doc:"Run the guest's init as PID 1 (like systemd-nspawn -b). Default true unless command is set."`
 	Command  []string `json:"command,omitempty" doc:"Application mode: run this argv as PID 1 instead of booting init (like systemd-nspawn without -b)."`
@@ -55,6 +56,11 @@ type Machine struct {
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
 	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
+
+	// Origins is where each field was written (a path: resources,
+	// resources.memoryMax), in the machine's document or a profile's; a field
+	// missing here has its default. Not part of the definition or its hash.
+	Origins map[string]Origin `json:"-"`
 
 	// Copies makes this document a template; Template and Copy are set on
 	// each machine made from one (not part of the hash: a copy's name is).
@@ -96,6 +102,19 @@ type Resources struct {
 	CPUWeight  int     `json:"cpuWeight,omitempty" doc:"Relative CPU share (CPUWeight=), 1 to 10000; the system default is 100."`
 	PidsMax    int     `json:"pidsMax,omitempty" doc:"Maximum number of tasks (TasksMax=, pids.max) of the machine, berth's supervisor included (about 10 tasks). Default 16384 (as systemd-nspawn@.service), so a fork bomb stops inside the machine; at least 32, at most 4194304."`
 	IOWeight   int     `json:"ioWeight,omitempty" doc:"Relative block I/O share (IOWeight=), 1 to 10000; the system default is 100."`
+	// I/O limits and CPU placement (issue 16, item 6).
+	IO     []IOLimit `json:"io,omitempty" doc:"Bandwidth and IOPS limits per block device (IOReadBandwidthMax= etc., io.max or blkio.throttle.*), changed live."`
+	CPUSet string    `json:"cpuset,omitempty" doc:"CPUs the machine may run on (AllowedCPUs=, cpuset.cpus), as the kernel lists them: 0-1 or 0,2-3. Every CPU must be online when the machine starts or changes. Changed live."`
+}
+
+// IOLimit limits a machine's I/O on one block device of the host. A zero field
+// means no limit of that kind.
+type IOLimit struct {
+	Device         string `json:"device" required:"true" doc:"Block device node on the host, for example /dev/vda; a partition (/dev/vda1) limits its whole disk, as the kernel throttles disks. Resolved to its major:minor when the machine starts or changes; a missing device is a start error."`
+	ReadBandwidth  Size   `json:"readBandwidth,omitempty" doc:"Bytes per second read from the device (IOReadBandwidthMax=, rbps), for example 10M."`
+	WriteBandwidth Size   `json:"writeBandwidth,omitempty" doc:"Bytes per second written to the device (IOWriteBandwidthMax=, wbps), for example 1M."`
+	ReadIOPS       int    `json:"readIOPS,omitempty" doc:"Read operations per second (IOReadIOPSMax=, riops)."`
+	WriteIOPS      int    `json:"writeIOPS,omitempty" doc:"Write operations per second (IOWriteIOPSMax=, wiops)."`
 }
 
 // MachineNetwork attaches a machine to a network.
@@ -348,6 +367,7 @@ type Set struct {
 	Machines []*Machine `json:"machines"`
 	Networks []*Network `json:"networks"`
 	Images   []*Image   `json:"images"`
+	Profiles []*Profile `json:"profiles,omitempty"`
 }
 
 // Machine returns the machine named name, or nil.

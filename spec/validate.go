@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/berthd/berth/internal/cpuset"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/internal/syscalls"
 )
@@ -91,7 +92,7 @@ var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET"}
 func validateMachine(d *doc, m *Machine) {
 	checkName(d, "name", m.Name, "machine")
 	if m.Image == "" {
-		d.errorf("image", "missing: name the Image the machine's root is made from")
+		d.errorf("image", "missing: name the Image the machine's root is made from%s", inProfiles(m))
 	} else {
 		checkName(d, "image", m.Image, "image")
 	}
@@ -276,6 +277,12 @@ func validateResources(d *doc, r *Resources) {
 	}
 	if r.PidsMax > MaxPidsMax {
 		d.errorf("resources.pidsMax", "%d is more than the kernel allows (%d, PID_MAX_LIMIT)", r.PidsMax, MaxPidsMax)
+	}
+	validateIOLimits(d, r.IO)
+	if d.has("resources.cpuset") {
+		if _, err := cpuset.Parse(r.CPUSet); err != nil {
+			d.errorf("resources.cpuset", "%v", err)
+		}
 	}
 }
 

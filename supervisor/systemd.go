@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/cpuset"
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/netconf"
@@ -119,9 +120,13 @@ type systemdDriver struct {
 func (d *systemdDriver) Name() string { return "systemd" }
 
 func (d *systemdDriver) Create(ctx context.Context, m container.CgroupMachine) (container.Cgroup, error) {
+	res, err := unitsResources(m.Resources)
+	if err != nil {
+		return container.Cgroup{}, fmt.Errorf("machine %q: %w", m.Name, err)
+	}
 	sc := units.Scope{
 		Machine: m.Name, Description: m.Description, PIDs: []int{m.PID},
-		Resources: unitsResources(m.Resources), StopTimeout: d.stopTimeout,
+		Resources: res, StopTimeout: d.stopTimeout,
 	}
 	for _, r := range m.Devices {
 		sc.DeviceAllow = append(sc.DeviceAllow, units.DeviceAllow{Path: r.Unit, Access: "rwm"})
@@ -141,7 +146,11 @@ func (d *systemdDriver) Create(ctx context.Context, m container.CgroupMachine) (
 }
 
 func (d *systemdDriver) Update(ctx context.Context, name, _ string, r container.Resources) error {
-	return d.sd.SetResources(ctx, units.ScopeName(name), unitsResources(r))
+	res, err := unitsResources(r)
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", name, err)
+	}
+	return d.sd.SetResources(ctx, units.ScopeName(name), res)
 }
 
 // Destroy runs after the payload is gone. Normally the supervisor has moved
@@ -243,7 +252,25 @@ func (d *systemdDriver) stopRequested(unit string) {
 	}()
 }
 
-func unitsResources(r container.Resources) units.Resources {
-	return units.Resources{MemoryMax: r.MemoryMax, MemoryHigh: r.MemoryHigh, CPUs: r.CPUs,
+// unitsResources converts r for the scope. Its devices and CPUs are checked on
+// this host first (systemd would only log a device it cannot find and leave
+// it unlimited): the error names the field and the device or CPU.
+func unitsResources(r container.Resources) (units.Resources, error) {
+	if err := container.CheckPlacement(r); err != nil {
+		return units.Resources{}, err
+	}
+	u := units.Resources{MemoryMax: r.MemoryMax, MemoryHigh: r.MemoryHigh, CPUs: r.CPUs,
 		CPUWeight: r.CPUWeight, PidsMax: r.PidsMax, IOWeight: r.IOWeight}
+	for _, l := range r.IO {
+		u.IO = append(u.IO, units.IOLimit{Device: l.Device, ReadBps: l.ReadBps, WriteBps: l.WriteBps,
+			ReadIOPS: l.ReadIOPS, WriteIOPS: l.WriteIOPS})
+	}
+	if r.CPUSet != "" {
+		cpus, err := cpuset.Parse(r.CPUSet)
+		if err != nil {
+			return units.Resources{}, fmt.Errorf("resources.cpuset: %w", err)
+		}
+		u.CPUSet = cpus
+	}
+	return u, nil
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/berthd/berth/internal/cpuset"
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 )
@@ -19,6 +20,15 @@ type Resources struct {
 	CPUWeight  uint64  // 1..10000
 	PidsMax    int64   // tasks
 	IOWeight   uint64  // 1..10000
+	IO         []IOLimit
+	CPUSet     cpuset.Set // AllowedCPUs=; nil: every CPU
+}
+
+// IOLimit is one device's I/O limits; a zero field is no limit of that kind.
+type IOLimit struct {
+	Device              string // device node, e.g. /dev/vda (systemd resolves it)
+	ReadBps, WriteBps   uint64
+	ReadIOPS, WriteIOPS uint64
 }
 
 // unset is systemd's "infinity" for limits and "not set" for weights
@@ -31,7 +41,8 @@ const unset = math.MaxUint64
 //	MemoryMax  → MemoryMax (bytes)          MemoryHigh → MemoryHigh (bytes)
 //	CPUs       → CPUQuotaPerSecUSec (CPUQuota=150% is 1.5 CPUs = 1500000 µs/s)
 //	CPUWeight  → CPUWeight                  PidsMax    → TasksMax
-//	IOWeight   → IOWeight
+//	IOWeight   → IOWeight                   CPUSet     → AllowedCPUs (a bit mask)
+//	IO         → IOReadBandwidthMax, IOWriteBandwidthMax, IOReadIOPSMax, IOWriteIOPSMax
 //
 // Every property is always present, a zero field as "infinity" or "unset", so the
 // same list both creates a scope and, through SetUnitProperties, takes back a
@@ -73,14 +84,48 @@ func ResourceProperties(r Resources) ([]sddbus.Property, error) {
 			return nil, fmt.Errorf("resources: cpus %v is below one microsecond per second", r.CPUs)
 		}
 	}
-	return []sddbus.Property{
+	return append([]sddbus.Property{
 		prop("MemoryMax", limit(r.MemoryMax)),
 		prop("MemoryHigh", limit(r.MemoryHigh)),
 		prop("CPUQuotaPerSecUSec", quota),
 		prop("CPUWeight", weight(r.CPUWeight)),
 		prop("TasksMax", limit(r.PidsMax)),
 		prop("IOWeight", weight(r.IOWeight)),
-	}, nil
+		prop("AllowedCPUs", r.CPUSet.Mask()),
+	}, ioProperties(r.IO)...), nil
+}
+
+// ioProperties are the per-device limits, each property twice: first empty,
+// which makes systemd drop every limit of that kind (so SetUnitProperties
+// takes back a device the definition no longer lists), then the list. A
+// device without a limit of a kind is left out of that kind's list.
+func ioProperties(io []IOLimit) []sddbus.Property {
+	type entry struct {
+		Path  string
+		Limit uint64
+	}
+	var props []sddbus.Property
+	for _, k := range []struct {
+		name string
+		of   func(IOLimit) uint64
+	}{
+		{"IOReadBandwidthMax", func(l IOLimit) uint64 { return l.ReadBps }},
+		{"IOWriteBandwidthMax", func(l IOLimit) uint64 { return l.WriteBps }},
+		{"IOReadIOPSMax", func(l IOLimit) uint64 { return l.ReadIOPS }},
+		{"IOWriteIOPSMax", func(l IOLimit) uint64 { return l.WriteIOPS }},
+	} {
+		list := []entry{}
+		for _, l := range io {
+			if v := k.of(l); v > 0 {
+				list = append(list, entry{l.Device, v})
+			}
+		}
+		props = append(props, prop(k.name, []entry{}))
+		if len(list) > 0 {
+			props = append(props, prop(k.name, list))
+		}
+	}
+	return props
 }
 
 func prop(name string, v any) sddbus.Property {

@@ -79,8 +79,8 @@ func TestResourceProperties(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := propMap(ps)
-			if len(got) != 6 {
-				t.Errorf("got %d properties, want all 6: %v", len(got), got)
+			if len(got) != 11 {
+				t.Errorf("got %d properties, want all 11: %v", len(got), got)
 			}
 			for k, v := range tc.want {
 				if got[k] != v {

@@ -111,11 +111,15 @@ func exportOCI(cmd *cobra.Command, name, dir, ref string) error {
 	})
 }
 
-// exportFile writes the image name to file, compressed as file's name says,
-// and returns the archive's size. The archive is written beside file and
-// renamed at the end: an interrupted export leaves no truncated archive under
-// the name.
+// exportFile writes the image name to file (see writeArchive).
 func exportFile(ctx context.Context, s *rootfs.Store, name, file string) (int64, error) {
+	return writeArchive(file, func(w io.Writer, c rootfs.Compression) error { return s.Export(ctx, name, w, c) })
+}
+
+// writeArchive has export write an archive to file, compressed as file's
+// name says, and returns its size: written beside file and renamed at the
+// end, so an interrupted export leaves no truncated archive under the name.
+func writeArchive(file string, export func(w io.Writer, c rootfs.Compression) error) (int64, error) {
 	c, err := rootfs.CompressionFor(file)
 	if err != nil {
 		return 0, err
@@ -126,7 +130,7 @@ func exportFile(ctx context.Context, s *rootfs.Store, name, file string) (int64,
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	if err := s.Export(ctx, name, f, c); err != nil {
+	if err := export(f, c); err != nil {
 		return 0, err
 	}
 	if err := f.Sync(); err != nil {

@@ -13,15 +13,23 @@ import (
 	"github.com/berthd/berth/rootfs"
 )
 
+// tinyTree makes a tree of two files to import: etc/os-release (ID=tiny)
+// and bin/sh.
+func tinyTree(t *testing.T) string {
+	t.Helper()
+	tree := filepath.Join(t.TempDir(), "tree")
+	if out, err := exec.Command("sh", "-c", `mkdir -p "$1/etc" "$1/bin" && echo 'ID=tiny' > "$1/etc/os-release" && echo x > "$1/bin/sh"`, "sh", tree).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	return tree
+}
+
 // TestImageVerbs drives berth image import/list/export/remove/prune, clone and
 // remove on a small tree, as a person would.
 func TestImageVerbs(t *testing.T) {
 	testenv.SkipUnlessRoot(t)
 	state := t.TempDir()
-	tree := filepath.Join(t.TempDir(), "tree")
-	if out, err := exec.Command("sh", "-c", `mkdir -p "$1/etc" "$1/bin" && echo 'ID=tiny' > "$1/etc/os-release" && echo x > "$1/bin/sh"`, "sh", tree).CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
+	tree := tinyTree(t)
 	st := "--state-dir=" + state
 	code, out, errs := run(t, st, "-o", "table", "image", "import", "tiny", tree)
 	if code != 0 || !strings.Contains(out, "image tiny: sha256:") {

@@ -58,6 +58,10 @@ root is deleted. A running machine is refused: stop it first. remove stops nothi
 				done = append(done, removed{Machine: name, Size: size, Deleted: true})
 				if !o.json {
 					fmt.Fprintf(o.w, "removed machine %s: deleted its root (freed %s)\n", name, humanBytes(size))
+					if sns, err := s.Snapshots(name); err == nil && len(sns) > 0 {
+						fmt.Fprintf(o.w, "machine %s: %s of it kept (berth snapshot list %s; berth snapshot remove %s SNAP... --yes)\n",
+							name, plural(len(sns), "snapshot"), name, name)
+					}
 				}
 				return nil
 			})

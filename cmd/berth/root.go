@@ -63,13 +63,14 @@ berth is the command line, in the style of machinectl.`,
 	f.StringVarP(&globals.output, "output", "o", "table", "output format: table or json")
 	globals.flags = f
 
-	root.AddCommand(newListCmd(), newStatusCmd(), newKillCmd())
+	root.AddCommand(newListCmd(), newStatusCmd(), newShowCmd(), newKillCmd())
 	root.AddCommand(newLifecycleCmds()...)
 	root.AddCommand(newPlanCmd(), newApplyCmd(), newEventsCmd(), newValidateCmd(), newSchemaCmd())
-	root.AddCommand(newImageCmd(), newCloneCmd(), newRemoveCmd(), newNetworkCmd())
+	root.AddCommand(newImageCmd(), newCloneCmd(), newSnapshotCmd(), newRemoveCmd(), newNetworkCmd())
 	root.AddCommand(newBootCmd(), newShellCmd(), newConsoleCmd(), newLoginCmd(), newLogsCmd())
 	root.AddCommand(newCopyCmds()...)
 	root.AddCommand(newInstallCmd(), newUninstallCmd())
+	root.AddCommand(newBindCmd())
 	// cobra adds its completion verbs when it first runs: now, so that they
 	// are held to the same rules as the others.
 	root.InitDefaultCompletionCmd()

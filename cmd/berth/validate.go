@@ -41,7 +41,10 @@ type validationResult struct {
 	Machines int           `json:"machines"`
 	Networks int           `json:"networks"`
 	Images   int           `json:"images"`
+	Profiles int           `json:"profiles"`
 	Errors   []*spec.Error `json:"errors"`
+	// Warnings are what is valid but likely a mistake: a profile no machine uses.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // reportValidation prints the summary or the errors and returns the exit status
@@ -53,11 +56,23 @@ func reportValidation(o output, stderr io.Writer, set *spec.Set, errs spec.Error
 		r.Errors = []*spec.Error{}
 	}
 	if set != nil {
-		r.Machines, r.Networks, r.Images = len(set.Machines), len(set.Networks), len(set.Images)
+		r.Machines, r.Networks, r.Images, r.Profiles = len(set.Machines), len(set.Networks), len(set.Images), len(set.Profiles)
+		for _, p := range set.Profiles {
+			if len(p.Machines) == 0 {
+				r.Warnings = append(r.Warnings, fmt.Sprintf("%s:%d: profile %s is used by no machine", p.Source.File, p.Source.Line, p.Name))
+			}
+		}
 	}
 	err := o.print(r, func(stdout io.Writer) error {
+		for _, w := range r.Warnings {
+			fmt.Fprintln(stderr, "warning: "+w)
+		}
 		if r.Valid {
-			fmt.Fprintf(stdout, "%s, %s, %s: ok\n", plural(r.Machines, "machine"), plural(r.Networks, "network"), plural(r.Images, "image"))
+			counts := plural(r.Machines, "machine") + ", " + plural(r.Networks, "network") + ", " + plural(r.Images, "image")
+			if r.Profiles > 0 {
+				counts += ", " + plural(r.Profiles, "profile")
+			}
+			fmt.Fprintf(stdout, "%s: ok\n", counts)
 			return nil
 		}
 		for _, e := range errs {

@@ -97,7 +97,8 @@ func TestLinuxFields(t *testing.T) {
 		{"memory swap", `{"linux": {"resources": {"memory": {"limit": 67108864, "swap": 67108864}}}}`, []string{"linux.resources.memory.swap: not supported by berth"}},
 		{"cpu period alone", `{"linux": {"resources": {"cpu": {"period": 50000}}}}`,
 			[]string{"linux.resources.cpu.period: without a quota it sets no limit"}},
-		{"cpu set", `{"linux": {"resources": {"cpu": {"cpus": "0-1"}}}}`, []string{"linux.resources.cpu.cpus: not supported by berth"}},
+		{"bad cpu set", `{"linux": {"resources": {"cpu": {"cpus": "1-0"}}}}`, []string{"linux.resources.cpu.cpus: \"1-0\": a range goes from the lower CPU to the higher"}},
+		{"memory nodes", `{"linux": {"resources": {"cpu": {"mems": "0"}}}}`, []string{"linux.resources.cpu.mems: not supported by berth"}},
 		{"no pids limit", `{"linux": {"resources": {"pids": {"limit": -1}}}}`, []string{"linux.resources.pids.limit: -1: berth always limits a machine's tasks"}},
 		{"unified", `{"linux": {"resources": {"unified": {"memory.high": "1G"}}}}`, []string{"linux.resources.unified: not supported by berth"}},
 		{"a device berth allows anyway", `{"linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}, {"allow": true, "type": "c", "major": 136, "access": "rw"}]}}}`, nil},
@@ -129,12 +130,12 @@ func TestConversions(t *testing.T) {
 		name, patch string
 		check       func(b *Bundle) bool
 	}{
-		{"resources", `{"linux": {"resources": {"memory": {"limit": 67108864}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024}, "pids": {"limit": 100}, "blockIO": {"weight": 500}}}}`,
+		{"resources", `{"linux": {"resources": {"memory": {"limit": 67108864}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024, "cpus": "1,0"}, "pids": {"limit": 100}, "blockIO": {"weight": 500}}}}`,
 			func(b *Bundle) bool {
-				return b.Config.Resources == container.Resources{MemoryMax: 64 << 20, CPUs: 0.5, CPUWeight: 39, PidsMax: 100, IOWeight: 4950}
+				return reflect.DeepEqual(b.Config.Resources, container.Resources{MemoryMax: 64 << 20, CPUs: 0.5, CPUWeight: 39, PidsMax: 100, IOWeight: 4950, CPUSet: "0-1"})
 			}},
 		{"no limits", `{"linux": {"resources": {"memory": {"limit": -1}, "cpu": {"quota": -1}, "pids": {"limit": 0}}}}`,
-			func(b *Bundle) bool { return b.Config.Resources == container.Resources{} }},
+			func(b *Bundle) bool { return reflect.DeepEqual(b.Config.Resources, container.Resources{}) }},
 		{"host network", `{"linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}}`,
 			func(b *Bundle) bool { return b.Config.NetworkMode == "host" }},
 		{"user namespace, berth's pick", `{"linux": {"namespaces": [` + runcNS + `, {"type": "user"}]}}`,

@@ -51,8 +51,8 @@ var fields = map[string]fieldKind{
 	"linux.resources.devices[].minor": read, "linux.resources.devices[].access": read,
 	"linux.resources.memory": descend, "linux.resources.memory.limit": read,
 	"linux.resources.cpu": descend, "linux.resources.cpu.quota": read, "linux.resources.cpu.period": read,
-	"linux.resources.cpu.shares": read,
-	"linux.resources.pids":       descend, "linux.resources.pids.limit": read,
+	"linux.resources.cpu.shares": read, "linux.resources.cpu.cpus": read,
+	"linux.resources.pids": descend, "linux.resources.pids.limit": read,
 	"linux.resources.blockIO": descend, "linux.resources.blockIO.weight": read,
 }
 

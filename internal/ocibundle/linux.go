@@ -8,6 +8,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthd/berth/container"
+	"github.com/berthd/berth/internal/cpuset"
 )
 
 // rangeSize is the size of a machine's range of user and group IDs.
@@ -158,6 +159,13 @@ func (c *conv) cpu(cpu *specs.LinuxCPU) {
 			c.fail(at+"shares", "%d: want 2…262144", s)
 		} else {
 			res.CPUWeight = 1 + (s-2)*9999/262142
+		}
+	}
+	if cpu.Cpus != "" {
+		if set, err := cpuset.Parse(cpu.Cpus); err != nil {
+			c.fail(at+"cpus", "%v", err)
+		} else {
+			res.CPUSet = set.String()
 		}
 	}
 }

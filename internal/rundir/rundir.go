@@ -114,6 +114,15 @@ func (d Dir) SupervisorFiles() []string {
 	return []string{d.State(), d.ControlSocket(), d.NotifySocket(), d.RootMount()}
 }
 
+// PropagateDir holds a directory per running machine, PropagateDir/NAME,
+// whose mounts propagate into the machine's /run/host/incoming: the path
+// systemd-nspawn uses, because systemd-machined's BindMountMachine
+// (`machinectl bind`) looks for it there.
+const PropagateDir = "/run/systemd/nspawn/propagate"
+
+// Propagate is machine name's propagation directory (PropagateDir).
+func Propagate(name string) string { return filepath.Join(PropagateDir, name) }
+
 // MaxLen is the longest runtime directory a machine may have: sockets live
 // in it, and sockaddr_un holds 108 bytes.
 const MaxLen = 90

@@ -2,7 +2,6 @@ package testhost
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,18 +33,7 @@ func TestConsoleAndLoginInTestHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(h.Dir, "etc/berth/machines/c1.yaml"), []byte(def), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		out, _ := h.Exec(ctx, "berth", "status", "c1", "-o", "json")
-		var st struct {
-			State string `json:"state"`
-		}
-		if json.Unmarshal(out, &st) == nil && st.State == "running" {
-			break
-		}
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("c1 is not running:\n%s\n%s", exec("berth", "list"), out)
-		}
-	}
+	waitRunning(ctx, t, h, 60*time.Second, "c1")
 	exec("berth", "shell", "c1", "sh", "-c", "echo root:berth-test | chpasswd")
 
 	// open runs args on a terminal of their own; step waits for want on it

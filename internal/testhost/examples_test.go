@@ -119,6 +119,10 @@ func TestExamplesInTestHost(t *testing.T) {
 			t.Errorf("machine-web.scope %s = %q, want %q", prop, got, want)
 		}
 	}
+	// hello's cpuset, through the supervisor's systemd driver.
+	if got := strings.TrimSpace(exec("systemctl", "show", "machine-hello.scope", "-p", "AllowedCPUs", "--value")); got != "0" {
+		t.Errorf("machine-hello.scope AllowedCPUs = %q, want 0", got)
+	}
 	// "running" is the guest's READY=1, which systemd sends once basic.target
 	// is reached (as nspawn --notify-ready reports it); lighttpd, part of
 	// multi-user.target, may start a moment later.

@@ -100,6 +100,14 @@ func (c *Client) Status(ctx context.Context, name string) (*MachineStatus, error
 	return &out, nil
 }
 
+func (c *Client) Definition(ctx context.Context, name string) (*Definition, error) {
+	var out Definition
+	if err := c.do(ctx, http.MethodGet, "/v1/machines/"+url.PathEscape(name)+"/definition", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 func (c *Client) Verb(ctx context.Context, name, verb string) error {
 	return c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/"+url.PathEscape(verb), struct{}{}, nil)
 }

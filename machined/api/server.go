@@ -60,6 +60,9 @@ func Handler(api API) http.Handler {
 	mux.HandleFunc("GET /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, r, func() (any, error) { return api.Status(r.Context(), r.PathValue("name")) })
 	})
+	mux.HandleFunc("GET /v1/machines/{name}/definition", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, r, func() (any, error) { return api.Definition(r.Context(), r.PathValue("name")) })
+	})
 	mux.HandleFunc("POST /v1/machines/{name}/kill", func(w http.ResponseWriter, r *http.Request) {
 		var req KillRequest
 		if !decode(w, r, &req) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -174,6 +175,8 @@ type API interface {
 	Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error)
 	Networks(ctx context.Context) ([]NetworkStatus, error)
 	Daemon(ctx context.Context) (*DaemonStatus, error)
+	// Definition is a declared machine's effective definition (berth show).
+	Definition(ctx context.Context, name string) (*Definition, error)
 	// Events calls fn for the events after seq, then, when follow, for new ones
 	// until ctx ends or fn returns an error.
 	Events(ctx context.Context, seq uint64, machine string, follow bool, fn func(Event) error) error
@@ -264,4 +267,22 @@ type Event struct {
 	Image     string    `json:"image,omitempty"`
 	Message   string    `json:"message"`
 	Reconcile string    `json:"reconcile,omitempty"`
+}
+
+// Definition is a machine's effective definition, as `berth show` prints it:
+// its profiles merged in and the defaults filled in (the JSON of a
+// spec.Machine), with where each field was written. A field path (resources,
+// resources.memoryMax) missing from Origins has its default.
+type Definition struct {
+	Definition json.RawMessage        `json:"definition"`
+	Origins    map[string]FieldOrigin `json:"origins"`
+}
+
+// FieldOrigin is where a field was written: a file and line, in the machine's
+// own document or, with Profile set, in that profile's.
+type FieldOrigin struct {
+	Profile string `json:"profile,omitempty"`
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
 }

@@ -184,7 +184,8 @@ func (h *Host) StopMachine(ctx context.Context, name string, terminate bool) (*a
 
 // Forget marks the machine's exit as handled: state.json becomes
 // state.last.json, kept (with supervisor.log) for a post-mortem but no longer
-// an exit to handle. The supervisor may still be
+// an exit to handle, and whatever a killed supervisor left mounted on the
+// host is removed. The supervisor may still be
 // removing its cgroup: it is given a moment to finish first.
 func (h *Host) Forget(name string) {
 	dir := h.runDir(name)
@@ -192,6 +193,9 @@ func (h *Host) Forget(name string) {
 	if st, err := container.ReadState(dir); err == nil && st.SupervisorAlive() && st.Phase != container.PhaseExited {
 		return // started again meanwhile
 	}
+	// A supervisor that was killed left its propagation directory mounted
+	// on the host (binds into the machine arrive through it).
+	container.RemovePropagation(name)
 	h.forgetEphemeral(name)
 	_ = os.Rename(rundir.Dir(dir).State(), rundir.Dir(dir).HandledState())
 }

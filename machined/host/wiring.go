@@ -76,7 +76,19 @@ func containerResources(r spec.Resources) container.Resources {
 		CPUWeight:  uint64(r.CPUWeight),
 		PidsMax:    int64(r.PidsMax),
 		IOWeight:   uint64(r.IOWeight),
+		IO:         containerIOLimits(r.IO),
+		CPUSet:     r.CPUSet,
 	}
+}
+
+func containerIOLimits(io []spec.IOLimit) []container.IOLimit {
+	var out []container.IOLimit
+	for _, l := range io {
+		out = append(out, container.IOLimit{Device: l.Device,
+			ReadBps: uint64(l.ReadBandwidth), WriteBps: uint64(l.WriteBandwidth),
+			ReadIOPS: uint64(l.ReadIOPS), WriteIOPS: uint64(l.WriteIOPS)})
+	}
+	return out
 }
 
 // bridgeOf is the netconf view of a declared network's bridge.

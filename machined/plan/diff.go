@@ -43,6 +43,7 @@ func diffMachine(old, new *spec.Machine) machineDiff {
 func restartRelevant(m *spec.Machine) spec.Machine {
 	c := *m
 	c.Source = spec.Source{}
+	c.Profiles = nil // the profiles are merged in: only what they give counts
 	c.State = ""
 	c.Image = ""
 	c.Resources = spec.Resources{}

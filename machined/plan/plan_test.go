@@ -80,6 +80,12 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Spec.Resources.MemoryMax = spec.Size(256 << 20)
 			},
 			want: []string{"update machine web"}, changes: true, detail: "resources.memoryMax"},
+		{name: "I/O limit and CPU set edited: live update, no restart",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				o.Machines["web"].Spec.Resources.IO = []spec.IOLimit{{Device: "/dev/vda", WriteBandwidth: spec.Size(1 << 20)}}
+				o.Machines["web"].Spec.Resources.CPUSet = "1"
+			},
+			want: []string{"update machine web"}, changes: true, detail: "resources.cpuset: 1 → (unset)"},
 		{name: "port edited: live update of the forwards",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Spec.Network.Ports = nil
