@@ -149,10 +149,20 @@ type Root struct {
 
 // Overlay is an overlayfs root: Lower layers (top first, as overlayfs's
 // lowerdir), a writable Upper and its Work directory on the same filesystem.
+// With Scratch instead of Upper and Work, the machine is ephemeral: its upper
+// layer is a tmpfs of at most Scratch bytes that the supervisor mounts for
+// each boot in the mount namespace it builds the tree in, so the machine's
+// changes are gone when that boot ends, a crash included, with nothing to
+// clean up on the host (systemd-nspawn --volatile=overlay's shape over an
+// image, not --ephemeral's copy of the tree).
 type Overlay struct {
-	Lower []string `json:"lower"`
-	Upper string   `json:"upper"`
-	Work  string   `json:"work"`
+	Lower   []string `json:"lower"`
+	Upper   string   `json:"upper,omitempty"`
+	Work    string   `json:"work,omitempty"`
+	Scratch int64    `json:"scratch,omitempty"`
+	// Seed is a directory on the host whose tree is copied onto the
+	// scratch layer at each boot (files berth gives the machine).
+	Seed string `json:"seed,omitempty"`
 }
 
 // Mount is a bind or tmpfs mount in the machine. Target is a path inside the
@@ -383,10 +393,22 @@ func (r Root) check() error {
 		}
 	case r.Overlay != nil:
 		o := r.Overlay
-		if len(o.Lower) == 0 || o.Upper == "" || o.Work == "" {
-			return fmt.Errorf("root.overlay: lower, upper and work are all required")
+		switch {
+		case o.Scratch < 0:
+			return fmt.Errorf("root.overlay.scratch: %d is not a size", o.Scratch)
+		case o.Scratch > 0 && (o.Upper != "" || o.Work != ""):
+			return fmt.Errorf("root.overlay: give either scratch or upper and work, not both")
+		case len(o.Lower) == 0 || (o.Scratch == 0 && (o.Upper == "" || o.Work == "")):
+			return fmt.Errorf("root.overlay: lower, and upper and work (or scratch), are required")
 		}
-		for _, p := range append(append([]string{}, o.Lower...), o.Upper, o.Work) {
+		paths := o.Lower
+		if o.Seed != "" {
+			paths = append(append([]string{}, o.Lower...), o.Seed)
+		}
+		if o.Scratch == 0 {
+			paths = append(append([]string{}, o.Lower...), o.Upper, o.Work)
+		}
+		for _, p := range paths {
 			if !filepath.IsAbs(p) || strings.ContainsAny(p, ",:") {
 				return fmt.Errorf("root.overlay: %q must be an absolute path without ',' or ':'", p)
 			}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/berthd/berth/internal/rundir"
 
@@ -60,6 +61,95 @@ type tree struct {
 	pid    int    // the init stage, on the host
 	userns int    // its user namespace; -1 without Users
 	uid    uint32 // the machine's root on the host
+	// upper and work are an ephemeral root's, on this boot's tmpfs.
+	upper, work string
+}
+
+// mountScratch mounts an ephemeral root's tmpfs in M0 and makes its upper
+// and work directories, owned by the host's root as an upper directory on
+// disk is (the idmapped bind of it maps them into the machine's range), or by
+// the machine's root when the range is shifted instead. The tmpfs is charged
+// to the machine's memory cgroup as the guest fills it; it is freed when the
+// last mount namespace holding it goes, whatever way the boot ends.
+func (t *tree) mountScratch() error {
+	o := t.cfg.Root.Overlay
+	if o == nil || o.Scratch == 0 {
+		return nil
+	}
+	dir := rundir.Dir(t.cfg.RuntimeDir).Scratch()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("ephemeral root: %w", err)
+	}
+	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", o.Scratch)); err != nil {
+		return fmt.Errorf("ephemeral root: tmpfs of %d bytes: %w", o.Scratch, err)
+	}
+	owner := 0
+	if u := t.cfg.Users; u != nil && u.Shifted {
+		owner = int(u.Base)
+	}
+	t.upper, t.work = filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	for _, d := range []string{t.upper, t.work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("ephemeral root: %w", err)
+		}
+		if err := os.Lchown(d, owner, owner); err != nil {
+			return fmt.Errorf("ephemeral root: %w", err)
+		}
+	}
+	if o.Seed != "" {
+		if err := copySeed(o.Seed, t.upper, owner); err != nil {
+			return fmt.Errorf("ephemeral root: seed %s: %w", o.Seed, err)
+		}
+	}
+	return nil
+}
+
+// copySeed copies the tree seed (berth's own files, on the host) onto an
+// ephemeral root's upper directory: directories, regular files and symbolic
+// links, with their modes and owners shifted by base (the range's first ID
+// when the range is shifted, else 0).
+func copySeed(seed, upper string, base int) error {
+	return filepath.Walk(seed, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == seed {
+			return err
+		}
+		rel, err := filepath.Rel(seed, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(upper, rel)
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no owner", p)
+		}
+		uid, gid := base+int(st.Uid), base+int(st.Gid)
+		switch {
+		case fi.IsDir():
+			err = os.Mkdir(dst, fi.Mode().Perm())
+		case fi.Mode().IsRegular():
+			var b []byte
+			if b, err = os.ReadFile(p); err == nil {
+				err = os.WriteFile(dst, b, fi.Mode().Perm())
+			}
+		case fi.Mode()&os.ModeSymlink != 0:
+			var to string
+			if to, err = os.Readlink(p); err == nil {
+				err = os.Symlink(to, dst)
+			}
+		default:
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(dst, uid, gid); err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return os.Chmod(dst, fi.Mode()&(os.ModePerm|os.ModeSticky|os.ModeSetuid|os.ModeSetgid))
+		}
+		return nil
+	})
 }
 
 // buildTree builds the machine's tree for the init stage pid and returns an
@@ -78,6 +168,9 @@ func (s *supervisor) buildTree(pid int) (*os.File, error) {
 		}
 	}
 	if err := makeBindStages(s.cfg); err != nil {
+		return nil, err
+	}
+	if err := t.mountScratch(); err != nil {
 		return nil, err
 	}
 	var err error
@@ -161,6 +254,9 @@ func (t *tree) mountRoot() error {
 		return t.bind(t.cfg.Root.Dir, t.root, idmap, 0)
 	}
 	lower, upper, work := o.Lower, o.Upper, o.Work
+	if o.Scratch > 0 {
+		upper, work = t.upper, t.work
+	}
 	if idmap {
 		// Each layer is an idmapped clone attached in M0 (which nobody else
 		// sees), and overlayfs is mounted over those: Linux 5.19.
@@ -173,14 +269,14 @@ func (t *tree) mountRoot() error {
 			}
 			lower = append(lower, at)
 		}
-		if filepath.Dir(o.Upper) != filepath.Dir(o.Work) {
-			return fmt.Errorf("overlay root: upper %s and work %s must be in one directory to be idmapped", o.Upper, o.Work)
+		if filepath.Dir(upper) != filepath.Dir(work) {
+			return fmt.Errorf("overlay root: upper %s and work %s must be in one directory to be idmapped", upper, work)
 		}
 		state := filepath.Join(layers, "state")
-		if err := t.bind(filepath.Dir(o.Upper), state, true, 0); err != nil {
+		if err := t.bind(filepath.Dir(upper), state, true, 0); err != nil {
 			return fmt.Errorf("the machine's layer: %w", err)
 		}
-		upper, work = filepath.Join(state, filepath.Base(o.Upper)), filepath.Join(state, filepath.Base(o.Work))
+		upper, work = filepath.Join(state, filepath.Base(upper)), filepath.Join(state, filepath.Base(work))
 	}
 	if err := mountOverlay(t.root, lower, upper, work); err != nil {
 		return fmt.Errorf("overlay root: %w", err)

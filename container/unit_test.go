@@ -103,7 +103,10 @@ func TestConfigValidation(t *testing.T) {
 		{"both roots", func(c *Config) { c.Root.Overlay = &Overlay{} }, "not both"},
 		{"relative root", func(c *Config) { c.Root.Dir = "rel" }, "absolute"},
 		{"missing root", func(c *Config) { c.Root.Dir = "/nonexistent/x" }, "not a directory"},
-		{"overlay incomplete", func(c *Config) { c.Root = Root{Overlay: &Overlay{Lower: []string{"/a"}}} }, "lower, upper and work"},
+		{"overlay incomplete", func(c *Config) { c.Root = Root{Overlay: &Overlay{Lower: []string{"/a"}}} }, "upper and work (or scratch)"},
+		{"overlay scratch and upper", func(c *Config) {
+			c.Root = Root{Overlay: &Overlay{Lower: []string{"/a"}, Upper: "/u", Work: "/w", Scratch: 1 << 20}}
+		}, "either scratch or upper and work"},
 		{"app without command", func(c *Config) { c.Boot = false }, "needs a command"},
 		{"relative command", func(c *Config) { c.Boot, c.Args = false, []string{"sh"} }, "absolute path inside"},
 		{"network", func(c *Config) { c.NetworkMode = "bridge" }, "networkMode"},

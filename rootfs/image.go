@@ -486,8 +486,11 @@ func (s *Store) removeDigest(digest string) (removed bool, size int64, err error
 }
 
 // digestUsed reports whether a name, a machine root or a snapshot of one
-// refers to digest.
+// refers to digest, or a running ephemeral machine uses it.
 func (s *Store) digestUsed(digest string) (bool, error) {
+	if s.imageInUse(digest) {
+		return true, nil
+	}
 	ents, err := os.ReadDir(filepath.Join(s.images, "names"))
 	if err != nil {
 		return false, err

@@ -302,26 +302,16 @@ func (s *Store) CreateRoot(ctx context.Context, machine, image string, strategy 
 		return nil, err
 	}
 	defer unlock()
-	ref, err := s.lookup(image)
+	img, err := s.machineImage(machine, image)
 	if err != nil {
-		return nil, fmt.Errorf("machine %q: %w", machine, err)
-	}
-	img, err := s.imageOnly(*ref)
-	if err != nil {
-		return nil, fmt.Errorf("machine %q: %w", machine, err)
+		return nil, err
 	}
 	st, err := imageStrategy(strategy, s.probe(), img)
 	if err != nil {
 		return nil, fmt.Errorf("machine %q: %w", machine, err)
 	}
 	start := time.Now()
-	r := Root{Machine: machine, Image: img.Name, Digest: img.Digest, Strategy: st, Created: time.Now().UTC()}
-	if img.Name == "" {
-		r.Image = img.Digest
-	}
-	if st == StrategyOverlay && img.Kind == ImageKindOCI {
-		r.Layers = img.stack()
-	}
+	r := newRoot(machine, img, st)
 	made, err := s.commitRoot(machine, "create-", r, func(dir string) error { return buildRoot(ctx, img, st, dir) })
 	if err != nil {
 		return nil, err

@@ -104,6 +104,9 @@ func (m *Machine) Default() {
 		m.Root.OnImageChange = ImageChangeKeep
 	}
 	m.defaultHealth()
+	if m.Root.Ephemeral && m.Root.EphemeralSize == 0 {
+		m.Root.EphemeralSize = DefaultEphemeralSize
+	}
 	if m.ResolvConf == "" {
 		switch m.Network.Name {
 		case NetworkNone:

@@ -322,6 +322,7 @@ func parseDoc(file string, root *yaml.Node, errs *ErrorList) *entry {
 // go to (one per file); build reports them all.
 func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
 	applyProfiles(entries)
+	entries = expandCopies(entries)
 	for _, e := range entries {
 		switch {
 		case e.machine != nil:
@@ -345,6 +346,11 @@ func build(entries []*entry, lists ...*ErrorList) (*Set, error) {
 			continue // reported as missing
 		}
 		if first, dup := names[name]; dup {
+			if e.machine != nil && (e.machine.Template != "" || first.machine.Template != "") {
+				field, msg := copyClash(e, first)
+				e.d.errorf(field, "%s", msg)
+				continue
+			}
 			e.d.errorf("name", "%s %q is already defined at %s:%d", e.kind, name, first.d.file, first.d.start.line)
 			continue
 		}

@@ -65,6 +65,12 @@ type Machine struct {
 	// resources.memoryMax), in the machine's document or a profile's; a field
 	// missing here has its default. Not part of the definition or its hash.
 	Origins map[string]Origin `json:"-"`
+
+	// Copies makes this document a template; Template and Copy are set on
+	// each machine made from one (not part of the hash: a copy's name is).
+	Copies   int    `json:"copies,omitempty" doc:"Make this document a template of N machines, NAME-1 to NAME-N (1 to 1000), instead of one machine NAME: each copy has its own name, hostname, address from the network's pool and user range, and a change to the template changes every copy. Lowering it stops the copies beyond N (and, with berth apply --prune, removes their roots; an ephemeral copy leaves nothing). A template cannot pin what only one machine may have: hostname, network.address, address6, mac, port forwards, a pinned privateUsers range."`
+	Template string `json:"-"`
+	Copy     int    `json:"-"`
 }
 
 // State is a machine's desired state.
@@ -238,7 +244,13 @@ func (p PrivateUsers) Pinned() (uint32, bool) {
 type Root struct {
 	Strategy      RootStrategy `json:"strategy,omitempty" enum:"auto,overlay,btrfs,reflink,copy" doc:"How the root is made from the image: auto (default: the cheapest the filesystem allows), overlay (overlayfs over the read-only image), btrfs (snapshot), reflink (copy-on-write copy), copy (plain copy)."`
 	OnImageChange ImageChange  `json:"onImageChange,omitempty" enum:"keep,recreate" doc:"What happens when the image changes under an existing root: keep (default: the root is data; berth reports that the machine needs recreating) or recreate (the root is thrown away and made anew from the new image)."`
+
+	Ephemeral     bool `json:"ephemeral,omitempty" doc:"Run the machine on a throw-away layer over its image: every boot (a reboot too) starts from the image as it is, nothing the machine writes is kept after it stops, and no root is made in the state directory (like systemd-nspawn --ephemeral, without its copy of the tree: starting costs the same whatever the image's size). The layer is a tmpfs, counted in the machine's memory. Default false."`
+	EphemeralSize Size `json:"ephemeralSize,omitempty" doc:"With ephemeral: the most the machine can write (the tmpfs's size), for example 256M. Default 1G."`
 }
+
+// DefaultEphemeralSize caps the throw-away layer of an ephemeral machine.
+const DefaultEphemeralSize = Size(1 << 30)
 
 // RootStrategy is how a machine root is cloned from its image.
 type RootStrategy string

@@ -111,6 +111,8 @@ func validateMachine(d *doc, m *Machine) {
 	validateCapabilities(d, &m.Capabilities)
 	validateSystemCallFilter(d, m.SystemCallFilter)
 	validateHealth(d, m)
+	validateEphemeral(d, &m.Root)
+	validateCopies(d, m)
 
 	if d.has("stopTimeout") && m.StopTimeout == 0 {
 		d.errorf("stopTimeout", "must be greater than 0; remove it for the default (%s)", DefaultStopTimeout)

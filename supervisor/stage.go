@@ -45,7 +45,14 @@ func stageHooks(ctx context.Context, cfg container.Config) (container.Hooks, err
 	// berthd.service runs with a lowered OOM score; the machines must not
 	// inherit that protection from it.
 	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
-	if w.StateDir != "" {
+	// An ephemeral machine has no root in the state directory to lock; its
+	// image's content is kept in use instead.
+	switch {
+	case w.StateDir != "" && w.EphemeralImage != "":
+		if err := useImage(&h, cfg.Name, w.StateDir, w.EphemeralImage); err != nil {
+			return h, err
+		}
+	case w.StateDir != "":
 		if err := lockRoot(&h, cfg.Name, w.StateDir); err != nil {
 			return h, err
 		}
@@ -76,14 +83,35 @@ func lockRoot(h *container.Hooks, name, stateDir string) error {
 	if err != nil {
 		return fmt.Errorf("machine %q: %w", name, err)
 	}
+	releaseWhenStopped(h, func() { _ = lock.Unlock() })
+	return nil
+}
+
+// useImage keeps an ephemeral machine's image content from removal for the
+// machine's life (rootfs.Store.UseImage), as lockRoot keeps a root.
+func useImage(h *container.Hooks, name, stateDir, digest string) error {
+	store, err := rootfs.Open(stateDir)
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", name, err)
+	}
+	f, err := store.UseImage(digest)
+	if err != nil {
+		return fmt.Errorf("machine %q: %w", name, err)
+	}
+	releaseWhenStopped(h, func() { f.Close() })
+	return nil
+}
+
+// releaseWhenStopped runs release once the machine has stopped, after the
+// Stopped hooks before it.
+func releaseWhenStopped(h *container.Hooks, release func()) {
 	stopped := h.Stopped
 	h.Stopped = func(ctx context.Context, st container.ExitStatus) {
 		if stopped != nil {
 			stopped(ctx, st)
 		}
-		lock.Unlock()
+		release()
 	}
-	return nil
 }
 
 // networkHook attaches the machine's veth (or just brings loopback up) from

@@ -25,6 +25,9 @@ type Wiring struct {
 	// Forwards are the machine's port forwards; the supervisor relays those
 	// the kernel cannot do ([::1]) for as long as the machine runs.
 	Forwards []netconf.Forward `json:"forwards,omitempty"`
+	// EphemeralImage is the digest of an ephemeral machine's image, whose
+	// content the supervisor keeps in use while the machine runs.
+	EphemeralImage string `json:"ephemeralImage,omitempty"`
 }
 
 // ReadWiring reads a machine's machine.json.

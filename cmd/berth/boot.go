@@ -30,10 +30,11 @@ type bootOpts struct {
 	dir, name, machineID, hostname, init, network, consoleLog string
 	privateUsers, ociBundle                                   string
 	binds, tmpfs, setenv, capAdd, capDrop, syscallFilter      []string
-	memoryMax                                                 string
+	memoryMax, ephemeralSize                                  string
 	pidsMax                                                   int64
 	cpus                                                      float64
 	readOnly, boot, seccompOptional, deviceFenceOptional      bool
+	ephemeral                                                 bool
 	stopTimeout                                               time.Duration
 }
 
@@ -95,6 +96,8 @@ The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the
 	f.Float64Var(&bootFlags.cpus, "cpus", 0, "CPU quota in CPUs, e.g. 1.5")
 	f.StringVar(&bootFlags.network, "network", "none", "none (own network namespace, loopback only) or host")
 	f.BoolVar(&bootFlags.readOnly, "read-only", false, "mount the root read-only")
+	f.BoolVarP(&bootFlags.ephemeral, "ephemeral", "x", false, "run on a throw-away layer over the directory (a tmpfs, see --ephemeral-size): the directory is never written, and what the machine writes is gone when it ends or reboots (like systemd-nspawn -x, without its copy)")
+	f.StringVar(&bootFlags.ephemeralSize, "ephemeral-size", "1G", "with --ephemeral: the most the machine can write, e.g. 256M")
 	f.DurationVar(&bootFlags.stopTimeout, "stop-timeout", 30*time.Second, "how long a poweroff may take before the machine is killed")
 	f.StringVar(&bootFlags.consoleLog, "console-log", "", "console log file (default /var/log/berth/NAME.console.log)")
 	return c
@@ -197,10 +200,31 @@ func superviseTerminal(ctx context.Context, cfg container.Config, hooks containe
 // bootConfigFor is the machine berth boot runs: a bundle's with
 // --oci-bundle, else the flags' (bootConfig).
 func bootConfigFor(fs *pflag.FlagSet, args []string) (container.Config, error) {
+	var cfg container.Config
+	var err error
 	if bootFlags.ociBundle != "" {
-		return ociBootConfig(fs, args)
+		cfg, err = ociBootConfig(fs, args)
+	} else {
+		cfg, err = bootConfig(args)
 	}
-	return bootConfig(args)
+	if err == nil && bootFlags.ephemeral {
+		err = bootEphemeral(&cfg, bootFlags)
+	}
+	return cfg, err
+}
+
+// bootEphemeral puts the machine's writes on a throw-away tmpfs over its
+// directory, which then stays as it is.
+func bootEphemeral(cfg *container.Config, f bootOpts) error {
+	if cfg.Root.ReadOnly {
+		return fmt.Errorf("boot: --ephemeral and --read-only: choose one (an ephemeral root is writable, and its writes are thrown away)")
+	}
+	n, err := spec.ParseSize(f.ephemeralSize)
+	if err != nil || n < 1<<20 {
+		return fmt.Errorf("boot: --ephemeral-size %q: give a size of at least 1M, e.g. 256M or 2G", f.ephemeralSize)
+	}
+	cfg.Root = container.Root{Overlay: &container.Overlay{Lower: []string{cfg.Root.Dir}, Scratch: n.Bytes()}}
+	return nil
 }
 
 // bootConfig turns the flags into a machine config; errors name the flag.

@@ -49,6 +49,8 @@ const (
 	notifySocketFile  = "notify"            // the guest's sd_notify socket, /run/host/notify inside
 	rootMountFile     = "root"              // the mount point of the root in the payload's namespace
 	layersDir         = "layers"            // the mount points of an overlay root's idmapped layers
+	scratchDir        = "scratch"           // the mount point of an ephemeral root's tmpfs
+	seedDir           = "seed"              // the files berth puts on an ephemeral root at each boot
 	bindsDir          = "binds"             // where the definition's binds wait for the init stage
 	supervisorLogFile = "supervisor.log"    // a detached supervisor's own output
 	stateTempPattern  = ".state.json.tmp-*" // state.json being replaced
@@ -86,6 +88,14 @@ func (d Dir) RootMount() string { return d.file(rootMountFile) }
 // Layers holds the mount points of an overlay root's idmapped layers in that
 // mount namespace (empty directories on the host).
 func (d Dir) Layers() string { return d.file(layersDir) }
+
+// Scratch is the mount point of an ephemeral root's tmpfs (its upper and work
+// directories) in that mount namespace (an empty directory on the host).
+func (d Dir) Scratch() string { return d.file(scratchDir) }
+
+// Seed holds the files berth puts on an ephemeral root's fresh layer at each
+// boot (resolv.conf), as an upper directory would.
+func (d Dir) Seed() string { return d.file(seedDir) }
 
 // BindStage is where the i-th of the machine's mounts (a bind) is made in that
 // mount namespace, outside the root, for the init stage to attach in its own

@@ -84,10 +84,7 @@ func (h *Host) runDir(name string) string {
 // StartMachine makes the root if needed, attaches the network and starts a
 // detached supervisor.
 func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) error {
-	root, err := h.images.Root(m.Name)
-	if errors.Is(err, rootfs.ErrNotFound) {
-		root, err = h.images.CreateRoot(ctx, m.Name, m.Image, rootfs.Strategy(m.Root.Strategy))
-	}
+	root, err := h.machineRoot(ctx, m)
 	if err != nil {
 		return fmt.Errorf("machine %q: root: %w", m.Name, err)
 	}
@@ -111,7 +108,13 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 	if cfg.Users, err = h.machineUsers(ctx, m); err != nil {
 		return err
 	}
+	if m.Root.Ephemeral {
+		ephemeralConfig(&cfg, m)
+	}
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
+	if m.Root.Ephemeral {
+		w.EphemeralImage = root.Digest
+	}
 	if m.Network.Private() {
 		att, err := h.attachment(d, m)
 		if err != nil {
@@ -130,6 +133,9 @@ func (h *Host) machineUsers(ctx context.Context, m *spec.Machine) (*container.Us
 	idmap := rootfs.IdmapOptional
 	if m.Security.Idmap == spec.Required {
 		idmap = rootfs.IdmapRequired
+	}
+	if m.Root.Ephemeral {
+		return h.ephemeralUsers(m)
 	}
 	if !m.PrivateUsers.Private() {
 		if _, err := h.images.PrepareUsers(ctx, m.Name, 0, idmap); err != nil {
@@ -190,6 +196,7 @@ func (h *Host) Forget(name string) {
 	// A supervisor that was killed left its propagation directory mounted
 	// on the host (binds into the machine arrive through it).
 	container.RemovePropagation(name)
+	h.forgetEphemeral(name)
 	_ = os.Rename(rundir.Dir(dir).State(), rundir.Dir(dir).HandledState())
 }
 

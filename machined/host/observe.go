@@ -18,6 +18,7 @@ import (
 	"github.com/berthd/berth/machined/api"
 	"github.com/berthd/berth/machined/plan"
 	"github.com/berthd/berth/netconf"
+	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
 	"github.com/berthd/berth/supervisor"
 )
@@ -170,6 +171,9 @@ func fillRunning(om *plan.ObservedMachine, r *observed) {
 		return
 	}
 	om.Spec = r.w.Spec
+	if om.Spec != nil && om.Spec.Root.Ephemeral {
+		om.RootStrategy, om.RootImage = string(rootfs.StrategyEphemeral), om.Spec.Image
+	}
 	if a := r.w.Attachment; a != nil {
 		for _, p := range []netip.Prefix{a.Addr4, a.Addr6} {
 			if p.IsValid() {
@@ -190,6 +194,12 @@ func (h *Host) observeStore(o *plan.Observed) error {
 		if om == nil {
 			om = &plan.ObservedMachine{Name: r.Machine}
 			o.Machines[r.Machine] = om
+		}
+		if om.RootStrategy == string(rootfs.StrategyEphemeral) {
+			// Running ephemeral: status shows that; the root kept under
+			// its name (from a persistent past) still counts for prune.
+			om.HasRoot = true
+			continue
 		}
 		om.HasRoot, om.RootImage, om.RootDigest, om.RootStrategy, om.RootPath = true, r.Image, r.Digest, string(r.Strategy), r.Path
 	}

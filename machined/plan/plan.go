@@ -243,7 +243,12 @@ func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec
 	}
 
 	imageChanged := false
-	if om.HasRoot {
+	if m.Root.Ephemeral && om.Running && om.Spec != nil && (imageRebuilt || om.Spec.Image != m.Image) {
+		// Restarting would throw away what the machine wrote: the person
+		// decides when.
+		act(api.OpNote, "ephemeral: it runs on the image it started with; berth restart "+m.Name+" boots on image "+m.Image+" as it is now (nothing of the machine is kept)")
+	}
+	if om.HasRoot && !m.Root.Ephemeral {
 		if oi, ok := o.Images[m.Image]; imageRebuilt || (ok && oi.Digest != om.RootDigest) || om.RootImage != m.Image {
 			imageChanged = true
 		}
@@ -265,6 +270,10 @@ func planMachine(add func(api.Action), m *spec.Machine, om *ObservedMachine, rec
 	if !om.Running {
 		if rec.NextRestart.After(now) {
 			act(api.OpNote, fmt.Sprintf("restarting in %s (back-off after %d restarts)", rec.NextRestart.Sub(now).Round(time.Second), rec.Restarts))
+			return
+		}
+		if m.Root.Ephemeral {
+			act(api.OpStart, "ephemeral: on a fresh throw-away layer over image "+m.Image)
 			return
 		}
 		if !om.HasRoot {
@@ -305,7 +314,17 @@ func (b *planner) undeclared(prune bool) {
 		}
 		needs := b.need(api.ID(api.OpRecord, api.KindMachine, n))
 		if om.Running {
-			b.add(api.Action{Op: api.OpStop, Kind: api.KindMachine, Name: n, Reason: "no longer declared; its root is kept", Needs: needs})
+			reason := "no longer declared; its root is kept"
+			if om.Spec != nil && om.Spec.Root.Ephemeral {
+				reason = "no longer declared; ephemeral: nothing of it is kept"
+			}
+			b.add(api.Action{Op: api.OpStop, Kind: api.KindMachine, Name: n, Reason: reason, Needs: needs})
+		}
+		if om.Running && om.Spec != nil && om.Spec.Root.Ephemeral && !om.HasRoot {
+			// Nothing of it is data: its address lease goes with it.
+			b.add(api.Action{Op: api.OpRemove, Kind: api.KindMachine, Name: n, Reason: "no longer declared; ephemeral: its address lease and UID range are released",
+				Needs: append(needs, b.need(api.ID(api.OpStop, api.KindMachine, n))...)})
+			continue
 		}
 		if prune && om.HasRoot {
 			b.add(api.Action{Op: api.OpRemove, Kind: api.KindMachine, Name: n, Reason: "no longer declared: prune deletes its root",

@@ -102,6 +102,11 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["web"].Spec.Hostname = "old"
 			},
 			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "hostname: old → web"},
+		{name: "made ephemeral: restart",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				d.Machine("web").Root.Ephemeral, d.Machine("web").Root.EphemeralSize = true, spec.DefaultEphemeralSize
+			},
+			want: []string{"restart machine web", "update rules berth"}, changes: true, detail: "root.ephemeral: false → true"},
 		{name: "machine died: start",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Machines["web"].Running = false
@@ -135,6 +140,26 @@ func TestBuildPlan(t *testing.T) {
 				o.Machines["old"] = &ObservedMachine{Name: "old", Running: true, HasRoot: true}
 			},
 			want: []string{"stop machine old", "update rules berth"}, changes: true, detail: "root is kept"},
+		{name: "ephemeral, not running: started on a fresh layer, no root needed",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				d.Machine("web").Root.Ephemeral = true
+				o.Machines["web"].Running, o.Machines["web"].HasRoot = false, false
+			},
+			want: []string{"start machine web", "update rules berth"}, changes: true, detail: "ephemeral: on a fresh throw-away layer"},
+		{name: "undeclared ephemeral machine: stopped, nothing kept",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				o.Machines["lab-3"] = &ObservedMachine{Name: "lab-3", Running: true, Spec: &spec.Machine{Name: "lab-3", Root: spec.Root{Ephemeral: true}}}
+			},
+			want: []string{"stop machine lab-3", "remove machine lab-3", "update rules berth"}, changes: true, detail: "nothing of it is kept"},
+		{name: "ephemeral, image changed: a note, never a restart that loses its writes",
+			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
+				d.Machine("web").Root.Ephemeral = true
+				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb"}
+				old := *d.Machine("web")
+				old.Image = "older"
+				o.Machines["web"].Spec = &old
+			},
+			want: []string{"note machine web"}, detail: "runs on the image it started with"},
 		{name: "image changed, keep: a note, never a silent recreate",
 			edit: func(d *spec.Set, o *Observed, _ map[string]store.Record) {
 				o.Images["deb"] = ObservedImage{Name: "deb", Digest: "sha256:bbb", SpecHash: d.Image("deb").Hash()}
