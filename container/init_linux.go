@@ -317,6 +317,9 @@ func payloadEnv(cfg Config, kind string) []string {
 	if kind == "systemd" {
 		env = append(env, "NOTIFY_SOCKET=/run/host/notify")
 	}
+	if len(cfg.Credentials) > 0 {
+		env = append(env, "CREDENTIALS_DIRECTORY="+credentialsDir)
+	}
 	if kind == "app" && asRoot {
 		env = append(env, "USER=root", "LOGNAME=root")
 	}

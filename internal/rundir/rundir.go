@@ -49,6 +49,7 @@ const (
 	notifySocketFile  = "notify"            // the guest's sd_notify socket, /run/host/notify inside
 	rootMountFile     = "root"              // the mount point of the root in the payload's namespace
 	layersDir         = "layers"            // the mount points of an overlay root's idmapped layers
+	credentialsDir    = "credentials"       // the machine's credentials, until its supervisor read them
 	bindsDir          = "binds"             // where the definition's binds wait for the init stage
 	supervisorLogFile = "supervisor.log"    // a detached supervisor's own output
 	stateTempPattern  = ".state.json.tmp-*" // state.json being replaced
@@ -91,6 +92,11 @@ func (d Dir) Layers() string { return d.file(layersDir) }
 // mount namespace, outside the root, for the init stage to attach in its own
 // (an empty directory or file on the host).
 func (d Dir) BindStage(i int) string { return filepath.Join(d.file(bindsDir), strconv.Itoa(i)) }
+
+// Credentials is where berthd leaves a machine's credentials (0700, files
+// 0400, root's) for its supervisor, which reads them into memory and removes
+// the directory before the first boot.
+func (d Dir) Credentials() string { return d.file(credentialsDir) }
 
 // BindStages holds every BindStage.
 func (d Dir) BindStages() string { return d.file(bindsDir) }
