@@ -54,11 +54,11 @@ type Machine struct {
 	PrivateUsers     PrivateUsers      `json:"privateUsers,omitempty" doc:"User namespace: pick (true, the default) gives the machine a private range of 65536 UIDs and GIDs, like systemd-nspawn -U: root in the machine is an unprivileged user on the host, and its root is idmapped (never chowned). A number pins the range's first UID (a multiple of 65536). false: the machine's root is the host's root, like systemd-nspawn without -U."`
 	StopTimeout      Duration          `json:"stopTimeout,omitempty" doc:"How long a clean poweroff may take before every process of the machine is killed. Default 30s."`
 	Root             Root              `json:"root" doc:"How the machine's persistent root is made from its image."`
+	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
+
 	// Provisioning (spec/provision.go).
 	Credentials map[string]Credential `json:"credentials,omitempty" doc:"Credentials for the guest, by name, as systemd-nspawn's --set-credential/--load-credential: files in a read-only ramfs at /run/host/credentials that $CREDENTIALS_DIRECTORY names for PID 1 (init in boot mode, the command in application mode). systemd guests import them as system credentials (passwd.hashed-password.root, ssh.authorized_keys.root, firstboot.locale, login.motd…; see docs/definitions.md for which systemd reads which). Read at each start; values never appear in clear in status, plan or events."`
 	Files       []ProvisionFile       `json:"files,omitempty" doc:"Files written into the machine's root before its first boot only (like cloud-init's write_files): a later change to this list applies only to a new root."`
-
-	ResolvConf       ResolvConf        `json:"resolvConf,omitempty" enum:"off,network,host" doc:"Whether berth writes the guest's /etc/resolv.conf: off (leave it alone), network (the Network's resolver on its gateway, or with the resolver off its dns servers), host (a copy of the host's). Default: network when the Network has its resolver on or lists dns servers, host for other Networks and for host networking, off for none. Takes effect at the next start."`
 }
 
 // State is a machine's desired state.
