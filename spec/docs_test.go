@@ -34,6 +34,8 @@ var fieldSections = []struct {
 	{"Machine: capabilities", "capabilities.", reflect.TypeFor[Capabilities]()},
 	{"Machine: security", "security.", reflect.TypeFor[Security]()},
 	{"Machine: root", "root.", reflect.TypeFor[Root]()},
+	{"Machine: credentials.NAME", "credentials.NAME.", reflect.TypeFor[Credential]()},
+	{"Machine: files[]", "files[].", reflect.TypeFor[ProvisionFile]()},
 	{"Network", "", reflect.TypeFor[Network]()},
 	{"Network: resolver", "resolver.", reflect.TypeFor[Resolver]()},
 	{"Image", "", reflect.TypeFor[Image]()},
@@ -74,6 +76,9 @@ func typeName(t reflect.Type, enum []string) string {
 	case reflect.Slice:
 		return "list of " + typeName(t.Elem(), nil) + "s"
 	case reflect.Map:
+		if t.Elem().Kind() != reflect.String {
+			return "mapping of " + typeName(t.Elem(), nil) + "s"
+		}
 		return "mapping of strings"
 	case reflect.Int:
 		return "integer"

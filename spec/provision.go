@@ -67,7 +67,7 @@ func (s *Secret) UnmarshalJSON(b []byte) error {
 // before its first boot (like cloud-init's write_files), never again.
 type ProvisionFile struct {
 	Path    string   `json:"path" doc:"Absolute path in the machine. Its parent directories are made (0755, root) when missing; a symbolic link on the way is followed inside the machine's root, never out of it." required:"true" format:"abspath"`
-	Content string   `json:"content,omitempty" doc:"The file's content. Not a secret: it is shown by status and plan; use credentials for secrets."`
+	Content string   `json:"content,omitempty" doc:"The file's content. Not a secret: berth plan's diff shows it; use credentials for secrets."`
 	Source  string   `json:"source,omitempty" doc:"Absolute path of a host file to copy instead of content, read when the root is provisioned." format:"abspath"`
 	Owner   string   `json:"owner,omitempty" doc:"UID:GID (or UID, the group then the same number) of the file inside the machine, numeric. Default 0:0 (the machine's root)."`
 	Mode    FileMode `json:"mode,omitempty" doc:"Octal permissions as a string (\"0600\"). Default 0644."`
