@@ -140,6 +140,28 @@ files:
 		}
 	}
 
+	// files: are written before the first boot only: a changed content is
+	// a live change the root keeps out of, also across a restart.
+	if err := os.WriteFile(filepath.Join(defs, "m.yaml"), []byte(strings.Replace(def, "provisioned by berth", "changed later", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(t, rt, "plan", defs); code != 2 || !strings.Contains(out, "files[1].content: provisioned by berth\n → changed later\n (written before a root's first boot only") || strings.Contains(out, ": restart") {
+		t.Errorf("plan after files changed = %d:\n%s%s", code, out, errs)
+	}
+	if code, out, errs := run(t, rt, "apply", defs); code != 0 {
+		t.Fatalf("apply = %d:\n%s%s", code, out, errs)
+	}
+	if code, out, errs := run(t, rt, "reboot", name); code != 0 {
+		t.Fatalf("reboot = %d:\n%s%s", code, out, errs)
+	}
+	machinetest.WaitPhase(t, runDir, container.PhaseRunning, 2)
+	if got := inMachine(t, runDir, "cat", "/etc/berth/provisioned.conf"); got != "provisioned by berth" {
+		t.Errorf("after a restart with changed files: %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.StateDir, "machines", name, "root.json")); err != nil || !strings.Contains(string(b), `"provisioned":`) {
+		t.Errorf("root.json does not record the provisioning: %s %v", b, err)
+	}
+
 	// A literal value: refused by apply PATH (its copy would hold it).
 	lit := filepath.Join(tmp, "literal")
 	if err := os.MkdirAll(lit, 0o755); err != nil {

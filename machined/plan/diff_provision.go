@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"fmt"
 	"sort"
 
 	"github.com/berthd/berth/spec"
@@ -41,7 +42,15 @@ func credentialSource(c spec.Credential) spec.Credential {
 // diffFiles lists changes to the files written before a root's first boot:
 // nothing restarts, and the machine's root keeps what it was given.
 func diffFiles(old, new []spec.ProvisionFile) []string {
-	out := diffJSON("files", old, new)
+	var out []string
+	if len(old) == len(new) {
+		// Entry by entry: "files[1].content: a → b".
+		for i := range old {
+			out = append(out, diffJSON(fmt.Sprintf("files[%d]", i), old[i], new[i])...)
+		}
+	} else {
+		out = diffJSON("files", old, new)
+	}
 	for i := range out {
 		out[i] += " (written before a root's first boot only: this root keeps its files)"
 	}
