@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -82,15 +83,26 @@ const MaxCredentialSize = 1 << 20
 
 var ownerRE = regexp.MustCompile(`^[0-9]{1,10}(:[0-9]{1,10})?$`)
 
-// IDs are the file's owner, numeric.
-func (f *ProvisionFile) IDs() (uid, gid uint32) {
-	u, g, ok := strings.Cut(f.Owner, ":")
-	fmt.Sscan(u, &uid)
-	if !ok {
-		return uid, uid
+// IDs are the file's owner, numeric; ok is false when Owner is not UID[:GID]
+// of 32-bit IDs (validation refuses those).
+func (f *ProvisionFile) IDs() (uid, gid uint32, ok bool) {
+	if f.Owner == "" {
+		return 0, 0, true
 	}
-	fmt.Sscan(g, &gid)
-	return uid, gid
+	if !ownerRE.MatchString(f.Owner) {
+		return 0, 0, false
+	}
+	u, g, both := strings.Cut(f.Owner, ":")
+	if !both {
+		g = u
+	}
+	uv, uerr := strconv.ParseUint(u, 10, 32)
+	gv, gerr := strconv.ParseUint(g, 10, 32)
+	// 4294967295 is (uid_t)-1, "no change" to chown.
+	if uerr != nil || gerr != nil || uv == 1<<32-1 || gv == 1<<32-1 {
+		return 0, 0, false
+	}
+	return uint32(uv), uint32(gv), true
 }
 
 // checkCredentialName applies systemd's rule for a credential's name (it is
@@ -162,7 +174,7 @@ func validateFiles(d *doc, files []ProvisionFile) {
 		case !d.has(f + ".content"):
 			d.errorf(f, "has neither content nor source: give one (content: \"\" for an empty file)")
 		}
-		if pf.Owner != "" && !ownerRE.MatchString(pf.Owner) {
+		if _, _, ok := pf.IDs(); !ok {
 			d.errorf(f+".owner", "%q is not UID:GID: give numbers as the machine's /etc/passwd has them, like 1000:1000", pf.Owner)
 		}
 		if pf.Mode > 0o7777 {

@@ -34,6 +34,7 @@ func TestProvisionRules(t *testing.T) {
 		{"content and source", m("files: [{path: /a, content: x, source: /b}]"), []string{"files[0]: has both content and source"}},
 		{"neither", m("files: [{path: /a}]"), []string{"files[0]: has neither content nor source"}},
 		{"owner names", m("files: [{path: /a, content: x, owner: \"root:root\"}]"), []string{`files[0].owner: "root:root" is not UID:GID`}},
+		{"owner too large", m("files: [{path: /a, content: x, owner: \"4294967295\"}]"), []string{`files[0].owner: "4294967295" is not UID:GID`}},
 		{"bad mode", m("files: [{path: /a, content: x, mode: \"999\"}]"), []string{"files[0].mode:"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -122,7 +122,10 @@ func (h *Host) provision(ctx context.Context, m *spec.Machine) error {
 						return fmt.Errorf("files[%d].source: %w", i, err)
 					}
 				}
-				uid, gid := f.IDs()
+				uid, gid, _ := f.IDs() // validated
+				if g.Private && (uid >= safecopy.Size || gid >= safecopy.Size) {
+					return fmt.Errorf("files[%d].owner: %s is outside the machine's %d IDs (privateUsers): give IDs below %d", i, f.Owner, safecopy.Size, safecopy.Size)
+				}
 				if err := safecopy.WriteFile(ctx, g, f.Path, data, uid, gid, uint32(f.Mode)); err != nil {
 					return fmt.Errorf("files[%d] (%s): %w", i, f.Path, err)
 				}
