@@ -48,7 +48,12 @@ type Config struct {
 	// berth sets too (PATH, TERM, HOME …) takes this value.
 	Env      []string `json:"env,omitempty"`
 	Hostname string   `json:"hostname,omitempty"` // default: Name
-	Mounts   []Mount  `json:"mounts,omitempty"`
+	// Credentials are the names of the machine's credentials, whose values
+	// wait in rundir.Dir.Credentials (never in this file): the supervisor
+	// reads them once and gives each boot a read-only ramfs of them at
+	// /run/host/credentials, named by $CREDENTIALS_DIRECTORY (as nspawn).
+	Credentials []string `json:"credentials,omitempty"`
+	Mounts      []Mount  `json:"mounts,omitempty"`
 	// WorkingDir is where the init or command starts, a path inside the
 	// machine (default /). The command enters it as its User.
 	WorkingDir string `json:"workingDir,omitempty"`

@@ -105,6 +105,16 @@ func startPayload(msg initMessage, sock *os.File, root int) error {
 	if err != nil {
 		return err
 	}
+	// Every mount of the machine shared within it, as systemd-nspawn's outer
+	// child does (systemd/systemd#3860): a guest's systemd does it itself
+	// only when it is not in a container, and its services need it, since
+	// it builds their /run/credentials/UNIT (LoadCredential=, SetCredential=)
+	// and other mounts in a child namespace and moves them into place. This
+	// namespace belongs to the machine's user namespace and its mounts are
+	// slaves of the supervisor's: nothing propagates out of it.
+	if err := mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("share the machine's mounts within it: %w", err)
+	}
 	if master != nil {
 		rights := unix.UnixRights(int(master.Fd()))
 		if err := unix.Sendmsg(syncFD, []byte("console"), rights, nil, 0); err != nil {
@@ -316,6 +326,9 @@ func payloadEnv(cfg Config, kind string) []string {
 	}
 	if kind == "systemd" || (kind == "app" && cfg.Readiness == ReadinessNotify) {
 		env = append(env, "NOTIFY_SOCKET=/run/host/notify")
+	}
+	if len(cfg.Credentials) > 0 {
+		env = append(env, "CREDENTIALS_DIRECTORY="+credentialsDir)
 	}
 	if kind == "app" && asRoot {
 		env = append(env, "USER=root", "LOGNAME=root")

@@ -186,7 +186,7 @@ func mountOwn(cfg Config) (*os.File, error) {
 
 // setupRun mounts /run (with /run/host), owned by the machine's root; it
 // returns /run's path.
-func setupRun(cfg Config, root string, uid uint32) (string, error) {
+func setupRun(cfg Config, root string, uid uint32, creds []credential) (string, error) {
 	run, err := mkdirIn(root, "/run", 0o755)
 	if err != nil {
 		return "", err
@@ -194,7 +194,7 @@ func setupRun(cfg Config, root string, uid uint32) (string, error) {
 	if err := mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_STRICTATIME, "mode=755,size=20%,nr_inodes=800k"+owner(uid)); err != nil {
 		return "", err
 	}
-	if err := setupRunHost(cfg, filepath.Join(run, "host")); err != nil {
+	if err := setupRunHost(cfg, filepath.Join(run, "host"), creds); err != nil {
 		return "", err
 	}
 	return run, nil
@@ -293,7 +293,7 @@ func consolePty(dev string) (*os.File, error) {
 // container-manager, container-uuid, inaccessible/ nodes to mask files with,
 // and incoming/, where binds into the running machine arrive (bind_linux.go).
 // It is read-only to the guest.
-func setupRunHost(cfg Config, dir string) error {
+func setupRunHost(cfg Config, dir string, creds []credential) error {
 	if err := os.MkdirAll(filepath.Join(dir, "inaccessible"), 0o755); err != nil {
 		return err
 	}
@@ -332,6 +332,9 @@ func setupRunHost(cfg Config, dir string) error {
 	}
 	if err := os.Mkdir(filepath.Join(dir, "incoming"), 0o700); err != nil {
 		return err
+	}
+	if err := mountCredentials(filepath.Join(dir, "credentials"), creds); err != nil {
+		return fmt.Errorf("credentials: %w", err)
 	}
 	if err := bindRO(dir, true); err != nil {
 		return err

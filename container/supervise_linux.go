@@ -53,6 +53,8 @@ type supervisor struct {
 	// return to from the one it builds each boot's tree in (tree_linux.go);
 	// -1 until it first leaves.
 	hostMnt int
+	// creds are the machine's credentials, read once (credentials_linux.go).
+	creds []credential
 
 	mu      sync.Mutex
 	writeMu sync.Mutex // serialises state.json writes
@@ -220,6 +222,9 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 		err = fmt.Errorf("machine %q: %w", s.cfg.Name, err)
 		s.log.Error("start failed", "err", err)
 		return finish(ExitStatus{Code: 1, Reason: ReasonFailed, Error: err.Error()}), err
+	}
+	if err := s.loadCredentials(); err != nil {
+		return fail(err)
 	}
 	if u := s.cfg.Users; u != nil {
 		if err := userns.KernelSupportsUserNamespaces(); err != nil {

@@ -63,6 +63,7 @@ type tree struct {
 	uid    uint32 // the machine's root on the host
 	// upper and work are an ephemeral root's, on this boot's tmpfs.
 	upper, work string
+	creds       []credential
 }
 
 // mountScratch mounts an ephemeral root's tmpfs in M0 and makes its upper
@@ -155,7 +156,7 @@ func copySeed(seed, upper string, base int) error {
 // buildTree builds the machine's tree for the init stage pid and returns an
 // O_PATH descriptor of its root, for the init stage to move into.
 func (s *supervisor) buildTree(pid int) (*os.File, error) {
-	t := &tree{cfg: s.cfg, root: rundir.Dir(s.cfg.RuntimeDir).RootMount(), pid: pid, userns: -1}
+	t := &tree{cfg: s.cfg, root: rundir.Dir(s.cfg.RuntimeDir).RootMount(), pid: pid, userns: -1, creds: s.creds}
 	if u := s.cfg.Users; u != nil {
 		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -192,7 +193,7 @@ func (t *tree) build() error {
 	if err := setupDev(t.cfg, t.root, t.uid); err != nil {
 		return err
 	}
-	run, err := setupRun(t.cfg, t.root, t.uid)
+	run, err := setupRun(t.cfg, t.root, t.uid, t.creds)
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,8 @@ up() {
 	say "building the example image (debootstrap; about a minute the first time)"
 	"$BERTH" image build -f examples/images/debian12.yaml
 	mkdir -p /var/lib/berth-examples/www
+	# web's login.motd credential (examples/machines/web.yaml).
+	[ -e /var/lib/berth-examples/web.motd ] || echo "welcome to the berth example machine web" >/var/lib/berth-examples/web.motd
 	if [ ! -e /var/lib/berth-examples/www/index.html ]; then
 		echo "<h1>hello from the berth example machine web</h1>" >/var/lib/berth-examples/www/index.html
 	fi

@@ -67,6 +67,9 @@ type Root struct {
 	// overlay root has as its lower dirs (each once): the store keeps them
 	// while the root exists.
 	Layers []string `json:"layers,omitempty"`
+	// Provisioned is when the machine's files: were written into this root
+	// before its first boot (Store.Provision); after it, never again.
+	Provisioned *time.Time `json:"provisioned,omitempty"`
 
 	// Path is the machine's directory, STATE/machines/NAME.
 	Path string `json:"-"`

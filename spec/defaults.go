@@ -92,6 +92,11 @@ func (m *Machine) Default() {
 			mt.Mode = DefaultTmpfsMode
 		}
 	}
+	for i := range m.Files {
+		if m.Files[i].Mode == 0 {
+			m.Files[i].Mode = DefaultFileMode
+		}
+	}
 	m.Capabilities.Add = canonicalCaps(m.Capabilities.Add)
 	m.Capabilities.Drop = canonicalCaps(m.Capabilities.Drop)
 	if m.PrivateUsers == "" {

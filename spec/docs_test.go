@@ -37,6 +37,8 @@ var fieldSections = []struct {
 	{"Machine: root", "root.", reflect.TypeFor[Root]()},
 	{"Machine: readiness", "readiness.", reflect.TypeFor[Readiness]()},
 	{"Machine: healthCheck", "healthCheck.", reflect.TypeFor[HealthCheck]()},
+	{"Machine: credentials.NAME", "credentials.NAME.", reflect.TypeFor[Credential]()},
+	{"Machine: files[]", "files[].", reflect.TypeFor[ProvisionFile]()},
 	{"Network", "", reflect.TypeFor[Network]()},
 	{"Network: resolver", "resolver.", reflect.TypeFor[Resolver]()},
 	{"Image", "", reflect.TypeFor[Image]()},
@@ -77,6 +79,9 @@ func typeName(t reflect.Type, enum []string) string {
 	case reflect.Slice:
 		return "list of " + typeName(t.Elem(), nil) + "s"
 	case reflect.Map:
+		if t.Elem().Kind() != reflect.String {
+			return "mapping of " + typeName(t.Elem(), nil) + "s"
+		}
 		return "mapping of strings"
 	case reflect.Int:
 		return "integer"

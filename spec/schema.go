@@ -151,6 +151,9 @@ func (g *schemaGen) of(t reflect.Type) map[string]any {
 	case reflect.Slice:
 		return map[string]any{"type": "array", "items": g.of(t.Elem())}
 	case reflect.Map:
+		if t.Elem().Kind() != reflect.String {
+			return map[string]any{"type": "object", "additionalProperties": g.of(t.Elem())}
+		}
 		// The decoder reads any scalar as a string value (DEBUG: true is "true").
 		return map[string]any{"type": "object", "additionalProperties": map[string]any{"type": []string{"string", "number", "boolean"}}}
 	case reflect.String:

@@ -71,6 +71,10 @@ type Machine struct {
 	Copies   int    `json:"copies,omitempty" doc:"Make this document a template of N machines, NAME-1 to NAME-N (1 to 1000), instead of one machine NAME: each copy has its own name, hostname, address from the network's pool and user range, and a change to the template changes every copy. Lowering it stops the copies beyond N (and, with berth apply --prune, removes their roots; an ephemeral copy leaves nothing). A template cannot pin what only one machine may have: hostname, network.address, address6, mac, port forwards, a pinned privateUsers range."`
 	Template string `json:"-"`
 	Copy     int    `json:"-"`
+
+	// Provisioning (spec/provision.go).
+	Credentials map[string]Credential `json:"credentials,omitempty" doc:"Credentials for the guest, by name, as systemd-nspawn's --set-credential/--load-credential: files in a read-only ramfs at /run/host/credentials that $CREDENTIALS_DIRECTORY names for PID 1 (init in boot mode, the command in application mode). systemd guests import them as system credentials (passwd.hashed-password.root, ssh.authorized_keys.root, firstboot.locale, login.motd…; see docs/definitions.md for which systemd reads which). Read at each start; values never appear in clear in status, plan or events."`
+	Files       []ProvisionFile       `json:"files,omitempty" doc:"Files written into the machine's root before its first boot only (like cloud-init's write_files): a later change to this list applies only to a new root."`
 }
 
 // State is a machine's desired state.

@@ -84,7 +84,7 @@ func (e *entry) validate() {
 }
 
 // reservedEnv are the variables berth itself gives init (the Container Interface).
-var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET"}
+var reservedEnv = []string{"container", "container_uuid", "NOTIFY_SOCKET", "CREDENTIALS_DIRECTORY"}
 
 // validateMachine checks a Machine document as written. Each part of the
 // machine has its own check, run in the order of the fields so the errors of one
@@ -108,6 +108,8 @@ func validateMachine(d *doc, m *Machine) {
 	validateMachineNetwork(d, &m.Network)
 	validateMounts(d, m.Mounts)
 	validateEnvironment(d, m.Environment)
+	validateCredentials(d, m.Credentials)
+	validateFiles(d, m.Files)
 	validateCapabilities(d, &m.Capabilities)
 	validateSystemCallFilter(d, m.SystemCallFilter)
 	validateHealth(d, m)

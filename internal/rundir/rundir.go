@@ -51,6 +51,7 @@ const (
 	layersDir         = "layers"            // the mount points of an overlay root's idmapped layers
 	scratchDir        = "scratch"           // the mount point of an ephemeral root's tmpfs
 	seedDir           = "seed"              // the files berth puts on an ephemeral root at each boot
+	credentialsDir    = "credentials"       // the machine's credentials, until its supervisor read them
 	bindsDir          = "binds"             // where the definition's binds wait for the init stage
 	supervisorLogFile = "supervisor.log"    // a detached supervisor's own output
 	stateTempPattern  = ".state.json.tmp-*" // state.json being replaced
@@ -101,6 +102,11 @@ func (d Dir) Seed() string { return d.file(seedDir) }
 // mount namespace, outside the root, for the init stage to attach in its own
 // (an empty directory or file on the host).
 func (d Dir) BindStage(i int) string { return filepath.Join(d.file(bindsDir), strconv.Itoa(i)) }
+
+// Credentials is where berthd leaves a machine's credentials (0700, files
+// 0400, root's) for its supervisor, which reads them into memory and removes
+// the directory before the first boot.
+func (d Dir) Credentials() string { return d.file(credentialsDir) }
 
 // BindStages holds every BindStage.
 func (d Dir) BindStages() string { return d.file(bindsDir) }

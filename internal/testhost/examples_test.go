@@ -95,6 +95,7 @@ func TestExamplesInTestHost(t *testing.T) {
 	exec("berth", "image", "import", "debian12", "/srv/image")
 	exec("mkdir", "-p", "/var/lib/berth-examples/www")
 	exec("sh", "-c", "echo served-by-web > /var/lib/berth-examples/www/index.html")
+	exec("sh", "-c", "echo motd-of-web > /var/lib/berth-examples/web.motd") // web's login.motd credential
 	exec("cp", "-r", "/srv/examples", "/root/examples")
 	exec("berth", "apply", "/root/examples")
 	t.Logf("examples running %v after apply returned", waitAll("first apply"))

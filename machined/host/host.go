@@ -111,6 +111,9 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 	if m.Root.Ephemeral {
 		ephemeralConfig(&cfg, m)
 	}
+	if err := h.provision(ctx, m); err != nil {
+		return err
+	}
 	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
 	if m.Root.Ephemeral {
 		w.EphemeralImage = root.Digest
@@ -122,7 +125,14 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 		}
 		w.Attachment, w.Network, w.Forwards = att, m.Network.Name, machineForwards(m, att)
 	}
-	return supervisor.Spawn(ctx, cfg, w)
+	if cfg.Credentials, err = writeCredentials(cfg.RuntimeDir, m); err != nil {
+		return err
+	}
+	if err := supervisor.Spawn(ctx, cfg, w); err != nil {
+		_ = os.RemoveAll(rundir.Dir(cfg.RuntimeDir).Credentials())
+		return err
+	}
+	return nil
 }
 
 // machineUsers gives a machine with private users its recorded range of

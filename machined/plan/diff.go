@@ -34,7 +34,9 @@ func diffMachine(old, new *spec.Machine) machineDiff {
 	// it has until its next start (and an upgrade that changes the default,
 	// such as the network's resolver, restarts nothing).
 	d.later = append(d.later, diffJSON("resolvConf", old.ResolvConf, new.ResolvConf)...)
-	d.restart = diffJSON("", restartRelevant(old), restartRelevant(new))
+	d.later = append(d.later, diffFiles(old.Files, new.Files)...)
+	// Credentials are read at each start: a changed one needs a restart.
+	d.restart = append(diffJSON("", restartRelevant(old), restartRelevant(new)), diffCredentials(old.Credentials, new.Credentials)...)
 	return d
 }
 
@@ -53,6 +55,7 @@ func restartRelevant(m *spec.Machine) spec.Machine {
 	c.StopTimeout = 0
 	c.Root.OnImageChange = ""
 	c.ResolvConf = ""
+	c.Credentials, c.Files = nil, nil // diffCredentials, diffFiles
 	return c
 }
 
@@ -68,6 +71,7 @@ func LiveUpdated(old, m *spec.Machine) spec.Machine {
 	r.Restart, r.StopTimeout, r.Root.OnImageChange, r.ResolvConf = m.Restart, m.StopTimeout, m.Root.OnImageChange, m.ResolvConf
 	r.Source, r.State, r.Image = m.Source, m.State, old.Image
 	r.Restart.OnUnhealthy = old.Restart.OnUnhealthy
+	r.Credentials, r.Files = old.Credentials, m.Files
 	return r
 }
 

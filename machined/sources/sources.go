@@ -139,6 +139,9 @@ func (s *Set) Load(ctx context.Context, extra *Snapshot) (*spec.Set, []string) {
 	if err != nil {
 		errs = append(errs, errorLines(err)...)
 	}
+	if extra != nil {
+		errs = append(errs, literalSecrets(set, extra.Files)...)
+	}
 	if len(errs) > 0 {
 		return set, errs
 	}
