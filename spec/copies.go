@@ -45,7 +45,8 @@ func validateCopies(d *doc, m *Machine) {
 }
 
 // validateEphemeral checks an ephemeral root's fields.
-func validateEphemeral(d *doc, r *Root) {
+func validateEphemeral(d *doc, m *Machine) {
+	r := &m.Root
 	if !r.Ephemeral {
 		if d.has("root.ephemeralSize") {
 			d.errorf("root.ephemeralSize", "only with root.ephemeral: true")
@@ -60,6 +61,9 @@ func validateEphemeral(d *doc, r *Root) {
 	}
 	if d.has("root.onImageChange") {
 		d.errorf("root.onImageChange", "an ephemeral root is made from the image at every start: there is no root to keep or recreate; remove it")
+	}
+	if len(m.Files) > 0 {
+		d.errorf("files", "files are written into a root before its first boot, and an ephemeral machine has no root of its own: give them to the image, or as credentials")
 	}
 }
 

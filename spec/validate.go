@@ -113,7 +113,7 @@ func validateMachine(d *doc, m *Machine) {
 	validateCapabilities(d, &m.Capabilities)
 	validateSystemCallFilter(d, m.SystemCallFilter)
 	validateHealth(d, m)
-	validateEphemeral(d, &m.Root)
+	validateEphemeral(d, m)
 	validateCopies(d, m)
 
 	if d.has("stopTimeout") && m.StopTimeout == 0 {
