@@ -76,8 +76,17 @@ func sameDir(a, b string) bool {
 func cliPaths() config.Paths {
 	p := config.DefaultPaths()
 	p.StateDir = globals.stateDir
-	if globals.runtimeDir != "" {
-		p.RuntimeDir = globals.runtimeDir
+	// The environment is read when the command runs, not when its flags were
+	// made (a test, or a program running several commands, may change it).
+	if env := os.Getenv("BERTH_STATE_DIR"); env != "" && !globals.flags.Changed("state-dir") {
+		p.StateDir = env
+	}
+	runtimeDir := globals.runtimeDir
+	if env := os.Getenv("BERTH_RUNTIME_DIR"); env != "" && !globals.flags.Changed("runtime-dir") {
+		runtimeDir = env
+	}
+	if runtimeDir != "" {
+		p.RuntimeDir = runtimeDir
 		p.Socket = p.RuntimeDir + "/berthd.sock"
 	}
 	if globals.socket != "" {
