@@ -25,7 +25,14 @@ mounts >/tmp/demo-check.mounts.before
 make demo
 
 say "every example machine is running"
-machines=$(sed -n 's/^name: *//p' examples/machines/*.yaml | sort)
+# Every machine the examples declare: NAME, or NAME-1 … NAME-N for a
+# template with copies: N.
+machines=$(awk '
+	function flush() { if (name != "") { if (copies > 0) for (i = 1; i <= copies; i++) print name "-" i; else print name } name = ""; copies = 0 }
+	FNR == 1 || /^---/ { flush() }
+	/^name:/ { name = $2 }
+	/^copies:/ { copies = $2 }
+	END { flush() }' examples/machines/*.yaml | sort)
 [ -n "$machines" ] || fail "no machines in examples/machines"
 i=0
 while :; do

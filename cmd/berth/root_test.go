@@ -76,7 +76,7 @@ func TestExecute(t *testing.T) {
 		stderrPrefix string
 	}{
 		{[]string{"schema"}, 0, `"$schema"`, ""},
-		{[]string{"validate", "../../examples"}, 0, "5 machines, 1 network, 1 image, 1 profile: ok\n", ""},
+		{[]string{"validate", "../../examples"}, 0, "7 machines, 1 network, 1 image, 1 profile: ok\n", ""},
 		// The errors themselves are the message: no "berth:" line after them.
 		{[]string{"validate", "../../spec/testdata/broken/01-typos.yaml"}, 1, "", "../../spec/testdata/broken/01-typos.yaml:"},
 		{[]string{"bogus"}, 1, "", "berth: unknown command \"bogus\" for \"berth\""},

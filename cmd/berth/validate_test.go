@@ -12,7 +12,7 @@ import (
 
 func TestValidateExamples(t *testing.T) {
 	code, out, errs := run(t, "validate", "-o", "table", "../../examples")
-	if code != 0 || out != "5 machines, 1 network, 1 image, 1 profile: ok\n" || errs != "" {
+	if code != 0 || out != "7 machines, 1 network, 1 image, 1 profile: ok\n" || errs != "" {
 		t.Errorf("berth validate examples/ = %d, stdout %q, stderr %q", code, out, errs)
 	}
 }

@@ -67,7 +67,7 @@ func TestExamplesInTestHost(t *testing.T) {
 		}
 		return out
 	}
-	machines := []string{"alpha", "beta", "hello", "ticker", "web"}
+	machines := []string{"alpha", "beta", "hello", "lab-1", "lab-2", "ticker", "web"}
 	waitAll := func(what string) time.Duration {
 		t.Helper()
 		start := time.Now()
