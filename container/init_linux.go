@@ -115,6 +115,13 @@ func startPayload(msg initMessage, sock *os.File, root int) error {
 	if err := mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
 		return fmt.Errorf("share the machine's mounts within it: %w", err)
 	}
+	// But /run/host/incoming stays only a slave of the host's propagation
+	// directory, as nspawn leaves it: a mount that arrives there is moved
+	// into place (machinectl bind's MS_MOVE), and the kernel refuses to move
+	// a mount whose parent is shared (EINVAL).
+	if err := mount("", "/run/host/incoming", "", unix.MS_SLAVE, ""); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("/run/host/incoming: %w", err)
+	}
 	if master != nil {
 		rights := unix.UnixRights(int(master.Fd()))
 		if err := unix.Sendmsg(syncFD, []byte("console"), rights, nil, 0); err != nil {
