@@ -82,6 +82,11 @@ func (l *RootLock) Unlock() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
+	// Unlocked before it is closed: a process forked meanwhile by another
+	// goroutine (a supervisor being started) holds a copy of the descriptor
+	// until its exec, and with it the lock, which close alone would leave to
+	// that copy: the machine's own supervisor would then find its root held.
+	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 	err := l.f.Close()
 	l.f = nil
 	return err

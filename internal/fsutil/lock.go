@@ -11,9 +11,11 @@ import (
 // shared when exclusive is false. Equivalent to `flock [--shared] PATH`.
 //
 // Each call opens its own file description, so goroutines of one process
-// exclude each other as separate processes do. unlock closes it, which drops
-// the lock; the kernel drops it too when the holder dies, and the descriptor is
-// close-on-exec, so no child inherits it. Errors name the path and the
+// exclude each other as separate processes do. unlock unlocks and closes it
+// (unlocking first: a child another goroutine forked meanwhile holds a copy of
+// the descriptor until its exec, and close alone would leave the lock to that
+// copy); the kernel drops the lock too when the holder dies, and the
+// descriptor is close-on-exec, so no program a child runs inherits it. Errors name the path and the
 // operation (open, flock).
 func Lock(path string, exclusive bool) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
@@ -35,5 +37,8 @@ func Lock(path string, exclusive bool) (unlock func(), err error) {
 		f.Close()
 		return nil, &os.PathError{Op: "flock", Path: path, Err: err}
 	}
-	return func() { f.Close() }, nil
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
 }
