@@ -23,7 +23,8 @@ func init() {
 
 // bootRuns is the number of measured runs of each steady-state variant
 // (BENCH_BOOT_RUNS overrides); firstRuns of each first start, on a fresh copy
-// each (BENCH_BOOT_FIRST_RUNS overrides, default bootRuns).
+// each (BENCH_BOOT_FIRST_RUNS overrides, default bootRuns; 0 skips the first
+// starts and the copies of the trees they need).
 var bootRuns, firstRuns = 7, 0
 
 func init() {
@@ -31,7 +32,7 @@ func init() {
 		bootRuns = n
 	}
 	firstRuns = bootRuns
-	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_FIRST_RUNS")); err == nil && n > 0 {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_FIRST_RUNS")); err == nil && n >= 0 {
 		firstRuns = n
 	}
 }
@@ -88,6 +89,11 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	figs := steadyFigures(steady)
+	if firstRuns == 0 {
+		l.checkLocks()
+		return figs, nil
+	}
 	trees, err := l.trees(r)
 	if err != nil {
 		return nil, err
@@ -96,7 +102,6 @@ func benchBoot() (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	figs := steadyFigures(steady)
 	firstFigures(figs, first, chowned, trees)
 	l.checkLocks()
 	return figs, nil
