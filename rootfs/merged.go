@@ -78,10 +78,9 @@ func lookupIn(tree string, parts []string, anyType bool) (found *os.File, hidden
 		return nil, false, &fs.PathError{Op: "open", Path: tree, Err: err}
 	}
 	defer unix.Close(root)
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
 	for i := range parts {
 		p := strings.Join(parts[:i+1], "/")
-		fd, err := unix.Openat2(root, p, &how)
+		fd, err := openInRoot(root, p, unix.O_PATH|unix.O_NOFOLLOW)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return nil, hidden, nil
 		}

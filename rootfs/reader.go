@@ -45,10 +45,7 @@ func (r *RootReader) Close() error {
 // the machine would (never above its root), magic links (/proc/self/…) not
 // at all, and a symbolic link at rel itself is refused (O_NOFOLLOW).
 func (r *RootReader) resolve(rel string, flags int) (int, error) {
-	fd, err := unix.Openat2(int(r.m.Root.Fd()), strings.TrimLeft(filepath.Clean("/"+rel), "/"), &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := openInRoot(int(r.m.Root.Fd()), strings.TrimLeft(filepath.Clean("/"+rel), "/"), flags|unix.O_NOFOLLOW)
 	if err != nil {
 		return -1, &fs.PathError{Op: "open", Path: "/" + strings.TrimLeft(rel, "/"), Err: err}
 	}

@@ -21,16 +21,21 @@ func resolveInRoot(root int, rel string) (int, error) {
 	if !haveOpenat2() {
 		return resolveInRootSlow(root, rel)
 	}
-	how := unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for {
-		fd, err := unix.Openat2(root, rel, &how)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			continue // a rename elsewhere on the filesystem raced the lookup
+	return openInRoot(root, rel, unix.O_PATH|unix.O_DIRECTORY)
+}
+
+// openInRoot is openat2 of rel relative to root with flags (O_CLOEXEC
+// added), symbolic links and ".." resolved as if root were "/", magic links
+// (/proc/self/…) not at all. A lookup a rename elsewhere on the filesystem
+// raced (EAGAIN) is tried again, a bounded number of times, so a tree being
+// renamed without end gets the error.
+func openInRoot(root int, rel string, flags int) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	for i := 0; ; i++ {
+		fd, err := unix.Openat2(root, rel, how)
+		if (err != unix.EAGAIN && err != unix.EINTR) || i == 100 {
+			return fd, err
 		}
-		return fd, err
 	}
 }
 

@@ -242,8 +242,7 @@ func ownLikeShift(tree string, sh *Shift, rels ...string) error {
 	}
 	defer unix.Close(root)
 	for _, rel := range rels {
-		how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-		fd, err := unix.Openat2(root, rel, &how)
+		fd, err := openInRoot(root, rel, unix.O_PATH|unix.O_NOFOLLOW)
 		if err == unix.ENOENT {
 			continue
 		}
