@@ -102,13 +102,15 @@ func TestHealthCheck(t *testing.T) {
 	if d, _ := time.ParseDuration(st.Health.LastDuration); d > 2*time.Second || st.Health.Status == container.HealthHealthy {
 		t.Errorf("hung check: %+v", *st.Health)
 	}
+	m.sh(t, "rm /tmp/hang")
+	m.WaitState(t, "healthy again", func(st container.State) bool { return st.Health != nil && st.Health.Status == container.HealthHealthy })
 	// The hung checks were killed: no sleep 1000 is left but the command's.
+	// (Counted once healthy again: before, a check started while /tmp/hang
+	// was there may still be within its timeout.)
 	out, _ := m.sh(t, "ps -o args | grep -c '^sleep 1000'")
 	if strings.TrimSpace(out) != "1" {
 		t.Errorf("sleep processes in the machine: %s", out)
 	}
-	m.sh(t, "rm /tmp/hang")
-	m.WaitState(t, "healthy again", func(st container.State) bool { return st.Health != nil && st.Health.Status == container.HealthHealthy })
 }
 
 // TestHealthCheckKills: with KillUnhealthy the machine ends once unhealthy,
