@@ -32,6 +32,10 @@ type fakeHost struct {
 	calls    []string
 	fail     map[string]error // "start web", "build deb": fail that call
 	exits    map[string]chan api.ExitInfo
+	// stopDelay is how long a stop takes; stopping and mostStopping count
+	// the stops in flight now and at most.
+	stopDelay              time.Duration
+	stopping, mostStopping int
 }
 
 type fakeMachine struct {
@@ -128,7 +132,13 @@ func (f *fakeHost) StopMachine(ctx context.Context, name string, terminate bool)
 		return nil, err
 	}
 	f.mu.Lock()
+	f.stopping++
+	f.mostStopping = max(f.mostStopping, f.stopping)
+	f.mu.Unlock()
+	time.Sleep(f.stopDelay)
+	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.stopping--
 	m := f.machines[name]
 	if m == nil || !m.running {
 		return nil, nil

@@ -77,6 +77,7 @@ type Manager struct {
 	passStarted time.Time
 	watched     map[string]*watcher // machines whose exit we wait for
 	kick        chan struct{}
+	gate        *gate // actions at once: apply's and berth start's
 }
 
 // newManager makes a reconciler for cfg over host. daemon says whether it
@@ -88,6 +89,7 @@ func newManager(cfg *config.Config, host Host, daemon bool) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
+		gate:    newGate(max(1, cfg.Parallelism)),
 		cfg:     cfg,
 		host:    host,
 		store:   store,
@@ -218,7 +220,7 @@ func countFailed(r *api.ApplyResult) int {
 }
 
 // apply runs a plan's actions, each once the actions it needs have
-// succeeded, up to the configured number at once. One failing action never
+// succeeded, as many at once as the gate admits (see gate). One failing action never
 // stops the others: those that need it fail with it (naming it), the rest go
 // on; each failure is recorded and reported.
 func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan) *api.ApplyResult {
@@ -232,7 +234,6 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan
 	for i := range done {
 		done[i] = make(chan struct{})
 	}
-	sem := make(chan struct{}, max(1, m.cfg.Parallelism))
 	var wg sync.WaitGroup
 	for i, a := range p.Actions {
 		if a.Op == api.OpNote {
@@ -255,9 +256,10 @@ func (m *Manager) apply(ctx context.Context, id string, d *spec.Set, p *api.Plan
 				}
 			}
 			if err == nil {
-				sem <- struct{}{}
-				err = m.do(ctx, id, d, a)
-				<-sem
+				if err = m.gate.acquire(ctx); err == nil {
+					err = m.do(ctx, id, d, a)
+					m.gate.release()
+				}
 			}
 			results[i] = api.ActionResult{Action: a}
 			if err != nil {

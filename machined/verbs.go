@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/berthd/berth/internal/errdefs"
@@ -148,69 +149,154 @@ func portString(p spec.Port) string {
 	return fmt.Sprintf("%s%d→%d/%s", host, p.HostPort, p.MachinePort, p.Protocol)
 }
 
-// Verb runs an imperative verb. Verbs that stop a machine put it on hold, so the
-// next reconcile does not undo them; start and release lift the hold.
+// Verb runs an imperative verb on one machine (see Verbs).
 func (m *Manager) Verb(ctx context.Context, name, verb string) error {
-	d, _ := m.current(ctx)
-	mm := d.Machine(name)
-	o, err := m.host.Observe(ctx, d)
-	if err != nil {
-		return err
-	}
-	om := o.Machines[name]
-	running := om != nil && om.Running
-	if mm == nil && om == nil {
-		return fmt.Errorf("machine %q: %w: it is not declared in any definition and has no root", name, errdefs.ErrNotFound)
-	}
-	switch verb {
-	case "start":
-		return m.verbStart(ctx, d, name, mm, running)
-	case "stop", "poweroff", "terminate":
-		return m.verbStop(ctx, name, verb, mm, running)
-	case "reboot":
-		if !running {
-			return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
-		}
-		return m.host.Reboot(ctx, name)
-	case "release":
-		return m.verbRelease(ctx, name)
-	case "recreate":
-		return m.verbRecreate(ctx, d, name, mm)
-	case "remove":
-		return m.verbRemove(ctx, name, mm, running)
-	}
-	return fmt.Errorf("unknown verb %q: %w", verb, errdefs.ErrInvalid)
+	return m.verbs(ctx, verb, []string{name})[0]
 }
 
-// verbStart is berth start: lift the hold and start the declared machine now.
-func (m *Manager) verbStart(ctx context.Context, d *spec.Set, name string, mm *spec.Machine, running bool) error {
-	if mm == nil {
-		return fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, errdefs.ErrInvalid)
+// Verbs runs one imperative verb on many machines together: one look at the
+// host for all of them, and every machine's action in flight at once — stops
+// unbounded, starts through the gate, as a reconcile pass — so berth stop of
+// 20 machines takes about one stop, not 20. Each machine's error is its own.
+func (m *Manager) Verbs(ctx context.Context, req api.VerbRequest) ([]api.VerbOutcome, error) {
+	if len(req.Names) == 0 {
+		return nil, fmt.Errorf("berth %s: name at least one machine: %w", req.Verb, errdefs.ErrInvalid)
 	}
-	if mm.State == spec.StateStopped {
-		return fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
+	errs := m.verbs(ctx, req.Verb, req.Names)
+	out := make([]api.VerbOutcome, len(req.Names))
+	for i, name := range req.Names {
+		out[i] = api.VerbOutcome{Machine: name}
+		if errs[i] != nil {
+			out[i].Error = errs[i].Error()
+		}
 	}
-	// Under the pass lock, so no reconcile starts it at the same moment.
+	return out, nil
+}
+
+// verbs is Verbs with an error (or nil) per name, in names' order. Verbs that
+// stop a machine put it on hold, so the next reconcile does not undo them;
+// start and release lift the hold.
+func (m *Manager) verbs(ctx context.Context, verb string, names []string) []error {
+	errs := make([]error, len(names))
+	switch verb {
+	case "start", "stop", "poweroff", "terminate", "reboot", "release", "recreate", "remove":
+	default:
+		for i := range errs {
+			errs[i] = fmt.Errorf("unknown verb %q: %w", verb, errdefs.ErrInvalid)
+		}
+		return errs
+	}
+	d, _ := m.current(ctx)
+	o, err := m.host.Observe(ctx, d)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	var known []int // indexes of the names that are machines
+	for i, name := range names {
+		if d.Machine(name) == nil && o.Machines[name] == nil {
+			errs[i] = fmt.Errorf("machine %q: %w: it is not declared in any definition and has no root", name, errdefs.ErrNotFound)
+			continue
+		}
+		known = append(known, i)
+	}
+	running := func(name string) bool { om := o.Machines[name]; return om != nil && om.Running }
+	if verb == "start" {
+		m.verbStart(ctx, d, names, known, errs)
+		return errs
+	}
+	var wg sync.WaitGroup
+	for _, i := range known {
+		name, mm := names[i], d.Machine(names[i])
+		one := func() error {
+			switch verb {
+			case "stop", "poweroff", "terminate":
+				return m.verbStop(ctx, name, verb, mm, running(name))
+			case "reboot":
+				if !running(name) {
+					return fmt.Errorf("machine %q is not running: %w", name, errdefs.ErrConflict)
+				}
+				return m.host.Reboot(ctx, name)
+			case "release":
+				return m.verbRelease(ctx, name)
+			case "recreate":
+				return m.verbRecreate(ctx, d, name, mm)
+			default: // remove
+				return m.verbRemove(ctx, name, mm, running(name))
+			}
+		}
+		if verb == "release" || verb == "recreate" {
+			// Each takes or triggers a reconcile pass: one after the other.
+			errs[i] = one()
+			continue
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = one() }()
+	}
+	wg.Wait()
+	return errs
+}
+
+// verbStart is berth start: lift the holds and start the declared machines
+// now, together, through the gate, under one pass lock (so no reconcile
+// starts one of them at the same moment). Already running is success.
+func (m *Manager) verbStart(ctx context.Context, d *spec.Set, names []string, known []int, errs []error) {
+	var todo []int
+	for _, i := range known {
+		name, mm := names[i], d.Machine(names[i])
+		switch {
+		case mm == nil:
+			errs[i] = fmt.Errorf("machine %q is not declared: add a definition for it and run berth apply: %w", name, errdefs.ErrInvalid)
+		case mm.State == spec.StateStopped:
+			errs[i] = fmt.Errorf("machine %q is declared state: stopped (%s:%d); change the definition to start it: %w", name, mm.Source.File, mm.Source.Line, errdefs.ErrConflict)
+		default:
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
 	m.pass.Lock()
 	defer m.pass.Unlock()
-	if !running {
+	each := func(fn func(i int)) {
+		var wg sync.WaitGroup
+		for _, i := range todo {
+			if errs[i] == nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); fn(i) }()
+			}
+		}
+		wg.Wait()
+	}
+	each(func(i int) {
 		// The end of its previous run may still be being handled (its
 		// supervisor is tidying up): let that land first, or its hold
 		// would come after this start.
-		m.awaitExitHandled(ctx, name, 30*time.Second)
-	}
-	if err := m.store.Update(name, func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
-		return fmt.Errorf("machine %q: lift its hold: %w", name, err)
-	}
+		m.awaitExitHandled(ctx, names[i], 30*time.Second)
+		if err := m.store.Update(names[i], func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
+			errs[i] = fmt.Errorf("machine %q: lift its hold: %w", names[i], err)
+		}
+	})
 	o, err := m.host.Observe(ctx, d)
 	if err != nil {
-		return err
+		for _, i := range todo {
+			errs[i] = err
+		}
+		return
 	}
-	if om := o.Machines[name]; om != nil && om.Running {
-		return nil // already running is success
-	}
-	m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: name, Message: "berth start"})
-	return m.start(ctx, d, mm)
+	each(func(i int) {
+		if om := o.Machines[names[i]]; om != nil && om.Running {
+			return // already running is success
+		}
+		if errs[i] = m.gate.acquire(ctx); errs[i] != nil {
+			return
+		}
+		defer m.gate.release()
+		m.events.Emit(api.Event{Kind: api.EvMachineReleased, Machine: names[i], Message: "berth start"})
+		errs[i] = m.start(ctx, d, d.Machine(names[i]))
+	})
 }
 
 // verbStop is berth stop, poweroff and terminate: hold a declared machine

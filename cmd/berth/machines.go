@@ -101,10 +101,15 @@ func newLifecycleCmd(use, short, verb string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// One request for all the names: berthd acts on them together.
+			outs, err := ctl.Verbs(cmd.Context(), api.VerbRequest{Verb: verb, Names: args})
+			if err != nil {
+				return err
+			}
 			failed := false
-			for _, name := range args {
-				if err := ctl.Verb(cmd.Context(), name, verb); err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "berth %s %s: %v\n", verb, name, err)
+			for _, o := range outs {
+				if o.Error != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "berth %s %s: %s\n", verb, o.Machine, o.Error)
 					failed = true
 				}
 			}

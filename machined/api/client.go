@@ -112,6 +112,14 @@ func (c *Client) Verb(ctx context.Context, name, verb string) error {
 	return c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/"+url.PathEscape(verb), struct{}{}, nil)
 }
 
+func (c *Client) Verbs(ctx context.Context, req VerbRequest) ([]VerbOutcome, error) {
+	var out []VerbOutcome
+	if err := c.do(ctx, http.MethodPost, "/v1/verbs", req, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *Client) Kill(ctx context.Context, name string, req KillRequest) error {
 	return c.do(ctx, http.MethodPost, "/v1/machines/"+url.PathEscape(name)+"/kill", req, nil)
 }

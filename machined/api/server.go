@@ -75,6 +75,13 @@ func Handler(api API) http.Handler {
 			return struct{}{}, api.Verb(r.Context(), r.PathValue("name"), r.PathValue("verb"))
 		})
 	})
+	mux.HandleFunc("POST /v1/verbs", func(w http.ResponseWriter, r *http.Request) {
+		var req VerbRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, r, func() (any, error) { return api.Verbs(r.Context(), req) })
+	})
 	mux.HandleFunc("POST /v1/plan", func(w http.ResponseWriter, r *http.Request) {
 		var req PlanRequest
 		if !decode(w, r, &req) {

@@ -20,6 +20,9 @@ type failingAPI struct {
 }
 
 func (f failingAPI) Verb(ctx context.Context, name, verb string) error { return f.err }
+func (f failingAPI) Verbs(ctx context.Context, req VerbRequest) ([]VerbOutcome, error) {
+	return nil, f.err
+}
 
 // TestErrorClassesCrossTheAPI: an error of any package keeps its class and
 // its text across berthd's socket, so the CLI says the same from berthd as

@@ -161,6 +161,20 @@ type ActionResult struct {
 	Error  string `json:"error,omitempty"`
 }
 
+// VerbRequest runs one imperative verb on many machines together (berth
+// stop a b c): one request, every machine's action in flight at once.
+type VerbRequest struct {
+	Verb  string   `json:"verb"`
+	Names []string `json:"names"`
+}
+
+// VerbOutcome is one machine's result of a VerbRequest: Error is empty when
+// the verb did what it says.
+type VerbOutcome struct {
+	Machine string `json:"machine"`
+	Error   string `json:"error,omitempty"`
+}
+
 // KillRequest sends a signal to a machine's leader or to all its processes.
 type KillRequest struct {
 	Signal string `json:"signal"`
@@ -175,6 +189,9 @@ type API interface {
 	// Verb runs an imperative verb on a machine: start, stop, poweroff, reboot,
 	// terminate, release, recreate, remove.
 	Verb(ctx context.Context, name, verb string) error
+	// Verbs runs one verb on many machines at once; an error is the
+	// request's, each machine's outcome is in its VerbOutcome.
+	Verbs(ctx context.Context, req VerbRequest) ([]VerbOutcome, error)
 	Kill(ctx context.Context, name string, req KillRequest) error
 	Plan(ctx context.Context, req PlanRequest) (*Plan, error)
 	Apply(ctx context.Context, req ApplyRequest) (*ApplyResult, error)

@@ -36,9 +36,14 @@ stateDir: /var/lib/berth
 runtimeDir: /run/berth
 logDir: /var/log/berth
 socket: /run/berth/berthd.sock
-parallelism: 4      # machines started or changed at once
+parallelism: 32     # the most machines started or changed at once (fewer while the CPU is saturated)
 resync: 1m          # periodic full reconcile (drift repair)
 `
+
+// DefaultParallelism bounds the machines started or changed at once when the
+// configuration does not: a bound, not a target — beyond one per CPU, berthd
+// starts more only while the CPU is not saturated (machined's gate).
+const DefaultParallelism = 32
 
 // Config is berthd's configuration file.
 type Config struct {
@@ -158,7 +163,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		c.Socket = filepath.Join(c.RuntimeDir, "berthd.sock")
 	}
 	if c.Parallelism <= 0 {
-		c.Parallelism = 4
+		c.Parallelism = DefaultParallelism
 	}
 	if c.Resync <= 0 {
 		c.Resync = Duration(time.Minute)
