@@ -659,6 +659,31 @@ func TestDaemon(t *testing.T) {
 		}
 		e.waitState(b, api.StateRunning, 20*time.Second)
 	})
+
+	e.run("berth stop and start of many names act on them together", func(t *testing.T) {
+		e.waitState(a, api.StateRunning, 20*time.Second)
+		e.waitState(b, api.StateRunning, 20*time.Second)
+		ghost := testenv.UniqueName("ghost")
+		outs, err := e.api.Verbs(ctx, api.VerbRequest{Verb: "stop", Names: []string{a, ghost, b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != 3 || outs[0].Error != "" || outs[2].Error != "" || !strings.Contains(outs[1].Error, ghost) {
+			t.Fatalf("stop a, %s, b: %+v", ghost, outs)
+		}
+		// The request returns once both have ended: no waiting here.
+		for _, n := range []string{a, b} {
+			if s := e.status(n); s.State != api.StateStopped || s.Hold == nil {
+				t.Fatalf("%s after berth stop returned: %s, hold %+v", n, s.State, s.Hold)
+			}
+		}
+		outs, err = e.api.Verbs(ctx, api.VerbRequest{Verb: "start", Names: []string{a, b}})
+		if err != nil || outs[0].Error != "" || outs[1].Error != "" {
+			t.Fatalf("start a b: %+v, %v", outs, err)
+		}
+		e.waitState(a, api.StateRunning, 20*time.Second)
+		e.waitState(b, api.StateRunning, 20*time.Second)
+	})
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
