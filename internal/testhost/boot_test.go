@@ -32,6 +32,20 @@ func TestBootInTestHost(t *testing.T) {
 	if got := strings.TrimSpace(exec("systemctl", "show", "machine-bx.scope", "-p", "Delegate", "--value")); got != "yes" {
 		t.Errorf("machine-bx.scope Delegate=%s", got)
 	}
+	// A poweroff before the guest's systemd handles signals would be lost
+	// (PID 1 ignores what it has no handler for, under nspawn too): wait
+	// until it has booted.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		out, _ := h.Exec(ctx, "systemctl", "-M", "bx", "is-system-running")
+		if st := strings.TrimSpace(string(out)); st == "running" || st == "degraded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bx did not finish booting: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	exec("machinectl", "poweroff", "bx")
 	deadline = time.Now().Add(30 * time.Second)
 	for {
