@@ -228,6 +228,7 @@ func (s *supervisor) waitPayload(ctx context.Context, exitCh <-chan *os.ProcessS
 					}
 				})
 				notifyOwnManager("READY=1")
+				endWarm() // the guest has booted: its own first moves are made
 				trimMemory()
 			}
 		case sig := <-sigs:

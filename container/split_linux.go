@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // splitCgroup makes the "supervisor" and "payload" children of the machine's
@@ -27,9 +29,11 @@ func (s *supervisor) splitCgroup(cg Cgroup) error {
 	if err := mirrorThrottles(s.hs, path); err != nil {
 		return err
 	}
+	pauseWarm()
 	if err := movePID(s.hs, filepath.Join(path, "supervisor"), os.Getpid()); err != nil {
 		return err
 	}
+	resumeWarm(filepath.Join(path, "supervisor"))
 	fences := []string{}
 	if cg.DeviceFence != "" {
 		fences = append(fences, cg.DeviceFence)
@@ -107,6 +111,97 @@ func ownCgroups() (map[string]string, error) {
 		}
 	}
 	return m, nil
+}
+
+// Moving a process between cgroups takes the kernel's cgroup_threadgroup_rwsem
+// for writing; when no move happened for a while, the first one waits for an
+// RCU grace period (the lock leaves its fast path: 10–15 ms on this 2-CPU VM,
+// a quarter of the time from berth boot to the guest's init), and moves
+// within a grace period after the last one do not wait. The lock is the
+// host's: the guest's systemd pays it again for its own first move. So a
+// supervisor keeps the fast path on from its first moment until the guest has
+// booted: a move of itself into the cgroup it is in (no change, nothing to
+// undo) every few milliseconds, paused whenever it is really moved (a write
+// in flight would put it back). Hosts whose cgroup hierarchies are mounted
+// with favordynmods (Linux 6.0) never wait; there the moves cost ~30 µs each.
+var warm struct {
+	once   sync.Once
+	mu     sync.Mutex // held across each write: pause waits for one in flight
+	mount  string     // the hierarchy whose cgroup.procs is written
+	procs  string     // where the supervisor is now; "" while paused
+	ended  bool
+	period time.Duration
+}
+
+// warmFor is how long a supervisor keeps the fast path on: through the guest's
+// own first moves (systemd's, in its first hundred milliseconds or so).
+const warmFor = 2 * time.Second
+
+// WarmCgroupMoves starts the supervisor's no-op moves (see warm). A process
+// that is going to supervise a machine calls it first thing; it is idempotent.
+func WarmCgroupMoves() { warm.once.Do(startWarm) }
+
+func startWarm() {
+	hs, err := hierarchies()
+	if err != nil {
+		return
+	}
+	own, err := ownCgroups()
+	if err != nil {
+		return
+	}
+	for _, h := range hs {
+		if p, ok := own[strings.Join(h.Controllers, ",")]; ok {
+			warm.mount, warm.procs = h.Mount, filepath.Join(h.dir(p), "cgroup.procs")
+			break
+		}
+	}
+	if warm.procs == "" {
+		return
+	}
+	warm.period = 3 * time.Millisecond
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	go func() {
+		deadline := time.Now().Add(warmFor)
+		for time.Now().Before(deadline) {
+			warm.mu.Lock()
+			if warm.ended {
+				warm.mu.Unlock()
+				return
+			}
+			if warm.procs != "" && os.WriteFile(warm.procs, pid, 0) != nil {
+				warm.ended = true // not ours to move: no help, no harm
+			}
+			warm.mu.Unlock()
+			time.Sleep(warm.period)
+		}
+		endWarm()
+	}()
+}
+
+// pauseWarm stops the no-op moves before the supervisor is moved for real;
+// when it returns, none is in flight.
+func pauseWarm() {
+	warm.mu.Lock()
+	warm.procs = ""
+	warm.mu.Unlock()
+}
+
+// resumeWarm goes on with the moves in the cgroup the supervisor is in now,
+// path in the warm hierarchy.
+func resumeWarm(path string) {
+	warm.mu.Lock()
+	if warm.mount != "" && !warm.ended {
+		warm.procs = filepath.Join(warm.mount, path, "cgroup.procs")
+	}
+	warm.mu.Unlock()
+}
+
+// endWarm stops the moves for good (the supervisor leaves its cgroup).
+func endWarm() {
+	warm.mu.Lock()
+	warm.ended, warm.procs = true, ""
+	warm.mu.Unlock()
 }
 
 func restoreCgroups(hs []hierarchy, own map[string]string) {

@@ -384,6 +384,10 @@ func (s *supervisor) setupCgroups(ctx context.Context, cleanup *revert.Reverter)
 	if err != nil {
 		return "", err
 	}
+	WarmCgroupMoves()
+	if s.driver.Name() != (CgroupfsDriver{}).Name() {
+		pauseWarm() // the driver moves the supervisor (systemd: into the scope)
+	}
 	cg, err := s.driver.Create(ctx, CgroupMachine{Name: cfg.Name, UUID: cfg.UUID,
 		Description: "berth machine " + cfg.Name, PID: os.Getpid(), Resources: cfg.Resources,
 		Devices: DeviceRules(cfg.AllowTun)})
@@ -391,6 +395,7 @@ func (s *supervisor) setupCgroups(ctx context.Context, cleanup *revert.Reverter)
 		return "", err
 	}
 	cleanup.Add(func() {
+		endWarm()
 		restoreCgroups(hs, own)
 		if err := s.driver.Destroy(context.WithoutCancel(ctx), cfg.Name, cg.Path); err != nil {
 			s.log.Warn("remove cgroup", "err", err)

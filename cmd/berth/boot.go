@@ -104,6 +104,9 @@ The machine's runtime directory is RUNTIME-DIR/machines/NAME (RUNTIME-DIR is the
 }
 
 func runBoot(cmd *cobra.Command, args []string) error {
+	// This process supervises the machine: its moves between cgroups are to
+	// be cheap by the time it makes them (see container.WarmCgroupMoves).
+	container.WarmCgroupMoves()
 	cfg, err := bootConfigFor(cmd.Flags(), args)
 	if err != nil {
 		return &exitError{code: 1, err: err}
