@@ -144,3 +144,32 @@ func TestPickLikeNspawn(t *testing.T) {
 	}
 	l2.Release()
 }
+
+// TestAssignKeptWritesNothing: a start that finds its range recorded leaves
+// ranges.json as it was (no rewrite, no fsyncs on the way to the init).
+func TestAssignKeptWritesNothing(t *testing.T) {
+	s := testStore(t)
+	if _, err := s.Assign("web", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(s.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Assign("web", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(s.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) || !before.ModTime().Equal(after.ModTime()) {
+		t.Error("ranges.json was rewritten although nothing changed")
+	}
+	if _, err := s.Assign("db", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, _ := s.Get("db"); !ok || got.Base == 0 {
+		t.Errorf("a new machine's range was not recorded: %v %v", got, ok)
+	}
+}
