@@ -16,7 +16,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the default configuration: %v", err)
 	}
-	if len(c.Sources) != 1 || c.Sources[0].Path != "/etc/berth/machines" || c.Parallelism != 4 || time.Duration(c.Resync) != time.Minute {
+	if len(c.Sources) != 1 || c.Sources[0].Path != "/etc/berth/machines" || c.Parallelism != DefaultParallelism || time.Duration(c.Resync) != time.Minute {
 		t.Errorf("the default configuration decoded as %+v", c)
 	}
 	t.Setenv("BERTH_RUNTIME_DIR", "/run/test-berth")
