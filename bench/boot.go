@@ -360,17 +360,40 @@ func removeCgroups(cg string) {
 }
 
 // removeCgroupTree removes the cgroup directory base and those below it,
-// deepest first.
+// deepest first. Processes still in them are the bench's own, left by a
+// manager that was killed (a guest outlives its nspawn's SIGKILL): they are
+// killed, and the removal retried until they are gone, for up to 10 s.
 func removeCgroupTree(base string) {
-	var dirs []string
-	_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
+	for try := 0; ; try++ {
+		var dirs []string
+		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		if len(dirs) == 0 {
+			return
 		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		_ = syscall.Rmdir(dirs[i])
+		for _, d := range dirs {
+			b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
+		if _, err := os.Stat(base); err != nil {
+			return
+		}
+		if try == 200 {
+			fmt.Printf("   warning: cgroup %s is left behind\n", base)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
