@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,12 +102,13 @@ type manySeries struct {
 // machine, and LXC's containers when LXC is installed.
 type manyLab struct {
 	*reconcileLab
-	cache  string
-	names  []string // berth's machines
-	cg     string   // nspawn's cgroups (unified and name=systemd)
-	roots  []string // nspawn's copies
-	lxc    *lxcLab  // nil: LXC is not installed
-	daemon []float64
+	cache string
+	names []string // berth's machines
+	cg    string   // nspawn's cgroups (unified and name=systemd)
+	roots []string // nspawn's copies
+	lxc   *lxcLab  // nil: LXC is not installed
+	// berthdRSS is berthd's own RSS in each run, all machines up (KiB).
+	berthdRSS []float64
 }
 
 func startManyLab(r *revert.Reverter) (*manyLab, error) {
@@ -133,7 +135,7 @@ func startManyLab(r *revert.Reverter) (*manyLab, error) {
 			return nil, err
 		}
 	}
-	trees := slicesConcat(l.roots, l.lxcRoots())
+	trees := slices.Concat(l.roots, l.lxcRoots())
 	fmt.Printf("   %d machines; copying the guest %d times (nspawn's and LXC's roots) …\n", manyN, len(trees))
 	if err := copyAll(cache, trees); err != nil {
 		return nil, err
@@ -155,8 +157,6 @@ func (l *manyLab) lxcRoots() []string {
 	}
 	return l.lxc.roots
 }
-
-func slicesConcat(a, b []string) []string { return append(append([]string{}, a...), b...) }
 
 // copyAll copies src to each of dsts, two at a time.
 func copyAll(src string, dsts []string) error {
@@ -222,7 +222,7 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 		}
 	}
 	s.sample(sups)
-	l.daemon = append(l.daemon, float64(rssKB(l.reconcileLab.daemon.Process.Pid)))
+	l.berthdRSS = append(l.berthdRSS, float64(rssKB(l.daemon.Process.Pid)))
 	s.check(leaders)
 	t1 := time.Now()
 	if err := stopAll(l.ctx, l.ctl, l.names); err != nil {
@@ -450,7 +450,7 @@ func waitGone(pids []int, limit time.Duration) error {
 // figures prints the table of medians and the ratios, and returns them.
 func (l *manyLab) figures(res map[string]*manySeries) map[string]any {
 	figs := map[string]any{"machines": manyN, "runs": manyRuns,
-		"conditions": "2 cores, shared with other test runs; medians; Debian 12 minbase+systemd guest, no network but loopback; run 1 is every machine's first start"}
+		"conditions": "2 cores, shared with other test runs; medians; Debian 12 minbase+systemd guest, no network but loopback; berthd with its default configuration; run 1 is every machine's first start"}
 	kib := func(v float64) string { return fmt.Sprintf("%.1f MiB", v/1024) }
 	fmt.Printf("   %d machines at once, medians of %d runs:\n", manyN, manyRuns)
 	fmt.Printf("   %-22s %12s %12s %14s %14s   %s\n", "", "all up s", "all down s", "RSS/machine", "PSS/machine", "guests (is-system-running)")
@@ -468,8 +468,8 @@ func (l *manyLab) figures(res map[string]*manySeries) map[string]any {
 		figs[m.key+"_readiness"] = m.ready
 		fmt.Printf("   %-22s %12.2f %12.2f %14s %14s   %v\n", m.label, median(s.up), median(s.down), kib(median(s.rss)), kib(median(s.pss)), s.states)
 	}
-	figs["berthd_rss_kib"] = round(median(l.daemon))
-	fmt.Printf("   %-22s %12s %12s %14s\n", "berthd itself", "", "", kib(median(l.daemon)))
+	figs["berthd_rss_kib"] = round(median(l.berthdRSS))
+	fmt.Printf("   %-22s %12s %12s %14s\n", "berthd itself", "", "", kib(median(l.berthdRSS)))
 	for _, den := range manyManagers[1:] {
 		if den.key == "lxc" && l.lxc == nil {
 			fmt.Printf("   %-22s %12s\n", "berth / lxc", "(LXC not installed)")
