@@ -25,17 +25,10 @@ func init() {
 // (BENCH_BOOT_RUNS overrides); firstRuns of each first start, on a fresh copy
 // each (BENCH_BOOT_FIRST_RUNS overrides, default bootRuns; 0 skips the first
 // starts and the copies of the trees they need).
-var bootRuns, firstRuns = 7, 0
-
-func init() {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_RUNS")); err == nil && n > 0 {
-		bootRuns = n
-	}
-	firstRuns = bootRuns
-	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_FIRST_RUNS")); err == nil && n >= 0 {
-		firstRuns = n
-	}
-}
+var (
+	bootRuns  = envInt("BENCH_BOOT_RUNS", 7, 1)
+	firstRuns = envInt("BENCH_BOOT_FIRST_RUNS", bootRuns, 0)
+)
 
 // bootVariant is one way of booting the guest; key names its figures.
 type bootVariant struct {

@@ -25,16 +25,10 @@ func init() {
 
 // manyN is the number of machines started together (BENCH_MANY_N
 // overrides); manyRuns the number of measured runs (BENCH_MANY_RUNS).
-var manyN, manyRuns = 20, 3
-
-func init() {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_MANY_N")); err == nil && n > 0 {
-		manyN = n
-	}
-	if n, err := strconv.Atoi(os.Getenv("BENCH_MANY_RUNS")); err == nil && n > 0 {
-		manyRuns = n
-	}
-}
+var (
+	manyN    = envInt("BENCH_MANY_N", 20, 1)
+	manyRuns = envInt("BENCH_MANY_RUNS", 3, 1)
+)
 
 // The managers compared, in the order they take turns in each run.
 var manyManagers = []struct{ key, label, ready string }{

@@ -23,6 +23,16 @@ func median[T cmp.Ordered](v []T) T {
 	return s[len(s)/2]
 }
 
+// envInt is the number in the environment variable name (a suite's
+// BENCH_… setting), def when it is unset, not a number or below least.
+func envInt(name string, def, least int) int {
+	n, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || n < least {
+		return def
+	}
+	return n
+}
+
 // ms is d in milliseconds, to the microsecond.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
