@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 # The whole suite, root integration tests included, must stay well under CI's 30 minutes.
 TESTFLAGS ?= -count=1 -timeout 28m
 
-.PHONY: all build test unit deps bench install uninstall demo demo-down fuzz clean
+.PHONY: all build test unit deps bench-deps bench install uninstall demo demo-down fuzz clean
 
 all: build
 
@@ -34,10 +34,15 @@ FUZZTIME ?= 15s
 fuzz:
 	./hack/fuzz.sh $(FUZZTIME)
 
-# bench compares berth with systemd-nspawn on the same rootfs in the same run and
-# writes the figures to bench/out/ (the README's Figures section shows them).
-bench: deps build
+# bench compares berth with systemd-nspawn (and LXC) on the same rootfs in the
+# same run and writes the figures to bench/out/ (the README's Figures section
+# shows them). Its peers beyond nspawn are installed by `hack/deps.sh bench`,
+# which `make test` does not need.
+bench: bench-deps build
 	$(GO) run ./bench $(BENCH)
+
+bench-deps:
+	./hack/deps.sh bench
 
 install: build
 	$(BIN)/berth install --prefix $(PREFIX)

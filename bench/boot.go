@@ -25,17 +25,10 @@ func init() {
 // (BENCH_BOOT_RUNS overrides); firstRuns of each first start, on a fresh copy
 // each (BENCH_BOOT_FIRST_RUNS overrides, default bootRuns; 0 skips the first
 // starts and the copies of the trees they need).
-var bootRuns, firstRuns = 7, 0
-
-func init() {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_RUNS")); err == nil && n > 0 {
-		bootRuns = n
-	}
-	firstRuns = bootRuns
-	if n, err := strconv.Atoi(os.Getenv("BENCH_BOOT_FIRST_RUNS")); err == nil && n >= 0 {
-		firstRuns = n
-	}
-}
+var (
+	bootRuns  = envInt("BENCH_BOOT_RUNS", 7, 1)
+	firstRuns = envInt("BENCH_BOOT_FIRST_RUNS", bootRuns, 0)
+)
 
 // bootVariant is one way of booting the guest; key names its figures.
 type bootVariant struct {
@@ -226,27 +219,70 @@ func (l *bootLab) steady() (map[string]*bootSeries, error) {
 // bootOnce starts cmd with a notify socket, waits for READY=1, samples the
 // process's RSS, sends SIGTERM and waits for the exit.
 func bootOnce(cmd *exec.Cmd, out string) (bootMS, stopMS, rssKiB float64, err error) {
-	sockPath := out + ".notify"
-	_ = os.Remove(sockPath)
-	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	n, err := startNotified(cmd, out)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer os.Remove(sockPath)
-	defer sock.Close()
-	f, err := os.Create(out)
-	if err != nil {
+	defer n.close()
+	if err := n.awaitReady(); err != nil {
 		return 0, 0, 0, err
 	}
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
-	t0 := time.Now()
+	bootMS = ms(time.Since(n.started))
+	time.Sleep(500 * time.Millisecond)
+	rssKiB = float64(rssKB(cmd.Process.Pid))
+	t1 := time.Now()
+	if err := n.stop(); err != nil {
+		return 0, 0, 0, err
+	}
+	stopMS = ms(time.Since(t1))
+	return bootMS, stopMS, rssKiB, nil
+}
+
+// notifiedRun is a manager process started with a notify socket of its own,
+// its output in a file.
+type notifiedRun struct {
+	cmd     *exec.Cmd
+	out     string
+	started time.Time // just before the process was started
+	sock    *net.UnixConn
+	f       *os.File
+	ready   <-chan error
+	exited  chan struct{} // closed once the process has exited, with err
+	err     error
+}
+
+// startNotified starts cmd with $NOTIFY_SOCKET at OUT.notify and its output
+// in out; close removes the socket again.
+func startNotified(cmd *exec.Cmd, out string) (*notifiedRun, error) {
+	sock, ready, err := listenNotify(out + ".notify")
+	if err != nil {
+		return nil, err
+	}
+	n := &notifiedRun{cmd: cmd, out: out, sock: sock, ready: ready, exited: make(chan struct{})}
+	if n.f, err = os.Create(out); err != nil {
+		n.close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = n.f, n.f
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock.LocalAddr().String())
+	n.started = time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
+		n.close()
+		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { n.err = cmd.Wait(); close(n.exited) }()
+	return n, nil
+}
+
+// listenNotify listens for sd_notify messages at path (a new socket) and
+// reports on the channel once READY=1 came, or that none came within 60 s
+// of the last message.
+func listenNotify(path string) (*net.UnixConn, <-chan error, error) {
+	_ = os.Remove(path)
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, nil, err
+	}
 	ready := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 4096)
@@ -263,36 +299,65 @@ func bootOnce(cmd *exec.Cmd, out string) (bootMS, stopMS, rssKiB float64, err er
 			}
 		}
 	}()
+	return sock, ready, nil
+}
+
+// awaitReady waits for READY=1; a process that exits first, or sends none,
+// is an error (and is killed).
+func (n *notifiedRun) awaitReady() error {
 	select {
-	case err := <-ready:
+	case err := <-n.ready:
 		if err != nil {
-			_ = cmd.Process.Kill()
-			<-exited
-			return 0, 0, 0, err
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+			return err
 		}
-	case err := <-exited:
-		log, _ := os.ReadFile(out)
-		return 0, 0, 0, fmt.Errorf("exited before READY=1 (%v): %s", err, tailString(log, 1500))
+		return nil
+	case <-n.exited:
+		log, _ := os.ReadFile(n.out)
+		return fmt.Errorf("exited before READY=1 (%v): %s", n.err, tailString(log, 1500))
 	}
-	bootMS = ms(time.Since(t0))
-	time.Sleep(500 * time.Millisecond)
-	rssKiB = float64(rssKB(cmd.Process.Pid))
-	t1 := time.Now()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// stop sends SIGTERM and waits up to 60 s for the exit (then kills).
+func (n *notifiedRun) stop() error {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-exited:
+	case <-n.exited:
+		return nil
 	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		return 0, 0, 0, errors.New("did not stop within 60s of SIGTERM")
+		_ = n.cmd.Process.Kill()
+		return errors.New("did not stop within 60s of SIGTERM")
 	}
-	stopMS = ms(time.Since(t1))
-	return bootMS, stopMS, rssKiB, nil
+}
+
+// close kills the process if it still runs, waits for it, and removes the
+// socket.
+func (n *notifiedRun) close() {
+	if n.cmd.Process != nil {
+		_ = n.cmd.Process.Kill() // an error once it has exited
+		<-n.exited
+	}
+	if n.f != nil {
+		n.f.Close()
+	}
+	n.sock.Close()
+	_ = os.Remove(n.sock.LocalAddr().String())
 }
 
 // removeCgroups removes the bench's nspawn cgroup tree, deepest first.
 func removeCgroups(cg string) {
 	for _, h := range []string{"unified", "systemd"} {
-		base := filepath.Join("/sys/fs/cgroup", h, cg)
+		removeCgroupTree(filepath.Join("/sys/fs/cgroup", h, cg))
+	}
+}
+
+// removeCgroupTree removes the cgroup directory base and those below it,
+// deepest first. Processes still in them are the bench's own, left by a
+// manager that was killed (a guest outlives its nspawn's SIGKILL): they are
+// killed, and the removal retried until they are gone, for up to 10 s.
+func removeCgroupTree(base string) {
+	for try := 0; ; try++ {
 		var dirs []string
 		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -300,9 +365,28 @@ func removeCgroups(cg string) {
 			}
 			return nil
 		})
+		if len(dirs) == 0 {
+			return
+		}
+		for _, d := range dirs {
+			b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
 		for i := len(dirs) - 1; i >= 0; i-- {
 			_ = syscall.Rmdir(dirs[i])
 		}
+		if _, err := os.Stat(base); err != nil {
+			return
+		}
+		if try == 200 {
+			fmt.Printf("   warning: cgroup %s is left behind\n", base)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -25,17 +25,11 @@ func init() {
 
 // ociRuns is how many pulls of each side are timed (BENCH_OCI_RUNS
 // overrides); ociRootRuns how many second roots.
-var ociRuns, ociRootRuns = 5, 7
+var ociRuns, ociRootRuns = envInt("BENCH_OCI_RUNS", 5, 1), 7
 
 // ociProfile, from BENCH_OCI_CPUPROFILE, is where berth's pulls write a CPU
 // profile each: FILE.1, FILE.2 … (`go tool pprof` takes them together).
 var ociProfile = os.Getenv("BENCH_OCI_CPUPROFILE")
-
-func init() {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_OCI_RUNS")); err == nil && n > 0 {
-		ociRuns = n
-	}
-}
 
 // ociBench is the oci bench under way: the registry serving the images of
 // the Debian guest, the run's work directory and the figures so far.

@@ -87,14 +87,21 @@ type reconcileLab struct {
 }
 
 // startReconcileLab builds berth and berthd into a new work directory and
-// starts berthd in a new network namespace; r stops it again, its machines
-// forgotten first, and removes the namespace and the directory.
+// starts berthd in a new network namespace, with up to 8 machines started at
+// once; r stops it again, its machines forgotten first, and removes the
+// namespace and the directory.
 func startReconcileLab(r *revert.Reverter) (*reconcileLab, error) {
+	return startBerthdLab(r, "reconcile", "parallelism: 8\n")
+}
+
+// startBerthdLab is startReconcileLab for suite, with extra (YAML lines)
+// added to berthd's configuration file.
+func startBerthdLab(r *revert.Reverter, suite, extra string) (*reconcileLab, error) {
 	busybox, err := testenv.BusyboxGuestDir()
 	if err != nil {
 		return nil, fmt.Errorf("the busybox guest: %w", err)
 	}
-	work, remove, err := newWorkDir("reconcile", "berth", "berthd")
+	work, remove, err := newWorkDir(suite, "berth", "berthd")
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +113,7 @@ func startReconcileLab(r *revert.Reverter) (*reconcileLab, error) {
 	r.Add(func() { exec.Command("ip", "netns", "del", netns).Run() })
 	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
 	l := &reconcileLab{ctx: context.Background(), busybox: busybox, work: work}
-	if err := l.startDaemon(r, netns); err != nil {
+	if err := l.startDaemon(r, netns, extra); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(l.defs(), 0o755); err != nil {
@@ -117,12 +124,13 @@ func startReconcileLab(r *revert.Reverter) (*reconcileLab, error) {
 
 // startDaemon starts berthd in netns, its log in the work directory, and
 // waits for its API; r forgets the definitions (every machine stops, the
-// bridge and table go) and stops berthd.
-func (l *reconcileLab) startDaemon(r *revert.Reverter, netns string) error {
+// bridge and table go) and stops berthd. extra is added to its
+// configuration file.
+func (l *reconcileLab) startDaemon(r *revert.Reverter, netns, extra string) error {
 	l.paths = config.Paths{StateDir: filepath.Join(l.work, "state"), RuntimeDir: filepath.Join(l.work, "run"), LogDir: filepath.Join(l.work, "log")}
 	l.paths.Socket = filepath.Join(l.paths.RuntimeDir, "berthd.sock")
 	cfgPath := filepath.Join(l.work, "berthd.yaml")
-	cfg := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 1h\nparallelism: 8\n", l.paths.StateDir, l.paths.RuntimeDir, l.paths.LogDir)
+	cfg := fmt.Sprintf("stateDir: %s\nruntimeDir: %s\nlogDir: %s\nresync: 1h\n%s", l.paths.StateDir, l.paths.RuntimeDir, l.paths.LogDir, extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
