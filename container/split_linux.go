@@ -125,17 +125,19 @@ func ownCgroups() (map[string]string, error) {
 // in flight would put it back). Hosts whose cgroup hierarchies are mounted
 // with favordynmods (Linux 6.0) never wait; there the moves cost ~30 µs each.
 var warm struct {
-	once   sync.Once
-	mu     sync.Mutex // held across each write: pause waits for one in flight
-	mount  string     // the hierarchy whose cgroup.procs is written
-	procs  string     // where the supervisor is now; "" while paused
-	ended  bool
-	period time.Duration
+	once  sync.Once
+	mu    sync.Mutex // held across each write: pause waits for one in flight
+	mount string     // the hierarchy whose cgroup.procs is written
+	procs string     // where the supervisor is now; "" while paused
+	ended bool
 }
 
 // warmFor is how long a supervisor keeps the fast path on: through the guest's
 // own first moves (systemd's, in its first hundred milliseconds or so).
 const warmFor = 2 * time.Second
+
+// warmEvery is the time between two no-op moves: well within a grace period.
+const warmEvery = 3 * time.Millisecond
 
 // WarmCgroupMoves starts the supervisor's no-op moves (see warm). A process
 // that is going to supervise a machine calls it first thing; it is idempotent.
@@ -159,7 +161,6 @@ func startWarm() {
 	if warm.procs == "" {
 		return
 	}
-	warm.period = 3 * time.Millisecond
 	pid := []byte(strconv.Itoa(os.Getpid()))
 	go func() {
 		deadline := time.Now().Add(warmFor)
@@ -173,7 +174,7 @@ func startWarm() {
 				warm.ended = true // not ours to move: no help, no harm
 			}
 			warm.mu.Unlock()
-			time.Sleep(warm.period)
+			time.Sleep(warmEvery)
 		}
 		endWarm()
 	}()

@@ -126,3 +126,19 @@ func TestVerbsTogether(t *testing.T) {
 		t.Error("an unknown verb was taken")
 	}
 }
+
+// TestStartRunningReturnsAtOnce: berth start of a machine berthd watches
+// running is success at once (its exit watcher never ends: no waiting on it).
+func TestStartRunningReturnsAtOnce(t *testing.T) {
+	e := newFakeEnv(t, true)
+	e.write(map[string]string{"d.yaml": fakeDefs, "a.yaml": fakeMachineDef("a", "good", "")})
+	e.apply()
+	t0 := time.Now()
+	outs, err := e.m.Verbs(context.Background(), api.VerbRequest{Verb: "start", Names: []string{"a"}})
+	if err != nil || outs[0].Error != "" {
+		t.Fatalf("start of a running machine: %+v, %v", outs, err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("start of a running machine took %s", d)
+	}
+}

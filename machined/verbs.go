@@ -204,7 +204,7 @@ func (m *Manager) verbs(ctx context.Context, verb string, names []string) []erro
 	}
 	running := func(name string) bool { om := o.Machines[name]; return om != nil && om.Running }
 	if verb == "start" {
-		m.verbStart(ctx, d, names, known, errs)
+		m.verbStart(ctx, d, names, known, running, errs)
 		return errs
 	}
 	var wg sync.WaitGroup
@@ -242,7 +242,7 @@ func (m *Manager) verbs(ctx context.Context, verb string, names []string) []erro
 // verbStart is berth start: lift the holds and start the declared machines
 // now, together, through the gate, under one pass lock (so no reconcile
 // starts one of them at the same moment). Already running is success.
-func (m *Manager) verbStart(ctx context.Context, d *spec.Set, names []string, known []int, errs []error) {
+func (m *Manager) verbStart(ctx context.Context, d *spec.Set, names []string, known []int, running func(string) bool, errs []error) {
 	var todo []int
 	for _, i := range known {
 		name, mm := names[i], d.Machine(names[i])
@@ -271,10 +271,13 @@ func (m *Manager) verbStart(ctx context.Context, d *spec.Set, names []string, kn
 		wg.Wait()
 	}
 	each(func(i int) {
-		// The end of its previous run may still be being handled (its
-		// supervisor is tidying up): let that land first, or its hold
-		// would come after this start.
-		m.awaitExitHandled(ctx, names[i], 30*time.Second)
+		if !running(names[i]) {
+			// The end of its previous run may still be being handled (its
+			// supervisor is tidying up): let that land first, or its hold
+			// would come after this start. (A running machine's watcher
+			// never ends: no waiting for it.)
+			m.awaitExitHandled(ctx, names[i], 30*time.Second)
+		}
 		if err := m.store.Update(names[i], func(r *store.Record) { r.Hold = nil; r.Restarts = 0; r.NextRestart = time.Time{}; r.LastError = "" }); err != nil {
 			errs[i] = fmt.Errorf("machine %q: lift its hold: %w", names[i], err)
 		}
