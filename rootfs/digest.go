@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berthd/berth/rootfs/hold"
 	"golang.org/x/sys/unix"
 )
 
@@ -144,11 +145,4 @@ func typeLetter(mode uint32) string {
 }
 
 // validDigest reports whether d has the form sha256:HEX.
-func validDigest(d string) bool {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(h) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(h)
-	return err == nil && strings.ToLower(h) == h
-}
+func validDigest(d string) bool { return hold.ValidDigest(d) }

@@ -1,13 +1,11 @@
 package rootfs
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/berthd/berth/rootfs/hold"
 )
 
 // StrategyEphemeral marks the Root of an ephemeral machine (EphemeralRoot):
@@ -65,39 +63,13 @@ func newRoot(machine string, img *Image, st Strategy) Root {
 	return r
 }
 
-// inUseFile, in an image's content directory, is share-locked by the
-// supervisor of every running ephemeral machine made from it: such a machine
-// has no root that records the image, and its overlay reads the image's
-// tree for as long as it runs.
-const inUseFile = "in-use.lock"
-
 // UseImage share-locks the content of image digest for a running ephemeral
-// machine: the content is not removed (RemoveImage drops the name only,
-// Prune keeps it) while the returned file is open. The kernel drops the lock
-// when the process holding it ends, however it ends.
-func (s *Store) UseImage(digest string) (*os.File, error) {
-	if !validDigest(digest) {
-		return nil, errorf(ErrInvalid, "image digest %q", digest)
-	}
-	f, err := os.OpenFile(filepath.Join(s.digestDir(digest), inUseFile), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: mark in use: %w", digest, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("image %s: mark in use: %w", digest, err)
-	}
-	return f, nil
-}
+// machine (hold.UseImage: a supervisor takes it without the store): the
+// content is not removed (RemoveImage drops the name only, Prune keeps it)
+// while the returned file is open. Such a machine has no root that records
+// the image, and its overlay reads the image's tree for as long as it runs.
+func (s *Store) UseImage(digest string) (*os.File, error) { return hold.UseImage(s.dir, digest) }
 
 // imageInUse reports whether a running ephemeral machine holds digest's
 // content (UseImage).
-func (s *Store) imageInUse(digest string) bool {
-	f, err := os.OpenFile(filepath.Join(s.digestDir(digest), inUseFile), os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-	return errors.Is(err, unix.EWOULDBLOCK)
-}
+func (s *Store) imageInUse(digest string) bool { return hold.ImageInUse(s.dir, digest) }
