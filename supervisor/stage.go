@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/netconf"
-	"github.com/berthd/berth/rootfs"
+	"github.com/berthd/berth/rootfs/hold"
 )
 
 // Stage is the name of the re-executed stage that runs a detached machine
@@ -20,11 +21,11 @@ func init() {
 	container.RegisterStage(Stage, func() { container.SuperviseStage(stageHooks) })
 }
 
-// Spawn starts a detached supervisor for the machine cfg describes, with w as
-// its machine.json, and returns once the machine's init runs (or why it did
-// not start).
-func Spawn(ctx context.Context, cfg container.Config, w *Wiring) error {
-	if err := WriteWiring(rundir.Dir(cfg.RuntimeDir), w); err != nil {
+// Spawn starts a detached supervisor for the machine cfg describes, with rec
+// as its machine.json (a Wiring, or a type that embeds one), and returns once
+// the machine's init runs (or why it did not start).
+func Spawn(ctx context.Context, cfg container.Config, rec any) error {
+	if err := WriteWiring(rundir.Dir(cfg.RuntimeDir), rec); err != nil {
 		return fmt.Errorf("machine %q: %w", cfg.Name, err)
 	}
 	_, err := container.SpawnDetached(ctx, cfg, Stage)
@@ -73,13 +74,15 @@ func stageHooks(ctx context.Context, cfg container.Config) (container.Hooks, err
 // lockRoot takes the machine root's lock for the machine's life: remove and
 // clone try it to refuse a running machine. The kernel releases it when this
 // process ends, however it ends; until the machine has stopped, the Stopped
-// hook keeps the lock referenced (and releases it).
+// hook keeps the lock referenced (and releases it). berthd made the root; a
+// root older than lock files gets its lock file here.
 func lockRoot(h *container.Hooks, name, stateDir string) error {
-	store, err := rootfs.Open(stateDir)
-	if err != nil {
-		return fmt.Errorf("machine %q: %w", name, err)
-	}
-	lock, err := store.LockRoot(name)
+	lock, err := hold.LockRoot(stateDir, name, "", func() error {
+		if _, err := os.Stat(filepath.Dir(hold.RootLockPath(stateDir, name))); err != nil {
+			return fmt.Errorf("machine %q has no root in %s", name, stateDir)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("machine %q: %w", name, err)
 	}
@@ -88,13 +91,9 @@ func lockRoot(h *container.Hooks, name, stateDir string) error {
 }
 
 // useImage keeps an ephemeral machine's image content from removal for the
-// machine's life (rootfs.Store.UseImage), as lockRoot keeps a root.
+// machine's life (hold.UseImage), as lockRoot keeps a root.
 func useImage(h *container.Hooks, name, stateDir, digest string) error {
-	store, err := rootfs.Open(stateDir)
-	if err != nil {
-		return fmt.Errorf("machine %q: %w", name, err)
-	}
-	f, err := store.UseImage(digest)
+	f, err := hold.UseImage(stateDir, digest)
 	if err != nil {
 		return fmt.Errorf("machine %q: %w", name, err)
 	}

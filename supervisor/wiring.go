@@ -8,16 +8,16 @@ import (
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/rundir"
 	"github.com/berthd/berth/netconf"
-	"github.com/berthd/berth/spec"
 )
 
-// Wiring is RUN/machines/NAME/machine.json: what berthd gives a machine's
-// supervisor beyond its container.Config, and what berthd reads back when it
-// observes the machine later (also after its own restart): the definition
-// the machine was started with, the state directory its root lives in, the
-// cgroup driver, its network attachment and port forwards.
+// Wiring is what a machine's supervisor reads from RUN/machines/NAME/
+// machine.json beyond its container.Config, and what berthd reads back when
+// it observes the machine later (also after its own restart): the state
+// directory its root lives in, the cgroup driver, its network attachment and
+// port forwards. berthd's record in the same file also holds the definition
+// the machine was started with (a type embedding Wiring), which the
+// supervisor ignores: it never links the definition language.
 type Wiring struct {
-	Spec       *spec.Machine       `json:"spec"`
 	StateDir   string              `json:"stateDir"`
 	Driver     string              `json:"driver"`
 	Attachment *netconf.Attachment `json:"attachment,omitempty"`
@@ -32,23 +32,33 @@ type Wiring struct {
 
 // ReadWiring reads a machine's machine.json.
 func ReadWiring(d rundir.Dir) (*Wiring, error) {
-	b, err := os.ReadFile(d.Wiring())
-	if err != nil {
-		return nil, err
-	}
 	var w Wiring
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%s: %w", d.Wiring(), err)
+	if err := ReadRecord(d, &w); err != nil {
+		return nil, err
 	}
 	return &w, nil
 }
 
-// WriteWiring writes a machine's machine.json atomically.
-func WriteWiring(d rundir.Dir, w *Wiring) error {
+// ReadRecord reads a machine's machine.json into rec: a Wiring, or a type
+// that embeds one.
+func ReadRecord(d rundir.Dir, rec any) error {
+	b, err := os.ReadFile(d.Wiring())
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, rec); err != nil {
+		return fmt.Errorf("%s: %w", d.Wiring(), err)
+	}
+	return nil
+}
+
+// WriteWiring writes a machine's machine.json atomically from rec: a Wiring,
+// or a type that embeds one.
+func WriteWiring(d rundir.Dir, rec any) error {
 	if err := os.MkdirAll(d.Path(), 0o700); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(w, "", "  ")
+	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/berthd/berth/internal/userns"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
-	"github.com/berthd/berth/supervisor"
 )
 
 // machineRoot is the root a machine starts on: its persistent root, made
@@ -74,7 +73,7 @@ func (h *Host) ephemeralUsers(m *spec.Machine) (*container.Users, error) {
 // ended, as berth boot forgets a one-off boot's: nothing on disk is owned by
 // it. A machine with a persistent root of the same name keeps its range.
 func (h *Host) forgetEphemeral(name string) {
-	w, err := supervisor.ReadWiring(rundir.For(h.paths.RuntimeDir, name))
+	w, err := readRecord(rundir.For(h.paths.RuntimeDir, name))
 	if err != nil || w.Spec == nil || !w.Spec.Root.Ephemeral {
 		return
 	}

@@ -114,7 +114,7 @@ func (h *Host) StartMachine(ctx context.Context, d *spec.Set, m *spec.Machine) e
 	if err := h.provision(ctx, m); err != nil {
 		return err
 	}
-	w := &supervisor.Wiring{Spec: m, StateDir: h.paths.StateDir, Driver: h.driver}
+	w := &record{Wiring: supervisor.Wiring{StateDir: h.paths.StateDir, Driver: h.driver}, Spec: m}
 	if m.Root.Ephemeral {
 		w.EphemeralImage = root.Digest
 	}
@@ -221,7 +221,7 @@ func (h *Host) UpdateMachine(ctx context.Context, m *spec.Machine) error {
 	}
 	// The running machine now matches the definition in everything that needs no
 	// restart; record it so the next plan compares against it.
-	w, err := supervisor.ReadWiring(rundir.Dir(dir))
+	w, err := readRecord(rundir.Dir(dir))
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func (h *Host) Observe(ctx context.Context, d *spec.Set) (*plan.Observed, error)
 // observed is what observeMachine saw of one machine's runtime directory.
 type observed struct {
 	st     container.State
-	w      *supervisor.Wiring
+	w      *record
 	drift  bool
 	exited *api.ExitInfo
 }
@@ -139,7 +139,7 @@ func (h *Host) observeMachine(ctx context.Context, d rundir.Dir, booted time.Tim
 		return nil
 	}
 	r := &observed{st: st}
-	if r.w, err = supervisor.ReadWiring(d); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
+	if r.w, err = readRecord(d); err != nil || r.w.Attachment == nil || st.LeaderPID == 0 {
 		return r
 	}
 	if *wnh == nil {

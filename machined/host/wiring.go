@@ -16,7 +16,25 @@ import (
 	"github.com/berthd/berth/netconf"
 	"github.com/berthd/berth/rootfs"
 	"github.com/berthd/berth/spec"
+	"github.com/berthd/berth/supervisor"
 )
+
+// record is a machine's machine.json as berthd keeps it: the supervisor's
+// wiring, and the definition the machine was started with (what the next
+// plan compares against, also after berthd restarts).
+type record struct {
+	supervisor.Wiring
+	Spec *spec.Machine `json:"spec"`
+}
+
+// readRecord reads a machine's machine.json.
+func readRecord(d rundir.Dir) (*record, error) {
+	var r record
+	if err := supervisor.ReadRecord(d, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
 
 // containerConfig turns a definition and its root into the supervisor's config.
 func containerConfig(p config.Paths, m *spec.Machine, root *rootfs.Root) container.Config {
