@@ -7,7 +7,6 @@ package errdefs
 import (
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // The classes. Each error's own text names the object and what to change;
@@ -33,19 +32,21 @@ var (
 	ErrExhausted = errors.New("exhausted")
 )
 
-// classes maps each class to its name on the API and its HTTP status.
+// classes maps each class to its name on the API and its HTTP status, as
+// numbers: net/http (and TLS with it) would otherwise be linked into every
+// binary that classes errors, berth-stage among them.
 var classes = []struct {
 	err    error
 	name   string
 	status int
 }{
-	{ErrInvalid, "invalid", http.StatusBadRequest},
-	{ErrNotFound, "not_found", http.StatusNotFound},
-	{ErrExists, "exists", http.StatusConflict},
-	{ErrConflict, "conflict", http.StatusConflict},
-	{ErrBusy, "busy", http.StatusConflict},
-	{ErrUnsupported, "unsupported", http.StatusNotImplemented},
-	{ErrExhausted, "exhausted", http.StatusInsufficientStorage},
+	{ErrInvalid, "invalid", 400},    // Bad Request
+	{ErrNotFound, "not_found", 404}, // Not Found
+	{ErrExists, "exists", 409},      // Conflict
+	{ErrConflict, "conflict", 409},
+	{ErrBusy, "busy", 409},
+	{ErrUnsupported, "unsupported", 501}, // Not Implemented
+	{ErrExhausted, "exhausted", 507},     // Insufficient Storage
 }
 
 // Class returns the name of err's class ("" when it has none) and the HTTP
@@ -56,7 +57,7 @@ func Class(err error) (name string, status int) {
 			return c.name, c.status
 		}
 	}
-	return "", http.StatusInternalServerError
+	return "", 500 // Internal Server Error
 }
 
 // FromClass rebuilds an error that crossed the API: its text as the other
