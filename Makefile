@@ -14,7 +14,7 @@ all: build
 export CGO_ENABLED = 0
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/berth ./cmd/berthd
+	$(GO) build -o $(BIN)/ ./cmd/berth ./cmd/berthd ./cmd/berth-stage
 
 deps:
 	./hack/deps.sh

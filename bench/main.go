@@ -101,8 +101,10 @@ func newWorkDir(suite string, binaries ...string) (dir string, remove func(), er
 }
 
 // buildBinaries builds the named commands of this module (cmd/NAME) into dir,
-// static, as `make build` does.
+// static, as `make build` does, with berth-stage beside them (the stages
+// berth and berthd run from when it is there).
 func buildBinaries(dir string, names ...string) error {
+	names = append(names, "berth-stage")
 	args := []string{"build", "-o", dir + "/"}
 	for _, n := range names {
 		args = append(args, "./cmd/"+n)

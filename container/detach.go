@@ -63,7 +63,6 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	}
 	defer r.Close()
 	cmd := StageCommand(stage, "berth-supervisor "+cfg.Name, runDirEnv+"="+cfg.RuntimeDir, readyFDEnv+"=3")
-	cmd.Path = selfExe()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
@@ -98,7 +97,8 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	return 0, fmt.Errorf("machine %q: the supervisor ended before the machine started (%v); its log:\n%s", cfg.Name, rerr, tail)
 }
 
-// StageCommand is this binary re-executed in stage, detached: in a session
+// StageCommand is this binary (or berth-stage, see selfExe) re-executed in
+// stage, detached: in a session
 // of its own, in /, named argv0 in ps, with the caller's environment less
 // berth's own stage variables and NOTIFY_SOCKET (berthd's, not the stage's),
 // plus env.
@@ -111,9 +111,9 @@ func StageCommand(stage, argv0 string, env ...string) *exec.Cmd {
 	}
 	full = append(full, stageEnv+"="+stage)
 	return &exec.Cmd{
-		Path:        "/proc/self/exe",
+		Path:        selfExe(),
 		Args:        []string{argv0},
-		Env:         append(full, env...),
+		Env:         stageRuntimeEnv(append(full, env...), ""),
 		Dir:         "/",
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}

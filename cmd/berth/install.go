@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/machined/config"
 	"github.com/berthd/berth/units"
 )
@@ -27,8 +28,8 @@ func newInstallCmd() *cobra.Command {
 	var prefix, root string
 	c := &cobra.Command{
 		Use:   "install",
-		Short: "Install berth and berthd, berthd.service, and a default configuration",
-		Long: `install copies berth and berthd (from the directory of the running berth) to
+		Short: "Install berth, berthd and berth-stage, berthd.service, and a default configuration",
+		Long: `install copies berth, berthd and berth-stage (from the directory of the running berth) to
 PREFIX/bin, writes berthd.service to /etc/systemd/system, writes
 /etc/berth/berthd.yaml when there is none, and, when systemd runs the host,
 reloads systemd and enables and starts berthd. With --root DIR everything is
@@ -95,8 +96,8 @@ type installFile struct {
 	ifAbsent bool   // configuration: never overwritten, never removed by uninstall
 }
 
-// installSource is the berth binary to install; berthd is taken from its
-// directory. Tests point it elsewhere.
+// installSource is the berth binary to install; berthd and berth-stage are
+// taken from its directory. Tests point it elsewhere.
 var installSource = os.Executable
 
 type installLink struct{ path, target string }
@@ -125,18 +126,20 @@ func planInstall(prefix, root string) (*installPlan, error) {
 	}
 	self, _ = filepath.EvalSymlinks(self)
 	bindir := filepath.Dir(self)
-	berthd := filepath.Join(bindir, "berthd")
-	if _, err := os.Stat(berthd); err != nil {
-		return nil, fmt.Errorf("install: berthd is not next to this berth (%s): build both first (make build) and run bin/berth install", berthd)
+	var besides []installFile
+	for _, name := range []string{"berthd", container.StageBinary} {
+		path := filepath.Join(bindir, name)
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("install: %s is not next to this berth (%s): build all three first (make build) and run bin/berth install", name, path)
+		}
+		besides = append(besides, installFile{path: filepath.Join(prefix, "bin", name), mode: 0o755, source: path})
 	}
 	unitFiles, err := units.UnitFiles(units.Install{Prefix: prefix, ConfigPath: config.DefaultPath})
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	p := &installPlan{root: root, systemd: root == "" && units.Booted()}
-	p.files = append(p.files,
-		installFile{path: filepath.Join(prefix, "bin", "berth"), mode: 0o755, source: self},
-		installFile{path: filepath.Join(prefix, "bin", "berthd"), mode: 0o755, source: berthd})
+	p.files = append(append(p.files, installFile{path: filepath.Join(prefix, "bin", "berth"), mode: 0o755, source: self}), besides...)
 	for _, u := range unitFiles {
 		path := filepath.Join(units.UnitDir, u.Name)
 		p.files = append(p.files, installFile{path: path, mode: 0o644, content: []byte(u.Content)})

@@ -10,11 +10,11 @@ import (
 	"github.com/berthd/berth/machined/config"
 )
 
-// fakeBinaries makes a berth and a berthd in a directory and points install at them.
+// fakeBinaries makes a berth, a berthd and a berth-stage in a directory and points install at them.
 func fakeBinaries(t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
-	for _, n := range []string{"berth", "berthd"} {
+	for _, n := range []string{"berth", "berthd", "berth-stage"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("#!/bin/sh\necho "+n+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func checkDryRun(t *testing.T, p *installPlan, root string) {
 	for _, want := range []string{
 		"# write " + root + "/etc/systemd/system/berthd.service (mode 0644)\n",
 		"ExecStart=/opt/b/bin/berthd --config /etc/berth/berthd.yaml\n",
-		"# copy ", root + "/opt/b/bin/berthd (mode 0755)",
+		"# copy ", root + "/opt/b/bin/berthd (mode 0755)", root + "/opt/b/bin/berth-stage (mode 0755)",
 		"# ln -s /etc/systemd/system/berthd.service " + root + "/etc/systemd/system/multi-user.target.wants/berthd.service",
 		"sources:\n  - path: /etc/berth/machines\n",
 	} {
@@ -61,7 +61,7 @@ func TestInstallUninstallRoot(t *testing.T) {
 	if err := p.apply(&out, true); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"opt/b/bin/berth", "opt/b/bin/berthd", "etc/systemd/system/berthd.service",
+	for _, f := range []string{"opt/b/bin/berth", "opt/b/bin/berthd", "opt/b/bin/berth-stage", "etc/systemd/system/berthd.service",
 		"etc/berth/berthd.yaml", "etc/berth/install.manifest", "etc/berth/machines"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("after install: %v", err)
@@ -98,7 +98,7 @@ func TestInstallUninstallRoot(t *testing.T) {
 	if err := runUninstall(&out, root, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"opt/b/bin/berth", "opt/b/bin/berthd", "etc/systemd/system/berthd.service",
+	for _, f := range []string{"opt/b/bin/berth", "opt/b/bin/berthd", "opt/b/bin/berth-stage", "etc/systemd/system/berthd.service",
 		"etc/berth/install.manifest", "etc/systemd/system/multi-user.target.wants"} {
 		if _, err := os.Lstat(filepath.Join(root, f)); !os.IsNotExist(err) {
 			t.Errorf("after uninstall %s: %v", f, err)

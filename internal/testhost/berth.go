@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// BuildBerth builds berth and berthd from this module into a directory of the
-// test (install takes berthd from berth's directory) and returns it. Go's build
+// BuildBerth builds berth, berthd and berth-stage from this module into a
+// directory of the test (install takes the others from berth's directory)
+// and returns it. Go's build
 // cache makes repeated calls cheap.
 func BuildBerth(t testing.TB) string {
 	t.Helper()
@@ -21,7 +22,7 @@ func BuildBerth(t testing.TB) string {
 		t.Fatalf("test host: find the berth module (go env GOMOD): %v", err)
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/berth", "./cmd/berthd")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/berth", "./cmd/berthd", "./cmd/berth-stage")
 	cmd.Dir = filepath.Dir(mod)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("test host: go build berth: %v\n%s", err, out)
