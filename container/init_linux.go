@@ -385,6 +385,8 @@ func runReaper(cfg Config, path string, argv, env []string, sock *os.File, caps 
 	}
 	_, _ = unix.Write(syncFD, []byte("exec app"))
 	sock.Close()
+	// It idles for the command's life: what setting up touched goes back.
+	trimMemory()
 	for sig := range sigs {
 		if sig != unix.SIGCHLD {
 			_ = unix.Kill(pid, sig.(unix.Signal))

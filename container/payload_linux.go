@@ -121,7 +121,7 @@ func (s *supervisor) initStageCmd(sync *os.File) *exec.Cmd {
 		// supervisor cgroup's CPU limit files open for as long as it runs,
 		// host files the application-mode reaper would carry into the
 		// machine (reachable as /proc/1/fd/N).
-		Env:         []string{stageEnv + "=" + initStage, "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		Env:         stageRuntimeEnv([]string{stageEnv + "=" + initStage}, "containermaxprocs=0,updatemaxprocs=0"),
 		ExtraFiles:  []*os.File{sync},
 		SysProcAttr: attr,
 	}

@@ -101,7 +101,9 @@ func SuperviseConsole(ctx context.Context, cfg Config, hooks Hooks, term Console
 }
 
 func supervise(ctx context.Context, cfg Config, hooks Hooks, term *ConsoleIO) (ExitStatus, error) {
-
+	// A supervisor in a process that was not started as a stage (berth boot)
+	// takes no more heap samples either (see stageGODEBUG).
+	runtime.MemProfileRate = 0
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return ExitStatus{Code: 1, Reason: ReasonFailed, Error: err.Error()}, err
