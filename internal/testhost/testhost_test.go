@@ -83,6 +83,11 @@ func TestBerthInTestHost(t *testing.T) {
 	if out := exec("systemctl", "status", "--no-pager", "machine-m1.scope"); !strings.Contains(out, "supervisor") || !strings.Contains(out, "payload") {
 		t.Errorf("the scope is not split into supervisor and payload:\n%s", out)
 	}
+	// The supervisor runs from berth-stage, which berth install put beside
+	// berthd (container.StageBinary), not from berthd itself.
+	if out := exec("sh", "-c", `p=$(sed -n 's/.*"supervisorPid": *\([0-9]*\).*/\1/p' /run/berth/machines/m1/state.json); cmp -s /proc/$p/exe /usr/local/bin/berth-stage && echo berth-stage || echo "not berth-stage: pid $p"`); strings.TrimSpace(out) != "berth-stage" {
+		t.Errorf("m1's supervisor: %s", out)
+	}
 	// Restarting berthd leaves the machine (its scope) alone.
 	exec("systemctl", "restart", "berthd")
 	if out := exec("systemctl", "is-active", "machine-m1.scope"); strings.TrimSpace(out) != "active" {
@@ -170,7 +175,7 @@ func TestBerthInTestHost(t *testing.T) {
 	// disabled and stopped, then enabled and started; configuration and machine
 	// data survive.
 	exec("berth", "uninstall")
-	for _, gone := range []string{"usr/local/bin/berth", "usr/local/bin/berthd", "etc/systemd/system/berthd.service", "etc/berth/install.manifest"} {
+	for _, gone := range []string{"usr/local/bin/berth", "usr/local/bin/berthd", "usr/local/bin/berth-stage", "etc/systemd/system/berthd.service", "etc/berth/install.manifest"} {
 		if _, err := os.Stat(filepath.Join(h.Dir, gone)); !os.IsNotExist(err) {
 			t.Errorf("after berth uninstall, /%s: %v", gone, err)
 		}
@@ -183,7 +188,7 @@ func TestBerthInTestHost(t *testing.T) {
 	if out, _ := h.Exec(ctx, "systemctl", "is-active", "berthd"); strings.TrimSpace(string(out)) == "active" {
 		t.Error("berthd still runs after berth uninstall")
 	}
-	for _, b := range []string{"berth", "berthd"} {
+	for _, b := range []string{"berth", "berthd", "berth-stage"} {
 		if err := h.CopyIn(filepath.Join(bindir, b), "/root/bin/"+b); err != nil {
 			t.Fatal(err)
 		}
