@@ -136,6 +136,47 @@ func testDebianMachine(t *testing.T, privateUsers bool) {
 			t.Errorf("probe: missing %q in:\n%s", want, out)
 		}
 	})
+	if privateUsers {
+		t.Run("own user counts", func(t *testing.T) {
+			// The machine's user namespace is owned by its root's UID on the
+			// host, so the per-user counts spanning namespaces are the
+			// machine's own: a guest that takes every inotify instance it
+			// may leaves the host's root (and every other machine) theirs.
+			st, err := container.ReadState(cfg.RuntimeDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(fmt.Sprintf("/proc/%d/ns/user", st.LeaderPID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			owner, err := unix.IoctlGetInt(int(f.Fd()), unix.NS_GET_OWNER_UID)
+			f.Close()
+			if err != nil || uint32(owner) != cfg.Users.Base {
+				t.Errorf("the machine's user namespace is owned by UID %d (%v), want its base %d", uint32(owner), err, cfg.Users.Base)
+			}
+			done := make(chan string, 1)
+			go func() { s, _ := m.sh(t, "_BERTH_STAGE=probe /opt/probe inotify /scratch/ino"); done <- s }()
+			ino := fmt.Sprintf("/proc/%d/root/scratch/ino", st.LeaderPID)
+			var out string
+			for i := 0; i < 100 && out == ""; i++ {
+				time.Sleep(100 * time.Millisecond)
+				b, _ := os.ReadFile(ino)
+				out = string(b)
+			}
+			fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+			if err != nil {
+				t.Errorf("with the guest holding every inotify instance it could get (%s), the host's root cannot make one: %v", strings.TrimSpace(out), err)
+			} else {
+				unix.Close(fd)
+			}
+			_ = os.Remove(ino)
+			if released := <-done; !strings.Contains(released, "released") || !strings.Contains(out, "instances, then too many open files") {
+				t.Errorf("probe inotify: %q, then %q", out, released)
+			}
+			t.Logf("probe: %s", strings.TrimSpace(out))
+		})
+	}
 	t.Run("isolation", func(t *testing.T) {
 		out, _ := m.sh(t, "/opt/probe isolation", "_BERTH_STAGE=probe")
 		// Loading a module fails: EPERM without CAP_SYS_MODULE (ENOSYS on a

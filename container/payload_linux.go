@@ -34,7 +34,11 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 		child.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if u := cfg.Users; u != nil {
+		start = func() error { return startOwnedBy(u.Base, cmd) }
+	}
+	if err := start(); err != nil {
 		child.Close()
 		s.leaveM0()
 		return nil, fmt.Errorf("start payload: %w", err)
