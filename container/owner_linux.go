@@ -24,13 +24,19 @@ import (
 // root already (it owns the machine's files), and no host account has it
 // (ranges are checked against /etc/subuid and the password database).
 //
+// then runs once cmd has started, before the thread is root again: setting
+// the init stage's resource limits (prlimit) needs CAP_SYS_RESOURCE in the
+// machine's user namespace, which the host's root has through the owner rule
+// when it is the owner and otherwise only if its own set holds the
+// capability (roots without it exist: a host whose bounding set drops it).
+//
 // The caller's goroutine must be locked to its thread, which Go's fork runs
 // on: credentials are per thread, and a raw setresuid changes this thread's
 // only (syscall.Setresuid would change every thread's). The switch clears
 // the effective capabilities (the real and saved UIDs stay 0, so the
 // permitted set stays); they are raised again for the clone and for writing
 // the child's ID maps, and restored exactly after.
-func startOwnedBy(uid uint32, cmd *exec.Cmd) error {
+func startOwnedBy(uid uint32, cmd *exec.Cmd, then func()) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var caps [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &caps[0]); err != nil {
@@ -52,6 +58,9 @@ func startOwnedBy(uid uint32, cmd *exec.Cmd) error {
 		return fmt.Errorf("start payload: capabilities as UID %d: %w", uid, err)
 	}
 	err := cmd.Start()
+	if err == nil {
+		then()
+	}
 	// A thread left as another user would act as it for whatever runs on it
 	// next: better to end the supervisor than to go on so.
 	if rerr := restore(); rerr != nil {

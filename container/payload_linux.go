@@ -34,9 +34,22 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 		child.Close()
 		return nil, err
 	}
-	start := cmd.Start
+	// The init stage's resource limits are set from here (prlimit), right
+	// after the start: see startOwnedBy for why in the same step.
+	var limitErr error
+	limits := func() {
+		raiseFileLimit(cmd.Process.Pid)
+		limitErr = applyRlimits(cmd.Process.Pid, cfg.Rlimits)
+	}
+	start := func() error {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		limits()
+		return nil
+	}
 	if u := cfg.Users; u != nil {
-		start = func() error { return startOwnedBy(u.Base, cmd) }
+		start = func() error { return startOwnedBy(u.Base, cmd, limits) }
 	}
 	if err := start(); err != nil {
 		child.Close()
@@ -61,9 +74,8 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 	}
 	s.log.Debug("payload process started", "pid", pid)
 	cg.offer(pid)
-	raiseFileLimit(pid)
-	if err := applyRlimits(pid, cfg.Rlimits); err != nil {
-		return abort(fmt.Errorf("machine %q: %w", cfg.Name, err))
+	if limitErr != nil {
+		return abort(fmt.Errorf("machine %q: %w", cfg.Name, limitErr))
 	}
 	root, err := s.buildTree(pid)
 	if err != nil {

@@ -42,13 +42,15 @@ type ConsoleIO struct {
 
 // supervisor is the state of one Supervise call.
 type supervisor struct {
-	cfg     Config
-	hooks   Hooks
-	log     *slog.Logger
-	driver  CgroupDriver
-	hs      []hierarchy
-	console *consoleHub
-	term    *ConsoleIO
+	cfg Config
+	// exitedAt is when the last boot's init exited (the teardown's start).
+	exitedAt time.Time
+	hooks    Hooks
+	log      *slog.Logger
+	driver   CgroupDriver
+	hs       []hierarchy
+	console  *consoleHub
+	term     *ConsoleIO
 	// hostMnt is the host's mount namespace, for the supervisor's thread to
 	// return to from the one it builds each boot's tree in (tree_linux.go);
 	// -1 until it first leaves.
@@ -217,7 +219,10 @@ func (s *supervisor) run(ctx context.Context) (ExitStatus, error) {
 			s.hooks.Stopped(context.WithoutCancel(ctx), st)
 		}
 		cleanup.Fail()
-		s.log.Debug("cleaned up")
+		if !s.exitedAt.IsZero() {
+			// What a stop costs after the guest's init has gone.
+			s.log.Info("cleaned up", "after", time.Since(s.exitedAt).Round(time.Microsecond))
+		}
 		return st
 	}
 	fail := func(err error) (ExitStatus, error) {
@@ -515,6 +520,7 @@ func (s *supervisor) bootLoop(ctx context.Context, cg *cgroupSetup, readyCh <-ch
 		}
 		stopWatchers := s.startWatchers(path)
 		ws := s.waitPayload(ctx, exitCh, readyCh, sigs, path)
+		s.exitedAt = time.Now()
 		stopWatchers()
 		s.log.Debug("payload exited", "status", ws.String())
 		s.killPayload(path)
