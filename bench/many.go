@@ -88,7 +88,10 @@ func benchMany() (map[string]any, error) {
 // memory of each machine in each run, the guests' states seen.
 type manySeries struct {
 	up, down, rss, pss []float64
-	states             map[string]int
+	// cpu is the host's busy CPU time from the first start to all up, in
+	// seconds: what starting N machines costs, managers and guests together.
+	cpu    []float64
+	states map[string]int
 }
 
 // manyLab is one run of the suite: a berthd (the reconcile suite's lab,
@@ -195,7 +198,7 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 	if err := l.writeMany(spec.StateRunning); err != nil {
 		return err
 	}
-	t0 := time.Now()
+	t0, busy0 := time.Now(), hostBusy()
 	if _, _, err := l.apply(); err != nil {
 		return err
 	}
@@ -203,7 +206,7 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 	if err := l.waitRunning(manyN, 2*time.Minute); err != nil {
 		return err
 	}
-	up := time.Since(t0)
+	up, cpu := time.Since(t0), hostBusy()-busy0
 	time.Sleep(time.Second)
 	list, err := l.ctl.List(l.ctx)
 	if err != nil {
@@ -227,9 +230,9 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 		return fmt.Errorf("supervisors: %w", err)
 	}
 	down := time.Since(t1)
-	s.add(up, down)
-	fmt.Printf("   run %d %-20s up %6.2f s (apply returned at %.2f s)   down %6.2f s (the stops returned at %.2f s)\n",
-		run, "berthd:", up.Seconds(), applied.Seconds(), down.Seconds(), verbs.Seconds())
+	s.add(up, down, cpu)
+	fmt.Printf("   run %d %-20s up %6.2f s (apply returned at %.2f s, CPU %.2f s)   down %6.2f s (the stops returned at %.2f s)\n",
+		run, "berthd:", up.Seconds(), applied.Seconds(), cpu, down.Seconds(), verbs.Seconds())
 	if err := l.writeMany(spec.StateStopped); err != nil {
 		return err
 	}
@@ -277,7 +280,7 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 			n.close()
 		}
 	}()
-	t0 := time.Now()
+	t0, busy0 := time.Now(), hostBusy()
 	for i, root := range l.roots {
 		name := fmt.Sprintf("many-ns%d", i)
 		n, err := startNotified(bl.command(vNspawn, root, name, cg+"/"+strconv.Itoa(i)),
@@ -292,7 +295,7 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 			return fmt.Errorf("machine %d: %w", i, err)
 		}
 	}
-	up := time.Since(t0)
+	up, cpu := time.Since(t0), hostBusy()-busy0
 	time.Sleep(time.Second)
 	var pids, leaders []int
 	for _, n := range runs {
@@ -313,8 +316,8 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	s.add(up, down)
-	fmt.Printf("   run %d %-20s up %6.2f s   down %6.2f s\n", run, "systemd-nspawn:", up.Seconds(), down.Seconds())
+	s.add(up, down, cpu)
+	fmt.Printf("   run %d %-20s up %6.2f s (CPU %.2f s)   down %6.2f s\n", run, "systemd-nspawn:", up.Seconds(), cpu, down.Seconds())
 	return nil
 }
 
@@ -335,7 +338,7 @@ func (l *manyLab) runLXC(run int, s *manySeries) error {
 		defer sock.Close()
 		readies[i] = ready
 	}
-	t0 := time.Now()
+	t0, busy0 := time.Now(), hostBusy()
 	errs := make([]error, manyN)
 	var wg sync.WaitGroup
 	for i := range manyN {
@@ -351,7 +354,7 @@ func (l *manyLab) runLXC(run int, s *manySeries) error {
 			return fmt.Errorf("container %s: %w", x.name(i), err)
 		}
 	}
-	up := time.Since(t0)
+	up, cpu := time.Since(t0), hostBusy()-busy0
 	time.Sleep(time.Second)
 	var inits, monitors []int
 	for i := range manyN {
@@ -377,8 +380,8 @@ func (l *manyLab) runLXC(run int, s *manySeries) error {
 		return fmt.Errorf("monitors: %w", err)
 	}
 	down := time.Since(t1)
-	s.add(up, down)
-	fmt.Printf("   run %d %-20s up %6.2f s   down %6.2f s (lxc-stop returned at %.2f s)\n", run, "LXC:", up.Seconds(), down.Seconds(), stopped.Seconds())
+	s.add(up, down, cpu)
+	fmt.Printf("   run %d %-20s up %6.2f s (CPU %.2f s)   down %6.2f s (lxc-stop returned at %.2f s)\n", run, "LXC:", up.Seconds(), cpu, down.Seconds(), stopped.Seconds())
 	return nil
 }
 
@@ -394,9 +397,28 @@ func firstChild(pid int) int {
 	return n
 }
 
-// add records one run's times, in seconds to the millisecond.
-func (s *manySeries) add(up, down time.Duration) {
+// add records one run's times, in seconds to the millisecond, and its CPU
+// seconds.
+func (s *manySeries) add(up, down time.Duration, cpu float64) {
 	s.up, s.down = append(s.up, up.Round(time.Millisecond).Seconds()), append(s.down, down.Round(time.Millisecond).Seconds())
+	s.cpu = append(s.cpu, round2(cpu))
+}
+
+// hostBusy is the CPU time the host has spent busy since it booted, in
+// seconds: /proc/stat's user, nice, system, irq, softirq and steal, all CPUs
+// (USER_HZ is 100 on Linux).
+func hostBusy() float64 {
+	b, _ := os.ReadFile("/proc/stat")
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var t float64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		if i < len(f) {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			t += v
+		}
+	}
+	return t / 100
 }
 
 // sample records the RSS and PSS of each of pids, in KiB.
@@ -446,20 +468,20 @@ func (l *manyLab) figures(res map[string]*manySeries) map[string]any {
 		"conditions": "2 cores, shared with other test runs; medians; Debian 12 minbase+systemd guest, no network but loopback; berthd with its default configuration; run 1 is every machine's first start"}
 	kib := func(v float64) string { return fmt.Sprintf("%.1f MiB", v/1024) }
 	fmt.Printf("   %d machines at once, medians of %d runs:\n", manyN, manyRuns)
-	fmt.Printf("   %-22s %12s %12s %14s %14s   %s\n", "", "all up s", "all down s", "RSS/machine", "PSS/machine", "guests (is-system-running)")
+	fmt.Printf("   %-22s %12s %12s %12s %14s %14s   %s\n", "", "all up s", "CPU s (up)", "all down s", "RSS/machine", "PSS/machine", "guests (is-system-running)")
 	for _, m := range manyManagers {
 		s := res[m.key]
 		if m.key == "lxc" && l.lxc == nil {
 			figs["lxc"] = "not installed"
-			fmt.Printf("   %-22s %12s %12s %14s %14s\n", m.label, "not installed", "", "", "")
+			fmt.Printf("   %-22s %12s %12s %12s %14s %14s\n", m.label, "not installed", "", "", "", "")
 			continue
 		}
-		figs[m.key+"_up_s"], figs[m.key+"_down_s"] = round2(median(s.up)), round2(median(s.down))
+		figs[m.key+"_up_s"], figs[m.key+"_down_s"], figs[m.key+"_up_cpu_s"] = round2(median(s.up)), round2(median(s.down)), round2(median(s.cpu))
 		figs[m.key+"_up_s_all"], figs[m.key+"_down_s_all"] = s.up, s.down
 		figs[m.key+"_rss_kib"], figs[m.key+"_pss_kib"] = round(median(s.rss)), round(median(s.pss))
 		figs[m.key+"_guests"] = s.states
 		figs[m.key+"_readiness"] = m.ready
-		fmt.Printf("   %-22s %12.2f %12.2f %14s %14s   %v\n", m.label, median(s.up), median(s.down), kib(median(s.rss)), kib(median(s.pss)), s.states)
+		fmt.Printf("   %-22s %12.2f %12.2f %12.2f %14s %14s   %v\n", m.label, median(s.up), median(s.cpu), median(s.down), kib(median(s.rss)), kib(median(s.pss)), s.states)
 	}
 	figs["berthd_rss_kib"] = round(median(l.berthdRSS))
 	fmt.Printf("   %-22s %12s %12s %14s\n", "berthd itself", "", "", kib(median(l.berthdRSS)))
@@ -470,15 +492,16 @@ func (l *manyLab) figures(res map[string]*manySeries) map[string]any {
 		}
 		b, d := res["berth"], res[den.key]
 		q := map[string]float64{
-			"up":   median(b.up) / median(d.up),
-			"down": median(b.down) / median(d.down),
-			"rss":  median(b.rss) / median(d.rss),
-			"pss":  median(b.pss) / median(d.pss),
+			"up":     median(b.up) / median(d.up),
+			"up_cpu": median(b.cpu) / median(d.cpu),
+			"down":   median(b.down) / median(d.down),
+			"rss":    median(b.rss) / median(d.rss),
+			"pss":    median(b.pss) / median(d.pss),
 		}
 		for k, v := range q {
 			figs[k+"_ratio_"+den.key] = round2(v)
 		}
-		fmt.Printf("   %-22s %12.2f %12.2f %14.2f %14.2f\n", "berth / "+den.key, q["up"], q["down"], q["rss"], q["pss"])
+		fmt.Printf("   %-22s %12.2f %12.2f %12.2f %14.2f %14.2f\n", "berth / "+den.key, q["up"], q["up_cpu"], q["down"], q["rss"], q["pss"])
 	}
 	fmt.Println("   readiness:")
 	for _, m := range manyManagers {
