@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -117,7 +118,14 @@ func (h *Host) ensureVeth(ctx context.Context, a Attachment, target netns.NsHand
 	case err != nil:
 		return nil, a.attachError("look up "+a.HostIf, err)
 	default:
-		if err := h.checkOwnVeth(a, hostLink, target, inside); err != nil {
+		err := h.checkOwnVeth(a, hostLink, target, inside)
+		if errors.Is(err, errStaleVeth) && h.vethGone(hostLink) {
+			// The machine's veth from its previous run: that run's
+			// namespace ended with it, and the kernel frees a namespace
+			// (and the veths in it) a moment later, in the background.
+			return h.ensureVeth(ctx, a, target, inside, bridge, r)
+		}
+		if err != nil {
 			return nil, a.attachError("check existing "+a.HostIf, err)
 		}
 	}
@@ -183,8 +191,28 @@ func (h *Host) createVeth(a Attachment, target netns.NsHandle, bridge netlink.Li
 	return link, nil
 }
 
+// errStaleVeth: the host link is this machine's veth, with its peer in
+// another namespace than the machine's (a previous run's, or an instance
+// still running).
+var errStaleVeth = errors.New("the machine's veth of another run")
+
+// vethGone waits up to a second for the kernel to free a previous run's veth
+// with its namespace and reports whether it went. One that stays belongs to
+// a namespace something still holds (an earlier instance still running):
+// never removed from here.
+func (h *Host) vethGone(link netlink.Link) bool {
+	for i := 0; i < 100; i++ {
+		if _, err := h.nl.LinkByIndex(link.Attrs().Index); isNotFound(err) {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
 // checkOwnVeth accepts an existing host link only when it is this machine's
-// veth and its peer is host0 in the machine's namespace.
+// veth and its peer is host0 in the machine's namespace; errStaleVeth when it
+// is this machine's veth with its peer elsewhere.
 func (h *Host) checkOwnVeth(a Attachment, link netlink.Link, target netns.NsHandle, inside *netlink.Handle) error {
 	if link.Type() != "veth" || link.Attrs().Alias != machineAlias(a.Machine) {
 		owner := "berth did not make it"
@@ -200,7 +228,7 @@ func (h *Host) checkOwnVeth(a Attachment, link netlink.Link, target netns.NsHand
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is connected to a different network namespace, not to this machine's (is an earlier instance of the machine still running?); stop it or remove the link with `ip link del %s`: %w", a.HostIf, a.HostIf, ErrExists)
+	return fmt.Errorf("%s is connected to a different network namespace, not to this machine's (is an earlier instance of the machine still running?); stop it or remove the link with `ip link del %s`: %w (%w)", a.HostIf, a.HostIf, ErrExists, errStaleVeth)
 }
 
 // checkAddrsFree refuses machine addresses that an interface of the host has:

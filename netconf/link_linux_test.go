@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/berthd/berth/internal/rundir"
@@ -229,6 +230,31 @@ func TestAttachClash(t *testing.T) {
 	if out := mustSh(t, m.pid, "ip", "-o", "link"); strings.Contains(out, GuestIfName) {
 		t.Fatalf("host0 left in the machine after a failed attach:\n%s", out)
 	}
+}
+
+// A restarted machine attaches while the kernel may still be freeing its
+// previous run's namespace, and with it the previous veth: the new run waits
+// for it to go, then makes its own and reaches the bridge.
+func TestAttachAfterPreviousRun(t *testing.T) {
+	ctx := context.Background()
+	h, _ := testHost(t)
+	b := testBridge(t)
+	if err := h.EnsureBridge(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	old, cur := newNetns(t), newNetns(t)
+	a := attachment(testenv.UniqueName("again"), b, "10.88.0.7", "")
+	if err := h.Attach(ctx, old.pid, a); err != nil {
+		t.Fatal(err)
+	}
+	// The previous run ends: its namespace is freed in the background.
+	if err := syscall.Kill(old.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Attach(ctx, cur.pid, a); err != nil {
+		t.Fatalf("attach of the next run while the previous one's namespace goes: %v", err)
+	}
+	ping(t, cur.pid, b.Gateway4.Addr())
 }
 
 // Machines starting together attach at the same time (berthd starts many at
