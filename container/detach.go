@@ -67,7 +67,7 @@ func SpawnDetached(ctx context.Context, cfg Config, stage string) (int, error) {
 	cmd.ExtraFiles = []*os.File{w}
 	if err := cmd.Start(); err != nil {
 		w.Close()
-		return 0, fmt.Errorf("machine %q: start supervisor: %w", cfg.Name, err)
+		return 0, fmt.Errorf("machine %q: start supervisor: %w", cfg.Name, execFailure(err))
 	}
 	w.Close()
 	pid := cmd.Process.Pid

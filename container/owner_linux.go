@@ -42,6 +42,9 @@ func startOwnedBy(uid uint32, cmd *exec.Cmd, then func()) error {
 	if err := unix.Capget(&hdr, &caps[0]); err != nil {
 		return fmt.Errorf("start payload: capabilities: %w", err)
 	}
+	// A change of effective UID also resets the whole process's dumpable
+	// flag (to fs.suid_dumpable, 0): it is put back after.
+	dumpable, _ := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), uintptr(uid), ^uintptr(0)); e != 0 {
 		return fmt.Errorf("start payload: become UID %d to own its user namespace: %w", uid, e)
 	}
@@ -49,7 +52,10 @@ func startOwnedBy(uid uint32, cmd *exec.Cmd, then func()) error {
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 0, ^uintptr(0)); e != 0 {
 			return e
 		}
-		return unix.Capset(&hdr, &caps[0])
+		if err := unix.Capset(&hdr, &caps[0]); err != nil {
+			return err
+		}
+		return unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(dumpable), 0, 0, 0)
 	}
 	if err := unix.Capset(&hdr, &caps[0]); err != nil {
 		if rerr := restore(); rerr != nil {

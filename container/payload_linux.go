@@ -54,7 +54,7 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 	if err := start(); err != nil {
 		child.Close()
 		s.leaveM0()
-		return nil, fmt.Errorf("start payload: %w", err)
+		return nil, fmt.Errorf("start payload: %w", execFailure(err))
 	}
 	child.Close()
 	pid := cmd.Process.Pid

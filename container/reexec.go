@@ -91,6 +91,8 @@ func StageMain() {
 var (
 	sealedOnce sync.Once
 	sealedPath = "/proc/self/exe"
+	// sealedID is the sealed binary's device and inode (zero when not sealed).
+	sealedDev, sealedIno uint64
 )
 
 // stageGODEBUG is the Go runtime settings every stage process runs with,
@@ -186,16 +188,37 @@ func selfExe() string {
 		if cand := stageCandidate(); cand != "" {
 			if p, ok := sealed(cand); ok && sameBuild(p) {
 				sealedPath = p
-				return
 			} else if ok {
 				closeSealed(p)
 			}
 		}
-		if p, ok := sealed("/proc/self/exe"); ok {
-			sealedPath = p
+		if sealedPath == "/proc/self/exe" {
+			if p, ok := sealed("/proc/self/exe"); ok {
+				sealedPath = p
+			}
+		}
+		var st unix.Stat_t
+		if unix.Stat(sealedPath, &st) == nil {
+			sealedDev, sealedIno = st.Dev, st.Ino
 		}
 	})
 	return sealedPath
+}
+
+// execFailure adds to err, the failure to start a stage from selfExe, what
+// selfExe's path is now when that is no longer the binary it sealed: a
+// descriptor of the sealed clone closed by mistake, and its number taken by
+// another file, makes every later start fail.
+func execFailure(err error) error {
+	if sealedIno == 0 {
+		return err
+	}
+	var st unix.Stat_t
+	if serr := unix.Stat(sealedPath, &st); serr != nil || st.Dev != sealedDev || st.Ino != sealedIno {
+		now, _ := os.Readlink(sealedPath)
+		return fmt.Errorf("%w (%s no longer names the sealed binary: it is %q, %v)", err, sealedPath, now, serr)
+	}
+	return err
 }
 
 // sealed makes a read-only, detached clone of the mount of the file at path
