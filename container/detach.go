@@ -142,7 +142,8 @@ func LoadDetachedConfig() (Config, error) {
 // supervises the machine and exits with the machine's exit code. It tells
 // SpawnDetached when the payload has started, or why it failed.
 func SuperviseStage(hooks func(ctx context.Context, cfg Config) (Hooks, error)) {
-	WarmCgroupMoves()
+	// No WarmCgroupMoves: berthd starts machines many at a time, and the
+	// no-op moves cost every booting guest more than they save (see warm).
 	// One supervisor per machine: keep it lean. Its heap is tiny and steady,
 	// so collecting early costs little and keeps the RSS near the live set.
 	debug.SetGCPercent(25)

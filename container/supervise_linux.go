@@ -391,7 +391,6 @@ func (s *supervisor) setupCgroups(ctx context.Context, cleanup *revert.Reverter)
 	if err != nil {
 		return "", err
 	}
-	WarmCgroupMoves()
 	if s.driver.Name() != (CgroupfsDriver{}).Name() {
 		pauseWarm() // the driver moves the supervisor (systemd: into the scope)
 	}
