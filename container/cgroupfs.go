@@ -217,12 +217,19 @@ func (d CgroupfsDriver) Destroy(ctx context.Context, name, path string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, h := range hs {
-		if err := removeCgroupTree(h.dir(path)); err != nil {
-			errs = append(errs, err)
-		}
+	// Each hierarchy's tree at once: an rmdir waits for the kernel to take
+	// the cgroup offline, and eleven hierarchies one after another made up
+	// most of a stop's teardown.
+	errs := make([]error, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = removeCgroupTree(h.dir(path))
+		}()
 	}
+	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("machine %q: remove cgroup: %w", name, err)
 	}

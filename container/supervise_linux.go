@@ -403,6 +403,7 @@ func (s *supervisor) setupCgroups(ctx context.Context, cleanup *revert.Reverter)
 	cleanup.Add(func() {
 		endWarm()
 		restoreCgroups(hs, own)
+		s.log.Debug("left the machine's cgroup")
 		if err := s.driver.Destroy(context.WithoutCancel(ctx), cfg.Name, cg.Path); err != nil {
 			s.log.Warn("remove cgroup", "err", err)
 		}
