@@ -381,12 +381,17 @@ func (l *manyLab) runLXC(run int, s *manySeries) error {
 	s.sample(monitors)
 	s.check(inits)
 	t1 := time.Now()
-	for i := range manyN {
+	for _, i := range ok {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs[i] = x.stop(i) }()
 	}
 	wg.Wait()
 	stopped := time.Since(t1)
+	for i := range manyN {
+		if !slices.Contains(ok, i) {
+			_ = x.stop(i) // gave no READY=1: may be gone already
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
