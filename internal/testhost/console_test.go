@@ -74,8 +74,11 @@ func TestConsoleAndLoginInTestHost(t *testing.T) {
 		t.Logf("%s: the login prompt %v after the command started", s.name, time.Since(begin))
 		_ = s.Send("root\r") == nil &&
 			step(s, "Password: ", "berth-test\r") &&
-			step(s, "# ", "echo uid=$(id -u) tty=$(tty); exit\r") &&
-			step(s, "uid=0 tty=/dev/pts/", "") &&
+			// The exit comes after the output is seen: what a shell writes
+			// just before it ends may be lost with the terminal's hangup
+			// (seen once through machinectl login).
+			step(s, "# ", "echo uid=$(id -u) tty=$(tty)\r") &&
+			step(s, "uid=0 tty=/dev/pts/", "exit\r") &&
 			// Logged out, the getty comes back: ^] three times within a
 			// second ends the session.
 			step(s, "c1 login: ", "\x1d\x1d\x1d")
