@@ -36,7 +36,16 @@ import (
 // the effective capabilities (the real and saved UIDs stay 0, so the
 // permitted set stays); they are raised again for the clone and for writing
 // the child's ID maps, and restored exactly after.
+//
+// uid 0 (a machine without a user namespace of its own) starts cmd as it is.
 func startOwnedBy(uid uint32, cmd *exec.Cmd, then func()) error {
+	if uid == 0 {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		then()
+		return nil
+	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var caps [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &caps[0]); err != nil {

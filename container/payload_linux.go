@@ -41,17 +41,11 @@ func (s *supervisor) startPayload(ctx context.Context, cg *cgroupSetup, boot int
 		raiseFileLimit(cmd.Process.Pid)
 		limitErr = applyRlimits(cmd.Process.Pid, cfg.Rlimits)
 	}
-	start := func() error {
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		limits()
-		return nil
-	}
+	var owner uint32 // the host's root: no user namespace of its own
 	if u := cfg.Users; u != nil {
-		start = func() error { return startOwnedBy(u.Base, cmd, limits) }
+		owner = u.Base
 	}
-	if err := start(); err != nil {
+	if err := startOwnedBy(owner, cmd, limits); err != nil {
 		child.Close()
 		s.leaveM0()
 		return nil, fmt.Errorf("start payload: %w", execFailure(err))

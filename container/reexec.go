@@ -185,17 +185,18 @@ func sameBuild(path string) bool {
 // runs it.
 func selfExe() string {
 	sealedOnce.Do(func() {
+		fd := -1
 		if cand := stageCandidate(); cand != "" {
-			if p, ok := sealed(cand); ok && sameBuild(p) {
-				sealedPath = p
-			} else if ok {
-				closeSealed(p)
+			if fd = sealed(cand); fd >= 0 && !sameBuild(fdPath(fd)) {
+				unix.Close(fd)
+				fd = -1
 			}
 		}
-		if sealedPath == "/proc/self/exe" {
-			if p, ok := sealed("/proc/self/exe"); ok {
-				sealedPath = p
-			}
+		if fd < 0 {
+			fd = sealed("/proc/self/exe")
+		}
+		if fd >= 0 {
+			sealedPath = fdPath(fd)
 		}
 		var st unix.Stat_t
 		if unix.Stat(sealedPath, &st) == nil {
@@ -222,23 +223,19 @@ func execFailure(err error) error {
 }
 
 // sealed makes a read-only, detached clone of the mount of the file at path
-// and returns /proc/self/fd/N for the file on it.
-func sealed(path string) (string, bool) {
+// and returns a descriptor for the file on it, -1 when the kernel cannot.
+func sealed(path string) int {
 	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return "", false
+		return -1
 	}
 	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
 		unix.Close(fd)
-		return "", false
+		return -1
 	}
-	return "/proc/self/fd/" + strconv.Itoa(fd), true
+	return fd
 }
 
-// closeSealed drops a clone sealed made.
-func closeSealed(p string) {
-	if fd, err := strconv.Atoi(strings.TrimPrefix(p, "/proc/self/fd/")); err == nil {
-		unix.Close(fd)
-	}
-}
+// fdPath is the path of this process's descriptor fd.
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }

@@ -195,10 +195,12 @@ func startWarm() {
 				warm.mu.Unlock()
 				return
 			}
-			if warm.procs != "" && os.WriteFile(warm.procs, pid, 0) != nil {
-				warm.ended = true // not ours to move: no help, no harm
-			}
+			failed := warm.procs != "" && os.WriteFile(warm.procs, pid, 0) != nil
 			warm.mu.Unlock()
+			if failed {
+				endWarm() // not ours to move: no help, no harm
+				return
+			}
 			time.Sleep(warmEvery)
 		}
 		endWarm()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berthd/berth/internal/fsutil"
+	"github.com/berthd/berth/rootfs/hold"
 	"golang.org/x/sys/unix"
 )
 
@@ -87,9 +88,7 @@ type nameRef struct {
 	Created  time.Time `json:"created"`
 }
 
-func (s *Store) digestDir(digest string) string {
-	return filepath.Join(s.images, "sha256", strings.TrimPrefix(digest, "sha256:"))
-}
+func (s *Store) digestDir(digest string) string { return hold.ContentDir(s.dir, digest) }
 
 func (s *Store) namePath(name string) string {
 	return filepath.Join(s.images, "names", name+".json")

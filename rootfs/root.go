@@ -15,6 +15,7 @@ import (
 	"github.com/berthd/berth/internal/fsutil"
 	"github.com/berthd/berth/internal/osimage"
 
+	"github.com/berthd/berth/rootfs/hold"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,7 +113,7 @@ func escapeOverlayPath(p string) string {
 // rootMeta is STATE/machines/NAME/root.json: Root's stored fields.
 const rootMetaFile = "root.json"
 
-func (s *Store) machineDir(machine string) string { return filepath.Join(s.machines, machine) }
+func (s *Store) machineDir(machine string) string { return hold.MachineDir(s.dir, machine) }
 
 // HasRoot says whether the machine has a root in the store under stateDir,
 // without opening the store (which would make its directories).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/berthd/berth/container"
 	"github.com/berthd/berth/internal/rundir"
@@ -78,7 +77,7 @@ func stageHooks(ctx context.Context, cfg container.Config) (container.Hooks, err
 // root older than lock files gets its lock file here.
 func lockRoot(h *container.Hooks, name, stateDir string) error {
 	lock, err := hold.LockRoot(stateDir, name, "", func() error {
-		if _, err := os.Stat(filepath.Dir(hold.RootLockPath(stateDir, name))); err != nil {
+		if _, err := os.Stat(hold.MachineDir(stateDir, name)); err != nil {
 			return fmt.Errorf("machine %q has no root in %s", name, stateDir)
 		}
 		return nil

@@ -23,15 +23,27 @@ import (
 // LockFile is the name of a machine root's lock file in its directory.
 const LockFile = ".lock"
 
+// MachineDir is machine's root directory in the state directory:
+// STATE/machines/NAME (the store's layout, which package rootfs uses too).
+func MachineDir(stateDir, machine string) string {
+	return filepath.Join(stateDir, "machines", machine)
+}
+
+// ContentDir is the content directory of image digest "sha256:HEX":
+// STATE/images/sha256/HEX.
+func ContentDir(stateDir, digest string) string {
+	return filepath.Join(stateDir, "images", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
 // RootLockPath is machine's root lock: STATE/machines/NAME/.lock.
 func RootLockPath(stateDir, machine string) string {
-	return filepath.Join(stateDir, "machines", machine, LockFile)
+	return filepath.Join(MachineDir(stateDir, machine), LockFile)
 }
 
 // InUsePath is the in-use lock of an image's content:
-// STATE/images/sha256/HEX/in-use.lock, for digest "sha256:HEX".
+// STATE/images/sha256/HEX/in-use.lock.
 func InUsePath(stateDir, digest string) string {
-	return filepath.Join(stateDir, "images", "sha256", strings.TrimPrefix(digest, "sha256:"), "in-use.lock")
+	return filepath.Join(ContentDir(stateDir, digest), "in-use.lock")
 }
 
 // Root is an exclusive hold on a machine's root.
