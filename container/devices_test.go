@@ -73,3 +73,21 @@ func TestDeviceFilter(t *testing.T) {
 		t.Errorf("got %q", out)
 	}
 }
+
+// TestDeviceProgramRefused: the program is loaded without the verifier's log,
+// so one the kernel refuses is loaded again for the log that says why.
+func TestDeviceProgramRefused(t *testing.T) {
+	testenv.SkipUnlessRoot(t)
+	prog := deviceProgram(nil)
+	prog = prog[:len(prog)-8] // no exit: the verifier refuses it
+	if _, errno := loadDeviceProgram(prog, nil); errno == 0 {
+		t.Fatal("a program without an exit was loaded")
+	} else if errno == syscall.EPERM && insideContainer() {
+		t.Skipf("skipping: bpf() is not allowed in this container")
+	}
+	log := make([]byte, 64<<10)
+	if _, errno := loadDeviceProgram(prog, log); errno == 0 || clen(log) == 0 {
+		t.Fatalf("the second load gave errno %v and no log", errno)
+	}
+	t.Logf("verifier: %s", log[:clen(log)])
+}
