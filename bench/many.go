@@ -28,7 +28,30 @@ func init() {
 var (
 	manyN    = envInt("BENCH_MANY_N", 20, 1)
 	manyRuns = envInt("BENCH_MANY_RUNS", 3, 1)
+	// manyPerf, when set (BENCH_MANY_PERF=DIR), is where a system-wide
+	// perf profile of each start and each stop goes (MANAGER-up-RUN.data,
+	// MANAGER-down-RUN.data): what the host spends its CPU on while N
+	// machines start or end. perf's own cost is in those runs' figures.
+	manyPerf = os.Getenv("BENCH_MANY_PERF")
 )
+
+// profile starts perf record -a -g into manyPerf/NAME.data and returns what
+// ends it; nothing without BENCH_MANY_PERF.
+func profile(name string) func() {
+	if manyPerf == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-q", "-o", filepath.Join(manyPerf, name+".data"))
+	if err := cmd.Start(); err != nil {
+		fmt.Printf("   perf record: %v\n", err)
+		return func() {}
+	}
+	time.Sleep(200 * time.Millisecond) // perf is ready
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+}
 
 // The managers compared, in the order they take turns in each run.
 var manyManagers = []struct{ key, label, ready string }{
@@ -43,7 +66,8 @@ var manyManagers = []struct{ key, label, ready string }{
 //   - up: from the first start request to every guest's READY=1 (systemd
 //     sends it once startup finished, as is-system-running says running);
 //     berth: one apply through berthd's API declaring all machines, until
-//     List shows all running; nspawn: manyN `systemd-nspawn -b` started at
+//     the last READY=1 its supervisor recorded (List, looked at every
+//     250 ms, shows all running); nspawn: manyN `systemd-nspawn -b` started at
 //     once, each on its own copy of the guest; LXC: manyN `lxc-start -d`
 //     at once, each on its own copy;
 //   - down: stop all at once until every manager process is gone (berth:
@@ -198,15 +222,20 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 	if err := l.writeMany(spec.StateRunning); err != nil {
 		return err
 	}
+	endProfile := profile(fmt.Sprintf("berth-up-%d", run))
 	t0, busy0 := time.Now(), hostBusy()
 	if _, _, err := l.apply(); err != nil {
+		endProfile()
 		return err
 	}
 	applied := time.Since(t0)
-	if err := l.waitRunning(manyN, 2*time.Minute); err != nil {
+	last, err := l.waitReady(manyN, 2*time.Minute)
+	cpu := hostBusy() - busy0
+	endProfile()
+	if err != nil {
 		return err
 	}
-	up, cpu := time.Since(t0), hostBusy()-busy0
+	up := last.Sub(t0)
 	time.Sleep(time.Second)
 	list, err := l.ctl.List(l.ctx)
 	if err != nil {
@@ -221,15 +250,19 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 	s.sample(sups)
 	l.berthdRSS = append(l.berthdRSS, float64(rssKB(l.daemon.Process.Pid)))
 	s.check(leaders)
+	endProfile = profile(fmt.Sprintf("berth-down-%d", run))
 	t1 := time.Now()
 	if err := stopAll(l.ctx, l.ctl, l.names); err != nil {
+		endProfile()
 		return err
 	}
 	verbs := time.Since(t1)
-	if err := waitGone(sups, time.Minute); err != nil {
+	err = waitGone(sups, time.Minute)
+	down := time.Since(t1)
+	endProfile()
+	if err != nil {
 		return fmt.Errorf("supervisors: %w", err)
 	}
-	down := time.Since(t1)
 	s.add(up, down, cpu)
 	fmt.Printf("   run %d %-20s up %6.2f s (apply returned at %.2f s, CPU %.2f s)   down %6.2f s (the stops returned at %.2f s)\n",
 		run, "berthd:", up.Seconds(), applied.Seconds(), cpu, down.Seconds(), verbs.Seconds())
@@ -240,6 +273,37 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 		return err
 	}
 	return l.verbAll("release")
+}
+
+// waitReady waits until n machines are running and returns when the last
+// of them got its guest's READY=1, as its supervisor recorded it (the moment
+// nspawn's --notify-ready passes it on). It looks only every 250 ms: each
+// look is a List, whose CPU the booting guests would otherwise share.
+func (l *manyLab) waitReady(n int, limit time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		list, err := l.ctl.List(l.ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		var last time.Time
+		running := 0
+		for _, m := range list {
+			if m.State == api.StateRunning {
+				running++
+				if m.ReadySince.After(last) {
+					last = m.ReadySince
+				}
+			}
+		}
+		if running >= n {
+			return last, nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%d of %d machines running after %s", running, n, limit)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // stopAll stops the named machines through berthd's API, all at once, as
@@ -280,12 +344,14 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 			n.close()
 		}
 	}()
+	endProfile := profile(fmt.Sprintf("nspawn-up-%d", run))
 	t0, busy0 := time.Now(), hostBusy()
 	for i, root := range l.roots {
 		name := fmt.Sprintf("many-ns%d", i)
 		n, err := startNotified(bl.command(vNspawn, root, name, cg+"/"+strconv.Itoa(i)),
 			filepath.Join(l.work, fmt.Sprintf("nspawn-run%d-%d.out", run, i)))
 		if err != nil {
+			endProfile()
 			return err
 		}
 		runs = append(runs, n)
@@ -300,10 +366,11 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 		}
 		ok = append(ok, n)
 	}
+	up, cpu := time.Since(t0), hostBusy()-busy0
+	endProfile()
 	if len(ok) == 0 {
 		return errors.New("no nspawn machine reported READY=1")
 	}
-	up, cpu := time.Since(t0), hostBusy()-busy0
 	time.Sleep(time.Second)
 	var pids, leaders []int
 	for _, n := range ok {
@@ -312,6 +379,7 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 	}
 	s.sample(pids)
 	s.check(leaders)
+	endProfile = profile(fmt.Sprintf("nspawn-down-%d", run))
 	t1 := time.Now()
 	errs := make([]error, len(runs))
 	var wg sync.WaitGroup
@@ -321,6 +389,7 @@ func (l *manyLab) runNspawn(run int, s *manySeries) error {
 	}
 	wg.Wait()
 	down := time.Since(t1)
+	endProfile()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
