@@ -249,11 +249,7 @@ func (s *supervisor) killAll(path string) {
 func (s *supervisor) killPayload(path string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n := 0
-		for _, h := range s.hs {
-			c, _ := countProcs(h.dir(filepath.Join(path, "payload")))
-			n += c
-		}
+		n := payloadProcs(s.hs, filepath.Join(path, "payload"))
 		if n == 0 || time.Now().After(deadline) {
 			if n > 0 {
 				s.log.Warn("payload processes are left after kill", "count", n)
@@ -266,6 +262,36 @@ func (s *supervisor) killPayload(path string) {
 	s.mu.Lock()
 	s.leader = nil
 	s.mu.Unlock()
+}
+
+// payloadProcs says how many processes are left in the payload cgroup dir
+// (relative to each hierarchy) and below it. Every process is in one cgroup
+// of every hierarchy, and the guest, whose cgroup namespace starts at
+// payload, cannot leave it; so where there is a cgroup2 hierarchy its
+// cgroup.events answers for the whole tree in one read ("populated 0": none
+// left, then 0 is returned; else the count there). Without one, each v1
+// hierarchy's tree is walked.
+func payloadProcs(hs []hierarchy, dir string) int {
+	for _, h := range hs {
+		if !h.Unified {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(h.dir(dir), "cgroup.events"))
+		if err != nil {
+			break // not there (yet): count the slow way
+		}
+		if strings.Contains(string(b), "populated 0") {
+			return 0
+		}
+		n, _ := countProcs(h.dir(dir))
+		return max(n, 1)
+	}
+	n := 0
+	for _, h := range hs {
+		c, _ := countProcs(h.dir(dir))
+		n += c
+	}
+	return n
 }
 
 // cleanPayloadCgroup removes the cgroups the guest made below payload, before
