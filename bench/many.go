@@ -35,24 +35,6 @@ var (
 	manyPerf = os.Getenv("BENCH_MANY_PERF")
 )
 
-// profile starts perf record -a -g into manyPerf/NAME.data and returns what
-// ends it; nothing without BENCH_MANY_PERF.
-func profile(name string) func() {
-	if manyPerf == "" {
-		return func() {}
-	}
-	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-q", "-o", filepath.Join(manyPerf, name+".data"))
-	if err := cmd.Start(); err != nil {
-		fmt.Printf("   perf record: %v\n", err)
-		return func() {}
-	}
-	time.Sleep(200 * time.Millisecond) // perf is ready
-	return func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	}
-}
-
 // The managers compared, in the order they take turns in each run.
 var manyManagers = []struct{ key, label, ready string }{
 	{"berth", "berthd (one apply)", "state running: the guest's READY=1 to its supervisor"},
@@ -229,7 +211,7 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 		return err
 	}
 	applied := time.Since(t0)
-	last, err := l.waitReady(manyN, 2*time.Minute)
+	last, err := l.waitRunning(manyN, 2*time.Minute, 250*time.Millisecond)
 	cpu := hostBusy() - busy0
 	endProfile()
 	if err != nil {
@@ -273,37 +255,6 @@ func (l *manyLab) runBerth(run int, s *manySeries) error {
 		return err
 	}
 	return l.verbAll("release")
-}
-
-// waitReady waits until n machines are running and returns when the last
-// of them got its guest's READY=1, as its supervisor recorded it (the moment
-// nspawn's --notify-ready passes it on). It looks only every 250 ms: each
-// look is a List, whose CPU the booting guests would otherwise share.
-func (l *manyLab) waitReady(n int, limit time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		list, err := l.ctl.List(l.ctx)
-		if err != nil {
-			return time.Time{}, err
-		}
-		var last time.Time
-		running := 0
-		for _, m := range list {
-			if m.State == api.StateRunning {
-				running++
-				if m.ReadySince.After(last) {
-					last = m.ReadySince
-				}
-			}
-		}
-		if running >= n {
-			return last, nil
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%d of %d machines running after %s", running, n, limit)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 // stopAll stops the named machines through berthd's API, all at once, as

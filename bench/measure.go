@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,4 +59,22 @@ func procNumber(pid int, file, key string) int {
 		}
 	}
 	return 0
+}
+
+// profile starts perf record -a -g into manyPerf/NAME.data and returns what
+// ends it; nothing without BENCH_MANY_PERF.
+func profile(name string) func() {
+	if manyPerf == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-q", "-o", filepath.Join(manyPerf, name+".data"))
+	if err := cmd.Start(); err != nil {
+		fmt.Printf("   perf record: %v\n", err)
+		return func() {}
+	}
+	time.Sleep(200 * time.Millisecond) // perf is ready
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }

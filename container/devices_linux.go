@@ -109,8 +109,10 @@ func attachDeviceFilter(dir string, rules []DeviceRule) error {
 	fd, errno := loadDeviceProgram(prog, nil)
 	if errno != 0 {
 		logBuf := make([]byte, 64<<10)
-		if _, again := loadDeviceProgram(prog, logBuf); again != 0 {
+		if fd2, again := loadDeviceProgram(prog, logBuf); again != 0 {
 			errno = again
+		} else {
+			unix.Close(int(fd2)) // loaded the second time: still refused the first
 		}
 		return fmt.Errorf("load the device filter: %w %s", errno, logBuf[:clen(logBuf)])
 	}
